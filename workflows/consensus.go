@@ -1,0 +1,395 @@
+// Package workflows holds the mesh's deterministic Temporal workflows.
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/synapse"
+)
+
+// Consensus statuses.
+const (
+	StatusRunning   = "running"
+	StatusConsensus = "consensus"
+	StatusArbiter   = "arbiter_resolved"
+	StatusFailed    = "failed"
+)
+
+// QueryState is the query that returns a ConsensusState.
+const QueryState = "state"
+
+// Defaults and bounds of ConsensusInput.
+const (
+	DefaultThreshold   = 0.8
+	DefaultMaxRounds   = 3
+	MaxRounds          = 10
+	DefaultProject     = "default"
+	DefaultStepTimeout = 2 * time.Minute
+	// hubStartTimeout is how long a step waits for a hub to pick it up before
+	// the workflow moves inference to the cloud queue.
+	hubStartTimeout = 10 * time.Second
+)
+
+// Error types of the workflow's non-retryable failures.
+const (
+	ErrInvalidInput   = "InvalidInput"
+	ErrHubUnavailable = "HubUnavailable"
+	ErrRoundFailed    = "RoundFailed"
+)
+
+// Placement says where inference may run.
+type Placement string
+
+// Placements.
+const (
+	PlacementAuto  Placement = "auto"  // the hub when it is healthy, else the cloud
+	PlacementHub   Placement = "hub"   // the hub only; fail if it is unavailable
+	PlacementCloud Placement = "cloud" // the cloud only
+)
+
+// ParsePlacement accepts auto, hub or cloud.
+func ParsePlacement(s string) (Placement, error) {
+	switch p := Placement(strings.ToLower(strings.TrimSpace(s))); p {
+	case PlacementAuto, PlacementHub, PlacementCloud:
+		return p, nil
+	case "":
+		return PlacementAuto, nil
+	}
+	return "", fmt.Errorf("invalid placement %q: use auto, hub or cloud", s)
+}
+
+// Resume continues a conversation from an earlier consensus: its last round,
+// Ethos's feedback from that round, and Pathos's manifest.
+type Resume struct {
+	From     string            `json:"from,omitempty"` // the earlier workflow's id
+	Round    int               `json:"round"`
+	Feedback string            `json:"feedback,omitempty"`
+	Manifest *synapse.Manifest `json:"manifest,omitempty"`
+}
+
+// ConsensusInput starts a ConsensusWorkflow. Zero fields take their defaults.
+type ConsensusInput struct {
+	Prompt string
+	// Project groups runs. Default "default".
+	Project string
+	// Threshold is the score at or above which a round reaches consensus, in (0, 1]. Default 0.8.
+	Threshold float64
+	// MaxRounds is how many rounds run before the Arbiter decides, 1 to 10. Default 3.
+	MaxRounds int
+	// Placement: auto (default), hub or cloud.
+	Placement Placement
+	// HubQueue is the task queue of the hub to prefer (hub.<device-id>); empty means none.
+	HubQueue string
+	// CloudQueue runs inference off the hub. Default: the workflow's own task queue.
+	CloudQueue string
+	// LoRA is an adapter id for Logos; empty uses the base model.
+	LoRA string
+	// Resume continues from an earlier state.
+	Resume *Resume
+	// StepTimeout bounds one agent call. Default 2 minutes.
+	StepTimeout time.Duration
+}
+
+// Normalize applies defaults and validates the input.
+func (in ConsensusInput) Normalize() (ConsensusInput, error) {
+	if strings.TrimSpace(in.Prompt) == "" {
+		return in, errors.New("prompt is empty")
+	}
+	if len(in.Prompt) > 64<<10 {
+		return in, fmt.Errorf("prompt is %d bytes; the limit is 65536", len(in.Prompt))
+	}
+	if in.Project == "" {
+		in.Project = DefaultProject
+	}
+	if err := store.ValidProjectID(in.Project); err != nil {
+		return in, err
+	}
+	if in.Threshold == 0 {
+		in.Threshold = DefaultThreshold
+	}
+	if !(in.Threshold > 0 && in.Threshold <= 1) {
+		return in, fmt.Errorf("threshold %v is outside (0, 1]", in.Threshold)
+	}
+	if in.MaxRounds == 0 {
+		in.MaxRounds = DefaultMaxRounds
+	}
+	if in.MaxRounds < 1 || in.MaxRounds > MaxRounds {
+		return in, fmt.Errorf("max rounds %d is outside 1..%d", in.MaxRounds, MaxRounds)
+	}
+	p, err := ParsePlacement(string(in.Placement))
+	if err != nil {
+		return in, err
+	}
+	in.Placement = p
+	if in.Placement == PlacementHub && in.HubQueue == "" {
+		return in, errors.New("placement hub needs a hub")
+	}
+	if in.StepTimeout == 0 {
+		in.StepTimeout = DefaultStepTimeout
+	}
+	if in.Resume != nil && in.Resume.Round < 0 {
+		return in, fmt.Errorf("resume round %d is negative", in.Resume.Round)
+	}
+	return in, nil
+}
+
+// RoundState is one round's outputs so far.
+type RoundState struct {
+	Round        int                   `json:"round"`
+	Solution     *synapse.Solution     `json:"solution,omitempty"`
+	Verification *synapse.Verification `json:"verification,omitempty"`
+	Score        float64               `json:"score"`
+}
+
+// ConsensusState is the live and final state of a consensus.
+type ConsensusState struct {
+	Status    string  `json:"status"`
+	Question  string  `json:"question"`
+	Project   string  `json:"project"`
+	Threshold float64 `json:"threshold"`
+	// Round is the round in progress, or the last one.
+	Round     int    `json:"round"`
+	LastRound int    `json:"last_round"`
+	Placement string `json:"placement"` // the task queue inference runs on
+	// PlacementNote says why inference runs where it does.
+	PlacementNote string            `json:"placement_note,omitempty"`
+	Manifest      *synapse.Manifest `json:"manifest,omitempty"`
+	Rounds        []RoundState      `json:"rounds"`
+	Arbiter       *synapse.Verdict  `json:"arbiter,omitempty"`
+	Answer        string            `json:"answer,omitempty"`
+	// Score is the consensus score of the last round.
+	Score float64                 `json:"score"`
+	Usage []activities.AgentUsage `json:"usage"`
+	Error string                  `json:"error,omitempty"`
+	// Steps counts completed agent steps; watchers poll it to see progress.
+	Steps int `json:"steps"`
+}
+
+// Feedback is Ethos's feedback from the last verified round, for Resume.
+func (s *ConsensusState) Feedback() string {
+	for i := len(s.Rounds) - 1; i >= 0; i-- {
+		if v := s.Rounds[i].Verification; v != nil {
+			return v.Feedback
+		}
+	}
+	return ""
+}
+
+// ConsensusWorkflow is the Cloud Synapse: Pathos reads the intent, then each
+// round Logos answers and Ethos verifies, until the score reaches the
+// threshold or the rounds run out and the Arbiter decides.
+func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState, error) {
+	in, err := in.Normalize()
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidInput, nil)
+	}
+	c := &consensus{in: in, cloud: in.CloudQueue}
+	if c.cloud == "" {
+		c.cloud = workflow.GetInfo(ctx).TaskQueueName
+	}
+	c.state = ConsensusState{Status: StatusRunning, Question: in.Prompt, Project: in.Project, Threshold: in.Threshold,
+		Rounds: []RoundState{}, Usage: []activities.AgentUsage{}}
+	if err := workflow.SetQueryHandler(ctx, QueryState, func() (ConsensusState, error) { return c.state, nil }); err != nil {
+		return nil, err
+	}
+	if err := c.run(ctx); err != nil {
+		c.state.Status = StatusFailed
+		c.state.Error = err.Error()
+		c.record(ctx)
+		return nil, err
+	}
+	c.record(ctx)
+	return &c.state, nil
+}
+
+type consensus struct {
+	in    ConsensusInput
+	cloud string
+	queue string
+	state ConsensusState
+}
+
+func (c *consensus) run(ctx workflow.Context) error {
+	if err := c.place(ctx); err != nil {
+		return err
+	}
+	var inf *activities.Inference
+	first, feedback := 1, ""
+	if r := c.in.Resume; r != nil {
+		first, feedback = r.Round+1, r.Feedback
+		if r.Manifest != nil {
+			m := *r.Manifest
+			c.state.Manifest = &m
+		}
+	}
+	last := first + c.in.MaxRounds - 1
+	c.state.LastRound = last
+	if c.state.Manifest == nil {
+		var out activities.PathosOutput
+		if err := c.step(ctx, first, inf.Pathos, activities.PathosInput{Question: c.in.Prompt}, &out); err != nil {
+			return err
+		}
+		c.state.Manifest = &out.Manifest
+		c.done(out.Usage)
+	}
+	m := *c.state.Manifest
+	for round := first; round <= last; round++ {
+		c.state.Round = round
+		c.state.Rounds = append(c.state.Rounds, RoundState{Round: round})
+		rs := &c.state.Rounds[len(c.state.Rounds)-1]
+
+		var lo activities.LogosOutput
+		if err := c.step(ctx, round, inf.Logos, activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round,
+			Feedback: feedback, LoRA: c.in.LoRA}, &lo); err != nil {
+			return err
+		}
+		rs.Solution = &lo.Solution
+		c.done(lo.Usage)
+
+		var eo activities.EthosOutput
+		if err := c.step(ctx, round, inf.Ethos, activities.EthosInput{Question: c.in.Prompt, Manifest: m, Solution: lo.Solution,
+			Round: round}, &eo); err != nil {
+			return err
+		}
+		rs.Verification = &eo.Verification
+		rs.Score = synapse.Score(m, lo.Solution, eo.Verification)
+		c.state.Score = rs.Score
+		c.done(eo.Usage)
+
+		if rs.Score >= c.in.Threshold {
+			c.state.Status = StatusConsensus
+			c.state.Answer = lo.Solution.Answer
+			return nil
+		}
+		feedback = eo.Verification.Feedback
+	}
+
+	records := make([]synapse.RoundRecord, 0, len(c.state.Rounds))
+	for _, r := range c.state.Rounds {
+		records = append(records, synapse.RoundRecord{Round: r.Round, Solution: *r.Solution, Verification: *r.Verification, Score: r.Score})
+	}
+	var ao activities.ArbiterOutput
+	if err := c.step(ctx, last, inf.Arbiter, activities.ArbiterInput{Question: c.in.Prompt, Manifest: m, Rounds: records}, &ao); err != nil {
+		return err
+	}
+	c.state.Arbiter = &ao.Verdict
+	c.state.Answer = ao.Verdict.Answer
+	c.state.Status = StatusArbiter
+	c.done(ao.Usage)
+	return nil
+}
+
+// place picks the task queue inference runs on.
+func (c *consensus) place(ctx workflow.Context) error {
+	c.queue = c.cloud
+	switch {
+	case c.in.Placement == PlacementCloud:
+		c.state.PlacementNote = "placement cloud"
+	case c.in.HubQueue == "":
+		c.state.PlacementNote = "no hub given"
+	default:
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			TaskQueue:           c.cloud,
+			StartToCloseTimeout: 5 * time.Second,
+			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumAttempts: 3},
+		})
+		var p *activities.Placement
+		var st activities.HubStatus
+		if err := workflow.ExecuteActivity(actx, p.HubAvailable, c.in.HubQueue).Get(ctx, &st); err != nil {
+			st = activities.HubStatus{Reason: "hub check failed: " + err.Error()}
+		}
+		switch {
+		case st.Healthy:
+			c.queue = c.in.HubQueue
+			c.state.PlacementNote = "hub is healthy"
+		case c.in.Placement == PlacementHub:
+			return temporal.NewNonRetryableApplicationError("hub unavailable: "+st.Reason, ErrHubUnavailable, nil)
+		default:
+			c.state.PlacementNote = "hub unavailable (" + st.Reason + "); running on " + c.cloud
+		}
+	}
+	c.state.Placement = c.queue
+	return nil
+}
+
+// step runs one agent activity. A hub that does not pick the step up in time
+// loses it to the cloud queue when placement allows.
+func (c *consensus) step(ctx workflow.Context, round int, fn, arg, out any) error {
+	for {
+		opts := workflow.ActivityOptions{
+			TaskQueue:           c.queue,
+			StartToCloseTimeout: c.in.StepTimeout,
+			RetryPolicy: &temporal.RetryPolicy{
+				InitialInterval:        time.Second,
+				BackoffCoefficient:     2,
+				MaximumInterval:        30 * time.Second,
+				MaximumAttempts:        4,
+				NonRetryableErrorTypes: []string{activities.ErrMalformedOutput, activities.ErrInferenceRejected},
+			},
+		}
+		onHub := c.queue != c.cloud
+		if onHub {
+			opts.ScheduleToStartTimeout = hubStartTimeout
+		}
+		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, arg).Get(ctx, out)
+		if err == nil {
+			return nil
+		}
+		var te *temporal.TimeoutError
+		if onHub && c.in.Placement == PlacementAuto && errors.As(err, &te) &&
+			te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
+			c.queue = c.cloud
+			c.state.Placement = c.cloud
+			c.state.PlacementNote = "hub did not pick up work within " + hubStartTimeout.String() + "; moved to " + c.cloud
+			continue
+		}
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("round %d: %s", round, cause(err)), ErrRoundFailed, err)
+	}
+}
+
+func (c *consensus) done(u activities.AgentUsage) {
+	c.state.Usage = append(c.state.Usage, u)
+	c.state.Steps++
+}
+
+// record stores the outcome; the answer stands even if the database is down.
+func (c *consensus) record(ctx workflow.Context) {
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              c.cloud,
+		StartToCloseTimeout:    10 * time.Second,
+		ScheduleToCloseTimeout: 2 * time.Minute,
+		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 10 * time.Second},
+	})
+	var r *activities.Records
+	run := store.ConsensusRun{
+		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Project: c.in.Project, Prompt: c.in.Prompt,
+		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
+		Placement: c.state.Placement,
+	}
+	if err := workflow.ExecuteActivity(actx, r.RecordConsensus, run).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("recording the consensus failed", "error", err)
+	}
+}
+
+// cause is the innermost application error's message, without the SDK's
+// activity-error wrapping.
+func cause(err error) string {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) {
+		return ae.Message()
+	}
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) {
+		return "timed out (" + te.TimeoutType().String() + ")"
+	}
+	return err.Error()
+}
