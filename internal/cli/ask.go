@@ -1,0 +1,196 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
+)
+
+func askCommand() *Command {
+	var (
+		t         config.Temporal
+		in        workflows.ConsensusInput
+		placement string
+		hub       string
+		follow    string
+		cont      string
+		asJSON    bool
+		uiURL     string
+	)
+	return &Command{
+		Name:  "ask",
+		Args:  `"prompt"`,
+		Short: "run a consensus (Pathos, Logos, Ethos, Arbiter) and print it as it happens",
+		Long: `si ask starts a ConsensusWorkflow for the prompt and prints each agent's step as
+it completes, then the answer with its status, score, rounds and workflow id.
+
+  si ask "Why is the sky blue?"
+  si ask --follow consensus-20261124-101500-1a2b3c4d   re-attach to a run
+  si ask --continue consensus-... "and at sunset?"     continue from a run's state
+
+Exits non-zero when Temporal cannot be reached or the consensus fails.`,
+		Flags: func(fs *flag.FlagSet) {
+			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port (si dev serves one here)")
+			fs.StringVar(&in.Project, "project", workflows.DefaultProject, "project the run belongs to")
+			fs.StringVar(&placement, "placement", "auto", "where inference runs: auto (the hub when healthy), hub or cloud")
+			fs.StringVar(&hub, "hub", "local", `device id of the hub to prefer ("" for none)`)
+			fs.IntVar(&in.MaxRounds, "max-rounds", workflows.DefaultMaxRounds, "rounds before the Arbiter decides (1-10)")
+			fs.Float64Var(&in.Threshold, "threshold", workflows.DefaultThreshold, "consensus score needed, in (0, 1]")
+			fs.StringVar(&in.LoRA, "lora", "", "LoRA adapter id for Logos")
+			fs.StringVar(&follow, "follow", "", "re-attach to the consensus with this workflow id")
+			fs.StringVar(&cont, "continue", "", "continue from the final state of this workflow id")
+			fs.BoolVar(&asJSON, "json", false, "print the final state as JSON only")
+			fs.StringVar(&uiURL, "ui-url", "http://127.0.0.1:8233", "Temporal Web UI base URL, for links")
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if follow != "" && len(args) > 0 {
+				return errors.New("--follow takes no prompt")
+			}
+			if follow == "" {
+				in.Prompt = strings.Join(args, " ")
+				if strings.TrimSpace(in.Prompt) == "" {
+					return errors.New(`a prompt is required: si ask "your question"`)
+				}
+				p, err := workflows.ParsePlacement(placement)
+				if err != nil {
+					return err
+				}
+				in.Placement = p
+				if hub != "" {
+					in.HubQueue = workers.HubQueue(hub)
+				}
+				if in.Placement == workflows.PlacementHub && hub == "" {
+					return errors.New("--placement hub needs --hub")
+				}
+				if _, err := in.Normalize(); err != nil {
+					return err
+				}
+			}
+			c, err := t.Dial(5 * time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			id := follow
+			if id == "" {
+				if cont != "" {
+					r, prev, err := runner.Resume(ctx, c, cont)
+					if err != nil {
+						return err
+					}
+					in.Resume = r
+					if in.Project == workflows.DefaultProject {
+						in.Project = prev.Project
+					}
+				}
+				id = runner.NewWorkflowID(time.Now())
+				if _, err := runner.Start(ctx, c, id, in); err != nil {
+					return fmt.Errorf("starting the consensus: %w", err)
+				}
+			}
+			p := &progress{w: env.Stdout, quiet: asJSON}
+			if !asJSON {
+				fmt.Fprintf(env.Stdout, "%s  %s\n", id, workflowLink(uiURL, t.Namespace, id))
+			}
+			st, err := runner.Watch(ctx, c, id, 150*time.Millisecond, p.show)
+			if err != nil {
+				if asJSON {
+					_ = json.NewEncoder(env.Stdout).Encode(map[string]any{"workflow_id": id, "status": workflows.StatusFailed, "error": err.Error()})
+				}
+				return fmt.Errorf("consensus %s failed: %w", id, err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(env.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					WorkflowID string `json:"workflow_id"`
+					workflows.ConsensusState
+				}{id, st})
+			}
+			rounds := 0
+			if len(st.Rounds) > 0 {
+				rounds = st.Rounds[len(st.Rounds)-1].Round
+			}
+			fmt.Fprintf(env.Stdout, "\nstatus    %s\nscore     %.4f (threshold %.2f)\nrounds    %d\n", st.Status, st.Score, st.Threshold, rounds)
+			if st.Arbiter != nil {
+				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, st.Arbiter.Note)
+			}
+			fmt.Fprintf(env.Stdout, "answer    %s\nworkflow  %s\n", st.Answer, id)
+			return nil
+		},
+	}
+}
+
+func workflowLink(base, namespace, id string) string {
+	return strings.TrimRight(base, "/") + "/namespaces/" + url.PathEscape(namespace) + "/workflows/" + url.PathEscape(id)
+}
+
+// progress prints each agent step once, as it first appears in the state.
+type progress struct {
+	w         io.Writer
+	quiet     bool
+	placement string
+	manifest  bool
+	solutions map[int]bool
+	verdicts  map[int]bool
+	arbiter   bool
+}
+
+func (p *progress) show(st workflows.ConsensusState) {
+	if p.quiet {
+		return
+	}
+	if p.solutions == nil {
+		p.solutions, p.verdicts = map[int]bool{}, map[int]bool{}
+	}
+	if st.Placement != "" && st.Placement != p.placement {
+		p.placement = st.Placement
+		fmt.Fprintf(p.w, "  placement  %s (%s)\n", st.Placement, st.PlacementNote)
+	}
+	if st.Manifest != nil && !p.manifest {
+		p.manifest = true
+		fmt.Fprintf(p.w, "  pathos     intent: %s (domain %s, confidence %.2f)\n", st.Manifest.Intent, st.Manifest.Domain, st.Manifest.Confidence)
+	}
+	for _, r := range st.Rounds {
+		if r.Solution != nil && !p.solutions[r.Round] {
+			p.solutions[r.Round] = true
+			fmt.Fprintf(p.w, "  round %-3d  logos   %s (confidence %.2f)\n", r.Round, oneLine(r.Solution.Answer, 100), r.Solution.Confidence)
+		}
+		if r.Verification != nil && !p.verdicts[r.Round] {
+			p.verdicts[r.Round] = true
+			v := r.Verification
+			fmt.Fprintf(p.w, "  round %-3d  ethos   accuracy %.2f relevance %.2f safety %.2f -> score %.4f",
+				r.Round, v.Scores.Accuracy, v.Scores.Relevance, v.Scores.Safety, r.Score)
+			if len(v.Violations) > 0 {
+				fmt.Fprintf(p.w, " violations: %s", strings.Join(v.Violations, "; "))
+			}
+			fmt.Fprintln(p.w)
+			if r.Score < st.Threshold && v.Feedback != "" {
+				fmt.Fprintf(p.w, "             feedback: %s\n", oneLine(v.Feedback, 100))
+			}
+		}
+	}
+	if st.Arbiter != nil && !p.arbiter {
+		p.arbiter = true
+		fmt.Fprintf(p.w, "  arbiter    %s (confidence %.2f)\n", oneLine(st.Arbiter.Answer, 100), st.Arbiter.Confidence)
+	}
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	return s
+}

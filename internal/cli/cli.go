@@ -1,0 +1,209 @@
+// Package cli is the `si` command line: a tree of commands, each with its own
+// flags (every flag also read from an SI_ environment variable) and help.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/superinstance/mesh/internal/config"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+var Version = "dev"
+
+// Command is one `si` command or a group of subcommands.
+type Command struct {
+	Name  string
+	Args  string // the positional arguments, for the usage line
+	Short string // one line for the parent's list
+	Long  string // help text shown by `si help NAME`
+	// Flags registers the command's flags and returns what Run needs.
+	Flags func(fs *flag.FlagSet)
+	Run   func(ctx context.Context, env *Env, args []string) error
+	Sub   []*Command
+}
+
+// Env is what commands read and write besides their flags.
+type Env struct {
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// ExitError ends the program with Code after printing nothing more.
+type ExitError struct{ Code int }
+
+func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Root is the `si` command tree.
+func Root() *Command {
+	return &Command{
+		Name:  "si",
+		Short: "the SuperInstance cloud mesh",
+		Long: `si runs and drives the SuperInstance cloud mesh: durable consensus, billing,
+LoRA adapters and collaborators, orchestrated by Temporal.
+
+Every flag can also be set with an SI_ environment variable: --temporal-address
+reads SI_TEMPORAL_ADDRESS, --database-url reads SI_DATABASE_URL. Flags win.`,
+		Sub: []*Command{devCommand(), askCommand(), simulatorCommand(), versionCommand()},
+	}
+}
+
+// Main runs the command line and returns the process's exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := &Env{Stdout: stdout, Stderr: stderr}
+	err := Root().execute(ctx, env, nil, args)
+	var ee ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.Code
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	}
+	fmt.Fprintln(stderr, "si: "+err.Error())
+	return 1
+}
+
+func (c *Command) execute(ctx context.Context, env *Env, parents []string, args []string) error {
+	path := append(parents, c.Name)
+	if len(c.Sub) > 0 {
+		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			if len(args) > 1 && args[0] == "help" {
+				if sub := c.find(args[1]); sub != nil {
+					return sub.execute(ctx, env, path, append(args[2:], "--help"))
+				}
+			}
+			c.usage(env.Stdout, path, nil)
+			if len(args) == 0 {
+				return ExitError{Code: 2}
+			}
+			return nil
+		}
+		sub := c.find(args[0])
+		if sub == nil {
+			c.usage(env.Stderr, path, nil)
+			return fmt.Errorf("unknown command %q for %q", args[0], strings.Join(path, " "))
+		}
+		return sub.execute(ctx, env, path, args[1:])
+	}
+	fs := flag.NewFlagSet(strings.Join(path, " "), flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	if err := fs.Parse(interspersed(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			c.usage(env.Stdout, path, fs)
+			return flag.ErrHelp
+		}
+		c.usage(env.Stderr, path, fs)
+		return err
+	}
+	if err := config.ApplyEnv(fs); err != nil {
+		return err
+	}
+	return c.Run(ctx, env, fs.Args())
+}
+
+func (c *Command) find(name string) *Command {
+	for _, s := range c.Sub {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func (c *Command) usage(w io.Writer, path []string, fs *flag.FlagSet) {
+	name := strings.Join(path, " ")
+	if len(c.Sub) > 0 {
+		fmt.Fprintf(w, "Usage: %s <command> [flags]\n\n", name)
+	} else {
+		fmt.Fprintf(w, "Usage: %s [flags] %s\n\n", name, c.Args)
+	}
+	if c.Long != "" {
+		fmt.Fprintf(w, "%s\n\n", strings.TrimSpace(c.Long))
+	} else if c.Short != "" {
+		fmt.Fprintf(w, "%s\n\n", c.Short)
+	}
+	if len(c.Sub) > 0 {
+		fmt.Fprintln(w, "Commands:")
+		subs := append([]*Command(nil), c.Sub...)
+		sort.Slice(subs, func(i, j int) bool { return subs[i].Name < subs[j].Name })
+		for _, s := range subs {
+			fmt.Fprintf(w, "  %-12s %s\n", s.Name, s.Short)
+		}
+		fmt.Fprintf(w, "\nRun '%s help <command>' for a command's flags.\n", name)
+		return
+	}
+	if fs == nil {
+		return
+	}
+	fmt.Fprintln(w, "Flags:")
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  --%s %s\n", f.Name, typ)
+		fmt.Fprintf(w, "        %s", usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, " [$%s]\n", config.EnvName(f.Name))
+	})
+}
+
+// interspersed moves flags that follow positional arguments to the front, so
+// `si ask "prompt" --json` works as well as `si ask --json "prompt"`.
+func interspersed(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
+		}
+	}
+	return append(flags, pos...)
+}
+
+func versionCommand() *Command {
+	return &Command{
+		Name:  "version",
+		Short: "print si's version",
+		Run: func(_ context.Context, env *Env, _ []string) error {
+			fmt.Fprintln(env.Stdout, "si", Version)
+			return nil
+		},
+	}
+}

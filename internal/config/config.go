@@ -1,0 +1,171 @@
+// Package config turns flags into configuration: every flag also reads an
+// SI_ environment variable (--database-url reads SI_DATABASE_URL), and the
+// groups of flags that several commands share live here.
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/llm"
+	"github.com/superinstance/mesh/internal/simulator"
+)
+
+// EnvName is the environment variable that sets a flag: SI_ and the flag's
+// name in upper case with '-' as '_'.
+func EnvName(flagName string) string {
+	return "SI_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ApplyEnv sets every flag that the command line left unset from its
+// environment variable. Command-line values win.
+func ApplyEnv(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// HomeDir is ~/.si, where si keeps its local state.
+func HomeDir() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".si")
+	}
+	return ".si"
+}
+
+// Temporal holds the flags that reach a Temporal frontend; they mirror the
+// temporal CLI's.
+type Temporal struct {
+	Address       string
+	Namespace     string
+	APIKey        string
+	TLS           bool
+	TLSCertPath   string
+	TLSKeyPath    string
+	TLSCAPath     string
+	TLSServerName string
+}
+
+// Register adds the flags to fs, with defaultAddress as --temporal-address's default.
+func (t *Temporal) Register(fs *flag.FlagSet, defaultAddress, addressUsage string) {
+	fs.StringVar(&t.Address, "temporal-address", defaultAddress, addressUsage)
+	fs.StringVar(&t.Namespace, "namespace", "default", "Temporal namespace")
+	fs.StringVar(&t.APIKey, "api-key", "", "API key for Temporal Cloud (implies --tls)")
+	fs.BoolVar(&t.TLS, "tls", false, "connect to Temporal over TLS")
+	fs.StringVar(&t.TLSCertPath, "tls-cert-path", "", "client certificate for mutual TLS with Temporal")
+	fs.StringVar(&t.TLSKeyPath, "tls-key-path", "", "client key for mutual TLS with Temporal")
+	fs.StringVar(&t.TLSCAPath, "tls-ca-path", "", "CA bundle that signs the Temporal server's certificate")
+	fs.StringVar(&t.TLSServerName, "tls-server-name", "", "server name to verify in Temporal's certificate")
+}
+
+// Options builds SDK client options. Logs below warn are dropped.
+func (t *Temporal) Options() (client.Options, error) {
+	o := client.Options{
+		HostPort:  t.Address,
+		Namespace: t.Namespace,
+		Logger:    sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	}
+	if t.APIKey != "" {
+		o.Credentials = client.NewAPIKeyStaticCredentials(t.APIKey)
+	}
+	if t.TLS || t.APIKey != "" || t.TLSCertPath != "" || t.TLSCAPath != "" {
+		tc := &tls.Config{ServerName: t.TLSServerName, MinVersion: tls.VersionTLS12}
+		if t.TLSCertPath != "" || t.TLSKeyPath != "" {
+			cert, err := tls.LoadX509KeyPair(t.TLSCertPath, t.TLSKeyPath)
+			if err != nil {
+				return o, fmt.Errorf("temporal client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		if t.TLSCAPath != "" {
+			pem, err := os.ReadFile(t.TLSCAPath)
+			if err != nil {
+				return o, fmt.Errorf("temporal CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("temporal CA %s holds no PEM certificate", t.TLSCAPath)
+			}
+			tc.RootCAs = pool
+		}
+		o.ConnectionOptions.TLS = tc
+	}
+	return o, nil
+}
+
+// Dial connects to Temporal, failing within timeout with an error that says
+// what to do when the server is not there.
+func (t *Temporal) Dial(timeout time.Duration) (client.Client, error) {
+	o, err := t.Options()
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	var c client.Client
+	go func() {
+		c, err = client.Dial(o)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		return nil, fmt.Errorf("cannot reach Temporal at %s within %s: start `si dev`, or pass --temporal-address", t.Address, timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach Temporal at %s: %v: start `si dev`, or pass --temporal-address", t.Address, firstLine(err.Error()))
+	}
+	return c, nil
+}
+
+// LLM holds the flags that reach the inference backend.
+type LLM struct {
+	BaseURL                       string
+	APIKey                        string
+	Pathos, Logos, Ethos, Arbiter string
+}
+
+// Register adds the flags to fs. defaultURL is the base URL when none is given.
+func (l *LLM) Register(fs *flag.FlagSet, defaultURL string) {
+	fs.StringVar(&l.BaseURL, "llm-base-url", defaultURL, "OpenAI-compatible base URL (vLLM, Ollama, llama.cpp, a hosted API), ending in /v1")
+	fs.StringVar(&l.APIKey, "llm-api-key", "", "bearer token for the inference backend")
+	fs.StringVar(&l.Pathos, "model-pathos", simulator.ModelSmall, "model for Pathos (intent)")
+	fs.StringVar(&l.Logos, "model-logos", simulator.ModelSmall, "model for Logos (solution)")
+	fs.StringVar(&l.Ethos, "model-ethos", simulator.ModelSmall, "model for Ethos (verification)")
+	fs.StringVar(&l.Arbiter, "model-arbiter", simulator.ModelLarge, "model for the Arbiter (a stronger one)")
+}
+
+// Inference builds the inference activities.
+func (l *LLM) Inference() *activities.Inference {
+	return &activities.Inference{
+		LLM:    &llm.Client{BaseURL: l.BaseURL, APIKey: l.APIKey},
+		Models: activities.Models{Pathos: l.Pathos, Logos: l.Logos, Ethos: l.Ethos, Arbiter: l.Arbiter},
+	}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}

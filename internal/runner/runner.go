@@ -1,0 +1,126 @@
+// Package runner starts ConsensusWorkflows and follows them: the client side
+// that `si ask`, the bridge and the HTTP API share.
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
+)
+
+// NewWorkflowID returns a readable, unique consensus workflow id.
+func NewWorkflowID(now time.Time) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "consensus-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// Start validates in and starts a ConsensusWorkflow on the cloud queue.
+func Start(ctx context.Context, c client.Client, id string, in workflows.ConsensusInput) (client.WorkflowRun, error) {
+	if _, err := in.Normalize(); err != nil {
+		return nil, err
+	}
+	if in.CloudQueue == "" {
+		in.CloudQueue = workers.CloudQueue
+	}
+	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       id,
+		TaskQueue:                workers.CloudQueue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+	}, workflows.ConsensusWorkflow, in)
+}
+
+// Resume builds the Resume of a new request from a finished consensus.
+func Resume(ctx context.Context, c client.Client, id string) (*workflows.Resume, workflows.ConsensusState, error) {
+	var st workflows.ConsensusState
+	if err := c.GetWorkflow(ctx, id, "").Get(ctx, &st); err != nil {
+		return nil, st, fmt.Errorf("cannot continue from %s: %w", id, Cause(err))
+	}
+	return &workflows.Resume{From: id, Round: st.Round, Feedback: st.Feedback(), Manifest: st.Manifest}, st, nil
+}
+
+// Watch follows the workflow id until it closes, calling onChange with each
+// new state (polled every interval through the state query) and once more
+// with the final one. It returns the final state, or the workflow's failure
+// with the last state seen.
+func Watch(ctx context.Context, c client.Client, id string, interval time.Duration, onChange func(workflows.ConsensusState)) (workflows.ConsensusState, error) {
+	run := c.GetWorkflow(ctx, id, "")
+	var (
+		final  workflows.ConsensusState
+		runErr error
+		done   = make(chan struct{})
+	)
+	go func() {
+		runErr = run.Get(ctx, &final)
+		close(done)
+	}()
+	last := workflows.ConsensusState{Steps: -1}
+	emit := func(st workflows.ConsensusState) {
+		if st.Steps != last.Steps || st.Status != last.Status || st.Placement != last.Placement {
+			last = st
+			onChange(st)
+		}
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			if runErr != nil {
+				if st, err := query(ctx, c, id); err == nil {
+					emit(st)
+					last = st
+				}
+				return last, Cause(runErr)
+			}
+			emit(final)
+			return final, nil
+		case <-t.C:
+			if st, err := query(ctx, c, id); err == nil {
+				emit(st)
+			}
+		case <-ctx.Done():
+			return last, ctx.Err()
+		}
+	}
+}
+
+func query(ctx context.Context, c client.Client, id string) (workflows.ConsensusState, error) {
+	var st workflows.ConsensusState
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := c.QueryWorkflow(qctx, id, "", workflows.QueryState)
+	if err != nil {
+		return st, err
+	}
+	return st, v.Get(&st)
+}
+
+// Cause reduces a workflow failure to its application error's message,
+// which says what went wrong without the SDK's wrapping.
+func Cause(err error) error {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) {
+		return errors.New(ae.Message())
+	}
+	var te *temporal.TerminatedError
+	if errors.As(err, &te) {
+		return errors.New("the workflow was terminated")
+	}
+	var ce *temporal.CanceledError
+	if errors.As(err, &ce) {
+		return errors.New("the workflow was cancelled")
+	}
+	return err
+}
