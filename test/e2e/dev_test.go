@@ -1,0 +1,253 @@
+// Package e2e drives the built `si` binary as a user would, and checks what
+// it did with the temporal CLI (v1.5.1, built by `make tools`).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superinstance/mesh/internal/devstack"
+	"github.com/superinstance/mesh/test/harness"
+)
+
+func TestMain(m *testing.M) { harness.Main(m) }
+
+// binaries builds si and finds the temporal CLI.
+func binaries(t *testing.T) (si, temporal string) {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	si = filepath.Join(t.TempDir(), "si")
+	build := exec.Command("go", "build", "-o", si, "./cmd/si")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	temporal = os.Getenv("SI_TEMPORAL_CLI")
+	if temporal == "" {
+		temporal = filepath.Join(root, "bin", "temporal")
+	}
+	if _, err := os.Stat(temporal); err != nil {
+		t.Fatalf("temporal CLI not found at %s: run `make tools` (or set SI_TEMPORAL_CLI)", temporal)
+	}
+	return si, temporal
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	p, err := devstack.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
+}
+
+type askResult struct {
+	WorkflowID string  `json:"workflow_id"`
+	Status     string  `json:"status"`
+	Score      float64 `json:"score"`
+	Answer     string  `json:"answer"`
+	Rounds     []struct {
+		Round int `json:"round"`
+	} `json:"rounds"`
+	Arbiter *struct {
+		Note string `json:"note"`
+	} `json:"arbiter"`
+}
+
+func TestDevAskAndTemporalCLI(t *testing.T) {
+	si, temporal := binaries(t)
+	frontend, ui, sim := freeAddr(t), freeAddr(t), freeAddr(t)
+	pgPort, err := devstack.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"dev", "--data-dir", t.TempDir(), "--temporal-listen", frontend, "--ui-listen", ui,
+		"--sim-listen", sim, "--postgres-port", fmt.Sprint(pgPort), "--hub-id", "e2e"}
+	if os.Getenv("DATABASE_URL") != "" {
+		args = append(args, "--database-url", harness.DatabaseURL(t))
+	}
+	dev := exec.Command(si, args...)
+	dev.Env = cleanEnv()
+	stdout, err := dev.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	dev.Stderr = &stderr
+	if err := dev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	banner := make(chan string, 1)
+	var rest bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var b strings.Builder
+		for sc.Scan() {
+			b.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "ready in") {
+				banner <- b.String()
+				break
+			}
+		}
+		_, _ = io.Copy(&rest, stdout)
+		exited <- dev.Wait()
+	}()
+	t.Cleanup(func() { _ = dev.Process.Kill() })
+
+	var text string
+	select {
+	case text = <-banner:
+	case err := <-exited:
+		t.Fatalf("si dev exited before it was ready: %v\n%s", err, stderr.String())
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("si dev not ready after 3 minutes\n%s", stderr.String())
+	}
+	for _, want := range []string{frontend, "http://" + ui, "SIMULATOR", `"hub.e2e"`, "PostgreSQL"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("banner lacks %q:\n%s", want, text)
+		}
+	}
+
+	runSI := func(args ...string) (string, error) {
+		cmd := exec.Command(si, append(args, "--temporal-address", frontend)...)
+		cmd.Env = cleanEnv()
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := runSI("ask", "--json", "What is the capital of France? [sim:agree]")
+	if err != nil {
+		t.Fatalf("si ask: %v\n%s", err, out)
+	}
+	var agreed askResult
+	if err := json.Unmarshal([]byte(out), &agreed); err != nil {
+		t.Fatalf("si ask --json: %v\n%s", err, out)
+	}
+	if agreed.Status != "consensus" || len(agreed.Rounds) != 1 || agreed.Answer == "" {
+		t.Fatalf("first ask: %+v", agreed)
+	}
+
+	out, err = runSI("ask", "--max-rounds", "2", "Is P equal to NP? [sim:disagree]")
+	if err != nil {
+		t.Fatalf("si ask: %v\n%s", err, out)
+	}
+	for _, want := range []string{"pathos", "round 1", "round 2", "arbiter", "status    arbiter_resolved", "workflow  consensus-"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("si ask output lacks %q:\n%s", want, out)
+		}
+	}
+	arbiterID := strings.TrimSpace(out[strings.LastIndex(out, "workflow  ")+len("workflow  "):])
+
+	out, err = runSI("ask", "x [sim:malformed]")
+	if err == nil || !strings.Contains(out, "pathos's output is unusable after one repair attempt") {
+		t.Fatalf("malformed output: err %v\n%s", err, out)
+	}
+
+	// The temporal CLI, a real client, sees both runs.
+	tc := func(args ...string) []byte {
+		cmd := exec.Command(temporal, append(args, "--address", frontend, "--namespace", "default", "--output", "json")...)
+		cmd.Env = cleanEnv()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("temporal %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	listed := string(tc("workflow", "list", "--query", "WorkflowType='ConsensusWorkflow'"))
+	for _, id := range []string{agreed.WorkflowID, arbiterID} {
+		if !strings.Contains(listed, id) {
+			t.Fatalf("temporal workflow list lacks %s:\n%s", id, listed)
+		}
+	}
+	var desc struct {
+		WorkflowExecutionInfo struct {
+			Type   struct{ Name string } `json:"type"`
+			Status string                `json:"status"`
+		} `json:"workflowExecutionInfo"`
+	}
+	if err := json.Unmarshal(tc("workflow", "describe", "--workflow-id", arbiterID), &desc); err != nil {
+		t.Fatal(err)
+	}
+	if desc.WorkflowExecutionInfo.Type.Name != "ConsensusWorkflow" || !strings.Contains(desc.WorkflowExecutionInfo.Status, "COMPLETED") {
+		t.Fatalf("describe %s: %+v", arbiterID, desc.WorkflowExecutionInfo)
+	}
+	result := string(tc("workflow", "result", "--workflow-id", arbiterID))
+	if !strings.Contains(result, "arbiter_resolved") {
+		t.Fatalf("temporal workflow result lacks arbiter_resolved:\n%s", result)
+	}
+
+	// The Web UI serves.
+	if c, err := net.DialTimeout("tcp", ui, 2*time.Second); err != nil {
+		t.Fatalf("temporal UI: %v", err)
+	} else {
+		_ = c.Close()
+	}
+
+	// Ctrl-C stops everything, PostgreSQL included.
+	if err := dev.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("si dev exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("si dev did not stop within a minute of SIGINT")
+	}
+	if !strings.Contains(rest.String(), "stopped") {
+		t.Fatalf("no stop message: %q", rest.String())
+	}
+	if os.Getenv("DATABASE_URL") == "" {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", pgPort), time.Second); err == nil {
+			_ = c.Close()
+			t.Fatal("PostgreSQL still listens after si dev stopped")
+		}
+	}
+	if c, err := net.DialTimeout("tcp", frontend, time.Second); err == nil {
+		_ = c.Close()
+		t.Fatal("Temporal still listens after si dev stopped")
+	}
+}
+
+func TestAskWithoutServer(t *testing.T) {
+	si, _ := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, si, "ask", "--temporal-address", freeAddr(t), "hello")
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("si ask without a server succeeded:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "cannot reach Temporal") || !strings.Contains(lines[0], "si dev") {
+		t.Fatalf("want one clear line, got:\n%s", out)
+	}
+}
+
+// cleanEnv drops SI_ variables so the test's flags are what si sees.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SI_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
