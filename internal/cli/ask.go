@@ -70,6 +70,12 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 				if hub != "" {
 					in.HubQueue = workers.HubQueue(hub)
 				}
+				if in.MaxRounds < 1 || in.MaxRounds > workflows.MaxRounds {
+					return fmt.Errorf("max rounds %d is outside 1..%d", in.MaxRounds, workflows.MaxRounds)
+				}
+				if in.Threshold <= 0 || in.Threshold > 1 {
+					return fmt.Errorf("threshold %v is outside (0, 1]", in.Threshold)
+				}
 				if in.Placement == workflows.PlacementHub && hub == "" {
 					return errors.New("--placement hub needs --hub")
 				}

@@ -53,7 +53,7 @@ LoRA adapters and collaborators, orchestrated by Temporal.
 
 Every flag can also be set with an SI_ environment variable: --temporal-address
 reads SI_TEMPORAL_ADDRESS, --database-url reads SI_DATABASE_URL. Flags win.`,
-		Sub: []*Command{devCommand(), askCommand(), simulatorCommand(), versionCommand()},
+		Sub: []*Command{devCommand(), askCommand(), hubCommand(), simulatorCommand(), versionCommand()},
 	}
 }
 
@@ -78,7 +78,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 func (c *Command) execute(ctx context.Context, env *Env, parents []string, args []string) error {
 	path := append(parents, c.Name)
-	if len(c.Sub) > 0 {
+	if len(c.Sub) > 0 && (c.Run == nil || (len(args) > 0 && c.find(args[0]) != nil)) {
 		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 			if len(args) > 1 && args[0] == "help" {
 				if sub := c.find(args[1]); sub != nil {
@@ -128,9 +128,12 @@ func (c *Command) find(name string) *Command {
 
 func (c *Command) usage(w io.Writer, path []string, fs *flag.FlagSet) {
 	name := strings.Join(path, " ")
-	if len(c.Sub) > 0 {
+	switch {
+	case len(c.Sub) > 0 && c.Run != nil:
+		fmt.Fprintf(w, "Usage: %s [flags] %s\n   or: %s <command> [flags]\n\n", name, c.Args, name)
+	case len(c.Sub) > 0:
 		fmt.Fprintf(w, "Usage: %s <command> [flags]\n\n", name)
-	} else {
+	default:
 		fmt.Fprintf(w, "Usage: %s [flags] %s\n\n", name, c.Args)
 	}
 	if c.Long != "" {
@@ -146,7 +149,10 @@ func (c *Command) usage(w io.Writer, path []string, fs *flag.FlagSet) {
 			fmt.Fprintf(w, "  %-12s %s\n", s.Name, s.Short)
 		}
 		fmt.Fprintf(w, "\nRun '%s help <command>' for a command's flags.\n", name)
-		return
+		if c.Run == nil {
+			return
+		}
+		fmt.Fprintln(w)
 	}
 	if fs == nil {
 		return

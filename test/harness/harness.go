@@ -48,8 +48,10 @@ var shared struct {
 }
 
 // Main runs a package's tests and then stops the shared services.
-func Main(m *testing.M) {
-	code := m.Run()
+func Main(m *testing.M) { Exit(m.Run()) }
+
+// Exit stops the shared services and exits with code.
+func Exit(code int) {
 	shared.mu.Lock()
 	for i := len(shared.stops) - 1; i >= 0; i-- {
 		shared.stops[i]()
@@ -77,7 +79,13 @@ func Temporal(t testing.TB) string {
 // Client returns an SDK client of the shared Temporal server, closed at cleanup.
 func Client(t testing.TB) client.Client {
 	t.Helper()
-	tc := config.Temporal{Address: Temporal(t), Namespace: devstack.Namespace}
+	return ClientOf(t, Temporal(t))
+}
+
+// ClientOf returns an SDK client of the Temporal frontend at address, closed at cleanup.
+func ClientOf(t testing.TB, address string) client.Client {
+	t.Helper()
+	tc := config.Temporal{Address: address, Namespace: devstack.Namespace}
 	c, err := tc.Dial(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +198,13 @@ type Mesh struct {
 // fresh database schema and a new simulator; all stop at cleanup.
 func StartMesh(t testing.TB, sim simulator.Options) *Mesh {
 	t.Helper()
-	m := &Mesh{Client: Client(t), Store: Store(t)}
+	return StartMeshOn(t, Client(t), sim)
+}
+
+// StartMeshOn is StartMesh with a Temporal client of the caller's choosing.
+func StartMeshOn(t testing.TB, c client.Client, sim simulator.Options) *Mesh {
+	t.Helper()
+	m := &Mesh{Client: c, Store: Store(t)}
 	m.Sim, m.LLMURL = Simulator(t, sim)
 	m.Inference = Inference(m.LLMURL)
 	w := workers.NewCloud(m.Client, workers.Cloud{

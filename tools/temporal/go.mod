@@ -1,4 +1,4 @@
-module github.com/superinstance/mesh/tools
+module github.com/superinstance/mesh/tools/temporal
 
 go 1.26.8
 

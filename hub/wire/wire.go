@@ -1,0 +1,192 @@
+// Package wire frames protobuf messages on a stream (a uvarint length, then
+// the message) and validates what arrives from the network: every decoded
+// message is bounded in size and in the length of its strings and lists.
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/proto"
+
+	meshv1 "github.com/superinstance/mesh/proto/meshv1"
+)
+
+// MaxMessageBytes bounds one framed message.
+const MaxMessageBytes = 1 << 20
+
+// Bounds on decoded content.
+const (
+	MaxIDLen     = 128
+	MaxTextLen   = 256
+	MaxPromptLen = 64 << 10
+	MaxAnswerLen = 256 << 10
+	MaxGPUs      = 64
+	MaxListLen   = 64
+)
+
+// ErrTooLarge is returned for a frame over MaxMessageBytes.
+var ErrTooLarge = errors.New("wire: message exceeds size limit")
+
+// Write frames m onto w.
+func Write(w io.Writer, m proto.Message) error {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxMessageBytes {
+		return ErrTooLarge
+	}
+	buf := make([]byte, binary.MaxVarintLen64+len(b))
+	n := binary.PutUvarint(buf, uint64(len(b)))
+	n += copy(buf[n:], b)
+	_, err = w.Write(buf[:n])
+	return err
+}
+
+// Reader reads framed messages.
+type Reader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+// NewReader wraps r.
+func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReader(r)} }
+
+// Read decodes the next frame into m. io.EOF means the stream ended cleanly
+// between frames; a frame cut short is io.ErrUnexpectedEOF.
+func (r *Reader) Read(m proto.Message) error {
+	n, err := binary.ReadUvarint(r.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return io.EOF
+		}
+		return fmt.Errorf("wire: frame length: %w", err)
+	}
+	if n > MaxMessageBytes {
+		return ErrTooLarge
+	}
+	if cap(r.buf) < int(n) {
+		r.buf = make([]byte, n)
+	}
+	b := r.buf[:n]
+	if _, err := io.ReadFull(r.r, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("wire: frame body: %w", err)
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("wire: %w", err)
+	}
+	return nil
+}
+
+// ValidateHub checks a message from a hub.
+func ValidateHub(m *meshv1.HubMessage) error {
+	switch b := m.GetBody().(type) {
+	case *meshv1.HubMessage_Hello:
+		h := b.Hello
+		if err := errors.Join(str("device_id", h.GetDeviceId(), MaxIDLen), str("version", h.GetVersion(), MaxTextLen),
+			str("hostname", h.GetHostname(), MaxTextLen)); err != nil {
+			return err
+		}
+		if len(h.GetGpus()) > MaxGPUs {
+			return fmt.Errorf("hello lists %d GPUs, more than %d", len(h.GetGpus()), MaxGPUs)
+		}
+		for _, g := range h.GetGpus() {
+			if err := errors.Join(str("gpu uuid", g.GetUuid(), MaxTextLen), str("gpu name", g.GetName(), MaxTextLen)); err != nil {
+				return err
+			}
+		}
+		return ValidateVitals(h.GetVitals())
+	case *meshv1.HubMessage_Heartbeat:
+		return ValidateVitals(b.Heartbeat.GetVitals())
+	case *meshv1.HubMessage_Prewarm:
+		p := b.Prewarm
+		return errors.Join(str("reason", p.GetReason(), MaxTextLen), str("lora", p.GetLora(), MaxIDLen), finite("gpu_load", p.GetGpuLoad()),
+			finite("temperature_c", p.GetTemperatureC()))
+	case *meshv1.HubMessage_Usage:
+		u := b.Usage
+		if u.GetEventId() == "" {
+			return errors.New("usage record without event_id")
+		}
+		return errors.Join(str("event_id", u.GetEventId(), MaxIDLen), str("project", u.GetProject(), MaxIDLen), str("model", u.GetModel(), MaxTextLen))
+	case nil:
+		return errors.New("empty hub message")
+	}
+	return errors.New("unknown hub message")
+}
+
+// ValidateVitals checks a vitals reading; nil is valid (no reading).
+func ValidateVitals(v *meshv1.HardwareVitals) error {
+	if v == nil {
+		return nil
+	}
+	if len(v.GetGpus()) > MaxGPUs {
+		return fmt.Errorf("vitals list %d GPUs, more than %d", len(v.GetGpus()), MaxGPUs)
+	}
+	errs := []error{str("no_gpu_reason", v.GetNoGpuReason(), MaxTextLen), str("driver_version", v.GetDriverVersion(), MaxTextLen),
+		finite("cpu_load", v.GetCpuLoad())}
+	for _, g := range v.GetGpus() {
+		errs = append(errs, str("gpu uuid", g.GetUuid(), MaxTextLen), str("gpu name", g.GetName(), MaxTextLen))
+		if g.GetUtilizationPercent() > 100 || g.GetMemoryUtilizationPercent() > 100 {
+			errs = append(errs, fmt.Errorf("gpu %d utilization over 100%%", g.GetIndex()))
+		}
+		for _, l := range [][]string{g.GetThrottleReasonNames(), g.GetUnsupported(), g.GetErrors()} {
+			if len(l) > MaxListLen {
+				errs = append(errs, fmt.Errorf("gpu %d lists %d entries, more than %d", g.GetIndex(), len(l), MaxListLen))
+			}
+			for _, s := range l {
+				errs = append(errs, str("gpu list entry", s, MaxTextLen))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateEscalation checks an escalation request from a hub.
+func ValidateEscalation(r *meshv1.EscalationRequest) error {
+	if r.GetRequestId() == "" {
+		return errors.New("escalation without request_id")
+	}
+	if r.GetPrompt() == "" {
+		return errors.New("escalation without prompt")
+	}
+	return errors.Join(str("request_id", r.GetRequestId(), MaxIDLen), str("prompt", r.GetPrompt(), MaxPromptLen),
+		str("project", r.GetProject(), MaxIDLen), str("lora", r.GetLora(), MaxIDLen), finite("threshold", r.GetThreshold()))
+}
+
+// ValidateResponse checks an escalation response from the bridge.
+func ValidateResponse(r *meshv1.EscalationResponse) error {
+	errs := []error{str("request_id", r.GetRequestId(), MaxIDLen)}
+	switch b := r.GetBody().(type) {
+	case *meshv1.EscalationResponse_Progress:
+		errs = append(errs, str("agent", b.Progress.GetAgent(), MaxTextLen), str("text", b.Progress.GetText(), MaxAnswerLen), finite("score", b.Progress.GetScore()))
+	case *meshv1.EscalationResponse_Result:
+		errs = append(errs, str("workflow_id", b.Result.GetWorkflowId(), MaxTextLen), str("status", b.Result.GetStatus(), MaxTextLen),
+			str("answer", b.Result.GetAnswer(), MaxAnswerLen), finite("score", b.Result.GetScore()))
+	case *meshv1.EscalationResponse_Error:
+		errs = append(errs, str("code", b.Error.GetCode(), MaxTextLen), str("message", b.Error.GetMessage(), MaxAnswerLen))
+	case nil:
+		return errors.New("empty escalation response")
+	}
+	return errors.Join(errs...)
+}
+
+func str(name, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s is %d bytes, more than %d", name, len(s), max)
+	}
+	return nil
+}
+
+func finite(name string, x float64) error {
+	if x != x || x > 1e12 || x < -1e12 {
+		return fmt.Errorf("%s is not a finite number", name)
+	}
+	return nil
+}

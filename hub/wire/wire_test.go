@@ -1,0 +1,120 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	meshv1 "github.com/superinstance/mesh/proto/meshv1"
+)
+
+func TestRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	msgs := []*meshv1.HubMessage{
+		{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "gpu1", Version: "1"}}},
+		{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 7, Vitals: &meshv1.HardwareVitals{CpuLoad: 0.5}}}},
+		{Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{EventId: "e1"}}},
+	}
+	for _, m := range msgs {
+		if err := Write(&buf, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(&buf)
+	for _, want := range msgs {
+		var got meshv1.HubMessage
+		if err := r.Read(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, want) || ValidateHub(&got) != nil {
+			t.Fatalf("got %v want %v", &got, want)
+		}
+	}
+	var m meshv1.HubMessage
+	if err := r.Read(&m); err != io.EOF {
+		t.Fatalf("end of stream: %v", err)
+	}
+}
+
+func TestBounds(t *testing.T) {
+	var hdr [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(hdr[:], MaxMessageBytes+1)
+	var m meshv1.HubMessage
+	if err := NewReader(bytes.NewReader(hdr[:n])).Read(&m); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized frame: %v", err)
+	}
+	n = binary.PutUvarint(hdr[:], 10)
+	if err := NewReader(bytes.NewReader(append(hdr[:n], 1, 2))).Read(&m); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated frame: %v", err)
+	}
+	cases := map[string]*meshv1.HubMessage{
+		"empty":         {},
+		"long id":       {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: strings.Repeat("x", MaxIDLen+1)}}},
+		"too many gpus": {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Gpus: make([]*meshv1.GPUInfo, MaxGPUs+1)}}},
+		"util > 100": {Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Vitals: &meshv1.HardwareVitals{
+			Gpus: []*meshv1.GPUVitals{{UtilizationPercent: 101}}}}}},
+		"usage without id": {Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{}}},
+	}
+	for name, m := range cases {
+		if ValidateHub(m) == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if ValidateEscalation(&meshv1.EscalationRequest{RequestId: "r"}) == nil {
+		t.Error("escalation without prompt accepted")
+	}
+}
+
+func fuzzRead[T proto.Message](f *testing.F, newMsg func() T, validate func(T) error, seeds ...T) {
+	for _, s := range seeds {
+		var buf bytes.Buffer
+		if err := Write(&buf, s); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf.Bytes())
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		for range 8 {
+			m := newMsg()
+			if err := r.Read(m); err != nil {
+				return
+			}
+			_ = validate(m)
+			var buf bytes.Buffer
+			if err := Write(&buf, m); err != nil && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("re-encoding a decoded message: %v", err)
+			}
+		}
+	})
+}
+
+func FuzzHubMessage(f *testing.F) {
+	fuzzRead(f, func() *meshv1.HubMessage { return &meshv1.HubMessage{} }, ValidateHub,
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}}}},
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: &meshv1.HardwareVitals{Gpus: []*meshv1.GPUVitals{{TemperatureC: 80}}}}}},
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", GpuLoad: 0.9}}})
+}
+
+func FuzzBridgeMessage(f *testing.F) {
+	fuzzRead(f, func() *meshv1.BridgeMessage { return &meshv1.BridgeMessage{} }, func(*meshv1.BridgeMessage) error { return nil },
+		&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: &meshv1.HeartbeatAck{Seq: 3}}},
+		&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HelloAck{HelloAck: &meshv1.HelloAck{DeviceId: "d"}}})
+}
+
+func FuzzEscalationRequest(f *testing.F) {
+	fuzzRead(f, func() *meshv1.EscalationRequest { return &meshv1.EscalationRequest{} }, ValidateEscalation,
+		&meshv1.EscalationRequest{RequestId: "r1", Prompt: "why?", MaxRounds: 2, Threshold: 0.8})
+}
+
+func FuzzEscalationResponse(f *testing.F) {
+	fuzzRead(f, func() *meshv1.EscalationResponse { return &meshv1.EscalationResponse{} }, ValidateResponse,
+		&meshv1.EscalationResponse{RequestId: "r1", Body: &meshv1.EscalationResponse_Result{Result: &meshv1.EscalationResult{Status: "consensus"}}},
+		&meshv1.EscalationResponse{RequestId: "r1", Body: &meshv1.EscalationResponse_Error{Error: &meshv1.EscalationError{Code: "x"}}})
+}

@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"bytes"
+	"flag"
+	"strings"
+	"testing"
+)
+
+func walk(c *Command, path []string, fn func(*Command, []string)) {
+	fn(c, path)
+	for _, s := range c.Sub {
+		walk(s, append(append([]string(nil), path...), s.Name), fn)
+	}
+}
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	walk(Root(), nil, func(c *Command, path []string) {
+		if c.Short == "" {
+			t.Errorf("si %s has no short description", strings.Join(path, " "))
+		}
+		var out, errb bytes.Buffer
+		code := Main(append(append([]string(nil), path...), "--help"), &out, &errb)
+		if code != 0 || !strings.Contains(out.String(), "Usage: si") {
+			t.Errorf("si %s --help: exit %d\n%s%s", strings.Join(path, " "), code, out.String(), errb.String())
+		}
+		if c.Run != nil && c.Flags != nil && !strings.Contains(out.String(), "[$SI_") {
+			t.Errorf("si %s --help does not name the flags' environment variables", strings.Join(path, " "))
+		}
+	})
+}
+
+func TestUnknownCommandAndFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := Main([]string{"frobnicate"}, &out, &errb); code == 0 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := Main([]string{"ask", "--no-such-flag", "q"}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "no-such-flag") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+func TestAskValidatesBeforeDialling(t *testing.T) {
+	for args, want := range map[string]string{
+		"ask":                          "a prompt is required",
+		"ask --placement moon q":       "invalid placement",
+		"ask --threshold 2 q":          "threshold 2 is outside",
+		"ask --max-rounds 0 q":         "max rounds 0 is outside",
+		"ask --placement hub --hub= q": "--placement hub needs --hub",
+		"ask --project Nope! q":        "invalid project",
+	} {
+		var out, errb bytes.Buffer
+		code := Main(strings.Fields(args), &out, &errb)
+		if code == 0 || !strings.Contains(errb.String(), want) {
+			t.Errorf("si %s: exit %d, stderr %q, want %q", args, code, errb.String(), want)
+		}
+	}
+}
+
+func TestInterspersedFlags(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.Bool("json", false, "")
+	fs.Int("max-rounds", 3, "")
+	got := interspersed(fs, []string{"why", "--json", "is", "--max-rounds", "2", "it", "--", "--json"})
+	want := "--json --max-rounds 2 why is it --json"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("got %q, want %q", strings.Join(got, " "), want)
+	}
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make demo`: start `si dev` in the background (unless it already runs), run
+# the scenario against it, and leave the stack running. `make demo-stop` ends it.
+set -euo pipefail
+SI=${SI:-bin/si}
+DEMO_DIR=${DEMO_DIR:-$HOME/.si/dev}
+PIDFILE=$DEMO_DIR/demo.pid
+LOG=$DEMO_DIR/dev.log
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+if [ "${1:-}" = stop ]; then
+  if ! running; then echo "no demo si dev is running"; rm -f "$PIDFILE"; exit 0; fi
+  pid=$(cat "$PIDFILE")
+  kill -INT "$pid"
+  for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$pid" 2>/dev/null; then echo "si dev (pid $pid) did not stop within a minute" >&2; exit 1; fi
+  rm -f "$PIDFILE"
+  echo "si dev stopped"
+  exit 0
+fi
+
+mkdir -p "$DEMO_DIR"
+if running; then
+  echo "si dev already running (pid $(cat "$PIDFILE")), log in $LOG"
+else
+  echo "starting si dev in the background (log: $LOG)..."
+  nohup "$SI" dev --data-dir "$DEMO_DIR" >"$LOG" 2>&1 &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 1 360); do
+    grep -q '^ready in' "$LOG" 2>/dev/null && break
+    if ! running; then echo "si dev exited:" >&2; cat "$LOG" >&2; rm -f "$PIDFILE"; exit 1; fi
+    sleep 0.5
+  done
+  grep -q '^ready in' "$LOG" || { echo "si dev not ready after 3 minutes; see $LOG" >&2; exit 1; }
+fi
+sed -n '/^si dev:/,/^ready in/p' "$LOG"
+
+echo
+echo "== 1. A consensus reached in the first round"
+"$SI" ask "What is the capital of France?"
+echo
+echo "== 2. A consensus that ends with the Arbiter"
+echo "   ([sim:disagree] makes the simulator's Ethos hold out, so the rounds run out)"
+"$SI" ask --max-rounds 2 "Is P equal to NP? [sim:disagree]"
+echo
+echo "Both runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
+echo "The stack keeps running (pid $(cat "$PIDFILE")). Try: $SI ask \"your question\""
+echo "Stop it with: make demo-stop"
