@@ -3,32 +3,19 @@
 package workers
 
 import (
-	"strings"
-
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/hub"
 	"github.com/superinstance/mesh/workflows"
 )
 
 // CloudQueue is the task queue the cloud worker polls.
 const CloudQueue = "cloud"
 
-// HubQueuePrefix starts every hub's task queue.
-const HubQueuePrefix = "hub."
-
-// HubQueue is the task queue of the hub with the given device id.
-func HubQueue(deviceID string) string { return HubQueuePrefix + deviceID }
-
-// DeviceOf returns the device id of a hub queue, or "" for any other queue.
-func DeviceOf(queue string) string {
-	id, ok := strings.CutPrefix(queue, HubQueuePrefix)
-	if !ok {
-		return ""
-	}
-	return id
-}
+// HubQueue is the task queue of the hub with the given device id: hub.<id>.
+func HubQueue(deviceID string) string { return hub.Queue(deviceID) }
 
 // Cloud holds what the cloud worker's activities need.
 type Cloud struct {
@@ -47,6 +34,7 @@ func NewCloud(c client.Client, deps Cloud, opts worker.Options) worker.Worker {
 // RegisterCloud registers the cloud worker's workflows and activities on r.
 func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterWorkflow(workflows.ConsensusWorkflow)
+	r.RegisterWorkflow(workflows.WarmupWorkflow)
 	r.RegisterActivity(deps.Inference)
 	r.RegisterActivity(deps.Placement)
 	r.RegisterActivity(deps.Records)

@@ -81,6 +81,8 @@ type ConsensusInput struct {
 	Prompt string
 	// Project groups runs. Default "default".
 	Project string
+	// Account is billed for the run; the bridge sets it from the device certificate.
+	Account string
 	// Threshold is the score at or above which a round reaches consensus, in (0, 1]. Default 0.8.
 	Threshold float64
 	// MaxRounds is how many rounds run before the Arbiter decides, 1 to 10. Default 3.
@@ -373,7 +375,7 @@ func (c *consensus) record(ctx workflow.Context) {
 	run := store.ConsensusRun{
 		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Project: c.in.Project, Prompt: c.in.Prompt,
 		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
-		Placement: c.state.Placement,
+		Placement: c.state.Placement, Account: c.in.Account,
 	}
 	if err := workflow.ExecuteActivity(actx, r.RecordConsensus, run).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("recording the consensus failed", "error", err)

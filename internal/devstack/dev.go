@@ -163,7 +163,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	wopts := worker.Options{}
 	cloud := workers.NewCloud(c, workers.Cloud{
 		Inference: inf,
-		Placement: &activities.Placement{Temporal: c},
+		Placement: &activities.Placement{Temporal: c, Hubs: st},
 		Records:   &activities.Records{Store: st},
 	}, wopts)
 	hub := workers.NewHub(c, o.HubID, inf, wopts)

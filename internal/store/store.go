@@ -78,6 +78,7 @@ type ConsensusRun struct {
 	Rounds     int
 	Answer     string
 	Placement  string
+	Account    string
 	FinishedAt time.Time
 }
 
@@ -89,11 +90,11 @@ func (s *Store) RecordConsensus(ctx context.Context, r ConsensusRun) error {
 			return err
 		}
 		_, err := tx.Exec(ctx, `
-			INSERT INTO consensus_runs (workflow_id, project_id, prompt, status, score, rounds, answer, placement)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			INSERT INTO consensus_runs (workflow_id, project_id, prompt, status, score, rounds, answer, placement, account)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 			ON CONFLICT (workflow_id) DO UPDATE SET status = excluded.status, score = excluded.score,
 				rounds = excluded.rounds, answer = excluded.answer, placement = excluded.placement`,
-			r.WorkflowID, r.Project, r.Prompt, r.Status, r.Score, r.Rounds, r.Answer, r.Placement)
+			r.WorkflowID, r.Project, r.Prompt, r.Status, r.Score, r.Rounds, r.Answer, r.Placement, r.Account)
 		return err
 	})
 }
@@ -102,9 +103,9 @@ func (s *Store) RecordConsensus(ctx context.Context, r ConsensusRun) error {
 func (s *Store) ConsensusRun(ctx context.Context, workflowID string) (ConsensusRun, error) {
 	var r ConsensusRun
 	err := s.Pool.QueryRow(ctx, `
-		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, finished_at
+		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, finished_at
 		FROM consensus_runs WHERE workflow_id = $1`, workflowID).
-		Scan(&r.WorkflowID, &r.Project, &r.Prompt, &r.Status, &r.Score, &r.Rounds, &r.Answer, &r.Placement, &r.FinishedAt)
+		Scan(&r.WorkflowID, &r.Project, &r.Prompt, &r.Status, &r.Score, &r.Rounds, &r.Answer, &r.Placement, &r.Account, &r.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, ErrNotFound
 	}

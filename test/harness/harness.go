@@ -209,7 +209,7 @@ func StartMeshOn(t testing.TB, c client.Client, sim simulator.Options) *Mesh {
 	m.Inference = Inference(m.LLMURL)
 	w := workers.NewCloud(m.Client, workers.Cloud{
 		Inference: m.Inference,
-		Placement: &activities.Placement{Temporal: m.Client},
+		Placement: &activities.Placement{Temporal: m.Client, Hubs: m.Store},
 		Records:   &activities.Records{Store: m.Store},
 	}, worker.Options{})
 	if err := w.Start(); err != nil {

@@ -1,0 +1,442 @@
+// Package bridge is the cloud end of the hub tunnel: a QUIC server that
+// accepts only hubs with a valid device certificate, registers them, acks
+// their heartbeats, turns each escalation stream into a ConsensusWorkflow
+// billed to the device's account, and each pre-warm signal into a warm-up
+// workflow.
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/superinstance/mesh/hub/wire"
+	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/store"
+	meshv1 "github.com/superinstance/mesh/proto/meshv1"
+)
+
+// Stream kinds: the first byte a hub writes on a stream it opens.
+const (
+	StreamControl    byte = 'C'
+	StreamEscalation byte = 'E'
+)
+
+// Application error codes on connection close.
+const (
+	CodeShutdown   quic.ApplicationErrorCode = 0
+	CodeProtocol   quic.ApplicationErrorCode = 1
+	CodeReplaced   quic.ApplicationErrorCode = 2
+	CodeUnexpected quic.ApplicationErrorCode = 3
+)
+
+// Escalator runs one escalation for a device and streams its responses.
+type Escalator interface {
+	Escalate(ctx context.Context, id pki.Identity, req *meshv1.EscalationRequest, send func(*meshv1.EscalationResponse) error) error
+}
+
+// Prewarmer reacts to a hub's pre-warm signal.
+type Prewarmer interface {
+	Prewarm(ctx context.Context, id pki.Identity, sig *meshv1.PrewarmSignal) error
+}
+
+// Options configures a Bridge.
+type Options struct {
+	// Addr is the UDP address to listen on, e.g. 0.0.0.0:7443.
+	Addr string
+	// TLS comes from pki.ServerTLS.
+	TLS *tls.Config
+	// Store registers hubs and their usage.
+	Store *store.Store
+	// Escalator and Prewarmer act on hub requests; nil refuses them.
+	Escalator Escalator
+	Prewarmer Prewarmer
+	// Name identifies this bridge in the hub registry. Default: the listen address.
+	Name string
+	// HeartbeatInterval is what hubs are told to use. Default 5s.
+	HeartbeatInterval time.Duration
+	// FlushInterval is how often heartbeats are written to PostgreSQL. Default 1s.
+	FlushInterval time.Duration
+	// Metrics receives counters; nil creates a private set.
+	Metrics *Metrics
+	Logger  *slog.Logger
+}
+
+// Bridge serves hubs.
+type Bridge struct {
+	opts Options
+	udp  *net.UDPConn
+	tr   *quic.Transport
+	ln   *quic.Listener
+	m    *Metrics
+
+	mu    sync.Mutex
+	conns map[string]*hubConn // by device id
+	all   map[*quic.Conn]struct{}
+	beats map[string]store.HubBeat
+	wg    sync.WaitGroup
+}
+
+type hubConn struct {
+	conn        *quic.Conn
+	connectedAt time.Time
+}
+
+// Listen opens the bridge's UDP socket.
+func Listen(opts Options) (*Bridge, error) {
+	if opts.TLS == nil || opts.Store == nil {
+		return nil, errors.New("bridge: TLS and Store are required")
+	}
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = 5 * time.Second
+	}
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	ua, err := net.ResolveUDPAddr("udp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("bridge address %q: %w", opts.Addr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("bridge listen %s: %w", opts.Addr, err)
+	}
+	// The bridge owns its socket so that Serve can release it when it returns.
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(opts.TLS, &quic.Config{
+		KeepAlivePeriod:       5 * time.Second,
+		MaxIdleTimeout:        30 * time.Second,
+		MaxIncomingStreams:    1000,
+		HandshakeIdleTimeout:  5 * time.Second,
+		MaxIncomingUniStreams: -1,
+	})
+	if err != nil {
+		_ = udp.Close()
+		return nil, fmt.Errorf("bridge listen %s: %w", opts.Addr, err)
+	}
+	if opts.Name == "" {
+		opts.Name = ln.Addr().String()
+	}
+	return &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, conns: map[string]*hubConn{},
+		all: map[*quic.Conn]struct{}{}, beats: map[string]store.HubBeat{}}, nil
+}
+
+// Addr is the address the bridge listens on.
+func (b *Bridge) Addr() net.Addr { return b.ln.Addr() }
+
+// Metrics are the bridge's counters.
+func (b *Bridge) Metrics() *Metrics { return b.m }
+
+// Serve accepts hubs until ctx is cancelled, then closes every connection
+// and writes the last heartbeats.
+func (b *Bridge) Serve(ctx context.Context) error {
+	flushDone := make(chan struct{})
+	go func() {
+		defer close(flushDone)
+		t := time.NewTicker(b.opts.FlushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				b.flush(ctx)
+			}
+		}
+	}()
+	var err error
+	for {
+		var c *quic.Conn
+		c, err = b.ln.Accept(ctx)
+		if err != nil {
+			break
+		}
+		b.mu.Lock()
+		b.all[c] = struct{}{}
+		b.mu.Unlock()
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.serveConn(ctx, c)
+			b.mu.Lock()
+			delete(b.all, c)
+			b.mu.Unlock()
+		}()
+	}
+	_ = b.ln.Close()
+	b.mu.Lock()
+	open := make([]*quic.Conn, 0, len(b.all))
+	for c := range b.all {
+		open = append(open, c)
+	}
+	b.mu.Unlock()
+	for _, c := range open {
+		_ = c.CloseWithError(CodeShutdown, "bridge shutting down")
+	}
+	// Let the close frames go out before the socket does.
+	for _, c := range open {
+		select {
+		case <-c.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	b.wg.Wait()
+	_ = b.tr.Close()
+	_ = b.udp.Close()
+	<-flushDone
+	b.flush(context.Background())
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
+	id, _, err := pki.PeerIdentity(c.ConnectionState().TLS)
+	if err != nil {
+		// The handshake's VerifyConnection already refused such peers.
+		_ = c.CloseWithError(CodeProtocol, err.Error())
+		return
+	}
+	log := b.opts.Logger.With("device", id.DeviceID, "account", id.Account, "remote", c.RemoteAddr().String())
+	for {
+		// Streams end with the connection, which Serve closes on shutdown.
+		s, err := c.AcceptStream(c.Context())
+		if err != nil {
+			return
+		}
+		kind := make([]byte, 1)
+		if _, err := io.ReadFull(s, kind); err != nil {
+			s.CancelRead(0)
+			continue
+		}
+		switch kind[0] {
+		case StreamControl:
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.control(ctx, c, s, id, log)
+			}()
+		case StreamEscalation:
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.escalation(ctx, s, id, log)
+			}()
+		default:
+			log.Warn("unknown stream kind", "kind", kind[0])
+			_ = c.CloseWithError(CodeProtocol, "unknown stream kind")
+			return
+		}
+	}
+}
+
+// control serves a hub's control stream: hello, then heartbeats, pre-warm
+// signals and usage records until the stream or connection ends.
+func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki.Identity, log *slog.Logger) {
+	r := wire.NewReader(s)
+	var first meshv1.HubMessage
+	if err := r.Read(&first); err != nil {
+		_ = c.CloseWithError(CodeProtocol, "no hello")
+		return
+	}
+	hello := first.GetHello()
+	if hello == nil || wire.ValidateHub(&first) != nil {
+		_ = c.CloseWithError(CodeProtocol, "first message must be a valid hello")
+		return
+	}
+	if hello.GetDeviceId() != "" && hello.GetDeviceId() != id.DeviceID {
+		// The certificate decides who this is; a payload claiming otherwise changes nothing.
+		log.Warn("hello claims another device id; using the certificate's", "claimed", hello.GetDeviceId())
+	}
+	now, seenBefore, err := b.opts.Store.HubConnected(ctx, store.Hub{DeviceID: id.DeviceID, Version: hello.GetVersion(), Hostname: hello.GetHostname(), Bridge: b.opts.Name})
+	if err != nil {
+		log.Error("register hub", "error", err)
+		_ = c.CloseWithError(CodeUnexpected, "registry unavailable")
+		return
+	}
+	b.mu.Lock()
+	old := b.conns[id.DeviceID]
+	b.conns[id.DeviceID] = &hubConn{conn: c, connectedAt: now}
+	b.mu.Unlock()
+	if old != nil && old.conn != c {
+		_ = old.conn.CloseWithError(CodeReplaced, "replaced by a newer connection")
+	}
+	b.m.hubConnected(seenBefore)
+	log.Info("hub connected", "version", hello.GetVersion(), "gpus", len(hello.GetGpus()))
+	defer func() {
+		b.mu.Lock()
+		if cur := b.conns[id.DeviceID]; cur != nil && cur.conn == c {
+			delete(b.conns, id.DeviceID)
+		}
+		b.mu.Unlock()
+		b.flush(context.Background())
+		_ = b.opts.Store.HubDisconnected(context.Background(), id.DeviceID, now)
+		b.m.hubDisconnected()
+		log.Info("hub disconnected")
+	}()
+	if hello.GetVitals() != nil {
+		b.note(id.DeviceID, hello.GetVitals(), 0)
+	}
+	var mu sync.Mutex // one writer at a time on the stream
+	send := func(m *meshv1.BridgeMessage) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return wire.Write(s, m)
+	}
+	if err := send(&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HelloAck{HelloAck: &meshv1.HelloAck{
+		DeviceId: id.DeviceID, Account: id.Account, ServerTimeUnixNano: time.Now().UnixNano(),
+		HeartbeatIntervalMs: uint32(b.opts.HeartbeatInterval / time.Millisecond),
+	}}}); err != nil {
+		return
+	}
+	for {
+		var m meshv1.HubMessage
+		if err := r.Read(&m); err != nil {
+			return
+		}
+		if err := wire.ValidateHub(&m); err != nil {
+			log.Warn("invalid message from hub", "error", err)
+			_ = c.CloseWithError(CodeProtocol, "invalid message: "+err.Error())
+			return
+		}
+		switch body := m.GetBody().(type) {
+		case *meshv1.HubMessage_Heartbeat:
+			hb := body.Heartbeat
+			if err := send(&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: &meshv1.HeartbeatAck{
+				Seq: hb.GetSeq(), EchoSentUnixNano: hb.GetSentUnixNano(), ServerTimeUnixNano: time.Now().UnixNano(),
+			}}}); err != nil {
+				return
+			}
+			b.m.heartbeat(hb.GetLastRttMicros())
+			b.note(id.DeviceID, hb.GetVitals(), hb.GetLastRttMicros())
+		case *meshv1.HubMessage_Prewarm:
+			b.m.prewarm()
+			if b.opts.Prewarmer != nil {
+				if err := b.opts.Prewarmer.Prewarm(ctx, id, body.Prewarm); err != nil {
+					log.Warn("pre-warm", "error", err)
+				}
+			}
+		case *meshv1.HubMessage_Usage:
+			u := body.Usage
+			err := b.opts.Store.RecordHubUsage(ctx, store.HubUsage{
+				EventID: u.GetEventId(), DeviceID: id.DeviceID, Project: u.GetProject(), Model: u.GetModel(),
+				PromptTokens: int(u.GetPromptTokens()), CompletionTokens: int(u.GetCompletionTokens()),
+				ServedAt: time.Unix(0, u.GetAtUnixNano()),
+			})
+			if err != nil {
+				// No ack: the hub keeps the record and sends it again.
+				log.Error("record usage", "error", err)
+				continue
+			}
+			if err := send(&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_UsageAck{UsageAck: &meshv1.UsageAck{EventId: u.GetEventId()}}}); err != nil {
+				return
+			}
+		case *meshv1.HubMessage_Hello:
+			log.Warn("second hello ignored")
+		}
+	}
+}
+
+// note keeps a hub's latest heartbeat for the next flush.
+func (b *Bridge) note(deviceID string, v *meshv1.HardwareVitals, rtt uint32) {
+	beat := store.HubBeat{DeviceID: deviceID, At: time.Now(), RTTMicros: int(rtt)}
+	if v != nil {
+		beat.NVML = v.GetNvmlAvailable()
+		beat.CPULoad = v.GetCpuLoad()
+		beat.GPUCount = len(v.GetGpus())
+		for _, g := range v.GetGpus() {
+			beat.GPULoad = max(beat.GPULoad, float64(g.GetUtilizationPercent())/100)
+			beat.GPUTempC = max(beat.GPUTempC, float64(g.GetTemperatureC()))
+		}
+		beat.Vitals, _ = protojson.Marshal(v)
+	}
+	b.mu.Lock()
+	b.beats[deviceID] = beat
+	b.mu.Unlock()
+}
+
+func (b *Bridge) flush(ctx context.Context) {
+	b.mu.Lock()
+	if len(b.beats) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	beats := make([]store.HubBeat, 0, len(b.beats))
+	for _, beat := range b.beats {
+		beats = append(beats, beat)
+	}
+	b.beats = map[string]store.HubBeat{}
+	b.mu.Unlock()
+	if err := b.opts.Store.SaveHeartbeats(ctx, beats); err != nil {
+		b.opts.Logger.Error("save heartbeats", "error", err, "hubs", len(beats))
+		// Keep the newest reading of each hub for the next try.
+		b.mu.Lock()
+		for _, beat := range beats {
+			if cur, ok := b.beats[beat.DeviceID]; !ok || cur.At.Before(beat.At) {
+				b.beats[beat.DeviceID] = beat
+			}
+		}
+		b.mu.Unlock()
+	}
+}
+
+// escalation serves one escalation stream.
+func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity, log *slog.Logger) {
+	defer s.Close()
+	var req meshv1.EscalationRequest
+	if err := wire.NewReader(s).Read(&req); err != nil {
+		s.CancelWrite(1)
+		return
+	}
+	var mu sync.Mutex
+	send := func(r *meshv1.EscalationResponse) error {
+		mu.Lock()
+		defer mu.Unlock()
+		r.RequestId = req.GetRequestId()
+		return wire.Write(s, r)
+	}
+	fail := func(code, msg string) {
+		b.m.escalation("error")
+		_ = send(&meshv1.EscalationResponse{Body: &meshv1.EscalationResponse_Error{Error: &meshv1.EscalationError{Code: code, Message: msg}}})
+	}
+	if err := wire.ValidateEscalation(&req); err != nil {
+		fail("invalid_request", err.Error())
+		return
+	}
+	if b.opts.Escalator == nil {
+		fail("unavailable", "this bridge does not run escalations")
+		return
+	}
+	// The stream's context ends when the hub goes away; the workflow goes on.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.Context().Done():
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	if err := b.opts.Escalator.Escalate(sctx, id, &req, send); err != nil {
+		log.Warn("escalation", "request", req.GetRequestId(), "error", err)
+		fail("failed", err.Error())
+		return
+	}
+	b.m.escalation("ok")
+}

@@ -1,0 +1,340 @@
+package bridge_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/bridge"
+	"github.com/superinstance/mesh/hub/wire"
+	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/simulator"
+	"github.com/superinstance/mesh/internal/store"
+	meshv1 "github.com/superinstance/mesh/proto/meshv1"
+	"github.com/superinstance/mesh/test/harness"
+	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
+)
+
+func TestMain(m *testing.M) { harness.Main(m) }
+
+func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// handshake dials the bridge with c and reports the handshake's error.
+func handshake(addr string, c *tls.Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, c, &quic.Config{HandshakeIdleTimeout: 3 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer conn.CloseWithError(0, "")
+	// A server that refuses the client's certificate after TLS 1.3's
+	// handshake finishes on the client side closes the connection at once.
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Write([]byte{bridge.StreamControl}); err != nil {
+		return err
+	}
+	if err := wire.Write(s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{}}}); err != nil {
+		return err
+	}
+	var ack meshv1.BridgeMessage
+	return wire.NewReader(s).Read(&ack)
+}
+
+func TestMutualTLS(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	addr := b.Addr().String()
+	good := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-ok", Account: "acme"}, time.Hour)
+
+	other := harness.NewPKI(t)
+	foreign := other.Enroll(t, harness.Store(t), pki.Identity{DeviceID: "gpu-foreign", Account: "acme"}, time.Hour)
+	foreign.RootCAs = good.RootCAs // it trusts our bridge, but its certificate is from another CA
+
+	expiredIs, err := p.CA.IssueDevice(pki.Identity{DeviceID: "gpu-old", Account: "acme"}, nil, time.Minute, time.Now().Add(-2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Store.RegisterCert(context.Background(), "gpu-old", "acme", pki.Serial(expiredIs.Cert), expiredIs.Cert.NotAfter); err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := pki.ClientTLS(p.CA.CertPEM, expiredIs.CertPEM, expiredIs.KeyPEM, "127.0.0.1")
+
+	revoked := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-revoked", Account: "acme"}, time.Hour)
+	if err := m.Store.RevokeDevice(context.Background(), "gpu-revoked"); err != nil {
+		t.Fatal(err)
+	}
+
+	unregisteredIs, _ := p.CA.IssueDevice(pki.Identity{DeviceID: "gpu-unknown", Account: "acme"}, nil, time.Hour, time.Now())
+	unregistered, _ := pki.ClientTLS(p.CA.CertPEM, unregisteredIs.CertPEM, unregisteredIs.KeyPEM, "127.0.0.1")
+
+	noCert := good.Clone()
+	noCert.Certificates = nil
+	tls12 := good.Clone()
+	tls12.MinVersion, tls12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	wrongALPN := good.Clone()
+	wrongALPN.NextProtos = []string{"h3"}
+
+	for name, c := range map[string]*tls.Config{
+		"no client certificate": noCert, "another CA": foreign, "expired": expired, "revoked": revoked,
+		"not registered": unregistered, "TLS 1.2": tls12, "wrong ALPN": wrongALPN,
+	} {
+		if err := handshake(addr, c); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := handshake(addr, good); err != nil {
+		t.Fatalf("valid certificate refused: %v", err)
+	}
+}
+
+func TestDeviceIDComesFromCertificate(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-a", Account: "acme"}, time.Hour)
+	p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-b", Account: "globex"}, time.Hour)
+
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c, DeviceID: "gpu-b", Vitals: harness.FixedVitals(40, 50)})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "gpu-a's heartbeat", func() bool {
+		h, err := m.Store.HubByID(ctx, "gpu-a")
+		return err == nil && h.GPUCount == 1
+	})
+	if _, err := m.Store.HubByID(ctx, "gpu-b"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a hello claiming gpu-b registered it: %v", err)
+	}
+	_, out, err := a.Escalate(&meshv1.EscalationRequest{RequestId: "claim-1", Prompt: "q [sim:agree]", Project: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := result(t, out)
+	run, err := m.Store.ConsensusRun(ctx, res.GetWorkflowId())
+	if err != nil || run.Account != "acme" || res.GetWorkflowId() != "escalation-gpu-a-claim-1" {
+		t.Fatalf("escalation billed to %q as %s: %v", run.Account, res.GetWorkflowId(), err)
+	}
+}
+
+func result(t *testing.T, out <-chan *meshv1.EscalationResponse) *meshv1.EscalationResult {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	var steps []string
+	for {
+		select {
+		case r, ok := <-out:
+			if !ok {
+				t.Fatalf("responses ended without a result (steps %v)", steps)
+			}
+			switch b := r.GetBody().(type) {
+			case *meshv1.EscalationResponse_Progress:
+				steps = append(steps, b.Progress.GetAgent())
+			case *meshv1.EscalationResponse_Result:
+				return b.Result
+			case *meshv1.EscalationResponse_Error:
+				t.Fatalf("escalation error %s: %s", b.Error.GetCode(), b.Error.GetMessage())
+			}
+		case <-timeout:
+			t.Fatalf("no result within a minute (steps %v)", steps)
+		}
+	}
+}
+
+func TestHeartbeatsVitalsAndMetrics(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-hb", Account: "acme"}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c, Version: "1.2.3", Vitals: harness.FixedVitals(91, 70),
+		Prewarm: agent.Prewarm{MinInterval: time.Hour}})
+	waitFor(t, 10*time.Second, "three acked heartbeats", func() bool { return a.Status().Acked >= 3 })
+	if rtt := a.Status().LastRTT; rtt <= 0 || rtt > time.Second {
+		t.Fatalf("rtt %v", rtt)
+	}
+	ctx := context.Background()
+	waitFor(t, 5*time.Second, "vitals in the registry", func() bool {
+		h, err := m.Store.HubByID(ctx, "gpu-hb")
+		return err == nil && h.GPULoad == 0.91 && h.GPUTempC == 70 && h.NVML && h.Connected && h.Version == "1.2.3" && h.RTTMicros > 0
+	})
+	// Load 0.91 is over 0.8: one pre-warm, and a warm-up workflow for it.
+	waitFor(t, 10*time.Second, "a warm-up workflow", func() bool {
+		resp, err := m.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: "WorkflowType = 'WarmupWorkflow'"})
+		if err != nil {
+			return false
+		}
+		for _, e := range resp.GetExecutions() {
+			if strings.HasPrefix(e.GetExecution().GetWorkflowId(), "warmup-gpu-hb-") {
+				return true
+			}
+		}
+		return false
+	})
+	rec := httptest.NewRecorder()
+	b.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{"si_bridge_connected_hubs 1", "si_bridge_prewarms_total 1", "si_bridge_heartbeat_rtt_seconds_count", "si_bridge_hub_connects_total 1"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestPlacementFollowsTheBridge(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	cases := []struct {
+		id         string
+		util, temp uint32
+		want       string
+	}{
+		{"gpu-cool", 30, 50, ""},
+		{"gpu-hot", 30, 90, "too hot"},
+		{"gpu-busy", 99, 60, "GPU load 99%"},
+	}
+	ctx := context.Background()
+	pl := &activities.Placement{Temporal: m.Client, Hubs: m.Store}
+	for _, tc := range cases {
+		c := p.Enroll(t, m.Store, pki.Identity{DeviceID: tc.id, Account: "acme"}, time.Hour)
+		harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c, Vitals: harness.FixedVitals(tc.util, tc.temp)})
+		m.StartHub(t, tc.id)
+		waitFor(t, 10*time.Second, tc.id+" in the registry", func() bool {
+			h, err := m.Store.HubByID(ctx, tc.id)
+			return err == nil && h.GPUCount == 1
+		})
+		time.Sleep(200 * time.Millisecond) // the hub worker's pollers register
+		st, err := pl.HubAvailable(ctx, workers.HubQueue(tc.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Healthy != (tc.want == "") || !strings.Contains(st.Reason, tc.want) {
+			t.Errorf("%s: %+v, want %q", tc.id, st, tc.want)
+		}
+	}
+	// Offline: a hub whose tunnel closed gets no new inference even though its worker polls.
+	b.Stop()
+	waitFor(t, 5*time.Second, "gpu-cool offline", func() bool {
+		st, err := pl.HubAvailable(ctx, workers.HubQueue("gpu-cool"))
+		return err == nil && !st.Healthy && strings.Contains(st.Reason, "offline")
+	})
+}
+
+// TestReconnectLosesNothing restarts the bridge under a running hub with an
+// escalation and usage records queued while it is down.
+func TestReconnectLosesNothing(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{Latency: 20 * time.Millisecond})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	addr := b.Addr().String()
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-re", Account: "acme"}, time.Hour)
+	backoff := agent.Backoff{Min: 50 * time.Millisecond, Max: 400 * time.Millisecond}
+	a := harness.StartAgent(t, agent.Options{Bridge: addr, TLS: c, Backoff: backoff})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// An escalation in flight when the bridge goes away.
+	_, inflight, err := a.Escalate(&meshv1.EscalationRequest{RequestId: "inflight", Prompt: "q [sim:disagree]", MaxRounds: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	b.Stop()
+	waitFor(t, 5*time.Second, "the agent to notice", func() bool { return !a.Status().Connected })
+
+	// Work queued while down.
+	_, queued, err := a.Escalate(&meshv1.EscalationRequest{RequestId: "queued", Prompt: "q2 [sim:agree]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := a.RecordUsage(&meshv1.UsageRecord{EventId: fmt.Sprintf("u%d", i), Project: "p", Model: "m", PromptTokens: 10, AtUnixNano: time.Now().UnixNano()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := a.Status(); st.Queued != 2 || st.QueuedUsage != 5 {
+		t.Fatalf("queued %+v", st)
+	}
+
+	restarted := time.Now()
+	harness.StartBridge(t, m, p, addr)
+	// Backoff attempts double from 50ms to the 400ms cap; with the time the
+	// agent spent failing before the restart, it is back within one capped
+	// wait plus a handshake.
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(restarted); took > backoff.Max+2*time.Second {
+		t.Fatalf("reconnected after %v", took)
+	}
+	r1, r2 := result(t, inflight), result(t, queued)
+	if r1.GetStatus() != workflows.StatusArbiter || r2.GetStatus() != workflows.StatusConsensus {
+		t.Fatalf("results %v %v", r1, r2)
+	}
+	waitFor(t, 5*time.Second, "usage delivered", func() bool { return a.Status().QueuedUsage == 0 })
+	if n, err := m.Store.HubUsageCount(ctx, "gpu-re"); err != nil || n != 5 {
+		t.Fatalf("usage records stored %d, want 5: %v", n, err)
+	}
+	// Each escalation ran as exactly one workflow run.
+	for _, id := range []string{"escalation-gpu-re-inflight", "escalation-gpu-re-queued"} {
+		resp, err := m.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: fmt.Sprintf("WorkflowId = '%s'", id)})
+		if err != nil || len(resp.GetExecutions()) != 1 {
+			t.Fatalf("%s ran %d times: %v", id, len(resp.GetExecutions()), err)
+		}
+	}
+	if a.Status().Sessions < 2 {
+		t.Fatalf("sessions %d", a.Status().Sessions)
+	}
+}
+
+func TestLossyLink(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	relay := harness.LossyRelay(t, b.Addr().String(), 0.15, 42)
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-lossy", Account: "acme"}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: relay, TLS: c})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "heartbeats through 15% loss", func() bool { return a.Status().Acked >= 10 })
+	_, out, err := a.Escalate(&meshv1.EscalationRequest{RequestId: "lossy", Prompt: "q [sim:agree]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := result(t, out); r.GetStatus() != workflows.StatusConsensus {
+		t.Fatalf("result %v", r)
+	}
+}

@@ -1,0 +1,70 @@
+package bridge
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the bridge's Prometheus metrics.
+type Metrics struct {
+	Registry    *prometheus.Registry
+	connected   prometheus.Gauge
+	connects    prometheus.Counter
+	reconnects  prometheus.Counter
+	rtt         prometheus.Histogram
+	heartbeats  prometheus.Counter
+	escalations *prometheus.CounterVec
+	prewarms    prometheus.Counter
+}
+
+// NewMetrics creates the metrics in a registry of their own.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "si_bridge_connected_hubs",
+			Help: "Hubs with an open control stream."}),
+		connects: prometheus.NewCounter(prometheus.CounterOpts{Name: "si_bridge_hub_connects_total",
+			Help: "Control streams opened."}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "si_bridge_hub_reconnects_total",
+			Help: "Control streams opened by hubs that had connected before."}),
+		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "si_bridge_heartbeat_rtt_seconds",
+			Help:    "Heartbeat round trip as hubs measure it.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "si_bridge_heartbeats_total",
+			Help: "Heartbeats acked."}),
+		escalations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "si_bridge_escalations_total",
+			Help: "Escalation streams served, by outcome."}, []string{"outcome"}),
+		prewarms: prometheus.NewCounter(prometheus.CounterOpts{Name: "si_bridge_prewarms_total",
+			Help: "Pre-warm signals received."}),
+	}
+	m.Registry.MustRegister(m.connected, m.connects, m.reconnects, m.rtt, m.heartbeats, m.escalations, m.prewarms)
+	return m
+}
+
+// Handler serves the metrics in Prometheus's text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+func (m *Metrics) hubConnected(reconnect bool) {
+	m.connected.Inc()
+	m.connects.Inc()
+	if reconnect {
+		m.reconnects.Inc()
+	}
+}
+
+func (m *Metrics) hubDisconnected() { m.connected.Dec() }
+
+func (m *Metrics) heartbeat(rttMicros uint32) {
+	m.heartbeats.Inc()
+	if rttMicros > 0 {
+		m.rtt.Observe(float64(rttMicros) / 1e6)
+	}
+}
+
+func (m *Metrics) escalation(outcome string) { m.escalations.WithLabelValues(outcome).Inc() }
+
+func (m *Metrics) prewarm() { m.prewarms.Inc() }

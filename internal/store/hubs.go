@@ -1,0 +1,162 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Hub is the bridge's view of one hub.
+type Hub struct {
+	DeviceID    string
+	Account     string
+	Version     string
+	Hostname    string
+	Bridge      string
+	Connected   bool
+	ConnectedAt *time.Time
+	LastSeen    time.Time
+	RTTMicros   int
+	GPUCount    int
+	GPULoad     float64
+	GPUTempC    float64
+	CPULoad     float64
+	NVML        bool
+	Vitals      []byte // protojson HardwareVitals
+	Reconnects  int
+}
+
+// HubConnected records a hub's control stream opening. It returns the
+// connection's time in the registry (for HubDisconnected) and whether the hub
+// had connected before (a reconnect).
+func (s *Store) HubConnected(ctx context.Context, h Hub) (time.Time, bool, error) {
+	var seen bool
+	var at time.Time
+	err := s.Pool.QueryRow(ctx, `
+		INSERT INTO hubs (device_id, version, hostname, bridge, connected, connected_at, last_seen)
+		VALUES ($1, $2, $3, $4, true, now(), now())
+		ON CONFLICT (device_id) DO UPDATE SET version = excluded.version, hostname = excluded.hostname,
+			bridge = excluded.bridge, connected = true, connected_at = now(), last_seen = now(),
+			reconnects = hubs.reconnects + 1
+		RETURNING connected_at, xmax <> 0`,
+		h.DeviceID, h.Version, h.Hostname, h.Bridge).Scan(&at, &seen)
+	return at, seen, err
+}
+
+// HubUsage is one inference a hub served locally.
+type HubUsage struct {
+	EventID          string
+	DeviceID         string
+	Project          string
+	Model            string
+	PromptTokens     int
+	CompletionTokens int
+	ServedAt         time.Time
+}
+
+// RecordHubUsage stores a usage record once: a second copy of the same
+// event id changes nothing and is not an error.
+func (s *Store) RecordHubUsage(ctx context.Context, u HubUsage) error {
+	_, err := s.Pool.Exec(ctx, `INSERT INTO hub_usage (event_id, device_id, project, model, prompt_tokens, completion_tokens, served_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`,
+		u.EventID, u.DeviceID, u.Project, u.Model, u.PromptTokens, u.CompletionTokens, u.ServedAt)
+	return err
+}
+
+// HubUsageCount counts a device's stored usage records.
+func (s *Store) HubUsageCount(ctx context.Context, deviceID string) (int, error) {
+	var n int
+	err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM hub_usage WHERE device_id = $1`, deviceID).Scan(&n)
+	return n, err
+}
+
+// HubDisconnected records a hub's control stream closing, unless the hub has
+// already reconnected through another bridge connection since connectedAt.
+func (s *Store) HubDisconnected(ctx context.Context, deviceID string, connectedAt time.Time) error {
+	_, err := s.Pool.Exec(ctx, `UPDATE hubs SET connected = false WHERE device_id = $1 AND connected_at <= $2`, deviceID, connectedAt)
+	return err
+}
+
+// HubBeat is one hub's latest heartbeat, for SaveHeartbeats.
+type HubBeat struct {
+	DeviceID  string
+	At        time.Time
+	RTTMicros int
+	GPUCount  int
+	GPULoad   float64
+	GPUTempC  float64
+	CPULoad   float64
+	NVML      bool
+	Vitals    []byte
+}
+
+// SaveHeartbeats writes the latest heartbeat of many hubs in one statement.
+func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
+	if len(beats) == 0 {
+		return nil
+	}
+	ids := make([]string, len(beats))
+	at := make([]time.Time, len(beats))
+	rtt := make([]int32, len(beats))
+	gpus := make([]int32, len(beats))
+	load := make([]float64, len(beats))
+	temp := make([]float64, len(beats))
+	cpu := make([]float64, len(beats))
+	nvml := make([]bool, len(beats))
+	vit := make([]string, len(beats))
+	for i, b := range beats {
+		ids[i], at[i], rtt[i], gpus[i] = b.DeviceID, b.At, int32(b.RTTMicros), int32(b.GPUCount)
+		load[i], temp[i], cpu[i], nvml[i] = b.GPULoad, b.GPUTempC, b.CPULoad, b.NVML
+		vit[i] = string(b.Vitals)
+		if vit[i] == "" {
+			vit[i] = "{}"
+		}
+	}
+	_, err := s.Pool.Exec(ctx, `
+		UPDATE hubs h SET last_seen = b.at, rtt_micros = b.rtt, gpu_count = b.gpus, gpu_load = b.load,
+			gpu_temp_c = b.temp, cpu_load = b.cpu, nvml = b.nvml, vitals = b.vitals::jsonb
+		FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::float8[], $6::float8[], $7::float8[], $8::bool[], $9::text[])
+			AS b(id, at, rtt, gpus, load, temp, cpu, nvml, vitals)
+		WHERE h.device_id = b.id AND h.last_seen <= b.at`,
+		ids, at, rtt, gpus, load, temp, cpu, nvml, vit)
+	return err
+}
+
+const hubColumns = `h.device_id, d.account, h.version, h.hostname, h.bridge, h.connected, h.connected_at, h.last_seen,
+	h.rtt_micros, h.gpu_count, h.gpu_load, h.gpu_temp_c, h.cpu_load, h.nvml, h.vitals, h.reconnects`
+
+func scanHub(row pgx.Row) (Hub, error) {
+	var h Hub
+	err := row.Scan(&h.DeviceID, &h.Account, &h.Version, &h.Hostname, &h.Bridge, &h.Connected, &h.ConnectedAt, &h.LastSeen,
+		&h.RTTMicros, &h.GPUCount, &h.GPULoad, &h.GPUTempC, &h.CPULoad, &h.NVML, &h.Vitals, &h.Reconnects)
+	return h, err
+}
+
+// Hubs lists every hub the bridge has seen, most recently seen first.
+func (s *Store) Hubs(ctx context.Context) ([]Hub, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id ORDER BY h.last_seen DESC, h.device_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var hubs []Hub
+	for rows.Next() {
+		h, err := scanHub(rows)
+		if err != nil {
+			return nil, err
+		}
+		hubs = append(hubs, h)
+	}
+	return hubs, rows.Err()
+}
+
+// HubByID returns one hub.
+func (s *Store) HubByID(ctx context.Context, deviceID string) (Hub, error) {
+	h, err := scanHub(s.Pool.QueryRow(ctx, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id WHERE h.device_id = $1`, deviceID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return h, ErrNotFound
+	}
+	return h, err
+}
