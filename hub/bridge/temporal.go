@@ -67,9 +67,14 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 		poll = 100 * time.Millisecond
 	}
 	var sendErr error
+	sent := 0
 	st, err := runner.Watch(ctx, t.Client, wid, poll, func(s workflows.ConsensusState) {
-		if p := latestStep(s); p != nil && sendErr == nil {
-			sendErr = send(&meshv1.EscalationResponse{Body: &meshv1.EscalationResponse_Progress{Progress: p}})
+		steps := Steps(s)
+		for _, p := range steps[min(sent, len(steps)):] {
+			if sendErr == nil {
+				sendErr = send(&meshv1.EscalationResponse{Body: &meshv1.EscalationResponse_Progress{Progress: p}})
+				sent++
+			}
 		}
 	})
 	if err != nil {
@@ -87,23 +92,32 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 	}}})
 }
 
-// latestStep describes the most recent completed step of s.
-func latestStep(s workflows.ConsensusState) *meshv1.EscalationProgress {
-	p := &meshv1.EscalationProgress{Step: uint32(s.Steps), Round: uint32(s.Round)}
-	switch {
-	case s.Arbiter != nil:
-		p.Agent, p.Text = "arbiter", s.Arbiter.Answer
-	case len(s.Rounds) > 0 && s.Rounds[len(s.Rounds)-1].Verification != nil:
-		r := s.Rounds[len(s.Rounds)-1]
-		p.Agent, p.Text, p.Score = "ethos", r.Verification.Feedback, r.Score
-	case len(s.Rounds) > 0 && s.Rounds[len(s.Rounds)-1].Solution != nil:
-		p.Agent, p.Text = "logos", s.Rounds[len(s.Rounds)-1].Solution.Answer
-	case s.Manifest != nil:
-		p.Agent, p.Text = "pathos", s.Manifest.Intent
-	default:
-		return nil
+// Steps lists the completed agent steps of s in order: Pathos, then Logos
+// and Ethos of each round, then the Arbiter.
+func Steps(s workflows.ConsensusState) []*meshv1.EscalationProgress {
+	var out []*meshv1.EscalationProgress
+	add := func(agent string, round int, text string, score float64) {
+		out = append(out, &meshv1.EscalationProgress{Step: uint32(len(out) + 1), Agent: agent, Round: uint32(round), Text: text, Score: score})
 	}
-	return p
+	if s.Manifest != nil {
+		round := 1
+		if len(s.Rounds) > 0 {
+			round = s.Rounds[0].Round
+		}
+		add("pathos", round, s.Manifest.Intent, 0)
+	}
+	for _, r := range s.Rounds {
+		if r.Solution != nil {
+			add("logos", r.Round, r.Solution.Answer, 0)
+		}
+		if r.Verification != nil {
+			add("ethos", r.Round, r.Verification.Feedback, r.Score)
+		}
+	}
+	if s.Arbiter != nil {
+		add("arbiter", s.Round, s.Arbiter.Answer, s.Arbiter.Confidence)
+	}
+	return out
 }
 
 // Prewarm starts the device's warm-up workflow for this minute; more signals

@@ -22,7 +22,8 @@ func devCommand() *Command {
 		Long: `si dev runs the mesh in one process with no configuration at all: an embedded
 Temporal server persisting to SQLite with its Web UI, a private PostgreSQL
 cluster started from the machine's own binaries (migrations applied), the cloud
-worker, one local hub worker and the inference simulator. It prints every
+worker, the QUIC bridge with a CA of its own, one local hub connected to it
+over QUIC (its worker on hub.local), and the inference simulator. It prints every
 address and stays up until Ctrl-C, then shuts everything down.
 
 Each part can point at a real service instead: --temporal-address,
@@ -40,6 +41,10 @@ Each part can point at a real service instead: --temporal-address,
 			fs.DurationVar(&o.Simulator.Latency, "sim-latency", 0, "simulator latency per request")
 			fs.DurationVar(&o.Simulator.TokenLatency, "sim-token-latency", 0, "simulator latency per completion token")
 			fs.StringVar(&o.HubID, "hub-id", "local", "device id of the local hub (its task queue is hub.<id>)")
+			fs.StringVar(&o.Account, "account", "dev", "account the local hub's escalations bill to")
+			fs.StringVar(&o.BridgeListen, "bridge-listen", "127.0.0.1:7443", "the bridge's UDP address")
+			fs.StringVar(&o.HubAPIListen, "hub-api-listen", "127.0.0.1:7450", "the local hub's API (si escalate)")
+			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics, /healthz and /ready")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			start := time.Now()

@@ -2,23 +2,226 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/superinstance/mesh/hub"
+	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
+	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/workers"
 )
 
 func hubCommand() *Command {
+	var (
+		o                  node.Options
+		certPath, keyPath  string
+		caPath, serverName string
+		t                  config.Temporal
+		l                  config.LLM
+		noWorker           bool
+	)
 	return &Command{
 		Name:  "hub",
-		Short: "hub commands: read this machine's GPU vitals",
-		Sub:   []*Command{hubVitalsCommand()},
+		Short: "run this machine as a hub: tunnel to the bridge, vitals, local worker",
+		Long: `si hub dials the cloud bridge over QUIC with the device certificate
+(si device enroll issues it), says hello, sends a heartbeat with NVML vitals
+every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
+over 80°C, with hysteresis), and carries escalations (si escalate) and usage
+records. It reconnects by itself after any interruption; what waits meanwhile
+is delivered afterwards. It also runs the hub's Temporal worker on
+hub.<device-id> and serves a local API for si escalate.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (UDP)")
+			fs.StringVar(&certPath, "cert", "", "device certificate (default ~/.si/devices/<id>/cert.pem)")
+			fs.StringVar(&keyPath, "key", "", "device key (default ~/.si/devices/<id>/key.pem)")
+			fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default ~/.si/devices/<id>/ca.pem)")
+			fs.StringVar(&serverName, "server-name", "", "name in the bridge's certificate (default: the --bridge host)")
+			fs.StringVar(&o.DeviceID, "id", "", "device id (default: the certificate's)")
+			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval")
+			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
+			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
+			t.Register(fs, "127.0.0.1:7233", "Temporal frontend for the hub's worker")
+			l.Register(fs, "http://127.0.0.1:8300/v1")
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			tc, id, err := hubTLS(o.DeviceID, certPath, keyPath, caPath, serverName, o.Agent.Bridge)
+			if err != nil {
+				return err
+			}
+			o.DeviceID, o.Agent.TLS, o.Agent.DeviceID = id.DeviceID, tc, id.DeviceID
+			o.Agent.Version, o.Agent.Hostname = Version, hostname()
+			r := vitals.NewReader(nil)
+			defer r.Close()
+			o.Agent.Vitals = r.Read
+			o.Agent.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			if !noWorker {
+				c, err := t.Dial(10 * time.Second)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				o.Temporal, o.Inference = c, l.Inference()
+			}
+			n, err := node.Start(o)
+			if err != nil {
+				return err
+			}
+			defer n.Stop()
+			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s; worker on %s\n",
+				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), workers.HubQueue(id.DeviceID))
+			<-ctx.Done()
+			return nil
+		},
+		Sub: []*Command{hubVitalsCommand()},
 	}
 }
 
+// hubTLS loads a device's certificate files, defaulting to ~/.si/devices/<id>/.
+func hubTLS(id, certPath, keyPath, caPath, serverName, bridgeAddr string) (*tls.Config, pki.Identity, error) {
+	if (certPath == "" || keyPath == "" || caPath == "") && id == "" {
+		return nil, pki.Identity{}, errors.New("pass --cert, --key and --ca (or --id to use ~/.si/devices/<id>/)")
+	}
+	def := func(p *string, file string) {
+		if *p == "" {
+			*p = filepath.Join(deviceDir(id), file)
+		}
+	}
+	def(&certPath, pki.CertFile)
+	def(&keyPath, pki.KeyFile)
+	def(&caPath, pki.CACertFile)
+	read := func(p string) ([]byte, error) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w (si device enroll writes it)", err)
+		}
+		return b, nil
+	}
+	certPEM, err := read(certPath)
+	if err != nil {
+		return nil, pki.Identity{}, err
+	}
+	keyPEM, err := read(keyPath)
+	if err != nil {
+		return nil, pki.Identity{}, err
+	}
+	caPEM, err := read(caPath)
+	if err != nil {
+		return nil, pki.Identity{}, err
+	}
+	if serverName == "" {
+		host, _, err := net.SplitHostPort(bridgeAddr)
+		if err != nil {
+			return nil, pki.Identity{}, fmt.Errorf("--bridge %q: %w", bridgeAddr, err)
+		}
+		serverName = host
+	}
+	tc, err := pki.ClientTLS(caPEM, certPEM, keyPEM, serverName)
+	if err != nil {
+		return nil, pki.Identity{}, err
+	}
+	leaf, err := x509.ParseCertificate(tc.Certificates[0].Certificate[0])
+	if err != nil {
+		return nil, pki.Identity{}, err
+	}
+	ident, err := pki.IdentityOf(leaf)
+	if err != nil {
+		return nil, pki.Identity{}, err
+	}
+	if id != "" && id != ident.DeviceID {
+		return nil, pki.Identity{}, fmt.Errorf("--id %s does not match the certificate's device %s", id, ident.DeviceID)
+	}
+	if time.Now().After(leaf.NotAfter) {
+		return nil, pki.Identity{}, fmt.Errorf("the device certificate expired on %s: run si device renew --id %s", leaf.NotAfter.Format(time.RFC3339), ident.DeviceID)
+	}
+	return tc, ident, nil
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+func hubsCommand() *Command {
+	var (
+		db     config.Database
+		asJSON bool
+	)
+	return &Command{
+		Name:  "hubs",
+		Short: "list hubs with their vitals and health, as the bridge sees them",
+		Flags: func(fs *flag.FlagSet) {
+			db.Register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+		},
+		Run: func(ctx context.Context, env *Env, _ []string) error {
+			st, err := db.Open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			hubs, err := st.Hubs(ctx)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			type row struct {
+				store.Hub
+				Healthy bool   `json:"healthy"`
+				Health  string `json:"health"`
+			}
+			rows := make([]row, 0, len(hubs))
+			for _, h := range hubs {
+				ok, why := hub.Policy{}.Check(h, now)
+				if ok {
+					why = "healthy"
+				}
+				rows = append(rows, row{h, ok, why})
+			}
+			if asJSON {
+				enc := json.NewEncoder(env.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			if len(rows) == 0 {
+				fmt.Fprintln(env.Stdout, "no hub has connected yet")
+				return nil
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "DEVICE\tACCOUNT\tLINK\tLAST SEEN\tRTT\tGPUS\tGPU LOAD\tGPU TEMP\tCPU\tHEALTH")
+			for _, r := range rows {
+				link := "offline"
+				if r.Connected {
+					link = "online"
+				}
+				gpus := fmt.Sprint(r.GPUCount)
+				if !r.NVML {
+					gpus = "no GPU"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%.2fms\t%s\t%.0f%%\t%.0f°C\t%.0f%%\t%s\n", r.DeviceID, r.Account, link,
+					now.Sub(r.LastSeen).Round(time.Second), float64(r.RTTMicros)/1000, gpus, r.GPULoad*100, r.GPUTempC, r.CPULoad*100, r.Health)
+			}
+			return tw.Flush()
+		},
+	}
+}
 func hubVitalsCommand() *Command {
 	var asJSON bool
 	return &Command{

@@ -3,20 +3,22 @@ package devstack
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
-	"go.temporal.io/sdk/worker"
-
-	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/node"
+	"github.com/superinstance/mesh/hub/vitals"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pgcluster"
+	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/server"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workers"
@@ -37,22 +39,15 @@ type DevOptions struct {
 	SimulatorListen string // default 127.0.0.1:8300
 	Simulator       simulator.Options
 	HubID           string // the local hub's device id, default "local"
-}
-
-// State is what a running `si dev` tells other commands, in DataDir/dev.json.
-type State struct {
-	PID             int    `json:"pid"`
-	TemporalAddress string `json:"temporal_address"`
-	UIURL           string `json:"ui_url,omitempty"`
-	DatabaseURL     string `json:"database_url"`
-	LLMBaseURL      string `json:"llm_base_url"`
-	Simulator       bool   `json:"simulator"`
-	HubID           string `json:"hub_id"`
+	Account         string // the local hub's account, default "dev"
+	BridgeListen    string // the bridge's UDP address, default 127.0.0.1:7443
+	HubAPIListen    string // the local hub's API, default 127.0.0.1:7450
+	MetricsListen   string // /metrics, /healthz, /ready; default 127.0.0.1:9464
 }
 
 // Dev is a running development mesh.
 type Dev struct {
-	State    State
+	State    config.DevState
 	stops    []func()
 	stateDir string
 }
@@ -76,15 +71,31 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	if o.HubID == "" {
 		o.HubID = "local"
 	}
+	if o.Account == "" {
+		o.Account = "dev"
+	}
+	if o.BridgeListen == "" {
+		o.BridgeListen = "127.0.0.1:7443"
+	}
+	if o.HubAPIListen == "" {
+		o.HubAPIListen = "127.0.0.1:7450"
+	}
+	if o.MetricsListen == "" {
+		o.MetricsListen = "127.0.0.1:9464"
+	}
 	d = &Dev{stateDir: o.DataDir}
 	defer func() {
 		if err != nil {
 			d.Stop()
 		}
 	}()
+	pgDir := filepath.Join(o.DataDir, "postgres")
 	if o.Fresh {
-		if err := os.RemoveAll(o.DataDir); err != nil {
-			return nil, fmt.Errorf("--fresh: %w", err)
+		_ = pgcluster.StopStale(ctx, pgDir)
+		for _, dir := range []string{pgcluster.DataDirFor(pgDir), o.DataDir} {
+			if err := os.RemoveAll(dir); err != nil {
+				return nil, fmt.Errorf("--fresh: %w", err)
+			}
 		}
 	}
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
@@ -111,7 +122,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	if o.DatabaseURL == "" {
 		fmt.Fprintln(out, "starting PostgreSQL (private cluster)...")
 		pg, err := pgcluster.Start(ctx, pgcluster.Options{
-			Dir: filepath.Join(o.DataDir, "postgres"), Port: o.PostgresPort, Database: "si",
+			Dir: pgDir, Port: o.PostgresPort, Database: "si",
 			Log: func(f string, a ...any) { fmt.Fprintf(out, "  "+f+"\n", a...) },
 		})
 		if err != nil {
@@ -158,20 +169,60 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	}
 	d.stops = append(d.stops, c.Close)
 
-	// Workers: the cloud worker and the local hub's.
+	// The cloud roles: the bridge (with certificates from a CA of its own) and the cloud worker.
 	inf := o.LLM.Inference()
-	wopts := worker.Options{}
-	cloud := workers.NewCloud(c, workers.Cloud{
-		Inference: inf,
-		Placement: &activities.Placement{Temporal: c, Hubs: st},
-		Records:   &activities.Records{Store: st},
-	}, wopts)
-	hub := workers.NewHub(c, o.HubID, inf, wopts)
-	for _, w := range []worker.Worker{cloud, hub} {
-		if err := w.Start(); err != nil {
-			return nil, fmt.Errorf("worker: %w", err)
+	caDir := filepath.Join(o.DataDir, "ca")
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		if ca, err = pki.InitCA(caDir, false, time.Now()); err != nil {
+			return nil, err
 		}
-		d.stops = append(d.stops, w.Stop)
+	}
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := server.Start(server.Options{
+		Roles:        map[string]bool{server.RoleBridge: true, server.RoleWorker: true},
+		BridgeListen: o.BridgeListen, BridgeHosts: []string{"127.0.0.1", "localhost"}, CADir: caDir,
+		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.stops = append(d.stops, srv.Stop)
+	d.State.BridgeAddress = srv.Bridge.Addr().String()
+	d.State.MetricsURL = srv.MetricsURL
+	d.State.CADir = caDir
+
+	// The local hub: enrolled with that CA, connected over QUIC, with its worker.
+	is, err := ca.IssueDevice(pki.Identity{DeviceID: o.HubID, Account: o.Account}, nil, pki.DefaultDeviceTTL, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := st.RegisterCert(ctx, o.HubID, o.Account, pki.Serial(is.Cert), is.Cert.NotAfter); err != nil {
+		return nil, err
+	}
+	if err := is.Save(filepath.Join(o.DataDir, "hub"), ca.CertPEM); err != nil {
+		return nil, err
+	}
+	tc, err := pki.ClientTLS(ca.CertPEM, is.CertPEM, is.KeyPEM, "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	vr := vitals.NewReader(nil)
+	d.stops = append(d.stops, vr.Close)
+	n, err := node.Start(node.Options{
+		Agent: agent.Options{Bridge: d.State.BridgeAddress, TLS: tc, Vitals: vr.Read, DeviceID: o.HubID,
+			Version: "dev", Hostname: "si-dev", Logger: logger},
+		APIListen: o.HubAPIListen, Temporal: c, Inference: inf, DeviceID: o.HubID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.stops = append(d.stops, n.Stop)
+	d.State.HubAPI = n.APIAddr()
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := n.Agent.WaitConnected(wctx); err != nil {
+		return nil, fmt.Errorf("the local hub did not reach the bridge at %s: %s", d.State.BridgeAddress, n.Agent.Status().LastError)
 	}
 	if err := d.writeState(); err != nil {
 		return nil, err
@@ -196,10 +247,14 @@ func (d *Dev) Banner(dataDir string) string {
   Temporal Web UI     %s
   PostgreSQL          %s
   inference           %s
-  workers             cloud worker on task queue %q; hub %q on task queue %q
-try:  si ask "What is the capital of France?"
+  bridge (QUIC, mTLS) %s   (CA in %s)
+  local hub           %q on task queue %q, connected over QUIC; its API http://%s
+  cloud worker        task queue %q
+  metrics             %s
+try:  si ask "What is the capital of France?"     si escalate "Why is the sky blue?"     si hubs
 Ctrl-C stops everything.
-`, dataDir, s.TemporalAddress, ui, s.DatabaseURL, llm, workers.CloudQueue, s.HubID, workers.HubQueue(s.HubID))
+`, dataDir, s.TemporalAddress, ui, s.DatabaseURL, llm, s.BridgeAddress, s.CADir, s.HubID, workers.HubQueue(s.HubID), s.HubAPI,
+		workers.CloudQueue, s.MetricsURL)
 }
 
 // Stop shuts every part down, last started first.
@@ -219,17 +274,4 @@ func (d *Dev) writeState() error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(d.stateDir, "dev.json"), b, 0o600)
-}
-
-// ReadState reads a running `si dev`'s state from dataDir, if there is one.
-func ReadState(dataDir string) (State, error) {
-	var s State
-	b, err := os.ReadFile(filepath.Join(dataDir, "dev.json"))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return s, fmt.Errorf("no running si dev in %s", dataDir)
-		}
-		return s, err
-	}
-	return s, json.Unmarshal(b, &s)
 }

@@ -81,9 +81,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 				"(apt-get install postgresql creates it), or pass --database-url")
 		}
 		c.runAs = "postgres"
-		if !c.reachable(filepath.Dir(abs)) {
-			sum := sha256.Sum256([]byte(abs))
-			c.dataDir = filepath.Join("/var/lib/si/pg", hex.EncodeToString(sum[:6]))
+		if d := DataDirFor(abs); d != abs {
+			c.dataDir = d
 			opts.Log("postgres: %s is not reachable by the postgres user; cluster kept in %s", abs, c.dataDir)
 		}
 	}
@@ -190,12 +189,23 @@ func (c *Cluster) prepareDir() error {
 	return os.Chown(c.dataDir, uid, gid)
 }
 
-// reachable reports whether the postgres user can create entries in dir.
-func (c *Cluster) reachable(dir string) bool {
+// DataDirFor is where the cluster asked for at dir keeps its files: dir
+// itself, or, for root when the postgres user cannot reach dir, a directory
+// under /var/lib/si/pg named by a hash of dir.
+func DataDirFor(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil || os.Geteuid() != 0 || reachable(filepath.Dir(abs)) {
+		return abs
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join("/var/lib/si/pg", hex.EncodeToString(sum[:6]))
+}
+
+// reachable reports whether the postgres user can traverse to dir.
+func reachable(dir string) bool {
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); err == nil {
-			err := exec.Command("runuser", "-u", c.runAs, "--", "test", "-x", d).Run()
-			if err != nil {
+			if err := exec.Command("runuser", "-u", "postgres", "--", "test", "-x", d).Run(); err != nil {
 				return false
 			}
 		}
@@ -203,6 +213,24 @@ func (c *Cluster) reachable(dir string) bool {
 			return true
 		}
 	}
+}
+
+// StopStale stops a cluster left running in dir by a process that is gone
+// (a crashed test binary, say). It does nothing if no server runs there.
+func StopStale(ctx context.Context, dir string) error {
+	bin, err := findBinaries("")
+	if err != nil {
+		return err
+	}
+	c := &Cluster{bin: bin, dataDir: DataDirFor(dir)}
+	if os.Geteuid() == 0 {
+		c.runAs = "postgres"
+	}
+	if _, err := os.Stat(filepath.Join(c.dataDir, "postmaster.pid")); err != nil {
+		return nil
+	}
+	_, err = c.run(ctx, "pg_ctl", "-D", c.dataDir, "-m", "immediate", "-w", "stop")
+	return err
 }
 
 func (c *Cluster) run(ctx context.Context, tool string, args ...string) (string, error) {

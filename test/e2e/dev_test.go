@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,12 +73,19 @@ type askResult struct {
 func TestDevAskAndTemporalCLI(t *testing.T) {
 	si, temporal := binaries(t)
 	frontend, ui, sim := freeAddr(t), freeAddr(t), freeAddr(t)
+	bridgeAddr, hubAPI, metricsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	pgPort, err := devstack.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"dev", "--data-dir", t.TempDir(), "--temporal-listen", frontend, "--ui-listen", ui,
-		"--sim-listen", sim, "--postgres-port", fmt.Sprint(pgPort), "--hub-id", "e2e"}
+	dataDir := t.TempDir()
+	// Reachable by the postgres user, so the cluster lives (and is removed) with the test's directory.
+	if err := os.Chmod(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"dev", "--data-dir", dataDir, "--temporal-listen", frontend, "--ui-listen", ui,
+		"--sim-listen", sim, "--postgres-port", fmt.Sprint(pgPort), "--hub-id", "e2e", "--account", "acme",
+		"--bridge-listen", bridgeAddr, "--hub-api-listen", hubAPI, "--metrics-listen", metricsAddr}
 	if os.Getenv("DATABASE_URL") != "" {
 		args = append(args, "--database-url", harness.DatabaseURL(t))
 	}
@@ -191,6 +199,39 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		t.Fatalf("temporal workflow result lacks arbiter_resolved:\n%s", result)
 	}
 
+	// Escalation through the local hub's QUIC tunnel, billed to its account.
+	cmd := exec.Command(si, "escalate", "--hub-api", hubAPI, "Why is the sky blue? [sim:agree]")
+	cmd.Env = cleanEnv()
+	esc, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("si escalate: %v\n%s", err, esc)
+	}
+	for _, want := range []string{"pathos", "logos", "ethos", "status    consensus", "workflow  escalation-e2e-"} {
+		if !strings.Contains(string(esc), want) {
+			t.Fatalf("si escalate output lacks %q:\n%s", want, esc)
+		}
+	}
+	cmd = exec.Command(si, "hubs", "--dev-dir", dataDir, "--json")
+	cmd.Env = cleanEnv()
+	hubsOut, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("si hubs: %v", err)
+	}
+	var hubs []struct {
+		DeviceID  string
+		Account   string
+		Connected bool
+		Healthy   bool `json:"healthy"`
+	}
+	if err := json.Unmarshal(hubsOut, &hubs); err != nil || len(hubs) != 1 || hubs[0].DeviceID != "e2e" || hubs[0].Account != "acme" ||
+		!hubs[0].Connected || !hubs[0].Healthy {
+		t.Fatalf("si hubs: %v\n%s", err, hubsOut)
+	}
+	if m := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(m, "si_bridge_connected_hubs 1") ||
+		!strings.Contains(m, `si_bridge_escalations_total{outcome="ok"} 1`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
+
 	// The Web UI serves.
 	if c, err := net.DialTimeout("tcp", ui, 2*time.Second); err != nil {
 		t.Fatalf("temporal UI: %v", err)
@@ -239,6 +280,17 @@ func TestAskWithoutServer(t *testing.T) {
 	if len(lines) != 1 || !strings.Contains(lines[0], "cannot reach Temporal") || !strings.Contains(lines[0], "si dev") {
 		t.Fatalf("want one clear line, got:\n%s", out)
 	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // cleanEnv drops SI_ variables so the test's flags are what si sees.

@@ -21,7 +21,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,8 +152,17 @@ func privateCluster(t testing.TB) string {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.pg == nil {
+		reapClusters()
 		dir, err := os.MkdirTemp("", "si-test-pg-")
 		if err != nil {
+			t.Fatal(err)
+		}
+		// The postgres user (tests running as root) must reach the cluster;
+		// the owner file lets a later run reap it if this process dies.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		pg, err := pgcluster.Start(context.Background(), pgcluster.Options{Dir: dir + "/data", Database: "si_test"})
@@ -165,6 +178,24 @@ func privateCluster(t testing.TB) string {
 		})
 	}
 	return shared.pg.URL()
+}
+
+// reapClusters stops and removes private clusters whose test process died
+// without cleaning up (a timeout panic, a kill).
+func reapClusters() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "si-test-pg-*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		_ = pgcluster.StopStale(context.Background(), filepath.Join(dir, "data"))
+		_ = os.RemoveAll(dir)
+	}
 }
 
 // Simulator serves an inference simulator until cleanup and returns it with

@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/pki"
+)
+
+func defaultCADir() string { return filepath.Join(config.HomeDir(), "ca") }
+
+func deviceDir(id string) string { return filepath.Join(config.HomeDir(), "devices", id) }
+
+func caCommand() *Command {
+	var (
+		dir   string
+		force bool
+	)
+	return &Command{
+		Name:  "ca",
+		Short: "the mesh certificate authority",
+		Sub: []*Command{{
+			Name:  "init",
+			Short: "create the mesh CA that signs device and bridge certificates",
+			Flags: func(fs *flag.FlagSet) {
+				fs.StringVar(&dir, "ca-dir", defaultCADir(), "where the CA's certificate and key are kept")
+				fs.BoolVar(&force, "force", false, "replace an existing CA (every certificate it issued stops working)")
+			},
+			Run: func(_ context.Context, env *Env, _ []string) error {
+				ca, err := pki.InitCA(dir, force, time.Now())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "mesh CA created in %s (valid until %s)\n  certificate %s\n  key         %s (keep it secret)\n",
+					dir, ca.Cert.NotAfter.Format("2006-01-02"), filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
+				return nil
+			},
+		}},
+	}
+}
+
+func deviceCommand() *Command {
+	var (
+		id, account, caDir, out string
+		ttl                     time.Duration
+		db                      config.Database
+	)
+	common := func(fs *flag.FlagSet) {
+		fs.StringVar(&id, "id", "", "device id (lower-case letters, digits, '.', '_', '-')")
+		db.Register(fs)
+	}
+	issueFlags := func(fs *flag.FlagSet) {
+		common(fs)
+		fs.StringVar(&caDir, "ca-dir", defaultCADir(), "the mesh CA's directory")
+		fs.DurationVar(&ttl, "ttl", pki.DefaultDeviceTTL, "how long the certificate is valid")
+		fs.StringVar(&out, "out", "", "where to write cert.pem, key.pem and ca.pem (default ~/.si/devices/<id>)")
+	}
+	issue := func(ctx context.Context, env *Env, renew bool) error {
+		if err := pki.ValidID("device id", id); err != nil {
+			return err
+		}
+		if out == "" {
+			out = deviceDir(id)
+		}
+		ca, err := pki.LoadCA(caDir)
+		if err != nil {
+			return err
+		}
+		st, err := db.Open(ctx)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		is, err := func() (pki.Issued, error) {
+			if !renew {
+				if err := pki.ValidID("account", account); err != nil {
+					return pki.Issued{}, err
+				}
+				return ca.IssueDevice(pki.Identity{DeviceID: id, Account: account}, nil, ttl, time.Now())
+			}
+			acct, err := st.DeviceAccount(ctx, id)
+			if err != nil {
+				return pki.Issued{}, fmt.Errorf("device %s is not enrolled: %w", id, err)
+			}
+			account = acct
+			k, err := pki.LoadKey(filepath.Join(out, pki.KeyFile))
+			if err != nil {
+				return pki.Issued{}, fmt.Errorf("renew keeps the device's key: %w", err)
+			}
+			return ca.IssueDevice(pki.Identity{DeviceID: id, Account: account}, k, ttl, time.Now())
+		}()
+		if err != nil {
+			return err
+		}
+		if err := st.RegisterCert(ctx, id, account, pki.Serial(is.Cert), is.Cert.NotAfter); err != nil {
+			return err
+		}
+		if err := is.Save(out, ca.CertPEM); err != nil {
+			return err
+		}
+		verb := "enrolled"
+		if renew {
+			verb = "renewed"
+		}
+		fmt.Fprintf(env.Stdout, "device %s %s for account %s; certificate valid until %s\n  %s\nrun the hub with:\n  si hub --bridge HOST:7443 --cert %s --key %s --ca %s\n",
+			id, verb, account, is.Cert.NotAfter.Format(time.RFC3339), out,
+			filepath.Join(out, pki.CertFile), filepath.Join(out, pki.KeyFile), filepath.Join(out, pki.CACertFile))
+		return nil
+	}
+	return &Command{
+		Name:  "device",
+		Short: "enroll, renew and revoke hub device certificates",
+		Sub: []*Command{
+			{
+				Name:  "enroll",
+				Short: "issue a device key and short-lived certificate, and register the device",
+				Flags: func(fs *flag.FlagSet) {
+					issueFlags(fs)
+					fs.StringVar(&account, "account", "", "account the device's usage is billed to")
+				},
+				Run: func(ctx context.Context, env *Env, _ []string) error { return issue(ctx, env, false) },
+			},
+			{
+				Name:  "renew",
+				Short: "issue a fresh certificate for an enrolled device's key",
+				Flags: issueFlags,
+				Run:   func(ctx context.Context, env *Env, _ []string) error { return issue(ctx, env, true) },
+			},
+			{
+				Name:  "revoke",
+				Short: "revoke a device: the bridge refuses its certificates from now on",
+				Flags: common,
+				Run: func(ctx context.Context, env *Env, _ []string) error {
+					if id == "" {
+						return errors.New("--id is required")
+					}
+					st, err := db.Open(ctx)
+					if err != nil {
+						return err
+					}
+					defer st.Close()
+					if err := st.RevokeDevice(ctx, id); err != nil {
+						return fmt.Errorf("revoke %s: %w", id, err)
+					}
+					fmt.Fprintf(env.Stdout, "device %s revoked\n", id)
+					return nil
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/server"
+)
+
+func serverCommand() *Command {
+	var (
+		o        server.Options
+		roles    string
+		hosts    string
+		t        config.Temporal
+		db       config.Database
+		l        config.LLM
+		logLevel string
+	)
+	return &Command{
+		Name:  "server",
+		Short: "run the cloud's roles (bridge, worker) against real services",
+		Long: `si server is the production cloud process. Its roles run together or alone
+(--roles bridge,worker) so each scales on its own: the bridge hubs dial over
+QUIC, and the cloud worker on task queue "cloud". It serves /metrics, /healthz
+and /ready, and on SIGTERM stops the bridge, then lets the worker finish the
+activities in flight.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&roles, "roles", "bridge,worker", "roles to run: bridge, worker")
+			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address")
+			fs.StringVar(&hosts, "bridge-hosts", "", "comma-separated names and IPs for the bridge certificate (default: hostname, localhost, 127.0.0.1)")
+			fs.StringVar(&o.CADir, "ca-dir", defaultCADir(), "the mesh CA's directory")
+			fs.StringVar(&o.ServerCertFile, "server-cert", "", "bridge certificate (default: issued from the CA at start)")
+			fs.StringVar(&o.ServerKeyFile, "server-key", "", "bridge key")
+			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics, /healthz and /ready (empty disables)")
+			fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			db.Register(fs)
+			l.Register(fs, "http://127.0.0.1:8300/v1")
+		},
+		Run: func(ctx context.Context, env *Env, _ []string) error {
+			var err error
+			if o.Roles, err = server.ParseRoles(roles); err != nil {
+				return err
+			}
+			if (o.ServerCertFile == "") != (o.ServerKeyFile == "") {
+				return errors.New("--server-cert and --server-key go together")
+			}
+			if hosts != "" {
+				o.BridgeHosts = strings.Split(hosts, ",")
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			o.Logger = slog.New(slog.NewJSONHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+			if o.Store, err = db.Open(ctx); err != nil {
+				return err
+			}
+			defer o.Store.Close()
+			c, err := t.Dial(10 * time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			o.Temporal, o.Inference = c, l.Inference()
+			s, err := server.Start(o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "si server: roles %s", roles)
+			if s.Bridge != nil {
+				fmt.Fprintf(env.Stdout, "; bridge on %s (udp)", s.Bridge.Addr())
+			}
+			if s.MetricsURL != "" {
+				fmt.Fprintf(env.Stdout, "; metrics %s", s.MetricsURL)
+			}
+			fmt.Fprintln(env.Stdout)
+			<-ctx.Done()
+			fmt.Fprintln(env.Stdout, "stopping: bridge first, then the worker's activities in flight")
+			s.Stop()
+			return nil
+		},
+	}
+}

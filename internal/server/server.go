@@ -1,0 +1,191 @@
+// Package server runs the cloud's roles in one process: the bridge hubs dial
+// and the cloud worker; each can run alone so that it scales on its own.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/hub/bridge"
+	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/workers"
+)
+
+// Roles a server process can run.
+const (
+	RoleBridge = "bridge"
+	RoleWorker = "worker"
+)
+
+// ParseRoles reads a comma-separated role list.
+func ParseRoles(s string) (map[string]bool, error) {
+	roles := map[string]bool{}
+	for _, r := range strings.Split(s, ",") {
+		switch r = strings.TrimSpace(r); r {
+		case RoleBridge, RoleWorker:
+			roles[r] = true
+		case "":
+		default:
+			return nil, fmt.Errorf("unknown role %q: use bridge and/or worker", r)
+		}
+	}
+	if len(roles) == 0 {
+		return nil, errors.New("no role given: use --roles bridge,worker")
+	}
+	return roles, nil
+}
+
+// Options configures a server.
+type Options struct {
+	Roles map[string]bool
+	// BridgeListen is the bridge's UDP address.
+	BridgeListen string
+	// BridgeHosts are the names and addresses in the bridge's certificate
+	// when it is issued from CADir.
+	BridgeHosts []string
+	// CADir holds the mesh CA; the bridge trusts it and, without
+	// ServerCertFile, gets its certificate from it.
+	CADir                         string
+	ServerCertFile, ServerKeyFile string
+	// MetricsListen serves /metrics, /healthz and /ready; empty disables it.
+	MetricsListen string
+	Temporal      client.Client
+	Store         *store.Store
+	Inference     *activities.Inference
+	Logger        *slog.Logger
+}
+
+// Server is the running roles.
+type Server struct {
+	Bridge     *bridge.Bridge
+	MetricsURL string
+	stops      []func()
+}
+
+// Start starts the roles in o.
+func Start(o Options) (s *Server, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s = &Server{}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	metrics := bridge.NewMetrics()
+	if o.Roles[RoleWorker] {
+		w := workers.NewCloud(o.Temporal, workers.Cloud{
+			Inference: o.Inference,
+			Placement: &activities.Placement{Temporal: o.Temporal, Hubs: o.Store},
+			Records:   &activities.Records{Store: o.Store},
+		}, worker.Options{})
+		if err := w.Start(); err != nil {
+			return nil, fmt.Errorf("cloud worker: %w", err)
+		}
+		// Stop waits for activities in flight.
+		s.stops = append(s.stops, w.Stop)
+	}
+	if o.Roles[RoleBridge] {
+		tc, err := bridgeTLS(o)
+		if err != nil {
+			return nil, err
+		}
+		b, err := bridge.Listen(bridge.Options{
+			Addr: o.BridgeListen, TLS: tc, Store: o.Store, Metrics: metrics, Logger: o.Logger,
+			Escalator: &bridge.Temporal{Client: o.Temporal}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
+		})
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := b.Serve(ctx); err != nil {
+				o.Logger.Error("bridge", "error", err)
+			}
+		}()
+		s.Bridge = b
+		s.stops = append(s.stops, func() { cancel(); <-done })
+	}
+	if o.MetricsListen != "" {
+		l, err := net.Listen("tcp", o.MetricsListen)
+		if err != nil {
+			return nil, fmt.Errorf("metrics on %s: %w", o.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := o.Store.Pool.Ping(ctx); err != nil {
+				http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			if _, err := o.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+				http.Error(w, "temporal: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ready\n"))
+		})
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		s.MetricsURL = "http://" + l.Addr().String() + "/metrics"
+		s.stops = append(s.stops, func() { _ = srv.Close() })
+	}
+	return s, nil
+}
+
+func bridgeTLS(o Options) (*tls.Config, error) {
+	ca, err := pki.LoadCA(o.CADir)
+	if err != nil {
+		return nil, err
+	}
+	var pair tls.Certificate
+	if o.ServerCertFile != "" {
+		if pair, err = tls.LoadX509KeyPair(o.ServerCertFile, o.ServerKeyFile); err != nil {
+			return nil, fmt.Errorf("bridge certificate: %w", err)
+		}
+	} else {
+		hosts := o.BridgeHosts
+		if len(hosts) == 0 {
+			h, _ := os.Hostname()
+			hosts = []string{h, "localhost", "127.0.0.1", "::1"}
+		}
+		is, err := ca.IssueServer(hosts, 90*24*time.Hour, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		if pair, err = tls.X509KeyPair(is.CertPEM, is.KeyPEM); err != nil {
+			return nil, err
+		}
+	}
+	st := o.Store
+	return pki.ServerTLS(ca.CertPEM, pair, func(ctx context.Context, id pki.Identity, serial string) error {
+		return st.CheckCert(ctx, id.DeviceID, id.Account, serial)
+	})
+}
+
+// Stop stops the roles: the bridge first (hubs reconnect elsewhere), then the
+// worker once its activities in flight finish.
+func (s *Server) Stop() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+	s.stops = nil
+}
