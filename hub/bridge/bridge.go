@@ -82,7 +82,7 @@ type Bridge struct {
 	mu    sync.Mutex
 	conns map[string]*hubConn // by device id
 	all   map[*quic.Conn]struct{}
-	beats map[string]store.HubBeat
+	beats map[string]beat
 	wg    sync.WaitGroup
 }
 
@@ -133,7 +133,7 @@ func Listen(opts Options) (*Bridge, error) {
 		opts.Name = ln.Addr().String()
 	}
 	return &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, conns: map[string]*hubConn{},
-		all: map[*quic.Conn]struct{}{}, beats: map[string]store.HubBeat{}}, nil
+		all: map[*quic.Conn]struct{}{}, beats: map[string]beat{}}, nil
 }
 
 // Addr is the address the bridge listens on.
@@ -353,21 +353,18 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 	}
 }
 
-// note keeps a hub's latest heartbeat for the next flush.
+// beat is a hub's latest heartbeat, kept until the next flush.
+type beat struct {
+	at     time.Time
+	rtt    uint32
+	vitals *meshv1.HardwareVitals
+}
+
+// note keeps a hub's latest heartbeat for the next flush; the work of
+// turning it into a registry row is done once per flush, not per heartbeat.
 func (b *Bridge) note(deviceID string, v *meshv1.HardwareVitals, rtt uint32) {
-	beat := store.HubBeat{DeviceID: deviceID, At: time.Now(), RTTMicros: int(rtt)}
-	if v != nil {
-		beat.NVML = v.GetNvmlAvailable()
-		beat.CPULoad = v.GetCpuLoad()
-		beat.GPUCount = len(v.GetGpus())
-		for _, g := range v.GetGpus() {
-			beat.GPULoad = max(beat.GPULoad, float64(g.GetUtilizationPercent())/100)
-			beat.GPUTempC = max(beat.GPUTempC, float64(g.GetTemperatureC()))
-		}
-		beat.Vitals, _ = protojson.Marshal(v)
-	}
 	b.mu.Lock()
-	b.beats[deviceID] = beat
+	b.beats[deviceID] = beat{at: time.Now(), rtt: rtt, vitals: v}
 	b.mu.Unlock()
 }
 
@@ -377,19 +374,31 @@ func (b *Bridge) flush(ctx context.Context) {
 		b.mu.Unlock()
 		return
 	}
-	beats := make([]store.HubBeat, 0, len(b.beats))
-	for _, beat := range b.beats {
-		beats = append(beats, beat)
-	}
-	b.beats = map[string]store.HubBeat{}
+	pending := b.beats
+	b.beats = map[string]beat{}
 	b.mu.Unlock()
-	if err := b.opts.Store.SaveHeartbeats(ctx, beats); err != nil {
-		b.opts.Logger.Error("save heartbeats", "error", err, "hubs", len(beats))
+	rows := make([]store.HubBeat, 0, len(pending))
+	for id, bt := range pending {
+		row := store.HubBeat{DeviceID: id, At: bt.at, RTTMicros: int(bt.rtt)}
+		if v := bt.vitals; v != nil {
+			row.NVML = v.GetNvmlAvailable()
+			row.CPULoad = v.GetCpuLoad()
+			row.GPUCount = len(v.GetGpus())
+			for _, g := range v.GetGpus() {
+				row.GPULoad = max(row.GPULoad, float64(g.GetUtilizationPercent())/100)
+				row.GPUTempC = max(row.GPUTempC, float64(g.GetTemperatureC()))
+			}
+			row.Vitals, _ = protojson.Marshal(v)
+		}
+		rows = append(rows, row)
+	}
+	if err := b.opts.Store.SaveHeartbeats(ctx, rows); err != nil {
+		b.opts.Logger.Error("save heartbeats", "error", err, "hubs", len(rows))
 		// Keep the newest reading of each hub for the next try.
 		b.mu.Lock()
-		for _, beat := range beats {
-			if cur, ok := b.beats[beat.DeviceID]; !ok || cur.At.Before(beat.At) {
-				b.beats[beat.DeviceID] = beat
+		for id, bt := range pending {
+			if cur, ok := b.beats[id]; !ok || cur.at.Before(bt.at) {
+				b.beats[id] = bt
 			}
 		}
 		b.mu.Unlock()

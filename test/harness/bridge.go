@@ -79,14 +79,19 @@ type RunningBridge struct {
 func (b *RunningBridge) Stop() { b.stop() }
 
 // StartBridge serves a bridge on addr ("127.0.0.1:0" for any port) that runs
-// escalations and pre-warms on m's Temporal server.
-func StartBridge(t testing.TB, m *Mesh, p *PKI, addr string) *RunningBridge {
+// escalations and pre-warms on m's Temporal server. It writes heartbeats to
+// the registry every 100ms unless a modifier says otherwise.
+func StartBridge(t testing.TB, m *Mesh, p *PKI, addr string, mods ...func(*bridge.Options)) *RunningBridge {
 	t.Helper()
-	b, err := bridge.Listen(bridge.Options{
+	opts := bridge.Options{
 		Addr: addr, TLS: p.ServerTLS(t, m.Store), Store: m.Store,
 		Escalator: &bridge.Temporal{Client: m.Client, Poll: 20 * time.Millisecond}, Prewarmer: &bridge.Temporal{Client: m.Client},
 		FlushInterval: 100 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
-	})
+	}
+	for _, mod := range mods {
+		mod(&opts)
+	}
+	b, err := bridge.Listen(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,307 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/bridge"
+	"github.com/superinstance/mesh/hub/wire"
+	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/simulator"
+	meshv1 "github.com/superinstance/mesh/proto/meshv1"
+	"github.com/superinstance/mesh/test/harness"
+	"github.com/superinstance/mesh/workflows"
+)
+
+// tunnelHub is a minimal hub speaking the wire protocol directly, so a
+// heartbeat's round trip is measured without the agent's scheduling.
+type tunnelHub struct {
+	conn *quic.Conn
+	s    *quic.Stream
+	r    *wire.Reader
+	seq  uint64
+}
+
+func dialHub(ctx context.Context, tr *quic.Transport, addr string, c *tls.Config) (*tunnelHub, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := tr.Dial(ctx, ua, c, &quic.Config{KeepAlivePeriod: 5 * time.Second, MaxIdleTimeout: 60 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := &tunnelHub{conn: conn, s: s, r: wire.NewReader(s)}
+	if _, err := s.Write([]byte{bridge.StreamControl}); err != nil {
+		return nil, err
+	}
+	if err := wire.Write(s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Version: "bench"}}}); err != nil {
+		return nil, err
+	}
+	var ack meshv1.BridgeMessage
+	if err := h.r.Read(&ack); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *tunnelHub) beat(v *meshv1.HardwareVitals) (time.Duration, error) {
+	h.seq++
+	start := time.Now()
+	if err := wire.Write(h.s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{
+		Seq: h.seq, SentUnixNano: start.UnixNano(), Vitals: v}}}); err != nil {
+		return 0, err
+	}
+	var ack meshv1.BridgeMessage
+	if err := h.r.Read(&ack); err != nil {
+		return 0, err
+	}
+	if ack.GetHeartbeatAck().GetSeq() != h.seq {
+		return 0, fmt.Errorf("ack for %d, want %d", ack.GetHeartbeatAck().GetSeq(), h.seq)
+	}
+	return time.Since(start), nil
+}
+
+func pct(ds []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
+var benchVitals = harness.FixedVitals(40, 60)()
+
+// BenchmarkTunnelRTT times a heartbeat through the bridge and its ack, one at
+// a time on one connection, against a TLS-over-TCP echo of the same framed
+// bytes on the same host.
+func BenchmarkTunnelRTT(b *testing.B) {
+	m := harness.StartMesh(b, simulator.Options{})
+	p := harness.NewPKI(b)
+	br := harness.StartBridge(b, m, p, "127.0.0.1:0")
+	c := p.Enroll(b, m.Store, pki.Identity{DeviceID: "bench-rtt", Account: "bench"}, time.Hour)
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	b.Cleanup(func() { _ = tr.Close(); _ = udp.Close() })
+	h, err := dialHub(context.Background(), tr, br.Addr().String(), c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 3000
+	var tunnel []time.Duration
+	for i := range n + 200 {
+		d, err := h.beat(benchVitals)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i >= 200 {
+			tunnel = append(tunnel, d)
+		}
+	}
+
+	frame := new(bytes.Buffer)
+	_ = wire.Write(frame, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: benchVitals}}})
+	echo := tlsEcho(b, p)
+	tc := c.Clone()
+	tc.NextProtos = nil
+	conn, err := tls.Dial("tcp", echo, tc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, frame.Len())
+	var plain []time.Duration
+	for i := range n + 200 {
+		start := time.Now()
+		if _, err := conn.Write(frame.Bytes()); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			b.Fatal(err)
+		}
+		if i >= 200 {
+			plain = append(plain, time.Since(start))
+		}
+	}
+	record("tunnel_rtt_p50_us", us(pct(tunnel, 0.5)), "heartbeat and ack through the QUIC bridge, loopback (target p99 < 2000)")
+	record("tunnel_rtt_p99_us", us(pct(tunnel, 0.99)), "")
+	record("tls_tcp_rtt_p50_us", us(pct(plain, 0.5)), fmt.Sprintf("echo of the same %d bytes over TLS 1.3 on TCP, same host", frame.Len()))
+	record("tunnel_vs_tls_p50_ratio", us(pct(tunnel, 0.5))/us(pct(plain, 0.5)), "target <= 1.5")
+}
+
+func tlsEcho(b *testing.B, p *harness.PKI) string {
+	b.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{p.Server}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// BenchmarkEscalationOverhead compares an escalation through a hub's tunnel
+// with starting the same consensus directly on Temporal.
+func BenchmarkEscalationOverhead(b *testing.B) {
+	m := harness.StartMesh(b, simulator.Options{})
+	p := harness.NewPKI(b)
+	br := harness.StartBridge(b, m, p, "127.0.0.1:0")
+	c := p.Enroll(b, m.Store, pki.Identity{DeviceID: "bench-esc", Account: "bench"}, time.Hour)
+	a := harness.StartAgent(b, agent.Options{Bridge: br.Addr().String(), TLS: c, Interval: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		b.Fatal(err)
+	}
+	in := workflows.ConsensusInput{Prompt: "escalate [sim:agree]", Placement: workflows.PlacementCloud}
+	viaTunnel := func() time.Duration {
+		start := time.Now()
+		_, out, err := a.Escalate(&meshv1.EscalationRequest{Prompt: in.Prompt})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for r := range out {
+			if e := r.GetError(); e != nil {
+				b.Fatal(e.GetMessage())
+			}
+		}
+		return time.Since(start)
+	}
+	for range 3 {
+		viaTunnel()
+		consensus(b, m, in)
+	}
+	var tunnel, direct []time.Duration
+	for range 25 {
+		tunnel = append(tunnel, viaTunnel())
+		direct = append(direct, consensus(b, m, in))
+	}
+	record("escalation_overhead_ms", ms(median(tunnel)-median(direct)),
+		fmt.Sprintf("tunnel (median %.1f ms) minus starting the workflow directly (median %.1f ms)", ms(median(tunnel)), ms(median(direct))))
+}
+
+// BenchmarkBridgeHubsHeld raises the number of simulated hubs on one bridge,
+// each sending one heartbeat a second, until the heartbeat p99 reaches 50 ms,
+// and reports the last level that stayed under. The hubs share this process
+// and its two cores with the bridge, PostgreSQL and Temporal.
+func BenchmarkBridgeHubsHeld(b *testing.B) {
+	m := harness.StartMesh(b, simulator.Options{})
+	p := harness.NewPKI(b)
+	br := harness.StartBridge(b, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.FlushInterval = time.Second })
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = udp.SetReadBuffer(8 << 20)
+	_ = udp.SetWriteBuffer(8 << 20)
+	tr := &quic.Transport{Conn: udp}
+	b.Cleanup(func() { _ = tr.Close(); _ = udp.Close() })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var (
+		mu   sync.Mutex
+		rtts []time.Duration
+		errs atomic.Int64
+		wg   sync.WaitGroup
+		hubs int
+	)
+	held := 0
+	for _, level := range []int{500, 1000, 2000, 3000, 4000, 5000} {
+		// Connect up to level.
+		for ; hubs < level; hubs++ {
+			id := fmt.Sprintf("bench-%05d", hubs)
+			c := p.Enroll(b, m.Store, pki.Identity{DeviceID: id, Account: "bench"}, time.Hour)
+			dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+			h, err := dialHub(dctx, tr, br.Addr().String(), c)
+			dcancel()
+			if err != nil {
+				b.Logf("connecting hub %d: %v", hubs, err)
+				break
+			}
+			wg.Add(1)
+			go func(offset time.Duration) {
+				defer wg.Done()
+				select {
+				case <-time.After(offset):
+				case <-ctx.Done():
+					return
+				}
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				for {
+					d, err := h.beat(benchVitals)
+					if err != nil {
+						if !errors.Is(ctx.Err(), context.Canceled) {
+							errs.Add(1)
+						}
+						return
+					}
+					mu.Lock()
+					rtts = append(rtts, d)
+					mu.Unlock()
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}(time.Duration(hubs%1000) * time.Millisecond)
+		}
+		if hubs < level {
+			break
+		}
+		time.Sleep(2 * time.Second) // settle
+		mu.Lock()
+		rtts = rtts[:0]
+		mu.Unlock()
+		time.Sleep(5 * time.Second)
+		mu.Lock()
+		window := append([]time.Duration(nil), rtts...)
+		mu.Unlock()
+		if len(window) == 0 {
+			break
+		}
+		p99 := pct(window, 0.99)
+		b.Logf("%d hubs: %d heartbeats in 5s, p50 %v p99 %v, errors %d", level, len(window), pct(window, 0.5), p99, errs.Load())
+		if p99 >= 50*time.Millisecond || errs.Load() > 0 || len(window) < level*4 {
+			break
+		}
+		held = level
+		record("bridge_hub_p99_ms_at_held", ms(p99), "heartbeat p99 at the level held")
+	}
+	cancel()
+	wg.Wait()
+	record("bridge_hubs_held", float64(held), "simulated hubs at 1 heartbeat/s with p99 < 50 ms, hubs in the same process (target >= 2000)")
+}
