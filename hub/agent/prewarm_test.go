@@ -1,9 +1,14 @@
 package agent
 
 import (
+	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/superinstance/mesh/hub/wire"
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 )
 
@@ -68,5 +73,31 @@ func TestBackoff(t *testing.T) {
 	low := Backoff{Min: 100 * time.Millisecond, Max: time.Second, Rand: func() float64 { return 0 }}
 	if got := low.Next(); got != 50*time.Millisecond {
 		t.Fatalf("jitter floor %v", got)
+	}
+}
+
+// TestPrewarmOnRealH100Reading feeds the policy a reading the NVML reader
+// took from an H100 under a bf16 matmul load (util 100%, 700 W, clocks
+// limited by the software power cap).
+func TestPrewarmOnRealH100Reading(t *testing.T) {
+	b, err := os.ReadFile("testdata/h100_loaded.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v meshv1.HardwareVitals
+	if err := protojson.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.ValidateVitals(&v); err != nil {
+		t.Fatalf("the real reading does not validate: %v", err)
+	}
+	g := v.GetGpus()[0]
+	if !strings.Contains(g.GetName(), "H100") || g.GetUtilizationPercent() < 95 || len(g.GetThrottleReasonNames()) == 0 {
+		t.Fatalf("fixture %v", g)
+	}
+	var p Prewarm
+	sig := p.Observe(&v, time.Now())
+	if sig == nil || sig.GetGpuLoad() < 0.95 || !strings.Contains(sig.GetReason(), "GPU load") {
+		t.Fatalf("a fully loaded H100 must pre-warm: %v", sig)
 	}
 }

@@ -37,6 +37,7 @@ const (
 	CodeProtocol   quic.ApplicationErrorCode = 1
 	CodeReplaced   quic.ApplicationErrorCode = 2
 	CodeUnexpected quic.ApplicationErrorCode = 3
+	CodeRevoked    quic.ApplicationErrorCode = 4
 )
 
 // Escalator runs one escalation for a device and streams its responses.
@@ -66,6 +67,10 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// FlushInterval is how often heartbeats are written to PostgreSQL. Default 1s.
 	FlushInterval time.Duration
+	// RecheckInterval is how often connected hubs' certificates are checked
+	// again, so that a revoked device is dropped without waiting for it to
+	// reconnect. Default 30s.
+	RecheckInterval time.Duration
 	// Metrics receives counters; nil creates a private set.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -89,6 +94,8 @@ type Bridge struct {
 type hubConn struct {
 	conn        *quic.Conn
 	connectedAt time.Time
+	id          pki.Identity
+	serial      string
 }
 
 // Listen opens the bridge's UDP socket.
@@ -101,6 +108,9 @@ func Listen(opts Options) (*Bridge, error) {
 	}
 	if opts.FlushInterval == 0 {
 		opts.FlushInterval = time.Second
+	}
+	if opts.RecheckInterval == 0 {
+		opts.RecheckInterval = 30 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -150,12 +160,16 @@ func (b *Bridge) Serve(ctx context.Context) error {
 		defer close(flushDone)
 		t := time.NewTicker(b.opts.FlushInterval)
 		defer t.Stop()
+		recheck := time.NewTicker(b.opts.RecheckInterval)
+		defer recheck.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				b.flush(ctx)
+			case <-recheck.C:
+				b.recheck(ctx)
 			}
 		}
 	}()
@@ -207,7 +221,7 @@ func (b *Bridge) Serve(ctx context.Context) error {
 }
 
 func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
-	id, _, err := pki.PeerIdentity(c.ConnectionState().TLS)
+	id, serial, err := pki.PeerIdentity(c.ConnectionState().TLS)
 	if err != nil {
 		// The handshake's VerifyConnection already refused such peers.
 		_ = c.CloseWithError(CodeProtocol, err.Error())
@@ -230,7 +244,7 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 			b.wg.Add(1)
 			go func() {
 				defer b.wg.Done()
-				b.control(ctx, c, s, id, log)
+				b.control(ctx, c, s, id, serial, log)
 			}()
 		case StreamEscalation:
 			b.wg.Add(1)
@@ -248,7 +262,7 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 
 // control serves a hub's control stream: hello, then heartbeats, pre-warm
 // signals and usage records until the stream or connection ends.
-func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki.Identity, log *slog.Logger) {
+func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki.Identity, serial string, log *slog.Logger) {
 	r := wire.NewReader(s)
 	var first meshv1.HubMessage
 	if err := r.Read(&first); err != nil {
@@ -272,7 +286,7 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 	}
 	b.mu.Lock()
 	old := b.conns[id.DeviceID]
-	b.conns[id.DeviceID] = &hubConn{conn: c, connectedAt: now}
+	b.conns[id.DeviceID] = &hubConn{conn: c, connectedAt: now, id: id, serial: serial}
 	b.mu.Unlock()
 	if old != nil && old.conn != c {
 		_ = old.conn.CloseWithError(CodeReplaced, "replaced by a newer connection")
@@ -350,6 +364,25 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 		case *meshv1.HubMessage_Hello:
 			log.Warn("second hello ignored")
 		}
+	}
+}
+
+// recheck closes the connections of hubs whose certificate no longer passes
+// the registry's check (revoked since they connected).
+func (b *Bridge) recheck(ctx context.Context) {
+	b.mu.Lock()
+	conns := make([]*hubConn, 0, len(b.conns))
+	for _, hc := range b.conns {
+		conns = append(conns, hc)
+	}
+	b.mu.Unlock()
+	for _, hc := range conns {
+		err := b.opts.Store.CheckCert(ctx, hc.id.DeviceID, hc.id.Account, hc.serial)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", hc.id.DeviceID, "error", err)
+		_ = hc.conn.CloseWithError(CodeRevoked, "certificate revoked")
 	}
 }
 

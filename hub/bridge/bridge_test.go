@@ -113,6 +113,27 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
+func TestRevokedWhileConnectedIsDropped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-stolen", Account: "acme"}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Store.RevokeDevice(ctx, "gpu-stolen"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the revoked hub to be dropped", func() bool { return !a.Status().Connected })
+	time.Sleep(time.Second) // its reconnection attempts are refused at the handshake
+	if a.Status().Connected {
+		t.Fatal("a revoked device got back in")
+	}
+}
+
 func TestDeviceIDComesFromCertificate(t *testing.T) {
 	m := harness.StartMesh(t, simulator.Options{})
 	p := harness.NewPKI(t)
