@@ -25,6 +25,9 @@ import (
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 )
 
+// retryDelay spaces resends of an escalation the cloud could not take.
+const retryDelay = time.Second
+
 // Options configures an Agent.
 type Options struct {
 	// Bridge is the bridge's host:port.
@@ -332,9 +335,20 @@ func (a *Agent) start(conn *quic.Conn, e *escalation) {
 			return
 		}
 		a.opts.Logger.Info("escalation interrupted; it will be resent", "request", e.req.GetRequestId(), "error", err)
-		// If the link is still up (a stream error, not a dead connection), retry now.
-		if a.conn != nil && a.conn != conn {
+		switch {
+		case a.conn == nil:
+			// The next session resends it.
+		case a.conn != conn:
 			a.start(a.conn, e)
+		default:
+			// The link is up but the cloud could not take it: try again shortly.
+			time.AfterFunc(retryDelay, func() {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				if a.conn != nil && a.pending[e.req.GetRequestId()] == e {
+					a.start(a.conn, e)
+				}
+			})
 		}
 	}()
 }
@@ -376,6 +390,12 @@ func (a *Agent) runEscalation(conn *quic.Conn, e *escalation) error {
 			if fresh {
 				e.out <- &resp
 			}
+		case *meshv1.EscalationResponse_Error:
+			if resp.GetError().GetCode() == bridge.ErrCodeUnavailable {
+				return errors.New(resp.GetError().GetMessage())
+			}
+			a.finish(e, &resp)
+			return nil
 		default:
 			a.finish(e, &resp)
 			return nil

@@ -38,12 +38,28 @@ const (
 	CodeReplaced   quic.ApplicationErrorCode = 2
 	CodeUnexpected quic.ApplicationErrorCode = 3
 	CodeRevoked    quic.ApplicationErrorCode = 4
+
+	streamAbandoned quic.StreamErrorCode = 1
 )
 
 // Escalator runs one escalation for a device and streams its responses.
 type Escalator interface {
 	Escalate(ctx context.Context, id pki.Identity, req *meshv1.EscalationRequest, send func(*meshv1.EscalationResponse) error) error
 }
+
+// UnavailableError is a failure the hub should retry later (Temporal
+// unreachable, say), as opposed to a request that failed for good.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return "unavailable: " + e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Escalation error codes. A hub resends a request that got CodeUnavailable.
+const (
+	ErrCodeInvalid     = "invalid_request"
+	ErrCodeFailed      = "failed"
+	ErrCodeUnavailable = "unavailable"
+)
 
 // Prewarmer reacts to a hub's pre-warm signal.
 type Prewarmer interface {
@@ -458,11 +474,11 @@ func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity
 		_ = send(&meshv1.EscalationResponse{Body: &meshv1.EscalationResponse_Error{Error: &meshv1.EscalationError{Code: code, Message: msg}}})
 	}
 	if err := wire.ValidateEscalation(&req); err != nil {
-		fail("invalid_request", err.Error())
+		fail(ErrCodeInvalid, err.Error())
 		return
 	}
 	if b.opts.Escalator == nil {
-		fail("unavailable", "this bridge does not run escalations")
+		fail(ErrCodeUnavailable, "this bridge does not run escalations")
 		return
 	}
 	// The stream's context ends when the hub goes away; the workflow goes on.
@@ -475,9 +491,21 @@ func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity
 		case <-sctx.Done():
 		}
 	}()
-	if err := b.opts.Escalator.Escalate(sctx, id, &req, send); err != nil {
+	err := b.opts.Escalator.Escalate(sctx, id, &req, send)
+	if sctx.Err() != nil {
+		// The bridge is shutting down or the hub left: say nothing, so the
+		// hub sends the request again (to the same workflow) after it reconnects.
+		s.CancelWrite(streamAbandoned)
+		return
+	}
+	if err != nil {
 		log.Warn("escalation", "request", req.GetRequestId(), "error", err)
-		fail("failed", err.Error())
+		var ue *UnavailableError
+		if errors.As(err, &ue) {
+			fail(ErrCodeUnavailable, err.Error())
+		} else {
+			fail(ErrCodeFailed, err.Error())
+		}
 		return
 	}
 	b.m.escalation("ok")

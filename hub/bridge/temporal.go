@@ -60,7 +60,7 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 	}, workflows.ConsensusWorkflow, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if err != nil && !errors.As(err, &started) {
-		return fmt.Errorf("start consensus: %w", err)
+		return &UnavailableError{Err: fmt.Errorf("start consensus: %w", err)}
 	}
 	poll := t.Poll
 	if poll == 0 {
@@ -78,7 +78,11 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 		}
 	})
 	if err != nil {
-		return err
+		var f *runner.Failure
+		if errors.As(err, &f) {
+			return err // the consensus itself failed: final
+		}
+		return &UnavailableError{Err: err}
 	}
 	if sendErr != nil {
 		return sendErr

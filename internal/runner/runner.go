@@ -107,20 +107,30 @@ func query(ctx context.Context, c client.Client, id string) (workflows.Consensus
 	return st, v.Get(&st)
 }
 
-// Cause reduces a workflow failure to its application error's message,
-// which says what went wrong without the SDK's wrapping.
+// Failure is a workflow error with a short message: its application
+// error's message, without the SDK's wrapping. It unwraps to the original.
+type Failure struct {
+	msg string
+	err error
+}
+
+func (f *Failure) Error() string { return f.msg }
+func (f *Failure) Unwrap() error { return f.err }
+
+// Cause reduces a workflow failure to a Failure whose message says what
+// went wrong; other errors pass through unchanged.
 func Cause(err error) error {
 	var ae *temporal.ApplicationError
 	if errors.As(err, &ae) {
-		return errors.New(ae.Message())
+		return &Failure{msg: ae.Message(), err: err}
 	}
 	var te *temporal.TerminatedError
 	if errors.As(err, &te) {
-		return errors.New("the workflow was terminated")
+		return &Failure{msg: "the workflow was terminated", err: err}
 	}
 	var ce *temporal.CanceledError
 	if errors.As(err, &ce) {
-		return errors.New("the workflow was cancelled")
+		return &Failure{msg: "the workflow was cancelled", err: err}
 	}
 	return err
 }
