@@ -1,0 +1,456 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/superinstance/mesh/internal/money"
+)
+
+// Ledger errors.
+var (
+	// ErrSuspended: the account is suspended; nothing was written.
+	ErrSuspended = errors.New("account suspended")
+	// ErrNothingToFlush: the unbilled balance holds less than a cent.
+	ErrNothingToFlush = errors.New("nothing to flush: the unbilled balance is under one cent")
+	// ErrFlushInFlight: the account already has a pending flush.
+	ErrFlushInFlight = errors.New("a flush is already in flight for this account")
+	// ErrExists: a row with that key exists already.
+	ErrExists = errors.New("already exists")
+)
+
+// SuspendedError says why an account refuses new usage.
+type SuspendedError struct {
+	Account           string
+	Reason            string // credit_ceiling or payment_failed
+	Unbilled, Ceiling money.Micros
+}
+
+func (e *SuspendedError) Error() string {
+	if e.Reason == "credit_ceiling" {
+		return fmt.Sprintf("credit ceiling reached: account %s owes %s of a %s ceiling; raise it (si ceiling set) or flush the balance to Stripe (si billing flush)",
+			e.Account, e.Unbilled, e.Ceiling)
+	}
+	return fmt.Sprintf("account %s is suspended (%s): settle the open Stripe invoice to reinstate it", e.Account, strings.ReplaceAll(e.Reason, "_", " "))
+}
+
+func (e *SuspendedError) Unwrap() error { return ErrSuspended }
+
+// Account is one billing account.
+type Account struct {
+	ID               string
+	Email            string
+	Tier             string
+	Credits          money.Micros
+	Unbilled         money.Micros
+	CreditCeiling    money.Micros
+	FlushThreshold   money.Micros
+	Status           string
+	SuspendedReason  string
+	StripeCustomerID string
+	CreatedAt        time.Time
+}
+
+const accountColumns = `id, coalesce(email, ''), tier, credits, unbilled, credit_ceiling, flush_threshold, status, suspended_reason,
+	coalesce(stripe_customer_id, ''), created_at`
+
+func scanAccount(row pgx.Row) (Account, error) {
+	var a Account
+	err := row.Scan(&a.ID, &a.Email, &a.Tier, &a.Credits, &a.Unbilled, &a.CreditCeiling, &a.FlushThreshold, &a.Status,
+		&a.SuspendedReason, &a.StripeCustomerID, &a.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return a, ErrNotFound
+	}
+	return a, err
+}
+
+// CreateAccount creates an account. An email or id already taken is ErrExists.
+func (s *Store) CreateAccount(ctx context.Context, id, email string) (Account, error) {
+	a, err := scanAccount(s.Pool.QueryRow(ctx, `INSERT INTO accounts (id, email) VALUES ($1, nullif($2, '')) RETURNING `+accountColumns, id, email))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		return a, fmt.Errorf("account %s or email %s: %w", id, email, ErrExists)
+	}
+	return a, err
+}
+
+// AccountByID returns one account.
+func (s *Store) AccountByID(ctx context.Context, id string) (Account, error) {
+	return scanAccount(s.Pool.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = $1`, id))
+}
+
+// SetTier moves an account to a pricing tier.
+func (s *Store) SetTier(ctx context.Context, id, tier string) error {
+	tag, err := s.Pool.Exec(ctx, `UPDATE accounts SET tier = $2 WHERE id = $1`, id, tier)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23503" {
+		return fmt.Errorf("unknown tier %q: use managed or byok", tier)
+	}
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
+// SetCeiling sets an account's credit ceiling; an account suspended at the
+// ceiling is reinstated when its balance is now under the new one.
+func (s *Store) SetCeiling(ctx context.Context, id string, ceiling money.Micros) error {
+	if ceiling <= 0 {
+		return errors.New("the credit ceiling must be positive")
+	}
+	tag, err := s.Pool.Exec(ctx, `UPDATE accounts SET credit_ceiling = $2,
+		status = CASE WHEN suspended_reason = 'credit_ceiling' AND unbilled < $2 THEN 'active' ELSE status END,
+		suspended_reason = CASE WHEN suspended_reason = 'credit_ceiling' AND unbilled < $2 THEN '' ELSE suspended_reason END
+		WHERE id = $1`, id, ceiling)
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
+// AddCredits adds knowledge credits (spent before anything is billed).
+func (s *Store) AddCredits(ctx context.Context, id string, amount money.Micros, ref string) (Account, error) {
+	if amount <= 0 {
+		return Account{}, errors.New("credits to add must be positive")
+	}
+	var a Account
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var err error
+		a, err = scanAccount(tx.QueryRow(ctx, `UPDATE accounts SET credits = credits + $2 WHERE id = $1 RETURNING `+accountColumns, id, amount))
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO journal (account_id, kind, ref, credits_delta) VALUES ($1, 'credit', $2, $3)`, id, ref, amount)
+		return err
+	})
+	return a, err
+}
+
+// Usage is one inference call to bill.
+type Usage struct {
+	// EventID is derived from where the call came from (workflow id and
+	// activity id, or a hub's own event id); a second copy changes nothing.
+	EventID          string
+	Account          string
+	Project          string
+	GuestSession     string
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+}
+
+// Charge is what LogUsage recorded for an event.
+type Charge struct {
+	EventID        string
+	CostBasis      money.Micros
+	Multiplier     money.PPM
+	Gross          money.Micros
+	CreditsApplied money.Micros
+	Charged        money.Micros
+	// Duplicate is true when the event had been logged before; the other
+	// fields are then the first logging's.
+	Duplicate bool
+	// Suspended is true when this event brought the balance to the ceiling.
+	Suspended bool
+	// Unbilled is the account's unbilled balance after the event.
+	Unbilled money.Micros
+	// FlushDue is true when the unbilled balance reached the flush threshold.
+	FlushDue bool
+}
+
+// LogUsage bills one inference call in one transaction: cost basis from the
+// model's prices, times the tier's multiplier (the one rounding rule in
+// package money), knowledge credits spent first, the rest added to the
+// unbilled balance. At the ceiling the account is suspended; a suspended
+// account's usage is refused with a *SuspendedError and nothing is written.
+func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
+	if u.EventID == "" || u.Account == "" || u.Model == "" {
+		return Charge{}, errors.New("usage needs an event id, an account and a model")
+	}
+	if u.PromptTokens < 0 || u.CompletionTokens < 0 {
+		return Charge{}, errors.New("token counts cannot be negative")
+	}
+	var c Charge
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		c = Charge{EventID: u.EventID}
+		// The account row lock serialises this account's usage.
+		var a Account
+		var mult money.PPM
+		err := tx.QueryRow(ctx, `SELECT a.credits, a.unbilled, a.credit_ceiling, a.flush_threshold, a.status, a.suspended_reason, p.multiplier_ppm
+			FROM accounts a JOIN pricing_tiers p ON p.tier = a.tier WHERE a.id = $1 FOR UPDATE OF a`, u.Account).
+			Scan(&a.Credits, &a.Unbilled, &a.CreditCeiling, &a.FlushThreshold, &a.Status, &a.SuspendedReason, &mult)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("account %s: %w", u.Account, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		// A copy already logged returns the first result, suspended or not.
+		err = tx.QueryRow(ctx, `SELECT cost_basis, multiplier_ppm, gross, credits_applied, charged FROM usage_events WHERE event_id = $1`, u.EventID).
+			Scan(&c.CostBasis, &c.Multiplier, &c.Gross, &c.CreditsApplied, &c.Charged)
+		if err == nil {
+			c.Duplicate, c.Unbilled = true, a.Unbilled
+			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if a.Status == "suspended" {
+			return &SuspendedError{Account: u.Account, Reason: a.SuspendedReason, Unbilled: a.Unbilled, Ceiling: a.CreditCeiling}
+		}
+		var promptPrice, completionPrice money.Micros
+		err = tx.QueryRow(ctx, `SELECT prompt_per_mtok, completion_per_mtok FROM model_prices WHERE model = $1 OR model = '*'
+			ORDER BY model = '*' LIMIT 1`, u.Model).Scan(&promptPrice, &completionPrice)
+		if err != nil {
+			return fmt.Errorf("price of model %s: %w", u.Model, err)
+		}
+		if c.CostBasis, err = CostBasis(promptPrice, completionPrice, u.PromptTokens, u.CompletionTokens); err != nil {
+			return err
+		}
+		c.Multiplier = mult
+		if c.Gross, err = money.Apply(c.CostBasis, mult); err != nil {
+			return err
+		}
+		c.CreditsApplied = min(a.Credits, c.Gross)
+		c.Charged = c.Gross - c.CreditsApplied
+		if c.Unbilled, err = money.Add(a.Unbilled, c.Charged); err != nil {
+			return err
+		}
+		c.Suspended = c.Unbilled >= a.CreditCeiling
+		c.FlushDue = c.Unbilled >= a.FlushThreshold
+		if _, err := tx.Exec(ctx, `INSERT INTO usage_events (event_id, account_id, project_id, guest_session, model, prompt_tokens,
+			completion_tokens, cost_basis, multiplier_ppm, gross, credits_applied, charged)
+			VALUES ($1, $2, $3, nullif($4, ''), $5, $6, $7, $8, $9, $10, $11, $12)`,
+			u.EventID, u.Account, u.Project, u.GuestSession, u.Model, u.PromptTokens, u.CompletionTokens,
+			c.CostBasis, c.Multiplier, c.Gross, c.CreditsApplied, c.Charged); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET credits = credits - $2, unbilled = $3,
+			status = CASE WHEN $4 THEN 'suspended' ELSE status END,
+			suspended_reason = CASE WHEN $4 THEN 'credit_ceiling' ELSE suspended_reason END
+			WHERE id = $1`, u.Account, c.CreditsApplied, c.Unbilled, c.Suspended); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO journal (account_id, kind, ref, credits_delta, unbilled_delta) VALUES ($1, 'usage', $2, $3, $4)`,
+			u.Account, u.EventID, -c.CreditsApplied, c.Charged)
+		return err
+	})
+	return c, err
+}
+
+// CostBasis prices tokens at per-million-token prices, with the one rounding rule.
+func CostBasis(promptPerMTok, completionPerMTok money.Micros, promptTokens, completionTokens int64) (money.Micros, error) {
+	p, err := money.Apply(promptPerMTok, money.PPM(promptTokens))
+	if err != nil {
+		return 0, err
+	}
+	c, err := money.Apply(completionPerMTok, money.PPM(completionTokens))
+	if err != nil {
+		return 0, err
+	}
+	return money.Add(p, c)
+}
+
+// Flush is one transfer of unbilled balance to Stripe.
+type Flush struct {
+	ID               string
+	Account          string
+	AmountCents      int64
+	State            string
+	StripeIdentifier string
+	Attempts         int
+	Error            string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+const flushColumns = `id, account_id, amount_cents, state, stripe_identifier, attempts, error, created_at, updated_at`
+
+func scanFlush(row pgx.Row) (Flush, error) {
+	var f Flush
+	err := row.Scan(&f.ID, &f.Account, &f.AmountCents, &f.State, &f.StripeIdentifier, &f.Attempts, &f.Error, &f.CreatedAt, &f.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return f, ErrNotFound
+	}
+	return f, err
+}
+
+// StartFlush reserves the whole cents of an account's unbilled balance for
+// flush id. Starting the same id again returns the same flush.
+func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, error) {
+	var f Flush
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var unbilled money.Micros
+		if err := tx.QueryRow(ctx, `SELECT unbilled FROM accounts WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		existing, err := scanFlush(tx.QueryRow(ctx, `SELECT `+flushColumns+` FROM flushes WHERE id = $1`, id))
+		if err == nil {
+			f = existing
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		var pending int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM flushes WHERE account_id = $1 AND state = 'pending'`, account).Scan(&pending); err != nil {
+			return err
+		}
+		if pending > 0 {
+			return ErrFlushInFlight
+		}
+		cents, _ := money.Cents(unbilled)
+		if cents == 0 {
+			return ErrNothingToFlush
+		}
+		f, err = scanFlush(tx.QueryRow(ctx, `INSERT INTO flushes (id, account_id, amount_cents, state, stripe_identifier)
+			VALUES ($1, $2, $3, 'pending', $1) RETURNING `+flushColumns, id, account, cents))
+		return err
+	})
+	return f, err
+}
+
+// FlushAttempt counts one attempt to send a flush to Stripe.
+func (s *Store) FlushAttempt(ctx context.Context, id, lastError string) error {
+	_, err := s.Pool.Exec(ctx, `UPDATE flushes SET attempts = attempts + 1, error = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`, id, lastError)
+	return err
+}
+
+// CompleteFlush marks a flush sent and subtracts exactly what it sent from
+// the unbilled balance (never zeroing it: usage logged during the flush
+// stays). An account suspended at the ceiling is reinstated when the balance
+// is back under it. Completing a sent flush again changes nothing.
+func (s *Store) CompleteFlush(ctx context.Context, id string) (Flush, error) {
+	var f Flush
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var err error
+		f, err = scanFlush(tx.QueryRow(ctx, `SELECT `+flushColumns+` FROM flushes WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		if f.State == "sent" {
+			return nil
+		}
+		if f.State != "pending" {
+			return fmt.Errorf("flush %s is %s, not pending", id, f.State)
+		}
+		sent := money.Micros(f.AmountCents) * money.Cent
+		if _, err := tx.Exec(ctx, `UPDATE accounts SET unbilled = unbilled - $2,
+			status = CASE WHEN suspended_reason = 'credit_ceiling' AND unbilled - $2 < credit_ceiling THEN 'active' ELSE status END,
+			suspended_reason = CASE WHEN suspended_reason = 'credit_ceiling' AND unbilled - $2 < credit_ceiling THEN '' ELSE suspended_reason END
+			WHERE id = $1`, f.Account, sent); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO journal (account_id, kind, ref, unbilled_delta) VALUES ($1, 'flush', $2, $3)`, f.Account, id, -sent); err != nil {
+			return err
+		}
+		f, err = scanFlush(tx.QueryRow(ctx, `UPDATE flushes SET state = 'sent', error = '', updated_at = now() WHERE id = $1 RETURNING `+flushColumns, id))
+		return err
+	})
+	return f, err
+}
+
+// FailFlush marks a pending flush failed (a permanent Stripe refusal); the
+// balance is untouched and a later flush may send it.
+func (s *Store) FailFlush(ctx context.Context, id, reason string) (Flush, error) {
+	f, err := scanFlush(s.Pool.QueryRow(ctx, `UPDATE flushes SET state = 'failed', error = $2, updated_at = now()
+		WHERE id = $1 AND state = 'pending' RETURNING `+flushColumns, id, reason))
+	if errors.Is(err, ErrNotFound) {
+		existing, gerr := scanFlush(s.Pool.QueryRow(ctx, `SELECT `+flushColumns+` FROM flushes WHERE id = $1`, id))
+		if gerr != nil {
+			return existing, gerr
+		}
+		return existing, fmt.Errorf("flush %s is %s, not pending", id, existing.State)
+	}
+	return f, err
+}
+
+// Books are an account's totals, recomputed from the events, the flushes and the journal.
+type Books struct {
+	Charged       money.Micros // sum of usage_events.charged
+	Flushed       money.Micros // sum of sent flushes
+	Unbilled      money.Micros // accounts.unbilled
+	Credits       money.Micros // accounts.credits
+	JournalUnbill money.Micros // sum of the journal's unbilled deltas
+	JournalCredit money.Micros // sum of the journal's credit deltas
+}
+
+// Balanced reports whether charged = flushed + unbilled and the journal
+// recomputes both balances.
+func (b Books) Balanced() bool {
+	return b.Charged == b.Flushed+b.Unbilled && b.JournalUnbill == b.Unbilled && b.JournalCredit == b.Credits
+}
+
+// Books recomputes an account's totals.
+func (s *Store) Books(ctx context.Context, account string) (Books, error) {
+	var b Books
+	err := s.Pool.QueryRow(ctx, `SELECT
+		(SELECT coalesce(sum(charged), 0) FROM usage_events WHERE account_id = $1),
+		(SELECT coalesce(sum(amount_cents), 0) * 10000 FROM flushes WHERE account_id = $1 AND state = 'sent'),
+		a.unbilled, a.credits,
+		(SELECT coalesce(sum(unbilled_delta), 0) FROM journal WHERE account_id = $1),
+		(SELECT coalesce(sum(credits_delta), 0) FROM journal WHERE account_id = $1)
+		FROM accounts a WHERE a.id = $1`, account).
+		Scan(&b.Charged, &b.Flushed, &b.Unbilled, &b.Credits, &b.JournalUnbill, &b.JournalCredit)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return b, ErrNotFound
+	}
+	return b, err
+}
+
+// UsageRow is one logged usage event.
+type UsageRow struct {
+	Usage
+	Charge
+	CreatedAt time.Time
+}
+
+// UsageSince lists an account's usage events since t, newest first.
+func (s *Store) UsageSince(ctx context.Context, account string, since time.Time, limit int) ([]UsageRow, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT event_id, project_id, coalesce(guest_session, ''), model, prompt_tokens, completion_tokens,
+		cost_basis, multiplier_ppm, gross, credits_applied, charged, created_at
+		FROM usage_events WHERE account_id = $1 AND created_at >= $2 ORDER BY created_at DESC, event_id LIMIT $3`, account, since, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []UsageRow
+	for rows.Next() {
+		var r UsageRow
+		r.Account = account
+		if err := rows.Scan(&r.Usage.EventID, &r.Project, &r.GuestSession, &r.Model, &r.PromptTokens, &r.CompletionTokens,
+			&r.CostBasis, &r.Multiplier, &r.Gross, &r.CreditsApplied, &r.Charged, &r.CreatedAt); err != nil {
+			return nil, err
+		}
+		r.Charge.EventID = r.Usage.EventID
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Flushes lists an account's flushes, newest first; an empty account lists all.
+func (s *Store) Flushes(ctx context.Context, account string) ([]Flush, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+flushColumns+` FROM flushes WHERE $1 = '' OR account_id = $1 ORDER BY created_at DESC, id`, account)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Flush
+	for rows.Next() {
+		f, err := scanFlush(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
