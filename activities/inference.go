@@ -18,6 +18,8 @@ import (
 const (
 	ErrMalformedOutput   = "MalformedModelOutput"
 	ErrInferenceRejected = "InferenceRejected"
+	ErrCreditCeiling     = "CreditCeiling"
+	ErrUnknownAccount    = "UnknownAccount"
 )
 
 // Models names the model each agent uses.

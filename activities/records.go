@@ -2,6 +2,9 @@ package activities
 
 import (
 	"context"
+	"errors"
+
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/store"
 )
@@ -14,4 +17,21 @@ type Records struct {
 // RecordConsensus stores a finished consensus run; a retry overwrites the same row.
 func (r *Records) RecordConsensus(ctx context.Context, run store.ConsensusRun) error {
 	return r.Store.RecordConsensus(ctx, run)
+}
+
+// CheckAccount refuses work for an account that is suspended or unknown,
+// with a typed non-retryable error, before any inference is spent.
+func (r *Records) CheckAccount(ctx context.Context, account string) error {
+	a, err := r.Store.AccountByID(ctx, account)
+	if errors.Is(err, store.ErrNotFound) {
+		return temporal.NewNonRetryableApplicationError("unknown account "+account+": create it with si account create", ErrUnknownAccount, err)
+	}
+	if err != nil {
+		return err
+	}
+	if a.Status == "suspended" {
+		se := &store.SuspendedError{Account: a.ID, Reason: a.SuspendedReason, Unbilled: a.Unbilled, Ceiling: a.CreditCeiling}
+		return temporal.NewNonRetryableApplicationError(se.Error(), ErrCreditCeiling, se)
+	}
+	return nil
 }

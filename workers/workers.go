@@ -22,6 +22,7 @@ type Cloud struct {
 	Inference *activities.Inference
 	Placement *activities.Placement
 	Records   *activities.Records
+	Ledger    *activities.Ledger
 }
 
 // NewCloud builds the cloud worker: every workflow, and every activity.
@@ -38,6 +39,7 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterActivity(deps.Inference)
 	r.RegisterActivity(deps.Placement)
 	r.RegisterActivity(deps.Records)
+	r.RegisterActivity(deps.Ledger)
 }
 
 // NewHub builds a hub's worker: the inference activities, on hub.<device-id>.

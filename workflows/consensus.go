@@ -206,6 +206,10 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 	if err := c.run(ctx); err != nil {
 		c.state.Status = StatusFailed
 		c.state.Error = err.Error()
+		// Steps that ran are billed even when a later one failed.
+		if berr := c.bill(ctx); berr != nil {
+			workflow.GetLogger(ctx).Error("billing the steps that ran failed", "error", berr)
+		}
 		c.record(ctx)
 		return nil, err
 	}
@@ -218,9 +222,32 @@ type consensus struct {
 	cloud string
 	queue string
 	state ConsensusState
+	// stepIDs are the activity ids of the steps in state.Usage, in order.
+	stepIDs []string
+	stepID  string // the id of the step in progress
+	billed  int    // steps already billed
+	// stepIDs0 marks a run recorded before versionStepIDs: the SDK picks
+	// activity ids and nothing is billed.
+	stepIDs0 bool
 }
 
+// versionStepIDs is the workflow version that names each step's activity
+// (r<round>-<agent>) and bills it; runs recorded before it replay without.
+const versionStepIDs = 1
+
 func (c *consensus) run(ctx workflow.Context) error {
+	c.stepIDs0 = workflow.GetVersion(ctx, "step-ids-and-billing", workflow.DefaultVersion, versionStepIDs) == workflow.DefaultVersion
+	if c.in.Account != "" && !c.stepIDs0 {
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			TaskQueue:           c.cloud,
+			StartToCloseTimeout: 10 * time.Second,
+			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumAttempts: 5},
+		})
+		var r *activities.Records
+		if err := workflow.ExecuteActivity(actx, r.CheckAccount, c.in.Account).Get(ctx, nil); err != nil {
+			return passType(err, "account check")
+		}
+	}
 	if err := c.place(ctx); err != nil {
 		return err
 	}
@@ -237,7 +264,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 	c.state.LastRound = last
 	if c.state.Manifest == nil {
 		var out activities.PathosOutput
-		if err := c.step(ctx, first, inf.Pathos, activities.PathosInput{Question: c.in.Prompt}, &out); err != nil {
+		if err := c.step(ctx, first, "pathos", inf.Pathos, activities.PathosInput{Question: c.in.Prompt}, &out); err != nil {
 			return err
 		}
 		c.state.Manifest = &out.Manifest
@@ -250,7 +277,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 		rs := &c.state.Rounds[len(c.state.Rounds)-1]
 
 		var lo activities.LogosOutput
-		if err := c.step(ctx, round, inf.Logos, activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round,
+		if err := c.step(ctx, round, "logos", inf.Logos, activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round,
 			Feedback: feedback, LoRA: c.in.LoRA}, &lo); err != nil {
 			return err
 		}
@@ -258,7 +285,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 		c.done(lo.Usage)
 
 		var eo activities.EthosOutput
-		if err := c.step(ctx, round, inf.Ethos, activities.EthosInput{Question: c.in.Prompt, Manifest: m, Solution: lo.Solution,
+		if err := c.step(ctx, round, "ethos", inf.Ethos, activities.EthosInput{Question: c.in.Prompt, Manifest: m, Solution: lo.Solution,
 			Round: round}, &eo); err != nil {
 			return err
 		}
@@ -266,6 +293,9 @@ func (c *consensus) run(ctx workflow.Context) error {
 		rs.Score = synapse.Score(m, lo.Solution, eo.Verification)
 		c.state.Score = rs.Score
 		c.done(eo.Usage)
+		if err := c.bill(ctx); err != nil {
+			return err
+		}
 
 		if rs.Score >= c.in.Threshold {
 			c.state.Status = StatusConsensus
@@ -280,13 +310,41 @@ func (c *consensus) run(ctx workflow.Context) error {
 		records = append(records, synapse.RoundRecord{Round: r.Round, Solution: *r.Solution, Verification: *r.Verification, Score: r.Score})
 	}
 	var ao activities.ArbiterOutput
-	if err := c.step(ctx, last, inf.Arbiter, activities.ArbiterInput{Question: c.in.Prompt, Manifest: m, Rounds: records}, &ao); err != nil {
+	if err := c.step(ctx, last, "arbiter", inf.Arbiter, activities.ArbiterInput{Question: c.in.Prompt, Manifest: m, Rounds: records}, &ao); err != nil {
 		return err
 	}
 	c.state.Arbiter = &ao.Verdict
 	c.state.Answer = ao.Verdict.Answer
 	c.state.Status = StatusArbiter
 	c.done(ao.Usage)
+	return c.bill(ctx)
+}
+
+// bill logs the usage of the steps since the last bill, one event a step,
+// with event ids made of the workflow id and the step's activity id, so a
+// retry of either activity never charges twice.
+func (c *consensus) bill(ctx workflow.Context) error {
+	if c.in.Account == "" || c.stepIDs0 || c.billed == len(c.state.Usage) {
+		return nil
+	}
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	var events []store.Usage
+	for i, u := range c.state.Usage[c.billed:] {
+		events = append(events, store.Usage{
+			EventID: wid + "/" + c.stepIDs[c.billed+i], Account: c.in.Account, Project: c.in.Project, Model: u.Model,
+			PromptTokens: int64(u.PromptTokens), CompletionTokens: int64(u.CompletionTokens),
+		})
+	}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           c.cloud,
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumInterval: 10 * time.Second},
+	})
+	var l *activities.Ledger
+	if err := workflow.ExecuteActivity(actx, l.LogUsage, events).Get(ctx, nil); err != nil {
+		return passType(err, "billing")
+	}
+	c.billed = len(c.state.Usage)
 	return nil
 }
 
@@ -323,9 +381,11 @@ func (c *consensus) place(ctx workflow.Context) error {
 	return nil
 }
 
-// step runs one agent activity. A hub that does not pick the step up in time
-// loses it to the cloud queue when placement allows.
-func (c *consensus) step(ctx workflow.Context, round int, fn, arg, out any) error {
+// step runs one agent activity, with the activity id round-agent. A hub
+// that does not pick the step up in time loses it to the cloud queue when
+// placement allows.
+func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg, out any) error {
+	c.stepID = fmt.Sprintf("r%d-%s", round, agent)
 	for {
 		opts := workflow.ActivityOptions{
 			TaskQueue:           c.queue,
@@ -338,6 +398,9 @@ func (c *consensus) step(ctx workflow.Context, round int, fn, arg, out any) erro
 				NonRetryableErrorTypes: []string{activities.ErrMalformedOutput, activities.ErrInferenceRejected},
 			},
 		}
+		if !c.stepIDs0 {
+			opts.ActivityID = c.stepID
+		}
 		onHub := c.queue != c.cloud
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
@@ -349,17 +412,31 @@ func (c *consensus) step(ctx workflow.Context, round int, fn, arg, out any) erro
 		var te *temporal.TimeoutError
 		if onHub && c.in.Placement == PlacementAuto && errors.As(err, &te) &&
 			te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
+			// A new activity id: the abandoned one may still run on the hub.
+			c.stepID = fmt.Sprintf("r%d-%s-cloud", round, agent)
 			c.queue = c.cloud
 			c.state.Placement = c.cloud
 			c.state.PlacementNote = "hub did not pick up work within " + hubStartTimeout.String() + "; moved to " + c.cloud
 			continue
 		}
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("round %d: %s", round, cause(err)), ErrRoundFailed, err)
+		return passType(err, fmt.Sprintf("round %d", round))
 	}
+}
+
+// passType fails the workflow with the activity's own error type when it is
+// one callers act on (the credit ceiling, an unknown account), and as
+// RoundFailed otherwise.
+func passType(err error, where string) error {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) && (ae.Type() == activities.ErrCreditCeiling || ae.Type() == activities.ErrUnknownAccount) {
+		return temporal.NewNonRetryableApplicationError(ae.Message(), ae.Type(), err)
+	}
+	return temporal.NewNonRetryableApplicationError(where+": "+cause(err), ErrRoundFailed, err)
 }
 
 func (c *consensus) done(u activities.AgentUsage) {
 	c.state.Usage = append(c.state.Usage, u)
+	c.stepIDs = append(c.stepIDs, c.stepID)
 	c.state.Steps++
 }
 

@@ -22,6 +22,7 @@ var (
 	inf *activities.Inference
 	pl  *activities.Placement
 	rec *activities.Records
+	led *activities.Ledger
 )
 
 // newEnv returns a test environment whose inference activities call the
@@ -39,6 +40,7 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 	})
 	env.RegisterActivity(&activities.Placement{})
 	env.RegisterActivity(&activities.Records{})
+	env.RegisterActivity(&activities.Ledger{})
 	env.OnActivity(rec.RecordConsensus, mock.Anything, mock.Anything).Return(nil)
 	return env
 }
@@ -301,5 +303,60 @@ func TestRecordsOutcome(t *testing.T) {
 	}
 	if got.Project != "acme" || got.Status != StatusConsensus || got.Answer != "a" || got.Rounds != 1 || got.Score != 1 {
 		t.Fatalf("recorded %+v", got)
+	}
+}
+
+func TestSuspendedAccountIsRefused(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(rec.CheckAccount, mock.Anything, "broke").Return(
+		temporal.NewNonRetryableApplicationError("credit ceiling reached: account broke owes $100.000000", activities.ErrCreditCeiling, nil))
+	pathos := 0
+	env.OnActivity(inf.Pathos, mock.Anything, mock.Anything).Return(func(context.Context, activities.PathosInput) (activities.PathosOutput, error) {
+		pathos++
+		return activities.PathosOutput{}, nil
+	})
+	_, err := run(t, env, ConsensusInput{Prompt: "q", Account: "broke"})
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || ae.Type() != activities.ErrCreditCeiling || !strings.HasPrefix(ae.Message(), "credit ceiling reached") {
+		t.Fatalf("error %v, want a CreditCeiling failure", err)
+	}
+	if pathos != 0 {
+		t.Fatal("inference ran for a suspended account")
+	}
+}
+
+func TestBillsEveryStepOnceWithStableIDs(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(rec.CheckAccount, mock.Anything, "acme").Return(nil)
+	var billed []store.Usage
+	env.OnActivity(led.LogUsage, mock.Anything, mock.Anything).Return(func(_ context.Context, evs []store.Usage) ([]store.Charge, error) {
+		billed = append(billed, evs...)
+		return nil, nil
+	})
+	st, err := run(t, env, ConsensusInput{Prompt: "q [sim:disagree]", MaxRounds: 2, Account: "acme", Project: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"r1-pathos", "r1-logos", "r1-ethos", "r2-logos", "r2-ethos", "r2-arbiter"}
+	if len(billed) != len(want) || st.Steps != len(want) {
+		t.Fatalf("billed %d events for %d steps", len(billed), st.Steps)
+	}
+	for i, u := range billed {
+		if !strings.HasSuffix(u.EventID, "/"+want[i]) || u.Account != "acme" || u.Project != "p" || u.PromptTokens == 0 ||
+			u.Model != st.Usage[i].Model {
+			t.Fatalf("event %d: %+v, want id ending /%s", i, u, want[i])
+		}
+	}
+}
+
+func TestCeilingReachedMidRunStopsTheRun(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(rec.CheckAccount, mock.Anything, "acme").Return(nil)
+	env.OnActivity(led.LogUsage, mock.Anything, mock.Anything).Return(nil,
+		temporal.NewNonRetryableApplicationError("credit ceiling reached: account acme owes $1.000000", activities.ErrCreditCeiling, nil))
+	_, err := run(t, env, ConsensusInput{Prompt: "q [sim:disagree]", MaxRounds: 3, Account: "acme"})
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || ae.Type() != activities.ErrCreditCeiling {
+		t.Fatalf("error %v", err)
 	}
 }

@@ -6,14 +6,19 @@ import (
 	"go.temporal.io/sdk/worker"
 )
 
-// TestReplayCommittedHistory replays a two-round consensus that ended with the
-// arbiter, recorded from a real server (regenerate with `make history`). A
-// change that makes the workflow non-deterministic for runs already in
+// TestReplayCommittedHistories replays two-round consensuses that ended with
+// the arbiter, recorded from a real server: v0 before steps had named
+// activity ids and billing, v1 with them (re-record it with `make history`).
+// A change that makes the workflow non-deterministic for runs already in
 // flight fails here.
-func TestReplayCommittedHistory(t *testing.T) {
-	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflow(ConsensusWorkflow)
-	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/consensus_history.json"); err != nil {
-		t.Fatal(err)
+func TestReplayCommittedHistories(t *testing.T) {
+	for _, f := range []string{"testdata/consensus_history_v0.json", "testdata/consensus_history_v1.json"} {
+		t.Run(f, func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflow(ConsensusWorkflow)
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/workers"
@@ -43,6 +46,7 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 		Flags: func(fs *flag.FlagSet) {
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port (si dev serves one here)")
 			fs.StringVar(&in.Project, "project", workflows.DefaultProject, "project the run belongs to")
+			fs.StringVar(&in.Account, "account", "dev", "account billed for the run (si dev creates \"dev\")")
 			fs.StringVar(&placement, "placement", "auto", "where inference runs: auto (the hub when healthy), hub or cloud")
 			fs.StringVar(&hub, "hub", "local", `device id of the hub to prefer ("" for none)`)
 			fs.IntVar(&in.MaxRounds, "max-rounds", workflows.DefaultMaxRounds, "rounds before the Arbiter decides (1-10)")
@@ -113,6 +117,10 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 			if err != nil {
 				if asJSON {
 					_ = json.NewEncoder(env.Stdout).Encode(map[string]any{"workflow_id": id, "status": workflows.StatusFailed, "error": err.Error()})
+				}
+				var ae *temporal.ApplicationError
+				if errors.As(err, &ae) && ae.Type() == activities.ErrCreditCeiling {
+					return err // "credit ceiling reached: ..." says what to do
 				}
 				return fmt.Errorf("consensus %s failed: %w", id, err)
 			}

@@ -54,7 +54,8 @@ LoRA adapters and collaborators, orchestrated by Temporal.
 Every flag can also be set with an SI_ environment variable: --temporal-address
 reads SI_TEMPORAL_ADDRESS, --database-url reads SI_DATABASE_URL. Flags win.`,
 		Sub: []*Command{devCommand(), askCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
-			serverCommand(), simulatorCommand(), versionCommand()},
+			serverCommand(), accountCommand(), balanceCommand(), usageCommand(), creditCommand(), tierCommand(), ceilingCommand(),
+			billingCommand(), simulatorCommand(), versionCommand()},
 	}
 }
 

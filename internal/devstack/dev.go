@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -191,6 +192,13 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	d.State.BridgeAddress = srv.Bridge.Addr().String()
 	d.State.MetricsURL = srv.MetricsURL
 	d.State.CADir = caDir
+
+	// The local hub's account, and "dev", which si ask bills by default.
+	for _, id := range []string{"dev", o.Account} {
+		if _, err := st.CreateAccount(ctx, id, ""); err != nil && !errors.Is(err, store.ErrExists) {
+			return nil, err
+		}
+	}
 
 	// The local hub: enrolled with that CA, connected over QUIC, with its worker.
 	is, err := ca.IssueDevice(pki.Identity{DeviceID: o.HubID, Account: o.Account}, nil, pki.DefaultDeviceTTL, time.Now())

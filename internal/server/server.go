@@ -92,6 +92,7 @@ func Start(o Options) (s *Server, err error) {
 			Inference: o.Inference,
 			Placement: &activities.Placement{Temporal: o.Temporal, Hubs: o.Store},
 			Records:   &activities.Records{Store: o.Store},
+			Ledger:    &activities.Ledger{Store: o.Store},
 		}, worker.Options{})
 		if err := w.Start(); err != nil {
 			return nil, fmt.Errorf("cloud worker: %w", err)

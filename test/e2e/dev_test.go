@@ -227,6 +227,38 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		!hubs[0].Connected || !hubs[0].Healthy {
 		t.Fatalf("si hubs: %v\n%s", err, hubsOut)
 	}
+	// Every agent call was billed once: the first ask's three steps to "dev",
+	// the escalation's to the hub's account, credits first.
+	cmd = exec.Command(si, "usage", "--dev-dir", dataDir, "--account", "acme", "--json")
+	cmd.Env = cleanEnv()
+	usageOut, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("si usage: %v", err)
+	}
+	var events []struct {
+		EventID string `json:"event_id"`
+		Charged int64  `json:"charged_micros"`
+	}
+	if err := json.Unmarshal(usageOut, &events); err != nil || len(events) != 3 || !strings.HasPrefix(events[0].EventID, "escalation-e2e-") {
+		t.Fatalf("si usage --account acme: %v\n%s", err, usageOut)
+	}
+	cmd = exec.Command(si, "balance", "--dev-dir", dataDir, "--account", "dev", "--json")
+	cmd.Env = cleanEnv()
+	balOut, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("si balance: %v", err)
+	}
+	var bal struct {
+		Account struct {
+			Unbilled int64 `json:"unbilled_micros"`
+		} `json:"account"`
+		Charged  int64 `json:"charged_micros"`
+		Balanced bool  `json:"balanced"`
+	}
+	if err := json.Unmarshal(balOut, &bal); err != nil || !bal.Balanced || bal.Charged == 0 || bal.Account.Unbilled != bal.Charged {
+		t.Fatalf("si balance: %v\n%s", err, balOut)
+	}
+
 	if m := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(m, "si_bridge_connected_hubs 1") ||
 		!strings.Contains(m, `si_bridge_escalations_total{outcome="ok"} 1`) {
 		t.Fatalf("metrics:\n%s", m)

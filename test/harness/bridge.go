@@ -52,9 +52,11 @@ func (p *PKI) ServerTLS(t testing.TB, s *store.Store) *tls.Config {
 	return c
 }
 
-// Enroll issues and registers a device certificate and returns the hub's TLS config.
+// Enroll issues and registers a device certificate, creating its billing
+// account if needed, and returns the hub's TLS config.
 func (p *PKI) Enroll(t testing.TB, s *store.Store, id pki.Identity, ttl time.Duration) *tls.Config {
 	t.Helper()
+	EnsureAccount(t, s, id.Account)
 	is, err := p.CA.IssueDevice(id, nil, ttl, time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"net/url"
@@ -242,12 +243,33 @@ func StartMeshOn(t testing.TB, c client.Client, sim simulator.Options) *Mesh {
 		Inference: m.Inference,
 		Placement: &activities.Placement{Temporal: m.Client, Hubs: m.Store},
 		Records:   &activities.Records{Store: m.Store},
+		Ledger:    &activities.Ledger{Store: m.Store},
 	}, worker.Options{})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Stop)
 	return m
+}
+
+// Account creates a billing account (if it does not exist) and returns it.
+func (m *Mesh) Account(t testing.TB, id string) store.Account {
+	t.Helper()
+	return EnsureAccount(t, m.Store, id)
+}
+
+// EnsureAccount creates a billing account in s unless it exists.
+func EnsureAccount(t testing.TB, s *store.Store, id string) store.Account {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.CreateAccount(ctx, id, ""); err != nil && !errors.Is(err, store.ErrExists) {
+		t.Fatal(err)
+	}
+	a, err := s.AccountByID(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // StartHub starts a hub worker for deviceID; the returned func stops it early.

@@ -153,10 +153,12 @@ func TestFailedRoundIsRecorded(t *testing.T) {
 // TestLiveHistoryReplays replays a real server's history of a multi-round
 // consensus against the current workflow code. With SI_WRITE_HISTORY set it
 // also writes that history to the file the workflows package's replay test
-// reads.
+// reads (the current version, with billing).
 func TestLiveHistoryReplays(t *testing.T) {
 	m := harness.StartMesh(t, simulator.Options{})
-	id, st, err := ask(t, m, workflows.ConsensusInput{Prompt: "Which sort for nearly sorted data? [sim:disagree]", MaxRounds: 2}, nil)
+	m.Account(t, "replay")
+	id, st, err := ask(t, m, workflows.ConsensusInput{Prompt: "Which sort for nearly sorted data? [sim:disagree]", MaxRounds: 2,
+		Account: "replay"}, nil)
 	if err != nil || st.Status != workflows.StatusArbiter {
 		t.Fatalf("%s %v", st.Status, err)
 	}
@@ -174,7 +176,7 @@ func TestLiveHistoryReplays(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "consensus_history.json"), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "consensus_history_v1.json"), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

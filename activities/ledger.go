@@ -1,0 +1,36 @@
+package activities
+
+import (
+	"context"
+	"errors"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/superinstance/mesh/internal/store"
+)
+
+// Ledger bills usage. It runs on the cloud worker, wherever the inference ran.
+type Ledger struct {
+	Store *store.Store
+}
+
+// LogUsage logs each event in its own transaction; an event logged before
+// changes nothing. An account at its ceiling refuses further events with a
+// non-retryable CreditCeiling error.
+func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Charge, error) {
+	out := make([]store.Charge, 0, len(events))
+	for _, u := range events {
+		c, err := l.Store.LogUsage(ctx, u)
+		var se *store.SuspendedError
+		switch {
+		case errors.As(err, &se):
+			return out, temporal.NewNonRetryableApplicationError(se.Error(), ErrCreditCeiling, err)
+		case errors.Is(err, store.ErrNotFound):
+			return out, temporal.NewNonRetryableApplicationError("unknown account "+u.Account+": create it with si account create", ErrUnknownAccount, err)
+		case err != nil:
+			return out, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

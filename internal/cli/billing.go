@@ -1,0 +1,329 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/money"
+	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/store"
+)
+
+// ledgerCommand builds a command that opens the database and acts on one account.
+type ledgerCommand struct {
+	db      config.Database
+	account string
+	asJSON  bool
+}
+
+func (l *ledgerCommand) flags(fs *flag.FlagSet) {
+	l.db.Register(fs)
+	fs.StringVar(&l.account, "account", "dev", "the account")
+	fs.BoolVar(&l.asJSON, "json", false, "print JSON")
+}
+
+func (l *ledgerCommand) run(fn func(ctx context.Context, st *store.Store, env *Env) (any, string, error)) func(context.Context, *Env, []string) error {
+	return func(ctx context.Context, env *Env, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unexpected argument %q", args[0])
+		}
+		st, err := l.db.Open(ctx)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		v, text, err := fn(ctx, st, env)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("account %s not found: create it with si account create", l.account)
+			}
+			return err
+		}
+		if l.asJSON {
+			enc := json.NewEncoder(env.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
+		_, err = io.WriteString(env.Stdout, text)
+		return err
+	}
+}
+
+// accountJSON is an account as --json prints it: money in micro-dollars, with a display string.
+type accountJSON struct {
+	ID                   string `json:"id"`
+	Email                string `json:"email,omitempty"`
+	Tier                 string `json:"tier"`
+	CreditsMicros        int64  `json:"credits_micros"`
+	UnbilledMicros       int64  `json:"unbilled_micros"`
+	CreditCeilingMicros  int64  `json:"credit_ceiling_micros"`
+	FlushThresholdMicros int64  `json:"flush_threshold_micros"`
+	Status               string `json:"status"`
+	SuspendedReason      string `json:"suspended_reason,omitempty"`
+	StripeCustomerID     string `json:"stripe_customer_id,omitempty"`
+}
+
+func toJSON(a store.Account) accountJSON {
+	return accountJSON{ID: a.ID, Email: a.Email, Tier: a.Tier, CreditsMicros: int64(a.Credits), UnbilledMicros: int64(a.Unbilled),
+		CreditCeilingMicros: int64(a.CreditCeiling), FlushThresholdMicros: int64(a.FlushThreshold), Status: a.Status,
+		SuspendedReason: a.SuspendedReason, StripeCustomerID: a.StripeCustomerID}
+}
+
+func describe(a store.Account) string {
+	status := a.Status
+	if a.SuspendedReason != "" {
+		status += " (" + strings.ReplaceAll(a.SuspendedReason, "_", " ") + ")"
+	}
+	return fmt.Sprintf("account   %s\ntier      %s\ncredits   %s\nunbilled  %s\nceiling   %s\nflush at  %s\nstatus    %s\n",
+		a.ID, a.Tier, a.Credits, a.Unbilled, a.CreditCeiling, a.FlushThreshold, status)
+}
+
+func accountCommand() *Command {
+	var l ledgerCommand
+	var email string
+	return &Command{
+		Name:  "account",
+		Short: "billing accounts",
+		Sub: []*Command{{
+			Name:  "create",
+			Short: "create a billing account",
+			Flags: func(fs *flag.FlagSet) {
+				l.flags(fs)
+				fs.StringVar(&email, "email", "", "the account's email (required)")
+			},
+			Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				if !strings.Contains(email, "@") {
+					return nil, "", errors.New("--email is required")
+				}
+				if l.account == "dev" {
+					l.account = slug(email)
+				}
+				if err := pki.ValidID("account", l.account); err != nil {
+					return nil, "", err
+				}
+				a, err := st.CreateAccount(ctx, l.account, email)
+				if err != nil {
+					return nil, "", err
+				}
+				return toJSON(a), describe(a), nil
+			}),
+		}},
+	}
+}
+
+// slug makes an account id from an email's local part.
+func slug(email string) string {
+	local, _, _ := strings.Cut(strings.ToLower(email), "@")
+	var b strings.Builder
+	for _, r := range local {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('-')
+		}
+	}
+	s := strings.Trim(b.String(), ".-_")
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return s
+}
+
+func balanceCommand() *Command {
+	var l ledgerCommand
+	return &Command{
+		Name:  "balance",
+		Short: "an account's credits, unbilled balance, ceiling and status",
+		Flags: l.flags,
+		Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+			a, err := st.AccountByID(ctx, l.account)
+			if err != nil {
+				return nil, "", err
+			}
+			b, err := st.Books(ctx, l.account)
+			if err != nil {
+				return nil, "", err
+			}
+			text := describe(a) + fmt.Sprintf("charged   %s in all, %s of it flushed to Stripe\n", b.Charged, b.Flushed)
+			return map[string]any{"account": toJSON(a), "charged_micros": int64(b.Charged), "flushed_micros": int64(b.Flushed), "balanced": b.Balanced()}, text, nil
+		}),
+	}
+}
+
+func usageCommand() *Command {
+	var (
+		l     ledgerCommand
+		since time.Duration
+		limit int
+	)
+	return &Command{
+		Name:  "usage",
+		Short: "an account's usage events, newest first",
+		Flags: func(fs *flag.FlagSet) {
+			l.flags(fs)
+			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")
+			fs.IntVar(&limit, "limit", 50, "at most this many events")
+		},
+		Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+			rows, err := st.UsageSince(ctx, l.account, time.Now().Add(-since), limit)
+			if err != nil {
+				return nil, "", err
+			}
+			var sb strings.Builder
+			tw := tabwriter.NewWriter(&sb, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tEVENT\tPROJECT\tMODEL\tTOKENS\tCOST\tCREDITS\tCHARGED")
+			type row struct {
+				EventID        string    `json:"event_id"`
+				Project        string    `json:"project"`
+				Model          string    `json:"model"`
+				PromptTokens   int64     `json:"prompt_tokens"`
+				CompTokens     int64     `json:"completion_tokens"`
+				CostBasis      int64     `json:"cost_basis_micros"`
+				MultiplierPPM  int64     `json:"multiplier_ppm"`
+				CreditsApplied int64     `json:"credits_applied_micros"`
+				Charged        int64     `json:"charged_micros"`
+				At             time.Time `json:"at"`
+			}
+			out := []row{}
+			for _, r := range rows {
+				out = append(out, row{r.Usage.EventID, r.Project, r.Model, r.PromptTokens, r.CompletionTokens, int64(r.CostBasis),
+					int64(r.Multiplier), int64(r.CreditsApplied), int64(r.Charged), r.CreatedAt})
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d+%d\t%s\t%s\t%s\n", r.CreatedAt.Format("15:04:05"), r.Usage.EventID, r.Project, r.Model,
+					r.PromptTokens, r.CompletionTokens, r.CostBasis, r.CreditsApplied, r.Charged)
+			}
+			_ = tw.Flush()
+			if len(rows) == 0 {
+				sb.Reset()
+				sb.WriteString("no usage in that period\n")
+			}
+			return out, sb.String(), nil
+		}),
+	}
+}
+
+func creditCommand() *Command {
+	var (
+		l      ledgerCommand
+		amount string
+	)
+	return &Command{
+		Name:  "credit",
+		Short: "knowledge credits",
+		Sub: []*Command{{
+			Name:  "add",
+			Short: "add knowledge credits to an account (spent before anything is billed)",
+			Flags: func(fs *flag.FlagSet) {
+				l.flags(fs)
+				fs.StringVar(&amount, "amount", "", `dollars, e.g. "5" or "0.25"`)
+			},
+			Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				amt, err := money.Parse(amount)
+				if err != nil {
+					return nil, "", err
+				}
+				a, err := st.AddCredits(ctx, l.account, amt, "cli-"+time.Now().UTC().Format(time.RFC3339Nano))
+				if err != nil {
+					return nil, "", err
+				}
+				return toJSON(a), describe(a), nil
+			}),
+		}},
+	}
+}
+
+func tierCommand() *Command {
+	var l ledgerCommand
+	return &Command{
+		Name:  "tier",
+		Short: "pricing tiers",
+		Sub: []*Command{{
+			Name:  "set",
+			Args:  "managed|byok",
+			Short: "move an account to the managed (x1.03) or bring-your-own-key (x1.30) tier",
+			Flags: l.flags,
+			Run: func(ctx context.Context, env *Env, args []string) error {
+				if len(args) != 1 {
+					return errors.New("give the tier: si tier set managed|byok")
+				}
+				tier := args[0]
+				return l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+					if err := st.SetTier(ctx, l.account, tier); err != nil {
+						return nil, "", err
+					}
+					a, err := st.AccountByID(ctx, l.account)
+					return toJSON(a), describe(a), err
+				})(ctx, env, nil)
+			},
+		}},
+	}
+}
+
+func ceilingCommand() *Command {
+	var (
+		l      ledgerCommand
+		amount string
+	)
+	return &Command{
+		Name:  "ceiling",
+		Short: "credit ceilings",
+		Sub: []*Command{{
+			Name:  "set",
+			Short: "set the unbilled balance at which an account is suspended",
+			Flags: func(fs *flag.FlagSet) {
+				l.flags(fs)
+				fs.StringVar(&amount, "amount", "", `dollars, e.g. "100"`)
+			},
+			Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				amt, err := money.Parse(amount)
+				if err != nil {
+					return nil, "", err
+				}
+				if err := st.SetCeiling(ctx, l.account, amt); err != nil {
+					return nil, "", err
+				}
+				a, err := st.AccountByID(ctx, l.account)
+				return toJSON(a), describe(a), err
+			}),
+		}},
+	}
+}
+
+func billingCommand() *Command {
+	var l ledgerCommand
+	return &Command{
+		Name:  "billing",
+		Short: "Stripe flushes",
+		Sub: []*Command{{
+			Name:  "flushes",
+			Short: "list flushes to Stripe, failed ones included (--account \"\" lists every account's)",
+			Flags: l.flags,
+			Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				fs, err := st.Flushes(ctx, l.account)
+				if err != nil {
+					return nil, "", err
+				}
+				var sb strings.Builder
+				if len(fs) == 0 {
+					return []store.Flush{}, "no flushes\n", nil
+				}
+				tw := tabwriter.NewWriter(&sb, 0, 2, 2, ' ', 0)
+				fmt.Fprintln(tw, "FLUSH\tACCOUNT\tAMOUNT\tSTATE\tATTEMPTS\tUPDATED\tERROR")
+				for _, f := range fs {
+					fmt.Fprintf(tw, "%s\t%s\t$%d.%02d\t%s\t%d\t%s\t%s\n", f.ID, f.Account, f.AmountCents/100, f.AmountCents%100, f.State,
+						f.Attempts, f.UpdatedAt.Format(time.RFC3339), f.Error)
+				}
+				_ = tw.Flush()
+				return fs, sb.String(), nil
+			}),
+		}},
+	}
+}
