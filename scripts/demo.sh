@@ -44,6 +44,17 @@ echo "== 2. A consensus that ends with the Arbiter"
 echo "   ([sim:disagree] makes the simulator's Ethos hold out, so the rounds run out)"
 "$SI" ask --max-rounds 2 "Is P equal to NP? [sim:disagree]"
 echo
-echo "Both runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
+echo "== 3. An escalation through the local hub's QUIC tunnel to the cloud bridge"
+"$SI" escalate "Explain TCP slow start in two sentences."
+echo
+echo "== 4. The hubs as the bridge sees them (vitals from NVML, or 'no GPU')"
+"$SI" hubs --dev-dir "$DEMO_DIR"
+echo
+echo "== 5. Billing: every agent call logged once, in integer micro-dollars"
+"$SI" balance --dev-dir "$DEMO_DIR"
+echo
+"$SI" usage --dev-dir "$DEMO_DIR" --limit 8
+echo
+echo "All runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
 echo "The stack keeps running (pid $(cat "$PIDFILE")). Try: $SI ask \"your question\""
 echo "Stop it with: make demo-stop"

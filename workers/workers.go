@@ -8,6 +8,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workflows"
 )
 
@@ -23,6 +24,17 @@ type Cloud struct {
 	Placement *activities.Placement
 	Records   *activities.Records
 	Ledger    *activities.Ledger
+}
+
+// CloudDeps builds the cloud worker's activities over one Temporal client,
+// one store and one inference backend.
+func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Cloud {
+	return Cloud{
+		Inference: inf,
+		Placement: &activities.Placement{Temporal: c, Hubs: st},
+		Records:   &activities.Records{Store: st},
+		Ledger:    &activities.Ledger{Store: st},
+	}
 }
 
 // NewCloud builds the cloud worker: every workflow, and every activity.

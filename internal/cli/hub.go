@@ -215,8 +215,12 @@ func hubsCommand() *Command {
 				if !r.NVML {
 					gpus = "no GPU"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%.2fms\t%s\t%.0f%%\t%.0f°C\t%.0f%%\t%s\n", r.DeviceID, r.Account, link,
-					now.Sub(r.LastSeen).Round(time.Second), float64(r.RTTMicros)/1000, gpus, r.GPULoad*100, r.GPUTempC, r.CPULoad*100, r.Health)
+				rtt := "-"
+				if r.RTTMicros > 0 {
+					rtt = fmt.Sprintf("%.2fms", float64(r.RTTMicros)/1000)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%.0f%%\t%.0f°C\t%.0f%%\t%s\n", r.DeviceID, r.Account, link,
+					now.Sub(r.LastSeen).Round(time.Second), rtt, gpus, r.GPULoad*100, r.GPUTempC, r.CPULoad*100, r.Health)
 			}
 			return tw.Flush()
 		},

@@ -88,12 +88,7 @@ func Start(o Options) (s *Server, err error) {
 	}()
 	metrics := bridge.NewMetrics()
 	if o.Roles[RoleWorker] {
-		w := workers.NewCloud(o.Temporal, workers.Cloud{
-			Inference: o.Inference,
-			Placement: &activities.Placement{Temporal: o.Temporal, Hubs: o.Store},
-			Records:   &activities.Records{Store: o.Store},
-			Ledger:    &activities.Ledger{Store: o.Store},
-		}, worker.Options{})
+		w := workers.NewCloud(o.Temporal, workers.CloudDeps(o.Temporal, o.Store, o.Inference), worker.Options{})
 		if err := w.Start(); err != nil {
 			return nil, fmt.Errorf("cloud worker: %w", err)
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -24,7 +25,7 @@ type Hub struct {
 	GPUTempC    float64
 	CPULoad     float64
 	NVML        bool
-	Vitals      []byte // protojson HardwareVitals
+	Vitals      json.RawMessage // protojson HardwareVitals
 	Reconnects  int
 }
 

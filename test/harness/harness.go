@@ -239,12 +239,7 @@ func StartMeshOn(t testing.TB, c client.Client, sim simulator.Options) *Mesh {
 	m := &Mesh{Client: c, Store: Store(t)}
 	m.Sim, m.LLMURL = Simulator(t, sim)
 	m.Inference = Inference(m.LLMURL)
-	w := workers.NewCloud(m.Client, workers.Cloud{
-		Inference: m.Inference,
-		Placement: &activities.Placement{Temporal: m.Client, Hubs: m.Store},
-		Records:   &activities.Records{Store: m.Store},
-		Ledger:    &activities.Ledger{Store: m.Store},
-	}, worker.Options{})
+	w := workers.NewCloud(m.Client, workers.CloudDeps(m.Client, m.Store, m.Inference), worker.Options{})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
