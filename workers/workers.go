@@ -24,6 +24,8 @@ type Cloud struct {
 	Placement *activities.Placement
 	Records   *activities.Records
 	Ledger    *activities.Ledger
+	// Billing flushes balances to Stripe; nil leaves flushes unregistered.
+	Billing *activities.Billing
 }
 
 // CloudDeps builds the cloud worker's activities over one Temporal client,
@@ -52,6 +54,10 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterActivity(deps.Placement)
 	r.RegisterActivity(deps.Records)
 	r.RegisterActivity(deps.Ledger)
+	r.RegisterWorkflow(workflows.FlushWorkflow)
+	if deps.Billing != nil {
+		r.RegisterActivity(deps.Billing)
+	}
 }
 
 // NewHub builds a hub's worker: the inference activities, on hub.<device-id>.

@@ -454,3 +454,65 @@ func (s *Store) Flushes(ctx context.Context, account string) ([]Flush, error) {
 	}
 	return out, rows.Err()
 }
+
+// SetStripeCustomer records an account's Stripe customer id.
+func (s *Store) SetStripeCustomer(ctx context.Context, account, customer string) error {
+	tag, err := s.Pool.Exec(ctx, `UPDATE accounts SET stripe_customer_id = $2 WHERE id = $1`, account, customer)
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
+// NextFlushID names an account's next flush: flush-<account>-<n>. Two
+// callers racing get the same id, and the flush workflow's id (the flush id)
+// lets only one of them start it.
+func (s *Store) NextFlushID(ctx context.Context, account string) (string, error) {
+	var n int
+	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM flushes WHERE account_id = $1`, account).Scan(&n); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("flush-%s-%d", account, n+1), nil
+}
+
+// FlushableAccounts lists accounts with at least a cent unbilled, a Stripe
+// customer and no flush in flight.
+func (s *Store) FlushableAccounts(ctx context.Context) ([]string, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT a.id FROM accounts a WHERE a.unbilled >= 10000 AND a.stripe_customer_id IS NOT NULL
+		AND NOT EXISTS (SELECT 1 FROM flushes f WHERE f.account_id = a.id AND f.state = 'pending') ORDER BY a.id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// SetPaymentStatus suspends (failed) or reinstates (paid) the account of a
+// Stripe customer. Reinstating lifts only a payment suspension; setting the
+// state it already has changes nothing, so a replayed webhook is harmless.
+func (s *Store) SetPaymentStatus(ctx context.Context, customer string, paid bool) (string, error) {
+	var q string
+	if paid {
+		q = `UPDATE accounts SET status = 'active', suspended_reason = '' WHERE stripe_customer_id = $1 AND suspended_reason = 'payment_failed' RETURNING id`
+	} else {
+		q = `UPDATE accounts SET status = 'suspended', suspended_reason = 'payment_failed' WHERE stripe_customer_id = $1 RETURNING id`
+	}
+	var id string
+	err := s.Pool.QueryRow(ctx, q, customer).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Nothing to change (already in that state), or an unknown customer.
+		err = s.Pool.QueryRow(ctx, `SELECT id FROM accounts WHERE stripe_customer_id = $1`, customer).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", ErrNotFound
+		}
+	}
+	return id, err
+}

@@ -35,6 +35,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/devstack"
 	"github.com/superinstance/mesh/internal/llm"
@@ -224,22 +225,29 @@ type Mesh struct {
 	Sim       *simulator.Server
 	LLMURL    string
 	Inference *activities.Inference
+	// Stripe is set by WithStripe.
+	Stripe *billing.Stripe
 }
 
 // StartMesh starts the cloud worker against the shared Temporal server, a
-// fresh database schema and a new simulator; all stop at cleanup.
-func StartMesh(t testing.TB, sim simulator.Options) *Mesh {
+// fresh database schema and a new simulator; all stop at cleanup. Options
+// adjust the worker's activities (to give it a Stripe client, say).
+func StartMesh(t testing.TB, sim simulator.Options, opts ...func(*Mesh, *workers.Cloud)) *Mesh {
 	t.Helper()
-	return StartMeshOn(t, Client(t), sim)
+	return StartMeshOn(t, Client(t), sim, opts...)
 }
 
 // StartMeshOn is StartMesh with a Temporal client of the caller's choosing.
-func StartMeshOn(t testing.TB, c client.Client, sim simulator.Options) *Mesh {
+func StartMeshOn(t testing.TB, c client.Client, sim simulator.Options, opts ...func(*Mesh, *workers.Cloud)) *Mesh {
 	t.Helper()
 	m := &Mesh{Client: c, Store: Store(t)}
 	m.Sim, m.LLMURL = Simulator(t, sim)
 	m.Inference = Inference(m.LLMURL)
-	w := workers.NewCloud(m.Client, workers.CloudDeps(m.Client, m.Store, m.Inference), worker.Options{})
+	deps := workers.CloudDeps(m.Client, m.Store, m.Inference)
+	for _, o := range opts {
+		o(m, &deps)
+	}
+	w := workers.NewCloud(m.Client, deps, worker.Options{})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
