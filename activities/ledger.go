@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/store"
@@ -12,6 +13,8 @@ import (
 // Ledger bills usage. It runs on the cloud worker, wherever the inference ran.
 type Ledger struct {
 	Store *store.Store
+	// Flushes starts a flush when a balance reaches its threshold; nil never does.
+	Flushes *FlushStarter
 }
 
 // LogUsage logs each event in its own transaction; an event logged before
@@ -31,6 +34,12 @@ func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Ch
 			return out, err
 		}
 		out = append(out, c)
+		if c.FlushDue && l.Flushes != nil {
+			if _, err := l.Flushes.Start(ctx, u.Account); err != nil {
+				// The schedule's sweep flushes it later; the usage is logged.
+				activity.GetLogger(ctx).Warn("starting a flush", "account", u.Account, "error", err)
+			}
+		}
 	}
 	return out, nil
 }

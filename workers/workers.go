@@ -26,17 +26,26 @@ type Cloud struct {
 	Ledger    *activities.Ledger
 	// Billing flushes balances to Stripe; nil leaves flushes unregistered.
 	Billing *activities.Billing
+	Flushes *activities.FlushStarter
 }
 
 // CloudDeps builds the cloud worker's activities over one Temporal client,
 // one store and one inference backend.
 func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Cloud {
+	flushes := Flushes(c, st)
 	return Cloud{
 		Inference: inf,
 		Placement: &activities.Placement{Temporal: c, Hubs: st},
 		Records:   &activities.Records{Store: st},
-		Ledger:    &activities.Ledger{Store: st},
+		Ledger:    &activities.Ledger{Store: st, Flushes: flushes},
+		Flushes:   flushes,
 	}
+}
+
+// Flushes starts FlushWorkflows on the cloud queue.
+func Flushes(c client.Client, st *store.Store) *activities.FlushStarter {
+	return &activities.FlushStarter{Store: st, Temporal: c, Queue: CloudQueue, Workflow: workflows.FlushWorkflow,
+		NewInput: func(account, id string) any { return workflows.FlushInput{Account: account, FlushID: id} }}
 }
 
 // NewCloud builds the cloud worker: every workflow, and every activity.
@@ -55,8 +64,12 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterActivity(deps.Records)
 	r.RegisterActivity(deps.Ledger)
 	r.RegisterWorkflow(workflows.FlushWorkflow)
+	r.RegisterWorkflow(workflows.SweepWorkflow)
 	if deps.Billing != nil {
 		r.RegisterActivity(deps.Billing)
+	}
+	if deps.Flushes != nil {
+		r.RegisterActivity(deps.Flushes)
 	}
 }
 

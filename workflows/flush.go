@@ -75,3 +75,16 @@ func FlushWorkflow(ctx workflow.Context, in FlushInput) (FlushResult, error) {
 	}
 	return FlushResult{Flush: f}, nil
 }
+
+// SweepWorkflow starts a flush for every account with a billable balance; a
+// schedule runs it (hourly by default) so small balances reach Stripe too.
+func SweepWorkflow(ctx workflow.Context) ([]string, error) {
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 5},
+	})
+	var f *activities.FlushStarter
+	var ids []string
+	err := workflow.ExecuteActivity(actx, f.Sweep).Get(ctx, &ids)
+	return ids, err
+}

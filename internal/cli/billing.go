@@ -11,10 +11,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
 )
 
 // ledgerCommand builds a command that opens the database and acts on one account.
@@ -87,8 +91,11 @@ func describe(a store.Account) string {
 }
 
 func accountCommand() *Command {
-	var l ledgerCommand
-	var email string
+	var (
+		l     ledgerCommand
+		email string
+		sc    config.Stripe
+	)
 	return &Command{
 		Name:  "account",
 		Short: "billing accounts",
@@ -98,6 +105,7 @@ func accountCommand() *Command {
 			Flags: func(fs *flag.FlagSet) {
 				l.flags(fs)
 				fs.StringVar(&email, "email", "", "the account's email (required)")
+				sc.Register(fs)
 			},
 			Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
 				if !strings.Contains(email, "@") {
@@ -109,11 +117,33 @@ func accountCommand() *Command {
 				if err := pki.ValidID("account", l.account); err != nil {
 					return nil, "", err
 				}
+				// The Stripe customer first: its idempotency key is the account
+				// id, so a signup retried after a failure gets the same customer.
+				sc.DevDir = l.db.DevDir
+				var customer string
+				if base, key, ok := sc.Resolve(); ok {
+					var err error
+					if customer, err = billing.NewStripe(base, key, "").EnsureCustomer(ctx, l.account, email); err != nil {
+						return nil, "", fmt.Errorf("creating the Stripe customer: %w", err)
+					}
+				}
 				a, err := st.CreateAccount(ctx, l.account, email)
 				if err != nil {
 					return nil, "", err
 				}
-				return toJSON(a), describe(a), nil
+				if customer != "" {
+					if err := st.SetStripeCustomer(ctx, a.ID, customer); err != nil {
+						return nil, "", err
+					}
+					a.StripeCustomerID = customer
+				}
+				text := describe(a)
+				if customer == "" {
+					text += "stripe    none (no --stripe-key and no si dev stripe-mock): usage accrues unbilled\n"
+				} else {
+					text += "stripe    " + customer + "\n"
+				}
+				return toJSON(a), text, nil
 			}),
 		}},
 	}
@@ -298,11 +328,46 @@ func ceilingCommand() *Command {
 }
 
 func billingCommand() *Command {
-	var l ledgerCommand
+	var (
+		l  ledgerCommand
+		t  config.Temporal
+		fl ledgerCommand
+	)
 	return &Command{
 		Name:  "billing",
 		Short: "Stripe flushes",
 		Sub: []*Command{{
+			Name:  "flush",
+			Short: "flush an account's unbilled whole cents to Stripe now, and wait for the result",
+			Flags: func(fs *flag.FlagSet) {
+				fl.flags(fs)
+				t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			},
+			Run: fl.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				c, err := t.Dial(5 * time.Second)
+				if err != nil {
+					return nil, "", err
+				}
+				defer c.Close()
+				if _, err := st.AccountByID(ctx, fl.account); err != nil {
+					return nil, "", err
+				}
+				id, err := workers.Flushes(c, st).Start(ctx, fl.account)
+				if err != nil {
+					return nil, "", err
+				}
+				var res workflows.FlushResult
+				err = c.GetWorkflow(ctx, id, "").Get(ctx, &res)
+				if err != nil {
+					return nil, "", runner.Cause(err)
+				}
+				if res.Skipped != "" {
+					return res, "no flush: " + res.Skipped + "\n", nil
+				}
+				f := res.Flush
+				return res, fmt.Sprintf("flush %s: $%d.%02d %s to Stripe after %d attempt(s)\n", f.ID, f.AmountCents/100, f.AmountCents%100, f.State, f.Attempts), nil
+			}),
+		}, {
 			Name:  "flushes",
 			Short: "list flushes to Stripe, failed ones included (--account \"\" lists every account's)",
 			Flags: l.flags,

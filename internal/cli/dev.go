@@ -45,6 +45,8 @@ Each part can point at a real service instead: --temporal-address,
 			fs.StringVar(&o.BridgeListen, "bridge-listen", "127.0.0.1:7443", "the bridge's UDP address")
 			fs.StringVar(&o.HubAPIListen, "hub-api-listen", "127.0.0.1:7450", "the local hub's API (si escalate)")
 			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics, /healthz and /ready")
+			o.Stripe.Register(fs)
+			fs.DurationVar(&o.FlushEvery, "flush-every", time.Hour, "how often small balances are flushed to Stripe")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			start := time.Now()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/server"
 )
@@ -21,6 +22,7 @@ func serverCommand() *Command {
 		t        config.Temporal
 		db       config.Database
 		l        config.LLM
+		sc       config.Stripe
 		logLevel string
 	)
 	return &Command{
@@ -43,6 +45,8 @@ activities in flight.`,
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
 			db.Register(fs)
 			l.Register(fs, "http://127.0.0.1:8300/v1")
+			sc.Register(fs)
+			fs.DurationVar(&o.FlushEvery, "flush-every", time.Hour, "how often small balances are flushed to Stripe")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			var err error
@@ -70,6 +74,12 @@ activities in flight.`,
 			}
 			defer c.Close()
 			o.Temporal, o.Inference = c, l.Inference()
+			if sc.Key != "" {
+				base, key, _ := sc.Resolve()
+				o.Stripe = billing.NewStripe(base, key, sc.MeterEvent)
+			} else {
+				fmt.Fprintln(env.Stderr, "si server: no --stripe-key: balances are not flushed to Stripe")
+			}
 			s, err := server.Start(o)
 			if err != nil {
 				return err

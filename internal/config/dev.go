@@ -25,6 +25,8 @@ type DevState struct {
 	HubAPI          string `json:"hub_api,omitempty"`
 	MetricsURL      string `json:"metrics_url,omitempty"`
 	CADir           string `json:"ca_dir,omitempty"`
+	StripeURL       string `json:"stripe_url,omitempty"`
+	StripeKey       string `json:"stripe_key,omitempty"`
 }
 
 // DevDir is `si dev`'s default data directory.
@@ -74,4 +76,39 @@ func (d *Database) Open(ctx context.Context) (*store.Store, error) {
 		return nil, err
 	}
 	return store.Open(ctx, url)
+}
+
+// Stripe holds the flags that reach Stripe.
+type Stripe struct {
+	APIBase    string
+	Key        string
+	MeterEvent string
+	DevDir     string
+}
+
+// Register adds --stripe-api-base, --stripe-key and --stripe-meter-event to fs.
+func (s *Stripe) Register(fs *flag.FlagSet) {
+	fs.StringVar(&s.APIBase, "stripe-api-base", "", "Stripe API base URL (default https://api.stripe.com, or the running si dev's stripe-mock)")
+	fs.StringVar(&s.Key, "stripe-key", "", "Stripe secret key")
+	fs.StringVar(&s.MeterEvent, "stripe-meter-event", "si_usage_cents", "the billing meter's event name")
+}
+
+// Resolve returns the base URL and key to use: the flags', else the running
+// si dev's stripe-mock; ok is false when Stripe is not configured.
+func (s *Stripe) Resolve() (base, key string, ok bool) {
+	if s.Key != "" {
+		base = s.APIBase
+		if base == "" {
+			base = "https://api.stripe.com"
+		}
+		return base, s.Key, true
+	}
+	dir := s.DevDir
+	if dir == "" {
+		dir = DevDir()
+	}
+	if st, err := ReadDevState(dir); err == nil && st.StripeURL != "" {
+		return st.StripeURL, st.StripeKey, true
+	}
+	return "", "", false
 }

@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
+	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pgcluster"
 	"github.com/superinstance/mesh/internal/pki"
@@ -44,6 +46,10 @@ type DevOptions struct {
 	BridgeListen    string // the bridge's UDP address, default 127.0.0.1:7443
 	HubAPIListen    string // the local hub's API, default 127.0.0.1:7450
 	MetricsListen   string // /metrics, /healthz, /ready; default 127.0.0.1:9464
+	// Stripe is a real Stripe (or stripe-mock) to flush to; empty runs
+	// stripe-mock when it is installed, else flushes are off.
+	Stripe     config.Stripe
+	FlushEvery time.Duration
 }
 
 // Dev is a running development mesh.
@@ -85,9 +91,10 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		o.MetricsListen = "127.0.0.1:9464"
 	}
 	d = &Dev{stateDir: o.DataDir}
+	started := d // d is nil when an error is returned; stop what was started
 	defer func() {
 		if err != nil {
-			d.Stop()
+			started.Stop()
 		}
 	}()
 	pgDir := filepath.Join(o.DataDir, "postgres")
@@ -170,6 +177,20 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	}
 	d.stops = append(d.stops, c.Close)
 
+	// Stripe: the one given, or a stripe-mock of our own.
+	var stripeClient *billing.Stripe
+	if o.Stripe.Key != "" {
+		base, key, _ := o.Stripe.Resolve()
+		stripeClient = billing.NewStripe(base, key, o.Stripe.MeterEvent)
+		d.State.StripeURL, d.State.StripeKey = base, key
+	} else if url, stop, err := startStripeMock(); err == nil {
+		d.stops = append(d.stops, stop)
+		stripeClient = billing.NewStripe(url, "sk_test_sidev", o.Stripe.MeterEvent)
+		d.State.StripeURL, d.State.StripeKey = url, "sk_test_sidev"
+	} else {
+		fmt.Fprintf(out, "  billing: %v; flushes to Stripe are off\n", err)
+	}
+
 	// The cloud roles: the bridge (with certificates from a CA of its own) and the cloud worker.
 	inf := o.LLM.Inference()
 	caDir := filepath.Join(o.DataDir, "ca")
@@ -184,6 +205,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		Roles:        map[string]bool{server.RoleBridge: true, server.RoleWorker: true},
 		BridgeListen: o.BridgeListen, BridgeHosts: []string{"127.0.0.1", "localhost"}, CADir: caDir,
 		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
+		Stripe: stripeClient, FlushEvery: o.FlushEvery,
 	})
 	if err != nil {
 		return nil, err
@@ -193,10 +215,22 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	d.State.MetricsURL = srv.MetricsURL
 	d.State.CADir = caDir
 
-	// The local hub's account, and "dev", which si ask bills by default.
+	// The local hub's account, and "dev", which si ask bills by default,
+	// each with a Stripe customer when Stripe is on.
 	for _, id := range []string{"dev", o.Account} {
 		if _, err := st.CreateAccount(ctx, id, ""); err != nil && !errors.Is(err, store.ErrExists) {
 			return nil, err
+		}
+		if stripeClient != nil {
+			if a, err := st.AccountByID(ctx, id); err == nil && a.StripeCustomerID == "" {
+				cus, err := stripeClient.EnsureCustomer(ctx, id, id+"@si.dev")
+				if err != nil {
+					return nil, fmt.Errorf("stripe customer for %s: %w", id, err)
+				}
+				if err := st.SetStripeCustomer(ctx, id, cus); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 
@@ -241,6 +275,10 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 // Banner describes every address of the running mesh.
 func (d *Dev) Banner(dataDir string) string {
 	s := d.State
+	stripe := s.StripeURL
+	if stripe == "" {
+		stripe = "(off: stripe-mock not installed; make tools builds it)"
+	}
 	llm := s.LLMBaseURL
 	if s.Simulator {
 		llm += "   (SIMULATOR: deterministic test double, not a language model)"
@@ -259,10 +297,11 @@ func (d *Dev) Banner(dataDir string) string {
   local hub           %q on task queue %q, connected over QUIC; its API http://%s
   cloud worker        task queue %q
   metrics             %s
+  stripe              %s
 try:  si ask "What is the capital of France?"     si escalate "Why is the sky blue?"     si hubs
 Ctrl-C stops everything.
 `, dataDir, s.TemporalAddress, ui, s.DatabaseURL, llm, s.BridgeAddress, s.CADir, s.HubID, workers.HubQueue(s.HubID), s.HubAPI,
-		workers.CloudQueue, s.MetricsURL)
+		workers.CloudQueue, s.MetricsURL, stripe)
 }
 
 // Stop shuts every part down, last started first.
@@ -282,4 +321,36 @@ func (d *Dev) writeState() error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(d.stateDir, "dev.json"), b, 0o600)
+}
+
+// startStripeMock runs stripe-mock (from PATH or beside this executable) on
+// free ports.
+func startStripeMock() (string, func(), error) {
+	bin, err := exec.LookPath("stripe-mock")
+	if err != nil {
+		self, _ := os.Executable()
+		bin = filepath.Join(filepath.Dir(self), "stripe-mock")
+		if _, serr := os.Stat(bin); serr != nil {
+			return "", nil, errors.New("stripe-mock not found")
+		}
+	}
+	httpPort, err := FreePort("127.0.0.1")
+	if err != nil {
+		return "", nil, err
+	}
+	httpsPort, err := FreePort("127.0.0.1")
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "-http-port", fmt.Sprint(httpPort), "-https-port", fmt.Sprint(httpsPort))
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
+	if err := waitTCP(addr, 20*time.Second); err != nil {
+		stop()
+		return "", nil, fmt.Errorf("stripe-mock did not start: %w", err)
+	}
+	return "http://" + addr, stop, nil
 }

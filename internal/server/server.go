@@ -15,13 +15,16 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/bridge"
+	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
 )
 
 // Roles a server process can run.
@@ -65,7 +68,11 @@ type Options struct {
 	Temporal      client.Client
 	Store         *store.Store
 	Inference     *activities.Inference
-	Logger        *slog.Logger
+	// Stripe receives flushes; nil leaves balances unflushed.
+	Stripe *billing.Stripe
+	// FlushEvery is how often the billing sweep flushes small balances. Default 1h.
+	FlushEvery time.Duration
+	Logger     *slog.Logger
 }
 
 // Server is the running roles.
@@ -88,7 +95,14 @@ func Start(o Options) (s *Server, err error) {
 	}()
 	metrics := bridge.NewMetrics()
 	if o.Roles[RoleWorker] {
-		w := workers.NewCloud(o.Temporal, workers.CloudDeps(o.Temporal, o.Store, o.Inference), worker.Options{})
+		deps := workers.CloudDeps(o.Temporal, o.Store, o.Inference)
+		if o.Stripe != nil {
+			deps.Billing = &activities.Billing{Store: o.Store, Stripe: o.Stripe}
+			if err := ensureSweep(o.Temporal, o.FlushEvery); err != nil {
+				return nil, err
+			}
+		}
+		w := workers.NewCloud(o.Temporal, deps, worker.Options{})
 		if err := w.Start(); err != nil {
 			return nil, fmt.Errorf("cloud worker: %w", err)
 		}
@@ -145,6 +159,31 @@ func Start(o Options) (s *Server, err error) {
 		s.stops = append(s.stops, func() { _ = srv.Close() })
 	}
 	return s, nil
+}
+
+// SweepScheduleID is the Temporal schedule that flushes small balances.
+const SweepScheduleID = "billing-sweep"
+
+// ensureSweep creates the billing sweep's schedule, or leaves the existing one.
+func ensureSweep(c client.Client, every time.Duration) error {
+	if every <= 0 {
+		every = time.Hour
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+		ID:   SweepScheduleID,
+		Spec: client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}},
+		Action: &client.ScheduleWorkflowAction{ID: "billing-sweep-run", Workflow: workflows.SweepWorkflow,
+			TaskQueue: workers.CloudQueue},
+	})
+	if errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("billing sweep schedule: %w", err)
+	}
+	return nil
 }
 
 func bridgeTLS(o Options) (*tls.Config, error) {
