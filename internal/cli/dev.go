@@ -47,6 +47,7 @@ Each part can point at a real service instead: --temporal-address,
 			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics, /healthz and /ready")
 			o.Stripe.Register(fs)
 			fs.DurationVar(&o.FlushEvery, "flush-every", time.Hour, "how often small balances are flushed to Stripe")
+			fs.StringVar(&o.WebhookSecret, "stripe-webhook-secret", "whsec_sidev", "signing secret of the Stripe webhook (POST /v1/stripe/webhook on --metrics-listen)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			start := time.Now()

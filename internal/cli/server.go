@@ -40,13 +40,14 @@ activities in flight.`,
 			fs.StringVar(&o.CADir, "ca-dir", defaultCADir(), "the mesh CA's directory")
 			fs.StringVar(&o.ServerCertFile, "server-cert", "", "bridge certificate (default: issued from the CA at start)")
 			fs.StringVar(&o.ServerKeyFile, "server-key", "", "bridge key")
-			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics, /healthz and /ready (empty disables)")
+			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /ready and the Stripe webhook (empty disables)")
 			fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
 			db.Register(fs)
 			l.Register(fs, "http://127.0.0.1:8300/v1")
 			sc.Register(fs)
 			fs.DurationVar(&o.FlushEvery, "flush-every", time.Hour, "how often small balances are flushed to Stripe")
+			fs.StringVar(&o.WebhookSecret, "stripe-webhook-secret", "", "signing secret of the Stripe webhook served at POST /v1/stripe/webhook")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			var err error

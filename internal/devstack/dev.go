@@ -48,8 +48,9 @@ type DevOptions struct {
 	MetricsListen   string // /metrics, /healthz, /ready; default 127.0.0.1:9464
 	// Stripe is a real Stripe (or stripe-mock) to flush to; empty runs
 	// stripe-mock when it is installed, else flushes are off.
-	Stripe     config.Stripe
-	FlushEvery time.Duration
+	Stripe        config.Stripe
+	FlushEvery    time.Duration
+	WebhookSecret string // verifies Stripe webhooks; default whsec_sidev
 }
 
 // Dev is a running development mesh.
@@ -80,6 +81,9 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	}
 	if o.Account == "" {
 		o.Account = "dev"
+	}
+	if o.WebhookSecret == "" {
+		o.WebhookSecret = "whsec_sidev"
 	}
 	if o.BridgeListen == "" {
 		o.BridgeListen = "127.0.0.1:7443"
@@ -205,7 +209,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		Roles:        map[string]bool{server.RoleBridge: true, server.RoleWorker: true},
 		BridgeListen: o.BridgeListen, BridgeHosts: []string{"127.0.0.1", "localhost"}, CADir: caDir,
 		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
-		Stripe: stripeClient, FlushEvery: o.FlushEvery,
+		Stripe: stripeClient, FlushEvery: o.FlushEvery, WebhookSecret: o.WebhookSecret,
 	})
 	if err != nil {
 		return nil, err

@@ -72,7 +72,9 @@ type Options struct {
 	Stripe *billing.Stripe
 	// FlushEvery is how often the billing sweep flushes small balances. Default 1h.
 	FlushEvery time.Duration
-	Logger     *slog.Logger
+	// WebhookSecret verifies Stripe webhooks at POST /v1/stripe/webhook; empty disables the route.
+	WebhookSecret string
+	Logger        *slog.Logger
 }
 
 // Server is the running roles.
@@ -139,6 +141,9 @@ func Start(o Options) (s *Server, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
+		if o.WebhookSecret != "" {
+			mux.Handle("POST /v1/stripe/webhook", &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger})
+		}
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
