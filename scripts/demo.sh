@@ -37,6 +37,9 @@ fi
 sed -n '/^si dev:/,/^ready in/p' "$LOG"
 
 echo
+echo "== 0. Knowledge credits for the dev account (spent before anything is billed)"
+"$SI" credit add --dev-dir "$DEMO_DIR" --amount 0.0005 | grep -E "^(account|credits|unbilled)"
+echo
 echo "== 1. A consensus reached in the first round"
 "$SI" ask "What is the capital of France?"
 echo
@@ -51,9 +54,16 @@ echo "== 4. The hubs as the bridge sees them (vitals from NVML, or 'no GPU')"
 "$SI" hubs --dev-dir "$DEMO_DIR"
 echo
 echo "== 5. Billing: every agent call logged once, in integer micro-dollars"
+echo "   (six more contested questions first, quietly, so the balance passes a cent)"
+for i in 1 2 3 4 5 6; do "$SI" ask --max-rounds 3 "Contested question $i [sim:disagree]" >/dev/null; done
 "$SI" balance --dev-dir "$DEMO_DIR"
 echo
 "$SI" usage --dev-dir "$DEMO_DIR" --limit 8
+echo
+echo "== 6. A flush of the whole cents to Stripe (stripe-mock); the sub-cent rest stays unbilled"
+"$SI" billing flush --dev-dir "$DEMO_DIR" || true
+"$SI" balance --dev-dir "$DEMO_DIR" | grep -E "^(unbilled|charged)"
+"$SI" billing flushes --dev-dir "$DEMO_DIR"
 echo
 echo "All runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
 echo "The stack keeps running (pid $(cat "$PIDFILE")). Try: $SI ask \"your question\""
