@@ -271,11 +271,50 @@ func creditCommand() *Command {
 }
 
 func tierCommand() *Command {
-	var l ledgerCommand
+	var (
+		l, p       ledgerCommand
+		multiplier string
+	)
 	return &Command{
 		Name:  "tier",
 		Short: "pricing tiers",
 		Sub: []*Command{{
+			Name:  "price",
+			Args:  "TIER",
+			Short: "set a tier's multiplier on the cost basis (managed 1.03 and byok 1.30 by default)",
+			Flags: func(fs *flag.FlagSet) {
+				p.flags(fs)
+				fs.StringVar(&multiplier, "multiplier", "", `e.g. "1.03"`)
+			},
+			Run: func(ctx context.Context, env *Env, args []string) error {
+				if len(args) != 1 {
+					return errors.New("give the tier: si tier price managed --multiplier 1.05")
+				}
+				tier := args[0]
+				return p.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+					m, err := money.ParsePPM(multiplier)
+					if err != nil {
+						return nil, "", err
+					}
+					if err := st.SetMultiplier(ctx, tier, m); err != nil {
+						return nil, "", err
+					}
+					all, err := st.Multipliers(ctx)
+					if err != nil {
+						return nil, "", err
+					}
+					out := map[string]string{}
+					text := ""
+					for _, t := range []string{"managed", "byok", tier} {
+						if v, ok := all[t]; ok && out[t] == "" {
+							out[t] = v.String()
+							text += fmt.Sprintf("%-8s x%s\n", t, v)
+						}
+					}
+					return out, text, nil
+				})(ctx, env, nil)
+			},
+		}, {
 			Name:  "set",
 			Args:  "managed|byok",
 			Short: "move an account to the managed (x1.03) or bring-your-own-key (x1.30) tier",

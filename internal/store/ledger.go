@@ -516,3 +516,36 @@ func (s *Store) SetPaymentStatus(ctx context.Context, customer string, paid bool
 	}
 	return id, err
 }
+
+// SetMultiplier sets a pricing tier's multiplier, creating the tier if new.
+// It applies to usage logged from now on.
+func (s *Store) SetMultiplier(ctx context.Context, tier string, m money.PPM) error {
+	if m <= 0 {
+		return errors.New("a multiplier must be positive")
+	}
+	if !projectID.MatchString(tier) {
+		return fmt.Errorf("invalid tier name %q", tier)
+	}
+	_, err := s.Pool.Exec(ctx, `INSERT INTO pricing_tiers (tier, multiplier_ppm) VALUES ($1, $2)
+		ON CONFLICT (tier) DO UPDATE SET multiplier_ppm = excluded.multiplier_ppm`, tier, m)
+	return err
+}
+
+// Multipliers lists the pricing tiers.
+func (s *Store) Multipliers(ctx context.Context) (map[string]money.PPM, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT tier, multiplier_ppm FROM pricing_tiers`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]money.PPM{}
+	for rows.Next() {
+		var t string
+		var m money.PPM
+		if err := rows.Scan(&t, &m); err != nil {
+			return nil, err
+		}
+		out[t] = m
+	}
+	return out, rows.Err()
+}

@@ -62,9 +62,16 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 }
 
 func TestLedgerMatchesReferenceModel(t *testing.T) {
+	for seed := range uint64(5) {
+		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) { checkAgainstModel(t, seed) })
+	}
+}
+
+// checkAgainstModel runs 3,200 random steps over eight accounts.
+func checkAgainstModel(t *testing.T, seed uint64) {
 	s := harness.Store(t)
 	ctx := context.Background()
-	r := rand.New(rand.NewPCG(7, 11))
+	r := rand.New(rand.NewPCG(7+seed, 11))
 	const accounts, steps = 8, 400
 	models := map[string]*model{}
 	var ids []string
@@ -251,5 +258,23 @@ func TestConcurrentUsageNeverLosesOrOvershoots(t *testing.T) {
 	_, err = s.LogUsage(ctx, store.Usage{EventID: "late", Account: "busy", Project: "p", Model: "m", PromptTokens: 1})
 	if !errors.As(err, &se) || se.Reason != "credit_ceiling" {
 		t.Fatalf("usage on a suspended account: %v", err)
+	}
+}
+
+func TestTierMultiplierIsConfigurable(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	if _, err := s.CreateAccount(ctx, "ent", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMultiplier(ctx, "managed", 1_100_000); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.LogUsage(ctx, store.Usage{EventID: "x", Account: "ent", Project: "p", Model: "si-simulator-large", PromptTokens: 1_000_000})
+	if err != nil || c.Multiplier != 1_100_000 || c.Gross != 2_750_000 {
+		t.Fatalf("charge %+v %v: $2.50 at x1.10 is $2.75", c, err)
+	}
+	if err := s.SetMultiplier(ctx, "managed", 0); err == nil {
+		t.Fatal("a zero multiplier was accepted")
 	}
 }
