@@ -157,6 +157,7 @@ type ConsensusState struct {
 	Status    string  `json:"status"`
 	Question  string  `json:"question"`
 	Project   string  `json:"project"`
+	Account   string  `json:"account,omitempty"`
 	Threshold float64 `json:"threshold"`
 	// Round is the round in progress, or the last one.
 	Round     int    `json:"round"`
@@ -198,7 +199,7 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 	if c.cloud == "" {
 		c.cloud = workflow.GetInfo(ctx).TaskQueueName
 	}
-	c.state = ConsensusState{Status: StatusRunning, Question: in.Prompt, Project: in.Project, Threshold: in.Threshold,
+	c.state = ConsensusState{Status: StatusRunning, Question: in.Prompt, Project: in.Project, Account: in.Account, Threshold: in.Threshold,
 		Rounds: []RoundState{}, Usage: []activities.AgentUsage{}}
 	if err := workflow.SetQueryHandler(ctx, QueryState, func() (ConsensusState, error) { return c.state, nil }); err != nil {
 		return nil, err

@@ -92,14 +92,29 @@ func describe(a store.Account) string {
 
 func accountCommand() *Command {
 	var (
-		l     ledgerCommand
-		email string
-		sc    config.Stripe
+		l, tk     ledgerCommand
+		email     string
+		sc        config.Stripe
+		tokenName string
 	)
 	return &Command{
 		Name:  "account",
 		Short: "billing accounts",
 		Sub: []*Command{{
+			Name:  "token",
+			Short: "issue an API token for the HTTP API (shown once; only its hash is kept)",
+			Flags: func(fs *flag.FlagSet) {
+				tk.flags(fs)
+				fs.StringVar(&tokenName, "name", "", "a label for the token")
+			},
+			Run: tk.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				tok, err := st.CreateAPIToken(ctx, tk.account, tokenName)
+				if err != nil {
+					return nil, "", err
+				}
+				return map[string]string{"account": tk.account, "token": tok}, tok + "\n", nil
+			}),
+		}, {
 			Name:  "create",
 			Short: "create a billing account",
 			Flags: func(fs *flag.FlagSet) {

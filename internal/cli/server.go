@@ -29,12 +29,12 @@ func serverCommand() *Command {
 		Name:  "server",
 		Short: "run the cloud's roles (bridge, worker) against real services",
 		Long: `si server is the production cloud process. Its roles run together or alone
-(--roles bridge,worker) so each scales on its own: the bridge hubs dial over
-QUIC, and the cloud worker on task queue "cloud". It serves /metrics, /healthz
+(--roles api,bridge,worker) so each scales on its own: the HTTP API, the
+bridge hubs dial over QUIC, and the cloud worker on task queue "cloud". It serves /metrics, /healthz
 and /ready, and on SIGTERM stops the bridge, then lets the worker finish the
 activities in flight.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&roles, "roles", "bridge,worker", "roles to run: bridge, worker")
+			fs.StringVar(&roles, "roles", "api,bridge,worker", "roles to run: api, bridge, worker")
 			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address")
 			fs.StringVar(&hosts, "bridge-hosts", "", "comma-separated names and IPs for the bridge certificate (default: hostname, localhost, 127.0.0.1)")
 			fs.StringVar(&o.CADir, "ca-dir", defaultCADir(), "the mesh CA's directory")

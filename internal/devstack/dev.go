@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/superinstance/mesh/hub/agent"
@@ -206,7 +207,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	}
 	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := server.Start(server.Options{
-		Roles:        map[string]bool{server.RoleBridge: true, server.RoleWorker: true},
+		Roles:        map[string]bool{server.RoleAPI: true, server.RoleBridge: true, server.RoleWorker: true},
 		BridgeListen: o.BridgeListen, BridgeHosts: []string{"127.0.0.1", "localhost"}, CADir: caDir,
 		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
 		Stripe: stripeClient, FlushEvery: o.FlushEvery, WebhookSecret: o.WebhookSecret,
@@ -300,12 +301,12 @@ func (d *Dev) Banner(dataDir string) string {
   bridge (QUIC, mTLS) %s   (CA in %s)
   local hub           %q on task queue %q, connected over QUIC; its API http://%s
   cloud worker        task queue %q
-  metrics             %s
+  HTTP API, metrics    %s   (/v1/consensus, /metrics, /v1/stripe/webhook)
   stripe              %s
 try:  si ask "What is the capital of France?"     si escalate "Why is the sky blue?"     si hubs
 Ctrl-C stops everything.
 `, dataDir, s.TemporalAddress, ui, s.DatabaseURL, llm, s.BridgeAddress, s.CADir, s.HubID, workers.HubQueue(s.HubID), s.HubAPI,
-		workers.CloudQueue, s.MetricsURL, stripe)
+		workers.CloudQueue, strings.TrimSuffix(s.MetricsURL, "/metrics"), stripe)
 }
 
 // Stop shuts every part down, last started first.

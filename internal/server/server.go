@@ -20,6 +20,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/bridge"
+	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
@@ -29,6 +30,7 @@ import (
 
 // Roles a server process can run.
 const (
+	RoleAPI    = "api"
 	RoleBridge = "bridge"
 	RoleWorker = "worker"
 )
@@ -38,15 +40,15 @@ func ParseRoles(s string) (map[string]bool, error) {
 	roles := map[string]bool{}
 	for _, r := range strings.Split(s, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case RoleBridge, RoleWorker:
+		case RoleAPI, RoleBridge, RoleWorker:
 			roles[r] = true
 		case "":
 		default:
-			return nil, fmt.Errorf("unknown role %q: use bridge and/or worker", r)
+			return nil, fmt.Errorf("unknown role %q: use api, bridge and/or worker", r)
 		}
 	}
 	if len(roles) == 0 {
-		return nil, errors.New("no role given: use --roles bridge,worker")
+		return nil, errors.New("no role given: use --roles api,bridge,worker")
 	}
 	return roles, nil
 }
@@ -63,7 +65,8 @@ type Options struct {
 	// ServerCertFile, gets its certificate from it.
 	CADir                         string
 	ServerCertFile, ServerKeyFile string
-	// MetricsListen serves /metrics, /healthz and /ready; empty disables it.
+	// MetricsListen serves /metrics, /healthz, /ready, the Stripe webhook and,
+	// with the api role, the HTTP API; empty disables it.
 	MetricsListen string
 	Temporal      client.Client
 	Store         *store.Store
@@ -141,6 +144,11 @@ func Start(o Options) (s *Server, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
+		if o.Roles[RoleAPI] {
+			h := (&api.Server{Store: o.Store, Temporal: o.Temporal}).Handler()
+			mux.Handle("/v1/consensus", h)
+			mux.Handle("/v1/consensus/", h)
+		}
 		if o.WebhookSecret != "" {
 			mux.Handle("POST /v1/stripe/webhook", &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger})
 		}
