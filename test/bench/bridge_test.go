@@ -184,7 +184,8 @@ func BenchmarkEscalationOverhead(b *testing.B) {
 	if err := a.WaitConnected(ctx); err != nil {
 		b.Fatal(err)
 	}
-	in := workflows.ConsensusInput{Prompt: "escalate [sim:agree]", Placement: workflows.PlacementCloud}
+	// The same account the device bills, so both paths check and bill it.
+	in := workflows.ConsensusInput{Prompt: "escalate [sim:agree]", Placement: workflows.PlacementCloud, Account: "bench"}
 	viaTunnel := func() time.Duration {
 		start := time.Now()
 		_, out, err := a.Escalate(&meshv1.EscalationRequest{Prompt: in.Prompt})
