@@ -369,6 +369,19 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 				PromptTokens: int(u.GetPromptTokens()), CompletionTokens: int(u.GetCompletionTokens()),
 				ServedAt: time.Unix(0, u.GetAtUnixNano()),
 			})
+			if err == nil {
+				// Billed to the device's account; the ledger keys it by the hub's own event id.
+				_, err = b.opts.Store.LogUsage(ctx, store.Usage{
+					EventID: "hub/" + id.DeviceID + "/" + u.GetEventId(), Account: id.Account, Project: orDefault(u.GetProject()),
+					Model: u.GetModel(), PromptTokens: int64(u.GetPromptTokens()), CompletionTokens: int64(u.GetCompletionTokens()),
+				})
+				var se *store.SuspendedError
+				if errors.As(err, &se) {
+					// Served before the hub knew; the record is kept, the charge refused.
+					log.Warn("usage from a suspended account not billed", "event", u.GetEventId(), "reason", se.Reason)
+					err = nil
+				}
+			}
 			if err != nil {
 				// No ack: the hub keeps the record and sends it again.
 				log.Error("record usage", "error", err)
@@ -509,4 +522,11 @@ func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity
 		return
 	}
 	b.m.escalation("ok")
+}
+
+func orDefault(project string) string {
+	if project == "" {
+		return "default"
+	}
+	return project
 }

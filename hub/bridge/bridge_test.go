@@ -326,6 +326,17 @@ func TestReconnectLosesNothing(t *testing.T) {
 	if n, err := m.Store.HubUsageCount(ctx, "gpu-re"); err != nil || n != 5 {
 		t.Fatalf("usage records stored %d, want 5: %v", n, err)
 	}
+	// ... and billed once each to the device's account (the escalations' steps bill there too).
+	var hubEvents int
+	rows, _ := m.Store.UsageSince(ctx, "acme", time.Time{}, 1000)
+	for _, r := range rows {
+		if strings.HasPrefix(r.Usage.EventID, "hub/gpu-re/") {
+			hubEvents++
+		}
+	}
+	if b, _ := m.Store.Books(ctx, "acme"); hubEvents != 5 || !b.Balanced() {
+		t.Fatalf("hub usage billed %d times, want 5; books %+v", hubEvents, b)
+	}
 	// Each escalation ran as exactly one workflow run.
 	for _, id := range []string{"escalation-gpu-re-inflight", "escalation-gpu-re-queued"} {
 		resp, err := m.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: fmt.Sprintf("WorkflowId = '%s'", id)})
