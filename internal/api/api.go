@@ -17,6 +17,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/superinstance/mesh/internal/httpjson"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workflows"
@@ -57,16 +58,16 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok {
-			Error(w, http.StatusUnauthorized, "unauthenticated", "send an API token: Authorization: Bearer si_... (si account token creates one)")
+			httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "send an API token: Authorization: Bearer si_... (si account token creates one)")
 			return
 		}
 		account, err := s.Store.AccountForToken(r.Context(), strings.TrimSpace(token))
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				Error(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked API token")
+				httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked API token")
 				return
 			}
-			Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
+			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
 			return
 		}
 		h(w, r, account)
@@ -78,38 +79,38 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, account 
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		Error(w, http.StatusBadRequest, "invalid_json", "the body is not a consensus request: "+err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "invalid_json", "the body is not a consensus request: "+err.Error())
 		return
 	}
 	p, err := workflows.ParsePlacement(req.Placement)
 	if err != nil {
-		Error(w, http.StatusBadRequest, "invalid_request", err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
 	in := workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, Account: account, MaxRounds: req.MaxRounds,
 		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, HubQueue: s.HubQueue}
 	if _, err := in.Normalize(); err != nil {
-		Error(w, http.StatusBadRequest, "invalid_request", err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
 	a, err := s.Store.AccountByID(r.Context(), account)
 	if err != nil {
-		Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
 		return
 	}
 	if a.Status == "suspended" {
 		se := &store.SuspendedError{Account: a.ID, Reason: a.SuspendedReason, Unbilled: a.Unbilled, Ceiling: a.CreditCeiling}
-		Error(w, http.StatusPaymentRequired, a.SuspendedReason, se.Error())
+		httpjson.Error(w, http.StatusPaymentRequired, a.SuspendedReason, se.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	id := runner.NewWorkflowID(time.Now())
 	if _, err := runner.Start(ctx, s.Temporal, id, in); err != nil {
-		Error(w, http.StatusServiceUnavailable, "unavailable", "could not start the consensus: "+err.Error())
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not start the consensus: "+err.Error())
 		return
 	}
-	JSON(w, http.StatusAccepted, map[string]string{"workflow_id": id, "state_url": "/v1/consensus/" + id})
+	httpjson.Write(w, http.StatusAccepted, map[string]string{"workflow_id": id, "state_url": "/v1/consensus/" + id})
 }
 
 func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, account string) {
@@ -123,20 +124,8 @@ func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, account st
 	}
 	// Another account's run is as absent as a run that never was.
 	if err != nil || st.Account != account || !strings.HasPrefix(id, "consensus-") && !strings.HasPrefix(id, "escalation-") {
-		Error(w, http.StatusNotFound, "not_found", "no consensus "+id)
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no consensus "+id)
 		return
 	}
-	JSON(w, http.StatusOK, st)
-}
-
-// JSON writes v with status.
-func JSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// Error writes {"error": {"code": code, "message": msg}}.
-func Error(w http.ResponseWriter, status int, code, msg string) {
-	JSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	httpjson.Write(w, http.StatusOK, st)
 }

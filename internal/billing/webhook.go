@@ -11,6 +11,7 @@ import (
 
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/superinstance/mesh/internal/httpjson"
 	"github.com/superinstance/mesh/internal/store"
 )
 
@@ -37,7 +38,7 @@ type Webhook struct {
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWebhookBytes))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "webhook body over 64 KiB")
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, "body_too_large", "webhook body over 64 KiB")
 		return
 	}
 	tol := h.Tolerance
@@ -47,7 +48,7 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev, err := webhook.ConstructEventWithOptions(body, r.Header.Get("Stripe-Signature"), h.Secret,
 		webhook.ConstructEventOptions{Tolerance: tol, IgnoreAPIVersionMismatch: true})
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_signature", err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "invalid_signature", err.Error())
 		return
 	}
 	var paid bool
@@ -57,23 +58,23 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "invoice.paid":
 		paid = true
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"received": true, "ignored": string(ev.Type)})
+		httpjson.Write(w, http.StatusOK, map[string]any{"received": true, "ignored": string(ev.Type)})
 		return
 	}
 	var invoice struct {
 		Customer json.RawMessage `json:"customer"`
 	}
 	if ev.Data == nil {
-		writeError(w, http.StatusBadRequest, "invalid_event", "event without data")
+		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "event without data")
 		return
 	}
 	if err := json.Unmarshal(ev.Data.Raw, &invoice); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_event", "invoice without a customer")
+		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "invoice without a customer")
 		return
 	}
 	customer := customerID(invoice.Customer)
 	if customer == "" {
-		writeError(w, http.StatusBadRequest, "invalid_event", "invoice without a customer")
+		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "invoice without a customer")
 		return
 	}
 	account, err := h.Accounts.SetPaymentStatus(r.Context(), customer, paid)
@@ -83,10 +84,10 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Logger.Error("stripe webhook", "event", ev.ID, "error", err)
 		}
 		// Stripe redelivers on a 5xx; the change is idempotent.
-		writeError(w, http.StatusInternalServerError, "unavailable", "could not record the event; Stripe will retry")
+		httpjson.Error(w, http.StatusInternalServerError, "unavailable", "could not record the event; Stripe will retry")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"received": true, "event": ev.ID, "account": account})
+	httpjson.Write(w, http.StatusOK, map[string]any{"received": true, "event": ev.ID, "account": account})
 }
 
 // customerID reads "cus_..." or an expanded {"id": "cus_..."}.
@@ -102,14 +103,4 @@ func customerID(raw json.RawMessage) string {
 		return obj.ID
 	}
 	return ""
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
