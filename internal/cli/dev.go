@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	"github.com/superinstance/mesh/internal/config"
@@ -29,7 +28,7 @@ address and stays up until Ctrl-C, then shuts everything down.
 Each part can point at a real service instead: --temporal-address,
 --database-url, --llm-base-url.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&o.DataDir, "data-dir", filepath.Join(config.HomeDir(), "dev"), "where the embedded services keep their data")
+			fs.StringVar(&o.DataDir, "data-dir", config.DevDir(), "where the embedded services keep their data")
 			fs.BoolVar(&o.Fresh, "fresh", false, "delete the data directory first")
 			o.Temporal.Register(fs, "", "use this Temporal frontend instead of the embedded server")
 			fs.StringVar(&o.TemporalListen, "temporal-listen", "127.0.0.1:7233", "address of the embedded Temporal frontend")

@@ -66,7 +66,7 @@ type Dev struct {
 // is stopped again.
 func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err error) {
 	if o.DataDir == "" {
-		o.DataDir = filepath.Join(config.HomeDir(), "dev")
+		o.DataDir = config.DevDir()
 	}
 	if o.TemporalListen == "" {
 		o.TemporalListen = "127.0.0.1:7233"
