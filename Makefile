@@ -26,13 +26,19 @@ deps:
 	@scripts/install-deps.sh
 
 ## tools: Go tools the tests use, each pinned in its own module under tools/.
-tools: $(BIN)/temporal $(BIN)/staticcheck $(BIN)/stripe-mock
+tools: $(BIN)/temporal $(BIN)/staticcheck $(BIN)/stripe-mock $(BIN)/minio $(BIN)/mailpit
 
 $(BIN)/temporal: tools/temporal/go.mod tools/temporal/go.sum
 	cd tools/temporal && $(GO) build -o $@ github.com/temporalio/cli/cmd/temporal
 
 $(BIN)/stripe-mock: tools/stripe-mock/go.mod tools/stripe-mock/go.sum
 	cd tools/stripe-mock && $(GO) build -o $@ github.com/stripe/stripe-mock
+
+$(BIN)/minio: tools/minio/go.mod tools/minio/go.sum
+	cd tools/minio && $(GO) build -o $@ github.com/minio/minio
+
+$(BIN)/mailpit: tools/mailpit/go.mod tools/mailpit/go.sum
+	cd tools/mailpit && $(GO) build -o $@ github.com/axllent/mailpit
 
 $(BIN)/staticcheck: tools/staticcheck/go.mod tools/staticcheck/go.sum
 	cd tools/staticcheck && $(GO) build -o $@ honnef.co/go/tools/cmd/staticcheck

@@ -331,13 +331,9 @@ func (d *Dev) writeState() error {
 // startStripeMock runs stripe-mock (from PATH or beside this executable) on
 // free ports.
 func startStripeMock() (string, func(), error) {
-	bin, err := exec.LookPath("stripe-mock")
+	bin, err := FindTool("stripe-mock")
 	if err != nil {
-		self, _ := os.Executable()
-		bin = filepath.Join(filepath.Dir(self), "stripe-mock")
-		if _, serr := os.Stat(bin); serr != nil {
-			return "", nil, errors.New("stripe-mock not found")
-		}
+		return "", nil, err
 	}
 	httpPort, err := FreePort("127.0.0.1")
 	if err != nil {

@@ -50,6 +50,7 @@ var shared struct {
 	temporal *devstack.Temporal
 	pg       *pgcluster.Cluster
 	pgDir    string
+	minio    *devstack.MinIO
 	stops    []func()
 }
 

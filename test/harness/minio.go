@@ -1,0 +1,75 @@
+package harness
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/devstack"
+)
+
+// BlobConfig returns the configuration of a fresh bucket on the shared MinIO
+// server (built by `make tools`; SI_MINIO names another binary). The bucket
+// and everything in it are removed at cleanup.
+func BlobConfig(t testing.TB) blob.Config {
+	t.Helper()
+	shared.mu.Lock()
+	if shared.minio == nil {
+		bin := os.Getenv("SI_MINIO")
+		if bin == "" {
+			_, file, _, _ := runtime.Caller(0)
+			bin = filepath.Join(filepath.Dir(file), "..", "..", "bin", "minio")
+		}
+		if _, err := os.Stat(bin); err != nil {
+			shared.mu.Unlock()
+			t.Fatalf("minio not found at %s: run `make tools` (or set SI_MINIO)", bin)
+		}
+		dir, err := os.MkdirTemp("", "si-minio-")
+		if err != nil {
+			shared.mu.Unlock()
+			t.Fatal(err)
+		}
+		m, err := devstack.StartMinIO(bin, filepath.Join(dir, "data"), "127.0.0.1:0")
+		if err != nil {
+			shared.mu.Unlock()
+			_ = os.RemoveAll(dir)
+			t.Fatal(err)
+		}
+		shared.minio = m
+		shared.stops = append(shared.stops, func() { m.Stop(); _ = os.RemoveAll(dir) })
+	}
+	m := shared.minio
+	shared.mu.Unlock()
+	cfg := m.Config(UniqueID("t"))
+	s, err := blob.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.EnsureBucket(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.RemoveBucket(ctx); err != nil {
+			t.Errorf("removing bucket %s: %v", cfg.Bucket, err)
+		}
+	})
+	return cfg
+}
+
+// Blob returns a Store on a fresh bucket (see BlobConfig).
+func Blob(t testing.TB) *blob.Store {
+	t.Helper()
+	s, err := blob.New(BlobConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
