@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/llm"
+	"github.com/superinstance/mesh/internal/lora"
 	"github.com/superinstance/mesh/internal/synapse"
 )
 
@@ -31,6 +32,10 @@ type Models struct {
 type Inference struct {
 	LLM    *llm.Client
 	Models Models
+	// Adapters, when set, loads a LoRA on first use after checking the
+	// account may use it (the cloud worker); without it the adapter is
+	// taken as a model the backend already serves (a hub).
+	Adapters *Adapters
 }
 
 // AgentUsage is what one agent call consumed and where it ran.
@@ -64,6 +69,8 @@ type LogosInput struct {
 	Feedback string
 	// LoRA names an adapter the backend serves as a model; empty uses the base model.
 	LoRA string
+	// Account is who the consensus runs for; it must be allowed to use LoRA.
+	Account string
 }
 
 // LogosOutput is Logos's solution.
@@ -115,7 +122,26 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 		model = in.LoRA
 	}
 	p := synapse.LogosPrompt(in.Question, in.Manifest, in.Round, in.Feedback, in.LoRA)
+	use := func() error {
+		if in.LoRA == "" || a.Adapters == nil {
+			return nil
+		}
+		_, err := a.Adapters.UseLoRA(ctx, UseLoRAInput{Account: in.Account, ID: in.LoRA})
+		return err
+	}
+	if err := use(); err != nil {
+		return out, err
+	}
 	u, err := a.ask(ctx, synapse.Logos, model, p, &out.Solution)
+	if err != nil && in.LoRA != "" && a.Adapters != nil && lora.IsNotLoaded(err) {
+		// The backend lost the adapter (a restart, or another worker's
+		// eviction): load it again and retry once.
+		a.Adapters.Cache.Forget(in.LoRA)
+		if err := use(); err != nil {
+			return out, err
+		}
+		u, err = a.ask(ctx, synapse.Logos, model, p, &out.Solution)
+	}
 	out.Usage = u
 	return out, err
 }

@@ -27,6 +27,9 @@ type Cloud struct {
 	// Billing flushes balances to Stripe; nil leaves flushes unregistered.
 	Billing *activities.Billing
 	Flushes *activities.FlushStarter
+	// Adapters registers and loads LoRA adapters; nil (no object store)
+	// leaves the adapter workflows unregistered.
+	Adapters *activities.Adapters
 }
 
 // CloudDeps builds the cloud worker's activities over one Temporal client,
@@ -70,6 +73,11 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	}
 	if deps.Flushes != nil {
 		r.RegisterActivity(deps.Flushes)
+	}
+	if deps.Adapters != nil {
+		r.RegisterActivity(deps.Adapters)
+		r.RegisterWorkflow(workflows.LoRAPushWorkflow)
+		r.RegisterWorkflow(workflows.LoRARemoveWorkflow)
 	}
 }
 

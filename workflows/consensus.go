@@ -4,6 +4,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -279,7 +280,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 
 		var lo activities.LogosOutput
 		if err := c.step(ctx, round, "logos", inf.Logos, activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round,
-			Feedback: feedback, LoRA: c.in.LoRA}, &lo); err != nil {
+			Feedback: feedback, LoRA: c.in.LoRA, Account: c.in.Account}, &lo); err != nil {
 			return err
 		}
 		rs.Solution = &lo.Solution
@@ -424,12 +425,16 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg,
 	}
 }
 
+// passedTypes are the activity error types a consensus fails with as they are.
+var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount,
+	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad}
+
 // passType fails the workflow with the activity's own error type when it is
 // one callers act on (the credit ceiling, an unknown account), and as
 // RoundFailed otherwise.
 func passType(err error, where string) error {
 	var ae *temporal.ApplicationError
-	if errors.As(err, &ae) && (ae.Type() == activities.ErrCreditCeiling || ae.Type() == activities.ErrUnknownAccount) {
+	if errors.As(err, &ae) && slices.Contains(passedTypes, ae.Type()) {
 		return temporal.NewNonRetryableApplicationError(ae.Message(), ae.Type(), err)
 	}
 	return temporal.NewNonRetryableApplicationError(where+": "+cause(err), ErrRoundFailed, err)

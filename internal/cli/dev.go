@@ -26,7 +26,8 @@ over QUIC (its worker on hub.local), and the inference simulator. It prints ever
 address and stays up until Ctrl-C, then shuts everything down.
 
 Each part can point at a real service instead: --temporal-address,
---database-url, --llm-base-url.`,
+--database-url, --llm-base-url, --s3-bucket (adapters go to an embedded MinIO
+otherwise).`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.DataDir, "data-dir", config.DevDir(), "where the embedded services keep their data")
 			fs.BoolVar(&o.Fresh, "fresh", false, "delete the data directory first")
@@ -46,6 +47,9 @@ Each part can point at a real service instead: --temporal-address,
 			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics, /healthz and /ready")
 			o.Stripe.Register(fs)
 			fs.DurationVar(&o.FlushEvery, "flush-every", time.Hour, "how often small balances are flushed to Stripe")
+			o.Blob.Register(fs)
+			fs.StringVar(&o.MinIOListen, "minio-listen", "127.0.0.1:9000", "address of the embedded MinIO (when --s3-bucket is empty)")
+			fs.IntVar(&o.LoRACapacity, "lora-capacity", 8, "how many adapters stay loaded in the inference server")
 			fs.StringVar(&o.WebhookSecret, "stripe-webhook-secret", "whsec_sidev", "signing secret of the Stripe webhook (POST /v1/stripe/webhook on --metrics-listen)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/superinstance/mesh/internal/blob"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,6 +25,7 @@ func serverCommand() *Command {
 		db       config.Database
 		l        config.LLM
 		sc       config.Stripe
+		bc       config.Blob
 		logLevel string
 	)
 	return &Command{
@@ -48,6 +51,9 @@ activities in flight.`,
 			sc.Register(fs)
 			fs.DurationVar(&o.FlushEvery, "flush-every", time.Hour, "how often small balances are flushed to Stripe")
 			fs.StringVar(&o.WebhookSecret, "stripe-webhook-secret", "", "signing secret of the Stripe webhook served at POST /v1/stripe/webhook")
+			bc.Register(fs)
+			fs.StringVar(&o.LoRACacheDir, "lora-cache-dir", filepath.Join(config.HomeDir(), "adapter-cache"), "where adapters are put for the inference server to load (a directory it can read)")
+			fs.IntVar(&o.LoRACapacity, "lora-capacity", 8, "how many adapters stay loaded in the inference server (least recently used go first)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			var err error
@@ -80,6 +86,13 @@ activities in flight.`,
 				o.Stripe = billing.NewStripe(base, key, sc.MeterEvent)
 			} else {
 				fmt.Fprintln(env.Stderr, "si server: no --stripe-key: balances are not flushed to Stripe")
+			}
+			if bc.Config.Bucket != "" {
+				if o.Blob, err = blob.New(bc.Config); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(env.Stderr, "si server: no --s3-bucket: LoRA push and loading are off")
 			}
 			s, err := server.Start(o)
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/superinstance/mesh/internal/blob"
 	"os"
 	"path/filepath"
 
@@ -27,6 +28,11 @@ type DevState struct {
 	CADir           string `json:"ca_dir,omitempty"`
 	StripeURL       string `json:"stripe_url,omitempty"`
 	StripeKey       string `json:"stripe_key,omitempty"`
+	S3Endpoint      string `json:"s3_endpoint,omitempty"`
+	S3Region        string `json:"s3_region,omitempty"`
+	S3Bucket        string `json:"s3_bucket,omitempty"`
+	S3AccessKey     string `json:"s3_access_key,omitempty"`
+	S3SecretKey     string `json:"s3_secret_key,omitempty"`
 }
 
 // DevDir is `si dev`'s default data directory.
@@ -111,4 +117,44 @@ func (s *Stripe) Resolve() (base, key string, ok bool) {
 		return st.StripeURL, st.StripeKey, true
 	}
 	return "", "", false
+}
+
+// Blob holds the flags that reach the object store (S3, R2 or MinIO).
+type Blob struct {
+	Config blob.Config
+	DevDir string
+}
+
+// Register adds the --s3-* flags to fs.
+func (b *Blob) Register(fs *flag.FlagSet) {
+	fs.StringVar(&b.Config.Endpoint, "s3-endpoint", "", "S3 API endpoint, e.g. https://<account>.r2.cloudflarestorage.com (default: AWS S3, or the running si dev's MinIO)")
+	fs.StringVar(&b.Config.Region, "s3-region", "", `region of the bucket ("auto" for R2; default us-east-1)`)
+	fs.StringVar(&b.Config.Bucket, "s3-bucket", "", "bucket that holds adapters")
+	fs.StringVar(&b.Config.AccessKey, "s3-access-key", "", "access key id")
+	fs.StringVar(&b.Config.SecretKey, "s3-secret-key", "", "secret access key")
+}
+
+// Resolve returns the configured store, else the running si dev's; ok is
+// false when neither is there.
+func (b *Blob) Resolve() (blob.Config, bool) {
+	if b.Config.Bucket != "" {
+		return b.Config, true
+	}
+	dir := b.DevDir
+	if dir == "" {
+		dir = DevDir()
+	}
+	if st, err := ReadDevState(dir); err == nil && st.S3Bucket != "" {
+		return blob.Config{Endpoint: st.S3Endpoint, Region: st.S3Region, Bucket: st.S3Bucket, AccessKey: st.S3AccessKey, SecretKey: st.S3SecretKey}, true
+	}
+	return blob.Config{}, false
+}
+
+// Open returns the resolved store.
+func (b *Blob) Open() (*blob.Store, error) {
+	c, ok := b.Resolve()
+	if !ok {
+		return nil, errors.New("no object store: pass --s3-bucket and its credentials (or SI_S3_*), or start `si dev`")
+	}
+	return blob.New(c)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
 	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pgcluster"
 	"github.com/superinstance/mesh/internal/pki"
@@ -52,6 +53,11 @@ type DevOptions struct {
 	Stripe        config.Stripe
 	FlushEvery    time.Duration
 	WebhookSecret string // verifies Stripe webhooks; default whsec_sidev
+	// Blob is an object store to keep adapters in; without a bucket, si dev
+	// runs MinIO (when installed) on MinIOListen.
+	Blob         config.Blob
+	MinIOListen  string
+	LoRACapacity int
 }
 
 // Dev is a running development mesh.
@@ -196,6 +202,27 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		fmt.Fprintf(out, "  billing: %v; flushes to Stripe are off\n", err)
 	}
 
+	// The object store: the one given, or a MinIO of our own.
+	var blobStore *blob.Store
+	bc := o.Blob.Config
+	if bc.Bucket == "" {
+		if bin, err := FindTool("minio"); err != nil {
+			fmt.Fprintf(out, "  adapters: %v; LoRA push is off\n", err)
+		} else if m, err := StartMinIO(bin, filepath.Join(o.DataDir, "minio", "data"), o.MinIOListen); err != nil {
+			fmt.Fprintf(out, "  adapters: %v; LoRA push is off\n", err)
+		} else {
+			d.stops = append(d.stops, m.Stop)
+			bc = m.Config("si-adapters")
+		}
+	}
+	if bc.Bucket != "" {
+		if blobStore, err = blob.New(bc); err != nil {
+			return nil, err
+		}
+		d.State.S3Endpoint, d.State.S3Region, d.State.S3Bucket, d.State.S3AccessKey, d.State.S3SecretKey =
+			bc.Endpoint, bc.Region, bc.Bucket, bc.AccessKey, bc.SecretKey
+	}
+
 	// The cloud roles: the bridge (with certificates from a CA of its own) and the cloud worker.
 	inf := o.LLM.Inference()
 	caDir := filepath.Join(o.DataDir, "ca")
@@ -211,6 +238,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		BridgeListen: o.BridgeListen, BridgeHosts: []string{"127.0.0.1", "localhost"}, CADir: caDir,
 		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
 		Stripe: stripeClient, FlushEvery: o.FlushEvery, WebhookSecret: o.WebhookSecret,
+		Blob: blobStore, LoRACacheDir: filepath.Join(o.DataDir, "adapter-cache"), LoRACapacity: o.LoRACapacity,
 	})
 	if err != nil {
 		return nil, err
@@ -288,6 +316,10 @@ func (d *Dev) Banner(dataDir string) string {
 	if s.Simulator {
 		llm += "   (SIMULATOR: deterministic test double, not a language model)"
 	}
+	objects := "(off: minio not installed; make tools builds it)"
+	if s.S3Bucket != "" {
+		objects = s.S3Endpoint + "   bucket " + s.S3Bucket + "   (si push --expert NAME)"
+	}
 	ui := s.UIURL
 	if ui == "" {
 		ui = "(off)"
@@ -303,10 +335,11 @@ func (d *Dev) Banner(dataDir string) string {
   cloud worker        task queue %q
   HTTP API, metrics    %s   (/v1/consensus, /metrics, /v1/stripe/webhook)
   stripe              %s
+  object store        %s
 try:  si ask "What is the capital of France?"     si escalate "Why is the sky blue?"     si hubs
 Ctrl-C stops everything.
 `, dataDir, s.TemporalAddress, ui, s.DatabaseURL, llm, s.BridgeAddress, s.CADir, s.HubID, workers.HubQueue(s.HubID), s.HubAPI,
-		workers.CloudQueue, strings.TrimSuffix(s.MetricsURL, "/metrics"), stripe)
+		workers.CloudQueue, strings.TrimSuffix(s.MetricsURL, "/metrics"), stripe, objects)
 }
 
 // Stop shuts every part down, last started first.

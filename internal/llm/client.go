@@ -124,17 +124,58 @@ func (c *Client) UnloadLoRA(ctx context.Context, name string) error {
 	return c.post(ctx, "/unload_lora_adapter", map[string]string{"lora_name": name}, nil)
 }
 
-func (c *Client) post(ctx context.Context, path string, body, out any) error {
-	buf, err := json.Marshal(body)
+// Model is one entry of /v1/models. Parent names the base model of a LoRA
+// adapter (vLLM's convention); it is empty for a base model.
+type Model struct {
+	ID     string `json:"id"`
+	Parent string `json:"parent,omitempty"`
+}
+
+// Models lists what the server serves: base models and loaded adapters.
+func (c *Client) Models(ctx context.Context) ([]Model, error) {
+	var out struct {
+		Data []Model `json:"data"`
+	}
+	err := c.do(ctx, http.MethodGet, "/models", nil, &out)
+	return out.Data, err
+}
+
+// BaseModels lists the base models the server serves.
+func (c *Client) BaseModels(ctx context.Context) ([]string, error) {
+	all, err := c.Models(ctx)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	var base []string
+	for _, m := range all {
+		if m.Parent == "" {
+			base = append(base, m.ID)
+		}
+	}
+	return base, nil
+}
+
+func (c *Client) post(ctx context.Context, path string, body, out any) error {
+	return c.do(ctx, http.MethodPost, path, body, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		buf, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(buf)
 	}
 	url := strings.TrimRight(c.BaseURL, "/") + path
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(buf))
+	hreq, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return err
 	}
-	hreq.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		hreq.Header.Set("Content-Type", "application/json")
+	}
 	if c.APIKey != "" {
 		hreq.Header.Set("Authorization", "Bearer "+c.APIKey)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/superinstance/mesh/hub/bridge"
 	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workers"
@@ -78,6 +79,12 @@ type Options struct {
 	// WebhookSecret verifies Stripe webhooks at POST /v1/stripe/webhook; empty disables the route.
 	WebhookSecret string
 	Logger        *slog.Logger
+	// Blob holds adapters; nil leaves LoRA push and loading off.
+	Blob *blob.Store
+	// LoRACacheDir is where adapters are put for the inference server to
+	// load (a directory it can read). LoRACapacity bounds how many stay loaded.
+	LoRACacheDir string
+	LoRACapacity int
 }
 
 // Server is the running roles.
@@ -101,6 +108,19 @@ func Start(o Options) (s *Server, err error) {
 	metrics := bridge.NewMetrics()
 	if o.Roles[RoleWorker] {
 		deps := workers.CloudDeps(o.Temporal, o.Store, o.Inference)
+		if o.Blob != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := o.Blob.EnsureBucket(ctx)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			llmc := o.Inference.LLM
+			deps.Adapters = activities.NewAdapters(o.Store, o.Blob, llmc, o.LoRACacheDir, o.LoRACapacity, llmc.BaseModels)
+			inf := *o.Inference
+			inf.Adapters = deps.Adapters
+			deps.Inference = &inf
+		}
 		if o.Stripe != nil {
 			deps.Billing = &activities.Billing{Store: o.Store, Stripe: o.Stripe}
 			if err := ensureSweep(o.Temporal, o.FlushEvery); err != nil {

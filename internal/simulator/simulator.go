@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/superinstance/mesh/internal/llm"
+	"github.com/superinstance/mesh/internal/lora"
 	"github.com/superinstance/mesh/internal/synapse"
 )
 
@@ -64,12 +65,14 @@ type Server struct {
 	requests atomic.Int64
 
 	mu    sync.Mutex
-	loras map[string]string // name -> path
+	loras map[string]adapter
 }
+
+type adapter struct{ path, base string }
 
 // New returns a simulator.
 func New(opts Options) *Server {
-	s := &Server{opts: opts, mux: http.NewServeMux(), loras: map[string]string{}}
+	s := &Server{opts: opts, mux: http.NewServeMux(), loras: map[string]adapter{}}
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
 	s.mux.HandleFunc("POST /v1/load_lora_adapter", s.loadLoRA)
@@ -96,14 +99,18 @@ func (s *Server) LoadedLoRAs() []string {
 
 func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 	type model struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		OwnedBy string `json:"owned_by"`
+		ID      string  `json:"id"`
+		Object  string  `json:"object"`
+		OwnedBy string  `json:"owned_by"`
+		Parent  *string `json:"parent"`
 	}
-	data := []model{{ModelSmall, "model", "si-simulator"}, {ModelLarge, "model", "si-simulator"}}
-	for _, n := range s.LoadedLoRAs() {
-		data = append(data, model{n, "model", "si-simulator"})
+	data := []model{{ModelSmall, "model", "si-simulator", nil}, {ModelLarge, "model", "si-simulator", nil}}
+	s.mu.Lock()
+	for n, a := range s.loras {
+		data = append(data, model{n, "model", "si-simulator", &a.base})
 	}
+	s.mu.Unlock()
+	sort.Slice(data[2:], func(i, j int) bool { return data[2+i].ID < data[2+j].ID })
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
@@ -172,10 +179,16 @@ func (s *Server) loadLoRA(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "simulated load failure for "+req.Name)
 		return
 	}
+	// Like vLLM, the adapter is read from lora_path, a directory on this host.
+	a, err := lora.Open(req.Path)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Loading lora %s failed: %v", req.Name, err))
+		return
+	}
 	s.mu.Lock()
 	_, exists := s.loras[req.Name]
 	if !exists {
-		s.loras[req.Name] = req.Path
+		s.loras[req.Name] = adapter{path: req.Path, base: a.Config.BaseModel}
 	}
 	s.mu.Unlock()
 	if exists {

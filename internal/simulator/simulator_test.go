@@ -6,11 +6,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/superinstance/mesh/internal/llm"
+	"github.com/superinstance/mesh/internal/lora"
 	"github.com/superinstance/mesh/internal/synapse"
 )
 
@@ -85,11 +87,21 @@ func TestLoRAEndpoints(t *testing.T) {
 	if !errors.As(err, &he) || he.Status != http.StatusNotFound || he.Temporary() {
 		t.Fatalf("unknown model: %v", err)
 	}
-	if err := c.LoadLoRA(ctx, "lora_x", "/adapters/x"); err != nil {
+	if err := c.LoadLoRA(ctx, "lora_x", t.TempDir()); err == nil {
+		t.Fatal("an empty directory loaded as an adapter")
+	}
+	dir := filepath.Join(t.TempDir(), "x")
+	if err := lora.Scaffold(dir, lora.ScaffoldOptions{BaseModel: ModelSmall, Rank: 2, Hidden: 8}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.LoadLoRA(ctx, "lora_x", "/adapters/x"); err == nil {
+	if err := c.LoadLoRA(ctx, "lora_x", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LoadLoRA(ctx, "lora_x", dir); err == nil {
 		t.Fatal("loading twice should be refused, as vLLM does")
+	}
+	if base, err := c.BaseModels(ctx); err != nil || len(base) != 2 {
+		t.Fatalf("BaseModels = %v, %v; want the two simulator models, not the adapter", base, err)
 	}
 	if got := s.LoadedLoRAs(); len(got) != 1 || got[0] != "lora_x" {
 		t.Fatalf("loaded %v", got)

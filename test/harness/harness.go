@@ -36,6 +36,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/devstack"
 	"github.com/superinstance/mesh/internal/llm"
@@ -228,6 +229,9 @@ type Mesh struct {
 	Inference *activities.Inference
 	// Stripe is set by WithStripe.
 	Stripe *billing.Stripe
+	// Blob and Adapters are set by WithAdapters.
+	Blob     *blob.Store
+	Adapters *activities.Adapters
 }
 
 // StartMesh starts the cloud worker against the shared Temporal server, a

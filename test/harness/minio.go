@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/devstack"
+	"github.com/superinstance/mesh/workers"
 )
 
 // BlobConfig returns the configuration of a fresh bucket on the shared MinIO
@@ -72,4 +74,21 @@ func Blob(t testing.TB) *blob.Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// WithAdapters gives the cloud worker LoRA push and loading: a fresh bucket,
+// a cache directory of the test's, and at most capacity adapters loaded in
+// the mesh's simulator.
+func WithAdapters(t testing.TB, capacity int) func(*Mesh, *workers.Cloud) {
+	t.Helper()
+	b := Blob(t)
+	dir := t.TempDir()
+	return func(m *Mesh, c *workers.Cloud) {
+		m.Blob = b
+		m.Adapters = activities.NewAdapters(m.Store, b, m.Inference.LLM, dir, capacity, m.Inference.LLM.BaseModels)
+		inf := *m.Inference
+		inf.Adapters = m.Adapters
+		c.Inference = &inf
+		c.Adapters = m.Adapters
+	}
 }

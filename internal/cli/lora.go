@@ -1,0 +1,340 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/llm"
+	"github.com/superinstance/mesh/internal/lora"
+	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/internal/simulator"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/workflows"
+)
+
+func loraRoot() string { return filepath.Join(config.HomeDir(), "loras") }
+
+func pushCommand() *Command {
+	var (
+		expert   bool
+		account  string
+		project  string
+		name     string
+		llmURL   string
+		parallel int
+		partMiB  int64
+		asJSON   bool
+		t        config.Temporal
+		bc       config.Blob
+	)
+	return &Command{
+		Name:  "push",
+		Args:  "--expert [PATH|NAME]",
+		Short: "validate a LoRA adapter, upload it and register it for cloud inference",
+		Long: `si push --expert finds an adapter (adapter_config.json and
+adapter_model.safetensors) at PATH or under ~/.si/loras/NAME, validates it
+before any byte is sent (the safetensors header, the adapter config, and that
+the cloud backend serves its base model), uploads it with a progress bar
+(multipart, parts in parallel; an interrupted push continues where it
+stopped), then runs LoRAPushWorkflow, which verifies the stored object's size
+and SHA-256, registers it, loads it into the inference backend and marks it
+available. It prints the adapter's id; use it with si ask --lora ID.
+
+Pushing the same bytes again registers nothing new: it prints the existing id.
+
+  si push --expert support-bot
+  si push --expert ./out/checkpoint-500 --project acme`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&expert, "expert", false, "push a LoRA expert adapter (the kind of artifact push sends)")
+			fs.StringVar(&account, "account", "dev", "account that owns the adapter")
+			fs.StringVar(&project, "project", "", "project whose collaborators may use the adapter too (created if new)")
+			fs.StringVar(&name, "name", "", "label for the adapter (default: the directory's name)")
+			fs.StringVar(&llmURL, "llm-base-url", "", "inference backend to check the base model against (default: the running si dev's)")
+			fs.IntVar(&parallel, "parallel", 4, "parts uploaded at once")
+			fs.Int64Var(&partMiB, "part-size", 16, "multipart part size in MiB (at least 5)")
+			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			bc.Register(fs)
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if !expert {
+				return errors.New("say what to push: si push --expert [PATH|NAME]")
+			}
+			if len(args) > 1 {
+				return fmt.Errorf("unexpected argument %q", args[1])
+			}
+			arg := ""
+			if len(args) == 1 {
+				arg = args[0]
+			} else if _, err := os.Stat(lora.ConfigFile); err == nil {
+				arg = "."
+			} else {
+				return fmt.Errorf("name an adapter: a directory, or one of %s", strings.Join(localAdapters(), ", "))
+			}
+			out := env.Stderr
+			if asJSON {
+				out = io.Discard
+			}
+			dir, err := lora.Find(arg, loraRoot())
+			if err != nil {
+				return err
+			}
+			a, err := lora.Open(dir)
+			if err != nil {
+				return fmt.Errorf("%s does not validate: %w", dir, err)
+			}
+			if name != "" {
+				a.Name = name
+			}
+			fmt.Fprintf(out, "✓ found      %s (%s)\n", a.Name, dir)
+			fmt.Fprintf(out, "✓ size       %s, %d tensors, %d parameters; header valid\n", humanBytes(a.Size), len(a.Header.Tensors), a.Header.Params())
+			served, err := servedModels(ctx, llmURL)
+			switch {
+			case err != nil:
+				fmt.Fprintf(out, "- base model %s (rank %d): not checked here (%v); the server checks it\n", a.Config.BaseModel, a.Config.Rank, err)
+			default:
+				if err := a.CheckBase(served); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "✓ base model %s (rank %d, alpha %g, %s), served by the cloud backend\n",
+					a.Config.BaseModel, a.Config.Rank, a.Config.Alpha, strings.Join(a.Config.TargetModules, ", "))
+			}
+			bs, err := bc.Open()
+			if err != nil {
+				return err
+			}
+			bar := newTransferBar(out, "  uploading ", a.Size)
+			start := time.Now()
+			up, err := runner.UploadLoRA(ctx, bs, a, account, project, blob.UploadOptions{PartSize: partMiB << 20, Parallel: parallel,
+				Progress: func(done, _ int64) { bar.Set(done) }})
+			if err != nil {
+				return err
+			}
+			switch {
+			case up.AlreadyStored:
+				fmt.Fprintf(out, "✓ uploaded   already stored (same SHA-256 %s…)\n", up.Input.SHA256[:12])
+			case up.Result.Resumed > 0:
+				fmt.Fprintf(out, "✓ uploaded   %s in %d parts, %.1fs; resumed, %s were already there\n", humanBytes(a.Size), up.Result.Parts,
+					time.Since(start).Seconds(), humanBytes(up.Result.Resumed))
+			default:
+				fmt.Fprintf(out, "✓ uploaded   %s in %d parts, %.1fs\n", humanBytes(a.Size), up.Result.Parts, time.Since(start).Seconds())
+			}
+			c, err := t.Dial(10 * time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			fmt.Fprintln(out, "… registering (verify size and SHA-256, register, load into the backend)")
+			start = time.Now()
+			res, err := runner.RegisterLoRA(ctx, c, up.Input)
+			if err != nil {
+				return err
+			}
+			sum := up.Input.SHA256
+			if asJSON {
+				return printJSON(env.Stdout, map[string]any{"id": res.ID, "existing": res.Existing, "state": res.State,
+					"sha256": sum, "size_bytes": a.Size, "base_model": a.Config.BaseModel,
+					"workflow_id": workflows.LoRAPushWorkflowID(account, sum)})
+			}
+			if res.Existing {
+				fmt.Fprintf(env.Stdout, "%s is already registered (same bytes): %s\n", a.Name, res.ID)
+			} else {
+				fmt.Fprintf(env.Stdout, "✓ %s registered as %s and available (%.0f ms)\n", a.Name, res.ID, float64(time.Since(start).Microseconds())/1000)
+			}
+			fmt.Fprintf(env.Stdout, "use it:  si ask --lora %s \"...\"\n", res.ID)
+			return nil
+		},
+	}
+}
+
+func servedModels(ctx context.Context, url string) ([]string, error) {
+	if url == "" {
+		st, err := config.ReadDevState(config.DevDir())
+		if err != nil || st.LLMBaseURL == "" {
+			return nil, errors.New("no --llm-base-url and no running si dev")
+		}
+		url = st.LLMBaseURL
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return (&llm.Client{BaseURL: url}).BaseModels(ctx)
+}
+
+func localAdapters() []string {
+	entries, _ := os.ReadDir(loraRoot())
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) == 0 {
+		return []string{"(none under " + loraRoot() + ")"}
+	}
+	return names
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func loraCommand() *Command {
+	var (
+		db      config.Database
+		account string
+		asJSON  bool
+	)
+	common := func(fs *flag.FlagSet) {
+		db.Register(fs)
+		fs.StringVar(&account, "account", "dev", "the account asking (it sees its own adapters and its projects')")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	}
+	var t config.Temporal
+	var scaffold lora.ScaffoldOptions
+	var sizeMiB float64
+	return &Command{
+		Name:  "lora",
+		Short: "list, show, remove and scaffold LoRA adapters",
+		Sub: []*Command{{
+			Name:  "ls",
+			Short: "list the adapters the account may use",
+			Flags: common,
+			Run: func(ctx context.Context, env *Env, args []string) error {
+				if len(args) > 0 {
+					return fmt.Errorf("unexpected argument %q", args[0])
+				}
+				st, err := db.Open(ctx)
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				ls, err := st.LoRAs(ctx, account)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					if ls == nil {
+						ls = []store.LoRA{}
+					}
+					return printJSON(env.Stdout, ls)
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tNAME\tOWNER\tPROJECT\tBASE MODEL\tRANK\tSIZE\tSTATE\tCREATED")
+				for _, l := range ls {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.ID, l.Name, l.Owner, dash(l.Project), l.BaseModel, l.Rank,
+						humanBytes(l.Size), l.State, l.CreatedAt.Local().Format(time.DateTime))
+				}
+				return tw.Flush()
+			},
+		}, {
+			Name:  "show",
+			Args:  "ID",
+			Short: "show one adapter",
+			Flags: common,
+			Run: func(ctx context.Context, env *Env, args []string) error {
+				if len(args) != 1 {
+					return errors.New("usage: si lora show ID")
+				}
+				st, err := db.Open(ctx)
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				l, err := st.LoRAFor(ctx, account, args[0])
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("adapter %s not found", args[0])
+				}
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(env.Stdout, l)
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				rows := [][2]string{{"id", l.ID}, {"name", l.Name}, {"owner", l.Owner}, {"project", dash(l.Project)},
+					{"base model", l.BaseModel}, {"rank", fmt.Sprint(l.Rank)}, {"alpha", fmt.Sprint(l.Alpha)},
+					{"target modules", strings.Join(l.TargetModules, ", ")}, {"size", fmt.Sprintf("%s (%d bytes)", humanBytes(l.Size), l.Size)},
+					{"sha256", l.SHA256}, {"state", l.State}, {"created", l.CreatedAt.Local().Format(time.RFC3339)}}
+				if l.LastUsedAt != nil {
+					rows = append(rows, [2]string{"last used", l.LastUsedAt.Local().Format(time.RFC3339)})
+				}
+				for _, r := range rows {
+					fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+				}
+				return tw.Flush()
+			},
+		}, {
+			Name:  "rm",
+			Args:  "ID",
+			Short: "unload an adapter, unregister it and delete its object",
+			Flags: func(fs *flag.FlagSet) {
+				fs.StringVar(&account, "account", "dev", "the account asking (the owner, or an owner or editor of its project)")
+				t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			},
+			Run: func(ctx context.Context, env *Env, args []string) error {
+				if len(args) != 1 {
+					return errors.New("usage: si lora rm ID")
+				}
+				if !lora.ValidID(args[0]) {
+					return fmt.Errorf("adapter %s not found", args[0])
+				}
+				c, err := t.Dial(10 * time.Second)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if err := runner.RemoveLoRA(ctx, c, account, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "removed %s (unloaded, unregistered, object deleted)\n", args[0])
+				return nil
+			},
+		}, {
+			Name:  "new",
+			Args:  "NAME",
+			Short: "write a structurally valid adapter with zero weights under ~/.si/loras/NAME",
+			Long: `si lora new writes adapter_config.json and adapter_model.safetensors under
+~/.si/loras/NAME: q_proj and v_proj LoRA matrices with zero weights, as many
+layers as --size needs. It is for trying push and hot-swap end to end, not a
+trained adapter.`,
+			Flags: func(fs *flag.FlagSet) {
+				fs.StringVar(&scaffold.BaseModel, "base", simulator.ModelSmall, "base model")
+				fs.IntVar(&scaffold.Rank, "rank", 8, "LoRA rank")
+				fs.IntVar(&scaffold.Hidden, "hidden", 1024, "hidden size of the base model")
+				fs.Float64Var(&sizeMiB, "size", 1, "approximate size of the weights in MiB")
+			},
+			Run: func(ctx context.Context, env *Env, args []string) error {
+				if len(args) != 1 || strings.ContainsAny(args[0], `/\`) || args[0] == "." || args[0] == ".." {
+					return errors.New("usage: si lora new NAME (a plain name, no path)")
+				}
+				dir := filepath.Join(loraRoot(), args[0])
+				scaffold.Bytes = int64(sizeMiB * (1 << 20))
+				if err := lora.Scaffold(dir, scaffold); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "wrote %s (base %s, rank %d); push it with: si push --expert %s\n", dir, scaffold.BaseModel, scaffold.Rank, args[0])
+				return nil
+			},
+		}},
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Project roles, from most to least privileged.
+const (
+	RoleOwner  = "owner"
+	RoleEditor = "editor"
+	RoleViewer = "viewer"
+)
+
+// ErrForbidden: the caller can see the thing but their role does not allow the action.
+var ErrForbidden = errors.New("forbidden")
+
+// CanWrite reports whether role may change a project's contents.
+func CanWrite(role string) bool { return role == RoleOwner || role == RoleEditor }
+
+// ProjectRole returns account's role in project, or ErrNotFound when the
+// project does not exist or the account is not a member (the two are not
+// told apart).
+func (s *Store) ProjectRole(ctx context.Context, project, account string) (string, error) {
+	var role string
+	err := s.Pool.QueryRow(ctx, `SELECT role FROM project_members WHERE project_id = $1 AND account_id = $2`, project, account).Scan(&role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return role, err
+}
+
+// ClaimProject makes owner the owner of project, creating it if needed. A
+// project that already has an owner other than this one is ErrNotFound
+// unless owner is an owner or editor of it (then it is left as it is).
+func (s *Store) ClaimProject(ctx context.Context, project, owner string) (role string, err error) {
+	if err := ValidProjectID(project); err != nil {
+		return "", err
+	}
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO projects (id, owner_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, project, owner); err != nil {
+			return err
+		}
+		var current *string
+		if err := tx.QueryRow(ctx, `SELECT owner_id FROM projects WHERE id = $1 FOR UPDATE`, project).Scan(&current); err != nil {
+			return err
+		}
+		if current == nil {
+			if _, err := tx.Exec(ctx, `UPDATE projects SET owner_id = $2 WHERE id = $1`, project, owner); err != nil {
+				return err
+			}
+			current = &owner
+		}
+		if *current == owner {
+			role = RoleOwner
+			_, err := tx.Exec(ctx, `INSERT INTO project_members (project_id, account_id, role) VALUES ($1, $2, 'owner')
+				ON CONFLICT (project_id, account_id) DO UPDATE SET role = 'owner'`, project, owner)
+			return err
+		}
+		err := tx.QueryRow(ctx, `SELECT role FROM project_members WHERE project_id = $1 AND account_id = $2`, project, owner).Scan(&role)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("project %s: %w", project, ErrNotFound)
+		}
+		return err
+	})
+	return role, err
+}
+
+// AddMember gives account role in project (replacing any role it had).
+func (s *Store) AddMember(ctx context.Context, project, account, role string) error {
+	_, err := s.Pool.Exec(ctx, `INSERT INTO project_members (project_id, account_id, role) VALUES ($1, $2, $3)
+		ON CONFLICT (project_id, account_id) DO UPDATE SET role = EXCLUDED.role`, project, account, role)
+	return err
+}
