@@ -65,6 +65,14 @@ echo "== 6. A flush of the whole cents to Stripe (stripe-mock); the sub-cent res
 "$SI" balance --dev-dir "$DEMO_DIR" | grep -E "^(unbilled|charged)"
 "$SI" billing flushes --dev-dir "$DEMO_DIR"
 echo
+echo "== 7. LoRA hot-swap: a generated adapter, validated, uploaded to MinIO, registered and loaded"
+"$SI" lora new demo-expert --size 4
+"$SI" push --expert demo-expert
+lora_id=$("$SI" lora ls --dev-dir "$DEMO_DIR" --json | sed -n 's/.*"id": "\(lora_[a-z2-7]*\)".*/\1/p' | head -1)
+"$SI" lora ls --dev-dir "$DEMO_DIR"
+echo "   Logos answers through the adapter:"
+"$SI" ask --lora "$lora_id" "Draft a reply to a password-reset ticket."
+echo
 echo "All runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
 echo "The stack keeps running (pid $(cat "$PIDFILE")). Try: $SI ask \"your question\""
 echo "Stop it with: make demo-stop"

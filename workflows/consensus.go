@@ -389,8 +389,14 @@ func (c *consensus) place(ctx workflow.Context) error {
 func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg, out any) error {
 	c.stepID = fmt.Sprintf("r%d-%s", round, agent)
 	for {
+		queue := c.queue
+		if agent == "logos" && c.in.LoRA != "" {
+			// Adapters live in the cloud registry and load into the cloud
+			// backend; a hub serves base models.
+			queue = c.cloud
+		}
 		opts := workflow.ActivityOptions{
-			TaskQueue:           c.queue,
+			TaskQueue:           queue,
 			StartToCloseTimeout: c.in.StepTimeout,
 			RetryPolicy: &temporal.RetryPolicy{
 				InitialInterval:        time.Second,
@@ -403,7 +409,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg,
 		if !c.stepIDs0 {
 			opts.ActivityID = c.stepID
 		}
-		onHub := c.queue != c.cloud
+		onHub := queue != c.cloud
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
 		}

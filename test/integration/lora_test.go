@@ -85,14 +85,24 @@ func TestLoRAPushRegistersLoadsAndServesConsensus(t *testing.T) {
 		t.Fatalf("alice has %d adapters after pushing one twice", len(ls))
 	}
 
-	_, st, err := ask(t, m, workflows.ConsensusInput{Prompt: "Reset my password [sim:agree]", Account: "alice", LoRA: id}, nil)
+	// Placed on a healthy hub, the other agents run there; Logos with the
+	// adapter runs in the cloud, where adapters are loaded.
+	m.StartHub(t, "gpu-1")
+	_, st, err := ask(t, m, workflows.ConsensusInput{Prompt: "Reset my password [sim:agree]", Account: "alice", LoRA: id,
+		HubQueue: workers.HubQueue("gpu-1"), Placement: workflows.PlacementHub}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logos []string
 	for _, u := range st.Usage {
-		if u.Role == "logos" {
+		switch {
+		case u.Role == "logos":
 			logos = append(logos, u.Model)
+			if u.RanOn != workers.CloudQueue {
+				t.Errorf("Logos with an adapter ran on %s", u.RanOn)
+			}
+		case u.RanOn != workers.HubQueue("gpu-1"):
+			t.Errorf("%s ran on %s, want the hub", u.Role, u.RanOn)
 		}
 	}
 	if len(logos) == 0 || logos[0] != id {
