@@ -21,6 +21,7 @@ const (
 	ErrInferenceRejected = "InferenceRejected"
 	ErrCreditCeiling     = "CreditCeiling"
 	ErrUnknownAccount    = "UnknownAccount"
+	ErrGuestQuota        = "GuestQuotaExhausted"
 )
 
 // Models names the model each agent uses.

@@ -25,7 +25,10 @@ func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Ch
 	for _, u := range events {
 		c, err := l.Store.LogUsage(ctx, u)
 		var se *store.SuspendedError
+		var qe *store.GuestQuotaError
 		switch {
+		case errors.As(err, &qe):
+			return out, temporal.NewNonRetryableApplicationError(qe.Error(), ErrGuestQuota, err)
 		case errors.As(err, &se):
 			return out, temporal.NewNonRetryableApplicationError(se.Error(), ErrCreditCeiling, err)
 		case errors.Is(err, store.ErrNotFound):

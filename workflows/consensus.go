@@ -96,6 +96,9 @@ type ConsensusInput struct {
 	CloudQueue string
 	// LoRA is an adapter id for Logos; empty uses the base model.
 	LoRA string
+	// GuestSession, when set, runs the consensus for a guest of Account's
+	// project: Account pays, up to the session's remaining quota.
+	GuestSession string
 	// Resume continues from an earlier state.
 	Resume *Resume
 	// StepTimeout bounds one agent call. Default 2 minutes.
@@ -249,6 +252,11 @@ func (c *consensus) run(ctx workflow.Context) error {
 		if err := workflow.ExecuteActivity(actx, r.CheckAccount, c.in.Account).Get(ctx, nil); err != nil {
 			return passType(err, "account check")
 		}
+		if c.in.GuestSession != "" {
+			if err := workflow.ExecuteActivity(actx, r.CheckGuest, c.in.GuestSession, c.in.Account).Get(ctx, nil); err != nil {
+				return passType(err, "guest check")
+			}
+		}
 	}
 	if err := c.place(ctx); err != nil {
 		return err
@@ -334,6 +342,7 @@ func (c *consensus) bill(ctx workflow.Context) error {
 	for i, u := range c.state.Usage[c.billed:] {
 		events = append(events, store.Usage{
 			EventID: wid + "/" + c.stepIDs[c.billed+i], Account: c.in.Account, Project: c.in.Project, Model: u.Model,
+			GuestSession: c.in.GuestSession,
 			PromptTokens: int64(u.PromptTokens), CompletionTokens: int64(u.CompletionTokens),
 		})
 	}
@@ -433,7 +442,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg,
 
 // passedTypes are the activity error types a consensus fails with as they are.
 var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount,
-	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad}
+	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad, activities.ErrGuestQuota}
 
 // passType fails the workflow with the activity's own error type when it is
 // one callers act on (the credit ceiling, an unknown account), and as

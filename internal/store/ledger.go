@@ -25,6 +25,13 @@ var (
 	ErrExists = errors.New("already exists")
 )
 
+// GuestQuotaError: the guest session's quota is spent; nothing was written.
+type GuestQuotaError struct{ Session string }
+
+func (e *GuestQuotaError) Error() string {
+	return "guest quota exhausted: session " + e.Session + " has spent its quota; ask the host for another invite"
+}
+
 // SuspendedError says why an account refuses new usage.
 type SuspendedError struct {
 	Account           string
@@ -162,6 +169,10 @@ type Charge struct {
 	Unbilled money.Micros
 	// FlushDue is true when the unbilled balance reached the flush threshold.
 	FlushDue bool
+	// GuestRemaining is the guest session's quota left after the event;
+	// GuestCapped is true when the event was charged only what was left.
+	GuestRemaining money.Micros
+	GuestCapped    bool
 }
 
 // LogUsage bills one inference call in one transaction: cost basis from the
@@ -216,6 +227,31 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 		c.Multiplier = mult
 		if c.Gross, err = money.Apply(c.CostBasis, mult); err != nil {
 			return err
+		}
+		if u.GuestSession != "" {
+			// The session row lock (taken after the host's account lock, in
+			// that order everywhere) serialises the guest's spending.
+			var remaining money.Micros
+			var host string
+			err := tx.QueryRow(ctx, `SELECT remaining, host_id FROM guest_sessions WHERE id = $1 FOR UPDATE`, u.GuestSession).Scan(&remaining, &host)
+			if errors.Is(err, pgx.ErrNoRows) || (err == nil && host != u.Account) {
+				return fmt.Errorf("guest session %s of account %s: %w", u.GuestSession, u.Account, ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			if remaining <= 0 {
+				return &GuestQuotaError{Session: u.GuestSession}
+			}
+			// The host never pays beyond the quota: the call that crosses it
+			// is charged what was left.
+			if c.Gross > remaining {
+				c.Gross, c.GuestCapped = remaining, true
+			}
+			c.GuestRemaining = remaining - c.Gross
+			if _, err := tx.Exec(ctx, `UPDATE guest_sessions SET remaining = $2 WHERE id = $1`, u.GuestSession, c.GuestRemaining); err != nil {
+				return err
+			}
 		}
 		c.CreditsApplied = min(a.Credits, c.Gross)
 		c.Charged = c.Gross - c.CreditsApplied

@@ -1,0 +1,199 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/superinstance/mesh/internal/money"
+)
+
+// Invite states.
+const (
+	InvitePending  = "pending"
+	InviteAccepted = "accepted"
+	InviteRevoked  = "revoked"
+	InviteExpired  = "expired"
+)
+
+// Invite is an invitation to a project; only its token's hash is kept.
+type Invite struct {
+	ID        string       `json:"id"`
+	TokenHash []byte       `json:"-"`
+	Project   string       `json:"project"`
+	Host      string       `json:"host"`
+	Role      string       `json:"role"`
+	Quota     money.Micros `json:"quota_micros"`
+	State     string       `json:"state"`
+	ExpiresAt time.Time    `json:"expires_at"`
+	CreatedAt time.Time    `json:"created_at"`
+}
+
+// GuestSession is an accepted invite: the guest spends the host's money up
+// to Quota.
+type GuestSession struct {
+	ID        string       `json:"id"`
+	InviteID  string       `json:"invite_id"`
+	Project   string       `json:"project"`
+	Host      string       `json:"host"`
+	Role      string       `json:"role"`
+	Quota     money.Micros `json:"quota_micros"`
+	Remaining money.Micros `json:"remaining_micros"`
+	CreatedAt time.Time    `json:"created_at"`
+}
+
+// InviteError says why a token cannot be used.
+type InviteError struct{ Reason string }
+
+func (e *InviteError) Error() string { return e.Reason }
+
+// CreateInvite stores an invite from a host who owns or edits the project
+// (a new project is created, owned by the host).
+func (s *Store) CreateInvite(ctx context.Context, in Invite) (Invite, error) {
+	if len(in.TokenHash) != 32 {
+		return in, errors.New("invite token hash must be 32 bytes")
+	}
+	if in.Role != RoleEditor && in.Role != RoleViewer {
+		return in, fmt.Errorf("invite role %q: use editor or viewer", in.Role)
+	}
+	if in.Quota <= 0 {
+		return in, errors.New("invite quota must be positive")
+	}
+	role, err := s.ClaimProject(ctx, in.Project, in.Host)
+	if err != nil {
+		return in, err
+	}
+	if !CanWrite(role) {
+		return in, fmt.Errorf("project %s: a %s cannot invite: %w", in.Project, role, ErrForbidden)
+	}
+	err = s.Pool.QueryRow(ctx, `INSERT INTO invites (id, token_hash, project_id, host_id, role, quota, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING state, created_at`,
+		in.ID, in.TokenHash, in.Project, in.Host, in.Role, in.Quota, in.ExpiresAt).Scan(&in.State, &in.CreatedAt)
+	return in, err
+}
+
+const inviteColumns = `id, token_hash, project_id, host_id, role, quota, state, expires_at, created_at`
+
+func scanInvite(row pgx.Row) (Invite, error) {
+	var i Invite
+	err := row.Scan(&i.ID, &i.TokenHash, &i.Project, &i.Host, &i.Role, &i.Quota, &i.State, &i.ExpiresAt, &i.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return i, ErrNotFound
+	}
+	return i, err
+}
+
+// InviteByID returns an invite.
+func (s *Store) InviteByID(ctx context.Context, id string) (Invite, error) {
+	return scanInvite(s.Pool.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE id = $1`, id))
+}
+
+// InviteByTokenHash finds the invite whose token hashes to h. The stored
+// hash is compared in constant time as well as looked up by index.
+func (s *Store) InviteByTokenHash(ctx context.Context, h []byte) (Invite, error) {
+	i, err := scanInvite(s.Pool.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE token_hash = $1`, h))
+	if err == nil && subtle.ConstantTimeCompare(i.TokenHash, h) != 1 {
+		return Invite{}, ErrNotFound
+	}
+	return i, err
+}
+
+// Invites lists a host's invites, newest first.
+func (s *Store) Invites(ctx context.Context, host string) ([]Invite, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+inviteColumns+` FROM invites WHERE host_id = $1 ORDER BY created_at DESC`, host)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Invite
+	for rows.Next() {
+		i, err := scanInvite(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, i)
+	}
+	return out, rows.Err()
+}
+
+// AcceptInvite turns a pending, unexpired invite into a guest session with
+// the given id. Accepting twice with the same session id returns the same
+// session (a retried accept); any other use of a closed invite is an
+// *InviteError.
+func (s *Store) AcceptInvite(ctx context.Context, inviteID, sessionID string, now time.Time) (GuestSession, error) {
+	var g GuestSession
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		i, err := scanInvite(tx.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE id = $1 FOR UPDATE`, inviteID))
+		if err != nil {
+			return err
+		}
+		if i.State == InviteAccepted {
+			g, err = scanGuest(tx.QueryRow(ctx, `SELECT `+guestColumns+` FROM guest_sessions WHERE invite_id = $1`, inviteID))
+			if err == nil && g.ID == sessionID {
+				return nil
+			}
+			return &InviteError{Reason: "this invite has already been used"}
+		}
+		switch {
+		case i.State == InviteRevoked:
+			return &InviteError{Reason: "this invite was revoked by its host"}
+		case i.State == InviteExpired || !now.Before(i.ExpiresAt):
+			return &InviteError{Reason: "this invite has expired"}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE invites SET state = 'accepted', closed_at = now() WHERE id = $1`, inviteID); err != nil {
+			return err
+		}
+		g, err = scanGuest(tx.QueryRow(ctx, `INSERT INTO guest_sessions (id, invite_id, project_id, host_id, role, quota, remaining)
+			VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING `+guestColumns, sessionID, i.ID, i.Project, i.Host, i.Role, i.Quota))
+		return err
+	})
+	return g, err
+}
+
+// CloseInvite moves a pending invite to revoked or expired; it reports
+// whether it was pending.
+func (s *Store) CloseInvite(ctx context.Context, id, state string) (bool, error) {
+	if state != InviteRevoked && state != InviteExpired {
+		return false, fmt.Errorf("cannot close an invite as %q", state)
+	}
+	tag, err := s.Pool.Exec(ctx, `UPDATE invites SET state = $2, closed_at = now() WHERE id = $1 AND state = 'pending'`, id, state)
+	return tag.RowsAffected() == 1, err
+}
+
+const guestColumns = `id, coalesce(invite_id, ''), project_id, host_id, role, quota, remaining, created_at`
+
+func scanGuest(row pgx.Row) (GuestSession, error) {
+	var g GuestSession
+	err := row.Scan(&g.ID, &g.InviteID, &g.Project, &g.Host, &g.Role, &g.Quota, &g.Remaining, &g.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return g, ErrNotFound
+	}
+	return g, err
+}
+
+// GuestSessionByID returns a guest session.
+func (s *Store) GuestSessionByID(ctx context.Context, id string) (GuestSession, error) {
+	return scanGuest(s.Pool.QueryRow(ctx, `SELECT `+guestColumns+` FROM guest_sessions WHERE id = $1`, id))
+}
+
+// GuestSessions lists the guests of a host's projects.
+func (s *Store) GuestSessions(ctx context.Context, host string) ([]GuestSession, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+guestColumns+` FROM guest_sessions WHERE host_id = $1 ORDER BY created_at DESC`, host)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []GuestSession
+	for rows.Next() {
+		g, err := scanGuest(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
