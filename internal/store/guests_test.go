@@ -148,4 +148,3 @@ func TestInviteTokensOnce(t *testing.T) {
 		t.Fatalf("wrong token: %v", err)
 	}
 }
-
