@@ -36,19 +36,20 @@ func (r *Records) CheckAccount(ctx context.Context, account string) error {
 	return nil
 }
 
-// CheckGuest refuses work for a guest session that is unknown, belongs to
-// another host, or has spent its quota.
-func (r *Records) CheckGuest(ctx context.Context, session, host string) error {
+// CheckGuest returns a guest session that may still spend, refusing one
+// that is unknown, belongs to another host (when host is given), or has
+// spent its quota.
+func (r *Records) CheckGuest(ctx context.Context, session, host string) (store.GuestSession, error) {
 	g, err := r.Store.GuestSessionByID(ctx, session)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Host != host) {
-		return temporal.NewNonRetryableApplicationError("unknown guest session "+session, ErrUnknownAccount, err)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && host != "" && g.Host != host) {
+		return g, temporal.NewNonRetryableApplicationError("unknown guest session "+session, ErrUnknownAccount, err)
 	}
 	if err != nil {
-		return err
+		return g, err
 	}
 	if g.Remaining <= 0 {
 		qe := &store.GuestQuotaError{Session: session}
-		return temporal.NewNonRetryableApplicationError(qe.Error(), ErrGuestQuota, qe)
+		return g, temporal.NewNonRetryableApplicationError(qe.Error(), ErrGuestQuota, qe)
 	}
-	return nil
+	return g, nil
 }

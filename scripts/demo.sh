@@ -73,6 +73,12 @@ lora_id=$("$SI" lora ls --dev-dir "$DEMO_DIR" --json | sed -n 's/.*"id": "\(lora
 echo "   Logos answers through the adapter:"
 "$SI" ask --lora "$lora_id" "Draft a reply to a password-reset ticket."
 echo
+echo "== 8. A guest: an invite with a quota billed to the host, accepted, partly spent"
+link=$("$SI" invite --dev-dir "$DEMO_DIR" --project demo-team --role viewer --quota 0.01 --expires 24h | tee /dev/stderr | sed -n 's/^link: *//p')
+guest=$("$SI" join --dev-dir "$DEMO_DIR" "$link" | tee /dev/stderr | sed -n 's/^guest session //p')
+"$SI" ask --guest "$guest" "Summarise the sprint plan for the team."
+"$SI" invite ls --dev-dir "$DEMO_DIR"
+echo
 echo "All runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
 echo "The stack keeps running (pid $(cat "$PIDFILE")). Try: $SI ask \"your question\""
 echo "Stop it with: make demo-stop"

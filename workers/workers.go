@@ -27,6 +27,7 @@ type Cloud struct {
 	// Billing flushes balances to Stripe; nil leaves flushes unregistered.
 	Billing *activities.Billing
 	Flushes *activities.FlushStarter
+	Invites *activities.Invites
 	// Adapters registers and loads LoRA adapters; nil (no object store)
 	// leaves the adapter workflows unregistered.
 	Adapters *activities.Adapters
@@ -42,6 +43,7 @@ func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Clou
 		Records:   &activities.Records{Store: st},
 		Ledger:    &activities.Ledger{Store: st, Flushes: flushes},
 		Flushes:   flushes,
+		Invites:   &activities.Invites{Store: st},
 	}
 }
 
@@ -73,6 +75,10 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	}
 	if deps.Flushes != nil {
 		r.RegisterActivity(deps.Flushes)
+	}
+	if deps.Invites != nil {
+		r.RegisterActivity(deps.Invites)
+		r.RegisterWorkflow(workflows.InviteWorkflow)
 	}
 	if deps.Adapters != nil {
 		r.RegisterActivity(deps.Adapters)

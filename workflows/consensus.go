@@ -242,20 +242,24 @@ const versionStepIDs = 1
 
 func (c *consensus) run(ctx workflow.Context) error {
 	c.stepIDs0 = workflow.GetVersion(ctx, "step-ids-and-billing", workflow.DefaultVersion, versionStepIDs) == workflow.DefaultVersion
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           c.cloud,
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumAttempts: 5},
+	})
+	var r *activities.Records
+	if c.in.GuestSession != "" {
+		// A guest runs on the host's account, which the session names.
+		var g store.GuestSession
+		if err := workflow.ExecuteActivity(actx, r.CheckGuest, c.in.GuestSession, c.in.Account).Get(ctx, &g); err != nil {
+			return passType(err, "guest check")
+		}
+		c.in.Account, c.in.Project = g.Host, g.Project
+		c.state.Account, c.state.Project = g.Host, g.Project
+	}
 	if c.in.Account != "" && !c.stepIDs0 {
-		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			TaskQueue:           c.cloud,
-			StartToCloseTimeout: 10 * time.Second,
-			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumAttempts: 5},
-		})
-		var r *activities.Records
 		if err := workflow.ExecuteActivity(actx, r.CheckAccount, c.in.Account).Get(ctx, nil); err != nil {
 			return passType(err, "account check")
-		}
-		if c.in.GuestSession != "" {
-			if err := workflow.ExecuteActivity(actx, r.CheckGuest, c.in.GuestSession, c.in.Account).Get(ctx, nil); err != nil {
-				return passType(err, "guest check")
-			}
 		}
 	}
 	if err := c.place(ctx); err != nil {

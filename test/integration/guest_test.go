@@ -28,7 +28,7 @@ func TestGuestConsensusBillsHostUpToQuota(t *testing.T) {
 	if _, err := m.Store.AcceptInvite(ctx, "inv-g", "gs-g", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	in := workflows.ConsensusInput{Prompt: "Summarise the plan [sim:agree]", Account: "host", Project: "team", GuestSession: "gs-g",
+	in := workflows.ConsensusInput{Prompt: "Summarise the plan [sim:agree]", GuestSession: "gs-g",
 		Placement: workflows.PlacementCloud}
 	if _, _, err := ask(t, m, in, nil); err != nil {
 		t.Fatal(err)

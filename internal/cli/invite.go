@@ -1,0 +1,268 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/money"
+	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
+)
+
+var tokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func randomToken(prefix string, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return prefix + tokenEncoding.EncodeToString(b)
+}
+
+// inviteToken extracts the token from a join link or takes it as given.
+func inviteToken(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "/join/"); i >= 0 {
+		s = s[i+len("/join/"):]
+	}
+	return strings.TrimRight(s, "/")
+}
+
+func inviteCommand() *Command {
+	var (
+		db      config.Database
+		t       config.Temporal
+		host    string
+		project string
+		role    string
+		quota   string
+		expires time.Duration
+		baseURL string
+	)
+	return &Command{
+		Name:  "invite",
+		Short: "invite a guest to a project with a quota billed to you",
+		Long: `si invite creates an invite to a project and prints a one-click link. The
+token carries 160 random bits and only its SHA-256 is stored. InviteWorkflow
+holds the invite until it is accepted (si join), revoked (si invite revoke) or
+expires. The guest's usage is billed to the host's account and drawn from the
+quota; when it is spent the guest's requests are refused.
+
+  si invite --project acme --role viewer --quota 1.00 --expires 24h`,
+		Flags: func(fs *flag.FlagSet) {
+			db.Register(fs)
+			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			fs.StringVar(&host, "account", "dev", "the host: the account that pays for the guest")
+			fs.StringVar(&project, "project", workflows.DefaultProject, "project to invite to (created, owned by the host, if new)")
+			fs.StringVar(&role, "role", store.RoleViewer, "the guest's role: viewer or editor")
+			fs.StringVar(&quota, "quota", "1.00", "most the guest may spend, in dollars")
+			fs.DurationVar(&expires, "expires", 24*time.Hour, "how long the invite can be accepted")
+			fs.StringVar(&baseURL, "base-url", "", "base URL of the HTTP server for the link (default: the running si dev's)")
+		},
+		Sub: []*Command{inviteRevokeCommand(), inviteListCommand()},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			q, err := money.Parse(quota)
+			if err != nil || q <= 0 {
+				return fmt.Errorf("--quota %q: give a positive dollar amount such as 1.00", quota)
+			}
+			if expires <= 0 || expires > 30*24*time.Hour {
+				return errors.New("--expires must be between 1s and 720h")
+			}
+			if baseURL == "" {
+				baseURL = "http://127.0.0.1:9464"
+				if st, err := config.ReadDevState(db.DevDir); err == nil && st.MetricsURL != "" {
+					baseURL = strings.TrimSuffix(st.MetricsURL, "/metrics")
+				}
+			}
+			st, err := db.Open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			c, err := t.Dial(10 * time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			token := randomToken("si_inv_", 20)
+			h := sha256.Sum256([]byte(token))
+			inv, err := st.CreateInvite(ctx, store.Invite{ID: randomToken("inv_", 10), TokenHash: h[:], Project: project, Host: host,
+				Role: role, Quota: q, ExpiresAt: time.Now().Add(expires).UTC()})
+			if err != nil {
+				return err
+			}
+			if _, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.InviteWorkflowID(inv.ID), TaskQueue: workers.CloudQueue},
+				workflows.InviteWorkflow, workflows.InviteInput{InviteID: inv.ID, ExpiresAt: inv.ExpiresAt}); err != nil {
+				_, _ = st.CloseInvite(ctx, inv.ID, store.InviteRevoked)
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "invite %s: %s of project %s, quota %s billed to %s, expires %s\n", inv.ID, inv.Role, inv.Project,
+				inv.Quota, inv.Host, inv.ExpiresAt.Local().Format(time.RFC3339))
+			fmt.Fprintf(env.Stdout, "link:  %s/join/%s\n", strings.TrimRight(baseURL, "/"), token)
+			fmt.Fprintf(env.Stdout, "or:    si join %s\n", token)
+			return nil
+		},
+	}
+}
+
+func inviteRevokeCommand() *Command {
+	var t config.Temporal
+	return &Command{
+		Name:  "revoke",
+		Args:  "INVITE-ID",
+		Short: "revoke a pending invite",
+		Flags: func(fs *flag.FlagSet) { t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port") },
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) != 1 {
+				return errors.New("usage: si invite revoke INVITE-ID")
+			}
+			c, err := t.Dial(10 * time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			id := workflows.InviteWorkflowID(args[0])
+			if err := c.SignalWorkflow(ctx, id, "", workflows.InviteRevokeSignal, nil); err != nil {
+				return fmt.Errorf("invite %s is not pending (used, revoked, expired or unknown)", args[0])
+			}
+			var state string
+			if err := c.GetWorkflow(ctx, id, "").Get(ctx, &state); err != nil {
+				return runner.Cause(err)
+			}
+			fmt.Fprintf(env.Stdout, "invite %s: %s\n", args[0], state)
+			return nil
+		},
+	}
+}
+
+func inviteListCommand() *Command {
+	var (
+		db   config.Database
+		host string
+	)
+	return &Command{
+		Name:  "ls",
+		Short: "list the host's invites and guest sessions with their remaining quota",
+		Flags: func(fs *flag.FlagSet) {
+			db.Register(fs)
+			fs.StringVar(&host, "account", "dev", "the host")
+		},
+		Run: func(ctx context.Context, env *Env, _ []string) error {
+			st, err := db.Open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			invs, err := st.Invites(ctx, host)
+			if err != nil {
+				return err
+			}
+			gs, err := st.GuestSessions(ctx, host)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "INVITE\tPROJECT\tROLE\tQUOTA\tSTATE\tEXPIRES")
+			for _, i := range invs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Project, i.Role, i.Quota, i.State, i.ExpiresAt.Local().Format(time.DateTime))
+			}
+			fmt.Fprintln(tw, "\nGUEST SESSION\tPROJECT\tROLE\tQUOTA\tREMAINING\tSINCE")
+			for _, g := range gs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Project, g.Role, g.Quota, g.Remaining, g.CreatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func joinCommand() *Command {
+	var (
+		db config.Database
+		t  config.Temporal
+	)
+	return &Command{
+		Name:  "join",
+		Args:  "LINK|TOKEN",
+		Short: "accept an invite and open a guest session",
+		Long: `si join accepts an invite (the link si invite printed, or its token) and
+opens a guest session. Use the session with si ask --guest SESSION: the host
+pays, up to the invite's quota. A used, revoked, expired or wrong token is
+refused with the reason.`,
+		Flags: func(fs *flag.FlagSet) {
+			db.Register(fs)
+			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) != 1 {
+				return errors.New("usage: si join LINK|TOKEN")
+			}
+			token := inviteToken(args[0])
+			if !strings.HasPrefix(token, "si_inv_") || len(token) > 64 {
+				return errors.New("not an invite token or link")
+			}
+			st, err := db.Open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			h := sha256.Sum256([]byte(token))
+			inv, err := st.InviteByTokenHash(ctx, h[:])
+			if errors.Is(err, store.ErrNotFound) {
+				return errors.New("this invite token is not valid")
+			}
+			if err != nil {
+				return err
+			}
+			c, err := t.Dial(10 * time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			h2, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+				WorkflowID: workflows.InviteWorkflowID(inv.ID), UpdateName: workflows.InviteAcceptUpdate,
+				Args: []any{workflows.AcceptRequest{SessionID: randomToken("gs_", 16)}}, WaitForStage: client.WorkflowUpdateStageCompleted,
+			})
+			if err != nil {
+				return errors.New(closedState(ctx, st, inv.ID))
+			}
+			var g store.GuestSession
+			if err := h2.Get(ctx, &g); err != nil {
+				return runner.Cause(err)
+			}
+			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s\n", g.Project, g.Role, g.Remaining, g.Host)
+			fmt.Fprintf(env.Stdout, "guest session %s\nuse it:  si ask --guest %s \"...\"\n", g.ID, g.ID)
+			return nil
+		},
+	}
+}
+
+func closedState(ctx context.Context, st *store.Store, id string) string {
+	i, err := st.InviteByID(ctx, id)
+	switch {
+	case err != nil:
+		return "this invite is no longer open"
+	case i.State == store.InviteAccepted:
+		return "this invite has already been used"
+	case i.State == store.InviteRevoked:
+		return "this invite was revoked by its host"
+	case i.State == store.InviteExpired || !time.Now().Before(i.ExpiresAt):
+		return "this invite has expired"
+	}
+	return "this invite is no longer open"
+}
