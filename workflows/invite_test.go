@@ -16,8 +16,8 @@ type updateResult struct {
 	err                error
 }
 
-func (u *updateResult) Accept()                 { u.accepted = true }
-func (u *updateResult) Reject(err error)        { u.rejected, u.err = true, err }
+func (u *updateResult) Accept()                   { u.accepted = true }
+func (u *updateResult) Reject(err error)          { u.rejected, u.err = true, err }
 func (u *updateResult) Complete(_ any, err error) { u.err = err }
 
 func inviteEnv(t *testing.T) (*testsuite.TestWorkflowEnvironment, *activities.Invites) {
