@@ -42,7 +42,7 @@ func (r *Records) CheckAccount(ctx context.Context, account string) error {
 func (r *Records) CheckGuest(ctx context.Context, session, host string) (store.GuestSession, error) {
 	g, err := r.Store.GuestSessionByID(ctx, session)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && host != "" && g.Host != host) {
-		return g, temporal.NewNonRetryableApplicationError("unknown guest session "+session, ErrUnknownAccount, err)
+		return g, temporal.NewNonRetryableApplicationError("unknown guest session "+session+": open one with si join and an invite link", ErrUnknownAccount, err)
 	}
 	if err != nil {
 		return g, err

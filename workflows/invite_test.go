@@ -1,10 +1,12 @@
 package workflows
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/superinstance/mesh/activities"
@@ -60,12 +62,18 @@ func TestInviteAcceptedOnceThenClosed(t *testing.T) {
 	env.OnActivity(a.AcceptInvite, mock.Anything, mock.MatchedBy(func(in activities.AcceptInviteInput) bool {
 		return in.InviteID == "inv" && in.SessionID == "gs1"
 	})).Return(store.GuestSession{ID: "gs1", Host: "host"}, nil).Once()
-	first, second := &updateResult{}, &updateResult{}
+	// A second accept racing the first passes the validator; the database
+	// refuses it (the invite is used), and the workflow reports that.
+	env.OnActivity(a.AcceptInvite, mock.Anything, mock.MatchedBy(func(in activities.AcceptInviteInput) bool {
+		return in.SessionID == "gs2"
+	})).Return(store.GuestSession{}, temporal.NewNonRetryableApplicationError("this invite has already been used", activities.ErrInviteClosed, nil)).Once()
+	first, second, late := &updateResult{}, &updateResult{}, &updateResult{}
 	env.RegisterDelayedCallback(func() {
 		env.UpdateWorkflow(InviteAcceptUpdate, "u1", first, AcceptRequest{SessionID: "gs1"})
+		env.UpdateWorkflow(InviteAcceptUpdate, "u2", second, AcceptRequest{SessionID: "gs2"})
 	}, 6*time.Hour)
 	env.RegisterDelayedCallback(func() {
-		env.UpdateWorkflow(InviteAcceptUpdate, "u2", second, AcceptRequest{SessionID: "gs2"})
+		env.UpdateWorkflow(InviteAcceptUpdate, "u3", late, AcceptRequest{SessionID: "gs3"})
 	}, 6*time.Hour+time.Second)
 	env.ExecuteWorkflow(InviteWorkflow, InviteInput{InviteID: "inv", ExpiresAt: env.Now().Add(24 * time.Hour)})
 	var state string
@@ -76,8 +84,11 @@ func TestInviteAcceptedOnceThenClosed(t *testing.T) {
 	if !first.accepted || first.err != nil || state != store.InviteAccepted {
 		t.Fatalf("first accept: %+v", first)
 	}
-	if second.accepted && second.err == nil {
-		t.Fatal("a second accept of the same invite succeeded")
+	if second.err == nil || !strings.Contains(second.err.Error(), "already been used") {
+		t.Fatalf("a second accept of the same invite: %+v", second)
+	}
+	if late.accepted && late.err == nil {
+		t.Fatal("an accept after the invite closed succeeded")
 	}
 	env.AssertExpectations(t)
 }

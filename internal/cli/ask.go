@@ -129,9 +129,7 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 				return fmt.Errorf("consensus %s failed: %w", id, err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(env.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				return printJSON(env.Stdout, struct {
 					WorkflowID string `json:"workflow_id"`
 					workflows.ConsensusState
 				}{id, st})

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,9 +51,7 @@ func (l *ledgerCommand) run(fn func(ctx context.Context, st *store.Store, env *E
 			return err
 		}
 		if l.asJSON {
-			enc := json.NewEncoder(env.Stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(v)
+			return printJSON(env.Stdout, v)
 		}
 		_, err = io.WriteString(env.Stdout, text)
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -196,9 +195,7 @@ func hubsCommand() *Command {
 				rows = append(rows, row{h, ok, why})
 			}
 			if asJSON {
-				enc := json.NewEncoder(env.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
+				return printJSON(env.Stdout, rows)
 			}
 			if len(rows) == 0 {
 				fmt.Fprintln(env.Stdout, "no hub has connected yet")

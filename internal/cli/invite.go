@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base32"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,19 +16,10 @@ import (
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/token"
 	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
 )
-
-var tokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-func randomToken(prefix string, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return prefix + tokenEncoding.EncodeToString(b)
-}
 
 // inviteToken extracts the token from a join link or takes it as given.
 func inviteToken(s string) string {
@@ -100,9 +89,9 @@ quota; when it is spent the guest's requests are refused.
 				return err
 			}
 			defer c.Close()
-			token := randomToken("si_inv_", 20)
-			h := sha256.Sum256([]byte(token))
-			inv, err := st.CreateInvite(ctx, store.Invite{ID: randomToken("inv_", 10), TokenHash: h[:], Project: project, Host: host,
+			secret := token.New("si_inv_", 20)
+			h := sha256.Sum256([]byte(secret))
+			inv, err := st.CreateInvite(ctx, store.Invite{ID: token.New("inv_", 10), TokenHash: h[:], Project: project, Host: host,
 				Role: role, Quota: q, ExpiresAt: time.Now().Add(expires).UTC()})
 			if err != nil {
 				return err
@@ -114,8 +103,8 @@ quota; when it is spent the guest's requests are refused.
 			}
 			fmt.Fprintf(env.Stdout, "invite %s: %s of project %s, quota %s billed to %s, expires %s\n", inv.ID, inv.Role, inv.Project,
 				inv.Quota, inv.Host, inv.ExpiresAt.Local().Format(time.RFC3339))
-			fmt.Fprintf(env.Stdout, "link:  %s/join/%s\n", strings.TrimRight(baseURL, "/"), token)
-			fmt.Fprintf(env.Stdout, "or:    si join %s\n", token)
+			fmt.Fprintf(env.Stdout, "link:  %s/join/%s\n", strings.TrimRight(baseURL, "/"), secret)
+			fmt.Fprintf(env.Stdout, "or:    si join %s\n", secret)
 			return nil
 		},
 	}
@@ -212,8 +201,8 @@ refused with the reason.`,
 			if len(args) != 1 {
 				return errors.New("usage: si join LINK|TOKEN")
 			}
-			token := inviteToken(args[0])
-			if !strings.HasPrefix(token, "si_inv_") || len(token) > 64 {
+			tok := inviteToken(args[0])
+			if !strings.HasPrefix(tok, "si_inv_") || len(tok) > 64 {
 				return errors.New("not an invite token or link")
 			}
 			st, err := db.Open(ctx)
@@ -221,7 +210,7 @@ refused with the reason.`,
 				return err
 			}
 			defer st.Close()
-			h := sha256.Sum256([]byte(token))
+			h := sha256.Sum256([]byte(tok))
 			inv, err := st.InviteByTokenHash(ctx, h[:])
 			if errors.Is(err, store.ErrNotFound) {
 				return errors.New("this invite token is not valid")
@@ -236,7 +225,7 @@ refused with the reason.`,
 			defer c.Close()
 			h2, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 				WorkflowID: workflows.InviteWorkflowID(inv.ID), UpdateName: workflows.InviteAcceptUpdate,
-				Args: []any{workflows.AcceptRequest{SessionID: randomToken("gs_", 16)}}, WaitForStage: client.WorkflowUpdateStageCompleted,
+				Args: []any{workflows.AcceptRequest{SessionID: token.New("gs_", 16)}}, WaitForStage: client.WorkflowUpdateStageCompleted,
 			})
 			if err != nil {
 				return errors.New(closedState(ctx, st, inv.ID))
@@ -253,16 +242,10 @@ refused with the reason.`,
 }
 
 func closedState(ctx context.Context, st *store.Store, id string) string {
-	i, err := st.InviteByID(ctx, id)
-	switch {
-	case err != nil:
-		return "this invite is no longer open"
-	case i.State == store.InviteAccepted:
-		return "this invite has already been used"
-	case i.State == store.InviteRevoked:
-		return "this invite was revoked by its host"
-	case i.State == store.InviteExpired || !time.Now().Before(i.ExpiresAt):
-		return "this invite has expired"
+	if i, err := st.InviteByID(ctx, id); err == nil {
+		if reason := i.ClosedReason(time.Now()); reason != "" {
+			return reason
+		}
 	}
-	return "this invite is no longer open"
+	return "this invite is no longer open; ask the host for a new one"
 }

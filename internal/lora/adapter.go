@@ -4,8 +4,6 @@
 package lora
 
 import (
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/superinstance/mesh/internal/safetensors"
+	"github.com/superinstance/mesh/internal/token"
 )
 
 // File names of an adapter directory, as PEFT writes them.
@@ -183,16 +182,8 @@ func (a *Adapter) CheckBase(served []string) error {
 	return fmt.Errorf("base model %q is not served by the cloud backend (it serves %s)", a.Config.BaseModel, strings.Join(served, ", "))
 }
 
-var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
 // NewID returns a fresh adapter id: "lora_" and 128 random bits.
-func NewID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	return "lora_" + idEncoding.EncodeToString(b[:])
-}
+func NewID() string { return token.New("lora_", 16) }
 
 var (
 	idPattern  = regexp.MustCompile(`^lora_[a-z2-7]{26}$`)

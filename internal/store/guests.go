@@ -51,6 +51,19 @@ type InviteError struct{ Reason string }
 
 func (e *InviteError) Error() string { return e.Reason }
 
+// ClosedReason says why the invite cannot be accepted at now, or "" when it can.
+func (i Invite) ClosedReason(now time.Time) string {
+	switch {
+	case i.State == InviteAccepted:
+		return "this invite has already been used"
+	case i.State == InviteRevoked:
+		return "this invite was revoked by its host"
+	case i.State == InviteExpired || !now.Before(i.ExpiresAt):
+		return "this invite has expired"
+	}
+	return ""
+}
+
 // CreateInvite stores an invite from a host who owns or edits the project
 // (a new project is created, owned by the host).
 func (s *Store) CreateInvite(ctx context.Context, in Invite) (Invite, error) {
@@ -136,13 +149,9 @@ func (s *Store) AcceptInvite(ctx context.Context, inviteID, sessionID string, no
 			if err == nil && g.ID == sessionID {
 				return nil
 			}
-			return &InviteError{Reason: "this invite has already been used"}
 		}
-		switch {
-		case i.State == InviteRevoked:
-			return &InviteError{Reason: "this invite was revoked by its host"}
-		case i.State == InviteExpired || !now.Before(i.ExpiresAt):
-			return &InviteError{Reason: "this invite has expired"}
+		if reason := i.ClosedReason(now); reason != "" {
+			return &InviteError{Reason: reason}
 		}
 		if _, err := tx.Exec(ctx, `UPDATE invites SET state = 'accepted', closed_at = now() WHERE id = $1`, inviteID); err != nil {
 			return err
