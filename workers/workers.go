@@ -8,6 +8,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
+	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workflows"
 )
@@ -31,6 +32,8 @@ type Cloud struct {
 	// Adapters registers and loads LoRA adapters; nil (no object store)
 	// leaves the adapter workflows unregistered.
 	Adapters *activities.Adapters
+	// Handovers runs project handovers; nil leaves them unregistered.
+	Handovers *activities.Handovers
 }
 
 // CloudDeps builds the cloud worker's activities over one Temporal client,
@@ -44,6 +47,7 @@ func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Clou
 		Ledger:    &activities.Ledger{Store: st, Flushes: flushes},
 		Flushes:   flushes,
 		Invites:   &activities.Invites{Store: st},
+		Handovers: &activities.Handovers{Store: st, Plan: billing.DefaultPlan},
 	}
 }
 
@@ -79,6 +83,10 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	if deps.Invites != nil {
 		r.RegisterActivity(deps.Invites)
 		r.RegisterWorkflow(workflows.InviteWorkflow)
+	}
+	if deps.Handovers != nil {
+		r.RegisterActivity(deps.Handovers)
+		r.RegisterWorkflow(workflows.HandoverWorkflow)
 	}
 	if deps.Adapters != nil {
 		r.RegisterActivity(deps.Adapters)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/superinstance/mesh/internal/money"
 )
 
 // DefaultMeterEvent is the meter event name flushes report under.
@@ -93,4 +95,84 @@ func (s *Stripe) EnsureCustomer(ctx context.Context, account, email string) (str
 		return "", classify(err)
 	}
 	return c.ID, nil
+}
+
+// Plan is the subscription a handed-over project's new owner gets: the
+// first year at Intro, then Standard, both billed yearly.
+type Plan struct {
+	// Product is the Stripe product id; it is created if missing.
+	Product         string
+	Intro, Standard money.Micros
+}
+
+// DefaultPlan is the incentive pricing: $30 for the first year, then $60 a year.
+var DefaultPlan = Plan{Product: "si_cloud", Intro: 30 * money.Dollar, Standard: 60 * money.Dollar}
+
+// ensureProduct returns the plan's product, creating it when Stripe does not have it.
+func (s *Stripe) ensureProduct(ctx context.Context, id string) error {
+	gp := &stripe.ProductParams{}
+	gp.Context = ctx
+	_, err := s.api.Products.Get(id, gp)
+	var se *stripe.Error
+	if err == nil || !errors.As(err, &se) || se.HTTPStatusCode != http.StatusNotFound {
+		return classify(err)
+	}
+	p := &stripe.ProductParams{ID: stripe.String(id), Name: stripe.String("SuperInstance Cloud")}
+	p.Context = ctx
+	p.SetIdempotencyKey("si-product-" + id)
+	_, err = s.api.Products.New(p)
+	return classify(err)
+}
+
+// ScheduleKey is the idempotency key of the subscription schedule that
+// handover id creates: the same for every retry.
+func ScheduleKey(handover string) string { return "si-handover-schedule-" + handover }
+
+// ScheduleSubscription subscribes customer to plan through a subscription
+// schedule of two yearly phases (intro, then standard; the subscription
+// carries on at the standard price when the schedule ends). Retries of the
+// same handover send the same request under the same idempotency key.
+func (s *Stripe) ScheduleSubscription(ctx context.Context, handover, customer string, plan Plan) (string, error) {
+	if err := s.ensureProduct(ctx, plan.Product); err != nil {
+		return "", err
+	}
+	phase := func(price money.Micros) (*stripe.SubscriptionSchedulePhaseParams, error) {
+		cents, rest := money.Cents(price)
+		if rest != 0 || cents <= 0 {
+			return nil, fmt.Errorf("plan price %s is not a positive whole number of cents", price)
+		}
+		return &stripe.SubscriptionSchedulePhaseParams{
+			Items: []*stripe.SubscriptionSchedulePhaseItemParams{{
+				PriceData: &stripe.SubscriptionItemPriceDataParams{
+					Currency: stripe.String(string(stripe.CurrencyUSD)), Product: stripe.String(plan.Product),
+					Recurring:  &stripe.SubscriptionItemPriceDataRecurringParams{Interval: stripe.String("year")},
+					UnitAmount: stripe.Int64(cents),
+				},
+				Quantity: stripe.Int64(1),
+			}},
+			Iterations: stripe.Int64(1),
+		}, nil
+	}
+	intro, err := phase(plan.Intro)
+	if err != nil {
+		return "", err
+	}
+	standard, err := phase(plan.Standard)
+	if err != nil {
+		return "", err
+	}
+	p := &stripe.SubscriptionScheduleParams{
+		Customer:     stripe.String(customer),
+		StartDateNow: stripe.Bool(true),
+		EndBehavior:  stripe.String("release"),
+		Phases:       []*stripe.SubscriptionSchedulePhaseParams{intro, standard},
+	}
+	p.AddMetadata("si_handover", handover)
+	p.Context = ctx
+	p.SetIdempotencyKey(ScheduleKey(handover))
+	sch, err := s.api.SubscriptionSchedules.New(p)
+	if err != nil {
+		return "", classify(err)
+	}
+	return sch.ID, nil
 }

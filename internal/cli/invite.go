@@ -21,15 +21,6 @@ import (
 	"github.com/superinstance/mesh/workflows"
 )
 
-// inviteToken extracts the token from a join link or takes it as given.
-func inviteToken(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndex(s, "/join/"); i >= 0 {
-		s = s[i+len("/join/"):]
-	}
-	return strings.TrimRight(s, "/")
-}
-
 func inviteCommand() *Command {
 	var (
 		db      config.Database
@@ -201,7 +192,7 @@ refused with the reason.`,
 			if len(args) != 1 {
 				return errors.New("usage: si join LINK|TOKEN")
 			}
-			tok := inviteToken(args[0])
+			tok := linkToken(args[0], "join")
 			if !strings.HasPrefix(tok, "si_inv_") || len(tok) > 64 {
 				return errors.New("not an invite token or link")
 			}

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/superinstance/mesh/internal/blob"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/server"
 )
@@ -26,6 +26,7 @@ func serverCommand() *Command {
 		l        config.LLM
 		sc       config.Stripe
 		bc       config.Blob
+		mc       config.Mail
 		logLevel string
 	)
 	return &Command{
@@ -54,6 +55,8 @@ activities in flight.`,
 			bc.Register(fs)
 			fs.StringVar(&o.LoRACacheDir, "lora-cache-dir", filepath.Join(config.HomeDir(), "adapter-cache"), "where adapters are put for the inference server to load (a directory it can read)")
 			fs.IntVar(&o.LoRACapacity, "lora-capacity", 8, "how many adapters stay loaded in the inference server (least recently used go first)")
+			mc.Register(fs)
+			fs.StringVar(&o.PublicURL, "public-url", "", "base URL of the HTTP API as users reach it, for links in emails (default: http:// and --metrics-listen)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			var err error
@@ -94,6 +97,15 @@ activities in flight.`,
 			} else {
 				fmt.Fprintln(env.Stderr, "si server: no --s3-bucket: LoRA push and loading are off")
 			}
+			if mc.Addr != "" {
+				o.Mailer = &mc.Mailer
+			} else {
+				fmt.Fprintln(env.Stderr, "si server: no --smtp-addr: handovers cannot email their recipients")
+			}
+			if o.PublicURL == "" {
+				o.PublicURL = "http://" + o.MetricsListen
+			}
+			o.Namespace = t.Namespace
 			s, err := server.Start(o)
 			if err != nil {
 				return err

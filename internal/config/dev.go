@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/mail"
 	"os"
 	"path/filepath"
 
@@ -33,6 +34,9 @@ type DevState struct {
 	S3Bucket        string `json:"s3_bucket,omitempty"`
 	S3AccessKey     string `json:"s3_access_key,omitempty"`
 	S3SecretKey     string `json:"s3_secret_key,omitempty"`
+	SMTPAddr        string `json:"smtp_addr,omitempty"`
+	MailURL         string `json:"mail_url,omitempty"`
+	PublicURL       string `json:"public_url,omitempty"`
 }
 
 // DevDir is `si dev`'s default data directory.
@@ -157,4 +161,17 @@ func (b *Blob) Open() (*blob.Store, error) {
 		return nil, errors.New("no object store: pass --s3-bucket and its credentials (or SI_S3_*), or start `si dev`")
 	}
 	return blob.New(c)
+}
+
+// Mail configures the SMTP server the mesh sends email through.
+type Mail struct {
+	mail.Mailer
+}
+
+// Register adds the --smtp-* and --mail-from flags to fs.
+func (m *Mail) Register(fs *flag.FlagSet) {
+	fs.StringVar(&m.Addr, "smtp-addr", "", "SMTP server host:port for handover emails (si dev runs Mailpit)")
+	fs.StringVar(&m.From, "mail-from", "SuperInstance <mesh@superinstance.local>", "sender of the mesh's emails")
+	fs.StringVar(&m.User, "smtp-user", "", "SMTP user (PLAIN authentication, over TLS)")
+	fs.StringVar(&m.Password, "smtp-password", "", "SMTP password")
 }

@@ -21,12 +21,14 @@ import (
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/mail"
 	"github.com/superinstance/mesh/internal/pgcluster"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/server"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
 )
 
 // DevOptions configures `si dev`. Empty fields take the embedded defaults.
@@ -58,6 +60,12 @@ type DevOptions struct {
 	Blob         config.Blob
 	MinIOListen  string
 	LoRACapacity int
+	// Mail is an SMTP server for handover emails; without one si dev runs
+	// Mailpit (when installed) with SMTP on SMTPListen and its web
+	// interface on MailpitListen.
+	Mail          config.Mail
+	SMTPListen    string
+	MailpitListen string
 }
 
 // Dev is a running development mesh.
@@ -100,6 +108,12 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	}
 	if o.MetricsListen == "" {
 		o.MetricsListen = "127.0.0.1:9464"
+	}
+	if o.SMTPListen == "" {
+		o.SMTPListen = "127.0.0.1:1025"
+	}
+	if o.MailpitListen == "" {
+		o.MailpitListen = "127.0.0.1:8025"
 	}
 	d = &Dev{stateDir: o.DataDir}
 	started := d // d is nil when an error is returned; stop what was started
@@ -161,9 +175,10 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	if o.Temporal.Address == "" {
 		fmt.Fprintln(out, "starting Temporal (embedded, SQLite)...")
 		to := TemporalOptions{
-			DatabaseFile: filepath.Join(o.DataDir, "temporal.db"),
-			Address:      o.TemporalListen,
-			LogFile:      filepath.Join(o.DataDir, "temporal.log"),
+			DatabaseFile:     filepath.Join(o.DataDir, "temporal.db"),
+			Address:          o.TemporalListen,
+			LogFile:          filepath.Join(o.DataDir, "temporal.log"),
+			SearchAttributes: workflows.SearchAttributes(),
 		}
 		if o.UIListen != "off" {
 			to.UIAddress = o.UIListen
@@ -223,6 +238,27 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 			bc.Endpoint, bc.Region, bc.Bucket, bc.AccessKey, bc.SecretKey
 	}
 
+	// Email: the server given, or a Mailpit of our own.
+	var mailer *mail.Mailer
+	if o.Mail.Addr != "" {
+		mailer = &o.Mail.Mailer
+	} else if bin, err := FindTool("mailpit"); err != nil {
+		fmt.Fprintf(out, "  email: %v; handovers cannot email their recipients\n", err)
+	} else if mp, err := StartMailpit(bin, filepath.Join(o.DataDir, "mailpit"), o.SMTPListen, o.MailpitListen); err != nil {
+		fmt.Fprintf(out, "  email: %v; handovers cannot email their recipients\n", err)
+	} else {
+		d.stops = append(d.stops, mp.Stop)
+		mailer = &mail.Mailer{Addr: mp.SMTP, From: o.Mail.From}
+		d.State.MailURL = mp.URL
+	}
+	if mailer != nil {
+		if mailer.From == "" {
+			mailer.From = "SuperInstance <mesh@superinstance.local>"
+		}
+		d.State.SMTPAddr = mailer.Addr
+	}
+	d.State.PublicURL = "http://" + o.MetricsListen
+
 	// The cloud roles: the bridge (with certificates from a CA of its own) and the cloud worker.
 	inf := o.LLM.Inference()
 	caDir := filepath.Join(o.DataDir, "ca")
@@ -239,6 +275,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
 		Stripe: stripeClient, FlushEvery: o.FlushEvery, WebhookSecret: o.WebhookSecret,
 		Blob: blobStore, LoRACacheDir: filepath.Join(o.DataDir, "adapter-cache"), LoRACapacity: o.LoRACapacity,
+		Mailer: mailer, PublicURL: d.State.PublicURL, Namespace: o.Temporal.Namespace,
 	})
 	if err != nil {
 		return nil, err
@@ -324,6 +361,13 @@ func (d *Dev) Banner(dataDir string) string {
 	if ui == "" {
 		ui = "(off)"
 	}
+	email := "(off: mailpit not installed; make tools builds it)"
+	switch {
+	case s.MailURL != "":
+		email = "SMTP " + s.SMTPAddr + "   Mailpit " + s.MailURL + "   (handover emails)"
+	case s.SMTPAddr != "":
+		email = "SMTP " + s.SMTPAddr
+	}
 	return fmt.Sprintf(`si dev: the SuperInstance mesh on embedded defaults
   data directory      %s
   Temporal frontend   %s
@@ -336,10 +380,11 @@ func (d *Dev) Banner(dataDir string) string {
   HTTP API, metrics    %s   (/v1/consensus, /metrics, /v1/stripe/webhook)
   stripe              %s
   object store        %s
+  email               %s
 try:  si ask "What is the capital of France?"     si escalate "Why is the sky blue?"     si hubs
 Ctrl-C stops everything.
 `, dataDir, s.TemporalAddress, ui, s.DatabaseURL, llm, s.BridgeAddress, s.CADir, s.HubID, workers.HubQueue(s.HubID), s.HubAPI,
-		workers.CloudQueue, strings.TrimSuffix(s.MetricsURL, "/metrics"), stripe, objects)
+		workers.CloudQueue, strings.TrimSuffix(s.MetricsURL, "/metrics"), stripe, objects, email)
 }
 
 // Stop shuts every part down, last started first.

@@ -23,6 +23,7 @@ import (
 	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/mail"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workers"
@@ -85,6 +86,13 @@ type Options struct {
 	// load (a directory it can read). LoRACapacity bounds how many stay loaded.
 	LoRACacheDir string
 	LoRACapacity int
+	// Mailer sends handover emails; PublicURL is the base of the links in
+	// them (this server's HTTP address as the recipient reaches it).
+	Mailer    *mail.Mailer
+	PublicURL string
+	// Namespace is the Temporal namespace, where the mesh's search
+	// attributes are registered. Default "default".
+	Namespace string
 }
 
 // Server is the running roles.
@@ -106,8 +114,18 @@ func Start(o Options) (s *Server, err error) {
 		}
 	}()
 	metrics := bridge.NewMetrics()
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = workers.RegisterSearchAttributes(ctx, o.Temporal, o.Namespace)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
 	if o.Roles[RoleWorker] {
 		deps := workers.CloudDeps(o.Temporal, o.Store, o.Inference)
+		deps.Handovers.Mailer, deps.Handovers.PublicURL, deps.Handovers.Stripe = o.Mailer, o.PublicURL, o.Stripe
 		if o.Blob != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			err := o.Blob.EnsureBucket(ctx)
@@ -120,6 +138,7 @@ func Start(o Options) (s *Server, err error) {
 			inf := *o.Inference
 			inf.Adapters = deps.Adapters
 			deps.Inference = &inf
+			deps.Handovers.Blob = o.Blob
 		}
 		if o.Stripe != nil {
 			deps.Billing = &activities.Billing{Store: o.Store, Stripe: o.Stripe}

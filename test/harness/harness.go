@@ -44,6 +44,7 @@ import (
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
 )
 
 var shared struct {
@@ -52,6 +53,7 @@ var shared struct {
 	pg       *pgcluster.Cluster
 	pgDir    string
 	minio    *devstack.MinIO
+	mailpit  *devstack.Mailpit
 	stops    []func()
 }
 
@@ -74,7 +76,7 @@ func Temporal(t testing.TB) string {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.temporal == nil {
-		ts, err := devstack.StartTemporal(devstack.TemporalOptions{})
+		ts, err := devstack.StartTemporal(devstack.TemporalOptions{SearchAttributes: workflows.SearchAttributes()})
 		if err != nil {
 			t.Fatalf("embedded temporal: %v", err)
 		}

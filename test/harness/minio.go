@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -19,17 +18,9 @@ import (
 // and everything in it are removed at cleanup.
 func BlobConfig(t testing.TB) blob.Config {
 	t.Helper()
+	bin := tool(t, "minio", "SI_MINIO")
 	shared.mu.Lock()
 	if shared.minio == nil {
-		bin := os.Getenv("SI_MINIO")
-		if bin == "" {
-			_, file, _, _ := runtime.Caller(0)
-			bin = filepath.Join(filepath.Dir(file), "..", "..", "bin", "minio")
-		}
-		if _, err := os.Stat(bin); err != nil {
-			shared.mu.Unlock()
-			t.Fatalf("minio not found at %s: run `make tools` (or set SI_MINIO)", bin)
-		}
 		dir, err := os.MkdirTemp("", "si-minio-")
 		if err != nil {
 			shared.mu.Unlock()

@@ -1,0 +1,334 @@
+package activities
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/lora"
+	"github.com/superinstance/mesh/internal/mail"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/token"
+)
+
+// Error types of the handover activities.
+const (
+	ErrHandoverClosed = "HandoverClosed"
+	ErrHandoverSetup  = "HandoverMisconfigured"
+)
+
+// Kinds of handover email.
+const (
+	MailOffer     = "offer"
+	MailReminder1 = "reminder-1"
+	MailReminder2 = "reminder-2"
+	MailCompleted = "completed"
+)
+
+// HandoverTokenPrefix starts every handover accept token.
+const HandoverTokenPrefix = "si_ho_"
+
+// Handovers snapshots, mails, clones and bills project handovers.
+type Handovers struct {
+	Store *store.Store
+	// Blob holds adapters; nil hands over projects without copying any (a
+	// project with adapters then fails to snapshot).
+	Blob   *blob.Store
+	Stripe *billing.Stripe
+	Mailer *mail.Mailer
+	Plan   billing.Plan
+	// PublicURL is the base of the accept links in emails.
+	PublicURL string
+}
+
+func nonRetryable(err error, typ string) error {
+	return temporal.NewNonRetryableApplicationError(err.Error(), typ, err)
+}
+
+// SnapshotSummary is what a snapshot holds.
+type SnapshotSummary struct {
+	Adapters int
+	Bytes    int64
+	Members  int
+}
+
+// SnapshotKey is where a handover keeps its copy of an adapter's weights.
+func SnapshotKey(handover, sha string) string {
+	return "handovers/" + handover + "/" + sha + "/" + lora.WeightsFile
+}
+
+// Snapshot records the project as it is now: its adapters, each copied to
+// an object of the handover's own, so that later changes to the project do
+// not change what is handed over. A retry keeps the first snapshot.
+func (a *Handovers) Snapshot(ctx context.Context, id string) (SnapshotSummary, error) {
+	summary := func(s store.Snapshot) SnapshotSummary {
+		out := SnapshotSummary{Adapters: len(s.Adapters), Members: s.Members}
+		for _, ad := range s.Adapters {
+			out.Bytes += ad.Size
+		}
+		return out
+	}
+	if snap, err := a.Store.HandoverSnapshot(ctx, id); err == nil {
+		return summary(snap), nil
+	}
+	h, err := a.Store.HandoverByID(ctx, id)
+	if err != nil {
+		return SnapshotSummary{}, err
+	}
+	loras, err := a.Store.ProjectAdapters(ctx, h.Project)
+	if err != nil {
+		return SnapshotSummary{}, err
+	}
+	members, err := a.Store.ProjectMemberCount(ctx, h.Project)
+	if err != nil {
+		return SnapshotSummary{}, err
+	}
+	snap := store.Snapshot{Project: h.Project, TakenAt: h.CreatedAt, Members: members}
+	if len(loras) > 0 && a.Blob == nil {
+		return SnapshotSummary{}, nonRetryable(errors.New("project "+h.Project+" has adapters but this server has no object store (--s3-bucket)"), ErrHandoverSetup)
+	}
+	for _, l := range loras {
+		key := SnapshotKey(id, l.SHA256)
+		if err := a.Blob.Copy(ctx, l.ObjectKey, key); err != nil {
+			return SnapshotSummary{}, fmt.Errorf("snapshot of adapter %s: %w", l.ID, err)
+		}
+		snap.Adapters = append(snap.Adapters, store.SnapshotAdapter{LoRA: l, Config: l.Config, SnapshotKey: key})
+	}
+	snap, err = a.Store.SaveSnapshot(ctx, id, snap)
+	return summary(snap), err
+}
+
+// HandoverMail names one email of a handover.
+type HandoverMail struct {
+	Handover string
+	Kind     string
+}
+
+// SendMail sends one of the handover's emails, once: an email already
+// recorded as sent is not sent again. Each offer or reminder carries an
+// accept link with a token of its own.
+func (a *Handovers) SendMail(ctx context.Context, in HandoverMail) error {
+	if a.Mailer == nil || a.Mailer.Addr == "" {
+		return nonRetryable(errors.New("no SMTP server configured (--smtp-addr)"), ErrHandoverSetup)
+	}
+	if sent, err := a.Store.MailSent(ctx, in.Handover, in.Kind); err != nil || sent {
+		return err
+	}
+	h, err := a.Store.HandoverByID(ctx, in.Handover)
+	if err != nil {
+		return err
+	}
+	msg := mail.Message{To: h.Recipient, ID: h.ID + "." + in.Kind}
+	var link string
+	if in.Kind != MailCompleted {
+		secret := token.New(HandoverTokenPrefix, 20)
+		th := sha256.Sum256([]byte(secret))
+		if err := a.Store.AddHandoverToken(ctx, h.ID, th[:]); err != nil {
+			return err
+		}
+		link = strings.TrimRight(a.PublicURL, "/") + "/handover/" + secret
+	}
+	deadline := h.ExpiresAt.UTC().Format("Monday 2 January 2006, 15:04 MST")
+	switch in.Kind {
+	case MailOffer:
+		msg.Subject = fmt.Sprintf("%s is handing project %s over to you", h.Host, h.Project)
+		msg.Body = fmt.Sprintf(`%s would like you to take over the project %s on SuperInstance.
+
+You get a copy of the project and its adapters, owned by you, and a
+subscription at an introductory price: the first year for %s, then %s a year.
+
+Accept it here before %s:
+
+  %s
+
+or with the CLI:  si handover accept --as YOUR-ACCOUNT %s
+Not for you? Decline it with:  si handover decline %s
+`, h.Host, h.Project, a.Plan.Intro, a.Plan.Standard, deadline, link, link, link)
+	case MailReminder1, MailReminder2:
+		msg.Subject = fmt.Sprintf("Reminder: project %s is waiting for you", h.Project)
+		msg.Body = fmt.Sprintf(`%s's handover of the project %s is still open. It expires on %s.
+
+Accept it here:
+
+  %s
+
+or with the CLI:  si handover accept --as YOUR-ACCOUNT %s
+`, h.Host, h.Project, deadline, link, link)
+	case MailCompleted:
+		msg.Subject = fmt.Sprintf("Project %s is yours", h.NewProject)
+		msg.Body = fmt.Sprintf(`The handover is complete. The project %s belongs to the account %s,
+with its adapters, and your subscription is in place (schedule %s).
+`, h.NewProject, h.NewOwner, h.Schedule)
+	default:
+		return nonRetryable(fmt.Errorf("unknown handover email %q", in.Kind), ErrHandoverSetup)
+	}
+	if err := a.Mailer.Send(ctx, msg); err != nil {
+		return err
+	}
+	return a.Store.RecordMail(ctx, h.ID, in.Kind, msg.ID)
+}
+
+// CountReminder records that reminder n went out.
+func (a *Handovers) CountReminder(ctx context.Context, id string, n int) error {
+	return a.Store.CountReminder(ctx, id, n)
+}
+
+// AcceptHandoverInput names the handover and the account taking it.
+type AcceptHandoverInput struct {
+	Handover string
+	Account  string
+	At       time.Time
+}
+
+// Accept records the recipient's account (creating it if new). A closed
+// handover is a non-retryable HandoverClosed error.
+func (a *Handovers) Accept(ctx context.Context, in AcceptHandoverInput) (store.Handover, error) {
+	h, err := a.Store.AcceptHandover(ctx, in.Handover, in.Account, in.At)
+	var he *store.HandoverError
+	if errors.As(err, &he) {
+		return h, nonRetryable(err, ErrHandoverClosed)
+	}
+	return h, err
+}
+
+// CloneResult is the new owner's project.
+type CloneResult struct {
+	Project  string
+	Adapters int
+}
+
+// NewProjectID names the clone: the project's name and a suffix from the
+// handover id, so that every retry picks the same one.
+func NewProjectID(project, handover string) string {
+	suffix := strings.TrimPrefix(handover, "ho_")
+	if len(suffix) > 6 {
+		suffix = suffix[:6]
+	}
+	if len(project) > 56 {
+		project = strings.TrimRight(project[:56], "-._")
+	}
+	return project + "-" + suffix
+}
+
+// Clone copies the snapshot's adapters to objects of the new owner's and
+// registers the new project and adapters in one transaction. A retry
+// copies again (the same bytes to the same keys) and finds the project.
+func (a *Handovers) Clone(ctx context.Context, id string) (CloneResult, error) {
+	h, err := a.Store.HandoverByID(ctx, id)
+	if err != nil {
+		return CloneResult{}, err
+	}
+	if h.NewOwner == "" {
+		return CloneResult{}, nonRetryable(errors.New("handover "+id+" has not been accepted"), ErrHandoverClosed)
+	}
+	snap, err := a.Store.HandoverSnapshot(ctx, id)
+	if err != nil {
+		return CloneResult{}, err
+	}
+	ids, keys := map[string]string{}, map[string]string{}
+	for _, ad := range snap.Adapters {
+		key, err := lora.ObjectKey(h.NewOwner, ad.SHA256)
+		if err != nil {
+			return CloneResult{}, nonRetryable(err, ErrHandoverSetup)
+		}
+		if err := a.Blob.Copy(ctx, ad.SnapshotKey, key); err != nil {
+			return CloneResult{}, fmt.Errorf("copy of adapter %s: %w", ad.ID, err)
+		}
+		ids[ad.SnapshotKey], keys[ad.SnapshotKey] = lora.NewID(), key
+	}
+	project, err := a.Store.CloneProject(ctx, id, NewProjectID(h.Project, id), ids, keys)
+	var he *store.HandoverError
+	if errors.As(err, &he) || errors.Is(err, store.ErrExists) {
+		return CloneResult{}, nonRetryable(err, ErrHandoverClosed)
+	}
+	return CloneResult{Project: project, Adapters: len(snap.Adapters)}, err
+}
+
+// Unclone removes what Clone made: the new project, its adapter rows and
+// the copied objects nothing else refers to.
+func (a *Handovers) Unclone(ctx context.Context, id string) error {
+	orphans, err := a.Store.UncloneProject(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, key := range orphans {
+		if err := a.Blob.Delete(ctx, key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Subscribe gives the new owner a Stripe customer (unless they have one)
+// and one subscription schedule at the plan's incentive pricing. Both
+// requests carry idempotency keys from our own ids, and a schedule already
+// recorded is not asked for again.
+func (a *Handovers) Subscribe(ctx context.Context, id string) (string, error) {
+	if a.Stripe == nil {
+		return "", nonRetryable(errors.New("billing is off on this server: start it with --stripe-key"), ErrHandoverSetup)
+	}
+	h, err := a.Store.HandoverByID(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if h.Schedule != "" {
+		return h.Schedule, nil
+	}
+	acct, err := a.Store.AccountByID(ctx, h.NewOwner)
+	if err != nil {
+		return "", err
+	}
+	customer := acct.StripeCustomerID
+	if customer == "" {
+		if customer, err = a.Stripe.EnsureCustomer(ctx, acct.ID, h.Recipient); err != nil {
+			return "", stripeError(err)
+		}
+		if err := a.Store.SetStripeCustomer(ctx, acct.ID, customer); err != nil {
+			return "", err
+		}
+	}
+	schedule, err := a.Stripe.ScheduleSubscription(ctx, id, customer, a.Plan)
+	if err != nil {
+		return "", stripeError(err)
+	}
+	return schedule, a.Store.SetHandoverSchedule(ctx, id, schedule)
+}
+
+func stripeError(err error) error {
+	if errors.Is(err, billing.ErrRejected) {
+		return nonRetryable(err, ErrStripeRejected)
+	}
+	return err
+}
+
+// CloseHandoverInput moves a handover to a final state.
+type CloseHandoverInput struct {
+	Handover string
+	State    string
+	Failure  string
+}
+
+// Close moves the handover to its final state and deletes its snapshot
+// copies (a finished handover needs them no more). It reports whether the
+// state changed.
+func (a *Handovers) Close(ctx context.Context, in CloseHandoverInput) (bool, error) {
+	changed, err := a.Store.CloseHandover(ctx, in.Handover, in.State, in.Failure)
+	if err != nil {
+		return false, err
+	}
+	if snap, err := a.Store.HandoverSnapshot(ctx, in.Handover); err == nil && a.Blob != nil {
+		for _, ad := range snap.Adapters {
+			if err := a.Blob.Delete(ctx, ad.SnapshotKey); err != nil {
+				return changed, err
+			}
+		}
+	}
+	return changed, nil
+}

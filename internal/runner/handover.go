@@ -1,0 +1,58 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/token"
+	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
+)
+
+// StartHandover records a handover of host's project to recipient and
+// starts its workflow, with the search attributes set from the start. If the
+// workflow cannot start, the handover is cancelled again.
+func StartHandover(ctx context.Context, st *store.Store, c client.Client, host, project, recipient string) (store.Handover, error) {
+	now := time.Now().UTC()
+	h, err := st.CreateHandover(ctx, store.Handover{ID: token.New("ho_", 10), Project: project, Host: host,
+		Recipient: recipient, ExpiresAt: now.Add(workflows.DefaultHandoverExpiry)})
+	if errors.Is(err, store.ErrNotFound) {
+		return h, fmt.Errorf("project %s: no such project of %s's", project, host)
+	}
+	if err != nil {
+		return h, err
+	}
+	_, err = c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: workflows.HandoverWorkflowID(h.ID), TaskQueue: workers.CloudQueue,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.HandoverStatusAttr.ValueSet(store.HandoverPending), workflows.HandoverRecipientAttr.ValueSet(recipient),
+			workflows.HandoverProjectAttr.ValueSet(project), workflows.HandoverStartedAttr.ValueSet(now)),
+	}, workflows.HandoverWorkflow, workflows.HandoverInput{HandoverID: h.ID, Project: project, Recipient: recipient})
+	if err != nil {
+		_, _ = st.CloseHandover(ctx, h.ID, store.HandoverCancelled, "")
+		return h, fmt.Errorf("starting the handover workflow: %w", err)
+	}
+	return h, nil
+}
+
+// AcceptHandover sends the accept update for account and returns once the
+// workflow has recorded it (cloning then goes on in the workflow).
+func AcceptHandover(ctx context.Context, c client.Client, id, account string) error {
+	u, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: workflows.HandoverWorkflowID(id), UpdateName: workflows.HandoverAcceptUpdate,
+		Args: []any{workflows.HandoverAccept{Account: account}}, WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = u.Get(ctx, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("handover %s: %w", id, Cause(err))
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+package integration
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/internal/simulator"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/test/harness"
+	"github.com/superinstance/mesh/workflows"
+)
+
+// handoverMesh is a mesh with adapters, Stripe behind a fault-injecting
+// proxy and Mailpit, and a host who owns a project with two adapters.
+type handoverMesh struct {
+	*harness.Mesh
+	mail    *harness.Mailbox
+	stripe  *harness.StripeProxy
+	project string
+	loras   []string
+}
+
+func startHandoverMesh(t *testing.T) *handoverMesh {
+	t.Helper()
+	proxy := harness.NewStripeProxy(t, harness.StripeMock(t))
+	mb := harness.Mailpit(t)
+	m := harness.StartMesh(t, simulator.Options{}, harness.WithAdapters(t, 4), harness.WithStripe(proxy.URL), harness.WithHandovers(mb))
+	m.Account(t, "host")
+	hm := &handoverMesh{Mesh: m, mail: mb, stripe: proxy, project: harness.UniqueID("atlas")}
+	for i, name := range []string{"tone", "legal"} {
+		hm.loras = append(hm.loras, mustPush(t, m, adapter(t, name, 4+i, 64<<10), "host", hm.project))
+	}
+	return hm
+}
+
+// offer starts a handover to a fresh address and returns it with the
+// accept link from the email.
+func (hm *handoverMesh) offer(t *testing.T) (store.Handover, string, string) {
+	t.Helper()
+	to := harness.UniqueID("ada") + "@example.com"
+	h, err := runner.StartHandover(context.Background(), hm.Store, hm.Client, "host", hm.project, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := hm.mail.WaitFor(t, to, 1, 30*time.Second)
+	if !strings.Contains(msgs[0].Subject, hm.project) {
+		t.Fatalf("offer email subject %q", msgs[0].Subject)
+	}
+	return h, to, harness.Link(t, msgs[0].Text, "handover")
+}
+
+func (hm *handoverMesh) result(t *testing.T, id string) (workflows.HandoverState, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var st workflows.HandoverState
+	err := hm.Client.GetWorkflow(ctx, workflows.HandoverWorkflowID(id), "").Get(ctx, &st)
+	return st, err
+}
+
+func tokenHash(link string) []byte {
+	h := sha256.Sum256([]byte(link[strings.LastIndex(link, "/")+1:]))
+	return h[:]
+}
+
+// The whole handover against real services: snapshot, email with a link,
+// accept, clone of the project and its adapters (S3 copies, new registry
+// rows owned by the new user), a Stripe customer and one subscription
+// schedule, the completion email, and search attributes that follow it.
+func TestHandoverClonesProjectAndSubscribes(t *testing.T) {
+	hm := startHandoverMesh(t)
+	ctx := context.Background()
+	h, to, link := hm.offer(t)
+	got, err := hm.Store.HandoverByTokenHash(ctx, tokenHash(link))
+	if err != nil || got.ID != h.ID {
+		t.Fatalf("link token finds %+v, %v", got, err)
+	}
+	if _, err := hm.Store.HandoverByTokenHash(ctx, tokenHash(link+"x")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a wrong token: %v", err)
+	}
+	// A change to the project after the snapshot is not handed over.
+	mustPush(t, hm.Mesh, adapter(t, "late", 9, 64<<10), "host", hm.project)
+
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "ada"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := hm.result(t, h.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != store.HandoverCompleted || st.NewOwner != "ada" || st.Adapters != 2 || st.Schedule == "" {
+		t.Fatalf("result %+v", st)
+	}
+	role, err := hm.Store.ProjectRole(ctx, st.NewProject, "ada")
+	if err != nil || role != store.RoleOwner {
+		t.Fatalf("ada's role in %s: %q, %v", st.NewProject, role, err)
+	}
+	if _, err := hm.Store.ProjectRole(ctx, st.NewProject, "host"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the host is still in the new project: %v", err)
+	}
+	clones, err := hm.Store.ProjectAdapters(ctx, st.NewProject)
+	if err != nil || len(clones) != 2 {
+		t.Fatalf("new project adapters %d, %v", len(clones), err)
+	}
+	for _, c := range clones {
+		orig, err := hm.Store.LoRAByChecksum(ctx, "host", c.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Owner != "ada" || c.ID == orig.ID || c.ObjectKey == orig.ObjectKey || !strings.Contains(c.ObjectKey, "/ada/") {
+			t.Fatalf("clone %+v of %+v", c, orig)
+		}
+		info, err := hm.Blob.Checksum(ctx, c.ObjectKey)
+		if err != nil || info.Size != c.Size {
+			t.Fatalf("cloned object %s: %+v, %v", c.ObjectKey, info, err)
+		}
+		if _, err := hm.Blob.Stat(ctx, activities.SnapshotKey(h.ID, c.SHA256)); !errors.Is(err, blob.ErrNotFound) {
+			t.Fatalf("snapshot copy left behind: %v", err)
+		}
+	}
+	// The host's project is untouched.
+	if orig, err := hm.Store.ProjectAdapters(ctx, hm.project); err != nil || len(orig) != 3 {
+		t.Fatalf("host's project has %d adapters, %v", len(orig), err)
+	}
+	acct, err := hm.Store.AccountByID(ctx, "ada")
+	if err != nil || acct.StripeCustomerID == "" {
+		t.Fatalf("ada's account %+v, %v", acct, err)
+	}
+	row, _ := hm.Store.HandoverByID(ctx, h.ID)
+	if row.State != store.HandoverCompleted || row.Schedule != st.Schedule || row.NewProject != st.NewProject {
+		t.Fatalf("row %+v", row)
+	}
+	if keys := hm.stripe.Keys("POST /v1/subscription_schedules"); len(keys) != 1 || keys[billing.ScheduleKey(h.ID)] != 1 {
+		t.Fatalf("schedule requests by key: %v", keys)
+	}
+	msgs := hm.mail.WaitFor(t, to, 2, 30*time.Second)
+	if !strings.Contains(msgs[1].Subject, st.NewProject) {
+		t.Fatalf("completion email %q", msgs[1].Subject)
+	}
+	// Used: the link is refused with the reason.
+	row, _ = hm.Store.HandoverByTokenHash(ctx, tokenHash(link))
+	if reason := row.ClosedReason(time.Now()); !strings.Contains(reason, "already been accepted") {
+		t.Fatalf("a used link: %q", reason)
+	}
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "eve"); err == nil {
+		t.Fatal("a second accept was taken")
+	}
+	waitForStatus(t, hm, h.ID, store.HandoverCompleted)
+}
+
+// waitForStatus waits until visibility lists the handover with status.
+func waitForStatus(t *testing.T, hm *handoverMesh, id, status string) {
+	t.Helper()
+	q := "HandoverStatus = '" + status + "' AND HandoverProject = '" + hm.project + "'"
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := hm.Client.ListWorkflow(context.Background(), &workflowservice.ListWorkflowExecutionsRequest{Namespace: "default", Query: q})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range resp.Executions {
+			if e.GetExecution().GetWorkflowId() == workflows.HandoverWorkflowID(id) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("visibility does not list %s with %s", id, q)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stripe commits the customer and the schedule but the replies are lost:
+// the activity retries with the same idempotency keys, the new owner ends
+// with one customer and one subscription schedule.
+func TestHandoverStripeFailuresDuringAccept(t *testing.T) {
+	hm := startHandoverMesh(t)
+	ctx := context.Background()
+	h, _, _ := hm.offer(t)
+	hm.stripe.Fail("POST /v1/customers", 2)
+	hm.stripe.Fail("POST /v1/subscription_schedules", 2)
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "bo"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := hm.result(t, h.ID)
+	if err != nil || st.Status != store.HandoverCompleted {
+		t.Fatalf("result %+v, %v", st, err)
+	}
+	customers := hm.stripe.Keys("POST /v1/customers")
+	if len(customers) != 1 || customers["si-customer-bo"] != 3 {
+		t.Fatalf("customer requests by idempotency key: %v (want one key, three attempts)", customers)
+	}
+	schedules := hm.stripe.Keys("POST /v1/subscription_schedules")
+	if len(schedules) != 1 || schedules[billing.ScheduleKey(h.ID)] != 3 {
+		t.Fatalf("schedule requests by idempotency key: %v (want one key, three attempts)", schedules)
+	}
+	row, _ := hm.Store.HandoverByID(ctx, h.ID)
+	if row.State != store.HandoverCompleted || row.Schedule == "" {
+		t.Fatalf("row %+v", row)
+	}
+}
+
+// Stripe refusing the subscription for good undoes the clone: no project,
+// no adapter rows and no copied objects are left, and the handover failed.
+func TestHandoverStripeRefusalLeavesNoClone(t *testing.T) {
+	hm := startHandoverMesh(t)
+	ctx := context.Background()
+	h, _, _ := hm.offer(t)
+	hm.stripe.Refuse("POST /v1/subscription_schedules", 1)
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "cy"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hm.result(t, h.ID); err == nil {
+		t.Fatal("the handover completed with a refused subscription")
+	}
+	row, _ := hm.Store.HandoverByID(ctx, h.ID)
+	if row.State != store.HandoverFailed || row.NewProject != "" || row.Failure == "" {
+		t.Fatalf("row %+v", row)
+	}
+	if _, err := hm.Store.ProjectRole(ctx, activities.NewProjectID(hm.project, h.ID), "cy"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the clone was left behind: %v", err)
+	}
+	mine, err := hm.Store.LoRAs(ctx, "cy")
+	if err != nil || len(mine) != 0 {
+		t.Fatalf("cy has %d adapters, %v", len(mine), err)
+	}
+	for _, id := range hm.loras {
+		l, _ := hm.Store.LoRAByID(ctx, id)
+		key := "adapters/cy/" + l.SHA256 + "/adapter_model.safetensors"
+		if _, err := hm.Blob.Stat(ctx, key); !errors.Is(err, blob.ErrNotFound) {
+			t.Fatalf("copied object %s left behind: %v", key, err)
+		}
+	}
+	waitForStatus(t, hm, h.ID, store.HandoverFailed)
+}
