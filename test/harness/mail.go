@@ -153,4 +153,3 @@ func WithHandovers(mb *Mailbox) func(*Mesh, *workers.Cloud) {
 		c.Handovers.Stripe = m.Stripe
 	}
 }
-

@@ -11,8 +11,8 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/superinstance/mesh/activities"
-	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
