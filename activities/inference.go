@@ -22,6 +22,7 @@ const (
 	ErrCreditCeiling     = "CreditCeiling"
 	ErrUnknownAccount    = "UnknownAccount"
 	ErrGuestQuota        = "GuestQuotaExhausted"
+	ErrProjectForbidden  = "ProjectForbidden"
 )
 
 // Models names the model each agent uses.

@@ -47,9 +47,38 @@ func (r *Records) CheckGuest(ctx context.Context, session, host string) (store.G
 	if err != nil {
 		return g, err
 	}
+	if !store.CanWrite(g.Role) {
+		return g, temporal.NewNonRetryableApplicationError("a "+g.Role+" of project "+g.Project+" can watch its runs but not start one",
+			ErrProjectForbidden, store.ErrForbidden)
+	}
 	if g.Remaining <= 0 {
 		qe := &store.GuestQuotaError{Session: session}
 		return g, temporal.NewNonRetryableApplicationError(qe.Error(), ErrGuestQuota, qe)
 	}
 	return g, nil
 }
+
+// CheckProject refuses a consensus in a project the account may not write
+// to: one it is not a member of, or one where it is a viewer. A project new
+// to the mesh is created, owned by the account. The default project is
+// everyone's own scratch space and is not checked.
+func (r *Records) CheckProject(ctx context.Context, account, project string) error {
+	if project == "" || project == DefaultProject {
+		return nil
+	}
+	role, err := r.Store.ClaimProject(ctx, project, account)
+	if errors.Is(err, store.ErrNotFound) {
+		return temporal.NewNonRetryableApplicationError("project "+project+": no such project of yours", ErrProjectForbidden, err)
+	}
+	if err != nil {
+		return err
+	}
+	if !store.CanWrite(role) {
+		return temporal.NewNonRetryableApplicationError("a "+role+" of project "+project+" can watch its runs but not start one",
+			ErrProjectForbidden, store.ErrForbidden)
+	}
+	return nil
+}
+
+// DefaultProject is the project of runs that name none.
+const DefaultProject = "default"

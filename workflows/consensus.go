@@ -33,7 +33,7 @@ const (
 	DefaultThreshold   = 0.8
 	DefaultMaxRounds   = 3
 	MaxRounds          = 10
-	DefaultProject     = "default"
+	DefaultProject     = activities.DefaultProject
 	DefaultStepTimeout = 2 * time.Minute
 	// hubStartTimeout is how long a step waits for a hub to pick it up before
 	// the workflow moves inference to the cloud queue.
@@ -261,6 +261,13 @@ func (c *consensus) run(ctx workflow.Context) error {
 		if err := workflow.ExecuteActivity(actx, r.CheckAccount, c.in.Account).Get(ctx, nil); err != nil {
 			return passType(err, "account check")
 		}
+		// The caller must own or edit a named project (a new one becomes
+		// theirs); a guest's role was checked with the session.
+		if c.in.GuestSession == "" && workflow.GetVersion(ctx, "project-roles", workflow.DefaultVersion, 1) == 1 {
+			if err := workflow.ExecuteActivity(actx, r.CheckProject, c.in.Account, c.in.Project).Get(ctx, nil); err != nil {
+				return passType(err, "project check")
+			}
+		}
 	}
 	if err := c.place(ctx); err != nil {
 		return err
@@ -446,7 +453,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg,
 
 // passedTypes are the activity error types a consensus fails with as they are.
 var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount,
-	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad, activities.ErrGuestQuota}
+	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad, activities.ErrGuestQuota, activities.ErrProjectForbidden}
 
 // passType fails the workflow with the activity's own error type when it is
 // one callers act on (the credit ceiling, an unknown account), and as

@@ -328,6 +328,7 @@ func TestSuspendedAccountIsRefused(t *testing.T) {
 func TestBillsEveryStepOnceWithStableIDs(t *testing.T) {
 	env := newEnv(t)
 	env.OnActivity(rec.CheckAccount, mock.Anything, "acme").Return(nil)
+	env.OnActivity(rec.CheckProject, mock.Anything, "acme", mock.Anything).Return(nil)
 	var billed []store.Usage
 	env.OnActivity(led.LogUsage, mock.Anything, mock.Anything).Return(func(_ context.Context, evs []store.Usage) ([]store.Charge, error) {
 		billed = append(billed, evs...)
@@ -352,6 +353,7 @@ func TestBillsEveryStepOnceWithStableIDs(t *testing.T) {
 func TestCeilingReachedMidRunStopsTheRun(t *testing.T) {
 	env := newEnv(t)
 	env.OnActivity(rec.CheckAccount, mock.Anything, "acme").Return(nil)
+	env.OnActivity(rec.CheckProject, mock.Anything, "acme", mock.Anything).Return(nil)
 	env.OnActivity(led.LogUsage, mock.Anything, mock.Anything).Return(nil,
 		temporal.NewNonRetryableApplicationError("credit ceiling reached: account acme owes $1.000000", activities.ErrCreditCeiling, nil))
 	_, err := run(t, env, ConsensusInput{Prompt: "q [sim:disagree]", MaxRounds: 3, Account: "acme"})

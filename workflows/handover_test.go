@@ -131,9 +131,11 @@ func TestHandoverAcceptedOnDay6(t *testing.T) {
 
 func TestHandoverDeclined(t *testing.T) {
 	r := newHandoverRun(t)
-	r.env.RegisterDelayedCallback(func() { r.env.SignalWorkflow(HandoverDeclineSignal, nil) }, day)
 	late := &updateResult{}
-	r.accept(day+time.Second, "grace", late)
+	r.env.RegisterDelayedCallback(func() {
+		r.env.SignalWorkflow(HandoverDeclineSignal, nil)
+		r.env.UpdateWorkflow(HandoverAcceptUpdate, "late", late, HandoverAccept{Account: "grace"})
+	}, day)
 	st, err := r.run(t)
 	if err != nil {
 		t.Fatal(err)

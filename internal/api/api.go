@@ -1,10 +1,16 @@
 // Package api is the mesh's HTTP API: JSON in and out, every request
-// authenticated by an account's API token (Authorization: Bearer si_...),
-// every error answered as {"error": {"code": ..., "message": ...}}.
+// authenticated by an account's API token (Authorization: Bearer si_...) or
+// a guest's session cookie, every error answered as
+// {"error": {"code": ..., "message": ...}}.
 //
-//	POST /v1/consensus        start a consensus billed to the token's account
-//	                          (402 when the account is suspended)
-//	GET  /v1/consensus/{id}   its live or final state
+//	POST /v1/consensus        start a consensus billed to the token's account,
+//	                          or a guest's host (402 when the account is
+//	                          suspended or the guest's quota is spent)
+//	GET  /v1/consensus/{id}   its live or final state, to its account and the
+//	                          members and guests of its project
+//	GET  /join/{token}        accept an invite: a guest session in a cookie
+//	GET  /handover/{token}    the handover accept page (POST accepts or declines)
+//	GET  /p/{project}         the project page a guest lands on
 package api
 
 import (
@@ -32,14 +38,47 @@ type Server struct {
 	Temporal client.Client
 	// HubQueue is the hub consensus prefers when a request names none; empty for none.
 	HubQueue string
+	// LinkLimit bounds requests to /join and /handover per client address.
+	// Default DefaultLinkLimit.
+	LinkLimit *Limiter
 }
 
 // Handler routes the API.
 func (s *Server) Handler() http.Handler {
+	if s.LinkLimit == nil {
+		s.LinkLimit = DefaultLinkLimit()
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/consensus", s.auth(s.startConsensus))
 	mux.HandleFunc("GET /v1/consensus/{id}", s.auth(s.getConsensus))
+	mux.HandleFunc("GET /join/{token}", s.LinkLimit.Wrap(s.join))
+	mux.HandleFunc("GET /handover/{token}", s.LinkLimit.Wrap(s.handoverPage))
+	mux.HandleFunc("POST /handover/{token}", s.LinkLimit.Wrap(s.handoverAnswer))
+	mux.HandleFunc("GET /p/{project}", s.projectPage)
 	return mux
+}
+
+// GuestCookie holds a guest's session id.
+const GuestCookie = "si_guest"
+
+// Caller is who makes a request: an account by its API token, or a guest by
+// the session cookie (Account is then the host who pays).
+type Caller struct {
+	Account string
+	Guest   *store.GuestSession
+}
+
+// guest returns the guest session the request's cookie names, if any.
+func (s *Server) guest(r *http.Request) (*store.GuestSession, error) {
+	c, err := r.Cookie(GuestCookie)
+	if err != nil || len(c.Value) > 128 {
+		return nil, store.ErrNotFound
+	}
+	g, err := s.Store.GuestSessionByID(r.Context(), c.Value)
+	if err != nil {
+		return nil, err
+	}
+	return &g, nil
 }
 
 // ConsensusRequest is POST /v1/consensus's body.
@@ -52,13 +91,22 @@ type ConsensusRequest struct {
 	LoRA      string  `json:"lora,omitempty"`
 }
 
-type handler func(w http.ResponseWriter, r *http.Request, account string)
+type handler func(w http.ResponseWriter, r *http.Request, c Caller)
 
 func (s *Server) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok {
-			httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "send an API token: Authorization: Bearer si_... (si account token creates one)")
+			g, err := s.guest(r)
+			if err == nil {
+				h(w, r, Caller{Account: g.Host, Guest: g})
+				return
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the session store is unreachable")
+				return
+			}
+			httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "send an API token: Authorization: Bearer si_... (si account token creates one), or open an invite link")
 			return
 		}
 		account, err := s.Store.AccountForToken(r.Context(), strings.TrimSpace(token))
@@ -70,11 +118,12 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
 			return
 		}
-		h(w, r, account)
+		h(w, r, Caller{Account: account})
 	}
 }
 
-func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, account string) {
+func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller) {
+	account := c.Account
 	var req ConsensusRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
 	dec.DisallowUnknownFields()
@@ -89,9 +138,43 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, account 
 	}
 	in := workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, Account: account, MaxRounds: req.MaxRounds,
 		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, HubQueue: s.HubQueue}
-	if _, err := in.Normalize(); err != nil {
+	if g := c.Guest; g != nil {
+		if req.Project != "" && req.Project != g.Project {
+			httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+req.Project)
+			return
+		}
+		if !store.CanWrite(g.Role) {
+			httpjson.Error(w, http.StatusForbidden, "forbidden", "a "+g.Role+" guest can watch the project's runs but not start one")
+			return
+		}
+		if g.Remaining <= 0 {
+			httpjson.Error(w, http.StatusPaymentRequired, "guest_quota_exhausted", "guest quota exhausted: ask the host for a new invite")
+			return
+		}
+		in.Project, in.GuestSession = g.Project, g.ID
+	}
+	norm, err := in.Normalize()
+	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
+	}
+	if c.Guest == nil && norm.Project != workflows.DefaultProject {
+		role, err := s.Store.ProjectRole(r.Context(), norm.Project, account)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// A project new to the mesh becomes the caller's; someone
+			// else's is as absent as one that never was.
+			if owner, err := s.Store.ProjectOwner(r.Context(), norm.Project); err == nil && owner != "" {
+				httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+norm.Project)
+				return
+			}
+		case err != nil:
+			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the project store is unreachable")
+			return
+		case !store.CanWrite(role):
+			httpjson.Error(w, http.StatusForbidden, "forbidden", "a "+role+" of project "+norm.Project+" can watch its runs but not start one")
+			return
+		}
 	}
 	a, err := s.Store.AccountByID(r.Context(), account)
 	if err != nil {
@@ -113,7 +196,7 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, account 
 	httpjson.Write(w, http.StatusAccepted, map[string]string{"workflow_id": id, "state_url": "/v1/consensus/" + id})
 }
 
-func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, account string) {
+func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, c Caller) {
 	id := r.PathValue("id")
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
@@ -122,10 +205,27 @@ func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, account st
 	if err == nil {
 		err = v.Get(&st)
 	}
-	// Another account's run is as absent as a run that never was.
-	if err != nil || st.Account != account || !strings.HasPrefix(id, "consensus-") && !strings.HasPrefix(id, "escalation-") {
+	// A run the caller may not see is as absent as a run that never was.
+	if err != nil || !strings.HasPrefix(id, "consensus-") && !strings.HasPrefix(id, "escalation-") || !s.maySee(r.Context(), c, st) {
 		httpjson.Error(w, http.StatusNotFound, "not_found", "no consensus "+id)
 		return
 	}
 	httpjson.Write(w, http.StatusOK, st)
+}
+
+// maySee reports whether the caller may read a run: a guest, the runs of
+// their project paid by their host; an account, its own runs and those of
+// the named projects it is a member of.
+func (s *Server) maySee(ctx context.Context, c Caller, st workflows.ConsensusState) bool {
+	if c.Guest != nil {
+		return st.Project == c.Guest.Project && st.Account == c.Guest.Host
+	}
+	if st.Account == c.Account {
+		return true
+	}
+	if st.Project == "" || st.Project == workflows.DefaultProject {
+		return false
+	}
+	_, err := s.Store.ProjectRole(ctx, st.Project, c.Account)
+	return err == nil
 }

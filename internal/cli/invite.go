@@ -17,7 +17,6 @@ import (
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/token"
-	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
 )
 
@@ -80,16 +79,9 @@ quota; when it is spent the guest's requests are refused.
 				return err
 			}
 			defer c.Close()
-			secret := token.New("si_inv_", 20)
-			h := sha256.Sum256([]byte(secret))
-			inv, err := st.CreateInvite(ctx, store.Invite{ID: token.New("inv_", 10), TokenHash: h[:], Project: project, Host: host,
+			secret, inv, err := runner.StartInvite(ctx, st, c, store.Invite{Project: project, Host: host,
 				Role: role, Quota: q, ExpiresAt: time.Now().Add(expires).UTC()})
 			if err != nil {
-				return err
-			}
-			if _, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.InviteWorkflowID(inv.ID), TaskQueue: workers.CloudQueue},
-				workflows.InviteWorkflow, workflows.InviteInput{InviteID: inv.ID, ExpiresAt: inv.ExpiresAt}); err != nil {
-				_, _ = st.CloseInvite(ctx, inv.ID, store.InviteRevoked)
 				return err
 			}
 			fmt.Fprintf(env.Stdout, "invite %s: %s of project %s, quota %s billed to %s, expires %s\n", inv.ID, inv.Role, inv.Project,
@@ -193,7 +185,7 @@ refused with the reason.`,
 				return errors.New("usage: si join LINK|TOKEN")
 			}
 			tok := linkToken(args[0], "join")
-			if !strings.HasPrefix(tok, "si_inv_") || len(tok) > 64 {
+			if !strings.HasPrefix(tok, runner.InviteTokenPrefix) || len(tok) > 64 {
 				return errors.New("not an invite token or link")
 			}
 			st, err := db.Open(ctx)

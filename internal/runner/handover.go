@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -55,4 +56,26 @@ func AcceptHandover(ctx context.Context, c client.Client, id, account string) er
 		return fmt.Errorf("handover %s: %w", id, Cause(err))
 	}
 	return nil
+}
+
+// InviteTokenPrefix starts every invite token.
+const InviteTokenPrefix = "si_inv_"
+
+// StartInvite stores an invite (only its token's hash) and starts the
+// workflow that holds it until it is accepted, revoked or expires. It
+// returns the token, which is shown once and never stored.
+func StartInvite(ctx context.Context, st *store.Store, c client.Client, in store.Invite) (string, store.Invite, error) {
+	secret := token.New(InviteTokenPrefix, 20)
+	h := sha256.Sum256([]byte(secret))
+	in.ID, in.TokenHash = token.New("inv_", 10), h[:]
+	inv, err := st.CreateInvite(ctx, in)
+	if err != nil {
+		return "", inv, err
+	}
+	if _, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.InviteWorkflowID(inv.ID), TaskQueue: workers.CloudQueue},
+		workflows.InviteWorkflow, workflows.InviteInput{InviteID: inv.ID, ExpiresAt: inv.ExpiresAt}); err != nil {
+		_, _ = st.CloseInvite(ctx, inv.ID, store.InviteRevoked)
+		return "", inv, fmt.Errorf("starting the invite workflow: %w", err)
+	}
+	return secret, inv, nil
 }

@@ -184,9 +184,7 @@ func Start(o Options) (s *Server, err error) {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
 		if o.Roles[RoleAPI] {
-			h := (&api.Server{Store: o.Store, Temporal: o.Temporal}).Handler()
-			mux.Handle("/v1/consensus", h)
-			mux.Handle("/v1/consensus/", h)
+			mux.Handle("/", (&api.Server{Store: o.Store, Temporal: o.Temporal}).Handler())
 		}
 		if o.WebhookSecret != "" {
 			mux.Handle("POST /v1/stripe/webhook", &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger})

@@ -112,6 +112,26 @@ func (s *Store) ConsensusRun(ctx context.Context, workflowID string) (ConsensusR
 	return r, err
 }
 
+// RecentRuns returns a project's latest finished runs, newest first.
+func (s *Store) RecentRuns(ctx context.Context, project string, limit int) ([]ConsensusRun, error) {
+	rows, err := s.Pool.Query(ctx, `
+		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, finished_at
+		FROM consensus_runs WHERE project_id = $1 ORDER BY finished_at DESC LIMIT $2`, project, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ConsensusRun
+	for rows.Next() {
+		var r ConsensusRun
+		if err := rows.Scan(&r.WorkflowID, &r.Project, &r.Prompt, &r.Status, &r.Score, &r.Rounds, &r.Answer, &r.Placement, &r.Account, &r.FinishedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
 // redact hides a password in a connection string for error messages.
 func redact(url string) string {
 	cfg, err := pgx.ParseConfig(url)

@@ -22,7 +22,7 @@ func TestGuestConsensusBillsHostUpToQuota(t *testing.T) {
 	m.Account(t, "host")
 	h := sha256.Sum256([]byte("tok"))
 	if _, err := m.Store.CreateInvite(ctx, store.Invite{ID: "inv-g", TokenHash: h[:], Project: "team", Host: "host",
-		Role: store.RoleViewer, Quota: 3_000, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		Role: store.RoleEditor, Quota: 3_000, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Store.AcceptInvite(ctx, "inv-g", "gs-g", time.Now()); err != nil {
@@ -55,5 +55,22 @@ func TestGuestConsensusBillsHostUpToQuota(t *testing.T) {
 	}
 	if _, _, err := ask(t, m, in, nil); err == nil || !strings.Contains(err.Error(), "guest quota exhausted") {
 		t.Fatalf("a run after the quota is spent: %v", err)
+	}
+
+	// A viewer guest watches but does not run.
+	v := sha256.Sum256([]byte("tok-viewer"))
+	if _, err := m.Store.CreateInvite(ctx, store.Invite{ID: "inv-v", TokenHash: v[:], Project: "team", Host: "host",
+		Role: store.RoleViewer, Quota: 3_000, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Store.AcceptInvite(ctx, "inv-v", "gs-v", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	in.GuestSession = "gs-v"
+	if _, _, err := ask(t, m, in, nil); err == nil || !strings.Contains(err.Error(), "can watch its runs but not start one") {
+		t.Fatalf("a viewer guest's run: %v", err)
+	}
+	if g, _ := m.Store.GuestSessionByID(ctx, "gs-v"); g.Remaining != 3_000 {
+		t.Fatalf("the refused viewer spent %d", 3_000-g.Remaining)
 	}
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/runner"
@@ -242,4 +247,49 @@ func TestHandoverStripeRefusalLeavesNoClone(t *testing.T) {
 		}
 	}
 	waitForStatus(t, hm, h.ID, store.HandoverFailed)
+}
+
+// The emailed link opens the accept page; declining there ends the
+// handover, and the link is then refused.
+func TestHandoverPageDecline(t *testing.T) {
+	hm := startHandoverMesh(t)
+	h, _, link := hm.offer(t)
+	srv := httptest.NewServer((&api.Server{Store: hm.Store, Temporal: hm.Client}).Handler())
+	defer srv.Close()
+	path := link[strings.Index(link, "/handover/"):]
+	resp, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Take over project "+hm.project) || !strings.Contains(string(body), "2 adapters") {
+		t.Fatalf("page: %d %s", resp.StatusCode, body)
+	}
+	resp, err = http.PostForm(srv.URL+path, url.Values{"answer": {"decline"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "You declined") {
+		t.Fatalf("decline: %d %s", resp.StatusCode, body)
+	}
+	st, err := hm.result(t, h.ID)
+	if err != nil || st.Status != store.HandoverDeclined {
+		t.Fatalf("result %+v, %v", st, err)
+	}
+	resp, err = http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), "declined") {
+		t.Fatalf("declined link: %d %s", resp.StatusCode, body)
+	}
+	c, err := hm.Store.Conversion(context.Background(), "host")
+	if err != nil || c.HandoversStarted != 1 || c.HandoversDeclined != 1 || c.HandoverAcceptRate() != 0 {
+		t.Fatalf("conversion %+v, %v", c, err)
+	}
 }
