@@ -54,7 +54,7 @@ LoRA adapters and collaborators, orchestrated by Temporal.
 
 Every flag can also be set with an SI_ environment variable: --temporal-address
 reads SI_TEMPORAL_ADDRESS, --database-url reads SI_DATABASE_URL. Flags win.`,
-		Sub: []*Command{devCommand(), askCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
+		Sub: []*Command{devCommand(), askCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
 			serverCommand(), accountCommand(), balanceCommand(), usageCommand(), creditCommand(), tierCommand(), ceilingCommand(),
 			billingCommand(), simulatorCommand(), versionCommand()},
 	}

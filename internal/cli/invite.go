@@ -94,15 +94,40 @@ quota; when it is spent the guest's requests are refused.
 }
 
 func inviteRevokeCommand() *Command {
-	var t config.Temporal
+	var (
+		db   config.Database
+		t    config.Temporal
+		host string
+	)
 	return &Command{
 		Name:  "revoke",
 		Args:  "INVITE-ID",
-		Short: "revoke a pending invite",
-		Flags: func(fs *flag.FlagSet) { t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port") },
+		Short: "revoke a pending invite (its host or the project's owner)",
+		Flags: func(fs *flag.FlagSet) {
+			db.Register(fs)
+			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			fs.StringVar(&host, "account", "dev", "who revokes: the invite's host or the project's owner")
+		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) != 1 {
 				return errors.New("usage: si invite revoke INVITE-ID")
+			}
+			st, err := db.Open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			inv, err := st.InviteByID(ctx, args[0])
+			if err == nil && inv.Host != host {
+				if role, rerr := st.ProjectRole(ctx, inv.Project, host); rerr != nil || role != store.RoleOwner {
+					err = store.ErrNotFound
+				}
+			}
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no invite %s of %s's", args[0], host)
+			}
+			if err != nil {
+				return err
 			}
 			c, err := t.Dial(10 * time.Second)
 			if err != nil {
@@ -111,7 +136,7 @@ func inviteRevokeCommand() *Command {
 			defer c.Close()
 			id := workflows.InviteWorkflowID(args[0])
 			if err := c.SignalWorkflow(ctx, id, "", workflows.InviteRevokeSignal, nil); err != nil {
-				return fmt.Errorf("invite %s is not pending (used, revoked, expired or unknown)", args[0])
+				return fmt.Errorf("invite %s is not pending (%s)", args[0], closedState(ctx, st, inv.ID))
 			}
 			var state string
 			if err := c.GetWorkflow(ctx, id, "").Get(ctx, &state); err != nil {

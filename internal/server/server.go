@@ -182,6 +182,7 @@ func Start(o Options) (s *Server, err error) {
 			return nil, fmt.Errorf("metrics on %s: %w", o.MetricsListen, err)
 		}
 		mux := http.NewServeMux()
+		metrics.Registry.MustRegister(newConversion(o.Store))
 		mux.Handle("GET /metrics", metrics.Handler())
 		if o.Roles[RoleAPI] {
 			mux.Handle("/", (&api.Server{Store: o.Store, Temporal: o.Temporal}).Handler())
