@@ -74,6 +74,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	si, temporal := binaries(t)
 	frontend, ui, sim := freeAddr(t), freeAddr(t), freeAddr(t)
 	bridgeAddr, hubAPI, metricsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	minioAddr, smtpAddr, mailpitAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	pgPort, err := devstack.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +86,8 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	}
 	args := []string{"dev", "--data-dir", dataDir, "--temporal-listen", frontend, "--ui-listen", ui,
 		"--sim-listen", sim, "--postgres-port", fmt.Sprint(pgPort), "--hub-id", "e2e", "--account", "acme",
-		"--bridge-listen", bridgeAddr, "--hub-api-listen", hubAPI, "--metrics-listen", metricsAddr}
+		"--bridge-listen", bridgeAddr, "--hub-api-listen", hubAPI, "--metrics-listen", metricsAddr,
+		"--minio-listen", minioAddr, "--mailpit-smtp-listen", smtpAddr, "--mailpit-listen", mailpitAddr}
 	if os.Getenv("DATABASE_URL") != "" {
 		args = append(args, "--database-url", harness.DatabaseURL(t))
 	}
@@ -264,6 +266,60 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 
+	// A handover, found by its search attributes with the temporal CLI.
+	out, err = runSI("invite", "--dev-dir", dataDir, "--account", "acme", "--project", "e2e-team", "--role", "editor", "--quota", "0.05")
+	if err != nil {
+		t.Fatalf("si invite: %v\n%s", err, out)
+	}
+	out, err = runSI("handover", "start", "--dev-dir", dataDir, "--account", "acme", "--project", "e2e-team", "--to", "ada@example.com")
+	if err != nil || !strings.Contains(out, "handover ho_") {
+		t.Fatalf("si handover start: %v\n%s", err, out)
+	}
+	handoverID := strings.Fields(out[strings.Index(out, "handover ho_")+len("handover "):])[0]
+	handoverID = strings.TrimSuffix(handoverID, ":")
+	query := "HandoverStatus = 'pending' AND HandoverProject = 'e2e-team' AND HandoverRecipient = 'ada@example.com'"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		listed := string(tc("workflow", "list", "--query", query))
+		if strings.Contains(listed, "handover/"+handoverID) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("temporal workflow list --query %q lacks handover/%s:\n%s", query, handoverID, listed)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, err = runSI("handover", "ls", "--stuck", "--older-than", "0s", "--json")
+	if err != nil || !strings.Contains(out, `"id": "`+handoverID+`"`) || !strings.Contains(out, `"status": "pending"`) {
+		t.Fatalf("si handover ls --stuck: %v\n%s", err, out)
+	}
+	mb := &harness.Mailbox{URL: "http://" + mailpitAddr}
+	offer := mb.WaitFor(t, "ada@example.com", 1, 30*time.Second)[0]
+	out, err = runSI("handover", "accept", "--dev-dir", dataDir, "--as", "ada", harness.Link(t, offer.Text, "handover"))
+	if err != nil || !strings.Contains(out, "project e2e-team-") || !strings.Contains(out, "subscription schedule sub_sched") {
+		t.Fatalf("si handover accept: %v\n%s", err, out)
+	}
+	cmd = exec.Command(si, "stats", "--dev-dir", dataDir, "--json")
+	cmd.Env = cleanEnv()
+	statsOut, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("si stats: %v", err)
+	}
+	var stats struct {
+		InvitesSent       int     `json:"invites_sent"`
+		HandoversStarted  int     `json:"handovers_started"`
+		HandoversAccepted int     `json:"handovers_accepted"`
+		Rate              float64 `json:"handover_accept_rate"`
+	}
+	if err := json.Unmarshal(statsOut, &stats); err != nil || stats.InvitesSent != 1 || stats.HandoversStarted != 1 ||
+		stats.HandoversAccepted != 1 || stats.Rate != 1 {
+		t.Fatalf("si stats: %v\n%s", err, statsOut)
+	}
+	if m := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(m, `si_handovers_total{outcome="accepted"} 1`) ||
+		!strings.Contains(m, `si_invites_total{outcome="sent"} 1`) {
+		t.Fatalf("conversion metrics:\n%s", m)
+	}
+
 	// The Web UI serves.
 	if c, err := net.DialTimeout("tcp", ui, 2*time.Second); err != nil {
 		t.Fatalf("temporal UI: %v", err)
@@ -326,10 +382,13 @@ func httpGet(t *testing.T, url string) string {
 }
 
 // cleanEnv drops SI_ variables so the test's flags are what si sees.
+// cleanEnv is the environment without SI_ settings, with the checkout's
+// bin/ (the tools `make tools` builds) first on PATH.
 func cleanEnv() []string {
-	var env []string
+	bin, _ := filepath.Abs(filepath.Join("..", "..", "bin"))
+	env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SI_") {
+		if !strings.HasPrefix(kv, "SI_") && !strings.HasPrefix(kv, "PATH=") {
 			env = append(env, kv)
 		}
 	}
