@@ -75,7 +75,7 @@ bench: deps
 	BENCH_OUT=$(BENCH_OUT) $(GO) test -run '^$$' -bench . -benchtime=1x -timeout 30m ./test/bench/
 
 ## demo: start `si dev` in the background and run the scenario against it.
-demo: deps build $(BIN)/stripe-mock
+demo: deps build $(BIN)/stripe-mock $(BIN)/minio $(BIN)/mailpit
 	@SI=$(SI) DEMO_DIR=$(DEMO_DIR) scripts/demo.sh
 
 demo-stop:

@@ -67,17 +67,31 @@ echo "== 6. A flush of the whole cents to Stripe (stripe-mock); the sub-cent res
 echo
 echo "== 7. LoRA hot-swap: a generated adapter, validated, uploaded to MinIO, registered and loaded"
 "$SI" lora new demo-expert --size 4
-"$SI" push --expert demo-expert
+"$SI" push --dev-dir "$DEMO_DIR" --expert demo-expert --project demo-team
 lora_id=$("$SI" lora ls --dev-dir "$DEMO_DIR" --json | sed -n 's/.*"id": "\(lora_[a-z2-7]*\)".*/\1/p' | head -1)
 "$SI" lora ls --dev-dir "$DEMO_DIR"
 echo "   Logos answers through the adapter:"
 "$SI" ask --lora "$lora_id" "Draft a reply to a password-reset ticket."
 echo
 echo "== 8. A guest: an invite with a quota billed to the host, accepted, partly spent"
-link=$("$SI" invite --dev-dir "$DEMO_DIR" --project demo-team --role viewer --quota 0.01 --expires 24h | tee /dev/stderr | sed -n 's/^link: *//p')
+link=$("$SI" invite --dev-dir "$DEMO_DIR" --project demo-team --role editor --quota 0.01 --expires 24h | tee /dev/stderr | sed -n 's/^link: *//p')
 guest=$("$SI" join --dev-dir "$DEMO_DIR" "$link" | tee /dev/stderr | sed -n 's/^guest session //p')
 "$SI" ask --guest "$guest" "Summarise the sprint plan for the team."
 "$SI" invite ls --dev-dir "$DEMO_DIR"
+echo
+echo "== 9. A handover: project demo-team offered to a new owner (a multi-day workflow)"
+if out=$("$SI" handover start --dev-dir "$DEMO_DIR" --project demo-team --to ada@example.com 2>&1); then
+  echo "$out"
+else
+  echo "$out"
+  case "$out" in *"already has an open handover"*) ;; *) exit 1 ;; esac
+fi
+"$SI" handover ls --project demo-team
+echo "   The offer email (with the accept link) is in Mailpit: http://127.0.0.1:8025"
+echo "   The Temporal UI filters on HandoverStatus, HandoverRecipient, HandoverProject and HandoverStarted:"
+echo "   http://127.0.0.1:8233/namespaces/default/workflows?query=HandoverStatus%3D%22pending%22"
+echo "   Accept it with: $SI handover accept --as ada LINK   (or open the link)"
+"$SI" stats --dev-dir "$DEMO_DIR"
 echo
 echo "All runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
 echo "The stack keeps running (pid $(cat "$PIDFILE")). Try: $SI ask \"your question\""

@@ -160,8 +160,8 @@ Quota remaining: <b id="remaining">{{.Remaining}}</b> of {{.Quota}}, billed to {
 <h1>Take over project {{.H.Project}}</h1>
 {{if .Error}}<p class="error">{{.Error}}</p>{{end}}
 {{if .Done}}<p id="result">{{.Done}}</p>{{else}}
-<p>{{.H.Host}} is handing the project <b>{{.H.Project}}</b> over to {{.H.Recipient}}: a copy of it and its
-{{.Adapters}} adapters, owned by you, with a subscription at an introductory price.
+<p>{{.H.Host}} is handing the project <b>{{.H.Project}}</b> over to {{.H.Recipient}}: a copy of it with
+{{.Adapters}} adapter{{if ne .Adapters 1}}s{{end}}, owned by you, with a subscription at an introductory price.
 The offer expires {{.H.ExpiresAt.Format "2 Jan 2006 15:04 MST"}}.</p>
 <form method="post"><label>Your account <input name="account" required pattern="[a-z0-9][a-z0-9._-]{0,62}"></label>
 <button name="answer" value="accept">Accept</button> <button name="answer" value="decline" formnovalidate>Decline</button></form>

@@ -7,15 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	commonpb "go.temporal.io/api/common/v1"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/converter"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/config"
@@ -109,19 +105,6 @@ one open handover.
 	}
 }
 
-// HandoverRow is one handover as `si handover ls` shows it.
-type HandoverRow struct {
-	ID        string    `json:"id"`
-	Workflow  string    `json:"workflow_id"`
-	Project   string    `json:"project"`
-	Recipient string    `json:"recipient"`
-	Status    string    `json:"status"`
-	Started   time.Time `json:"started"`
-	Open      bool      `json:"open"`
-	// Problem says why a handover is stuck.
-	Problem string `json:"problem,omitempty"`
-}
-
 func handoverListCommand() *Command {
 	var (
 		t       config.Temporal
@@ -163,14 +146,14 @@ or Stripe that keeps refusing, say), with the last error.`,
 				}
 				q += fmt.Sprintf(" AND %s = '%s'", workflows.HandoverProjectAttr.GetName(), project)
 			}
-			rows, err := listHandovers(ctx, c, t.Namespace, q)
+			rows, err := runner.ListHandovers(ctx, c, t.Namespace, q)
 			if err != nil {
 				return err
 			}
 			if stuck {
-				var out []HandoverRow
+				var out []runner.HandoverRow
 				for _, r := range rows {
-					if r.Problem, err = stuckReason(ctx, c, r, older, failing); err != nil {
+					if r.Problem, err = runner.StuckReason(ctx, c, r, older, failing); err != nil {
 						return err
 					}
 					if r.Problem != "" {
@@ -181,7 +164,7 @@ or Stripe that keeps refusing, say), with the last error.`,
 			}
 			if asJSON {
 				if rows == nil {
-					rows = []HandoverRow{}
+					rows = []runner.HandoverRow{}
 				}
 				return printJSON(env.Stdout, rows)
 			}
@@ -194,67 +177,6 @@ or Stripe that keeps refusing, say), with the last error.`,
 			return tw.Flush()
 		},
 	}
-}
-
-// listHandovers reads handover workflows matching query from visibility.
-func listHandovers(ctx context.Context, c client.Client, namespace, query string) ([]HandoverRow, error) {
-	var rows []HandoverRow
-	var next []byte
-	dc := converter.GetDefaultDataConverter()
-	str := func(fields map[string]*commonpb.Payload, name string) string {
-		var s string
-		if p := fields[name]; p != nil {
-			_ = dc.FromPayload(p, &s)
-		}
-		return s
-	}
-	for {
-		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Namespace: namespace, Query: query, PageSize: 500, NextPageToken: next})
-		if err != nil {
-			return nil, fmt.Errorf("listing handovers (%s): %w", query, err)
-		}
-		for _, e := range resp.Executions {
-			f := e.GetSearchAttributes().GetIndexedFields()
-			r := HandoverRow{Workflow: e.GetExecution().GetWorkflowId(), Project: str(f, workflows.HandoverProjectAttr.GetName()),
-				Recipient: str(f, workflows.HandoverRecipientAttr.GetName()), Status: str(f, workflows.HandoverStatusAttr.GetName()),
-				Open: e.GetCloseTime() == nil}
-			r.ID = strings.TrimPrefix(r.Workflow, "handover/")
-			if p := f[workflows.HandoverStartedAttr.GetName()]; p != nil {
-				_ = dc.FromPayload(p, &r.Started)
-			}
-			if r.Started.IsZero() && e.GetStartTime() != nil {
-				r.Started = e.GetStartTime().AsTime()
-			}
-			rows = append(rows, r)
-		}
-		if next = resp.NextPageToken; len(next) == 0 {
-			break
-		}
-	}
-	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Started.After(rows[j].Started) })
-	return rows, nil
-}
-
-// stuckReason says why an open handover is stuck, or "" when it is not.
-func stuckReason(ctx context.Context, c client.Client, r HandoverRow, older time.Duration, failing int) (string, error) {
-	if !r.Open {
-		return "", nil
-	}
-	d, err := c.DescribeWorkflowExecution(ctx, r.Workflow, "")
-	if err != nil {
-		return "", err
-	}
-	for _, pa := range d.PendingActivities {
-		if int(pa.GetAttempt()) >= failing {
-			msg := pa.GetLastFailure().GetMessage()
-			return fmt.Sprintf("%s failed %d attempts: %s", pa.GetActivityType().GetName(), pa.GetAttempt()-1, msg), nil
-		}
-	}
-	if age := time.Since(r.Started); age > older {
-		return fmt.Sprintf("%s for %s", r.Status, age.Round(time.Minute)), nil
-	}
-	return "", nil
 }
 
 // handoverByToken finds the handover a link or token names.

@@ -65,6 +65,7 @@ Pushing the same bytes again registers nothing new: it prints the existing id.
 			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
 			bc.Register(fs)
+			fs.StringVar(&bc.DevDir, "dev-dir", config.DevDir(), "data directory of the si dev whose object store and backend to use by default")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if !expert {
@@ -98,7 +99,7 @@ Pushing the same bytes again registers nothing new: it prints the existing id.
 			}
 			fmt.Fprintf(out, "✓ found      %s (%s)\n", a.Name, dir)
 			fmt.Fprintf(out, "✓ size       %s, %d tensors, %d parameters; header valid\n", humanBytes(a.Size), len(a.Header.Tensors), a.Header.Params())
-			served, err := servedModels(ctx, llmURL)
+			served, err := servedModels(ctx, llmURL, bc.DevDir)
 			switch {
 			case err != nil:
 				fmt.Fprintf(out, "- base model %s (rank %d): not checked here (%v); the server checks it\n", a.Config.BaseModel, a.Config.Rank, err)
@@ -157,9 +158,9 @@ Pushing the same bytes again registers nothing new: it prints the existing id.
 	}
 }
 
-func servedModels(ctx context.Context, url string) ([]string, error) {
+func servedModels(ctx context.Context, url, devDir string) ([]string, error) {
 	if url == "" {
-		st, err := config.ReadDevState(config.DevDir())
+		st, err := config.ReadDevState(devDir)
 		if err != nil || st.LLMBaseURL == "" {
 			return nil, errors.New("no --llm-base-url and no running si dev")
 		}

@@ -293,3 +293,48 @@ func TestHandoverPageDecline(t *testing.T) {
 		t.Fatalf("conversion %+v, %v", c, err)
 	}
 }
+
+// A handover whose mail server refuses every attempt is listed as stuck,
+// with the failing activity and its last error.
+func TestStuckHandoverIsListed(t *testing.T) {
+	dead := harness.Mailbox{SMTP: "127.0.0.1:1"}
+	m := harness.StartMesh(t, simulator.Options{}, harness.WithHandovers(&dead))
+	m.Account(t, "host")
+	ctx := context.Background()
+	project := harness.UniqueID("stuck")
+	if _, err := m.Store.ClaimProject(ctx, project, "host"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := runner.StartHandover(ctx, m.Store, m.Client, "host", project, "bo@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = m.Client.TerminateWorkflow(context.Background(), workflows.HandoverWorkflowID(h.ID), "", "test over")
+	})
+	q := "WorkflowType = 'HandoverWorkflow' AND ExecutionStatus = 'Running' AND HandoverProject = '" + project + "'"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rows, err := runner.ListHandovers(ctx, m.Client, "default", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) == 1 {
+			if rows[0].Status != store.HandoverPending || rows[0].Recipient != "bo@example.com" {
+				t.Fatalf("row %+v", rows[0])
+			}
+			// Young and healthy-looking by age alone; stuck by its failures.
+			problem, err := runner.StuckReason(ctx, m.Client, rows[0], time.Hour, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(problem, "SendMail failed") && strings.Contains(problem, "127.0.0.1:1") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the handover was not listed as stuck: %v", rows)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
