@@ -243,3 +243,25 @@ func spend(ctx context.Context, st *store.Store, session string) error {
 	}
 	return nil
 }
+
+// Whatever a client puts in a link's token, /join and /handover answer
+// with a JSON error (or the rate limit), never a panic or a guest session.
+func FuzzLinkTokens(f *testing.F) {
+	st := harness.Store(f)
+	h := (&api.Server{Store: st, LinkLimit: &api.Limiter{Rate: rate.Inf, Burst: 1, MaxClients: 10}}).Handler()
+	f.Add("si_inv_" + strings.Repeat("a", 32))
+	f.Add("si_ho_x")
+	f.Add("%00%ff")
+	f.Add(strings.Repeat("si_inv_", 20))
+	f.Fuzz(func(t *testing.T, tok string) {
+		for _, prefix := range []string{"/join/", "/handover/"} {
+			rec := get(h, prefix+url.PathEscape(tok), "10.9.9.9", nil)
+			if rec.Code != http.StatusNotFound && rec.Code != http.StatusMovedPermanently && rec.Code != http.StatusTemporaryRedirect {
+				t.Fatalf("%s%q: %d %s", prefix, tok, rec.Code, rec.Body.String())
+			}
+			if len(rec.Result().Cookies()) != 0 {
+				t.Fatalf("%s%q set a cookie", prefix, tok)
+			}
+		}
+	})
+}

@@ -113,12 +113,12 @@ func Render(from, to *mail.Address, m Message, at time.Time) []byte {
 	header("To", to.String())
 	header("Subject", encodeHeader(m.Subject))
 	header("Date", at.Format(time.RFC1123Z))
-	if m.ID != "" {
+	if id := strings.NewReplacer("\r", "", "\n", "", "<", "", ">", "").Replace(m.ID); id != "" {
 		domain := "si.local"
 		if i := strings.LastIndex(from.Address, "@"); i >= 0 {
 			domain = from.Address[i+1:]
 		}
-		header("Message-ID", "<"+m.ID+"@"+domain+">")
+		header("Message-ID", "<"+id+"@"+domain+">")
 	}
 	header("MIME-Version", "1.0")
 	header("Content-Type", `text/plain; charset="utf-8"`)
