@@ -179,6 +179,8 @@ type ConsensusState struct {
 	Error string                  `json:"error,omitempty"`
 	// Steps counts completed agent steps; watchers poll it to see progress.
 	Steps int `json:"steps"`
+	// UpdatedAt is when the workflow recorded the last step.
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Feedback is Ethos's feedback from the last verified round, for Resume.
@@ -289,7 +291,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 			return err
 		}
 		c.state.Manifest = &out.Manifest
-		c.done(out.Usage)
+		c.done(ctx, out.Usage)
 	}
 	m := *c.state.Manifest
 	for round := first; round <= last; round++ {
@@ -303,7 +305,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 			return err
 		}
 		rs.Solution = &lo.Solution
-		c.done(lo.Usage)
+		c.done(ctx, lo.Usage)
 
 		var eo activities.EthosOutput
 		if err := c.step(ctx, round, "ethos", inf.Ethos, activities.EthosInput{Question: c.in.Prompt, Manifest: m, Solution: lo.Solution,
@@ -313,7 +315,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 		rs.Verification = &eo.Verification
 		rs.Score = synapse.Score(m, lo.Solution, eo.Verification)
 		c.state.Score = rs.Score
-		c.done(eo.Usage)
+		c.done(ctx, eo.Usage)
 		if err := c.bill(ctx); err != nil {
 			return err
 		}
@@ -337,7 +339,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 	c.state.Arbiter = &ao.Verdict
 	c.state.Answer = ao.Verdict.Answer
 	c.state.Status = StatusArbiter
-	c.done(ao.Usage)
+	c.done(ctx, ao.Usage)
 	return c.bill(ctx)
 }
 
@@ -466,10 +468,11 @@ func passType(err error, where string) error {
 	return temporal.NewNonRetryableApplicationError(where+": "+cause(err), ErrRoundFailed, err)
 }
 
-func (c *consensus) done(u activities.AgentUsage) {
+func (c *consensus) done(ctx workflow.Context, u activities.AgentUsage) {
 	c.state.Usage = append(c.state.Usage, u)
 	c.stepIDs = append(c.stepIDs, c.stepID)
 	c.state.Steps++
+	c.state.UpdatedAt = workflow.Now(ctx)
 }
 
 // record stores the outcome; the answer stands even if the database is down.

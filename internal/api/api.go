@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/superinstance/mesh/internal/httpjson"
 	"github.com/superinstance/mesh/internal/runner"
@@ -38,23 +39,66 @@ type Server struct {
 	Temporal client.Client
 	// HubQueue is the hub consensus prefers when a request names none; empty for none.
 	HubQueue string
-	// LinkLimit bounds requests to /join and /handover per client address.
-	// Default DefaultLinkLimit.
+	// LinkLimit bounds requests to /join, /handover and /v1/session per
+	// client address. Default DefaultLinkLimit.
 	LinkLimit *Limiter
+	// Hub streams consensus progress to viewers.
+	Hub *Hub
+	// Webhook serves POST /v1/stripe/webhook when set.
+	Webhook http.Handler
+	// PublicURL is the base of links the API hands out (invites); default
+	// the request's own scheme and host.
+	PublicURL string
+}
+
+// Route is one endpoint of the API.
+type Route struct {
+	Method, Path string
+	handler      http.HandlerFunc
+}
+
+// Routes lists every endpoint; the OpenAPI description is kept in step
+// with it by a test.
+func (s *Server) Routes() []Route {
+	if s.LinkLimit == nil {
+		s.LinkLimit = DefaultLinkLimit()
+	}
+	if s.Hub == nil {
+		s.Hub = &Hub{Temporal: s.Temporal}
+	}
+	routes := []Route{
+		{"POST", "/v1/consensus", s.auth(s.startConsensus)},
+		{"GET", "/v1/consensus/{id}", s.auth(s.getConsensus)},
+		{"GET", "/v1/consensus/{id}/events", s.auth(s.events)},
+		{"GET", "/v1/me", s.auth(s.me)},
+		{"GET", "/v1/balance", s.auth(s.balance)},
+		{"GET", "/v1/usage", s.auth(s.usage)},
+		{"POST", "/v1/invites", s.auth(s.createInvite)},
+		{"GET", "/v1/invites", s.auth(s.listInvites)},
+		{"POST", "/v1/invites/{id}/revoke", s.auth(s.revokeInvite)},
+		{"GET", "/v1/projects/{project}/guests", s.auth(s.projectGuests)},
+		{"POST", "/v1/session", s.LinkLimit.Wrap(s.signIn)},
+		{"DELETE", "/v1/session", s.signOut},
+		{"GET", "/join/{token}", s.LinkLimit.Wrap(s.join)},
+		{"GET", "/handover/{token}", s.LinkLimit.Wrap(s.handoverPage)},
+		{"POST", "/handover/{token}", s.LinkLimit.Wrap(s.handoverAnswer)},
+		{"GET", "/p/{project}", s.projectPage},
+		{"GET", "/c/{id}", s.livePage},
+		{"GET", "/assets/{file}", s.asset},
+		{"GET", "/openapi.json", s.openAPI},
+	}
+	if s.Webhook != nil {
+		routes = append(routes, Route{"POST", "/v1/stripe/webhook", s.Webhook.ServeHTTP})
+	}
+	return routes
 }
 
 // Handler routes the API.
 func (s *Server) Handler() http.Handler {
-	if s.LinkLimit == nil {
-		s.LinkLimit = DefaultLinkLimit()
-	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/consensus", s.auth(s.startConsensus))
-	mux.HandleFunc("GET /v1/consensus/{id}", s.auth(s.getConsensus))
-	mux.HandleFunc("GET /join/{token}", s.LinkLimit.Wrap(s.join))
-	mux.HandleFunc("GET /handover/{token}", s.LinkLimit.Wrap(s.handoverPage))
-	mux.HandleFunc("POST /handover/{token}", s.LinkLimit.Wrap(s.handoverAnswer))
-	mux.HandleFunc("GET /p/{project}", s.projectPage)
+	for _, rt := range s.Routes() {
+		mux.HandleFunc(rt.Method+" "+rt.Path, rt.handler)
+	}
 	return mux
 }
 
@@ -96,6 +140,11 @@ type handler func(w http.ResponseWriter, r *http.Request, c Caller)
 func (s *Server) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			if c, err := r.Cookie(SessionCookie); err == nil {
+				token, ok = c.Value, true
+			}
+		}
 		if !ok {
 			g, err := s.guest(r)
 			if err == nil {
@@ -193,24 +242,35 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not start the consensus: "+err.Error())
 		return
 	}
-	httpjson.Write(w, http.StatusAccepted, map[string]string{"workflow_id": id, "state_url": "/v1/consensus/" + id})
+	httpjson.Write(w, http.StatusAccepted, map[string]string{"workflow_id": id, "state_url": "/v1/consensus/" + id,
+		"events_url": "/v1/consensus/" + id + "/events", "page_url": "/c/" + id})
 }
 
 func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, c Caller) {
-	id := r.PathValue("id")
+	if st, ok := s.visibleState(w, r, c, r.PathValue("id")); ok {
+		httpjson.Write(w, http.StatusOK, st)
+	}
+}
+
+// visibleState reads a consensus the caller may see, answering 404 for one
+// they may not (or that does not exist).
+func (s *Server) visibleState(w http.ResponseWriter, r *http.Request, c Caller, id string) (workflows.ConsensusState, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	v, err := s.Temporal.QueryWorkflow(ctx, id, "", workflows.QueryState)
 	var st workflows.ConsensusState
-	if err == nil {
-		err = v.Get(&st)
+	err := errors.New("not a consensus id")
+	if strings.HasPrefix(id, "consensus-") || strings.HasPrefix(id, "escalation-") {
+		var v converter.EncodedValue
+		if v, err = s.Temporal.QueryWorkflow(ctx, id, "", workflows.QueryState); err == nil {
+			err = v.Get(&st)
+		}
 	}
 	// A run the caller may not see is as absent as a run that never was.
-	if err != nil || !strings.HasPrefix(id, "consensus-") && !strings.HasPrefix(id, "escalation-") || !s.maySee(r.Context(), c, st) {
+	if err != nil || !s.maySee(r.Context(), c, st) {
 		httpjson.Error(w, http.StatusNotFound, "not_found", "no consensus "+id)
-		return
+		return st, false
 	}
-	httpjson.Write(w, http.StatusOK, st)
+	return st, true
 }
 
 // maySee reports whether the caller may read a run: a guest, the runs of

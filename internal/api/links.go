@@ -153,7 +153,7 @@ input,button{font:inherit;padding:.4rem .7rem}.error{color:#a40000}</style></hea
 Quota remaining: <b id="remaining">{{.Remaining}}</b> of {{.Quota}}, billed to {{.Host}}.</p>{{end}}
 <h2>Recent runs</h2>
 {{if .Runs}}<table><tr><th>run</th><th>status</th><th>score</th><th>answer</th></tr>
-{{range .Runs}}<tr><td>{{.WorkflowID}}</td><td>{{.Status}}</td><td>{{printf "%.2f" .Score}}</td><td>{{.Answer}}</td></tr>{{end}}
+{{range .Runs}}<tr><td><a href="/c/{{.WorkflowID}}">{{.WorkflowID}}</a></td><td>{{.Status}}</td><td>{{printf "%.2f" .Score}}</td><td>{{.Answer}}</td></tr>{{end}}
 </table>{{else}}<p class="muted">No runs yet.</p>{{end}}
 </body></html>{{end}}
 {{define "handover"}}{{template "head" .}}

@@ -184,11 +184,14 @@ func Start(o Options) (s *Server, err error) {
 		mux := http.NewServeMux()
 		metrics.Registry.MustRegister(newConversion(o.Store))
 		mux.Handle("GET /metrics", metrics.Handler())
-		if o.Roles[RoleAPI] {
-			mux.Handle("/", (&api.Server{Store: o.Store, Temporal: o.Temporal}).Handler())
-		}
+		var webhook http.Handler
 		if o.WebhookSecret != "" {
-			mux.Handle("POST /v1/stripe/webhook", &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger})
+			webhook = &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger}
+		}
+		if o.Roles[RoleAPI] {
+			mux.Handle("/", (&api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL}).Handler())
+		} else if webhook != nil {
+			mux.Handle("POST /v1/stripe/webhook", webhook)
 		}
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
@@ -204,10 +207,20 @@ func Start(o Options) (s *Server, err error) {
 			}
 			_, _ = w.Write([]byte("ready\n"))
 		})
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Stopping ends the event streams (their requests' context is
+		// base's), then waits for requests in flight.
+		base, endStreams := context.WithCancel(context.Background())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
 		go func() { _ = srv.Serve(l) }()
 		s.MetricsURL = "http://" + l.Addr().String() + "/metrics"
-		s.stops = append(s.stops, func() { _ = srv.Close() })
+		s.stops = append(s.stops, func() {
+			endStreams()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				_ = srv.Close()
+			}
+		})
 	}
 	return s, nil
 }

@@ -206,3 +206,21 @@ func (s *Store) GuestSessions(ctx context.Context, host string) ([]GuestSession,
 	}
 	return out, rows.Err()
 }
+
+// ProjectGuests lists a project's guest sessions, newest first.
+func (s *Store) ProjectGuests(ctx context.Context, project string) ([]GuestSession, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+guestColumns+` FROM guest_sessions WHERE project_id = $1 ORDER BY created_at DESC`, project)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []GuestSession
+	for rows.Next() {
+		g, err := scanGuest(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}

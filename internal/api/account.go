@@ -1,0 +1,363 @@
+package api
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/superinstance/mesh/internal/httpjson"
+	"github.com/superinstance/mesh/internal/money"
+	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/workflows"
+)
+
+// SessionCookie holds an account's API token for the browser pages (set by
+// POST /v1/session).
+const SessionCookie = "si_session"
+
+//go:embed web openapi.json
+var assets embed.FS
+
+// decode reads a bounded JSON body with no unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_json", "the body is not valid: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// accountOnly refuses guests: the endpoint is about an account's own affairs.
+func accountOnly(w http.ResponseWriter, c Caller) bool {
+	if c.Guest != nil {
+		httpjson.Error(w, http.StatusForbidden, "forbidden", "guests cannot use this endpoint")
+		return false
+	}
+	return true
+}
+
+// Me is GET /v1/me: who the caller is.
+type Me struct {
+	Kind    string     `json:"kind"` // account or guest
+	Account string     `json:"account,omitempty"`
+	Guest   *GuestInfo `json:"guest,omitempty"`
+}
+
+// GuestInfo is a guest session as the API shows it.
+type GuestInfo struct {
+	Session   string    `json:"session,omitempty"`
+	Project   string    `json:"project"`
+	Role      string    `json:"role"`
+	Host      string    `json:"host"`
+	Quota     int64     `json:"quota_micros"`
+	Remaining int64     `json:"remaining_micros"`
+	Since     time.Time `json:"since"`
+}
+
+func guestInfo(g store.GuestSession, withID bool) *GuestInfo {
+	gi := &GuestInfo{Project: g.Project, Role: g.Role, Host: g.Host, Quota: int64(g.Quota), Remaining: int64(g.Remaining), Since: g.CreatedAt}
+	if withID {
+		gi.Session = g.ID
+	}
+	return gi
+}
+
+func (s *Server) me(w http.ResponseWriter, _ *http.Request, c Caller) {
+	if c.Guest != nil {
+		httpjson.Write(w, http.StatusOK, Me{Kind: "guest", Guest: guestInfo(*c.Guest, false)})
+		return
+	}
+	httpjson.Write(w, http.StatusOK, Me{Kind: "account", Account: c.Account})
+}
+
+// Balance is GET /v1/balance.
+type Balance struct {
+	Account         string `json:"account"`
+	Status          string `json:"status"`
+	SuspendedReason string `json:"suspended_reason,omitempty"`
+	Credits         int64  `json:"credits_micros"`
+	Unbilled        int64  `json:"unbilled_micros"`
+	CreditCeiling   int64  `json:"credit_ceiling_micros"`
+	Tier            string `json:"tier"`
+}
+
+func (s *Server) balance(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	a, err := s.Store.AccountByID(r.Context(), c.Account)
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
+		return
+	}
+	httpjson.Write(w, http.StatusOK, Balance{Account: a.ID, Status: a.Status, SuspendedReason: a.SuspendedReason,
+		Credits: int64(a.Credits), Unbilled: int64(a.Unbilled), CreditCeiling: int64(a.CreditCeiling), Tier: a.Tier})
+}
+
+// UsageEvent is one charged inference call in GET /v1/usage.
+type UsageEvent struct {
+	EventID          string    `json:"event_id"`
+	Project          string    `json:"project"`
+	GuestSession     string    `json:"guest_session,omitempty"`
+	Model            string    `json:"model"`
+	PromptTokens     int64     `json:"prompt_tokens"`
+	CompletionTokens int64     `json:"completion_tokens"`
+	Charged          int64     `json:"charged_micros"`
+	CreditsApplied   int64     `json:"credits_applied_micros"`
+	At               time.Time `json:"at"`
+}
+
+func (s *Server) usage(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	since := 24 * time.Hour
+	if v := r.URL.Query().Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > 366*24*time.Hour {
+			httpjson.Error(w, http.StatusBadRequest, "invalid_request", "since must be a duration such as 24h, at most 8784h")
+			return
+		}
+		since = d
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			httpjson.Error(w, http.StatusBadRequest, "invalid_request", "limit must be 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	rows, err := s.Store.UsageSince(r.Context(), c.Account, time.Now().Add(-since), limit)
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
+		return
+	}
+	out := make([]UsageEvent, 0, len(rows))
+	for _, u := range rows {
+		out = append(out, UsageEvent{EventID: u.Usage.EventID, Project: u.Project, GuestSession: u.GuestSession, Model: u.Model,
+			PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Charged: int64(u.Charged),
+			CreditsApplied: int64(u.CreditsApplied), At: u.CreatedAt})
+	}
+	httpjson.Write(w, http.StatusOK, map[string]any{"account": c.Account, "events": out})
+}
+
+// InviteRequest is POST /v1/invites's body.
+type InviteRequest struct {
+	Project string `json:"project"`
+	Role    string `json:"role"`
+	Quota   string `json:"quota"`   // dollars, e.g. "1.00"
+	Expires string `json:"expires"` // a duration, e.g. "24h"
+}
+
+// InviteInfo is an invite as the API shows it; Link and Token only when created.
+type InviteInfo struct {
+	ID        string    `json:"id"`
+	Project   string    `json:"project"`
+	Role      string    `json:"role"`
+	Quota     int64     `json:"quota_micros"`
+	State     string    `json:"state"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Link      string    `json:"link,omitempty"`
+	Token     string    `json:"token,omitempty"`
+}
+
+func inviteInfo(i store.Invite) InviteInfo {
+	return InviteInfo{ID: i.ID, Project: i.Project, Role: i.Role, Quota: int64(i.Quota), State: i.State, ExpiresAt: i.ExpiresAt}
+}
+
+// baseURL is where users reach this server: PublicURL, else the request's host.
+func (s *Server) baseURL(r *http.Request) string {
+	if s.PublicURL != "" {
+		return strings.TrimRight(s.PublicURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (s *Server) createInvite(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	var req InviteRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Role == "" {
+		req.Role = store.RoleViewer
+	}
+	q, err := money.Parse(req.Quota)
+	if err != nil || q <= 0 {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "quota must be a positive dollar amount such as \"1.00\"")
+		return
+	}
+	expires := 24 * time.Hour
+	if req.Expires != "" {
+		if expires, err = time.ParseDuration(req.Expires); err != nil || expires <= 0 || expires > 30*24*time.Hour {
+			httpjson.Error(w, http.StatusBadRequest, "invalid_request", "expires must be a duration between 1s and 720h")
+			return
+		}
+	}
+	if err := store.ValidProjectID(req.Project); err != nil {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	tok, inv, err := runner.StartInvite(ctx, s.Store, s.Temporal, store.Invite{Project: req.Project, Host: c.Account,
+		Role: req.Role, Quota: q, ExpiresAt: time.Now().Add(expires).UTC()})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+req.Project)
+		return
+	case errors.Is(err, store.ErrForbidden):
+		httpjson.Error(w, http.StatusForbidden, "forbidden", err.Error())
+		return
+	case err != nil && strings.Contains(err.Error(), "invite role"):
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	case err != nil:
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not create the invite: "+err.Error())
+		return
+	}
+	info := inviteInfo(inv)
+	info.Token, info.Link = tok, s.baseURL(r)+"/join/"+tok
+	httpjson.Write(w, http.StatusCreated, info)
+}
+
+func (s *Server) listInvites(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	invs, err := s.Store.Invites(r.Context(), c.Account)
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the invite store is unreachable")
+		return
+	}
+	out := make([]InviteInfo, 0, len(invs))
+	for _, i := range invs {
+		out = append(out, inviteInfo(i))
+	}
+	httpjson.Write(w, http.StatusOK, map[string]any{"invites": out})
+}
+
+func (s *Server) revokeInvite(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	id := r.PathValue("id")
+	inv, err := s.Store.InviteByID(r.Context(), id)
+	if err == nil && inv.Host != c.Account {
+		if role, rerr := s.Store.ProjectRole(r.Context(), inv.Project, c.Account); rerr != nil || role != store.RoleOwner {
+			err = store.ErrNotFound
+		}
+	}
+	if err != nil {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no invite "+id)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.Temporal.SignalWorkflow(ctx, workflows.InviteWorkflowID(id), "", workflows.InviteRevokeSignal, nil); err != nil {
+		httpjson.Error(w, http.StatusConflict, "invite_closed", "invite "+id+" is "+inv.State)
+		return
+	}
+	var state string
+	if err := s.Temporal.GetWorkflow(ctx, workflows.InviteWorkflowID(id), "").Get(ctx, &state); err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the revoke did not finish: "+err.Error())
+		return
+	}
+	inv.State = state
+	httpjson.Write(w, http.StatusOK, inviteInfo(inv))
+}
+
+// projectGuests lists a project's guests and their quotas, to its owners and editors.
+func (s *Server) projectGuests(w http.ResponseWriter, r *http.Request, c Caller) {
+	project := r.PathValue("project")
+	role := ""
+	if c.Guest == nil {
+		role, _ = s.Store.ProjectRole(r.Context(), project, c.Account)
+	}
+	if !store.CanWrite(role) {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+project+" whose guests you may see")
+		return
+	}
+	gs, err := s.Store.ProjectGuests(r.Context(), project)
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the guest store is unreachable")
+		return
+	}
+	out := make([]*GuestInfo, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, guestInfo(g, true))
+	}
+	httpjson.Write(w, http.StatusOK, map[string]any{"project": project, "guests": out})
+}
+
+// signIn puts an API token in an HTTP-only cookie for the browser pages.
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Token string `json:"token"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	account, err := s.Store.AccountForToken(r.Context(), strings.TrimSpace(req.Token))
+	if errors.Is(err, store.ErrNotFound) {
+		httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked API token")
+		return
+	}
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: strings.TrimSpace(req.Token), Path: "/", HttpOnly: true,
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: 7 * 24 * 3600})
+	httpjson.Write(w, http.StatusOK, Me{Kind: "account", Account: account})
+}
+
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: GuestCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// livePage is the consensus page; it renders from the state stream.
+func (s *Server) livePage(w http.ResponseWriter, r *http.Request) {
+	serveAsset(w, "live.html")
+}
+
+func (s *Server) asset(w http.ResponseWriter, r *http.Request) {
+	serveAsset(w, r.PathValue("file"))
+}
+
+func (s *Server) openAPI(w http.ResponseWriter, r *http.Request) {
+	b, _ := assets.ReadFile("openapi.json")
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+func serveAsset(w http.ResponseWriter, name string) {
+	b, err := assets.ReadFile("web/" + path.Base(name))
+	if err != nil || strings.HasPrefix(path.Base(name), ".") {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no asset "+name)
+		return
+	}
+	w.Header().Set("Content-Type", mime.TypeByExtension(path.Ext(name)))
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,237 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/superinstance/mesh/internal/httpjson"
+	"github.com/superinstance/mesh/workflows"
+)
+
+// Hub fans a consensus's progress out to everyone watching it. One watcher
+// per consensus queries the workflow every Interval while anyone watches;
+// each change is encoded once and handed to every viewer. A viewer holds at
+// most one pending state: a slow one skips to the latest and never holds up
+// the others.
+type Hub struct {
+	Temporal client.Client
+	// Interval is how often a watched consensus is queried. Default 25ms.
+	Interval time.Duration
+	mu       sync.Mutex
+	watchers map[string]*watcher
+}
+
+// Event is one state of a consensus as viewers receive it: the state's JSON
+// and whether it is the last one.
+type Event struct {
+	Data []byte
+	Done bool
+	// Err is set when the consensus could no longer be read.
+	Err string
+}
+
+type viewer struct{ ch chan Event }
+
+type watcher struct {
+	viewers map[*viewer]struct{}
+	last    *Event
+	stop    context.CancelFunc
+}
+
+// offer hands ev to v, replacing a state v has not taken yet.
+func (v *viewer) offer(ev Event) {
+	select {
+	case v.ch <- ev:
+		return
+	default:
+	}
+	select {
+	case <-v.ch:
+	default:
+	}
+	select {
+	case v.ch <- ev:
+	default:
+	}
+}
+
+// Watch subscribes to a consensus. The channel first gets the latest state
+// known, then each change; it is closed after the final state. Call cancel
+// when done watching.
+func (h *Hub) Watch(id string) (<-chan Event, func()) {
+	v := &viewer{ch: make(chan Event, 1)}
+	h.mu.Lock()
+	if h.watchers == nil {
+		h.watchers = map[string]*watcher{}
+	}
+	w := h.watchers[id]
+	if w == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		w = &watcher{viewers: map[*viewer]struct{}{}, stop: cancel}
+		h.watchers[id] = w
+		go h.run(ctx, id, w)
+	}
+	w.viewers[v] = struct{}{}
+	if w.last != nil {
+		v.offer(*w.last)
+	}
+	h.mu.Unlock()
+	return v.ch, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if _, ok := w.viewers[v]; !ok {
+			return
+		}
+		delete(w.viewers, v)
+		if len(w.viewers) == 0 && h.watchers[id] == w {
+			delete(h.watchers, id)
+			w.stop()
+		}
+	}
+}
+
+// Watching reports how many consensus runs have viewers.
+func (h *Hub) Watching() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.watchers)
+}
+
+func (h *Hub) run(ctx context.Context, id string, w *watcher) {
+	interval := h.Interval
+	if interval <= 0 {
+		interval = 25 * time.Millisecond
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var lastSteps = -1
+	lastStatus := ""
+	failures := 0
+	for {
+		ev, steps, status, err := h.poll(ctx, id)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if failures++; failures < 40 {
+				break
+			}
+			ev = Event{Done: true, Err: "the consensus can no longer be read: " + err.Error()}
+			fallthrough
+		default:
+			failures = 0
+			if steps != lastSteps || status != lastStatus || ev.Done {
+				lastSteps, lastStatus = steps, status
+				h.publish(id, w, ev)
+			}
+			if ev.Done {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (h *Hub) poll(ctx context.Context, id string) (Event, int, string, error) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := h.Temporal.QueryWorkflow(qctx, id, "", workflows.QueryState)
+	var st workflows.ConsensusState
+	if err == nil {
+		err = v.Get(&st)
+	}
+	if err != nil {
+		return Event{}, 0, "", err
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return Event{}, 0, "", err
+	}
+	return Event{Data: b, Done: st.Status != workflows.StatusRunning}, st.Steps, st.Status, nil
+}
+
+func (h *Hub) publish(id string, w *watcher, ev Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.last = &ev
+	for v := range w.viewers {
+		v.offer(ev)
+	}
+	if ev.Done {
+		if h.watchers[id] == w {
+			delete(h.watchers, id)
+		}
+		w.stop()
+	}
+}
+
+// events streams a consensus's progress as Server-Sent Events: "state"
+// events carrying the state's JSON, then "end" after the final one. A
+// comment line every 15 seconds keeps idle connections open.
+func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
+	id := r.PathValue("id")
+	st, ok := s.visibleState(w, r, c, id)
+	if !ok {
+		return
+	}
+	fl, canFlush := w.(http.Flusher)
+	if !canFlush {
+		httpjson.Error(w, http.StatusInternalServerError, "unsupported", "this connection cannot stream")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(event string, data []byte) error {
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
+			return err
+		}
+		fl.Flush()
+		return nil
+	}
+	if st.Status != workflows.StatusRunning {
+		b, _ := json.Marshal(st)
+		_ = send("state", b)
+		_ = send("end", []byte(`{}`))
+		return
+	}
+	ch, cancel := s.Hub.Watch(id)
+	defer cancel()
+	ping := time.NewTicker(15 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-ping.C:
+			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+				return
+			}
+			fl.Flush()
+		case ev := <-ch:
+			if ev.Err != "" {
+				b, _ := json.Marshal(map[string]string{"code": "unavailable", "message": ev.Err})
+				_ = send("error", b)
+				return
+			}
+			if send("state", ev.Data) != nil {
+				return
+			}
+			if ev.Done {
+				_ = send("end", []byte(`{}`))
+				return
+			}
+		}
+	}
+}
