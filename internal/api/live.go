@@ -31,7 +31,11 @@ type Hub struct {
 // and whether it is the last one.
 type Event struct {
 	Data []byte
+	// Frame is the event as sent: "event: state\ndata: ...\n\n".
+	Frame []byte
 	Done bool
+	// State is the decoded state, for access checks.
+	State workflows.ConsensusState
 	// Err is set when the consensus could no longer be read.
 	Err string
 }
@@ -96,6 +100,16 @@ func (h *Hub) Watch(id string) (<-chan Event, func()) {
 	}
 }
 
+// Latest returns the last state a watched consensus published, if any.
+func (h *Hub) Latest(id string) (workflows.ConsensusState, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w := h.watchers[id]; w != nil && w.last != nil {
+		return w.last.State, true
+	}
+	return workflows.ConsensusState{}, false
+}
+
 // Watching reports how many consensus runs have viewers.
 func (h *Hub) Watching() int {
 	h.mu.Lock()
@@ -157,7 +171,9 @@ func (h *Hub) poll(ctx context.Context, id string) (Event, int, string, error) {
 	if err != nil {
 		return Event{}, 0, "", err
 	}
-	return Event{Data: b, Done: st.Status != workflows.StatusRunning}, st.Steps, st.Status, nil
+	frame := make([]byte, 0, len(b)+30)
+	frame = append(append(append(frame, "event: state\ndata: "...), b...), "\n\n"...)
+	return Event{Data: b, Frame: frame, Done: st.Status != workflows.StatusRunning, State: st}, st.Steps, st.Status, nil
 }
 
 func (h *Hub) publish(id string, w *watcher, ev Event) {
@@ -180,9 +196,13 @@ func (h *Hub) publish(id string, w *watcher, ev Event) {
 // comment line every 15 seconds keeps idle connections open.
 func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 	id := r.PathValue("id")
-	st, ok := s.visibleState(w, r, c, id)
-	if !ok {
-		return
+	// A consensus others watch already is checked against the state they
+	// share, not with a query of its own.
+	st, ok := s.Hub.Latest(id)
+	if !ok || !s.maySee(r.Context(), c, st) {
+		if st, ok = s.visibleState(w, r, c, id); !ok {
+			return
+		}
 	}
 	fl, canFlush := w.(http.Flusher)
 	if !canFlush {
@@ -225,9 +245,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 				_ = send("error", b)
 				return
 			}
-			if send("state", ev.Data) != nil {
+			if _, err := w.Write(ev.Frame); err != nil {
 				return
 			}
+			fl.Flush()
 			if ev.Done {
 				_ = send("end", []byte(`{}`))
 				return
