@@ -33,7 +33,7 @@ type Event struct {
 	Data []byte
 	// Frame is the event as sent: "event: state\ndata: ...\n\n".
 	Frame []byte
-	Done bool
+	Done  bool
 	// State is the decoded state, for access checks.
 	State workflows.ConsensusState
 	// Err is set when the consensus could no longer be read.
