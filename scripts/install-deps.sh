@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Installs the PostgreSQL server binaries (initdb, pg_ctl) when the machine
-# lacks them and DATABASE_URL does not point at a running server.
+# Installs what the tests need from Debian when the machine lacks it: the
+# PostgreSQL server binaries (initdb, pg_ctl; unless DATABASE_URL points at a
+# running server) and chromium (the browser test drives it headless).
 set -euo pipefail
-if [ -n "${DATABASE_URL:-}" ]; then exit 0; fi
-if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi
+missing=()
+if [ -z "${DATABASE_URL:-}" ] && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+if [ -z "${SI_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "PostgreSQL server binaries are missing: install them (sudo apt-get install postgresql) or set DATABASE_URL" >&2
+  echo "missing: ${missing[*]}: install them (sudo apt-get install ${missing[*]}), or set DATABASE_URL / SI_CHROMIUM" >&2
   exit 1
 fi
-echo "installing PostgreSQL server binaries (apt-get install postgresql)..."
+echo "installing ${missing[*]} (apt-get)..."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
