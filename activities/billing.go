@@ -10,6 +10,7 @@ import (
 
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/telemetry"
 )
 
 // Error types of billing activities.
@@ -24,6 +25,8 @@ const (
 type Billing struct {
 	Store  *store.Store
 	Stripe *billing.Stripe
+	// Metrics counts flush attempts and outcomes; nil counts nothing.
+	Metrics *telemetry.Metrics
 }
 
 // FlushStart asks to reserve an account's whole cents under FlushID.
@@ -78,18 +81,32 @@ func (b *Billing) SendFlush(ctx context.Context, f StartedFlush) error {
 	if rerr := b.Store.FlushAttempt(ctx, f.Flush.ID, msg); rerr != nil {
 		activity.GetLogger(ctx).Warn("counting a flush attempt", "error", rerr)
 	}
-	if errors.Is(err, billing.ErrRejected) {
+	switch {
+	case errors.Is(err, billing.ErrRejected):
+		b.Metrics.FlushAttempt("rejected")
 		return temporal.NewNonRetryableApplicationError(err.Error(), ErrStripeRejected, err)
+	case err != nil:
+		b.Metrics.FlushAttempt("retry")
+	default:
+		b.Metrics.FlushAttempt("ok")
 	}
 	return err
 }
 
 // CompleteFlush subtracts what the flush sent from the unbilled balance.
 func (b *Billing) CompleteFlush(ctx context.Context, flushID string) (store.Flush, error) {
-	return b.Store.CompleteFlush(ctx, flushID)
+	f, err := b.Store.CompleteFlush(ctx, flushID)
+	if err == nil {
+		b.Metrics.Flush("sent")
+	}
+	return f, err
 }
 
 // FailFlush marks the flush failed with the reason.
 func (b *Billing) FailFlush(ctx context.Context, flushID, reason string) (store.Flush, error) {
-	return b.Store.FailFlush(ctx, flushID, reason)
+	f, err := b.Store.FailFlush(ctx, flushID, reason)
+	if err == nil {
+		b.Metrics.Flush("failed")
+	}
+	return f, err
 }

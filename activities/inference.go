@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -13,6 +14,7 @@ import (
 	"github.com/superinstance/mesh/internal/llm"
 	"github.com/superinstance/mesh/internal/lora"
 	"github.com/superinstance/mesh/internal/synapse"
+	"github.com/superinstance/mesh/internal/telemetry"
 )
 
 // Error types carried by non-retryable application errors.
@@ -38,6 +40,8 @@ type Inference struct {
 	// account may use it (the cloud worker); without it the adapter is
 	// taken as a model the backend already serves (a hub).
 	Adapters *Adapters
+	// Metrics records each step's latency; nil records nothing.
+	Metrics *telemetry.Metrics
 }
 
 // AgentUsage is what one agent call consumed and where it ran.
@@ -169,6 +173,8 @@ type validated interface{ Validate() error }
 // ask sends p, parses the reply into out, and on an unusable reply asks once
 // more with a repair prompt. Usage covers both calls.
 func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated) (AgentUsage, error) {
+	start := time.Now()
+	defer func() { a.Metrics.Stage(string(role), time.Since(start)) }()
 	u := AgentUsage{Role: role, Model: model}
 	if activity.IsActivity(ctx) {
 		u.RanOn = activity.GetInfo(ctx).TaskQueue

@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/telemetry"
 )
 
 // Ledger bills usage. It runs on the cloud worker, wherever the inference ran.
@@ -15,6 +16,8 @@ type Ledger struct {
 	Store *store.Store
 	// Flushes starts a flush when a balance reaches its threshold; nil never does.
 	Flushes *FlushStarter
+	// Metrics counts logged events and charges; nil counts nothing.
+	Metrics *telemetry.Metrics
 }
 
 // LogUsage logs each event in its own transaction; an event logged before
@@ -36,6 +39,7 @@ func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Ch
 		case err != nil:
 			return out, err
 		}
+		l.Metrics.Usage(int64(c.Charged), c.Duplicate)
 		out = append(out, c)
 		if c.FlushDue && l.Flushes != nil {
 			if _, err := l.Flushes.Start(ctx, u.Account); err != nil {

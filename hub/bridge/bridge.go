@@ -512,7 +512,7 @@ func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity
 		return
 	}
 	if err != nil {
-		log.Warn("escalation", "request", req.GetRequestId(), "error", err)
+		log.Warn("escalation", "request", req.GetRequestId(), "workflow_id", EscalationWorkflowID(id.DeviceID, req.GetRequestId()), "error", err)
 		var ue *UnavailableError
 		if errors.As(err, &ue) {
 			fail(ErrCodeUnavailable, err.Error())

@@ -20,9 +20,12 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics in a registry of their own.
-func NewMetrics() *Metrics {
+func NewMetrics() *Metrics { return NewMetricsIn(prometheus.NewRegistry()) }
+
+// NewMetricsIn creates the metrics in reg.
+func NewMetricsIn(reg *prometheus.Registry) *Metrics {
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		Registry: reg,
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "si_bridge_connected_hubs",
 			Help: "Hubs with an open control stream."}),
 		connects: prometheus.NewCounter(prometheus.CounterOpts{Name: "si_bridge_hub_connects_total",

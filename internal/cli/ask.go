@@ -16,6 +16,7 @@ import (
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
 )
@@ -23,6 +24,7 @@ import (
 func askCommand() *Command {
 	var (
 		t         config.Temporal
+		tr        telemetry.Tracing
 		in        workflows.ConsensusInput
 		placement string
 		hub       string
@@ -45,6 +47,7 @@ it completes, then the answer with its status, score, rounds and workflow id.
 Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 		Flags: func(fs *flag.FlagSet) {
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port (si dev serves one here)")
+			tr.Register(fs)
 			fs.StringVar(&in.Project, "project", workflows.DefaultProject, "project the run belongs to")
 			fs.StringVar(&in.Account, "account", "dev", "account billed for the run (si dev creates \"dev\")")
 			fs.StringVar(&placement, "placement", "auto", "where inference runs: auto (the hub when healthy), hub or cloud")
@@ -91,6 +94,14 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 					return err
 				}
 			}
+			ins, err := tr.Instrument(ctx, "si")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = ins.Shutdown(context.Background()) }()
+			t.Interceptors = append(t.Interceptors, ins.Interceptor)
+			ctx, span := ins.Tracer.Tracer("github.com/superinstance/mesh").Start(ctx, "si ask")
+			defer span.End()
 			c, err := t.Dial(5 * time.Second)
 			if err != nil {
 				return err

@@ -50,6 +50,7 @@ otherwise).`,
 			o.Blob.Register(fs)
 			fs.StringVar(&o.MinIOListen, "minio-listen", "127.0.0.1:9000", "address of the embedded MinIO (when --s3-bucket is empty)")
 			o.Mail.Register(fs)
+			o.Tracing.Register(fs)
 			fs.StringVar(&o.SMTPListen, "mailpit-smtp-listen", "127.0.0.1:1025", "SMTP address of the embedded Mailpit (when --smtp-addr is empty)")
 			fs.StringVar(&o.MailpitListen, "mailpit-listen", "127.0.0.1:8025", "web interface of the embedded Mailpit")
 			fs.IntVar(&o.LoRACapacity, "lora-capacity", 8, "how many adapters stay loaded in the inference server")

@@ -14,6 +14,7 @@ import (
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/server"
+	"github.com/superinstance/mesh/internal/telemetry"
 )
 
 func serverCommand() *Command {
@@ -27,6 +28,7 @@ func serverCommand() *Command {
 		sc       config.Stripe
 		bc       config.Blob
 		mc       config.Mail
+		tr       telemetry.Tracing
 		logLevel string
 	)
 	return &Command{
@@ -56,6 +58,7 @@ activities in flight.`,
 			fs.StringVar(&o.LoRACacheDir, "lora-cache-dir", filepath.Join(config.HomeDir(), "adapter-cache"), "where adapters are put for the inference server to load (a directory it can read)")
 			fs.IntVar(&o.LoRACapacity, "lora-capacity", 8, "how many adapters stay loaded in the inference server (least recently used go first)")
 			mc.Register(fs)
+			tr.Register(fs)
 			fs.StringVar(&o.PublicURL, "public-url", "", "base URL of the HTTP API as users reach it, for links in emails (default: http:// and --metrics-listen)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
@@ -78,6 +81,13 @@ activities in flight.`,
 				return err
 			}
 			defer o.Store.Close()
+			ins, err := tr.Instrument(ctx, "si-server")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = ins.Shutdown(context.Background()) }()
+			t.Interceptors, t.MetricsHandler, t.Logger = append(t.Interceptors, ins.Interceptor), ins.SDKMetrics, o.Logger
+			o.Registry, o.Tracer = ins.Registry, ins.Tracer
 			c, err := t.Dial(10 * time.Second)
 			if err != nil {
 				return err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/superinstance/mesh/activities"
@@ -67,6 +68,13 @@ type Temporal struct {
 	TLSKeyPath    string
 	TLSCAPath     string
 	TLSServerName string
+
+	// Set by the program, not by flags: client interceptors (tracing), the
+	// SDK's metrics handler, and the logger for the SDK's own lines (which
+	// carry the workflow id). Nil keeps the defaults.
+	Interceptors   []interceptor.ClientInterceptor
+	MetricsHandler client.MetricsHandler
+	Logger         *slog.Logger
 }
 
 // Register adds the flags to fs, with defaultAddress as --temporal-address's default.
@@ -83,10 +91,16 @@ func (t *Temporal) Register(fs *flag.FlagSet, defaultAddress, addressUsage strin
 
 // Options builds SDK client options. Logs below warn are dropped.
 func (t *Temporal) Options() (client.Options, error) {
+	logger := t.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	o := client.Options{
-		HostPort:  t.Address,
-		Namespace: t.Namespace,
-		Logger:    sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		HostPort:       t.Address,
+		Namespace:      t.Namespace,
+		Logger:         sdklog.NewStructuredLogger(logger),
+		Interceptors:   t.Interceptors,
+		MetricsHandler: t.MetricsHandler,
 	}
 	if t.APIKey != "" {
 		o.Credentials = client.NewAPIKeyStaticCredentials(t.APIKey)

@@ -27,6 +27,7 @@ import (
 	"github.com/superinstance/mesh/internal/server"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
 )
@@ -66,6 +67,8 @@ type DevOptions struct {
 	Mail          config.Mail
 	SMTPListen    string
 	MailpitListen string
+	// Tracing sends traces to an OpenTelemetry collector when set.
+	Tracing telemetry.Tracing
 }
 
 // Dev is a running development mesh.
@@ -197,6 +200,13 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		}
 	}
 	d.State.TemporalAddress = o.Temporal.Address
+	ins, err := o.Tracing.Instrument(ctx, "si-dev")
+	if err != nil {
+		return nil, err
+	}
+	d.stops = append(d.stops, func() { _ = ins.Shutdown(context.Background()) })
+	o.Temporal.Interceptors = append(o.Temporal.Interceptors, ins.Interceptor)
+	o.Temporal.MetricsHandler = ins.SDKMetrics
 	c, err := o.Temporal.Dial(30 * time.Second)
 	if err != nil {
 		return nil, err
@@ -276,6 +286,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		Stripe: stripeClient, FlushEvery: o.FlushEvery, WebhookSecret: o.WebhookSecret,
 		Blob: blobStore, LoRACacheDir: filepath.Join(o.DataDir, "adapter-cache"), LoRACapacity: o.LoRACapacity,
 		Mailer: mailer, PublicURL: d.State.PublicURL, Namespace: o.Temporal.Namespace,
+		Registry: ins.Registry, Tracer: ins.Tracer,
 	})
 	if err != nil {
 		return nil, err

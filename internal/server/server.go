@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
@@ -26,6 +28,7 @@ import (
 	"github.com/superinstance/mesh/internal/mail"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
 )
@@ -93,6 +96,12 @@ type Options struct {
 	// Namespace is the Temporal namespace, where the mesh's search
 	// attributes are registered. Default "default".
 	Namespace string
+	// Registry collects the metrics /metrics serves (give the same one to
+	// the Temporal client's SDK metrics handler); nil makes one.
+	Registry *prometheus.Registry
+	// Tracer traces inference calls as spans of the activity's trace; nil
+	// traces nothing.
+	Tracer trace.TracerProvider
 }
 
 // Server is the running roles.
@@ -113,7 +122,11 @@ func Start(o Options) (s *Server, err error) {
 			s.Stop()
 		}
 	}()
-	metrics := bridge.NewMetrics()
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	metrics := bridge.NewMetricsIn(o.Registry)
+	own := telemetry.NewMetrics(o.Registry)
 	if o.Namespace == "" {
 		o.Namespace = "default"
 	}
@@ -124,7 +137,20 @@ func Start(o Options) (s *Server, err error) {
 		return nil, err
 	}
 	if o.Roles[RoleWorker] {
+		inf := *o.Inference
+		inf.Metrics = own
+		if o.Tracer != nil {
+			llmc := *inf.LLM
+			hc := llmc.HTTP
+			if hc == nil {
+				hc = &http.Client{Timeout: 5 * time.Minute}
+			}
+			llmc.HTTP = telemetry.HTTPClient(o.Tracer, hc)
+			inf.LLM = &llmc
+		}
+		o.Inference = &inf
 		deps := workers.CloudDeps(o.Temporal, o.Store, o.Inference)
+		deps.Ledger.Metrics = own
 		deps.Handovers.Mailer, deps.Handovers.PublicURL, deps.Handovers.Stripe = o.Mailer, o.PublicURL, o.Stripe
 		if o.Blob != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -141,7 +167,7 @@ func Start(o Options) (s *Server, err error) {
 			deps.Handovers.Blob = o.Blob
 		}
 		if o.Stripe != nil {
-			deps.Billing = &activities.Billing{Store: o.Store, Stripe: o.Stripe}
+			deps.Billing = &activities.Billing{Store: o.Store, Stripe: o.Stripe, Metrics: own}
 			if err := ensureSweep(o.Temporal, o.FlushEvery); err != nil {
 				return nil, err
 			}

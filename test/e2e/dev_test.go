@@ -261,8 +261,12 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		t.Fatalf("si balance: %v\n%s", err, balOut)
 	}
 
+	// Our metrics and the Temporal SDK's, on one /metrics.
 	if m := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(m, "si_bridge_connected_hubs 1") ||
-		!strings.Contains(m, `si_bridge_escalations_total{outcome="ok"} 1`) {
+		!strings.Contains(m, `si_bridge_escalations_total{outcome="ok"} 1`) ||
+		!strings.Contains(m, `si_consensus_stage_seconds_count{stage="pathos"}`) ||
+		!strings.Contains(m, `si_ledger_events_total{outcome="charged"}`) ||
+		!strings.Contains(m, "temporal_workflow_completed") || !strings.Contains(m, "temporal_activity_execution_latency") {
 		t.Fatalf("metrics:\n%s", m)
 	}
 
