@@ -67,7 +67,7 @@ func Start(o Options) (n *Node, err error) {
 		n.stops = append(n.stops, func() { _ = srv.Close() })
 	}
 	if o.Temporal != nil {
-		w := workers.NewHub(o.Temporal, o.DeviceID, o.Inference, worker.Options{})
+		w := workers.NewHub(o.Temporal, o.DeviceID, o.Inference, worker.Options{WorkerStopTimeout: time.Minute})
 		if err := w.Start(); err != nil {
 			return nil, fmt.Errorf("hub worker: %w", err)
 		}

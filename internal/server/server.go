@@ -99,6 +99,9 @@ type Options struct {
 	// Registry collects the metrics /metrics serves (give the same one to
 	// the Temporal client's SDK metrics handler); nil makes one.
 	Registry *prometheus.Registry
+	// StopTimeout is how long Stop waits for the worker's activities in
+	// flight. Default 60s.
+	StopTimeout time.Duration
 	// Tracer traces inference calls as spans of the activity's trace; nil
 	// traces nothing.
 	Tracer trace.TracerProvider
@@ -124,6 +127,9 @@ func Start(o Options) (s *Server, err error) {
 	}()
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 60 * time.Second
 	}
 	metrics := bridge.NewMetricsIn(o.Registry)
 	own := telemetry.NewMetrics(o.Registry)
@@ -172,7 +178,8 @@ func Start(o Options) (s *Server, err error) {
 				return nil, err
 			}
 		}
-		w := workers.NewCloud(o.Temporal, deps, worker.Options{})
+		// Stop waits this long for the activities in flight to finish.
+		w := workers.NewCloud(o.Temporal, deps, worker.Options{WorkerStopTimeout: o.StopTimeout})
 		if err := w.Start(); err != nil {
 			return nil, fmt.Errorf("cloud worker: %w", err)
 		}

@@ -164,6 +164,30 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 	if !askHidden || !guestsHidden {
 		t.Fatalf("a read-only guest sees the ask form (%v hidden) or the guest list (%v hidden)", askHidden, guestsHidden)
 	}
+	// The host, signed in with an API token in a browser of their own, sees
+	// the same run and the project's guests with their quotas.
+	hctx, cancelHost := chromedp.NewContext(actx)
+	defer cancelHost()
+	hctx, cancelH := context.WithTimeout(hctx, time.Minute)
+	defer cancelH()
+	var guestRows string
+	var hostAskHidden bool
+	if err := chromedp.Run(hctx,
+		chromedp.Navigate(srv.URL+started.PageURL),
+		chromedp.WaitVisible("#signin", chromedp.ByID),
+		chromedp.SendKeys("#token", hostToken, chromedp.ByID),
+		chromedp.Click("#signin-form button", chromedp.ByQuery),
+		chromedp.WaitVisible(`body[data-done="true"]`, chromedp.ByQuery),
+		chromedp.WaitVisible("#guests", chromedp.ByID),
+		chromedp.Text("#guest-rows", &guestRows, chromedp.ByID),
+		chromedp.Evaluate(`document.getElementById("ask").hidden`, &hostAskHidden),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(guestRows, "viewer") || !strings.Contains(guestRows, "$0.250000") || hostAskHidden {
+		t.Fatalf("host view: guests %q, ask form hidden %v", guestRows, hostAskHidden)
+	}
+
 	// The viewer spent nothing: the host paid for the host's run.
 	g, err := m.Store.GuestSessions(ctx, "host")
 	if err != nil || len(g) != 1 || g[0].Remaining != money.Micros(250_000) {
