@@ -59,6 +59,7 @@ activities in flight.`,
 			fs.IntVar(&o.LoRACapacity, "lora-capacity", 8, "how many adapters stay loaded in the inference server (least recently used go first)")
 			mc.Register(fs)
 			tr.Register(fs)
+			fs.DurationVar(&o.StopTimeout, "stop-timeout", time.Minute, "how long stopping waits for the worker's activities in flight")
 			fs.StringVar(&o.PublicURL, "public-url", "", "base URL of the HTTP API as users reach it, for links in emails (default: http:// and --metrics-listen)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
