@@ -4,7 +4,6 @@ import (
 	"errors"
 	"time"
 
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -19,27 +18,6 @@ const (
 	HandoverCancelSignal  = "cancel"
 	HandoverQuery         = "state"
 )
-
-// Handover search attributes: the Temporal UI and `si handover ls` filter
-// on them. HandoverStatus follows the workflow: pending, accepting, then
-// the final state.
-var (
-	HandoverStatusAttr    = temporal.NewSearchAttributeKeyKeyword("HandoverStatus")
-	HandoverRecipientAttr = temporal.NewSearchAttributeKeyKeyword("HandoverRecipient")
-	HandoverProjectAttr   = temporal.NewSearchAttributeKeyKeyword("HandoverProject")
-	HandoverStartedAttr   = temporal.NewSearchAttributeKeyTime("HandoverStarted")
-)
-
-// SearchAttributes are the custom search attributes the mesh's workflows
-// use; `si dev` and `si server` register them.
-func SearchAttributes() map[string]enumspb.IndexedValueType {
-	return map[string]enumspb.IndexedValueType{
-		HandoverStatusAttr.GetName():    enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-		HandoverRecipientAttr.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-		HandoverProjectAttr.GetName():   enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-		HandoverStartedAttr.GetName():   enumspb.INDEXED_VALUE_TYPE_DATETIME,
-	}
-}
 
 // HandoverStatusAccepting is the search-attribute status while the project
 // is cloned and the subscription set up.

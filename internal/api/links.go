@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"html/template"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"golang.org/x/time/rate"
 
@@ -148,9 +150,13 @@ var pages = template.Must(template.New("").Parse(`
 .muted{color:#666}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}
 input,button{font:inherit;padding:.4rem .7rem}.error{color:#a40000}</style></head><body>{{end}}
 {{define "project"}}{{template "head" .}}
+<meta http-equiv="refresh" content="5">
 <h1>Project {{.Project}}</h1>
 {{with .Guest}}<p id="guest">You are a <b>{{.Role}}</b> guest of <b>{{.Host}}</b>.
 Quota remaining: <b id="remaining">{{.Remaining}}</b> of {{.Quota}}, billed to {{.Host}}.</p>{{end}}
+<h2>Running now</h2>
+{{if .Running}}<ul id="running">{{range .Running}}<li><a href="/c/{{.}}">{{.}}</a> (live)</li>{{end}}</ul>
+{{else}}<p class="muted">Nothing is running; this page refreshes itself.</p>{{end}}
 <h2>Recent runs</h2>
 {{if .Runs}}<table><tr><th>run</th><th>status</th><th>score</th><th>answer</th></tr>
 {{range .Runs}}<tr><td><a href="/c/{{.WorkflowID}}">{{.WorkflowID}}</a></td><td>{{.Status}}</td><td>{{printf "%.2f" .Score}}</td><td>{{.Answer}}</td></tr>{{end}}
@@ -193,8 +199,34 @@ func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the run store is unreachable")
 		return
 	}
+	running, err := s.running(r.Context(), project)
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "Temporal is unreachable")
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = pages.ExecuteTemplate(w, "project", map[string]any{"Title": project, "Project": project, "Guest": guest, "Runs": runs})
+	_ = pages.ExecuteTemplate(w, "project", map[string]any{"Title": project, "Project": project, "Guest": guest, "Runs": runs,
+		"Running": running})
+}
+
+// running lists the ids of a project's consensus runs in progress.
+func (s *Server) running(ctx context.Context, project string) ([]string, error) {
+	if err := store.ValidProjectID(project); err != nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := s.Temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{PageSize: 20,
+		Query: fmt.Sprintf("WorkflowType = 'ConsensusWorkflow' AND ExecutionStatus = 'Running' AND %s = '%s'",
+			workflows.ConsensusProjectAttr.GetName(), project)})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range resp.Executions {
+		ids = append(ids, e.GetExecution().GetWorkflowId())
+	}
+	return ids, nil
 }
 
 // handoverFor finds the handover a link names, answering the error itself.

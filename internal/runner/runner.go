@@ -27,18 +27,24 @@ func NewWorkflowID(now time.Time) string {
 
 // Start validates in and starts a ConsensusWorkflow on the cloud queue.
 func Start(ctx context.Context, c client.Client, id string, in workflows.ConsensusInput) (client.WorkflowRun, error) {
-	if _, err := in.Normalize(); err != nil {
+	norm, err := in.Normalize()
+	if err != nil {
 		return nil, err
 	}
 	if in.CloudQueue == "" {
 		in.CloudQueue = workers.CloudQueue
 	}
-	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	o := client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                workers.CloudQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-	}, workflows.ConsensusWorkflow, in)
+	}
+	// A guest's project comes from the session, inside the workflow.
+	if in.GuestSession == "" || in.Project != "" {
+		o.TypedSearchAttributes = temporal.NewSearchAttributes(workflows.ConsensusProjectAttr.ValueSet(norm.Project))
+	}
+	return c.ExecuteWorkflow(ctx, o, workflows.ConsensusWorkflow, in)
 }
 
 // Resume builds the Resume of a new request from a finished consensus.

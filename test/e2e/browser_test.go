@@ -113,13 +113,21 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 	if resp.StatusCode != 202 {
 		t.Fatalf("start: %d", resp.StatusCode)
 	}
-	var firstStatus string
+	// The project page lists the run while it is in progress; the guest
+	// follows the link to its live page.
+	var firstStatus, at string
 	if err := chromedp.Run(bctx,
-		chromedp.Navigate(srv.URL+started.PageURL),
+		chromedp.Navigate(srv.URL+"/p/studio"),
+		chromedp.WaitVisible("#running a", chromedp.ByQuery),
+		chromedp.Click("#running a", chromedp.ByQuery),
 		chromedp.WaitVisible("#status", chromedp.ByID),
+		chromedp.Location(&at),
 		chromedp.Text("#status", &firstStatus, chromedp.ByID),
 	); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.HasSuffix(at, started.PageURL) {
+		t.Fatalf("the project page's link went to %s, not %s", at, started.PageURL)
 	}
 	// The status is shown in capitals (CSS); its text is lower case.
 	if strings.ToLower(firstStatus) != "running" {
