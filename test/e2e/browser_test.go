@@ -55,7 +55,7 @@ func artifacts(t *testing.T) string {
 // with their remaining quota, each round's Logos and Ethos, the scores and
 // the Arbiter.
 func TestBrowserGuestWatchesConsensus(t *testing.T) {
-	m := harness.StartMesh(t, simulator.Options{Latency: 250 * time.Millisecond})
+	m := harness.StartMesh(t, simulator.Options{Latency: 600 * time.Millisecond})
 	m.Account(t, "host")
 	ctx := context.Background()
 	hostToken, err := m.Store.CreateAPIToken(ctx, "host", "")
@@ -113,12 +113,27 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 	if resp.StatusCode != 202 {
 		t.Fatalf("start: %d", resp.StatusCode)
 	}
-	// The project page lists the run while it is in progress; the guest
-	// follows the link to its live page.
+	// The project page lists the run while it is in progress (it refreshes
+	// itself every few seconds; the test reloads it sooner); the guest follows
+	// the link to the live page.
 	var firstStatus, at string
+	listed := 0
+	for deadline := time.Now().Add(20 * time.Second); listed == 0 && time.Now().Before(deadline); {
+		if err := chromedp.Run(bctx,
+			chromedp.Navigate(srv.URL+"/p/studio"),
+			chromedp.WaitVisible("#guest", chromedp.ByID),
+			chromedp.Evaluate(`document.querySelectorAll("#running a").length`, &listed),
+		); err != nil {
+			t.Fatal(err)
+		}
+		if listed == 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if listed == 0 {
+		t.Fatal("the project page never listed the run in progress")
+	}
 	if err := chromedp.Run(bctx,
-		chromedp.Navigate(srv.URL+"/p/studio"),
-		chromedp.WaitVisible("#running a", chromedp.ByQuery),
 		chromedp.Click("#running a", chromedp.ByQuery),
 		chromedp.WaitVisible("#status", chromedp.ByID),
 		chromedp.Location(&at),
