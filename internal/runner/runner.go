@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
@@ -44,7 +46,16 @@ func Start(ctx context.Context, c client.Client, id string, in workflows.Consens
 	if in.GuestSession == "" || in.Project != "" {
 		o.TypedSearchAttributes = temporal.NewSearchAttributes(workflows.ConsensusProjectAttr.ValueSet(norm.Project))
 	}
-	return c.ExecuteWorkflow(ctx, o, workflows.ConsensusWorkflow, in)
+	run, err := c.ExecuteWorkflow(ctx, o, workflows.ConsensusWorkflow, in)
+	var ia *serviceerror.InvalidArgument
+	if err != nil && o.TypedSearchAttributes.Size() > 0 && errors.As(err, &ia) && strings.Contains(ia.Message, "search attribute") {
+		// A namespace without the mesh's search attributes (si server
+		// registers them) still runs the consensus; only the project page
+		// cannot list it while it runs.
+		o.TypedSearchAttributes = temporal.SearchAttributes{}
+		return c.ExecuteWorkflow(ctx, o, workflows.ConsensusWorkflow, in)
+	}
+	return run, err
 }
 
 // Resume builds the Resume of a new request from a finished consensus.

@@ -69,7 +69,8 @@ func TestMain(m *testing.M) {
 // fileTemporal starts an embedded server persisting to SQLite, as `si dev` does.
 func fileTemporal(b *testing.B) string {
 	b.Helper()
-	ts, err := devstack.StartTemporal(devstack.TemporalOptions{DatabaseFile: filepath.Join(b.TempDir(), "temporal.db")})
+	ts, err := devstack.StartTemporal(devstack.TemporalOptions{DatabaseFile: filepath.Join(b.TempDir(), "temporal.db"),
+		SearchAttributes: workflows.SearchAttributes()})
 	if err != nil {
 		b.Fatal(err)
 	}

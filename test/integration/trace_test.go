@@ -183,3 +183,24 @@ func TestLogLinesCarryTheWorkflowID(t *testing.T) {
 		t.Fatalf("no line about the run was logged:\n%s", buf.String())
 	}
 }
+
+// A namespace without the mesh's search attributes still runs a consensus
+// (the project page just cannot list it while it runs).
+func TestConsensusStartsWithoutSearchAttributes(t *testing.T) {
+	ts, err := devstack.StartTemporal(devstack.TemporalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ts.Stop)
+	m := harness.StartMeshOn(t, harness.ClientOf(t, ts.Address()), simulator.Options{})
+	id := runner.NewWorkflowID(time.Now())
+	run, err := runner.Start(context.Background(), m.Client, id, workflows.ConsensusInput{Prompt: "q [sim:agree]", Project: "bare",
+		Placement: workflows.PlacementCloud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st workflows.ConsensusState
+	if err := run.Get(context.Background(), &st); err != nil || st.Status != workflows.StatusConsensus {
+		t.Fatalf("%+v, %v", st, err)
+	}
+}
