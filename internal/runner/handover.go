@@ -42,6 +42,9 @@ func StartHandover(ctx context.Context, st *store.Store, c client.Client, host, 
 	}, workflows.HandoverWorkflow, workflows.HandoverInput{HandoverID: h.ID, Project: project, Recipient: recipient})
 	if err != nil {
 		_, _ = st.CloseHandover(ctx, h.ID, store.HandoverCancelled, "")
+		if strings.Contains(err.Error(), "search attribute") {
+			return h, fmt.Errorf("starting the handover workflow: %w (si server and si dev register the mesh's search attributes when they start)", err)
+		}
 		return h, fmt.Errorf("starting the handover workflow: %w", err)
 	}
 	return h, nil
