@@ -63,7 +63,8 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if in.GuestSession != "" {
-				in.Account = "" // the session names its host, who pays
+				// The session names its host, who pays, and its project.
+				in.Account, in.Project = "", ""
 			}
 			if follow != "" && len(args) > 0 {
 				return errors.New("--follow takes no prompt")
