@@ -78,7 +78,7 @@ func BenchmarkSSEFanout(b *testing.B) {
 				}
 				defer resp.Body.Close()
 				sc := bufio.NewScanner(resp.Body)
-				sc.Buffer(make([]byte, 1<<20), 1<<20)
+				sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 				seen := -1
 				for sc.Scan() {
 					line, ok := strings.CutPrefix(sc.Text(), "data: ")
