@@ -32,9 +32,6 @@ const (
 	MailCompleted = "completed"
 )
 
-// HandoverTokenPrefix starts every handover accept token.
-const HandoverTokenPrefix = "si_ho_"
-
 // Handovers snapshots, mails, clones and bills project handovers.
 type Handovers struct {
 	Store *store.Store
@@ -128,7 +125,7 @@ func (a *Handovers) SendMail(ctx context.Context, in HandoverMail) error {
 	msg := mail.Message{To: h.Recipient, ID: h.ID + "." + in.Kind}
 	var link string
 	if in.Kind != MailCompleted {
-		secret := token.New(HandoverTokenPrefix, 20)
+		secret := token.New(store.HandoverTokenPrefix, 20)
 		th := sha256.Sum256([]byte(secret))
 		if err := a.Store.AddHandoverToken(ctx, h.ID, th[:]); err != nil {
 			return err

@@ -16,7 +16,6 @@ import (
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
-	"github.com/superinstance/mesh/workflows"
 )
 
 // SessionCookie holds an account's API token for the browser pages (set by
@@ -200,6 +199,10 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request, c Caller) 
 	if req.Role == "" {
 		req.Role = store.RoleViewer
 	}
+	if req.Role != store.RoleViewer && req.Role != store.RoleEditor {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "role must be viewer or editor")
+		return
+	}
 	q, err := money.Parse(req.Quota)
 	if err != nil || q <= 0 {
 		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "quota must be a positive dollar amount such as \"1.00\"")
@@ -226,9 +229,6 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request, c Caller) 
 		return
 	case errors.Is(err, store.ErrForbidden):
 		httpjson.Error(w, http.StatusForbidden, "forbidden", err.Error())
-		return
-	case err != nil && strings.Contains(err.Error(), "invite role"):
-		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	case err != nil:
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not create the invite: "+err.Error())
@@ -260,24 +260,23 @@ func (s *Server) revokeInvite(w http.ResponseWriter, r *http.Request, c Caller) 
 		return
 	}
 	id := r.PathValue("id")
-	inv, err := s.Store.InviteByID(r.Context(), id)
-	if err == nil && inv.Host != c.Account {
-		if role, rerr := s.Store.ProjectRole(r.Context(), inv.Project, c.Account); rerr != nil || role != store.RoleOwner {
-			err = store.ErrNotFound
-		}
+	inv, err := s.Store.RevocableInvite(r.Context(), id, c.Account)
+	if errors.Is(err, store.ErrNotFound) {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no invite "+id)
+		return
 	}
 	if err != nil {
-		httpjson.Error(w, http.StatusNotFound, "not_found", "no invite "+id)
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the invite store is unreachable")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if err := s.Temporal.SignalWorkflow(ctx, workflows.InviteWorkflowID(id), "", workflows.InviteRevokeSignal, nil); err != nil {
-		httpjson.Error(w, http.StatusConflict, "invite_closed", "invite "+id+" is "+inv.State)
+	state, err := runner.RevokeInvite(ctx, s.Temporal, id)
+	if errors.Is(err, runner.ErrNotPending) {
+		httpjson.Error(w, http.StatusConflict, "invite_closed", "invite "+id+" is "+inv.State+"; only a pending invite can be revoked")
 		return
 	}
-	var state string
-	if err := s.Temporal.GetWorkflow(ctx, workflows.InviteWorkflowID(id), "").Get(ctx, &state); err != nil {
+	if err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the revoke did not finish: "+err.Error())
 		return
 	}

@@ -207,16 +207,15 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
+	// The same claim the workflow's project check makes: a project new to the
+	// mesh becomes the caller's; someone else's is as absent as one that
+	// never was.
 	if c.Guest == nil && norm.Project != workflows.DefaultProject {
-		role, err := s.Store.ProjectRole(r.Context(), norm.Project, account)
+		role, err := s.Store.ClaimProject(r.Context(), norm.Project, account)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			// A project new to the mesh becomes the caller's; someone
-			// else's is as absent as one that never was.
-			if owner, err := s.Store.ProjectOwner(r.Context(), norm.Project); err == nil && owner != "" {
-				httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+norm.Project)
-				return
-			}
+			httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+norm.Project)
+			return
 		case err != nil:
 			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the project store is unreachable")
 			return

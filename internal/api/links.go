@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"html/template"
@@ -13,14 +12,11 @@ import (
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
-	"go.temporal.io/sdk/client"
 	"golang.org/x/time/rate"
 
-	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/httpjson"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
-	"github.com/superinstance/mesh/internal/token"
 	"github.com/superinstance/mesh/workflows"
 )
 
@@ -74,12 +70,6 @@ func (l *Limiter) Wrap(h http.HandlerFunc) http.HandlerFunc {
 // wantsHTML reports whether the client is a browser rather than an API client.
 func wantsHTML(r *http.Request) bool { return strings.Contains(r.Header.Get("Accept"), "text/html") }
 
-// linkToken takes the token from the path, refusing anything that cannot be one.
-func linkToken(r *http.Request, prefix string) (string, bool) {
-	tok := r.PathValue("token")
-	return tok, strings.HasPrefix(tok, prefix) && len(tok) <= 64
-}
-
 // JoinReply is GET /join/{token}'s JSON answer.
 type JoinReply struct {
 	GuestSession string `json:"guest_session"`
@@ -95,15 +85,9 @@ type JoinReply struct {
 // page; an API client gets JSON. A used, revoked, expired or unknown token
 // is refused with the reason.
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
-	tok, ok := linkToken(r, runner.InviteTokenPrefix)
-	if !ok {
-		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this invite link is not valid")
-		return
-	}
-	th := sha256.Sum256([]byte(tok))
-	inv, err := s.Store.InviteByTokenHash(r.Context(), th[:])
+	inv, err := s.Store.InviteByToken(r.Context(), r.PathValue("token"))
 	if errors.Is(err, store.ErrNotFound) {
-		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this invite link is not valid")
+		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this invite link is not valid: ask the host for a new one")
 		return
 	}
 	if err != nil {
@@ -116,20 +100,14 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
-	u, err := s.Temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: workflows.InviteWorkflowID(inv.ID), UpdateName: workflows.InviteAcceptUpdate,
-		Args: []any{workflows.AcceptRequest{SessionID: token.New("gs_", 16)}}, WaitForStage: client.WorkflowUpdateStageCompleted,
-	})
-	var g store.GuestSession
-	if err == nil {
-		err = u.Get(ctx, &g)
+	g, err := runner.JoinInvite(ctx, s.Store, s.Temporal, inv.ID)
+	var ie *store.InviteError
+	if errors.As(err, &ie) {
+		httpjson.Error(w, http.StatusGone, "invite_closed", ie.Reason)
+		return
 	}
 	if err != nil {
-		reason := "this invite is no longer open; ask the host for a new one"
-		if i, err := s.Store.InviteByID(r.Context(), inv.ID); err == nil && i.ClosedReason(time.Now()) != "" {
-			reason = i.ClosedReason(time.Now())
-		}
-		httpjson.Error(w, http.StatusGone, "invite_closed", reason)
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not accept the invite: "+err.Error())
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: GuestCookie, Value: g.ID, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
@@ -231,15 +209,9 @@ func (s *Server) running(ctx context.Context, project string) ([]string, error) 
 
 // handoverFor finds the handover a link names, answering the error itself.
 func (s *Server) handoverFor(w http.ResponseWriter, r *http.Request) (store.Handover, bool) {
-	tok, ok := linkToken(r, activities.HandoverTokenPrefix)
-	if !ok {
-		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this handover link is not valid")
-		return store.Handover{}, false
-	}
-	th := sha256.Sum256([]byte(tok))
-	h, err := s.Store.HandoverByTokenHash(r.Context(), th[:])
+	h, err := s.Store.HandoverByToken(r.Context(), r.PathValue("token"))
 	if errors.Is(err, store.ErrNotFound) {
-		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this handover link is not valid")
+		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this handover link is not valid: use the newest link in your email")
 		return h, false
 	}
 	if err != nil {

@@ -94,7 +94,7 @@ func TestJoinLinkOpensAGuestSession(t *testing.T) {
 		t.Fatalf("used link: %d %s", rec.Code, rec.Body.String())
 	}
 	// Wrong: an unknown token and something that is not a token.
-	for _, bad := range []string{runner.InviteTokenPrefix + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "not-a-token", strings.Repeat("x", 500)} {
+	for _, bad := range []string{store.InviteTokenPrefix + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "not-a-token", strings.Repeat("x", 500)} {
 		if rec := get(h, "/join/"+url.PathEscape(bad), "10.0.0.1", nil); rec.Code != 404 || errorCode(t, rec) != "invalid_token" {
 			t.Fatalf("wrong token %.20s: %d %s", bad, rec.Code, rec.Body.String())
 		}
@@ -130,7 +130,7 @@ func TestJoinIsRateLimited(t *testing.T) {
 	m := harness.StartMesh(t, simulator.Options{})
 	s := &api.Server{Store: m.Store, Temporal: m.Client, LinkLimit: &api.Limiter{Rate: rate.Every(time.Hour), Burst: 5, MaxClients: 100}}
 	h := s.Handler()
-	bad := "/join/" + runner.InviteTokenPrefix + "guessguessguessguessguessguessgu"
+	bad := "/join/" + store.InviteTokenPrefix + "guessguessguessguessguessguessgu"
 	for i := 0; i < 5; i++ {
 		if rec := get(h, bad, "192.0.2.7", nil); rec.Code != 404 {
 			t.Fatalf("guess %d: %d", i, rec.Code)

@@ -117,6 +117,10 @@ func (h *Hub) Watching() int {
 	return len(h.watchers)
 }
 
+// maxPollFailures is how many queries in a row may fail (a second's worth
+// at the default interval) before the viewers are told the run is unreadable.
+const maxPollFailures = 40
+
 func (h *Hub) run(ctx context.Context, id string, w *watcher) {
 	interval := h.Interval
 	if interval <= 0 {
@@ -124,29 +128,26 @@ func (h *Hub) run(ctx context.Context, id string, w *watcher) {
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var lastSteps = -1
-	lastStatus := ""
+	var last Event
 	failures := 0
 	for {
-		ev, steps, status, err := h.poll(ctx, id)
-		switch {
-		case ctx.Err() != nil:
+		ev, err := h.poll(ctx, id)
+		if ctx.Err() != nil {
 			return
-		case err != nil:
-			if failures++; failures < 40 {
-				break
-			}
+		}
+		if err != nil {
+			failures++
 			ev = Event{Done: true, Err: "the consensus can no longer be read: " + err.Error()}
-			fallthrough
-		default:
+		} else {
 			failures = 0
-			if steps != lastSteps || status != lastStatus || ev.Done {
-				lastSteps, lastStatus = steps, status
-				h.publish(id, w, ev)
-			}
-			if ev.Done {
-				return
-			}
+		}
+		changed := ev.Done || ev.State.Steps != last.State.Steps || ev.State.Status != last.State.Status
+		if (err == nil || failures >= maxPollFailures) && (last.Data == nil || changed) {
+			h.publish(id, w, ev)
+			last = ev
+		}
+		if last.Done {
+			return
 		}
 		select {
 		case <-ctx.Done():
@@ -156,7 +157,7 @@ func (h *Hub) run(ctx context.Context, id string, w *watcher) {
 	}
 }
 
-func (h *Hub) poll(ctx context.Context, id string) (Event, int, string, error) {
+func (h *Hub) poll(ctx context.Context, id string) (Event, error) {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	v, err := h.Temporal.QueryWorkflow(qctx, id, "", workflows.QueryState)
@@ -165,15 +166,15 @@ func (h *Hub) poll(ctx context.Context, id string) (Event, int, string, error) {
 		err = v.Get(&st)
 	}
 	if err != nil {
-		return Event{}, 0, "", err
+		return Event{}, err
 	}
 	b, err := json.Marshal(st)
 	if err != nil {
-		return Event{}, 0, "", err
+		return Event{}, err
 	}
 	frame := make([]byte, 0, len(b)+30)
 	frame = append(append(append(frame, "event: state\ndata: "...), b...), "\n\n"...)
-	return Event{Data: b, Frame: frame, Done: st.Status != workflows.StatusRunning, State: st}, st.Steps, st.Status, nil
+	return Event{Data: b, Frame: frame, Done: st.Status != workflows.StatusRunning, State: st}, nil
 }
 
 func (h *Hub) publish(id string, w *watcher, ev Event) {

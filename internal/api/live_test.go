@@ -208,6 +208,9 @@ func TestAccountEndpointsAndPages(t *testing.T) {
 	if rec := do("POST", "/v1/invites", other, "", `{"project":"crew","quota":"1"}`); rec.Code != 404 {
 		t.Fatalf("a stranger invites to crew: %d %s", rec.Code, rec.Body.String())
 	}
+	if rec := do("POST", "/v1/invites", host, "", `{"project":"crew","quota":"1","role":"admin"}`); rec.Code != 400 || errorCode(t, rec) != "invalid_request" {
+		t.Fatalf("unknown role: %d %s", rec.Code, rec.Body.String())
+	}
 	if rec := do("POST", "/v1/invites", host, "", `{"project":"crew","quota":"-1"}`); rec.Code != 400 || errorCode(t, rec) != "invalid_request" {
 		t.Fatalf("negative quota: %d %s", rec.Code, rec.Body.String())
 	}

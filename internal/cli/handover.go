@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
@@ -181,14 +179,9 @@ or Stripe that keeps refusing, say), with the last error.`,
 
 // handoverByToken finds the handover a link or token names.
 func handoverByToken(ctx context.Context, st *store.Store, arg string) (store.Handover, error) {
-	tok := linkToken(arg, "handover")
-	if !strings.HasPrefix(tok, activities.HandoverTokenPrefix) || len(tok) > 64 {
-		return store.Handover{}, errors.New("not a handover link or token")
-	}
-	th := sha256.Sum256([]byte(tok))
-	h, err := st.HandoverByTokenHash(ctx, th[:])
+	h, err := st.HandoverByToken(ctx, linkToken(arg, "handover"))
 	if errors.Is(err, store.ErrNotFound) {
-		return h, errors.New("this handover link is not valid")
+		return h, errors.New("this is not a valid handover link or token: copy the whole link from the email (…/handover/si_ho_…)")
 	}
 	return h, err
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,13 +9,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"go.temporal.io/sdk/client"
-
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
-	"github.com/superinstance/mesh/internal/token"
 	"github.com/superinstance/mesh/workflows"
 )
 
@@ -117,14 +113,9 @@ func inviteRevokeCommand() *Command {
 				return err
 			}
 			defer st.Close()
-			inv, err := st.InviteByID(ctx, args[0])
-			if err == nil && inv.Host != host {
-				if role, rerr := st.ProjectRole(ctx, inv.Project, host); rerr != nil || role != store.RoleOwner {
-					err = store.ErrNotFound
-				}
-			}
+			inv, err := st.RevocableInvite(ctx, args[0], host)
 			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("no invite %s of %s's", args[0], host)
+				return fmt.Errorf("no invite %s of %s's: si invite ls lists them", args[0], host)
 			}
 			if err != nil {
 				return err
@@ -134,13 +125,16 @@ func inviteRevokeCommand() *Command {
 				return err
 			}
 			defer c.Close()
-			id := workflows.InviteWorkflowID(args[0])
-			if err := c.SignalWorkflow(ctx, id, "", workflows.InviteRevokeSignal, nil); err != nil {
-				return fmt.Errorf("invite %s is not pending (%s)", args[0], closedState(ctx, st, inv.ID))
+			state, err := runner.RevokeInvite(ctx, c, inv.ID)
+			if errors.Is(err, runner.ErrNotPending) {
+				reason := st.InviteClosedReason(ctx, inv.ID)
+				if reason == "" {
+					reason = "it is no longer pending"
+				}
+				return fmt.Errorf("invite %s cannot be revoked: %s", inv.ID, reason)
 			}
-			var state string
-			if err := c.GetWorkflow(ctx, id, "").Get(ctx, &state); err != nil {
-				return runner.Cause(err)
+			if err != nil {
+				return err
 			}
 			fmt.Fprintf(env.Stdout, "invite %s: %s\n", args[0], state)
 			return nil
@@ -209,19 +203,14 @@ refused with the reason.`,
 			if len(args) != 1 {
 				return errors.New("usage: si join LINK|TOKEN")
 			}
-			tok := linkToken(args[0], "join")
-			if !strings.HasPrefix(tok, runner.InviteTokenPrefix) || len(tok) > 64 {
-				return errors.New("not an invite token or link")
-			}
 			st, err := db.Open(ctx)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			h := sha256.Sum256([]byte(tok))
-			inv, err := st.InviteByTokenHash(ctx, h[:])
+			inv, err := st.InviteByToken(ctx, linkToken(args[0], "join"))
 			if errors.Is(err, store.ErrNotFound) {
-				return errors.New("this invite token is not valid")
+				return errors.New("this is not a valid invite link or token: copy the whole link the host sent (…/join/si_inv_…)")
 			}
 			if err != nil {
 				return err
@@ -231,29 +220,13 @@ refused with the reason.`,
 				return err
 			}
 			defer c.Close()
-			h2, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-				WorkflowID: workflows.InviteWorkflowID(inv.ID), UpdateName: workflows.InviteAcceptUpdate,
-				Args: []any{workflows.AcceptRequest{SessionID: token.New("gs_", 16)}}, WaitForStage: client.WorkflowUpdateStageCompleted,
-			})
+			g, err := runner.JoinInvite(ctx, st, c, inv.ID)
 			if err != nil {
-				return errors.New(closedState(ctx, st, inv.ID))
-			}
-			var g store.GuestSession
-			if err := h2.Get(ctx, &g); err != nil {
-				return runner.Cause(err)
+				return err
 			}
 			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s\n", g.Project, g.Role, g.Remaining, g.Host)
 			fmt.Fprintf(env.Stdout, "guest session %s\nuse it:  si ask --guest %s \"...\"\n", g.ID, g.ID)
 			return nil
 		},
 	}
-}
-
-func closedState(ctx context.Context, st *store.Store, id string) string {
-	if i, err := st.InviteByID(ctx, id); err == nil {
-		if reason := i.ClosedReason(time.Now()); reason != "" {
-			return reason
-		}
-	}
-	return "this invite is no longer open; ask the host for a new one"
 }

@@ -66,14 +66,11 @@ func AcceptHandover(ctx context.Context, c client.Client, id, account string) er
 	return nil
 }
 
-// InviteTokenPrefix starts every invite token.
-const InviteTokenPrefix = "si_inv_"
-
 // StartInvite stores an invite (only its token's hash) and starts the
 // workflow that holds it until it is accepted, revoked or expires. It
 // returns the token, which is shown once and never stored.
 func StartInvite(ctx context.Context, st *store.Store, c client.Client, in store.Invite) (string, store.Invite, error) {
-	secret := token.New(InviteTokenPrefix, 20)
+	secret := token.New(store.InviteTokenPrefix, 20)
 	h := sha256.Sum256([]byte(secret))
 	in.ID, in.TokenHash = token.New("inv_", 10), h[:]
 	inv, err := st.CreateInvite(ctx, in)
@@ -160,4 +157,40 @@ func StuckReason(ctx context.Context, c client.Client, r HandoverRow, older time
 		return fmt.Sprintf("%s for %s", r.Status, age.Round(time.Minute)), nil
 	}
 	return "", nil
+}
+
+// ErrNotPending: the invite was used, revoked or expired before the revoke.
+var ErrNotPending = errors.New("the invite is no longer pending")
+
+// RevokeInvite signals the invite's workflow and waits for its final state.
+func RevokeInvite(ctx context.Context, c client.Client, id string) (string, error) {
+	wid := workflows.InviteWorkflowID(id)
+	if err := c.SignalWorkflow(ctx, wid, "", workflows.InviteRevokeSignal, nil); err != nil {
+		return "", ErrNotPending
+	}
+	var state string
+	if err := c.GetWorkflow(ctx, wid, "").Get(ctx, &state); err != nil {
+		return "", Cause(err)
+	}
+	return state, nil
+}
+
+// JoinInvite accepts the invite through its workflow, opening a new guest
+// session. A closed invite's error says why.
+func JoinInvite(ctx context.Context, st *store.Store, c client.Client, inviteID string) (store.GuestSession, error) {
+	var g store.GuestSession
+	u, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: workflows.InviteWorkflowID(inviteID), UpdateName: workflows.InviteAcceptUpdate,
+		Args: []any{workflows.AcceptRequest{SessionID: token.New("gs_", 16)}}, WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = u.Get(ctx, &g)
+	}
+	if err != nil {
+		if reason := st.InviteClosedReason(ctx, inviteID); reason != "" {
+			return g, &store.InviteError{Reason: reason}
+		}
+		return g, fmt.Errorf("accepting the invite: %w", Cause(err))
+	}
+	return g, nil
 }

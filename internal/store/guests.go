@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -115,22 +117,57 @@ func (s *Store) InviteByTokenHash(ctx context.Context, h []byte) (Invite, error)
 	return i, err
 }
 
+// Prefixes of the tokens in invite and handover links.
+const (
+	InviteTokenPrefix   = "si_inv_"
+	HandoverTokenPrefix = "si_ho_"
+)
+
+// linkTokenHash returns the SHA-256 of tok if it looks like a link token
+// with prefix (anything else names nothing).
+func linkTokenHash(tok, prefix string) ([]byte, bool) {
+	if !strings.HasPrefix(tok, prefix) || len(tok) > 64 {
+		return nil, false
+	}
+	h := sha256.Sum256([]byte(tok))
+	return h[:], true
+}
+
+// InviteByToken finds the invite a link's token names; a wrong or
+// malformed token is ErrNotFound.
+func (s *Store) InviteByToken(ctx context.Context, tok string) (Invite, error) {
+	h, ok := linkTokenHash(tok, InviteTokenPrefix)
+	if !ok {
+		return Invite{}, ErrNotFound
+	}
+	return s.InviteByTokenHash(ctx, h)
+}
+
+// InviteClosedReason says why invite id cannot be accepted now, or "" when
+// it can (or cannot be read).
+func (s *Store) InviteClosedReason(ctx context.Context, id string) string {
+	if i, err := s.InviteByID(ctx, id); err == nil {
+		return i.ClosedReason(time.Now())
+	}
+	return ""
+}
+
+// RevocableInvite returns the invite if caller may revoke it (its host or
+// the project's owner); otherwise, as when it does not exist, ErrNotFound.
+func (s *Store) RevocableInvite(ctx context.Context, id, caller string) (Invite, error) {
+	inv, err := s.InviteByID(ctx, id)
+	if err != nil || inv.Host == caller {
+		return inv, err
+	}
+	if role, err := s.ProjectRole(ctx, inv.Project, caller); err != nil || role != RoleOwner {
+		return Invite{}, ErrNotFound
+	}
+	return inv, nil
+}
+
 // Invites lists a host's invites, newest first.
 func (s *Store) Invites(ctx context.Context, host string) ([]Invite, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+inviteColumns+` FROM invites WHERE host_id = $1 ORDER BY created_at DESC`, host)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Invite
-	for rows.Next() {
-		i, err := scanInvite(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, i)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, scanInvite, `SELECT `+inviteColumns+` FROM invites WHERE host_id = $1 ORDER BY created_at DESC`, host)
 }
 
 // AcceptInvite turns a pending, unexpired invite into a guest session with
@@ -191,36 +228,10 @@ func (s *Store) GuestSessionByID(ctx context.Context, id string) (GuestSession, 
 
 // GuestSessions lists the guests of a host's projects.
 func (s *Store) GuestSessions(ctx context.Context, host string) ([]GuestSession, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+guestColumns+` FROM guest_sessions WHERE host_id = $1 ORDER BY created_at DESC`, host)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []GuestSession
-	for rows.Next() {
-		g, err := scanGuest(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, scanGuest, `SELECT `+guestColumns+` FROM guest_sessions WHERE host_id = $1 ORDER BY created_at DESC`, host)
 }
 
 // ProjectGuests lists a project's guest sessions, newest first.
 func (s *Store) ProjectGuests(ctx context.Context, project string) ([]GuestSession, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+guestColumns+` FROM guest_sessions WHERE project_id = $1 ORDER BY created_at DESC`, project)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []GuestSession
-	for rows.Next() {
-		g, err := scanGuest(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, scanGuest, `SELECT `+guestColumns+` FROM guest_sessions WHERE project_id = $1 ORDER BY created_at DESC`, project)
 }

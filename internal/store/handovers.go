@@ -132,40 +132,24 @@ func (s *Store) HandoverByTokenHash(ctx context.Context, th []byte) (Handover, e
 	return s.HandoverByID(ctx, id)
 }
 
+// HandoverByToken finds the handover a link's token names; a wrong or
+// malformed token is ErrNotFound.
+func (s *Store) HandoverByToken(ctx context.Context, tok string) (Handover, error) {
+	h, ok := linkTokenHash(tok, HandoverTokenPrefix)
+	if !ok {
+		return Handover{}, ErrNotFound
+	}
+	return s.HandoverByTokenHash(ctx, h)
+}
+
 // Handovers lists the handovers a host started, newest first.
 func (s *Store) Handovers(ctx context.Context, host string) ([]Handover, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+handoverColumns+` FROM handovers WHERE host_id = $1 ORDER BY created_at DESC`, host)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Handover
-	for rows.Next() {
-		h, err := scanHandover(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, scanHandover, `SELECT `+handoverColumns+` FROM handovers WHERE host_id = $1 ORDER BY created_at DESC`, host)
 }
 
 // ProjectAdapters lists the adapters of a project.
 func (s *Store) ProjectAdapters(ctx context.Context, project string) ([]LoRA, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+loraColumns+` FROM loras WHERE project_id = $1 AND state = 'available' ORDER BY created_at, id`, project)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []LoRA
-	for rows.Next() {
-		l, err := scanLoRA(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, scanLoRA, `SELECT `+loraColumns+` FROM loras WHERE project_id = $1 AND state = 'available' ORDER BY created_at, id`, project)
 }
 
 // ProjectMemberCount counts a project's members.

@@ -137,20 +137,7 @@ func scanHub(row pgx.Row) (Hub, error) {
 
 // Hubs lists every hub the bridge has seen, most recently seen first.
 func (s *Store) Hubs(ctx context.Context) ([]Hub, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id ORDER BY h.last_seen DESC, h.device_id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var hubs []Hub
-	for rows.Next() {
-		h, err := scanHub(rows)
-		if err != nil {
-			return nil, err
-		}
-		hubs = append(hubs, h)
-	}
-	return hubs, rows.Err()
+	return queryAll(ctx, s, scanHub, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id ORDER BY h.last_seen DESC, h.device_id`)
 }
 
 // HubByID returns one hub.

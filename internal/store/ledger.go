@@ -475,20 +475,7 @@ func (s *Store) UsageSince(ctx context.Context, account string, since time.Time,
 
 // Flushes lists an account's flushes, newest first; an empty account lists all.
 func (s *Store) Flushes(ctx context.Context, account string) ([]Flush, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+flushColumns+` FROM flushes WHERE $1 = '' OR account_id = $1 ORDER BY created_at DESC, id`, account)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Flush
-	for rows.Next() {
-		f, err := scanFlush(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, scanFlush, `SELECT `+flushColumns+` FROM flushes WHERE $1 = '' OR account_id = $1 ORDER BY created_at DESC, id`, account)
 }
 
 // SetStripeCustomer records an account's Stripe customer id.

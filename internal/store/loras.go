@@ -105,20 +105,7 @@ func (s *Store) LoRAFor(ctx context.Context, caller, id string) (LoRA, error) {
 
 // LoRAs lists the adapters caller may see, newest first.
 func (s *Store) LoRAs(ctx context.Context, caller string) ([]LoRA, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+loraColumns+` FROM loras l WHERE `+visible+` ORDER BY created_at DESC, id`, caller)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []LoRA
-	for rows.Next() {
-		l, err := scanLoRA(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, scanLoRA, `SELECT `+loraColumns+` FROM loras l WHERE `+visible+` ORDER BY created_at DESC, id`, caller)
 }
 
 // CanDeleteLoRA says whether caller may remove the adapter: its owner, or an

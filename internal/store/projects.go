@@ -75,17 +75,3 @@ func (s *Store) AddMember(ctx context.Context, project, account, role string) er
 		ON CONFLICT (project_id, account_id) DO UPDATE SET role = EXCLUDED.role`, project, account, role)
 	return err
 }
-
-// ProjectOwner returns a project's owner ("" for a project without one), or
-// ErrNotFound.
-func (s *Store) ProjectOwner(ctx context.Context, project string) (string, error) {
-	var owner *string
-	err := s.Pool.QueryRow(ctx, `SELECT owner_id FROM projects WHERE id = $1`, project).Scan(&owner)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	if err != nil || owner == nil {
-		return "", err
-	}
-	return *owner, nil
-}

@@ -132,6 +132,24 @@ func (s *Store) RecentRuns(ctx context.Context, project string, limit int) ([]Co
 	return out, rows.Err()
 }
 
+// queryAll runs a query and scans every row with scan.
+func queryAll[T any](ctx context.Context, s *Store, scan func(pgx.Row) (T, error), sql string, args ...any) ([]T, error) {
+	rows, err := s.Pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // redact hides a password in a connection string for error messages.
 func redact(url string) string {
 	cfg, err := pgx.ParseConfig(url)
