@@ -225,9 +225,9 @@ func (s *Server) handoverFor(w http.ResponseWriter, r *http.Request) (store.Hand
 	return h, true
 }
 
-func (s *Server) renderHandover(w http.ResponseWriter, status int, h store.Handover, errMsg, done string) {
+func (s *Server) renderHandover(w http.ResponseWriter, r *http.Request, status int, h store.Handover, errMsg, done string) {
 	adapters := 0
-	if snap, err := s.Store.HandoverSnapshot(context.Background(), h.ID); err == nil {
+	if snap, err := s.Store.HandoverSnapshot(r.Context(), h.ID); err == nil {
 		adapters = len(snap.Adapters)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -239,7 +239,7 @@ func (s *Server) renderHandover(w http.ResponseWriter, status int, h store.Hando
 // handoverPage shows the offer with an accept form.
 func (s *Server) handoverPage(w http.ResponseWriter, r *http.Request) {
 	if h, ok := s.handoverFor(w, r); ok {
-		s.renderHandover(w, http.StatusOK, h, "", "")
+		s.renderHandover(w, r, http.StatusOK, h, "", "")
 	}
 }
 
@@ -260,21 +260,21 @@ func (s *Server) handoverAnswer(w http.ResponseWriter, r *http.Request) {
 	switch r.PostForm.Get("answer") {
 	case "decline":
 		if err := s.Temporal.SignalWorkflow(ctx, workflows.HandoverWorkflowID(h.ID), "", workflows.HandoverDeclineSignal, nil); err != nil {
-			s.renderHandover(w, http.StatusGone, h, "this handover is no longer open", "")
+			s.renderHandover(w, r, http.StatusGone, h, "this handover is no longer open", "")
 			return
 		}
-		s.renderHandover(w, http.StatusOK, h, "", "You declined the handover of "+h.Project+".")
+		s.renderHandover(w, r, http.StatusOK, h, "", "You declined the handover of "+h.Project+".")
 	case "accept":
 		account := r.PostForm.Get("account")
 		if err := store.ValidProjectID(account); err != nil {
-			s.renderHandover(w, http.StatusBadRequest, h, "Give an account name: lower-case letters, digits, '.', '_' or '-'.", "")
+			s.renderHandover(w, r, http.StatusBadRequest, h, "Give an account name: lower-case letters, digits, '.', '_' or '-'.", "")
 			return
 		}
 		if err := runner.AcceptHandover(ctx, s.Temporal, h.ID, account); err != nil {
-			s.renderHandover(w, http.StatusConflict, h, err.Error(), "")
+			s.renderHandover(w, r, http.StatusConflict, h, err.Error(), "")
 			return
 		}
-		s.renderHandover(w, http.StatusOK, h, "", "Accepted. The project and its adapters are being copied to the account "+account+
+		s.renderHandover(w, r, http.StatusOK, h, "", "Accepted. The project and its adapters are being copied to the account "+account+
 			"; you will get an email when it is ready.")
 	default:
 		httpjson.Error(w, http.StatusBadRequest, "invalid_form", "answer must be accept or decline")
