@@ -124,7 +124,18 @@ func (a *Handovers) SendMail(ctx context.Context, in HandoverMail) error {
 	}
 	msg := mail.Message{To: h.Recipient, ID: h.ID + "." + in.Kind}
 	var link string
-	if in.Kind != MailCompleted {
+	if in.Kind == MailCompleted {
+		// The project is the new owner's: tell that account, not whoever
+		// holds the link.
+		email, err := a.Store.AccountEmail(ctx, h.NewOwner)
+		if err != nil {
+			return err
+		}
+		if email == "" {
+			return nonRetryable(errors.New("account "+h.NewOwner+" has no email"), ErrHandoverSetup)
+		}
+		msg.To = email
+	} else {
 		secret := token.New(store.HandoverTokenPrefix, 20)
 		th := sha256.Sum256([]byte(secret))
 		if err := a.Store.AddHandoverToken(ctx, h.ID, th[:]); err != nil {
@@ -177,17 +188,23 @@ func (a *Handovers) CountReminder(ctx context.Context, id string, n int) error {
 	return a.Store.CountReminder(ctx, id, n)
 }
 
-// AcceptHandoverInput names the handover and the account taking it.
+// AcceptHandoverInput names the handover and the account taking it: an
+// existing account with the recipient's email, or (NewAccount) one to
+// create with it. Request names the accept request.
 type AcceptHandoverInput struct {
-	Handover string
-	Account  string
-	At       time.Time
+	Handover   string
+	Account    string
+	NewAccount bool   `json:",omitempty"`
+	Request    string `json:",omitempty"`
+	At         time.Time
 }
 
-// Accept records the recipient's account (creating it if new). A closed
-// handover is a non-retryable HandoverClosed error.
+// Accept records the recipient's account (creating it when NewAccount). A
+// closed handover, or an account that is not the recipient's, is a
+// non-retryable HandoverClosed error.
 func (a *Handovers) Accept(ctx context.Context, in AcceptHandoverInput) (store.Handover, error) {
-	h, err := a.Store.AcceptHandover(ctx, in.Handover, in.Account, in.At)
+	h, err := a.Store.AcceptHandover(ctx, in.Handover, store.HandoverAcceptance{Account: in.Account,
+		NewAccount: in.NewAccount, Request: in.Request}, in.At)
 	var he *store.HandoverError
 	if errors.As(err, &he) {
 		return h, nonRetryable(err, ErrHandoverClosed)

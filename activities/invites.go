@@ -19,17 +19,22 @@ type Invites struct {
 	Store *store.Store
 }
 
-// AcceptInviteInput names the invite and the guest session to open.
+// AcceptInviteInput names the invite and the guest session to open: its
+// handle and the SHA-256 of its secret.
 type AcceptInviteInput struct {
-	InviteID  string
-	SessionID string
-	At        time.Time
+	InviteID   string
+	SessionID  string
+	SecretHash []byte `json:",omitempty"`
+	At         time.Time
 }
 
 // AcceptInvite opens the guest session; a retry with the same session id
 // returns the same session.
 func (a *Invites) AcceptInvite(ctx context.Context, in AcceptInviteInput) (store.GuestSession, error) {
-	g, err := a.Store.AcceptInvite(ctx, in.InviteID, in.SessionID, in.At)
+	if len(in.SecretHash) != 32 {
+		return store.GuestSession{}, temporal.NewNonRetryableApplicationError("a guest session needs the SHA-256 of its secret", ErrInviteClosed, nil)
+	}
+	g, err := a.Store.AcceptInvite(ctx, in.InviteID, in.SessionID, in.SecretHash, in.At)
 	var ie *store.InviteError
 	if errors.As(err, &ie) {
 		return g, temporal.NewNonRetryableApplicationError(ie.Reason, ErrInviteClosed, err)

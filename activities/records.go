@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -37,8 +38,9 @@ func (r *Records) CheckAccount(ctx context.Context, account string) error {
 }
 
 // CheckGuest returns a guest session that may still spend, refusing one
-// that is unknown, belongs to another host (when host is given), or has
-// spent its quota.
+// that is unknown, belongs to another host (when host is given), is revoked
+// or expired, or has spent its quota. session is the session's handle, never
+// its secret.
 func (r *Records) CheckGuest(ctx context.Context, session, host string) (store.GuestSession, error) {
 	g, err := r.Store.GuestSessionByID(ctx, session)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && host != "" && g.Host != host) {
@@ -46,6 +48,9 @@ func (r *Records) CheckGuest(ctx context.Context, session, host string) (store.G
 	}
 	if err != nil {
 		return g, err
+	}
+	if reason := g.ClosedReason(time.Now()); reason != "" {
+		return g, temporal.NewNonRetryableApplicationError(reason+": ask the host for a new invite", ErrUnknownAccount, nil)
 	}
 	if !store.CanWrite(g.Role) {
 		return g, temporal.NewNonRetryableApplicationError("a "+g.Role+" of project "+g.Project+" can watch its runs but not start one",
@@ -59,9 +64,10 @@ func (r *Records) CheckGuest(ctx context.Context, session, host string) (store.G
 }
 
 // CheckProject refuses a consensus in a project the account may not write
-// to: one it is not a member of, or one where it is a viewer. A project new
-// to the mesh is created, owned by the account. The default project is
-// everyone's own scratch space and is not checked.
+// to: one it is not a member of (an ownerless one included), or one where it
+// is a viewer. A project new to the mesh is created, owned by the account.
+// The default project is every account's own scratch space (its runs are
+// seen by their account alone) and is not checked.
 func (r *Records) CheckProject(ctx context.Context, account, project string) error {
 	if project == "" || project == DefaultProject {
 		return nil
@@ -81,4 +87,4 @@ func (r *Records) CheckProject(ctx context.Context, account, project string) err
 }
 
 // DefaultProject is the project of runs that name none.
-const DefaultProject = "default"
+const DefaultProject = store.DefaultProject

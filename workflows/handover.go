@@ -43,9 +43,15 @@ type HandoverInput struct {
 }
 
 // HandoverAccept is the accept update's argument: the account that takes
-// the project (created if new).
+// the project. It must be the recipient's: an existing account with the
+// recipient's email (the caller signed in as it), or, with NewAccount, one
+// created now with that email. Request names the accept request, so that
+// only that request's retries succeed again (an update sent before Request
+// existed has none).
 type HandoverAccept struct {
-	Account string
+	Account    string
+	NewAccount bool   `json:",omitempty"`
+	Request    string `json:",omitempty"`
 }
 
 // HandoverState is the workflow's state, answered by the state query and
@@ -114,7 +120,7 @@ func HandoverWorkflow(ctx workflow.Context, in HandoverInput) (HandoverState, er
 			defer func() { inflight-- }()
 			var h store.Handover
 			err := workflow.ExecuteActivity(uctx, a.Accept, activities.AcceptHandoverInput{
-				Handover: in.HandoverID, Account: req.Account, At: workflow.Now(uctx)}).Get(uctx, &h)
+				Handover: in.HandoverID, Account: req.Account, NewAccount: req.NewAccount, Request: req.Request, At: workflow.Now(uctx)}).Get(uctx, &h)
 			if err != nil {
 				var ae *temporal.ApplicationError
 				if errors.As(err, &ae) {

@@ -68,10 +68,11 @@ func (r *handoverRun) run(t *testing.T) (HandoverState, error) {
 
 func (r *handoverRun) accept(at time.Duration, account string, res *updateResult) {
 	r.env.OnActivity(r.a.Accept, mock.Anything, mock.MatchedBy(func(in activities.AcceptHandoverInput) bool {
-		return in.Handover == "ho" && in.Account == account
+		// Who accepts, and which request it is, reach the store.
+		return in.Handover == "ho" && in.Account == account && in.NewAccount && in.Request == "req-"+account
 	})).Return(store.Handover{ID: "ho", State: store.HandoverAccepted, NewOwner: account}, nil).Maybe()
 	r.env.RegisterDelayedCallback(func() {
-		r.env.UpdateWorkflow(HandoverAcceptUpdate, "accept-"+account, res, HandoverAccept{Account: account})
+		r.env.UpdateWorkflow(HandoverAcceptUpdate, "accept-"+account, res, HandoverAccept{Account: account, NewAccount: true, Request: "req-" + account})
 	}, at)
 }
 

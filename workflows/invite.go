@@ -26,9 +26,12 @@ type InviteInput struct {
 	ExpiresAt time.Time
 }
 
-// AcceptRequest is the accept update's argument.
+// AcceptRequest is the accept update's argument: the new guest session's
+// handle and the SHA-256 of its secret (the secret itself never enters a
+// workflow).
 type AcceptRequest struct {
-	SessionID string
+	SessionID  string
+	SecretHash []byte `json:",omitempty"`
 }
 
 // InviteWorkflow holds an invite until it is accepted (the accept update,
@@ -48,7 +51,7 @@ func InviteWorkflow(ctx workflow.Context, in InviteInput) (string, error) {
 			var g store.GuestSession
 			ctx = workflow.WithActivityOptions(ctx, opts)
 			err := workflow.ExecuteActivity(ctx, a.AcceptInvite, activities.AcceptInviteInput{
-				InviteID: in.InviteID, SessionID: req.SessionID, At: workflow.Now(ctx)}).Get(ctx, &g)
+				InviteID: in.InviteID, SessionID: req.SessionID, SecretHash: req.SecretHash, At: workflow.Now(ctx)}).Get(ctx, &g)
 			if err != nil {
 				var ae *temporal.ApplicationError
 				if errors.As(err, &ae) {
@@ -65,6 +68,8 @@ func InviteWorkflow(ctx workflow.Context, in InviteInput) (string, error) {
 				return errors.New("this invite is " + state)
 			case req.SessionID == "":
 				return errors.New("a session id is required")
+			case len(req.SecretHash) != 32:
+				return errors.New("the SHA-256 of the session's secret is required")
 			}
 			return nil
 		}}); err != nil {

@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"strings"
 	"testing"
 	"time"
@@ -59,21 +61,25 @@ func TestInviteRevoked(t *testing.T) {
 
 func TestInviteAcceptedOnceThenClosed(t *testing.T) {
 	env, a := inviteEnv(t)
+	hash := sha256.Sum256([]byte("si_gs_secret"))
 	env.OnActivity(a.AcceptInvite, mock.Anything, mock.MatchedBy(func(in activities.AcceptInviteInput) bool {
-		return in.InviteID == "inv" && in.SessionID == "gs1"
+		return in.InviteID == "inv" && in.SessionID == "gs1" && bytes.Equal(in.SecretHash, hash[:])
 	})).Return(store.GuestSession{ID: "gs1", Host: "host"}, nil).Once()
 	// A second accept racing the first passes the validator; the database
 	// refuses it (the invite is used), and the workflow reports that.
 	env.OnActivity(a.AcceptInvite, mock.Anything, mock.MatchedBy(func(in activities.AcceptInviteInput) bool {
 		return in.SessionID == "gs2"
 	})).Return(store.GuestSession{}, temporal.NewNonRetryableApplicationError("this invite has already been used", activities.ErrInviteClosed, nil)).Once()
-	first, second, late := &updateResult{}, &updateResult{}, &updateResult{}
+	first, second, late, unproven := &updateResult{}, &updateResult{}, &updateResult{}, &updateResult{}
 	env.RegisterDelayedCallback(func() {
-		env.UpdateWorkflow(InviteAcceptUpdate, "u1", first, AcceptRequest{SessionID: "gs1"})
-		env.UpdateWorkflow(InviteAcceptUpdate, "u2", second, AcceptRequest{SessionID: "gs2"})
+		// A session without the hash of a secret is refused before any
+		// activity: nothing could prove it.
+		env.UpdateWorkflow(InviteAcceptUpdate, "u0", unproven, AcceptRequest{SessionID: "gs0"})
+		env.UpdateWorkflow(InviteAcceptUpdate, "u1", first, AcceptRequest{SessionID: "gs1", SecretHash: hash[:]})
+		env.UpdateWorkflow(InviteAcceptUpdate, "u2", second, AcceptRequest{SessionID: "gs2", SecretHash: hash[:]})
 	}, 6*time.Hour)
 	env.RegisterDelayedCallback(func() {
-		env.UpdateWorkflow(InviteAcceptUpdate, "u3", late, AcceptRequest{SessionID: "gs3"})
+		env.UpdateWorkflow(InviteAcceptUpdate, "u3", late, AcceptRequest{SessionID: "gs3", SecretHash: hash[:]})
 	}, 6*time.Hour+time.Second)
 	env.ExecuteWorkflow(InviteWorkflow, InviteInput{InviteID: "inv", ExpiresAt: env.Now().Add(24 * time.Hour)})
 	var state string
@@ -86,6 +92,9 @@ func TestInviteAcceptedOnceThenClosed(t *testing.T) {
 	}
 	if second.err == nil || !strings.Contains(second.err.Error(), "already been used") {
 		t.Fatalf("a second accept of the same invite: %+v", second)
+	}
+	if unproven.accepted || unproven.err == nil || !strings.Contains(unproven.err.Error(), "SHA-256") {
+		t.Fatalf("an accept without a secret hash: %+v", unproven)
 	}
 	if late.accepted && late.err == nil {
 		t.Fatal("an accept after the invite closed succeeded")

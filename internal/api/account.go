@@ -18,8 +18,9 @@ import (
 	"github.com/superinstance/mesh/internal/store"
 )
 
-// SessionCookie holds an account's API token for the browser pages (set by
-// POST /v1/session).
+// SessionCookie holds a browser session's id for the pages (set by POST
+// /v1/session): an opaque random secret, never the API token it was opened
+// with; DELETE /v1/session revokes it.
 const SessionCookie = "si_session"
 
 //go:embed web openapi.json
@@ -52,28 +53,36 @@ type Me struct {
 	Guest   *GuestInfo `json:"guest,omitempty"`
 }
 
-// GuestInfo is a guest session as the API shows it.
+// GuestInfo is a guest session as the API shows it. Session is the
+// session's handle (for revoking it), never its secret.
 type GuestInfo struct {
-	Session   string    `json:"session,omitempty"`
+	Session   string    `json:"session"`
 	Project   string    `json:"project"`
 	Role      string    `json:"role"`
 	Host      string    `json:"host"`
 	Quota     int64     `json:"quota_micros"`
 	Remaining int64     `json:"remaining_micros"`
 	Since     time.Time `json:"since"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// State is active, revoked or expired.
+	State string `json:"state"`
 }
 
-func guestInfo(g store.GuestSession, withID bool) *GuestInfo {
-	gi := &GuestInfo{Project: g.Project, Role: g.Role, Host: g.Host, Quota: int64(g.Quota), Remaining: int64(g.Remaining), Since: g.CreatedAt}
-	if withID {
-		gi.Session = g.ID
+func guestInfo(g store.GuestSession) *GuestInfo {
+	state := "active"
+	switch {
+	case g.RevokedAt != nil:
+		state = "revoked"
+	case g.ClosedReason(time.Now()) != "":
+		state = "expired"
 	}
-	return gi
+	return &GuestInfo{Session: g.ID, Project: g.Project, Role: g.Role, Host: g.Host, Quota: int64(g.Quota),
+		Remaining: int64(g.Remaining), Since: g.CreatedAt, ExpiresAt: g.ExpiresAt, State: state}
 }
 
 func (s *Server) me(w http.ResponseWriter, _ *http.Request, c Caller) {
 	if c.Guest != nil {
-		httpjson.Write(w, http.StatusOK, Me{Kind: "guest", Guest: guestInfo(*c.Guest, false)})
+		httpjson.Write(w, http.StatusOK, Me{Kind: "guest", Guest: guestInfo(*c.Guest)})
 		return
 	}
 	httpjson.Write(w, http.StatusOK, Me{Kind: "account", Account: c.Account})
@@ -224,6 +233,9 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request, c Caller) 
 	tok, inv, err := runner.StartInvite(ctx, s.Store, s.Temporal, store.Invite{Project: req.Project, Host: c.Account,
 		Role: req.Role, Quota: q, ExpiresAt: time.Now().Add(expires).UTC()})
 	switch {
+	case errors.Is(err, store.ErrDefaultProject):
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
 	case errors.Is(err, store.ErrNotFound):
 		httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+req.Project)
 		return
@@ -302,13 +314,46 @@ func (s *Server) projectGuests(w http.ResponseWriter, r *http.Request, c Caller)
 	}
 	out := make([]*GuestInfo, 0, len(gs))
 	for _, g := range gs {
-		out = append(out, guestInfo(g, true))
+		out = append(out, guestInfo(g))
 	}
 	httpjson.Write(w, http.StatusOK, map[string]any{"project": project, "guests": out})
 }
 
-// signIn puts an API token in an HTTP-only cookie for the browser pages.
+// revokeGuest ends a guest session at once, for the session's host or an
+// owner or editor of its project; the guest's cookie stops working and the
+// workflows it started may not start again.
+func (s *Server) revokeGuest(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	id := r.PathValue("id")
+	g, err := s.Store.RevocableGuestSession(r.Context(), id, c.Account)
+	if errors.Is(err, store.ErrNotFound) {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no guest session "+id+" of a project you own or edit")
+		return
+	}
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the guest store is unreachable")
+		return
+	}
+	if _, err := s.Store.RevokeGuestSession(r.Context(), g.ID); err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the guest store is unreachable")
+		return
+	}
+	if g, err = s.Store.GuestSessionByID(r.Context(), g.ID); err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the guest store is unreachable")
+		return
+	}
+	httpjson.Write(w, http.StatusOK, guestInfo(g))
+}
+
+// signIn opens a browser session for the account an API token names and
+// puts the session's id (not the token) in an HTTP-only cookie.
 func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
+	if !s.sameOrigin(r) {
+		crossOrigin(w)
+		return
+	}
 	var req struct {
 		Token string `json:"token"`
 	}
@@ -324,14 +369,47 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: strings.TrimSpace(req.Token), Path: "/", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: 7 * 24 * 3600})
+	if err := s.startBrowserSession(w, r, account); err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the session store is unreachable")
+		return
+	}
 	httpjson.Write(w, http.StatusOK, Me{Kind: "account", Account: account})
 }
 
+// startBrowserSession opens a browser session for account and sets its cookie.
+func (s *Server) startBrowserSession(w http.ResponseWriter, r *http.Request, account string) error {
+	id, err := s.Store.CreateBrowserSession(r.Context(), account)
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: s.secureCookies(r),
+		SameSite: http.SameSiteStrictMode, MaxAge: int(store.BrowserSessionLifetime.Seconds())})
+	return nil
+}
+
+// signOut revokes the browser session and the guest session the request's
+// cookies hold, then clears the cookies: a copy of either cookie no longer
+// works.
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1})
-	http.SetCookie(w, &http.Cookie{Name: GuestCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1})
+	if !s.sameOrigin(r) {
+		crossOrigin(w)
+		return
+	}
+	if c, err := r.Cookie(SessionCookie); err == nil {
+		if err := s.Store.RevokeBrowserSession(r.Context(), c.Value); err != nil {
+			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the session store is unreachable; you are still signed in")
+			return
+		}
+	}
+	if g, err := s.guest(r); err == nil {
+		if _, err := s.Store.RevokeGuestSession(r.Context(), g.ID); err != nil {
+			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the session store is unreachable; you are still signed in")
+			return
+		}
+	}
+	secure := s.secureCookies(r)
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: secure, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: GuestCookie, Value: "", Path: "/", HttpOnly: true, Secure: secure, MaxAge: -1})
 	w.WriteHeader(http.StatusNoContent)
 }
 

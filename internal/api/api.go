@@ -8,9 +8,15 @@
 //	                          suspended or the guest's quota is spent)
 //	GET  /v1/consensus/{id}   its live or final state, to its account and the
 //	                          members and guests of its project
-//	GET  /join/{token}        accept an invite: a guest session in a cookie
-//	GET  /handover/{token}    the handover accept page (POST accepts or declines)
+//	GET  /join/{token}        the invite page (consumes nothing); POST accepts
+//	                          it: a guest session in a cookie
+//	GET  /handover/{token}    the handover accept page (POST accepts, as the
+//	                          signed-in recipient or a new account, or declines)
 //	GET  /p/{project}         the project page a guest lands on
+//
+// Browser credentials (the si_session and si_guest cookies) hold opaque
+// random secrets of which the mesh keeps only the SHA-256; a POST or DELETE
+// that rides on a cookie must come from the mesh's own origin.
 package api
 
 import (
@@ -18,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -77,9 +84,11 @@ func (s *Server) Routes() []Route {
 		{"GET", "/v1/invites", s.auth(s.listInvites)},
 		{"POST", "/v1/invites/{id}/revoke", s.auth(s.revokeInvite)},
 		{"GET", "/v1/projects/{project}/guests", s.auth(s.projectGuests)},
+		{"POST", "/v1/guests/{id}/revoke", s.auth(s.revokeGuest)},
 		{"POST", "/v1/session", s.LinkLimit.Wrap(s.signIn)},
 		{"DELETE", "/v1/session", s.signOut},
-		{"GET", "/join/{token}", s.LinkLimit.Wrap(s.join)},
+		{"GET", "/join/{token}", s.LinkLimit.Wrap(s.joinPage)},
+		{"POST", "/join/{token}", s.LinkLimit.Wrap(s.join)},
 		{"GET", "/handover/{token}", s.LinkLimit.Wrap(s.handoverPage)},
 		{"POST", "/handover/{token}", s.LinkLimit.Wrap(s.handoverAnswer)},
 		{"GET", "/p/{project}", s.projectPage},
@@ -102,27 +111,87 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// GuestCookie holds a guest's session id.
+// GuestCookie holds a guest session's secret.
 const GuestCookie = "si_guest"
 
-// Caller is who makes a request: an account by its API token, or a guest by
-// the session cookie (Account is then the host who pays).
+// Caller is who makes a request: an account by its API token or browser
+// session, or a guest by the session cookie (Account is then the host who
+// pays).
 type Caller struct {
 	Account string
 	Guest   *store.GuestSession
 }
 
-// guest returns the guest session the request's cookie names, if any.
+// errNoCredential: the request carries no credential at all.
+var errNoCredential = errors.New("no credential")
+
+// identify resolves the request's credential: an API token
+// (Authorization: Bearer), else a browser session cookie, else a guest
+// session cookie. cookie reports whether a cookie was the credential. An
+// unknown, revoked or expired credential is store.ErrNotFound; none at all
+// is errNoCredential.
+func (s *Server) identify(r *http.Request) (c Caller, cookie bool, err error) {
+	if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		c.Account, err = s.Store.AccountForToken(r.Context(), strings.TrimSpace(token))
+		return c, false, err
+	}
+	if ck, err := r.Cookie(SessionCookie); err == nil {
+		c.Account, err = s.Store.AccountForBrowserSession(r.Context(), ck.Value)
+		return c, true, err
+	}
+	if ck, err := r.Cookie(GuestCookie); err == nil {
+		g, err := s.Store.GuestSessionBySecret(r.Context(), ck.Value)
+		if err != nil {
+			return c, true, err
+		}
+		return Caller{Account: g.Host, Guest: &g}, true, nil
+	}
+	return c, false, errNoCredential
+}
+
+// guest returns the live guest session the request's cookie proves, if any.
 func (s *Server) guest(r *http.Request) (*store.GuestSession, error) {
 	c, err := r.Cookie(GuestCookie)
-	if err != nil || len(c.Value) > 128 {
+	if err != nil {
 		return nil, store.ErrNotFound
 	}
-	g, err := s.Store.GuestSessionByID(r.Context(), c.Value)
+	g, err := s.Store.GuestSessionBySecret(r.Context(), c.Value)
 	if err != nil {
 		return nil, err
 	}
 	return &g, nil
+}
+
+// origin is this server's origin (scheme://host) as browsers see it.
+func (s *Server) origin(r *http.Request) string {
+	if u, err := url.Parse(s.baseURL(r)); err == nil {
+		return u.Scheme + "://" + u.Host
+	}
+	return ""
+}
+
+// sameOrigin reports whether a browser request comes from the mesh's own
+// pages. Browsers name the page's origin in Origin (and Sec-Fetch-Site) on
+// every cross-origin POST and DELETE; a request with neither is not a
+// browser's cross-site request.
+func (s *Server) sameOrigin(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return false
+	}
+	o := r.Header.Get("Origin")
+	return o == "" || strings.EqualFold(o, s.origin(r))
+}
+
+// crossOrigin answers a browser request from another site's page.
+func crossOrigin(w http.ResponseWriter) {
+	httpjson.Error(w, http.StatusForbidden, "cross_origin",
+		"this request came from a page on another site; the mesh takes changes made with its cookies only from its own pages")
+}
+
+// secureCookies reports whether cookies must be Secure: the request came
+// over TLS or the public URL is https.
+func (s *Server) secureCookies(r *http.Request) bool {
+	return r.TLS != nil || strings.HasPrefix(strings.ToLower(s.PublicURL), "https://")
 }
 
 // ConsensusRequest is POST /v1/consensus's body.
@@ -139,35 +208,26 @@ type handler func(w http.ResponseWriter, r *http.Request, c Caller)
 
 func (s *Server) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok {
-			if c, err := r.Cookie(SessionCookie); err == nil {
-				token, ok = c.Value, true
-			}
-		}
-		if !ok {
-			g, err := s.guest(r)
-			if err == nil {
-				h(w, r, Caller{Account: g.Host, Guest: g})
-				return
-			}
-			if !errors.Is(err, store.ErrNotFound) {
-				httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the session store is unreachable")
-				return
-			}
+		c, cookie, err := s.identify(r)
+		switch {
+		case errors.Is(err, errNoCredential):
 			httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "send an API token: Authorization: Bearer si_... (si account token creates one), or open an invite link")
 			return
-		}
-		account, err := s.Store.AccountForToken(r.Context(), strings.TrimSpace(token))
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked API token")
-				return
-			}
-			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
+		case errors.Is(err, store.ErrNotFound) && cookie:
+			httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "your session has ended (signed out, revoked or expired): sign in again or open a new invite link")
+			return
+		case errors.Is(err, store.ErrNotFound):
+			httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked API token")
+			return
+		case err != nil:
+			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the credential store is unreachable")
 			return
 		}
-		h(w, r, Caller{Account: account})
+		if cookie && r.Method != http.MethodGet && r.Method != http.MethodHead && !s.sameOrigin(r) {
+			crossOrigin(w)
+			return
+		}
+		h(w, r, c)
 	}
 }
 

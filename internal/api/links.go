@@ -70,55 +70,100 @@ func (l *Limiter) Wrap(h http.HandlerFunc) http.HandlerFunc {
 // wantsHTML reports whether the client is a browser rather than an API client.
 func wantsHTML(r *http.Request) bool { return strings.Contains(r.Header.Get("Accept"), "text/html") }
 
-// JoinReply is GET /join/{token}'s JSON answer.
+// JoinReply is POST /join/{token}'s JSON answer. GuestSession is the
+// session's secret (the si_guest cookie's value), shown to the guest alone;
+// SessionID is its handle.
 type JoinReply struct {
-	GuestSession string `json:"guest_session"`
-	Project      string `json:"project"`
-	Role         string `json:"role"`
-	Host         string `json:"host"`
-	Remaining    int64  `json:"remaining_micros"`
-	PageURL      string `json:"page_url"`
+	GuestSession string    `json:"guest_session"`
+	SessionID    string    `json:"session_id"`
+	Project      string    `json:"project"`
+	Role         string    `json:"role"`
+	Host         string    `json:"host"`
+	Remaining    int64     `json:"remaining_micros"`
+	ExpiresAt    time.Time `json:"expires_at"`
+	PageURL      string    `json:"page_url"`
 }
 
-// join accepts an invite: the invite's workflow opens a guest session, whose
-// id goes into an HTTP-only cookie. A browser is sent on to the project's
-// page; an API client gets JSON. A used, revoked, expired or unknown token
-// is refused with the reason.
-func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+// InviteOffer is GET /join/{token}'s JSON answer: what accepting gives.
+type InviteOffer struct {
+	Project   string    `json:"project"`
+	Role      string    `json:"role"`
+	Host      string    `json:"host"`
+	Quota     int64     `json:"quota_micros"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Accept    string    `json:"accept"`
+}
+
+// openInvite finds the open invite a link names, answering the error itself.
+func (s *Server) openInvite(w http.ResponseWriter, r *http.Request) (store.Invite, bool) {
 	inv, err := s.Store.InviteByToken(r.Context(), r.PathValue("token"))
 	if errors.Is(err, store.ErrNotFound) {
 		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this invite link is not valid: ask the host for a new one")
-		return
+		return inv, false
 	}
 	if err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the invite store is unreachable")
-		return
+		return inv, false
 	}
 	if reason := inv.ClosedReason(time.Now()); reason != "" {
 		httpjson.Error(w, http.StatusGone, "invite_closed", reason)
+		return inv, false
+	}
+	return inv, true
+}
+
+// joinPage shows the invite with a button that accepts it (a POST). It
+// consumes nothing: a link preview or a prefetch leaves the invite open.
+func (s *Server) joinPage(w http.ResponseWriter, r *http.Request) {
+	inv, ok := s.openInvite(w, r)
+	if !ok {
+		return
+	}
+	if !wantsHTML(r) {
+		httpjson.Write(w, http.StatusOK, InviteOffer{Project: inv.Project, Role: inv.Role, Host: inv.Host, Quota: int64(inv.Quota),
+			ExpiresAt: inv.ExpiresAt, Accept: "POST " + r.URL.Path})
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	_ = pages.ExecuteTemplate(w, "join", map[string]any{"Title": "Invite to " + inv.Project, "I": inv})
+}
+
+// join accepts an invite: the invite's workflow opens a guest session,
+// whose secret goes into an HTTP-only cookie. A browser is sent on to the
+// project's page; an API client gets JSON. A used, revoked, expired or
+// unknown token is refused with the reason.
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	if !s.sameOrigin(r) {
+		crossOrigin(w)
+		return
+	}
+	inv, ok := s.openInvite(w, r)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
-	g, err := runner.JoinInvite(ctx, s.Store, s.Temporal, inv.ID)
+	g, secret, err := runner.JoinInvite(ctx, s.Store, s.Temporal, inv.ID)
 	var ie *store.InviteError
 	if errors.As(err, &ie) {
 		httpjson.Error(w, http.StatusGone, "invite_closed", ie.Reason)
 		return
 	}
 	if err != nil {
-		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not accept the invite: "+err.Error())
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not accept the invite: "+runner.Cause(err).Error())
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: GuestCookie, Value: g.ID, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
-		SameSite: http.SameSiteLaxMode, MaxAge: 30 * 24 * 3600})
+	http.SetCookie(w, &http.Cookie{Name: GuestCookie, Value: secret, Path: "/", HttpOnly: true, Secure: s.secureCookies(r),
+		SameSite: http.SameSiteLaxMode, MaxAge: max(int(time.Until(g.ExpiresAt).Seconds()), 1)})
 	page := "/p/" + g.Project
 	if wantsHTML(r) {
 		http.Redirect(w, r, page, http.StatusSeeOther)
 		return
 	}
-	httpjson.Write(w, http.StatusOK, JoinReply{GuestSession: g.ID, Project: g.Project, Role: g.Role, Host: g.Host,
-		Remaining: int64(g.Remaining), PageURL: page})
+	httpjson.Write(w, http.StatusOK, JoinReply{GuestSession: secret, SessionID: g.ID, Project: g.Project, Role: g.Role, Host: g.Host,
+		Remaining: int64(g.Remaining), ExpiresAt: g.ExpiresAt, PageURL: page})
 }
 
 var pages = template.Must(template.New("").Parse(`
@@ -140,39 +185,68 @@ Quota remaining: <b id="remaining">{{.Remaining}}</b> of {{.Quota}}, billed to {
 {{range .Runs}}<tr><td><a href="/c/{{.WorkflowID}}">{{.WorkflowID}}</a></td><td>{{.Status}}</td><td>{{printf "%.2f" .Score}}</td><td>{{.Answer}}</td></tr>{{end}}
 </table>{{else}}<p class="muted">No runs yet.</p>{{end}}
 </body></html>{{end}}
+{{define "join"}}{{template "head" .}}
+<h1>Join project {{.I.Project}}</h1>
+<p><b>{{.I.Host}}</b> invites you to the project <b>{{.I.Project}}</b> as a <b>{{.I.Role}}</b>,
+with up to {{.I.Quota}} of usage billed to {{.I.Host}}. The invite can be used once and expires
+{{.I.ExpiresAt.Format "2 Jan 2006 15:04 MST"}}.</p>
+<form method="post"><button id="join" type="submit">Join {{.I.Project}}</button></form>
+</body></html>{{end}}
 {{define "handover"}}{{template "head" .}}
 <h1>Take over project {{.H.Project}}</h1>
 {{if .Error}}<p class="error">{{.Error}}</p>{{end}}
-{{if .Done}}<p id="result">{{.Done}}</p>{{else}}
+{{if .Done}}<p id="result">{{.Done}}</p>
+{{if .Token}}<p>Your API token, shown this once (you are signed in on this browser already):</p>
+<p><code id="api-token">{{.Token}}</code></p><p class="muted">Use it with <code>si login</code> or the API; keep it secret.</p>{{end}}
+{{else}}
 <p>{{.H.Host}} is handing the project <b>{{.H.Project}}</b> over to {{.H.Recipient}}: a copy of it with
 {{.Adapters}} adapter{{if ne .Adapters 1}}s{{end}}, owned by you, with a subscription at an introductory price.
 The offer expires {{.H.ExpiresAt.Format "2 Jan 2006 15:04 MST"}}.</p>
-<form method="post"><label>Your account <input name="account" required pattern="[a-z0-9][a-z0-9._-]{0,62}"></label>
-<button name="answer" value="accept">Accept</button> <button name="answer" value="decline" formnovalidate>Decline</button></form>
+{{if .SignedIn}}<form method="post"><p>Signed in as <b id="signed-in">{{.SignedIn}}</b>.</p>
+<button name="answer" value="accept">Accept as {{.SignedIn}}</button> <button name="answer" value="decline">Decline</button></form>
+{{else}}<form method="post"><p>New to SuperInstance? Choose a name for your account (its email will be {{.H.Recipient}}):</p>
+<label>New account <input name="account" required pattern="[a-z0-9][a-z0-9._-]{0,62}"></label>
+<button name="answer" value="accept">Create it and accept</button> <button name="answer" value="decline" formnovalidate>Decline</button></form>
+<form method="post"><p>Already have an account with {{.H.Recipient}}? Accept with one of its API tokens:</p>
+<label>API token <input name="token" type="password" required autocomplete="off"></label>
+<button name="answer" value="accept">Sign in and accept</button></form>{{end}}
 {{end}}
 </body></html>{{end}}`))
 
 // projectPage shows a project to a guest of it (with their remaining quota)
-// or to a member who sends a token: its recent runs.
+// or to a member signed in with a token or a browser session: the recent
+// runs the caller may see. The default project is each account's own: its
+// page lists the caller's runs alone.
 func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
 	project := r.PathValue("project")
-	var guest *store.GuestSession
+	notFound := func(hint string) { httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+project+hint) }
+	// A guest cookie for another project does not hide a member's session.
+	var c Caller
 	if g, err := s.guest(r); err == nil && g.Project == project {
-		guest = g
-	} else if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		account, err := s.Store.AccountForToken(r.Context(), strings.TrimSpace(tok))
-		if err == nil {
-			_, err = s.Store.ProjectRole(r.Context(), project, account)
-		}
-		if err != nil {
-			httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+project)
+		c = Caller{Account: g.Host, Guest: g}
+	} else {
+		var err error
+		if c, _, err = s.identify(r); err != nil || c.Guest != nil {
+			notFound(": open the invite link again, or sign in")
 			return
 		}
-	} else {
-		httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+project+": open the invite link again")
-		return
 	}
-	runs, err := s.Store.RecentRuns(r.Context(), project, 20)
+	// Whose runs the page lists: a guest sees the host's runs in the
+	// project, a member all of the project's, anyone the default project's
+	// runs that are their own.
+	only := ""
+	switch {
+	case c.Guest != nil:
+		only = c.Guest.Host
+	case project == workflows.DefaultProject:
+		only = c.Account
+	default:
+		if _, err := s.Store.ProjectRole(r.Context(), project, c.Account); err != nil {
+			notFound("")
+			return
+		}
+	}
+	runs, err := s.Store.RecentRuns(r.Context(), project, only, 20)
 	if err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the run store is unreachable")
 		return
@@ -182,9 +256,30 @@ func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "Temporal is unreachable")
 		return
 	}
+	if only != "" {
+		running = s.visibleRuns(r.Context(), c, running)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = pages.ExecuteTemplate(w, "project", map[string]any{"Title": project, "Project": project, "Guest": guest, "Runs": runs,
+	_ = pages.ExecuteTemplate(w, "project", map[string]any{"Title": project, "Project": project, "Guest": c.Guest, "Runs": runs,
 		"Running": running})
+}
+
+// visibleRuns keeps the runs in progress that the caller may see.
+func (s *Server) visibleRuns(ctx context.Context, c Caller, ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		v, err := s.Temporal.QueryWorkflow(qctx, id, "", workflows.QueryState)
+		var st workflows.ConsensusState
+		if err == nil {
+			err = v.Get(&st)
+		}
+		cancel()
+		if err == nil && s.maySee(ctx, c, st) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // running lists the ids of a project's consensus runs in progress.
@@ -225,27 +320,57 @@ func (s *Server) handoverFor(w http.ResponseWriter, r *http.Request) (store.Hand
 	return h, true
 }
 
-func (s *Server) renderHandover(w http.ResponseWriter, r *http.Request, status int, h store.Handover, errMsg, done string) {
+// handoverView is what the handover page shows besides the offer.
+type handoverView struct {
+	Error, Done string
+	// SignedIn is the account the request is signed in as, if any.
+	SignedIn string
+	// Token is a new account's API token, shown once.
+	Token string
+}
+
+func (s *Server) renderHandover(w http.ResponseWriter, r *http.Request, status int, h store.Handover, v handoverView) {
 	adapters := 0
 	if snap, err := s.Store.HandoverSnapshot(r.Context(), h.ID); err == nil {
 		adapters = len(snap.Adapters)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(status)
 	_ = pages.ExecuteTemplate(w, "handover", map[string]any{"Title": "Handover of " + h.Project, "H": h,
-		"Adapters": adapters, "Error": errMsg, "Done": done})
+		"Adapters": adapters, "Error": v.Error, "Done": v.Done, "SignedIn": v.SignedIn, "Token": v.Token})
 }
 
-// handoverPage shows the offer with an accept form.
+// signedInAccount is the account a request is signed in as (API token or
+// browser session), or "" when it is not.
+func (s *Server) signedInAccount(r *http.Request) string {
+	c, _, err := s.identify(r)
+	if err != nil || c.Guest != nil {
+		return ""
+	}
+	return c.Account
+}
+
+// handoverPage shows the offer with an accept form: as the signed-in
+// account, or as a new account for the recipient.
 func (s *Server) handoverPage(w http.ResponseWriter, r *http.Request) {
 	if h, ok := s.handoverFor(w, r); ok {
-		s.renderHandover(w, r, http.StatusOK, h, "", "")
+		s.renderHandover(w, r, http.StatusOK, h, handoverView{SignedIn: s.signedInAccount(r)})
 	}
 }
 
-// handoverAnswer accepts (with the account that takes the project) or
-// declines the handover.
+// handoverAnswer accepts or declines the handover. Accepting takes the
+// project as the recipient: the account signed in (an API token in the
+// form, the Authorization header or a browser session) if its email is the
+// one the handover was sent to; otherwise a new account, created now with
+// that email, which is then signed in here and shown an API token once.
+// Holding the link alone never gives the project to an existing account.
 func (s *Server) handoverAnswer(w http.ResponseWriter, r *http.Request) {
+	if !s.sameOrigin(r) {
+		crossOrigin(w)
+		return
+	}
 	h, ok := s.handoverFor(w, r)
 	if !ok {
 		return
@@ -257,25 +382,51 @@ func (s *Server) handoverAnswer(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
+	signedIn := s.signedInAccount(r)
 	switch r.PostForm.Get("answer") {
 	case "decline":
 		if err := s.Temporal.SignalWorkflow(ctx, workflows.HandoverWorkflowID(h.ID), "", workflows.HandoverDeclineSignal, nil); err != nil {
-			s.renderHandover(w, r, http.StatusGone, h, "this handover is no longer open", "")
+			s.renderHandover(w, r, http.StatusGone, h, handoverView{Error: "this handover is no longer open"})
 			return
 		}
-		s.renderHandover(w, r, http.StatusOK, h, "", "You declined the handover of "+h.Project+".")
+		s.renderHandover(w, r, http.StatusOK, h, handoverView{Done: "You declined the handover of " + h.Project + "."})
 	case "accept":
-		account := r.PostForm.Get("account")
-		if err := store.ValidProjectID(account); err != nil {
-			s.renderHandover(w, r, http.StatusBadRequest, h, "Give an account name: lower-case letters, digits, '.', '_' or '-'.", "")
+		req := workflows.HandoverAccept{Account: signedIn}
+		if tok := strings.TrimSpace(r.PostForm.Get("token")); tok != "" {
+			account, err := s.Store.AccountForToken(r.Context(), tok)
+			if err != nil {
+				s.renderHandover(w, r, http.StatusUnauthorized, h, handoverView{Error: "That API token is unknown or revoked."})
+				return
+			}
+			req.Account = account
+		}
+		if req.Account == "" {
+			req.Account, req.NewAccount = r.PostForm.Get("account"), true
+			if err := store.ValidProjectID(req.Account); err != nil {
+				s.renderHandover(w, r, http.StatusBadRequest, h, handoverView{
+					Error: "Give a name for your new account: lower-case letters, digits, '.', '_' or '-'."})
+				return
+			}
+		}
+		if err := runner.AcceptHandover(ctx, s.Temporal, h.ID, req); err != nil {
+			s.renderHandover(w, r, http.StatusConflict, h, handoverView{Error: runner.Cause(err).Error(), SignedIn: signedIn})
 			return
 		}
-		if err := runner.AcceptHandover(ctx, s.Temporal, h.ID, account); err != nil {
-			s.renderHandover(w, r, http.StatusConflict, h, err.Error(), "")
-			return
+		v := handoverView{Done: "Accepted. The project and its adapters are being copied to the account " + req.Account +
+			"; an email to " + h.Recipient + " will say when it is ready."}
+		if req.NewAccount {
+			// The new account's way in: this browser is signed in, and
+			// an API token is shown this once.
+			tok, err := s.Store.CreateAPIToken(r.Context(), req.Account, "handover "+h.ID)
+			if err == nil {
+				v.Token = tok
+				err = s.startBrowserSession(w, r, req.Account)
+			}
+			if err != nil {
+				v.Done += " Signing you in failed; ask the operator for an API token for " + req.Account + "."
+			}
 		}
-		s.renderHandover(w, r, http.StatusOK, h, "", "Accepted. The project and its adapters are being copied to the account "+account+
-			"; you will get an email when it is ready.")
+		s.renderHandover(w, r, http.StatusOK, h, v)
 	default:
 		httpjson.Error(w, http.StatusBadRequest, "invalid_form", "answer must be accept or decline")
 	}

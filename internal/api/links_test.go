@@ -33,6 +33,18 @@ func get(h http.Handler, path, addr string, header map[string]string) *httptest.
 	return rec
 }
 
+// post sends a POST from addr, as the join button does.
+func post(h http.Handler, path, addr string, header map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest("POST", path, nil)
+	req.RemoteAddr = addr + ":40000"
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
 func errorCode(t *testing.T, rec *httptest.ResponseRecorder) string {
 	t.Helper()
 	var r reply
@@ -74,7 +86,7 @@ func TestJoinLinkOpensAGuestSession(t *testing.T) {
 
 	// A browser lands on the project page with the cookie.
 	tok, _ := invite(t, m, "team", store.RoleEditor, 5_000, time.Hour)
-	rec := get(h, "/join/"+tok, "10.0.0.1", map[string]string{"Accept": "text/html"})
+	rec := post(h, "/join/"+tok, "10.0.0.1", map[string]string{"Accept": "text/html"})
 	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/p/team" {
 		t.Fatalf("browser join: %d %s", rec.Code, rec.Header().Get("Location"))
 	}
@@ -89,9 +101,11 @@ func TestJoinLinkOpensAGuestSession(t *testing.T) {
 	}
 
 	// Used: the same link again.
-	if rec := get(h, "/join/"+tok, "10.0.0.1", nil); rec.Code != http.StatusGone || errorCode(t, rec) != "invite_closed" ||
-		!strings.Contains(rec.Body.String(), "already been used") {
-		t.Fatalf("used link: %d %s", rec.Code, rec.Body.String())
+	for _, send := range []func(http.Handler, string, string, map[string]string) *httptest.ResponseRecorder{get, post} {
+		if rec := send(h, "/join/"+tok, "10.0.0.1", nil); rec.Code != http.StatusGone || errorCode(t, rec) != "invite_closed" ||
+			!strings.Contains(rec.Body.String(), "already been used") {
+			t.Fatalf("used link: %d %s", rec.Code, rec.Body.String())
+		}
 	}
 	// Wrong: an unknown token and something that is not a token.
 	for _, bad := range []string{store.InviteTokenPrefix + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "not-a-token", strings.Repeat("x", 500)} {
@@ -107,22 +121,26 @@ func TestJoinLinkOpensAGuestSession(t *testing.T) {
 	if err := m.Client.GetWorkflow(context.Background(), workflows.InviteWorkflowID(inv2.ID), "").Get(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if rec := get(h, "/join/"+tok2, "10.0.0.2", nil); rec.Code != http.StatusGone || !strings.Contains(rec.Body.String(), "revoked") {
+	if rec := post(h, "/join/"+tok2, "10.0.0.2", nil); rec.Code != http.StatusGone || !strings.Contains(rec.Body.String(), "revoked") {
 		t.Fatalf("revoked link: %d %s", rec.Code, rec.Body.String())
 	}
 	// Expired.
 	tok3, _ := invite(t, m, "team", store.RoleViewer, 1_000, time.Second)
 	time.Sleep(1100 * time.Millisecond)
-	if rec := get(h, "/join/"+tok3, "10.0.0.2", nil); rec.Code != http.StatusGone || !strings.Contains(rec.Body.String(), "expired") {
+	if rec := post(h, "/join/"+tok3, "10.0.0.2", nil); rec.Code != http.StatusGone || !strings.Contains(rec.Body.String(), "expired") {
 		t.Fatalf("expired link: %d %s", rec.Code, rec.Body.String())
 	}
 
 	// An API client gets JSON, and the session works for the API.
 	tok4, _ := invite(t, m, "team", store.RoleViewer, 1_000, time.Hour)
-	rec = get(h, "/join/"+tok4, "10.0.0.3", nil)
+	rec = post(h, "/join/"+tok4, "10.0.0.3", nil)
 	var jr api.JoinReply
-	if err := json.Unmarshal(rec.Body.Bytes(), &jr); err != nil || rec.Code != 200 || jr.Role != store.RoleViewer || jr.Remaining != 1_000 {
+	if err := json.Unmarshal(rec.Body.Bytes(), &jr); err != nil || rec.Code != 200 || jr.Role != store.RoleViewer || jr.Remaining != 1_000 ||
+		jr.GuestSession != guestCookie(t, rec) || jr.SessionID == jr.GuestSession || !jr.ExpiresAt.After(time.Now()) {
 		t.Fatalf("API join: %d %s", rec.Code, rec.Body.String())
+	}
+	if me := get(h, "/v1/me", "10.0.0.3", map[string]string{"Cookie": api.GuestCookie + "=" + jr.GuestSession}); me.Code != 200 {
+		t.Fatalf("the joined session: %d %s", me.Code, me.Body.String())
 	}
 }
 
@@ -156,9 +174,9 @@ func TestGuestRequestsAndRoles(t *testing.T) {
 	ctx := context.Background()
 	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
 	tok, _ := invite(t, m, "team", store.RoleEditor, 3_000, time.Hour)
-	editor := guestCookie(t, get(h, "/join/"+tok, "10.1.0.1", nil))
+	editor := guestCookie(t, post(h, "/join/"+tok, "10.1.0.1", nil))
 	vtok, _ := invite(t, m, "team", store.RoleViewer, 3_000, time.Hour)
-	viewer := guestCookie(t, get(h, "/join/"+vtok, "10.1.0.1", nil))
+	viewer := guestCookie(t, post(h, "/join/"+vtok, "10.1.0.1", nil))
 
 	as := func(session, method, path, body string) (int, reply) {
 		req := httptest.NewRequest(method, path, strings.NewReader(body))
@@ -226,12 +244,13 @@ func TestGuestRequestsAndRoles(t *testing.T) {
 	}
 }
 
-// spend uses up what is left of a guest session's quota.
-func spend(ctx context.Context, st *store.Store, session string) error {
-	g, err := st.GuestSessionByID(ctx, session)
+// spend uses up what is left of the quota of the guest session a secret proves.
+func spend(ctx context.Context, st *store.Store, secret string) error {
+	g, err := st.GuestSessionBySecret(ctx, secret)
 	if err != nil {
 		return err
 	}
+	session := g.ID
 	for i := 0; g.Remaining > 0; i++ {
 		if _, err := st.LogUsage(ctx, store.Usage{EventID: session + "-spend-" + string(rune('a'+i)), Account: g.Host, Project: g.Project,
 			GuestSession: session, Model: "m", PromptTokens: 1_000_000}); err != nil {
@@ -254,8 +273,12 @@ func FuzzLinkTokens(f *testing.F) {
 	f.Add("%00%ff")
 	f.Add(strings.Repeat("si_inv_", 20))
 	f.Fuzz(func(t *testing.T, tok string) {
-		for _, prefix := range []string{"/join/", "/handover/"} {
-			rec := get(h, prefix+url.PathEscape(tok), "10.9.9.9", nil)
+		for _, rq := range []struct {
+			send   func(http.Handler, string, string, map[string]string) *httptest.ResponseRecorder
+			prefix string
+		}{{get, "/join/"}, {post, "/join/"}, {get, "/handover/"}, {post, "/handover/"}} {
+			prefix := rq.prefix
+			rec := rq.send(h, prefix+url.PathEscape(tok), "10.9.9.9", nil)
 			if rec.Code != http.StatusNotFound && rec.Code != http.StatusMovedPermanently && rec.Code != http.StatusTemporaryRedirect {
 				t.Fatalf("%s%q: %d %s", prefix, tok, rec.Code, rec.Body.String())
 			}

@@ -214,11 +214,12 @@ func TestAccountEndpointsAndPages(t *testing.T) {
 	if rec := do("POST", "/v1/invites", host, "", `{"project":"crew","quota":"-1"}`); rec.Code != 400 || errorCode(t, rec) != "invalid_request" {
 		t.Fatalf("negative quota: %d %s", rec.Code, rec.Body.String())
 	}
-	join := do("GET", "/join/"+inv.Token, "", "", "")
-	guest := api.GuestCookie + "=" + guestCookie(t, join)
+	join := do("POST", "/join/"+inv.Token, "", "", "")
+	secret := guestCookie(t, join)
+	guest := api.GuestCookie + "=" + secret
 	rec = do("GET", "/v1/me", "", guest, "")
 	var me api.Me
-	if err := json.Unmarshal(rec.Body.Bytes(), &me); err != nil || me.Kind != "guest" || me.Guest.Remaining != 500_000 || me.Guest.Session != "" {
+	if err := json.Unmarshal(rec.Body.Bytes(), &me); err != nil || me.Kind != "guest" || me.Guest.Remaining != 500_000 || me.Guest.Session == secret {
 		t.Fatalf("guest /v1/me: %s", rec.Body.String())
 	}
 	if rec := do("GET", "/v1/balance", "", guest, ""); rec.Code != 403 {

@@ -55,7 +55,7 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 			fs.IntVar(&in.MaxRounds, "max-rounds", workflows.DefaultMaxRounds, "rounds before the Arbiter decides (1-10)")
 			fs.Float64Var(&in.Threshold, "threshold", workflows.DefaultThreshold, "consensus score needed, in (0, 1]")
 			fs.StringVar(&in.LoRA, "lora", "", "LoRA adapter id for Logos")
-			fs.StringVar(&in.GuestSession, "guest", "", "run as a guest with this session (si join opens one); the host pays")
+			fs.StringVar(&in.GuestSession, "guest", "", "run as a guest with this session id (gs_..., which si join prints); the host pays")
 			fs.StringVar(&follow, "follow", "", "re-attach to the consensus with this workflow id")
 			fs.StringVar(&cont, "continue", "", "continue from the final state of this workflow id")
 			fs.BoolVar(&asJSON, "json", false, "print the final state as JSON only")

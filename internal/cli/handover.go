@@ -228,15 +228,16 @@ func handoverAcceptCommand() *Command {
 		Args:  "LINK|TOKEN",
 		Short: "accept a handover as the new owner",
 		Long: `si handover accept takes the project a handover offers: the link from the
-email (or its token) and the account that will own it (created if new). It
-waits while the project and its adapters are cloned and the subscription is
-set up.
+email (or its token) and the account that will own it. The account must be
+the recipient's: an existing account whose email is the one the handover was
+sent to, or a new one, created now with that email. It waits while the
+project and its adapters are cloned and the subscription is set up.
 
   si handover accept --as ada https://mesh.example.com/handover/si_ho_...`,
 		Flags: func(fs *flag.FlagSet) {
 			db.Register(fs)
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			fs.StringVar(&account, "as", "", "the account that takes the project (created if new)")
+			fs.StringVar(&account, "as", "", "the account that takes the project: the recipient's existing account, or a new name (created with the recipient's email)")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) != 1 || account == "" {
@@ -262,7 +263,12 @@ set up.
 				return err
 			}
 			defer c.Close()
-			if err := runner.AcceptHandover(ctx, c, h.ID, account); err != nil {
+			_, err = st.AccountByID(ctx, account)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			req := workflows.HandoverAccept{Account: account, NewAccount: errors.Is(err, store.ErrNotFound)}
+			if err := runner.AcceptHandover(ctx, c, h.ID, req); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Stdout, "accepted handover %s of project %s as %s\n", h.ID, h.Project, account)

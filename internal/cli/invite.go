@@ -41,7 +41,7 @@ quota; when it is spent the guest's requests are refused.
 			db.Register(fs)
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
 			fs.StringVar(&host, "account", "dev", "the host: the account that pays for the guest")
-			fs.StringVar(&project, "project", workflows.DefaultProject, "project to invite to (created, owned by the host, if new)")
+			fs.StringVar(&project, "project", "", "project to invite to (created, owned by the host, if new); not the default project, which is each account's own")
 			fs.StringVar(&role, "role", store.RoleViewer, "the guest's role: viewer or editor")
 			fs.StringVar(&quota, "quota", "1.00", "most the guest may spend, in dollars")
 			fs.DurationVar(&expires, "expires", 24*time.Hour, "how long the invite can be accepted")
@@ -51,6 +51,9 @@ quota; when it is spent the guest's requests are refused.
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			if project == "" || project == workflows.DefaultProject {
+				return errors.New("--project: name the project to invite to (the default project is each account's own and cannot be shared)")
 			}
 			q, err := money.Parse(quota)
 			if err != nil || q <= 0 {
@@ -97,22 +100,45 @@ func inviteRevokeCommand() *Command {
 	)
 	return &Command{
 		Name:  "revoke",
-		Args:  "INVITE-ID",
-		Short: "revoke a pending invite (its host or the project's owner)",
+		Args:  "INVITE-ID|GUEST-SESSION-ID",
+		Short: "revoke a pending invite, or end a guest session at once",
+		Long: `si invite revoke revokes a pending invite (inv_..., by its host or the
+project's owner) or ends a guest session (gs_..., by its host or an owner or
+editor of its project): the guest's cookie stops working at once and no new
+run starts with it. si invite ls lists both.`,
 		Flags: func(fs *flag.FlagSet) {
 			db.Register(fs)
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			fs.StringVar(&host, "account", "dev", "who revokes: the invite's host or the project's owner")
+			fs.StringVar(&host, "account", "dev", "who revokes: the host, or the project's owner (an editor too, for a guest session)")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) != 1 {
-				return errors.New("usage: si invite revoke INVITE-ID")
+				return errors.New("usage: si invite revoke INVITE-ID|GUEST-SESSION-ID")
 			}
 			st, err := db.Open(ctx)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			if strings.HasPrefix(args[0], "gs_") {
+				g, err := st.RevocableGuestSession(ctx, args[0], host)
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("no guest session %s in a project %s owns or edits: si invite ls lists them", args[0], host)
+				}
+				if err != nil {
+					return err
+				}
+				live, err := st.RevokeGuestSession(ctx, g.ID)
+				if err != nil {
+					return err
+				}
+				if !live {
+					fmt.Fprintf(env.Stdout, "guest session %s: already revoked\n", g.ID)
+					return nil
+				}
+				fmt.Fprintf(env.Stdout, "guest session %s: revoked\n", g.ID)
+				return nil
+			}
 			inv, err := st.RevocableInvite(ctx, args[0], host)
 			if errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("no invite %s of %s's: si invite ls lists them", args[0], host)
@@ -173,9 +199,16 @@ func inviteListCommand() *Command {
 			for _, i := range invs {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Project, i.Role, i.Quota, i.State, i.ExpiresAt.Local().Format(time.DateTime))
 			}
-			fmt.Fprintln(tw, "\nGUEST SESSION\tPROJECT\tROLE\tQUOTA\tREMAINING\tSINCE")
+			fmt.Fprintln(tw, "\nGUEST SESSION\tPROJECT\tROLE\tQUOTA\tREMAINING\tSINCE\tSTATE")
 			for _, g := range gs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Project, g.Role, g.Quota, g.Remaining, g.CreatedAt.Local().Format(time.DateTime))
+				state := "active until " + g.ExpiresAt.Local().Format(time.DateTime)
+				if reason := g.ClosedReason(time.Now()); g.RevokedAt != nil {
+					state = "revoked"
+				} else if reason != "" {
+					state = "expired"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Project, g.Role, g.Quota, g.Remaining,
+					g.CreatedAt.Local().Format(time.DateTime), state)
 			}
 			return tw.Flush()
 		},
@@ -192,9 +225,10 @@ func joinCommand() *Command {
 		Args:  "LINK|TOKEN",
 		Short: "accept an invite and open a guest session",
 		Long: `si join accepts an invite (the link si invite printed, or its token) and
-opens a guest session. Use the session with si ask --guest SESSION: the host
-pays, up to the invite's quota. A used, revoked, expired or wrong token is
-refused with the reason.`,
+opens a guest session. It prints the session's id, for si ask --guest
+SESSION-ID (the host pays, up to the invite's quota), and once, the session's
+secret, which the HTTP API takes as the si_guest cookie. A used, revoked,
+expired or wrong token is refused with the reason.`,
 		Flags: func(fs *flag.FlagSet) {
 			db.Register(fs)
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
@@ -220,12 +254,14 @@ refused with the reason.`,
 				return err
 			}
 			defer c.Close()
-			g, err := runner.JoinInvite(ctx, st, c, inv.ID)
+			g, secret, err := runner.JoinInvite(ctx, st, c, inv.ID)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s\n", g.Project, g.Role, g.Remaining, g.Host)
+			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s, until %s\n", g.Project, g.Role, g.Remaining, g.Host,
+				g.ExpiresAt.Local().Format(time.DateTime))
 			fmt.Fprintf(env.Stdout, "guest session %s\nuse it:  si ask --guest %s \"...\"\n", g.ID, g.ID)
+			fmt.Fprintf(env.Stdout, "secret (shown once; the HTTP API's si_guest cookie): %s\n", secret)
 			return nil
 		},
 	}

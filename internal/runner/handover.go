@@ -50,12 +50,17 @@ func StartHandover(ctx context.Context, st *store.Store, c client.Client, host, 
 	return h, nil
 }
 
-// AcceptHandover sends the accept update for account and returns once the
-// workflow has recorded it (cloning then goes on in the workflow).
-func AcceptHandover(ctx context.Context, c client.Client, id, account string) error {
+// AcceptHandover sends the accept update and returns once the workflow has
+// recorded it (cloning then goes on in the workflow). The account must be
+// the recipient's (see workflows.HandoverAccept); an empty Request gets a
+// fresh one, so this call alone can succeed.
+func AcceptHandover(ctx context.Context, c client.Client, id string, req workflows.HandoverAccept) error {
+	if req.Request == "" {
+		req.Request = token.New("har_", 16)
+	}
 	u, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 		WorkflowID: workflows.HandoverWorkflowID(id), UpdateName: workflows.HandoverAcceptUpdate,
-		Args: []any{workflows.HandoverAccept{Account: account}}, WaitForStage: client.WorkflowUpdateStageCompleted,
+		Args: []any{req}, WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err == nil {
 		err = u.Get(ctx, nil)
@@ -176,21 +181,25 @@ func RevokeInvite(ctx context.Context, c client.Client, id string) (string, erro
 }
 
 // JoinInvite accepts the invite through its workflow, opening a new guest
-// session. A closed invite's error says why.
-func JoinInvite(ctx context.Context, st *store.Store, c client.Client, inviteID string) (store.GuestSession, error) {
+// session. It returns the session and its secret, which is shown to the
+// guest alone: the workflow sees only the session's handle and the
+// secret's SHA-256. A closed invite's error says why.
+func JoinInvite(ctx context.Context, st *store.Store, c client.Client, inviteID string) (store.GuestSession, string, error) {
 	var g store.GuestSession
+	secret, hash := store.NewSecret(store.GuestSecretPrefix)
 	u, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 		WorkflowID: workflows.InviteWorkflowID(inviteID), UpdateName: workflows.InviteAcceptUpdate,
-		Args: []any{workflows.AcceptRequest{SessionID: token.New("gs_", 16)}}, WaitForStage: client.WorkflowUpdateStageCompleted,
+		Args:         []any{workflows.AcceptRequest{SessionID: token.New("gs_", 16), SecretHash: hash}},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err == nil {
 		err = u.Get(ctx, &g)
 	}
 	if err != nil {
 		if reason := st.InviteClosedReason(ctx, inviteID); reason != "" {
-			return g, &store.InviteError{Reason: reason}
+			return g, "", &store.InviteError{Reason: reason}
 		}
-		return g, fmt.Errorf("accepting the invite: %w", Cause(err))
+		return g, "", fmt.Errorf("accepting the invite: %w", Cause(err))
 	}
-	return g, nil
+	return g, secret, nil
 }

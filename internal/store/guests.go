@@ -36,7 +36,9 @@ type Invite struct {
 }
 
 // GuestSession is an accepted invite: the guest spends the host's money up
-// to Quota.
+// to Quota. ID is a handle, not a secret: the host and the project's
+// editors see it, workflows and usage rows carry it. The guest proves the
+// session with a secret of which only the SHA-256 is kept.
 type GuestSession struct {
 	ID        string       `json:"id"`
 	InviteID  string       `json:"invite_id"`
@@ -46,6 +48,27 @@ type GuestSession struct {
 	Quota     money.Micros `json:"quota_micros"`
 	Remaining money.Micros `json:"remaining_micros"`
 	CreatedAt time.Time    `json:"created_at"`
+	ExpiresAt time.Time    `json:"expires_at"`
+	// RevokedAt is when the session was revoked; nil while it is not.
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// GuestSessionLifetime is how long a guest session lasts after its invite
+// is accepted.
+const GuestSessionLifetime = 30 * 24 * time.Hour
+
+// GuestSecretPrefix starts every guest session secret.
+const GuestSecretPrefix = "si_gs_"
+
+// ClosedReason says why the session cannot be used at now, or "" when it can.
+func (g GuestSession) ClosedReason(now time.Time) string {
+	switch {
+	case g.RevokedAt != nil:
+		return "this guest session was revoked"
+	case !now.Before(g.ExpiresAt):
+		return "this guest session has expired"
+	}
+	return ""
 }
 
 // InviteError says why a token cannot be used.
@@ -171,11 +194,15 @@ func (s *Store) Invites(ctx context.Context, host string) ([]Invite, error) {
 }
 
 // AcceptInvite turns a pending, unexpired invite into a guest session with
-// the given id. Accepting twice with the same session id returns the same
-// session (a retried accept); any other use of a closed invite is an
-// *InviteError.
-func (s *Store) AcceptInvite(ctx context.Context, inviteID, sessionID string, now time.Time) (GuestSession, error) {
+// the given handle, proven by the secret whose SHA-256 is secretHash, that
+// lasts GuestSessionLifetime from now. Accepting twice with the same session
+// id returns the same session (a retried accept); any other use of a closed
+// invite is an *InviteError.
+func (s *Store) AcceptInvite(ctx context.Context, inviteID, sessionID string, secretHash []byte, now time.Time) (GuestSession, error) {
 	var g GuestSession
+	if len(secretHash) != sha256.Size {
+		return g, errors.New("a guest session needs the 32-byte hash of its secret")
+	}
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		i, err := scanInvite(tx.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE id = $1 FOR UPDATE`, inviteID))
 		if err != nil {
@@ -193,8 +220,9 @@ func (s *Store) AcceptInvite(ctx context.Context, inviteID, sessionID string, no
 		if _, err := tx.Exec(ctx, `UPDATE invites SET state = 'accepted', closed_at = now() WHERE id = $1`, inviteID); err != nil {
 			return err
 		}
-		g, err = scanGuest(tx.QueryRow(ctx, `INSERT INTO guest_sessions (id, invite_id, project_id, host_id, role, quota, remaining)
-			VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING `+guestColumns, sessionID, i.ID, i.Project, i.Host, i.Role, i.Quota))
+		g, err = scanGuest(tx.QueryRow(ctx, `INSERT INTO guest_sessions (id, invite_id, project_id, host_id, role, quota, remaining,
+			secret_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) RETURNING `+guestColumns,
+			sessionID, i.ID, i.Project, i.Host, i.Role, i.Quota, secretHash, now.Add(GuestSessionLifetime)))
 		return err
 	})
 	return g, err
@@ -210,20 +238,52 @@ func (s *Store) CloseInvite(ctx context.Context, id, state string) (bool, error)
 	return tag.RowsAffected() == 1, err
 }
 
-const guestColumns = `id, coalesce(invite_id, ''), project_id, host_id, role, quota, remaining, created_at`
+const guestColumns = `id, coalesce(invite_id, ''), project_id, host_id, role, quota, remaining, created_at, expires_at, revoked_at`
 
 func scanGuest(row pgx.Row) (GuestSession, error) {
 	var g GuestSession
-	err := row.Scan(&g.ID, &g.InviteID, &g.Project, &g.Host, &g.Role, &g.Quota, &g.Remaining, &g.CreatedAt)
+	err := row.Scan(&g.ID, &g.InviteID, &g.Project, &g.Host, &g.Role, &g.Quota, &g.Remaining, &g.CreatedAt, &g.ExpiresAt, &g.RevokedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return g, ErrNotFound
 	}
 	return g, err
 }
 
-// GuestSessionByID returns a guest session.
+// GuestSessionByID returns a guest session by its handle, revoked and
+// expired ones included (ClosedReason tells).
 func (s *Store) GuestSessionByID(ctx context.Context, id string) (GuestSession, error) {
 	return scanGuest(s.Pool.QueryRow(ctx, `SELECT `+guestColumns+` FROM guest_sessions WHERE id = $1`, id))
+}
+
+// GuestSessionBySecret returns the live guest session a secret proves. An
+// unknown, malformed, revoked or expired secret is ErrNotFound.
+func (s *Store) GuestSessionBySecret(ctx context.Context, secret string) (GuestSession, error) {
+	h, ok := linkTokenHash(secret, GuestSecretPrefix)
+	if !ok {
+		return GuestSession{}, ErrNotFound
+	}
+	return scanGuest(s.Pool.QueryRow(ctx, `SELECT `+guestColumns+` FROM guest_sessions
+		WHERE secret_hash = $1 AND revoked_at IS NULL AND expires_at > now()`, h))
+}
+
+// RevocableGuestSession returns the session if caller may revoke it (its
+// host, or an owner or editor of its project); otherwise, as when it does
+// not exist, ErrNotFound.
+func (s *Store) RevocableGuestSession(ctx context.Context, id, caller string) (GuestSession, error) {
+	g, err := s.GuestSessionByID(ctx, id)
+	if err != nil || g.Host == caller {
+		return g, err
+	}
+	if role, err := s.ProjectRole(ctx, g.Project, caller); err != nil || !CanWrite(role) {
+		return GuestSession{}, ErrNotFound
+	}
+	return g, nil
+}
+
+// RevokeGuestSession revokes a guest session; it reports whether it was live.
+func (s *Store) RevokeGuestSession(ctx context.Context, id string) (bool, error) {
+	tag, err := s.Pool.Exec(ctx, `UPDATE guest_sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL`, id)
+	return tag.RowsAffected() == 1, err
 }
 
 // GuestSessions lists the guests of a host's projects.

@@ -26,13 +26,19 @@ func invite(t *testing.T, s *store.Store, id, host string, quota money.Micros, e
 	return i
 }
 
+// secretHash is the hash of a made-up guest session secret.
+func secretHash(session string) []byte {
+	h := sha256.Sum256([]byte(store.GuestSecretPrefix + session))
+	return h[:]
+}
+
 func TestGuestQuotaNeverOverspentUnderConcurrency(t *testing.T) {
 	s := harness.Store(t)
 	ctx := context.Background()
 	harness.EnsureAccount(t, s, "host")
 	quota := money.Micros(20_000) // two cents
 	invite(t, s, "inv1", "host", quota, time.Now().Add(time.Hour))
-	g, err := s.AcceptInvite(ctx, "inv1", "gs1", time.Now())
+	g, err := s.AcceptInvite(ctx, "inv1", "gs1", secretHash("gs1"), time.Now())
 	if err != nil || g.Remaining != quota || g.Host != "host" {
 		t.Fatalf("accept = %+v, %v", g, err)
 	}
@@ -93,7 +99,7 @@ func TestGuestSessionBillsOnlyItsHost(t *testing.T) {
 	harness.EnsureAccount(t, s, "host")
 	harness.EnsureAccount(t, s, "other")
 	invite(t, s, "inv1", "host", money.Dollar, time.Now().Add(time.Hour))
-	if _, err := s.AcceptInvite(ctx, "inv1", "gs1", time.Now()); err != nil {
+	if _, err := s.AcceptInvite(ctx, "inv1", "gs1", secretHash("gs1"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.LogUsage(ctx, store.Usage{EventID: "x", Account: "other", Project: "p", GuestSession: "gs1", Model: "m", PromptTokens: 1})
@@ -111,10 +117,10 @@ func TestInviteTokensOnce(t *testing.T) {
 	invite(t, s, "revoked", "host", money.Dollar, now.Add(time.Hour))
 	invite(t, s, "late", "host", money.Dollar, now.Add(time.Hour))
 
-	if _, err := s.AcceptInvite(ctx, "used", "gs-a", now); err != nil {
+	if _, err := s.AcceptInvite(ctx, "used", "gs-a", secretHash("gs-a"), now); err != nil {
 		t.Fatal(err)
 	}
-	if g, err := s.AcceptInvite(ctx, "used", "gs-a", now); err != nil || g.ID != "gs-a" {
+	if g, err := s.AcceptInvite(ctx, "used", "gs-a", secretHash("gs-a"), now); err != nil || g.ID != "gs-a" {
 		t.Fatalf("a retried accept = %+v, %v", g, err)
 	}
 	if ok, err := s.CloseInvite(ctx, "revoked", store.InviteRevoked); !ok || err != nil {
@@ -130,7 +136,7 @@ func TestInviteTokensOnce(t *testing.T) {
 		"expired": {"late", now.Add(2 * time.Hour), "expired"},
 	}
 	for name, c := range cases {
-		_, err := s.AcceptInvite(ctx, c.id, "gs-"+name+"-2", c.at)
+		_, err := s.AcceptInvite(ctx, c.id, "gs-"+name+"-2", secretHash("gs-"+name+"-2"), c.at)
 		var ie *store.InviteError
 		if !errors.As(err, &ie) || ie.Reason == "" || !strings.Contains(ie.Reason, c.message) {
 			t.Errorf("%s: %v, want an InviteError about %q", name, err, c.message)

@@ -212,13 +212,27 @@ func (h Handover) ClosedReason(now time.Time) string {
 	return "this handover was " + h.State
 }
 
-// AcceptHandover records that account accepts the handover, creating the
-// account (with the recipient's email when it is free) if it is new. A
-// retry by the same account succeeds again; anything else on a closed
-// handover is a *HandoverError.
-func (s *Store) AcceptHandover(ctx context.Context, id, account string, now time.Time) (Handover, error) {
-	if !projectID.MatchString(account) {
-		return Handover{}, fmt.Errorf("invalid account %q: use 1-63 lower-case letters, digits, '.', '_' or '-'", account)
+// HandoverAcceptance is one request to accept a handover.
+type HandoverAcceptance struct {
+	// Account takes the project.
+	Account string
+	// NewAccount: Account is to be created now, with the recipient's email;
+	// otherwise it must exist and have the recipient's email.
+	NewAccount bool
+	// Request identifies the accept request: a retry of the same request
+	// succeeds again, any other accept of an accepted handover is refused.
+	Request string
+}
+
+// AcceptHandover records that a.Account takes the handover. The account is
+// the recipient's: an existing account whose email is the one the handover
+// was sent to, or (NewAccount) one created now with that email when no
+// account has it. A retry of the same request succeeds again; anything else
+// on a closed handover, or by an account that is not the recipient's, is a
+// *HandoverError.
+func (s *Store) AcceptHandover(ctx context.Context, id string, a HandoverAcceptance, now time.Time) (Handover, error) {
+	if !projectID.MatchString(a.Account) {
+		return Handover{}, fmt.Errorf("invalid account %q: use 1-63 lower-case letters, digits, '.', '_' or '-'", a.Account)
 	}
 	var h Handover
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
@@ -227,24 +241,49 @@ func (s *Store) AcceptHandover(ctx context.Context, id, account string, now time
 		if err != nil {
 			return err
 		}
-		if h.State == HandoverAccepted && h.NewOwner == account {
+		var request string
+		if err := tx.QueryRow(ctx, `SELECT coalesce(accept_request, '') FROM handovers WHERE id = $1`, id).Scan(&request); err != nil {
+			return err
+		}
+		if h.State == HandoverAccepted && h.NewOwner == a.Account && request == a.Request {
 			return nil
 		}
 		if reason := h.ClosedReason(now); reason != "" {
 			return &HandoverError{Reason: reason}
 		}
-		if account == h.Host {
+		if a.Account == h.Host {
 			return &HandoverError{Reason: "the host cannot accept their own handover"}
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO accounts (id, email) VALUES ($1,
-			CASE WHEN EXISTS (SELECT 1 FROM accounts WHERE email = $2) THEN NULL ELSE $2 END)
-			ON CONFLICT (id) DO NOTHING`, account, h.Recipient); err != nil {
+		var email *string
+		err = tx.QueryRow(ctx, `SELECT email FROM accounts WHERE id = $1 FOR UPDATE`, a.Account).Scan(&email)
+		exists := err == nil
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE handovers SET state = 'accepted', new_owner_id = $2, accepted_at = now() WHERE id = $1`, id, account); err != nil {
+		switch {
+		case a.NewAccount && exists:
+			return &HandoverError{Reason: "the account " + a.Account + " already exists: sign in as it to accept, or choose another name"}
+		case a.NewAccount:
+			var taken bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM accounts WHERE lower(email) = lower($1))`, h.Recipient).Scan(&taken); err != nil {
+				return err
+			}
+			if taken {
+				return &HandoverError{Reason: "an account with the email " + h.Recipient + " already exists: sign in as it to accept"}
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO accounts (id, email) VALUES ($1, $2)`, a.Account, h.Recipient); err != nil {
+				return err
+			}
+		case !exists:
+			return &HandoverError{Reason: "no account " + a.Account + ": accept as a new account, or sign in as yours"}
+		case email == nil || !strings.EqualFold(*email, h.Recipient):
+			return &HandoverError{Reason: "this handover was sent to another email than account " + a.Account + "'s: sign in as the account with the address the link was sent to"}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE handovers SET state = 'accepted', new_owner_id = $2, accepted_at = now(), accept_request = nullif($3, '')
+			WHERE id = $1`, id, a.Account, a.Request); err != nil {
 			return err
 		}
-		h.State, h.NewOwner = HandoverAccepted, account
+		h.State, h.NewOwner = HandoverAccepted, a.Account
 		return nil
 	})
 	return h, err

@@ -33,12 +33,24 @@ func (s *Store) ProjectRole(ctx context.Context, project, account string) (strin
 	return role, err
 }
 
-// ClaimProject makes owner the owner of project, creating it if needed. A
-// project that already has an owner other than this one is ErrNotFound
-// unless owner is an owner or editor of it (then it is left as it is).
+// DefaultProject is the project of runs that name none: each account's own
+// scratch space, never owned, shared, invited to or handed over.
+const DefaultProject = "default"
+
+// ErrDefaultProject: the default project cannot be owned or shared.
+var ErrDefaultProject = fmt.Errorf("the %s project is each account's own and cannot be shared: name a project of yours", DefaultProject)
+
+// ClaimProject returns owner's role in project, creating the project, owned
+// by owner, if it is new to the mesh. A project someone else owns is
+// ErrNotFound unless owner is a member of it; so is a project without an
+// owner, which is never adopted by whoever touches it first. The default
+// project is ErrDefaultProject.
 func (s *Store) ClaimProject(ctx context.Context, project, owner string) (role string, err error) {
 	if err := ValidProjectID(project); err != nil {
 		return "", err
+	}
+	if project == DefaultProject {
+		return "", ErrDefaultProject
 	}
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO projects (id, owner_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, project, owner); err != nil {
@@ -48,13 +60,7 @@ func (s *Store) ClaimProject(ctx context.Context, project, owner string) (role s
 		if err := tx.QueryRow(ctx, `SELECT owner_id FROM projects WHERE id = $1 FOR UPDATE`, project).Scan(&current); err != nil {
 			return err
 		}
-		if current == nil {
-			if _, err := tx.Exec(ctx, `UPDATE projects SET owner_id = $2 WHERE id = $1`, project, owner); err != nil {
-				return err
-			}
-			current = &owner
-		}
-		if *current == owner {
+		if current != nil && *current == owner {
 			role = RoleOwner
 			_, err := tx.Exec(ctx, `INSERT INTO project_members (project_id, account_id, role) VALUES ($1, $2, 'owner')
 				ON CONFLICT (project_id, account_id) DO UPDATE SET role = 'owner'`, project, owner)

@@ -112,11 +112,13 @@ func (s *Store) ConsensusRun(ctx context.Context, workflowID string) (ConsensusR
 	return r, err
 }
 
-// RecentRuns returns a project's latest finished runs, newest first.
-func (s *Store) RecentRuns(ctx context.Context, project string, limit int) ([]ConsensusRun, error) {
+// RecentRuns returns a project's latest finished runs, newest first; only
+// those billed to account when account is not "".
+func (s *Store) RecentRuns(ctx context.Context, project, account string, limit int) ([]ConsensusRun, error) {
 	rows, err := s.Pool.Query(ctx, `
 		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, finished_at
-		FROM consensus_runs WHERE project_id = $1 ORDER BY finished_at DESC LIMIT $2`, project, limit)
+		FROM consensus_runs WHERE project_id = $1 AND ($2 = '' OR account = $2)
+		ORDER BY finished_at DESC LIMIT $3`, project, account, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/superinstance/mesh/internal/token"
 )
 
 // TokenPrefix starts every API token.
@@ -43,4 +46,64 @@ func (s *Store) AccountForToken(ctx context.Context, token string) (string, erro
 		return "", ErrNotFound
 	}
 	return account, err
+}
+
+// NewSecret returns a fresh secret with prefix (256 random bits) and its
+// SHA-256, the only form in which the mesh keeps it.
+func NewSecret(prefix string) (string, []byte) {
+	secret := token.New(prefix, 32)
+	h := sha256.Sum256([]byte(secret))
+	return secret, h[:]
+}
+
+// BrowserSessionPrefix starts every browser session id.
+const BrowserSessionPrefix = "si_bs_"
+
+// BrowserSessionLifetime is how long a browser session lasts.
+const BrowserSessionLifetime = 7 * 24 * time.Hour
+
+// CreateBrowserSession opens a browser session for account and returns its
+// id, the only copy (the store keeps its SHA-256).
+func (s *Store) CreateBrowserSession(ctx context.Context, account string) (string, error) {
+	id, h := NewSecret(BrowserSessionPrefix)
+	_, err := s.Pool.Exec(ctx, `INSERT INTO browser_sessions (hash, account_id, expires_at) VALUES ($1, $2, $3)`,
+		h, account, time.Now().Add(BrowserSessionLifetime))
+	return id, err
+}
+
+// AccountForBrowserSession returns the account of a live browser session; an
+// unknown, malformed, revoked or expired id is ErrNotFound.
+func (s *Store) AccountForBrowserSession(ctx context.Context, id string) (string, error) {
+	h, ok := linkTokenHash(id, BrowserSessionPrefix)
+	if !ok {
+		return "", ErrNotFound
+	}
+	var account string
+	err := s.Pool.QueryRow(ctx, `SELECT account_id FROM browser_sessions
+		WHERE hash = $1 AND revoked_at IS NULL AND expires_at > now()`, h).Scan(&account)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return account, err
+}
+
+// RevokeBrowserSession ends a browser session (a malformed or unknown id is
+// no error: there is nothing to end).
+func (s *Store) RevokeBrowserSession(ctx context.Context, id string) error {
+	h, ok := linkTokenHash(id, BrowserSessionPrefix)
+	if !ok {
+		return nil
+	}
+	_, err := s.Pool.Exec(ctx, `UPDATE browser_sessions SET revoked_at = now() WHERE hash = $1 AND revoked_at IS NULL`, h)
+	return err
+}
+
+// AccountEmail returns an account's email, "" when it has none.
+func (s *Store) AccountEmail(ctx context.Context, account string) (string, error) {
+	var email string
+	err := s.Pool.QueryRow(ctx, `SELECT coalesce(email, '') FROM accounts WHERE id = $1`, account).Scan(&email)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return email, err
 }
