@@ -14,6 +14,12 @@ import (
 	"github.com/superinstance/mesh/workflows"
 )
 
+// secretHash is the hash of a made-up guest session secret.
+func secretHash(session string) []byte {
+	h := sha256.Sum256([]byte(store.GuestSecretPrefix + session))
+	return h[:]
+}
+
 // A guest's consensus bills the host and draws down the session's quota;
 // once it is spent the guest's next run is refused before any inference.
 func TestGuestConsensusBillsHostUpToQuota(t *testing.T) {
@@ -25,7 +31,7 @@ func TestGuestConsensusBillsHostUpToQuota(t *testing.T) {
 		Role: store.RoleEditor, Quota: 3_000, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Store.AcceptInvite(ctx, "inv-g", "gs-g", time.Now()); err != nil {
+	if _, err := m.Store.AcceptInvite(ctx, "inv-g", "gs-g", secretHash("gs-g"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	in := workflows.ConsensusInput{Prompt: "Summarise the plan [sim:agree]", GuestSession: "gs-g",
@@ -63,7 +69,7 @@ func TestGuestConsensusBillsHostUpToQuota(t *testing.T) {
 		Role: store.RoleViewer, Quota: 3_000, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Store.AcceptInvite(ctx, "inv-v", "gs-v", time.Now()); err != nil {
+	if _, err := m.Store.AcceptInvite(ctx, "inv-v", "gs-v", secretHash("gs-v"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	in.GuestSession = "gs-v"

@@ -96,7 +96,7 @@ func TestHandoverClonesProjectAndSubscribes(t *testing.T) {
 	// A change to the project after the snapshot is not handed over.
 	mustPush(t, hm.Mesh, adapter(t, "late", 9, 64<<10), "host", hm.project)
 
-	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "ada"); err != nil {
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "ada", NewAccount: true}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := hm.result(t, h.ID)
@@ -157,7 +157,7 @@ func TestHandoverClonesProjectAndSubscribes(t *testing.T) {
 	if reason := row.ClosedReason(time.Now()); !strings.Contains(reason, "already been accepted") {
 		t.Fatalf("a used link: %q", reason)
 	}
-	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "eve"); err == nil {
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "eve", NewAccount: true}); err == nil {
 		t.Fatal("a second accept was taken")
 	}
 	waitForStatus(t, hm, h.ID, store.HandoverCompleted)
@@ -194,7 +194,7 @@ func TestHandoverStripeFailuresDuringAccept(t *testing.T) {
 	h, _, _ := hm.offer(t)
 	hm.stripe.Fail("POST /v1/customers", 2)
 	hm.stripe.Fail("POST /v1/subscription_schedules", 2)
-	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "bo"); err != nil {
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "bo", NewAccount: true}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := hm.result(t, h.ID)
@@ -222,7 +222,7 @@ func TestHandoverStripeRefusalLeavesNoClone(t *testing.T) {
 	ctx := context.Background()
 	h, _, _ := hm.offer(t)
 	hm.stripe.Refuse("POST /v1/subscription_schedules", 1)
-	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "cy"); err != nil {
+	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "cy", NewAccount: true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := hm.result(t, h.ID); err == nil {
@@ -336,5 +336,133 @@ func TestStuckHandoverIsListed(t *testing.T) {
 			t.Fatalf("the handover was not listed as stuck: %v", rows)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// answer posts the handover form from the link, with an optional bearer token.
+func answer(t *testing.T, srv *httptest.Server, link string, form url.Values, bearer string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", srv.URL+link[strings.Index(link, "/handover/"):], strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
+
+// Holding a handover link gives nothing to an existing account: posting
+// account=victim (or signing in as another account) is refused and leaves
+// the handover open. Accepting as a new account creates it with the
+// recipient's email, signs the browser in and shows an API token once;
+// a second holder of the link naming the same account gets nothing.
+// The recipient's existing account, signed in, accepts too.
+func TestHandoverAcceptOnlyByTheRecipient(t *testing.T) {
+	hm := startHandoverMesh(t)
+	ctx := context.Background()
+	if _, err := hm.Store.CreateAccount(ctx, "victim", "victim@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	hm.Account(t, "mallory")
+	mallory, _ := hm.Store.CreateAPIToken(ctx, "mallory", "")
+	srv := httptest.NewServer((&api.Server{Store: hm.Store, Temporal: hm.Client}).Handler())
+	defer srv.Close()
+
+	h, to, link := hm.offer(t)
+	for name, try := range map[string]struct {
+		form   url.Values
+		bearer string
+	}{
+		"account=victim":           {url.Values{"answer": {"accept"}, "account": {"victim"}}, ""},
+		"signed in as mallory":     {url.Values{"answer": {"accept"}}, mallory},
+		"mallory's token in form":  {url.Values{"answer": {"accept"}, "token": {mallory}}, ""},
+		"account=victim and token": {url.Values{"answer": {"accept"}, "account": {"victim"}}, mallory},
+	} {
+		resp, body := answer(t, srv, link, try.form, try.bearer)
+		if resp.StatusCode == http.StatusOK || strings.Contains(body, "Accepted") {
+			t.Fatalf("%s: %d %s", name, resp.StatusCode, body)
+		}
+	}
+	if row, _ := hm.Store.HandoverByID(ctx, h.ID); row.State != store.HandoverPending || row.NewOwner != "" {
+		t.Fatalf("after the attempts the handover is %+v", row)
+	}
+	if v, _ := hm.Store.AccountByID(ctx, "victim"); v.StripeCustomerID != "" {
+		t.Fatalf("victim got a Stripe customer %s", v.StripeCustomerID)
+	}
+
+	// The recipient, new to the mesh, picks a name.
+	newName := harness.UniqueID("ada")
+	resp, body := answer(t, srv, link, url.Values{"answer": {"accept"}, "account": {newName}}, "")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="api-token"`) {
+		t.Fatalf("accept as a new account: %d %s", resp.StatusCode, body)
+	}
+	tok := body[strings.Index(body, `<code id="api-token">`)+len(`<code id="api-token">`):]
+	tok = tok[:strings.Index(tok, "<")]
+	if account, err := hm.Store.AccountForToken(ctx, tok); err != nil || account != newName {
+		t.Fatalf("the shown token is %q's, %v", account, err)
+	}
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == api.SessionCookie {
+			session = c
+		}
+	}
+	if session == nil {
+		t.Fatalf("no browser session set: %v", resp.Cookies())
+	}
+	if account, err := hm.Store.AccountForBrowserSession(ctx, session.Value); err != nil || account != newName {
+		t.Fatalf("the browser session is %q's, %v", account, err)
+	}
+	if a, _ := hm.Store.AccountByID(ctx, newName); a.Email != to {
+		t.Fatalf("the new account's email is %q, want %q", a.Email, to)
+	}
+	// Another holder of the link, naming the same account, is refused and
+	// shown no token.
+	resp, body = answer(t, srv, link, url.Values{"answer": {"accept"}, "account": {newName}}, "")
+	if resp.StatusCode == http.StatusOK || strings.Contains(body, "api-token") {
+		t.Fatalf("a second accept for the same account: %d %s", resp.StatusCode, body)
+	}
+	st, err := hm.result(t, h.ID)
+	if err != nil || st.Status != store.HandoverCompleted || st.NewOwner != newName {
+		t.Fatalf("result %+v, %v", st, err)
+	}
+	if msgs := hm.mail.WaitFor(t, to, 2, 30*time.Second); !strings.Contains(msgs[1].Subject, "is yours") {
+		t.Fatalf("completion email %q", msgs[1].Subject)
+	}
+
+	// Next time the recipient has an account: signed in, they accept as it.
+	h2, to2, link2 := hm.offer(t)
+	bo := harness.UniqueID("bo")
+	if _, err := hm.Store.CreateAccount(ctx, bo, to2); err != nil {
+		t.Fatal(err)
+	}
+	boTok, _ := hm.Store.CreateAPIToken(ctx, bo, "")
+	page, err := http.NewRequest("GET", srv.URL+link2[strings.Index(link2, "/handover/"):], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page.Header.Set("Authorization", "Bearer "+boTok)
+	if resp, err := http.DefaultClient.Do(page); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("page: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "Accept as "+bo) {
+			t.Fatalf("signed-in page: %s", b)
+		}
+	}
+	if resp, body := answer(t, srv, link2, url.Values{"answer": {"accept"}}, boTok); resp.StatusCode != 200 || strings.Contains(body, "api-token") {
+		t.Fatalf("signed-in accept: %d %s", resp.StatusCode, body)
+	}
+	if st, err := hm.result(t, h2.ID); err != nil || st.Status != store.HandoverCompleted || st.NewOwner != bo {
+		t.Fatalf("result %+v, %v", st, err)
+	}
+	if msgs := hm.mail.WaitFor(t, to2, 2, 30*time.Second); !strings.Contains(msgs[len(msgs)-1].Subject, "is yours") {
+		t.Fatalf("completion email %q", msgs[len(msgs)-1].Subject)
 	}
 }
