@@ -126,7 +126,7 @@ func (s *Server) joinPage(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Referrer-Policy", "same-origin") // no-referrer would make the form POST's Origin "null"
 	_ = pages.ExecuteTemplate(w, "join", map[string]any{"Title": "Invite to " + inv.Project, "I": inv})
 }
 
@@ -336,7 +336,7 @@ func (s *Server) renderHandover(w http.ResponseWriter, r *http.Request, status i
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Referrer-Policy", "same-origin") // no-referrer would make the form POST's Origin "null"
 	w.WriteHeader(status)
 	_ = pages.ExecuteTemplate(w, "handover", map[string]any{"Title": "Handover of " + h.Project, "H": h,
 		"Adapters": adapters, "Error": v.Error, "Done": v.Done, "SignedIn": v.SignedIn, "Token": v.Token})

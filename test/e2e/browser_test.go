@@ -82,10 +82,21 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 	bctx, cancel := context.WithTimeout(bctx, 2*time.Minute)
 	defer cancel()
 
-	// The invite link: a guest session, then the project page.
+	// The invite link: a page whose button accepts (opening the link
+	// alone, as a preview does, leaves the invite open), then a guest
+	// session and the project page.
 	var landed, page string
 	if err := chromedp.Run(bctx,
 		chromedp.Navigate(srv.URL+"/join/"+tok),
+		chromedp.WaitVisible("#join", chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if inv, err := m.Store.InviteByToken(ctx, tok); err != nil || inv.State != store.InvitePending {
+		t.Fatalf("opening the link spent the invite: %+v, %v", inv, err)
+	}
+	if err := chromedp.Run(bctx,
+		chromedp.Click("#join", chromedp.ByID),
 		chromedp.WaitVisible("#guest", chromedp.ByID),
 		chromedp.Location(&landed),
 		chromedp.Text("#guest", &page, chromedp.ByID),
