@@ -383,3 +383,26 @@ func TestWorkflowHistoryHoldsNoSessionSecret(t *testing.T) {
 		}
 	}
 }
+
+// Whatever a client puts in the session or guest cookie, the API answers
+// 401, never a session or a 5xx.
+func FuzzSessionCookies(f *testing.F) {
+	st := harness.Store(f)
+	h := (&api.Server{Store: st}).Handler()
+	f.Add("si_bs_" + strings.Repeat("a", 52))
+	f.Add("si_gs_" + strings.Repeat("a", 52))
+	f.Add("si_" + strings.Repeat("x", 200))
+	f.Add("gs_aaaaaaaaaaaaaaaaaaaaaaaaaa")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, name := range []string{api.SessionCookie, api.GuestCookie} {
+			req := httptest.NewRequest("GET", "/v1/me", nil)
+			req.Header.Set("Cookie", name+"="+v)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusUnauthorized {
+				t.Fatalf("%s=%q: %d %s", name, v, rec.Code, rec.Body.String())
+			}
+		}
+	})
+}
