@@ -514,9 +514,13 @@ func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity
 	if err != nil {
 		log.Warn("escalation", "request", req.GetRequestId(), "workflow_id", EscalationWorkflowID(id.DeviceID, req.GetRequestId()), "error", err)
 		var ue *UnavailableError
-		if errors.As(err, &ue) {
+		var re *RefusedError
+		switch {
+		case errors.As(err, &ue):
 			fail(ErrCodeUnavailable, err.Error())
-		} else {
+		case errors.As(err, &re):
+			fail(ErrCodeInvalid, err.Error())
+		default:
 			fail(ErrCodeFailed, err.Error())
 		}
 		return

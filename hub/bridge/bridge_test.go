@@ -13,6 +13,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/agent"
@@ -160,7 +161,7 @@ func TestDeviceIDComesFromCertificate(t *testing.T) {
 	}
 	res := result(t, out)
 	run, err := m.Store.ConsensusRun(ctx, res.GetWorkflowId())
-	if err != nil || run.Account != "acme" || res.GetWorkflowId() != "escalation-gpu-a-claim-1" {
+	if err != nil || run.Account != "acme" || res.GetWorkflowId() != "escalation-gpu-a:claim-1" {
 		t.Fatalf("escalation billed to %q as %s: %v", run.Account, res.GetWorkflowId(), err)
 	}
 }
@@ -338,7 +339,7 @@ func TestReconnectLosesNothing(t *testing.T) {
 		t.Fatalf("hub usage billed %d times, want 5; books %+v", hubEvents, b)
 	}
 	// Each escalation ran as exactly one workflow run.
-	for _, id := range []string{"escalation-gpu-re-inflight", "escalation-gpu-re-queued"} {
+	for _, id := range []string{"escalation-gpu-re:inflight", "escalation-gpu-re:queued"} {
 		resp, err := m.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: fmt.Sprintf("WorkflowId = '%s'", id)})
 		if err != nil || len(resp.GetExecutions()) != 1 {
 			t.Fatalf("%s ran %d times: %v", id, len(resp.GetExecutions()), err)
@@ -368,5 +369,109 @@ func TestLossyLink(t *testing.T) {
 	}
 	if r := result(t, out); r.GetStatus() != workflows.StatusConsensus {
 		t.Fatalf("result %v", r)
+	}
+}
+
+// TestEscalationIDsDoNotCollideAcrossDevices: device "gpu" with request
+// "1-job7" and device "gpu-1" with request "job7", in two accounts, must be
+// two workflows: neither reads the other's answer nor plants its own, in
+// whichever order they ask.
+func TestEscalationIDsDoNotCollideAcrossDevices(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	connect := func(device, account string) *agent.Agent {
+		c := p.Enroll(t, m.Store, pki.Identity{DeviceID: device, Account: account}, time.Hour)
+		a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c})
+		if err := a.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	gpu, gpu1 := connect("gpu", "acme"), connect("gpu-1", "globex")
+	ask := func(a *agent.Agent, request, prompt string) *meshv1.EscalationResult {
+		t.Helper()
+		_, out, err := a.Escalate(&meshv1.EscalationRequest{RequestId: request, Prompt: prompt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return result(t, out)
+	}
+	check := func(res *meshv1.EscalationResult, account, mine, theirs string) {
+		t.Helper()
+		if !strings.Contains(res.GetAnswer(), mine) || strings.Contains(res.GetAnswer(), theirs) {
+			t.Errorf("%s got the answer %q (its prompt says %q)", account, res.GetAnswer(), mine)
+		}
+		run, err := m.Store.ConsensusRun(ctx, res.GetWorkflowId())
+		if err != nil || run.Account != account {
+			t.Errorf("%s's run %s billed to %q: %v", account, res.GetWorkflowId(), run.Account, err)
+		}
+	}
+	// acme first: globex must not read acme's answer.
+	a1 := ask(gpu, "1-job7", "acme-secret-plan [sim:agree]")
+	g1 := ask(gpu1, "job7", "globex-question [sim:agree]")
+	check(a1, "acme", "acme-secret-plan", "globex-question")
+	check(g1, "globex", "globex-question", "acme-secret-plan")
+	// globex first: the answer it plants must not reach acme.
+	g2 := ask(gpu1, "job8", "globex-planted [sim:agree]")
+	a2 := ask(gpu, "1-job8", "acme-real [sim:agree]")
+	check(g2, "globex", "globex-planted", "acme-real")
+	check(a2, "acme", "acme-real", "globex-planted")
+	if a1.GetWorkflowId() == g1.GetWorkflowId() || a2.GetWorkflowId() == g2.GetWorkflowId() {
+		t.Fatalf("two devices share workflows: %s %s", a1.GetWorkflowId(), a2.GetWorkflowId())
+	}
+}
+
+// TestEscalationRefusesAnotherAccountsRun: a workflow already under a
+// device's escalation id whose input bills another account (planted through
+// any other path) is not streamed to the device.
+func TestEscalationRefusesAnotherAccountsRun(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	harness.EnsureAccount(t, m.Store, "globex")
+	wid := bridge.EscalationWorkflowID("gpu-victim", "planted")
+	run, err := m.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: wid, TaskQueue: workers.CloudQueue},
+		workflows.ConsensusWorkflow, workflows.ConsensusInput{Prompt: "planted-answer [sim:agree]", Account: "globex",
+			Placement: workflows.PlacementCloud, CloudQueue: workers.CloudQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-victim", Account: "acme"}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c})
+	_, out, err := a.Escalate(&meshv1.EscalationRequest{RequestId: "planted", Prompt: "my own question [sim:agree]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case r, ok := <-out:
+			if !ok {
+				t.Fatal("responses ended without an error")
+			}
+			switch body := r.GetBody().(type) {
+			case *meshv1.EscalationResponse_Progress:
+				if strings.Contains(body.Progress.GetText(), "planted-answer") {
+					t.Fatalf("the device read another account's run: %q", body.Progress.GetText())
+				}
+			case *meshv1.EscalationResponse_Result:
+				t.Fatalf("the device got another account's result: %v", body.Result)
+			case *meshv1.EscalationResponse_Error:
+				if body.Error.GetCode() != bridge.ErrCodeInvalid || !strings.Contains(body.Error.GetMessage(), "request_id") {
+					t.Fatalf("error %s: %s", body.Error.GetCode(), body.Error.GetMessage())
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("no answer within a minute")
+		}
 	}
 }
