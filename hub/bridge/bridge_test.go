@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -473,5 +474,203 @@ func TestEscalationRefusesAnotherAccountsRun(t *testing.T) {
 		case <-timeout:
 			t.Fatal("no answer within a minute")
 		}
+	}
+}
+
+// dial opens a raw tunnel connection with c, as a hub that never says hello would.
+func dial(t *testing.T, addr string, c *tls.Config) *quic.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, c, &quic.Config{HandshakeIdleTimeout: 3 * time.Second, KeepAlivePeriod: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.CloseWithError(0, "") })
+	return conn
+}
+
+// escalateRaw runs one escalation on its own stream of conn and returns the last response.
+func escalateRaw(t *testing.T, conn *quic.Conn, req *meshv1.EscalationRequest) *meshv1.EscalationResponse {
+	t.Helper()
+	s, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte{bridge.StreamEscalation}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.Write(s, req); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(time.Minute))
+	r := wire.NewReader(s)
+	for {
+		var resp meshv1.EscalationResponse
+		if err := r.Read(&resp); err != nil {
+			t.Fatalf("escalation %s: %v", req.GetRequestId(), err)
+		}
+		if resp.GetProgress() == nil {
+			return &resp
+		}
+	}
+}
+
+// closedWith waits for conn to be closed by the bridge and returns the application error.
+func closedWith(t *testing.T, conn *quic.Conn, limit time.Duration) *quic.ApplicationError {
+	t.Helper()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(limit):
+		t.Fatalf("still connected after %s", limit)
+	}
+	var ae *quic.ApplicationError
+	if !errors.As(context.Cause(conn.Context()), &ae) || !ae.Remote {
+		t.Fatalf("connection ended with %v, not a close from the bridge", context.Cause(conn.Context()))
+	}
+	return ae
+}
+
+// TestRevokedWithoutHelloIsDropped: a device that opens only escalation
+// streams, never a control stream, is disconnected at the re-check after
+// its revocation.
+func TestRevokedWithoutHelloIsDropped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-quiet", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: "before", Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+		t.Fatalf("escalation before revocation: %v", r)
+	}
+	if err := m.Store.RevokeDevice(context.Background(), "gpu-quiet"); err != nil {
+		t.Fatal(err)
+	}
+	if ae := closedWith(t, conn, 5*time.Second); ae.ErrorCode != bridge.CodeRevoked {
+		t.Fatalf("closed with %v, want CodeRevoked", ae)
+	}
+}
+
+// TestExpiredWhileConnectedIsDropped: a certificate that expires while its
+// hub is connected ends the connection at the next re-check, whether or
+// not the hub said hello.
+func TestExpiredWhileConnectedIsDropped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
+	ttl := 3 * time.Second
+	withHello := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-brief", Account: "acme"}, ttl)
+	noHello := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-brief-raw", Account: "acme"}, ttl)
+	issued := time.Now()
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: withHello})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, b.Addr().String(), noHello)
+	if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: "before", Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+		t.Fatalf("escalation before expiry: %v", r)
+	}
+	if ae := closedWith(t, conn, ttl+5*time.Second); ae.ErrorCode != bridge.CodeExpired {
+		t.Fatalf("closed with %v, want CodeExpired", ae)
+	}
+	if time.Since(issued) < ttl-time.Second {
+		t.Fatalf("closed %s after issue, before the certificate expired", time.Since(issued))
+	}
+	waitFor(t, 3*time.Second, "the expired hub to be dropped", func() bool { return !a.Status().Connected })
+	time.Sleep(time.Second) // its reconnection attempts are refused at the handshake
+	if a.Status().Connected {
+		t.Fatal("an expired device got back in")
+	}
+}
+
+// TestConnectionsPerDeviceCapped: a device past its connection cap is
+// refused with a reason that says so; other devices are not affected, and
+// closing one connection makes room for another.
+func TestConnectionsPerDeviceCapped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.MaxConnsPerDevice = 2 })
+	addr := b.Addr().String()
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-greedy", Account: "acme"}, time.Hour)
+	other := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-neighbour", Account: "acme"}, time.Hour)
+	works := func(conn *quic.Conn, req string) {
+		t.Helper()
+		if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: req, Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+			t.Fatalf("escalation %s: %v", req, r)
+		}
+	}
+	first, second := dial(t, addr, c), dial(t, addr, c)
+	works(first, "one")
+	works(second, "two")
+	third := dial(t, addr, c)
+	ae := closedWith(t, third, 5*time.Second)
+	if ae.ErrorCode != bridge.CodeTooMany || !strings.Contains(ae.ErrorMessage, "2 connections open") {
+		t.Fatalf("third connection closed with %v", ae)
+	}
+	works(dial(t, addr, other), "neighbour")
+	_ = first.CloseWithError(0, "done")
+	time.Sleep(200 * time.Millisecond) // the bridge sees the close
+	works(dial(t, addr, c), "three")
+}
+
+// TestStreamsPerConnectionCapped: a connection cannot hold more streams
+// open than MaxStreamsPerConn.
+func TestStreamsPerConnectionCapped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.MaxStreamsPerConn = 3; o.StreamReadTimeout = time.Minute })
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-streams", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	for i := range 3 {
+		s, err := conn.OpenStream()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		// The kind and nothing else: the stream stays open on the bridge.
+		if _, err := s.Write([]byte{bridge.StreamEscalation}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var limit *quic.StreamLimitReachedError
+	if _, err := conn.OpenStream(); !errors.As(err, &limit) {
+		t.Fatalf("fourth stream: %v, want the stream limit", err)
+	}
+}
+
+// TestSilentStreamsTimeOut: a stream that declares a large frame and sends
+// a few bytes of it is reset after StreamReadTimeout, and a control stream
+// that never says hello ends the connection.
+func TestSilentStreamsTimeOut(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.StreamReadTimeout = 300 * time.Millisecond })
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-slow", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	s, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := binary.AppendUvarint([]byte{bridge.StreamEscalation}, wire.MaxMessageBytes)
+	if _, err := s.Write(append(hdr, make([]byte, 10)...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var se *quic.StreamError
+	if _, err := s.Read(make([]byte, 1)); !errors.As(err, &se) || !se.Remote {
+		t.Fatalf("a stalled escalation stream read %v, want a reset from the bridge", err)
+	}
+
+	ctl, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Write([]byte{bridge.StreamControl}); err != nil {
+		t.Fatal(err)
+	}
+	if ae := closedWith(t, conn, 5*time.Second); ae.ErrorCode != bridge.CodeProtocol {
+		t.Fatalf("a control stream without hello: closed with %v", ae)
 	}
 }
