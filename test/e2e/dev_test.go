@@ -202,7 +202,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	}
 
 	// Escalation through the local hub's QUIC tunnel, billed to its account.
-	cmd := exec.Command(si, "escalate", "--hub-api", hubAPI, "Why is the sky blue? [sim:agree]")
+	cmd := exec.Command(si, "escalate", "--hub-api", hubAPI, "--dev-dir", dataDir, "Why is the sky blue? [sim:agree]")
 	cmd.Env = cleanEnv()
 	esc, err := cmd.CombinedOutput()
 	if err != nil {
