@@ -173,3 +173,26 @@ func FuzzEscalationResponse(f *testing.F) {
 		&meshv1.EscalationResponse{RequestId: "r1", Body: &meshv1.EscalationResponse_Result{Result: &meshv1.EscalationResult{Status: "consensus"}}},
 		&meshv1.EscalationResponse{RequestId: "r1", Body: &meshv1.EscalationResponse_Error{Error: &meshv1.EscalationError{Code: "x"}}})
 }
+
+// FuzzFrameChunks reads the same bytes whole and one byte at a time: a
+// frame's growing buffer must give the same messages either way.
+func FuzzFrameChunks(f *testing.F) {
+	var buf bytes.Buffer
+	_ = Write(&buf, &meshv1.EscalationRequest{RequestId: "r1", Prompt: strings.Repeat("why? ", 2000)})
+	_ = Write(&buf, &meshv1.EscalationRequest{RequestId: "r2", Prompt: "short"})
+	f.Add(buf.Bytes())
+	f.Add([]byte{0x80, 0x80, 0x40, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		whole, bytewise := NewReader(bytes.NewReader(data)), NewReader(iotest.OneByteReader(bytes.NewReader(data)))
+		for range 8 {
+			var a, b meshv1.EscalationRequest
+			errA, errB := whole.Read(&a), bytewise.Read(&b)
+			if (errA == nil) != (errB == nil) || !proto.Equal(&a, &b) {
+				t.Fatalf("whole: %v %v; byte by byte: %v %v", &a, errA, &b, errB)
+			}
+			if errA != nil {
+				return
+			}
+		}
+	})
+}

@@ -55,7 +55,7 @@ answers only requests that carry the secret in --api-secret-file (created
 			fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default ~/.si/devices/<id>/ca.pem)")
 			fs.StringVar(&serverName, "server-name", "", "name in the bridge's certificate (default: the --bridge host)")
 			fs.StringVar(&o.DeviceID, "id", "", "device id (default: the certificate's)")
-			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval")
+			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval (under a minute: the bridge closes a control stream silent for 12 of its heartbeat intervals, 60 s by default)")
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
