@@ -144,6 +144,9 @@ func Listen(opts Options) (*Bridge, error) {
 	if opts.TLS == nil || opts.Store == nil {
 		return nil, errors.New("bridge: TLS and Store are required")
 	}
+	if opts.MaxConnsPerDevice < 0 || opts.MaxStreamsPerConn < 0 || opts.StreamReadTimeout < 0 || opts.RecheckInterval < 0 {
+		return nil, errors.New("bridge: connection and stream limits, the stream read timeout and the re-check interval must be positive (0 takes the default)")
+	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = 5 * time.Second
 	}
