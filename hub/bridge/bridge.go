@@ -568,9 +568,12 @@ func (b *Bridge) flush(ctx context.Context) {
 // escalation serves one escalation stream.
 func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity, log *slog.Logger) {
 	defer s.Close()
+	// The request is all the bridge reads: a hub that never ends its side
+	// must not keep the stream, and its slot, open.
+	defer s.CancelRead(streamTimedOut)
 	var req meshv1.EscalationRequest
 	if err := wire.NewReader(s).Read(&req); err != nil {
-		s.CancelWrite(1)
+		s.CancelWrite(streamAbandoned)
 		return
 	}
 	var mu sync.Mutex

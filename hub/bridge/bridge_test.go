@@ -674,3 +674,37 @@ func TestSilentStreamsTimeOut(t *testing.T) {
 		t.Fatalf("a control stream without hello: closed with %v", ae)
 	}
 }
+
+// TestTimedOutStreamsFreeTheirSlots: streams that stall and are reset by
+// the bridge no longer count against the connection's stream cap, even
+// when the hub never finishes its side.
+func TestTimedOutStreamsFreeTheirSlots(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) {
+		o.MaxStreamsPerConn = 2
+		o.StreamReadTimeout = 200 * time.Millisecond
+	})
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-stall", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	stall := func(prefix []byte) {
+		t.Helper()
+		for range 2 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s, err := conn.OpenStreamSync(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("no stream slot came free: %v", err)
+			}
+			if _, err := s.Write(prefix); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stall([]byte{bridge.StreamEscalation, 0x80}) // half a frame header
+	stall([]byte{bridge.StreamEscalation})       // the kind only
+	stall([]byte{bridge.StreamEscalation, 0x80})
+	if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: "after", Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+		t.Fatalf("escalation after the stalled streams: %v", r)
+	}
+}
