@@ -423,6 +423,10 @@ func TestEscalationIDsDoNotCollideAcrossDevices(t *testing.T) {
 	if a1.GetWorkflowId() == g1.GetWorkflowId() || a2.GetWorkflowId() == g2.GetWorkflowId() {
 		t.Fatalf("two devices share workflows: %s %s", a1.GetWorkflowId(), a2.GetWorkflowId())
 	}
+	// The owner sending a finished request again still gets its own result.
+	if again := ask(gpu, "1-job7", "acme-secret-plan [sim:agree]"); again.GetWorkflowId() != a1.GetWorkflowId() || again.GetAnswer() != a1.GetAnswer() {
+		t.Fatalf("resent request: %v, first %v", again, a1)
+	}
 }
 
 // TestEscalationRefusesAnotherAccountsRun: a workflow already under a
