@@ -1,8 +1,13 @@
 package agent
 
 import (
+	"crypto/subtle"
 	"encoding/json"
+	"fmt"
+	"mime"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -28,7 +33,14 @@ type EscalateRequest struct {
 //	POST /v1/escalate  body EscalateRequest; answers NDJSON, one
 //	                   EscalationResponse (protojson) a line, ending with the result
 //	GET  /v1/status    the link's Status as JSON
-func Handler(a *Agent) http.Handler {
+//
+// Every request must name a loopback Host (localhost, 127.0.0.1 or [::1],
+// any port), carry no Origin (no browser page), and send
+// "Authorization: Bearer <secret>" with the secret from the hub's
+// api-secret file; a POST must be application/json. A web page the hub's
+// user visits can meet none of these: its simple requests are text/plain
+// without the secret, and a DNS-rebound name is not a loopback Host.
+func Handler(a *Agent, secret string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/escalate", func(w http.ResponseWriter, r *http.Request) {
 		var req EscalateRequest
@@ -55,10 +67,19 @@ func Handler(a *Agent) http.Handler {
 		if fl != nil {
 			fl.Flush()
 		}
-		for resp := range out {
-			writeLine(w, resp)
-			if fl != nil {
-				fl.Flush()
+		for {
+			select {
+			case resp, ok := <-out:
+				if !ok {
+					return
+				}
+				writeLine(w, resp)
+				if fl != nil {
+					fl.Flush()
+				}
+			case <-r.Context().Done():
+				// The caller left; the request stays with the agent until it is answered.
+				return
 			}
 		}
 	})
@@ -70,7 +91,56 @@ func Handler(a *Agent) http.Handler {
 			"heartbeats_acked": st.Acked, "queued_escalations": st.Queued, "queued_usage": st.QueuedUsage, "last_error": st.LastError,
 		})
 	})
-	return mux
+	return guard(mux, secret)
+}
+
+// SecretHeader names the header that carries the local API's secret.
+const SecretHeader = "Authorization"
+
+func guard(next http.Handler, secret string) http.Handler {
+	want := []byte("Bearer " + secret)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) {
+			apiError(w, http.StatusMisdirectedRequest, fmt.Sprintf("this hub API answers only for localhost, not Host %q: call http://127.0.0.1:<port>/", r.Host))
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			apiError(w, http.StatusForbidden, fmt.Sprintf("requests from web pages (Origin %q) are refused: use si escalate", o))
+			return
+		}
+		got := r.Header.Get(SecretHeader)
+		if got == "" {
+			apiError(w, http.StatusUnauthorized, "missing the hub API secret: send \"Authorization: Bearer <secret>\" with the secret from the hub's "+SecretFile+" file (si escalate does)")
+			return
+		}
+		if secret == "" || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			apiError(w, http.StatusUnauthorized, "wrong hub API secret: use the one in the hub's "+SecretFile+" file (the hub writes it when it starts)")
+			return
+		}
+		if r.Method == http.MethodPost {
+			ct := r.Header.Get("Content-Type")
+			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+				apiError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type must be application/json, not %q", ct))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether a request's Host is localhost, 127.0.0.1 or
+// [::1], with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	switch strings.ToLower(host) {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	return false
 }
 
 func writeLine(w http.ResponseWriter, m *meshv1.EscalationResponse) {

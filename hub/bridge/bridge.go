@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -38,8 +39,11 @@ const (
 	CodeReplaced   quic.ApplicationErrorCode = 2
 	CodeUnexpected quic.ApplicationErrorCode = 3
 	CodeRevoked    quic.ApplicationErrorCode = 4
+	CodeExpired    quic.ApplicationErrorCode = 5
+	CodeTooMany    quic.ApplicationErrorCode = 6
 
 	streamAbandoned quic.StreamErrorCode = 1
+	streamTimedOut  quic.StreamErrorCode = 2
 )
 
 // Escalator runs one escalation for a device and streams its responses.
@@ -87,6 +91,19 @@ type Options struct {
 	// again, so that a revoked device is dropped without waiting for it to
 	// reconnect. Default 30s.
 	RecheckInterval time.Duration
+	// MaxConnsPerDevice bounds the connections one device may hold open at
+	// once; more are closed with CodeTooMany. A hub needs one (two while a
+	// reconnect replaces a connection the bridge has not seen end). Default 4.
+	MaxConnsPerDevice int
+	// MaxStreamsPerConn bounds the streams a connection may have open at
+	// once (QUIC's MaxIncomingStreams): a hub that opens more waits for one
+	// to end. Default 100.
+	MaxStreamsPerConn int
+	// StreamReadTimeout bounds how long the bridge waits for what a stream
+	// must send first: its kind, then the hello or the escalation request.
+	// After the hello a control stream must deliver a message at least
+	// every max(StreamReadTimeout, 12 x HeartbeatInterval). Default 10s.
+	StreamReadTimeout time.Duration
 	// Metrics receives counters; nil creates a private set.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -101,8 +118,9 @@ type Bridge struct {
 	m    *Metrics
 
 	mu    sync.Mutex
-	conns map[string]*hubConn // by device id
+	conns map[string]*hubConn // by device id, once a control stream said hello
 	all   map[*quic.Conn]struct{}
+	peers map[string]map[*quic.Conn]peer // every connection, by device id, from accept on
 	beats map[string]beat
 	wg    sync.WaitGroup
 }
@@ -114,10 +132,20 @@ type hubConn struct {
 	serial      string
 }
 
+// peer is what the bridge knows of a connection from its certificate.
+type peer struct {
+	id       pki.Identity
+	serial   string
+	notAfter time.Time
+}
+
 // Listen opens the bridge's UDP socket.
 func Listen(opts Options) (*Bridge, error) {
 	if opts.TLS == nil || opts.Store == nil {
 		return nil, errors.New("bridge: TLS and Store are required")
+	}
+	if opts.MaxConnsPerDevice < 0 || opts.MaxStreamsPerConn < 0 || opts.StreamReadTimeout < 0 || opts.RecheckInterval < 0 {
+		return nil, errors.New("bridge: connection and stream limits, the stream read timeout and the re-check interval must be positive (0 takes the default)")
 	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = 5 * time.Second
@@ -127,6 +155,15 @@ func Listen(opts Options) (*Bridge, error) {
 	}
 	if opts.RecheckInterval == 0 {
 		opts.RecheckInterval = 30 * time.Second
+	}
+	if opts.MaxConnsPerDevice == 0 {
+		opts.MaxConnsPerDevice = 4
+	}
+	if opts.MaxStreamsPerConn == 0 {
+		opts.MaxStreamsPerConn = 100
+	}
+	if opts.StreamReadTimeout == 0 {
+		opts.StreamReadTimeout = 10 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -147,7 +184,7 @@ func Listen(opts Options) (*Bridge, error) {
 	ln, err := tr.Listen(opts.TLS, &quic.Config{
 		KeepAlivePeriod:       5 * time.Second,
 		MaxIdleTimeout:        30 * time.Second,
-		MaxIncomingStreams:    1000,
+		MaxIncomingStreams:    int64(opts.MaxStreamsPerConn),
 		HandshakeIdleTimeout:  5 * time.Second,
 		MaxIncomingUniStreams: -1,
 	})
@@ -159,7 +196,7 @@ func Listen(opts Options) (*Bridge, error) {
 		opts.Name = ln.Addr().String()
 	}
 	return &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, conns: map[string]*hubConn{},
-		all: map[*quic.Conn]struct{}{}, beats: map[string]beat{}}, nil
+		all: map[*quic.Conn]struct{}{}, peers: map[string]map[*quic.Conn]peer{}, beats: map[string]beat{}}, nil
 }
 
 // Addr is the address the bridge listens on.
@@ -244,15 +281,24 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 		return
 	}
 	log := b.opts.Logger.With("device", id.DeviceID, "account", id.Account, "remote", c.RemoteAddr().String())
+	if err := b.admit(c, peer{id: id, serial: serial, notAfter: c.ConnectionState().TLS.PeerCertificates[0].NotAfter}); err != nil {
+		log.Warn("connection refused", "error", err)
+		_ = c.CloseWithError(CodeTooMany, err.Error())
+		return
+	}
+	defer b.release(c, id.DeviceID)
 	for {
 		// Streams end with the connection, which Serve closes on shutdown.
 		s, err := c.AcceptStream(c.Context())
 		if err != nil {
 			return
 		}
+		// A stream that names no kind in time frees its slot.
+		_ = s.SetReadDeadline(time.Now().Add(b.opts.StreamReadTimeout))
 		kind := make([]byte, 1)
 		if _, err := io.ReadFull(s, kind); err != nil {
-			s.CancelRead(0)
+			s.CancelRead(streamTimedOut)
+			s.CancelWrite(streamTimedOut)
 			continue
 		}
 		switch kind[0] {
@@ -276,6 +322,32 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 	}
 }
 
+// admit records a connection under its device, refusing one past the
+// device's cap.
+func (b *Bridge) admit(c *quic.Conn, p peer) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	mine := b.peers[p.id.DeviceID]
+	if len(mine) >= b.opts.MaxConnsPerDevice {
+		return fmt.Errorf("device %s already has %d connections open, the most allowed: close one first", p.id.DeviceID, len(mine))
+	}
+	if mine == nil {
+		mine = map[*quic.Conn]peer{}
+		b.peers[p.id.DeviceID] = mine
+	}
+	mine[c] = p
+	return nil
+}
+
+func (b *Bridge) release(c *quic.Conn, deviceID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.peers[deviceID], c)
+	if len(b.peers[deviceID]) == 0 {
+		delete(b.peers, deviceID)
+	}
+}
+
 // control serves a hub's control stream: hello, then heartbeats, pre-warm
 // signals and usage records until the stream or connection ends.
 func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki.Identity, serial string, log *slog.Logger) {
@@ -285,6 +357,7 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 		_ = c.CloseWithError(CodeProtocol, "no hello")
 		return
 	}
+	idle := max(b.opts.StreamReadTimeout, 12*b.opts.HeartbeatInterval)
 	hello := first.GetHello()
 	if hello == nil || wire.ValidateHub(&first) != nil {
 		_ = c.CloseWithError(CodeProtocol, "first message must be a valid hello")
@@ -336,8 +409,12 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 		return
 	}
 	for {
+		_ = s.SetReadDeadline(time.Now().Add(idle))
 		var m meshv1.HubMessage
 		if err := r.Read(&m); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				_ = c.CloseWithError(CodeProtocol, fmt.Sprintf("no message on the control stream for %s", idle))
+			}
 			return
 		}
 		if err := wire.ValidateHub(&m); err != nil {
@@ -396,22 +473,43 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 	}
 }
 
-// recheck closes the connections of hubs whose certificate no longer passes
-// the registry's check (revoked since they connected).
+// recheck closes every connection whose certificate has expired or no
+// longer passes the registry's check (revoked since it connected), whatever
+// streams it opened.
 func (b *Bridge) recheck(ctx context.Context) {
+	type open struct {
+		conn *quic.Conn
+		peer
+	}
 	b.mu.Lock()
-	conns := make([]*hubConn, 0, len(b.conns))
-	for _, hc := range b.conns {
-		conns = append(conns, hc)
+	var conns []open
+	for _, mine := range b.peers {
+		for c, p := range mine {
+			conns = append(conns, open{c, p})
+		}
 	}
 	b.mu.Unlock()
-	for _, hc := range conns {
-		err := b.opts.Store.CheckCert(ctx, hc.id.DeviceID, hc.id.Account, hc.serial)
-		if err == nil || ctx.Err() != nil {
+	now := time.Now()
+	checked := map[peer]error{} // one query per certificate, however many connections it holds
+	for _, o := range conns {
+		if now.After(o.notAfter) {
+			b.opts.Logger.Warn("closing a hub whose certificate expired", "device", o.id.DeviceID, "not_after", o.notAfter)
+			_ = o.conn.CloseWithError(CodeExpired, "certificate expired on "+o.notAfter.UTC().Format(time.RFC3339)+": renew it (si device renew)")
 			continue
 		}
-		b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", hc.id.DeviceID, "error", err)
-		_ = hc.conn.CloseWithError(CodeRevoked, "certificate revoked")
+		err, done := checked[o.peer]
+		if !done {
+			err = b.opts.Store.CheckCert(ctx, o.id.DeviceID, o.id.Account, o.serial)
+			if ctx.Err() != nil {
+				return
+			}
+			checked[o.peer] = err
+		}
+		if err == nil {
+			continue
+		}
+		b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", o.id.DeviceID, "error", err)
+		_ = o.conn.CloseWithError(CodeRevoked, "certificate revoked")
 	}
 }
 
@@ -470,9 +568,12 @@ func (b *Bridge) flush(ctx context.Context) {
 // escalation serves one escalation stream.
 func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity, log *slog.Logger) {
 	defer s.Close()
+	// The request is all the bridge reads: a hub that never ends its side
+	// must not keep the stream, and its slot, open.
+	defer s.CancelRead(streamTimedOut)
 	var req meshv1.EscalationRequest
 	if err := wire.NewReader(s).Read(&req); err != nil {
-		s.CancelWrite(1)
+		s.CancelWrite(streamAbandoned)
 		return
 	}
 	var mu sync.Mutex
@@ -514,9 +615,13 @@ func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity
 	if err != nil {
 		log.Warn("escalation", "request", req.GetRequestId(), "workflow_id", EscalationWorkflowID(id.DeviceID, req.GetRequestId()), "error", err)
 		var ue *UnavailableError
-		if errors.As(err, &ue) {
+		var re *RefusedError
+		switch {
+		case errors.As(err, &ue):
 			fail(ErrCodeUnavailable, err.Error())
-		} else {
+		case errors.As(err, &re):
+			fail(ErrCodeInvalid, err.Error())
+		default:
 			fail(ErrCodeFailed, err.Error())
 		}
 		return

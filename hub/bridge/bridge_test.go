@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/agent"
@@ -160,7 +162,7 @@ func TestDeviceIDComesFromCertificate(t *testing.T) {
 	}
 	res := result(t, out)
 	run, err := m.Store.ConsensusRun(ctx, res.GetWorkflowId())
-	if err != nil || run.Account != "acme" || res.GetWorkflowId() != "escalation-gpu-a-claim-1" {
+	if err != nil || run.Account != "acme" || res.GetWorkflowId() != "escalation-gpu-a:claim-1" {
 		t.Fatalf("escalation billed to %q as %s: %v", run.Account, res.GetWorkflowId(), err)
 	}
 }
@@ -338,7 +340,7 @@ func TestReconnectLosesNothing(t *testing.T) {
 		t.Fatalf("hub usage billed %d times, want 5; books %+v", hubEvents, b)
 	}
 	// Each escalation ran as exactly one workflow run.
-	for _, id := range []string{"escalation-gpu-re-inflight", "escalation-gpu-re-queued"} {
+	for _, id := range []string{"escalation-gpu-re:inflight", "escalation-gpu-re:queued"} {
 		resp, err := m.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: fmt.Sprintf("WorkflowId = '%s'", id)})
 		if err != nil || len(resp.GetExecutions()) != 1 {
 			t.Fatalf("%s ran %d times: %v", id, len(resp.GetExecutions()), err)
@@ -368,5 +370,345 @@ func TestLossyLink(t *testing.T) {
 	}
 	if r := result(t, out); r.GetStatus() != workflows.StatusConsensus {
 		t.Fatalf("result %v", r)
+	}
+}
+
+// TestEscalationIDsDoNotCollideAcrossDevices: device "gpu" with request
+// "1-job7" and device "gpu-1" with request "job7", in two accounts, must be
+// two workflows: neither reads the other's answer nor plants its own, in
+// whichever order they ask.
+func TestEscalationIDsDoNotCollideAcrossDevices(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	connect := func(device, account string) *agent.Agent {
+		c := p.Enroll(t, m.Store, pki.Identity{DeviceID: device, Account: account}, time.Hour)
+		a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c})
+		if err := a.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	gpu, gpu1 := connect("gpu", "acme"), connect("gpu-1", "globex")
+	ask := func(a *agent.Agent, request, prompt string) *meshv1.EscalationResult {
+		t.Helper()
+		_, out, err := a.Escalate(&meshv1.EscalationRequest{RequestId: request, Prompt: prompt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return result(t, out)
+	}
+	check := func(res *meshv1.EscalationResult, account, mine, theirs string) {
+		t.Helper()
+		if !strings.Contains(res.GetAnswer(), mine) || strings.Contains(res.GetAnswer(), theirs) {
+			t.Errorf("%s got the answer %q (its prompt says %q)", account, res.GetAnswer(), mine)
+		}
+		run, err := m.Store.ConsensusRun(ctx, res.GetWorkflowId())
+		if err != nil || run.Account != account {
+			t.Errorf("%s's run %s billed to %q: %v", account, res.GetWorkflowId(), run.Account, err)
+		}
+	}
+	// acme first: globex must not read acme's answer.
+	a1 := ask(gpu, "1-job7", "acme-secret-plan [sim:agree]")
+	g1 := ask(gpu1, "job7", "globex-question [sim:agree]")
+	check(a1, "acme", "acme-secret-plan", "globex-question")
+	check(g1, "globex", "globex-question", "acme-secret-plan")
+	// globex first: the answer it plants must not reach acme.
+	g2 := ask(gpu1, "job8", "globex-planted [sim:agree]")
+	a2 := ask(gpu, "1-job8", "acme-real [sim:agree]")
+	check(g2, "globex", "globex-planted", "acme-real")
+	check(a2, "acme", "acme-real", "globex-planted")
+	if a1.GetWorkflowId() == g1.GetWorkflowId() || a2.GetWorkflowId() == g2.GetWorkflowId() {
+		t.Fatalf("two devices share workflows: %s %s", a1.GetWorkflowId(), a2.GetWorkflowId())
+	}
+	// The owner sending a finished request again still gets its own result.
+	if again := ask(gpu, "1-job7", "acme-secret-plan [sim:agree]"); again.GetWorkflowId() != a1.GetWorkflowId() || again.GetAnswer() != a1.GetAnswer() {
+		t.Fatalf("resent request: %v, first %v", again, a1)
+	}
+}
+
+// TestEscalationRefusesAnotherAccountsRun: a workflow already under a
+// device's escalation id whose input bills another account (planted through
+// any other path) is not streamed to the device.
+func TestEscalationRefusesAnotherAccountsRun(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	harness.EnsureAccount(t, m.Store, "globex")
+	wid := bridge.EscalationWorkflowID("gpu-victim", "planted")
+	run, err := m.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: wid, TaskQueue: workers.CloudQueue},
+		workflows.ConsensusWorkflow, workflows.ConsensusInput{Prompt: "planted-answer [sim:agree]", Account: "globex",
+			Placement: workflows.PlacementCloud, CloudQueue: workers.CloudQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-victim", Account: "acme"}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c})
+	_, out, err := a.Escalate(&meshv1.EscalationRequest{RequestId: "planted", Prompt: "my own question [sim:agree]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case r, ok := <-out:
+			if !ok {
+				t.Fatal("responses ended without an error")
+			}
+			switch body := r.GetBody().(type) {
+			case *meshv1.EscalationResponse_Progress:
+				if strings.Contains(body.Progress.GetText(), "planted-answer") {
+					t.Fatalf("the device read another account's run: %q", body.Progress.GetText())
+				}
+			case *meshv1.EscalationResponse_Result:
+				t.Fatalf("the device got another account's result: %v", body.Result)
+			case *meshv1.EscalationResponse_Error:
+				if body.Error.GetCode() != bridge.ErrCodeInvalid || !strings.Contains(body.Error.GetMessage(), "request_id") {
+					t.Fatalf("error %s: %s", body.Error.GetCode(), body.Error.GetMessage())
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("no answer within a minute")
+		}
+	}
+}
+
+// dial opens a raw tunnel connection with c, as a hub that never says hello would.
+func dial(t *testing.T, addr string, c *tls.Config) *quic.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, c, &quic.Config{HandshakeIdleTimeout: 3 * time.Second, KeepAlivePeriod: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.CloseWithError(0, "") })
+	return conn
+}
+
+// escalateRaw runs one escalation on its own stream of conn and returns the last response.
+func escalateRaw(t *testing.T, conn *quic.Conn, req *meshv1.EscalationRequest) *meshv1.EscalationResponse {
+	t.Helper()
+	s, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte{bridge.StreamEscalation}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.Write(s, req); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(time.Minute))
+	r := wire.NewReader(s)
+	for {
+		var resp meshv1.EscalationResponse
+		if err := r.Read(&resp); err != nil {
+			t.Fatalf("escalation %s: %v", req.GetRequestId(), err)
+		}
+		if resp.GetProgress() == nil {
+			return &resp
+		}
+	}
+}
+
+// closedWith waits for conn to be closed by the bridge and returns the application error.
+func closedWith(t *testing.T, conn *quic.Conn, limit time.Duration) *quic.ApplicationError {
+	t.Helper()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(limit):
+		t.Fatalf("still connected after %s", limit)
+	}
+	var ae *quic.ApplicationError
+	if !errors.As(context.Cause(conn.Context()), &ae) || !ae.Remote {
+		t.Fatalf("connection ended with %v, not a close from the bridge", context.Cause(conn.Context()))
+	}
+	return ae
+}
+
+// TestRevokedWithoutHelloIsDropped: a device that opens only escalation
+// streams, never a control stream, is disconnected at the re-check after
+// its revocation.
+func TestRevokedWithoutHelloIsDropped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-quiet", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: "before", Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+		t.Fatalf("escalation before revocation: %v", r)
+	}
+	if err := m.Store.RevokeDevice(context.Background(), "gpu-quiet"); err != nil {
+		t.Fatal(err)
+	}
+	if ae := closedWith(t, conn, 5*time.Second); ae.ErrorCode != bridge.CodeRevoked {
+		t.Fatalf("closed with %v, want CodeRevoked", ae)
+	}
+}
+
+// TestExpiredWhileConnectedIsDropped: a certificate that expires while its
+// hub is connected ends the connection at the next re-check, whether or
+// not the hub said hello.
+func TestExpiredWhileConnectedIsDropped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
+	ttl := 3 * time.Second
+	withHello := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-brief", Account: "acme"}, ttl)
+	noHello := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-brief-raw", Account: "acme"}, ttl)
+	issued := time.Now()
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: withHello})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, b.Addr().String(), noHello)
+	if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: "before", Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+		t.Fatalf("escalation before expiry: %v", r)
+	}
+	if ae := closedWith(t, conn, ttl+5*time.Second); ae.ErrorCode != bridge.CodeExpired {
+		t.Fatalf("closed with %v, want CodeExpired", ae)
+	}
+	if time.Since(issued) < ttl-time.Second {
+		t.Fatalf("closed %s after issue, before the certificate expired", time.Since(issued))
+	}
+	waitFor(t, 3*time.Second, "the expired hub to be dropped", func() bool { return !a.Status().Connected })
+	time.Sleep(time.Second) // its reconnection attempts are refused at the handshake
+	if a.Status().Connected {
+		t.Fatal("an expired device got back in")
+	}
+}
+
+// TestConnectionsPerDeviceCapped: a device past its connection cap is
+// refused with a reason that says so; other devices are not affected, and
+// closing one connection makes room for another.
+func TestConnectionsPerDeviceCapped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.MaxConnsPerDevice = 2 })
+	addr := b.Addr().String()
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-greedy", Account: "acme"}, time.Hour)
+	other := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-neighbour", Account: "acme"}, time.Hour)
+	works := func(conn *quic.Conn, req string) {
+		t.Helper()
+		if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: req, Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+			t.Fatalf("escalation %s: %v", req, r)
+		}
+	}
+	first, second := dial(t, addr, c), dial(t, addr, c)
+	works(first, "one")
+	works(second, "two")
+	third := dial(t, addr, c)
+	ae := closedWith(t, third, 5*time.Second)
+	if ae.ErrorCode != bridge.CodeTooMany || !strings.Contains(ae.ErrorMessage, "2 connections open") {
+		t.Fatalf("third connection closed with %v", ae)
+	}
+	works(dial(t, addr, other), "neighbour")
+	_ = first.CloseWithError(0, "done")
+	time.Sleep(200 * time.Millisecond) // the bridge sees the close
+	works(dial(t, addr, c), "three")
+}
+
+// TestStreamsPerConnectionCapped: a connection cannot hold more streams
+// open than MaxStreamsPerConn.
+func TestStreamsPerConnectionCapped(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.MaxStreamsPerConn = 3; o.StreamReadTimeout = time.Minute })
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-streams", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	for i := range 3 {
+		s, err := conn.OpenStream()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		// The kind and nothing else: the stream stays open on the bridge.
+		if _, err := s.Write([]byte{bridge.StreamEscalation}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var limit *quic.StreamLimitReachedError
+	if _, err := conn.OpenStream(); !errors.As(err, &limit) {
+		t.Fatalf("fourth stream: %v, want the stream limit", err)
+	}
+}
+
+// TestSilentStreamsTimeOut: a stream that declares a large frame and sends
+// a few bytes of it is reset after StreamReadTimeout, and a control stream
+// that never says hello ends the connection.
+func TestSilentStreamsTimeOut(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.StreamReadTimeout = 300 * time.Millisecond })
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-slow", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	s, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := binary.AppendUvarint([]byte{bridge.StreamEscalation}, wire.MaxMessageBytes)
+	if _, err := s.Write(append(hdr, make([]byte, 10)...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var se *quic.StreamError
+	if _, err := s.Read(make([]byte, 1)); !errors.As(err, &se) || !se.Remote {
+		t.Fatalf("a stalled escalation stream read %v, want a reset from the bridge", err)
+	}
+
+	ctl, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Write([]byte{bridge.StreamControl}); err != nil {
+		t.Fatal(err)
+	}
+	if ae := closedWith(t, conn, 5*time.Second); ae.ErrorCode != bridge.CodeProtocol {
+		t.Fatalf("a control stream without hello: closed with %v", ae)
+	}
+}
+
+// TestTimedOutStreamsFreeTheirSlots: streams that stall and are reset by
+// the bridge no longer count against the connection's stream cap, even
+// when the hub never finishes its side.
+func TestTimedOutStreamsFreeTheirSlots(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) {
+		o.MaxStreamsPerConn = 2
+		o.StreamReadTimeout = 200 * time.Millisecond
+	})
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-stall", Account: "acme"}, time.Hour)
+	conn := dial(t, b.Addr().String(), c)
+	stall := func(prefix []byte) {
+		t.Helper()
+		for range 2 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s, err := conn.OpenStreamSync(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("no stream slot came free: %v", err)
+			}
+			if _, err := s.Write(prefix); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stall([]byte{bridge.StreamEscalation, 0x80}) // half a frame header
+	stall([]byte{bridge.StreamEscalation})       // the kind only
+	stall([]byte{bridge.StreamEscalation, 0x80})
+	if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: "after", Prompt: "q [sim:agree]"}); r.GetResult() == nil {
+		t.Fatalf("escalation after the stalled streams: %v", r)
 	}
 }

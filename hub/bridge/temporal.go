@@ -10,6 +10,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/runner"
@@ -33,10 +34,24 @@ var (
 var requestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
 
 // EscalationWorkflowID is the workflow id of a device's request: the same
-// request sent again (after a reconnect) names the same workflow, so it runs once.
+// request sent again (after a reconnect) names the same workflow, so it runs
+// once. Device ids never contain ':' (pki.ValidID), so no two devices' ids
+// meet: "gpu" asking "1-job7" and "gpu-1" asking "job7" are two workflows.
 func EscalationWorkflowID(deviceID, requestID string) string {
-	return "escalation-" + deviceID + "-" + requestID
+	return "escalation-" + deviceID + ":" + requestID
 }
+
+// Memo keys naming the device and account an escalation was started for.
+const (
+	memoDevice  = "device"
+	memoAccount = "account"
+)
+
+// RefusedError is a request the bridge will not run as sent; resending it
+// unchanged gets the same answer.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return e.Reason }
 
 // Escalate starts the request's ConsensusWorkflow, billed to the device's
 // account, or attaches to it if it already exists, and streams its progress
@@ -53,14 +68,26 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 		return err
 	}
 	wid := EscalationWorkflowID(id.DeviceID, req.GetRequestId())
-	_, err := t.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	run, err := t.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: wid, TaskQueue: workers.CloudQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		Memo:                     map[string]any{memoDevice: id.DeviceID, memoAccount: id.Account},
 	}, workflows.ConsensusWorkflow, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
-	if err != nil && !errors.As(err, &started) {
+	var runID string
+	switch {
+	case err == nil:
+		runID = run.GetRunID()
+	case errors.As(err, &started):
+		runID = started.RunId
+	default:
 		return &UnavailableError{Err: fmt.Errorf("start consensus: %w", err)}
+	}
+	// USE_EXISTING attaches to whatever runs under wid: stream it only if
+	// it is this device's own escalation.
+	if err := t.checkOwner(ctx, wid, runID, req.GetRequestId(), id); err != nil {
+		return err
 	}
 	poll := t.Poll
 	if poll == 0 {
@@ -95,6 +122,40 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 		WorkflowId: wid, Status: st.Status, Score: st.Score, Rounds: uint32(rounds), Answer: st.Answer,
 	}}})
 }
+
+// checkOwner reads the run's first event and refuses it unless it is a
+// ConsensusWorkflow whose input bills id's account and whose memo names
+// id's device and account.
+func (t *Temporal) checkOwner(ctx context.Context, wid, runID, requestID string, id pki.Identity) error {
+	it := t.Client.GetWorkflowHistory(ctx, wid, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	if !it.HasNext() {
+		return &UnavailableError{Err: fmt.Errorf("escalation %s has no history yet", wid)}
+	}
+	ev, err := it.Next()
+	if err != nil {
+		return &UnavailableError{Err: fmt.Errorf("read escalation %s: %w", wid, err)}
+	}
+	refused := &RefusedError{Reason: fmt.Sprintf("request_id %q is already used by another run: send the request under a new request_id", requestID)}
+	attrs := ev.GetWorkflowExecutionStartedEventAttributes()
+	if attrs == nil || attrs.GetWorkflowType().GetName() != workflowName {
+		return refused
+	}
+	dc := converter.GetDefaultDataConverter()
+	var in workflows.ConsensusInput
+	if err := dc.FromPayloads(attrs.GetInput(), &in); err != nil || in.Account != id.Account {
+		return refused
+	}
+	var device, account string
+	memo := attrs.GetMemo().GetFields()
+	if dc.FromPayload(memo[memoDevice], &device) != nil || dc.FromPayload(memo[memoAccount], &account) != nil ||
+		device != id.DeviceID || account != id.Account {
+		return refused
+	}
+	return nil
+}
+
+// workflowName is the type the SDK registers workflows.ConsensusWorkflow under.
+const workflowName = "ConsensusWorkflow"
 
 // Steps lists the completed agent steps of s in order: Pathos, then Logos
 // and Ethos of each round, then the Arbiter.

@@ -24,6 +24,9 @@ type Options struct {
 	Agent agent.Options
 	// APIListen serves the local API (for `si escalate`); empty disables it.
 	APIListen string
+	// APISecretFile holds the local API's secret, created (0600) if missing;
+	// required with APIListen. si escalate reads it.
+	APISecretFile string
 	// Temporal and Inference run the hub's worker; a nil Temporal runs none.
 	Temporal  client.Client
 	Inference *activities.Inference
@@ -57,11 +60,15 @@ func Start(o Options) (n *Node, err error) {
 	}()
 	n.stops = append(n.stops, func() { cancel(); <-done })
 	if o.APIListen != "" {
+		secret, err := agent.LoadOrCreateSecret(o.APISecretFile)
+		if err != nil {
+			return nil, err
+		}
 		l, err := net.Listen("tcp", o.APIListen)
 		if err != nil {
 			return nil, fmt.Errorf("hub API on %s: %w", o.APIListen, err)
 		}
-		srv := &http.Server{Handler: agent.Handler(n.Agent), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: agent.Handler(n.Agent, secret), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(l) }()
 		n.apiAddr = l.Addr().String()
 		n.stops = append(n.stops, func() { _ = srv.Close() })

@@ -69,20 +69,49 @@ func (r *Reader) Read(m proto.Message) error {
 	if n > MaxMessageBytes {
 		return ErrTooLarge
 	}
-	if cap(r.buf) < int(n) {
-		r.buf = make([]byte, n)
-	}
-	b := r.buf[:n]
-	if _, err := io.ReadFull(r.r, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	b, err := r.body(int(n))
+	if err != nil {
 		return fmt.Errorf("wire: frame body: %w", err)
 	}
 	if err := proto.Unmarshal(b, m); err != nil {
 		return fmt.Errorf("wire: %w", err)
 	}
 	return nil
+}
+
+// Frame bodies are read into a buffer that grows as bytes arrive, never to
+// the declared length up front: a peer that declares 1 MiB and sends ten
+// bytes costs what it sent. A buffer over keepBytes is dropped after its
+// frame so that an idle stream does not hold on to a large one.
+const (
+	firstChunk = 4 << 10
+	keepBytes  = 64 << 10
+)
+
+// body reads the next n bytes.
+func (r *Reader) body(n int) ([]byte, error) {
+	b := r.buf[:0]
+	for len(b) < n {
+		if len(b) == cap(b) {
+			grown := make([]byte, len(b), min(n, max(2*cap(b), firstChunk)))
+			copy(grown, b)
+			b = grown
+		}
+		k, err := r.r.Read(b[len(b):min(cap(b), n)])
+		b = b[:len(b)+k]
+		if err != nil && len(b) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	if cap(b) <= keepBytes {
+		r.buf = b
+	} else {
+		r.buf = nil
+	}
+	return b, nil
 }
 
 // ValidateHub checks a message from a hub.

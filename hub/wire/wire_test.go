@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"google.golang.org/protobuf/proto"
 
@@ -70,6 +72,59 @@ func TestBounds(t *testing.T) {
 	}
 }
 
+// TestDeclaredLengthIsNotAllocated sends a header that declares the largest
+// frame and then only a few bytes: the reader must not allocate the
+// declared length before the body arrives.
+func TestDeclaredLengthIsNotAllocated(t *testing.T) {
+	var hdr [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(hdr[:], MaxMessageBytes)
+	frame := append(hdr[:n:n], bytes.Repeat([]byte{0}, 100)...)
+	var m meshv1.HubMessage
+	allocs := allocated(func() {
+		for range 16 {
+			if err := NewReader(bytes.NewReader(frame)).Read(&m); !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("frame cut short: %v", err)
+			}
+		}
+	})
+	// 16 readers, each with its bufio buffer and what 100 bytes need: well
+	// under one declared length, where the old reader took 16 MiB.
+	if allocs > MaxMessageBytes/2 {
+		t.Fatalf("16 frames declaring %d bytes with 100 sent allocated %d bytes", MaxMessageBytes, allocs)
+	}
+}
+
+// TestLargeFrameGrows reads frames of many sizes, largest first, through one
+// reader, so buffers grow and are reused correctly.
+func TestLargeFrameGrows(t *testing.T) {
+	var buf bytes.Buffer
+	sizes := []int{MaxPromptLen, 1, 5000, 70000, 0, 3}
+	for _, n := range sizes {
+		if err := Write(&buf, &meshv1.EscalationRequest{RequestId: "r", Prompt: strings.Repeat("p", n)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(iotest.OneByteReader(&buf))
+	for _, n := range sizes {
+		var m meshv1.EscalationRequest
+		if err := r.Read(&m); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.GetPrompt()) != n || m.GetRequestId() != "r" {
+			t.Fatalf("prompt of %d bytes read as %d", n, len(m.GetPrompt()))
+		}
+	}
+}
+
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
 func fuzzRead[T proto.Message](f *testing.F, newMsg func() T, validate func(T) error, seeds ...T) {
 	for _, s := range seeds {
 		var buf bytes.Buffer
@@ -117,4 +172,27 @@ func FuzzEscalationResponse(f *testing.F) {
 	fuzzRead(f, func() *meshv1.EscalationResponse { return &meshv1.EscalationResponse{} }, ValidateResponse,
 		&meshv1.EscalationResponse{RequestId: "r1", Body: &meshv1.EscalationResponse_Result{Result: &meshv1.EscalationResult{Status: "consensus"}}},
 		&meshv1.EscalationResponse{RequestId: "r1", Body: &meshv1.EscalationResponse_Error{Error: &meshv1.EscalationError{Code: "x"}}})
+}
+
+// FuzzFrameChunks reads the same bytes whole and one byte at a time: a
+// frame's growing buffer must give the same messages either way.
+func FuzzFrameChunks(f *testing.F) {
+	var buf bytes.Buffer
+	_ = Write(&buf, &meshv1.EscalationRequest{RequestId: "r1", Prompt: strings.Repeat("why? ", 2000)})
+	_ = Write(&buf, &meshv1.EscalationRequest{RequestId: "r2", Prompt: "short"})
+	f.Add(buf.Bytes())
+	f.Add([]byte{0x80, 0x80, 0x40, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		whole, bytewise := NewReader(bytes.NewReader(data)), NewReader(iotest.OneByteReader(bytes.NewReader(data)))
+		for range 8 {
+			var a, b meshv1.EscalationRequest
+			errA, errB := whole.Read(&a), bytewise.Read(&b)
+			if (errA == nil) != (errB == nil) || !proto.Equal(&a, &b) {
+				t.Fatalf("whole: %v %v; byte by byte: %v %v", &a, errA, &b, errB)
+			}
+			if errA != nil {
+				return
+			}
+		}
+	})
 }

@@ -10,19 +10,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/internal/config"
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 )
 
 func escalateCommand() *Command {
 	var (
-		api    string
-		req    agent.EscalateRequest
-		asJSON bool
+		api, secretFile, devDir string
+		req                     agent.EscalateRequest
+		asJSON                  bool
 	)
 	return &Command{
 		Name:  "escalate",
@@ -32,9 +34,16 @@ func escalateCommand() *Command {
 si dev's local hub), which sends it to the cloud bridge over its QUIC tunnel.
 The bridge runs it as a consensus billed to the hub's account and streams the
 steps back. If the tunnel is down the hub keeps the request and sends it when
-the link returns.`,
+the link returns.
+
+The hub's API answers only requests carrying its secret, which the hub
+writes at start: si escalate reads it from --hub-secret-file, by default
+from the si dev in --dev-dir when its hub answers at --hub-api, else from
+the one hub enrolled on this machine (~/.si/devices/<id>/api-secret).`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&api, "hub-api", "127.0.0.1:7450", "the local hub's API address")
+			fs.StringVar(&secretFile, "hub-secret-file", "", "the hub's API secret (default: found in --dev-dir or ~/.si/devices/<id>/"+agent.SecretFile+")")
+			fs.StringVar(&devDir, "dev-dir", config.DevDir(), "data directory of the si dev whose local hub to use")
 			fs.StringVar(&req.Project, "project", "", "project the run belongs to")
 			fs.Func("max-rounds", "rounds before the Arbiter decides (default 3)", func(s string) error {
 				_, err := fmt.Sscan(s, &req.MaxRounds)
@@ -50,12 +59,23 @@ the link returns.`,
 			if strings.TrimSpace(req.Prompt) == "" {
 				return errors.New(`a prompt is required: si escalate "your question"`)
 			}
+			if secretFile == "" {
+				var err error
+				if secretFile, err = hubSecretFile(api, devDir); err != nil {
+					return err
+				}
+			}
+			secret, err := agent.ReadSecret(secretFile)
+			if err != nil {
+				return err
+			}
 			body, _ := json.Marshal(req)
 			hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+"/v1/escalate", bytes.NewReader(body))
 			if err != nil {
 				return err
 			}
 			hreq.Header.Set("Content-Type", "application/json")
+			hreq.Header.Set(agent.SecretHeader, "Bearer "+secret)
 			resp, err := http.DefaultClient.Do(hreq)
 			if err != nil {
 				return fmt.Errorf("no hub answers at %s: start `si hub` or `si dev`, or pass --hub-api", api)
@@ -108,4 +128,22 @@ the link returns.`,
 			return errors.New("the hub closed the stream before a result")
 		},
 	}
+}
+
+// hubSecretFile finds the API secret of the hub answering at api: the si
+// dev in devDir if its local hub is the one, else the one hub enrolled
+// under ~/.si/devices.
+func hubSecretFile(api, devDir string) (string, error) {
+	if st, err := config.ReadDevState(devDir); err == nil && st.HubAPI == api {
+		return filepath.Join(devDir, "hub", agent.SecretFile), nil
+	}
+	found, _ := filepath.Glob(filepath.Join(config.HomeDir(), "devices", "*", agent.SecretFile))
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", fmt.Errorf("no secret for the hub API at %s: pass --hub-secret-file (si hub writes it beside its certificate, ~/.si/devices/<id>/%s; si dev in <data-dir>/hub/%s), or --dev-dir for an si dev with another data directory",
+			api, agent.SecretFile, agent.SecretFile)
+	}
+	return "", fmt.Errorf("%d hubs on this machine have an API secret (%s): pass --hub-secret-file for the one at %s", len(found), strings.Join(found, ", "), api)
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/hub"
+	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
 	"github.com/superinstance/mesh/internal/config"
@@ -30,6 +31,7 @@ func hubCommand() *Command {
 		o                  node.Options
 		certPath, keyPath  string
 		caPath, serverName string
+		secretFile         string
 		t                  config.Temporal
 		l                  config.LLM
 		noWorker           bool
@@ -43,7 +45,9 @@ every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
 over 80°C, with hysteresis), and carries escalations (si escalate) and usage
 records. It reconnects by itself after any interruption; what waits meanwhile
 is delivered afterwards. It also runs the hub's Temporal worker on
-hub.<device-id> and serves a local API for si escalate.`,
+hub.<device-id> and serves a local API for si escalate on loopback, which
+answers only requests that carry the secret in --api-secret-file (created
+0600 at start, read by si escalate) with a localhost Host and JSON body.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (UDP)")
 			fs.StringVar(&certPath, "cert", "", "device certificate (default ~/.si/devices/<id>/cert.pem)")
@@ -51,8 +55,9 @@ hub.<device-id> and serves a local API for si escalate.`,
 			fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default ~/.si/devices/<id>/ca.pem)")
 			fs.StringVar(&serverName, "server-name", "", "name in the bridge's certificate (default: the --bridge host)")
 			fs.StringVar(&o.DeviceID, "id", "", "device id (default: the certificate's)")
-			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval")
+			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval (under a minute: the bridge closes a control stream silent for 12 of its heartbeat intervals, 60 s by default)")
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
+			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend for the hub's worker")
 			l.Register(fs, "http://127.0.0.1:8300/v1")
@@ -66,6 +71,14 @@ hub.<device-id> and serves a local API for si escalate.`,
 				return err
 			}
 			o.DeviceID, o.Agent.TLS, o.Agent.DeviceID = id.DeviceID, tc, id.DeviceID
+			o.APISecretFile = secretFile
+			if o.APISecretFile == "" {
+				dir := deviceDir(id.DeviceID)
+				if certPath != "" {
+					dir = filepath.Dir(certPath)
+				}
+				o.APISecretFile = filepath.Join(dir, agent.SecretFile)
+			}
 			o.Agent.Version, o.Agent.Hostname = Version, hostname()
 			r := vitals.NewReader(nil)
 			defer r.Close()

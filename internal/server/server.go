@@ -58,6 +58,14 @@ func ParseRoles(s string) (map[string]bool, error) {
 	return roles, nil
 }
 
+// BridgeLimits are the bridge's per-device bounds (see bridge.Options).
+type BridgeLimits struct {
+	Recheck           time.Duration
+	ConnsPerDevice    int
+	StreamsPerConn    int
+	StreamReadTimeout time.Duration
+}
+
 // Options configures a server.
 type Options struct {
 	Roles map[string]bool
@@ -66,6 +74,10 @@ type Options struct {
 	// BridgeHosts are the names and addresses in the bridge's certificate
 	// when it is issued from CADir.
 	BridgeHosts []string
+	// BridgeLimits bounds what one device may hold on the bridge and how
+	// often connected devices are checked for revocation and expiry; zero
+	// fields take bridge.Options' defaults.
+	BridgeLimits BridgeLimits
 	// CADir holds the mesh CA; the bridge trusts it and, without
 	// ServerCertFile, gets its certificate from it.
 	CADir                         string
@@ -194,6 +206,8 @@ func Start(o Options) (s *Server, err error) {
 		b, err := bridge.Listen(bridge.Options{
 			Addr: o.BridgeListen, TLS: tc, Store: o.Store, Metrics: metrics, Logger: o.Logger,
 			Escalator: &bridge.Temporal{Client: o.Temporal}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
+			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,
+			MaxStreamsPerConn: o.BridgeLimits.StreamsPerConn, StreamReadTimeout: o.BridgeLimits.StreamReadTimeout,
 		})
 		if err != nil {
 			return nil, err

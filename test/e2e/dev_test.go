@@ -202,13 +202,13 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	}
 
 	// Escalation through the local hub's QUIC tunnel, billed to its account.
-	cmd := exec.Command(si, "escalate", "--hub-api", hubAPI, "Why is the sky blue? [sim:agree]")
+	cmd := exec.Command(si, "escalate", "--hub-api", hubAPI, "--dev-dir", dataDir, "Why is the sky blue? [sim:agree]")
 	cmd.Env = cleanEnv()
 	esc, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("si escalate: %v\n%s", err, esc)
 	}
-	for _, want := range []string{"pathos", "logos", "ethos", "status    consensus", "workflow  escalation-e2e-"} {
+	for _, want := range []string{"pathos", "logos", "ethos", "status    consensus", "workflow  escalation-e2e:"} {
 		if !strings.Contains(string(esc), want) {
 			t.Fatalf("si escalate output lacks %q:\n%s", want, esc)
 		}
@@ -241,7 +241,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		EventID string `json:"event_id"`
 		Charged int64  `json:"charged_micros"`
 	}
-	if err := json.Unmarshal(usageOut, &events); err != nil || len(events) != 3 || !strings.HasPrefix(events[0].EventID, "escalation-e2e-") {
+	if err := json.Unmarshal(usageOut, &events); err != nil || len(events) != 3 || !strings.HasPrefix(events[0].EventID, "escalation-e2e:") {
 		t.Fatalf("si usage --account acme: %v\n%s", err, usageOut)
 	}
 	cmd = exec.Command(si, "balance", "--dev-dir", dataDir, "--account", "dev", "--json")
