@@ -254,7 +254,10 @@ func (s *Stripe) ensureWebhook(ctx context.Context, o SetupOptions, r *SetupResu
 	if err != nil {
 		return classify(err)
 	}
-	r.WebhookEndpointID, r.WebhookSecret = we.ID, we.Secret
+	r.WebhookEndpointID = we.ID
+	if we.Secret != "" {
+		r.WebhookSecret = we.Secret
+	}
 	r.Created = append(r.Created, "webhook endpoint "+we.ID)
 	return nil
 }
