@@ -171,3 +171,35 @@ func TestMeterPayloadKeysMatchTheMeterEvents(t *testing.T) {
 	wantForm(t, "meter event", ev[0].Form, map[string]string{
 		"event_name": billing.DefaultMeterEvent, "payload[" + billing.MeterCustomerKey + "]": "cus_payload", "payload[" + billing.MeterValueKey + "]": "123"})
 }
+
+// Stripe creates the meter, the price or the endpoint but the reply is
+// lost: the setup run again sends each create under the same idempotency
+// key, so Stripe answers with what it made the first time. (The price's key
+// is its meter's id, the same at Stripe on every retry; stripe-mock makes a
+// new meter id each time, so only the meter's and the endpoint's keys can
+// be counted here.)
+func TestStripeSetupRetriedAfterLostRepliesReusesTheKeys(t *testing.T) {
+	ctx := context.Background()
+	proxy := harness.NewStripeProxy(t, harness.StripeMock(t))
+	s := billing.NewStripe(proxy.URL, "sk_test_mesh", "")
+	for _, route := range []string{"POST /v1/billing/meters", "POST /v1/prices", "POST /v1/webhook_endpoints"} {
+		proxy.Fail(route, 1)
+		if _, err := s.EnsureSetup(ctx, billing.SetupOptions{PublicURL: "https://mesh.example.com"}); err == nil {
+			t.Fatalf("%s: the lost reply was not reported", route)
+		}
+	}
+	if _, err := s.EnsureSetup(ctx, billing.SetupOptions{PublicURL: "https://mesh.example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, route := range []string{"POST /v1/billing/meters", "POST /v1/webhook_endpoints"} {
+		keys := proxy.Keys(route)
+		if len(keys) != 1 {
+			t.Errorf("%s sent under %d idempotency keys (%v); want one", route, len(keys), keys)
+		}
+		for k := range keys {
+			if k == "" {
+				t.Errorf("%s sent without an idempotency key", route)
+			}
+		}
+	}
+}

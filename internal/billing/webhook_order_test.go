@@ -129,3 +129,54 @@ func TestWebhookSameEventTwiceAppliedOnce(t *testing.T) {
 		t.Fatalf("a redelivered payment_failed applied twice: %s, want active", got)
 	}
 }
+
+// One customer's failed invoice suspends its own account only, and events
+// racing for one customer are applied in Stripe's order, not arrival's.
+func TestWebhookTouchesOnlyItsCustomerUnderConcurrency(t *testing.T) {
+	s, h, status, deliver := payer(t, "racer")
+	ctx := context.Background()
+	if _, err := s.CreateAccount(ctx, "bystander", "b@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetStripeCustomer(ctx, "bystander", "cus_bystander"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	// Each invoice failed, then was paid; the payments arrive first, all at
+	// once, then the older failures, all at once.
+	const n = 8
+	var paid, failed [][]byte
+	for i := range n {
+		inv := fmt.Sprintf("in_race_%d", i)
+		failed = append(failed, invoiceEvent(fmt.Sprintf("evt_rf%d", i), "invoice.payment_failed", inv, "cus_racer", t0.Add(time.Duration(i)*time.Second)))
+		paid = append(paid, invoiceEvent(fmt.Sprintf("evt_rp%d", i), "invoice.paid", inv, "cus_racer", t0.Add(time.Duration(i)*time.Second+time.Minute)))
+	}
+	for _, wave := range [][][]byte{paid, failed} {
+		errs := make(chan string, len(wave))
+		for _, b := range wave {
+			go func() {
+				rec := post(h, b, sign(b, time.Now()))
+				if rec.Code != 200 {
+					errs <- rec.Body.String()
+					return
+				}
+				errs <- ""
+			}()
+		}
+		for range wave {
+			if e := <-errs; e != "" {
+				t.Fatal(e)
+			}
+		}
+	}
+	if got := status(); got != "active/" {
+		t.Fatalf("every invoice paid, account %s", got)
+	}
+	deliver(invoiceEvent("evt_rf_last", "invoice.payment_failed", "in_race_last", "cus_racer", t0.Add(time.Hour)))
+	if got := status(); got != "suspended/payment_failed" {
+		t.Fatalf("after a new failure: %s", got)
+	}
+	if b, _ := s.AccountByID(ctx, "bystander"); b.Status != "active" {
+		t.Fatalf("another customer's failure suspended bystander: %+v", b)
+	}
+}
