@@ -173,7 +173,7 @@ func accountCommand() *Command {
 				case customer == "":
 					text += "stripe    none (no --stripe-key and no si dev stripe-mock): usage accrues unbilled\n"
 				case subscription == "":
-					text += "stripe    " + customer + ", not subscribed: run si stripe setup, then si account create again, for usage to be invoiced\n"
+					text += "stripe    " + customer + ", not subscribed to a price yet: si stripe setup subscribes it, and then Stripe invoices its usage\n"
 				default:
 					text += "stripe    " + customer + ", subscription " + subscription + "\n"
 				}

@@ -19,6 +19,7 @@ func stripeCommand() *Command {
 		publicURL     string
 		webhookSecret string
 		asJSON        bool
+		existing      bool
 	)
 	return &Command{
 		Name:  "stripe",
@@ -39,6 +40,7 @@ account is subscribed to the price. Running it again creates nothing; a new
 				sc.Register(fs)
 				fs.StringVar(&publicURL, "public-url", "", "the mesh's base URL as Stripe reaches it, e.g. https://mesh.example.com (required)")
 				fs.StringVar(&webhookSecret, "webhook-secret", "", "the signing secret of a webhook endpoint made before whose secret this database lost")
+				fs.BoolVar(&existing, "subscribe-existing", true, "also subscribe the accounts that have a Stripe customer but no usage subscription yet")
 				fs.BoolVar(&asJSON, "json", false, "print JSON")
 			},
 			Run: func(ctx context.Context, env *Env, args []string) error {
@@ -65,13 +67,28 @@ account is subscribed to the price. Running it again creates nothing; a new
 				if err != nil && !errors.Is(err, store.ErrNotFound) {
 					return err
 				}
-				r, err := billing.NewStripe(base, key, sc.MeterEvent).EnsureSetup(ctx, billing.SetupOptions{
+				api := billing.NewStripe(base, key, sc.MeterEvent)
+				r, err := api.EnsureSetup(ctx, billing.SetupOptions{
 					PublicURL: publicURL, Have: have, WebhookSecret: webhookSecret})
 				if err != nil {
 					return err
 				}
 				if err := st.SaveStripeSetup(ctx, r.StripeSetup); err != nil {
 					return err
+				}
+				// Accounts that signed up before the price existed.
+				subscribed := []string{}
+				if existing {
+					accts, err := st.UnsubscribedCustomers(ctx)
+					if err != nil {
+						return err
+					}
+					for _, a := range accts {
+						if _, err := api.SubscribeAccount(ctx, st, a[0], a[1]); err != nil {
+							return fmt.Errorf("the setup is recorded, but subscribing account %s failed: %w (run si stripe setup again to carry on)", a[0], err)
+						}
+						subscribed = append(subscribed, a[0])
+					}
 				}
 				if r.Created == nil {
 					r.Created = []string{}
@@ -80,7 +97,10 @@ account is subscribed to the price. Running it again creates nothing; a new
 					r.Updated = []string{}
 				}
 				if asJSON {
-					return printJSON(env.Stdout, r)
+					return printJSON(env.Stdout, struct {
+						billing.SetupResult
+						Subscribed []string `json:"subscribed_accounts"`
+					}{r, subscribed})
 				}
 				secret := r.WebhookSecret
 				if secret == "" {
@@ -95,6 +115,9 @@ account is subscribed to the price. Running it again creates nothing; a new
 				fmt.Fprintf(env.Stdout, "webhook         %s %s\n", r.WebhookEndpointID, r.WebhookURL)
 				fmt.Fprintf(env.Stdout, "webhook secret  %s\n", secret)
 				fmt.Fprintf(env.Stdout, "changed         %s\n", changed)
+				if len(subscribed) > 0 {
+					fmt.Fprintf(env.Stdout, "subscribed      %s\n", strings.Join(subscribed, ", "))
+				}
 				fmt.Fprintln(env.Stdout, "si server reads these from the database; new accounts are subscribed to the price.")
 				return nil
 			},

@@ -206,3 +206,24 @@ func (s *Store) PaymentSuspended(ctx context.Context, account string) (bool, err
 	}
 	return v, err
 }
+
+// UnsubscribedCustomers lists the accounts that have a Stripe customer but
+// no subscription to the metered price (signed up before `si stripe setup`),
+// as account id and customer id.
+func (s *Store) UnsubscribedCustomers(ctx context.Context) ([][2]string, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT id, stripe_customer_id FROM accounts
+		WHERE stripe_customer_id IS NOT NULL AND stripe_usage_subscription IS NULL ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var r [2]string
+		if err := rows.Scan(&r[0], &r[1]); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -46,13 +46,24 @@ func TestStripeSetupCommandAndSignup(t *testing.T) {
 	if _, errb, code := si(t, append(setup[:2:2], append([]string{"--public-url", "mesh.example.com"}, stripeFlags...)...)...); code == 0 || !strings.Contains(errb, "not an http(s) base URL") {
 		t.Fatalf("setup with a bad --public-url: exit %d, %s", code, errb)
 	}
-	var first, second billing.SetupResult
+	// An account signed up before the setup is subscribed by it.
+	early := append([]string{"account", "create", "--account", "early", "--email", "early@acme.example"}, stripeFlags...)
+	if out, errb, code := si(t, early...); code != 0 || !strings.Contains(out, "si stripe setup subscribes it") {
+		t.Fatalf("account create before setup: exit %d\n%s%s", code, out, errb)
+	}
+	var first, second struct {
+		billing.SetupResult
+		Subscribed []string `json:"subscribed_accounts"`
+	}
 	siJSON(t, &first, setup...)
+	if len(first.Subscribed) != 1 || first.Subscribed[0] != "early" {
+		t.Fatalf("setup subscribed %v; want [early]", first.Subscribed)
+	}
 	if len(first.Created) != 3 || first.PriceID == "" || first.WebhookSecret != "whsec_cli" {
 		t.Fatalf("first setup %+v", first)
 	}
 	siJSON(t, &second, setup...)
-	if len(second.Created) != 0 || second.MeterID != first.MeterID || second.PriceID != first.PriceID || second.WebhookEndpointID != first.WebhookEndpointID {
+	if len(second.Created) != 0 || len(second.Subscribed) != 0 || second.MeterID != first.MeterID || second.PriceID != first.PriceID || second.WebhookEndpointID != first.WebhookEndpointID {
 		t.Fatalf("second setup %+v after %+v", second, first)
 	}
 	st, err := store.Open(context.Background(), db)
@@ -61,8 +72,8 @@ func TestStripeSetupCommandAndSignup(t *testing.T) {
 	}
 	defer st.Close()
 	rec, err := st.StripeSetup(context.Background())
-	if err != nil || rec != first.StripeSetup {
-		t.Fatalf("recorded %+v, %v; want %+v", rec, err, first.StripeSetup)
+	if err != nil || rec != first.SetupResult.StripeSetup {
+		t.Fatalf("recorded %+v, %v; want %+v", rec, err, first.SetupResult.StripeSetup)
 	}
 
 	create := append([]string{"account", "create", "--account", "acme", "--email", "ops@acme.example"}, stripeFlags...)
@@ -76,11 +87,11 @@ func TestStripeSetupCommandAndSignup(t *testing.T) {
 	}
 	siJSON(t, &acct, create...)
 	keys := proxy.Keys("POST /v1/subscriptions")
-	if len(keys) != 1 || keys[billing.UsageSubscriptionKey("acme")] != 1 {
+	if len(keys) != 2 || keys[billing.UsageSubscriptionKey("acme")] != 1 || keys[billing.UsageSubscriptionKey("early")] != 1 {
 		t.Fatalf("subscriptions asked for by idempotency key: %v; want one, once", keys)
 	}
 	subs := proxy.Requests("POST /v1/subscriptions")
-	if f := subs[0].Form; f.Get("customer") != acct.StripeCustomerID || f.Get("items[0][price]") != first.PriceID {
+	if f := subs[len(subs)-1].Form; f.Get("customer") != acct.StripeCustomerID || f.Get("items[0][price]") != first.PriceID {
 		t.Fatalf("subscription request %v", f)
 	}
 }
