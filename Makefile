@@ -71,7 +71,8 @@ fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)
 
 ## bench: benchmarks side by side with their baselines; writes $(BENCH_OUT).
-bench: deps
+## The LoRA benchmarks store adapters in MinIO; everything else runs in-process.
+bench: deps $(BIN)/minio
 	BENCH_OUT=$(BENCH_OUT) $(GO) test -run '^$$' -bench . -benchtime=1x -timeout 30m ./test/bench/
 
 ## demo: start `si dev` in the background and run the scenario against it.

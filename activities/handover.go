@@ -280,10 +280,11 @@ func (a *Handovers) Unclone(ctx context.Context, id string) error {
 	return nil
 }
 
-// Subscribe gives the new owner a Stripe customer (unless they have one)
-// and one subscription schedule at the plan's incentive pricing. Both
-// requests carry idempotency keys from our own ids, and a schedule already
-// recorded is not asked for again.
+// Subscribe gives the new owner a Stripe customer (unless they have one),
+// its usage subscription (once Stripe is set up) and one subscription
+// schedule at the plan's incentive pricing: one per account, however many
+// handovers it takes. Every request carries an idempotency key from our own
+// ids, and what is recorded is not asked for again.
 func (a *Handovers) Subscribe(ctx context.Context, id string) (string, error) {
 	if a.Stripe == nil {
 		return "", nonRetryable(errors.New("billing is off on this server: start it with --stripe-key"), ErrHandoverSetup)
@@ -295,22 +296,21 @@ func (a *Handovers) Subscribe(ctx context.Context, id string) (string, error) {
 	if h.Schedule != "" {
 		return h.Schedule, nil
 	}
-	acct, err := a.Store.AccountByID(ctx, h.NewOwner)
+	customer, _, err := a.Stripe.Signup(ctx, a.Store, h.NewOwner, h.Recipient)
+	if err != nil && !errors.Is(err, billing.ErrNoSetup) {
+		return "", stripeError(err)
+	}
+	schedule, err := a.Store.PlanSchedule(ctx, h.NewOwner)
 	if err != nil {
 		return "", err
 	}
-	customer := acct.StripeCustomerID
-	if customer == "" {
-		if customer, err = a.Stripe.EnsureCustomer(ctx, acct.ID, h.Recipient); err != nil {
+	if schedule == "" {
+		if schedule, err = a.Stripe.ScheduleSubscription(ctx, h.NewOwner, customer, a.Plan); err != nil {
 			return "", stripeError(err)
 		}
-		if err := a.Store.SetStripeCustomer(ctx, acct.ID, customer); err != nil {
+		if schedule, err = a.Store.SetPlanSchedule(ctx, h.NewOwner, schedule); err != nil {
 			return "", err
 		}
-	}
-	schedule, err := a.Stripe.ScheduleSubscription(ctx, id, customer, a.Plan)
-	if err != nil {
-		return "", stripeError(err)
 	}
 	return schedule, a.Store.SetHandoverSchedule(ctx, id, schedule)
 }

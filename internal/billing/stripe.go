@@ -124,15 +124,16 @@ func (s *Stripe) ensureProduct(ctx context.Context, id string) error {
 	return classify(err)
 }
 
-// ScheduleKey is the idempotency key of the subscription schedule that
-// handover id creates: the same for every retry.
-func ScheduleKey(handover string) string { return "si-handover-schedule-" + handover }
+// ScheduleKey is the idempotency key of the plan subscription schedule of
+// account: one per account, however many handovers it takes.
+func ScheduleKey(account string) string { return "si-plan-schedule-" + account }
 
-// ScheduleSubscription subscribes customer to plan through a subscription
-// schedule of two yearly phases (intro, then standard; the subscription
-// carries on at the standard price when the schedule ends). Retries of the
-// same handover send the same request under the same idempotency key.
-func (s *Stripe) ScheduleSubscription(ctx context.Context, handover, customer string, plan Plan) (string, error) {
+// ScheduleSubscription subscribes the account's customer to plan through a
+// subscription schedule of two yearly phases (intro, then standard; the
+// subscription carries on at the standard price when the schedule ends).
+// Every call for the same account sends the same request under the same
+// idempotency key.
+func (s *Stripe) ScheduleSubscription(ctx context.Context, account, customer string, plan Plan) (string, error) {
 	if err := s.ensureProduct(ctx, plan.Product); err != nil {
 		return "", err
 	}
@@ -167,9 +168,9 @@ func (s *Stripe) ScheduleSubscription(ctx context.Context, handover, customer st
 		EndBehavior:  stripe.String("release"),
 		Phases:       []*stripe.SubscriptionSchedulePhaseParams{intro, standard},
 	}
-	p.AddMetadata("si_handover", handover)
+	p.AddMetadata("si_account", account)
 	p.Context = ctx
-	p.SetIdempotencyKey(ScheduleKey(handover))
+	p.SetIdempotencyKey(ScheduleKey(account))
 	sch, err := s.api.SubscriptionSchedules.New(p)
 	if err != nil {
 		return "", classify(err)

@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,20 +17,28 @@ import (
 // MaxWebhookBytes bounds a webhook body.
 const MaxWebhookBytes = 64 << 10
 
-// PaymentStatus suspends or reinstates the account of a Stripe customer.
-type PaymentStatus interface {
-	SetPaymentStatus(ctx context.Context, customer string, paid bool) (string, error)
+// Invoices applies invoice events to the accounts of Stripe customers.
+type Invoices interface {
+	ApplyInvoiceEvent(ctx context.Context, ev store.InvoiceEvent) (store.InvoiceOutcome, error)
 }
+
+var _ Invoices = (*store.Store)(nil)
+
+// WebhookEvents are the events the mesh acts on; `si stripe setup` enables
+// exactly these on the webhook endpoint.
+var WebhookEvents = []string{store.InvoicePaid, store.InvoicePaymentFailed, store.InvoiceVoided}
 
 // Webhook receives Stripe events. Only a body whose Stripe-Signature verifies
 // with Secret and is no older than Tolerance (default 5 minutes) is acted on;
 // anything else gets 400 and changes nothing. invoice.payment_failed
-// suspends the customer's account, invoice.paid reinstates it; the same
-// event delivered twice leaves the same state.
+// suspends the customer's account until the invoice is paid or voided;
+// events are applied in Stripe's order (an old failure delivered after the
+// payment changes nothing) and each event id once (a redelivery changes
+// nothing). A payment never lifts a credit-ceiling suspension.
 type Webhook struct {
 	Secret    string
 	Tolerance time.Duration
-	Accounts  PaymentStatus
+	Accounts  Invoices
 	Logger    *slog.Logger
 }
 
@@ -51,25 +58,26 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, "invalid_signature", err.Error())
 		return
 	}
-	var paid bool
-	switch ev.Type {
-	case "invoice.payment_failed":
-		paid = false
-	case "invoice.paid":
-		paid = true
+	switch string(ev.Type) {
+	case store.InvoicePaymentFailed, store.InvoicePaid, store.InvoiceVoided:
 	default:
 		httpjson.Write(w, http.StatusOK, map[string]any{"received": true, "ignored": string(ev.Type)})
 		return
 	}
+	if ev.ID == "" || ev.Created <= 0 {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "event without an id or a created time")
+		return
+	}
 	var invoice struct {
+		ID       string          `json:"id"`
 		Customer json.RawMessage `json:"customer"`
 	}
 	if ev.Data == nil {
 		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "event without data")
 		return
 	}
-	if err := json.Unmarshal(ev.Data.Raw, &invoice); err != nil {
-		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "invoice without a customer")
+	if err := json.Unmarshal(ev.Data.Raw, &invoice); err != nil || invoice.ID == "" {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "event without an invoice id")
 		return
 	}
 	customer := customerID(invoice.Customer)
@@ -77,17 +85,18 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, "invalid_event", "invoice without a customer")
 		return
 	}
-	account, err := h.Accounts.SetPaymentStatus(r.Context(), customer, paid)
-	// An unknown customer is acknowledged: there is no account of ours to change.
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	out, err := h.Accounts.ApplyInvoiceEvent(r.Context(), store.InvoiceEvent{
+		ID: ev.ID, Type: string(ev.Type), Customer: customer, Invoice: invoice.ID, Created: time.Unix(ev.Created, 0).UTC()})
+	if err != nil {
 		if h.Logger != nil {
 			h.Logger.Error("stripe webhook", "event", ev.ID, "error", err)
 		}
-		// Stripe redelivers on a 5xx; the change is idempotent.
+		// Stripe redelivers on a 5xx; the event is applied at most once.
 		httpjson.Error(w, http.StatusInternalServerError, "unavailable", "could not record the event; Stripe will retry")
 		return
 	}
-	httpjson.Write(w, http.StatusOK, map[string]any{"received": true, "event": ev.ID, "account": account})
+	// An unknown customer is acknowledged: there is no account of ours to change.
+	httpjson.Write(w, http.StatusOK, map[string]any{"received": true, "event": ev.ID, "account": out.Account, "outcome": out.Outcome})
 }
 
 // customerID reads "cus_..." or an expanded {"id": "cus_..."}.

@@ -3,7 +3,6 @@ package billing_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -21,8 +20,7 @@ func TestMain(m *testing.M) { harness.Main(m) }
 const secret = "whsec_test_mesh"
 
 func event(id, typ, customer string) []byte {
-	return []byte(fmt.Sprintf(`{"id":%q,"object":"event","type":%q,"api_version":"2020-08-27","data":{"object":{"object":"invoice","customer":%q}}}`,
-		id, typ, customer))
+	return invoiceEvent(id, typ, "in_of_"+customer, customer, time.Now())
 }
 
 func post(h http.Handler, body []byte, sig string) *httptest.ResponseRecorder {
@@ -93,7 +91,8 @@ func TestWebhook(t *testing.T) {
 
 func FuzzWebhookBody(f *testing.F) {
 	f.Add(event("evt", "invoice.paid", "cus_x"))
-	f.Add([]byte(`{"type":"invoice.paid","data":{"object":{"customer":{"id":"cus_y"}}}}`))
+	f.Add([]byte(`{"id":"evt","created":1,"type":"invoice.paid","data":{"object":{"id":"in_1","customer":{"id":"cus_y"}}}}`))
+	f.Add([]byte(`{"id":"evt","created":1,"type":"invoice.voided","data":{"object":{"customer":"cus_y"}}}`))
 	f.Add([]byte(`not json`))
 	h := &billing.Webhook{Secret: secret, Accounts: nopAccounts{}}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -106,6 +105,6 @@ func FuzzWebhookBody(f *testing.F) {
 
 type nopAccounts struct{}
 
-func (nopAccounts) SetPaymentStatus(context.Context, string, bool) (string, error) {
-	return "", store.ErrNotFound
+func (nopAccounts) ApplyInvoiceEvent(context.Context, store.InvoiceEvent) (store.InvoiceOutcome, error) {
+	return store.InvoiceOutcome{Outcome: "unknown_customer"}, nil
 }

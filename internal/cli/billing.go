@@ -129,33 +129,58 @@ func accountCommand() *Command {
 				if err := pki.ValidID("account", l.account); err != nil {
 					return nil, "", err
 				}
+				// A signup run again after a failure carries on with its account
+				// and its Stripe customer.
+				prev, err := st.AccountByID(ctx, l.account)
+				resuming := err == nil && prev.Email == email
 				// The Stripe customer first: its idempotency key is the account
 				// id, so a signup retried after a failure gets the same customer.
 				sc.DevDir = l.db.DevDir
-				var customer string
+				var (
+					customer, subscription string
+					stripeAPI              *billing.Stripe
+				)
+				if resuming {
+					customer = prev.StripeCustomerID
+				}
 				if base, key, ok := sc.Resolve(); ok {
-					var err error
-					if customer, err = billing.NewStripe(base, key, "").EnsureCustomer(ctx, l.account, email); err != nil {
-						return nil, "", fmt.Errorf("creating the Stripe customer: %w", err)
+					stripeAPI = billing.NewStripe(base, key, sc.MeterEvent)
+					if customer == "" {
+						if customer, err = stripeAPI.EnsureCustomer(ctx, l.account, email); err != nil {
+							return nil, "", fmt.Errorf("creating the Stripe customer: %w", err)
+						}
 					}
 				}
-				a, err := st.CreateAccount(ctx, l.account, email)
-				if err != nil {
-					return nil, "", err
+				a := prev
+				if !resuming {
+					if a, err = st.CreateAccount(ctx, l.account, email); err != nil {
+						return nil, "", err
+					}
 				}
-				if customer != "" {
+				if customer != "" && stripeAPI != nil {
 					if err := st.SetStripeCustomer(ctx, a.ID, customer); err != nil {
 						return nil, "", err
 					}
 					a.StripeCustomerID = customer
+					// Then the subscription to the metered price, once.
+					subscription, err = stripeAPI.SubscribeAccount(ctx, st, a.ID, customer)
+					if err != nil && !errors.Is(err, billing.ErrNoSetup) {
+						return nil, "", fmt.Errorf("subscribing %s to the metered price: %w (run the same si account create again to finish)", a.ID, err)
+					}
 				}
 				text := describe(a)
-				if customer == "" {
+				switch {
+				case customer == "":
 					text += "stripe    none (no --stripe-key and no si dev stripe-mock): usage accrues unbilled\n"
-				} else {
-					text += "stripe    " + customer + "\n"
+				case subscription == "":
+					text += "stripe    " + customer + ", not subscribed to a price yet: si stripe setup subscribes it, and then Stripe invoices its usage\n"
+				default:
+					text += "stripe    " + customer + ", subscription " + subscription + "\n"
 				}
-				return toJSON(a), text, nil
+				return struct {
+					accountJSON
+					StripeSubscription string `json:"stripe_subscription,omitempty"`
+				}{toJSON(a), subscription}, text, nil
 			}),
 		}},
 	}

@@ -56,7 +56,7 @@ Every flag can also be set with an SI_ environment variable: --temporal-address
 reads SI_TEMPORAL_ADDRESS, --database-url reads SI_DATABASE_URL. Flags win.`,
 		Sub: []*Command{devCommand(), askCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
 			serverCommand(), accountCommand(), balanceCommand(), usageCommand(), creditCommand(), tierCommand(), ceilingCommand(),
-			billingCommand(), simulatorCommand(), versionCommand()},
+			withSub(billingCommand(), thresholdCommand()), stripeCommand(), priceCommand(), simulatorCommand(), versionCommand()},
 	}
 }
 

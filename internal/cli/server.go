@@ -14,6 +14,7 @@ import (
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/server"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/telemetry"
 )
 
@@ -57,7 +58,7 @@ activities in flight.`,
 			l.Register(fs, "http://127.0.0.1:8300/v1")
 			sc.Register(fs)
 			fs.DurationVar(&o.FlushEvery, "flush-every", time.Hour, "how often small balances are flushed to Stripe")
-			fs.StringVar(&o.WebhookSecret, "stripe-webhook-secret", "", "signing secret of the Stripe webhook served at POST /v1/stripe/webhook")
+			fs.StringVar(&o.WebhookSecret, "stripe-webhook-secret", "", "signing secret of the Stripe webhook served at POST /v1/stripe/webhook (default: the one si stripe setup recorded)")
 			bc.Register(fs)
 			fs.StringVar(&o.LoRACacheDir, "lora-cache-dir", filepath.Join(config.HomeDir(), "adapter-cache"), "where adapters are put for the inference server to load (a directory it can read)")
 			fs.IntVar(&o.LoRACapacity, "lora-capacity", 8, "how many adapters stay loaded in the inference server (least recently used go first)")
@@ -102,6 +103,19 @@ activities in flight.`,
 			if sc.Key != "" {
 				base, key, _ := sc.Resolve()
 				o.Stripe = billing.NewStripe(base, key, sc.MeterEvent)
+				// What si stripe setup recorded: the metered price new accounts
+				// are subscribed to, and the webhook's signing secret.
+				setup, err := o.Store.StripeSetup(ctx)
+				switch {
+				case errors.Is(err, store.ErrNotFound):
+					fmt.Fprintln(env.Stderr, "si server: no si stripe setup in this database: usage is metered, but no account is subscribed to a price, so Stripe invoices nothing")
+				case err != nil:
+					return err
+				case setup.MeterEvent != sc.MeterEvent:
+					return fmt.Errorf("--stripe-meter-event %q is not the meter si stripe setup made (%q): use that one, or run si stripe setup with it", sc.MeterEvent, setup.MeterEvent)
+				case o.WebhookSecret == "":
+					o.WebhookSecret = setup.WebhookSecret
+				}
 			} else {
 				fmt.Fprintln(env.Stderr, "si server: no --stripe-key: balances are not flushed to Stripe")
 			}

@@ -215,6 +215,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 
 	// Stripe: the one given, or a stripe-mock of our own.
 	var stripeClient *billing.Stripe
+	ownStripeMock := false
 	if o.Stripe.Key != "" {
 		base, key, _ := o.Stripe.Resolve()
 		stripeClient = billing.NewStripe(base, key, o.Stripe.MeterEvent)
@@ -223,6 +224,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		d.stops = append(d.stops, stop)
 		stripeClient = billing.NewStripe(url, "sk_test_sidev", o.Stripe.MeterEvent)
 		d.State.StripeURL, d.State.StripeKey = url, "sk_test_sidev"
+		ownStripeMock = true
 	} else {
 		fmt.Fprintf(out, "  billing: %v; flushes to Stripe are off\n", err)
 	}
@@ -296,21 +298,32 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	d.State.MetricsURL = srv.MetricsURL
 	d.State.CADir = caDir
 
+	// With a stripe-mock of its own, si dev sets Stripe up as si stripe
+	// setup would (its webhook secret is --stripe-webhook-secret's), so
+	// accounts are subscribed to the metered price.
+	if ownStripeMock {
+		have, err := st.StripeSetup(ctx)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		r, err := stripeClient.EnsureSetup(ctx, billing.SetupOptions{PublicURL: d.State.PublicURL, Have: have, WebhookSecret: o.WebhookSecret})
+		if err != nil {
+			return nil, fmt.Errorf("stripe setup on stripe-mock: %w", err)
+		}
+		if err := st.SaveStripeSetup(ctx, r.StripeSetup); err != nil {
+			return nil, err
+		}
+	}
+
 	// The local hub's account, and "dev", which si ask bills by default,
-	// each with a Stripe customer when Stripe is on.
+	// each with a Stripe customer and its usage subscription when Stripe is on.
 	for _, id := range []string{"dev", o.Account} {
 		if _, err := st.CreateAccount(ctx, id, ""); err != nil && !errors.Is(err, store.ErrExists) {
 			return nil, err
 		}
 		if stripeClient != nil {
-			if a, err := st.AccountByID(ctx, id); err == nil && a.StripeCustomerID == "" {
-				cus, err := stripeClient.EnsureCustomer(ctx, id, id+"@si.dev")
-				if err != nil {
-					return nil, fmt.Errorf("stripe customer for %s: %w", id, err)
-				}
-				if err := st.SetStripeCustomer(ctx, id, cus); err != nil {
-					return nil, err
-				}
+			if _, _, err := stripeClient.Signup(ctx, st, id, id+"@si.dev"); err != nil && !errors.Is(err, billing.ErrNoSetup) {
+				return nil, fmt.Errorf("stripe signup of %s: %w", id, err)
 			}
 		}
 	}

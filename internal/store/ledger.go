@@ -518,28 +518,6 @@ func (s *Store) FlushableAccounts(ctx context.Context) ([]string, error) {
 	return ids, rows.Err()
 }
 
-// SetPaymentStatus suspends (failed) or reinstates (paid) the account of a
-// Stripe customer. Reinstating lifts only a payment suspension; setting the
-// state it already has changes nothing, so a replayed webhook is harmless.
-func (s *Store) SetPaymentStatus(ctx context.Context, customer string, paid bool) (string, error) {
-	var q string
-	if paid {
-		q = `UPDATE accounts SET status = 'active', suspended_reason = '' WHERE stripe_customer_id = $1 AND suspended_reason = 'payment_failed' RETURNING id`
-	} else {
-		q = `UPDATE accounts SET status = 'suspended', suspended_reason = 'payment_failed' WHERE stripe_customer_id = $1 RETURNING id`
-	}
-	var id string
-	err := s.Pool.QueryRow(ctx, q, customer).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Nothing to change (already in that state), or an unknown customer.
-		err = s.Pool.QueryRow(ctx, `SELECT id FROM accounts WHERE stripe_customer_id = $1`, customer).Scan(&id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return "", ErrNotFound
-		}
-	}
-	return id, err
-}
-
 // SetMultiplier sets a pricing tier's multiplier, creating the tier if new.
 // It applies to usage logged from now on.
 func (s *Store) SetMultiplier(ctx context.Context, tier string, m money.PPM) error {

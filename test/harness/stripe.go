@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,6 +76,14 @@ type StripeProxy struct {
 	fail     map[string]int
 	refuse   map[string]int
 	keys     map[string]map[string]int
+	requests []StripeRequest
+}
+
+// StripeRequest is one request the proxy forwarded: its route, idempotency
+// key and form body.
+type StripeRequest struct {
+	Route, Key string
+	Form       url.Values
 }
 
 // NewStripeProxy starts a proxy in front of upstream until cleanup.
@@ -99,6 +109,20 @@ func (p *StripeProxy) Refuse(route string, n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.refuse[route] = n
+}
+
+// Requests returns the requests forwarded so far, in order; with a route
+// prefix ("POST /v1/prices"), only those whose route starts with it.
+func (p *StripeProxy) Requests(prefix string) []StripeRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []StripeRequest
+	for _, r := range p.requests {
+		if strings.HasPrefix(r.Route, prefix) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Keys returns how many requests "METHOD /path" received under each idempotency key.
@@ -149,6 +173,8 @@ func (p *StripeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.keys[route] = map[string]int{}
 	}
 	p.keys[route][r.Header.Get("Idempotency-Key")]++
+	form, _ := url.ParseQuery(string(body))
+	p.requests = append(p.requests, StripeRequest{Route: route, Key: r.Header.Get("Idempotency-Key"), Form: form})
 	fail := p.fail[route] > 0
 	if fail {
 		p.fail[route]--

@@ -145,7 +145,7 @@ func TestHandoverClonesProjectAndSubscribes(t *testing.T) {
 	if row.State != store.HandoverCompleted || row.Schedule != st.Schedule || row.NewProject != st.NewProject {
 		t.Fatalf("row %+v", row)
 	}
-	if keys := hm.stripe.Keys("POST /v1/subscription_schedules"); len(keys) != 1 || keys[billing.ScheduleKey(h.ID)] != 1 {
+	if keys := hm.stripe.Keys("POST /v1/subscription_schedules"); len(keys) != 1 || keys[billing.ScheduleKey("ada")] != 1 {
 		t.Fatalf("schedule requests by key: %v", keys)
 	}
 	msgs := hm.mail.WaitFor(t, to, 2, 30*time.Second)
@@ -206,7 +206,7 @@ func TestHandoverStripeFailuresDuringAccept(t *testing.T) {
 		t.Fatalf("customer requests by idempotency key: %v (want one key, three attempts)", customers)
 	}
 	schedules := hm.stripe.Keys("POST /v1/subscription_schedules")
-	if len(schedules) != 1 || schedules[billing.ScheduleKey(h.ID)] != 3 {
+	if len(schedules) != 1 || schedules[billing.ScheduleKey("bo")] != 3 {
 		t.Fatalf("schedule requests by idempotency key: %v (want one key, three attempts)", schedules)
 	}
 	row, _ := hm.Store.HandoverByID(ctx, h.ID)
