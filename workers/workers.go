@@ -103,7 +103,9 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 }
 
 // NewHub builds a hub's worker: the inference activities, on hub.<device-id>.
+// It polls for activities only (the bridge lets a hub do nothing else).
 func NewHub(c client.Client, deviceID string, inf *activities.Inference, opts worker.Options) worker.Worker {
+	opts.DisableWorkflowWorker = true
 	w := worker.New(c, HubQueue(deviceID), opts)
 	w.RegisterActivity(inf)
 	return w
