@@ -64,6 +64,10 @@ type ProxyOptions struct {
 	// no start-to-close timeout; otherwise that timeout plus a minute.
 	// Default 1h.
 	TokenTTL time.Duration
+	// CallsPerHub bounds one device's calls in flight (long polls
+	// included), over all its connections; past it a call is answered
+	// ResourceExhausted, which the SDK retries. Default 256.
+	CallsPerHub int
 	// Now is the clock; nil is time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -80,8 +84,9 @@ type Proxy struct {
 	tokens *tokenBook
 	done   chan struct{}
 	// refused counts calls the gate refused, by method.
-	mu      sync.Mutex
-	refused map[string]int
+	mu       sync.Mutex
+	refused  map[string]int
+	inFlight map[string]int // by device
 }
 
 // NewProxy starts a proxy; ServeConn hands it hub connections.
@@ -98,6 +103,9 @@ func NewProxy(o ProxyOptions) (*Proxy, error) {
 	if o.TokenTTL <= 0 {
 		o.TokenTTL = defaultTokenTTL
 	}
+	if o.CallsPerHub <= 0 {
+		o.CallsPerHub = 256
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -105,7 +113,7 @@ func NewProxy(o ProxyOptions) (*Proxy, error) {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	p := &Proxy{opts: o, lis: newConnListener(), tokens: newTokenBook(o.TokensPerHub), done: make(chan struct{}),
-		refused: map[string]int{}}
+		refused: map[string]int{}, inFlight: map[string]int{}}
 	p.srv = grpc.NewServer(
 		grpc.Creds(deviceCreds{}),
 		grpc.MaxRecvMsgSize(maxProxyMessage),
@@ -166,6 +174,20 @@ func (p *Proxy) gate(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 		p.opts.Logger.Warn("hub Temporal call refused", "device", id.DeviceID, "method", strings.TrimPrefix(info.FullMethod, rpcPrefix), "error", err)
 		return nil, err
 	}
+	p.mu.Lock()
+	if p.inFlight[id.DeviceID] >= p.opts.CallsPerHub {
+		p.mu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "device %s has %d Temporal calls in flight through the bridge; try again", id.DeviceID, p.opts.CallsPerHub)
+	}
+	p.inFlight[id.DeviceID]++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		if p.inFlight[id.DeviceID]--; p.inFlight[id.DeviceID] <= 0 {
+			delete(p.inFlight, id.DeviceID)
+		}
+		p.mu.Unlock()
+	}()
 	return handler(ctx, req)
 }
 

@@ -33,7 +33,7 @@ func methods(t testing.TB) (names []string, inputs []protoreflect.MessageType) {
 }
 
 func testProxy() *Proxy {
-	return &Proxy{opts: ProxyOptions{Namespace: "mesh", Now: time.Now}, tokens: newTokenBook(8), refused: map[string]int{}}
+	return &Proxy{opts: ProxyOptions{Namespace: "mesh", Now: time.Now}, tokens: newTokenBook(8), refused: map[string]int{}, inFlight: map[string]int{}}
 }
 
 var allowed = map[string]bool{

@@ -22,7 +22,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/bridge"
 	"github.com/superinstance/mesh/internal/devstack"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/simulator"
@@ -35,7 +37,12 @@ import (
 // reach: a raw WorkflowService client over the hub's tunnel to the bridge.
 func viaBridge(t *testing.T, addr string, tc *tls.Config) workflowservice.WorkflowServiceClient {
 	t.Helper()
-	a := harness.StartAgent(t, agent.Options{Bridge: addr, TLS: tc})
+	return grpcVia(t, harness.StartAgent(t, agent.Options{Bridge: addr, TLS: tc}))
+}
+
+// grpcVia is one more gRPC connection over a's tunnel.
+func grpcVia(t *testing.T, a *agent.Agent) workflowservice.WorkflowServiceClient {
+	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///bridge", grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(a.DialTemporal))
 	if err != nil {
@@ -201,4 +208,86 @@ func TestProxyRefusesAHubEverythingButItsOwnQueue(t *testing.T) {
 	// The token is spent: replaying it is refused by the proxy, not sent on.
 	_, err = victim.RespondActivityTaskCompleted(c, &workflowservice.RespondActivityTaskCompletedRequest{Namespace: ns, TaskToken: task.GetTaskToken(), Result: ok})
 	wantDenied(t, "replaying a spent token", err)
+}
+
+// TestProxyBoundsADevicesCallsInFlight: one device cannot pile up long
+// polls on Temporal through the bridge, whatever number of connections it opens.
+func TestProxyBoundsADevicesCallsInFlight(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	px, err := bridge.NewProxy(bridge.ProxyOptions{Upstream: m.Client.WorkflowService(), Namespace: devstack.Namespace, CallsPerHub: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Close)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.Proxy = px })
+	tc := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-greedy", Account: "acme"}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: tc})
+	conns := []workflowservice.WorkflowServiceClient{grpcVia(t, a), grpcVia(t, a)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	poll := &workflowservice.PollActivityTaskQueueRequest{Namespace: devstack.Namespace, TaskQueue: &taskqueuepb.TaskQueue{Name: workers.HubQueue("gpu-greedy")}}
+	errs := make(chan error, 2)
+	for _, c := range conns {
+		go func() {
+			_, err := c.PollActivityTaskQueue(ctx, poll)
+			errs <- err
+		}()
+	}
+	waitFor(t, 10*time.Second, "two polls in flight", func() bool {
+		_, err := m.Client.DescribeTaskQueue(ctx, workers.HubQueue("gpu-greedy"), enumspb.TASK_QUEUE_TYPE_ACTIVITY)
+		return err == nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	c, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ccancel()
+	if _, err := conns[0].PollActivityTaskQueue(c, poll); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a third poll in flight: %v, want ResourceExhausted", err)
+	}
+	cancel()
+	<-errs
+	<-errs
+}
+
+// TestProxiedWorkerSurvivesABridgeRestart: the hub's worker reaches
+// Temporal again through the next bridge on its own.
+func TestProxiedWorkerSurvivesABridgeRestart(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	addr := b.Addr().String()
+	tc := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-restart", Account: "acme"}, time.Hour)
+	harness.StartHubNode(t, m, addr, tc, "gpu-restart", harness.FixedVitals(10, 40))
+
+	q := harness.UniqueID("proxy-restart")
+	w := worker.New(m.Client, q, worker.Options{})
+	w.RegisterWorkflowWithOptions(pathosOn, workflow.RegisterOptions{Name: "PathosOn"})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	run := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+		defer cancel()
+		r, err := m.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: harness.UniqueID("pathos"), TaskQueue: q}, "PathosOn", workers.HubQueue("gpu-restart"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Get(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	b.Stop()
+	harness.StartBridge(t, m, p, addr)
+	run()
+}
+
+func pathosOn(ctx workflow.Context, queue string) error {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue: queue, StartToCloseTimeout: 10 * time.Second, RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 5},
+	})
+	var a *activities.Inference
+	return workflow.ExecuteActivity(ctx, a.Pathos, activities.PathosInput{Question: "Q [sim:agree]"}).Get(ctx, nil)
 }
