@@ -452,7 +452,6 @@ func (deviceCreds) OverrideServerName(string) error           { return nil }
 // connListener is a net.Listener whose connections the bridge pushes in.
 type connListener struct {
 	ch     chan net.Conn
-	mu     sync.Mutex
 	closed chan struct{}
 	once   sync.Once
 }
