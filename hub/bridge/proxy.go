@@ -10,10 +10,12 @@ import (
 	"sync"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	namespacepb "go.temporal.io/api/namespace/v1"
 	taskqueuepb "go.temporal.io/api/taskqueue/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	tokenspb "go.temporal.io/server/api/token/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -165,7 +167,14 @@ func (p *Proxy) gate(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no device certificate")
 	}
-	if err := p.check(id.DeviceID, info.FullMethod, req); err != nil {
+	err := p.check(id.DeviceID, info.FullMethod, req)
+	var ut *unknownTokenError
+	if errors.As(err, &ut) && p.verify(ctx, id.DeviceID, ut.token) {
+		// Handed out by another bridge, or by this one before a restart.
+		p.tokens.add(id.DeviceID, ut.token, p.opts.Now().Add(p.opts.TokenTTL), p.opts.Now())
+		err = nil
+	}
+	if err != nil {
 		p.mu.Lock()
 		if len(p.refused) < 256 {
 			p.refused[strings.TrimPrefix(info.FullMethod, rpcPrefix)]++
@@ -205,7 +214,7 @@ func (p *Proxy) check(device, method string, req any) error {
 	}
 	token := func(tok []byte) error {
 		if !p.tokens.owns(device, tok, p.opts.Now()) {
-			return deny("this task token was not handed to device %s through this bridge", device)
+			return &unknownTokenError{status.Newf(codes.PermissionDenied, "this task token was not handed to device %s", device), tok}
 		}
 		return nil
 	}
@@ -267,6 +276,56 @@ func (p *Proxy) check(device, method string, req any) error {
 		return nil
 	}
 	return deny("%s is not open to hubs: a hub may only poll and answer its own task queue", strings.TrimPrefix(method, rpcPrefix))
+}
+
+// unknownTokenError refuses a task token this proxy did not hand the
+// device; gate may still find it was scheduled on the device's queue.
+type unknownTokenError struct {
+	st    *status.Status
+	token []byte
+}
+
+func (e *unknownTokenError) Error() string              { return e.st.Err().Error() }
+func (e *unknownTokenError) GRPCStatus() *status.Status { return e.st }
+
+// verify reports whether tok names an activity that Temporal scheduled on
+// hub.<device> in the mesh's namespace, read from the workflow's history.
+// Task tokens are not signed, so only the history, not the token, decides.
+func (p *Proxy) verify(ctx context.Context, device string, tok []byte) bool {
+	var t tokenspb.Task
+	if len(tok) > 4096 || proto.Unmarshal(tok, &t) != nil || t.GetWorkflowId() == "" || t.GetRunId() == "" ||
+		t.GetScheduledEventId() <= 0 || t.GetComponentRef() != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ns, err := p.opts.Upstream.DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: p.opts.Namespace})
+	if err != nil || ns.GetNamespaceInfo().GetId() != t.GetNamespaceId() {
+		return false
+	}
+	req := &workflowservice.GetWorkflowExecutionHistoryRequest{
+		Namespace: p.opts.Namespace, MaximumPageSize: 256,
+		Execution: &commonpb.WorkflowExecution{WorkflowId: t.GetWorkflowId(), RunId: t.GetRunId()},
+	}
+	for range 32 {
+		resp, err := p.opts.Upstream.GetWorkflowExecutionHistory(ctx, req)
+		if err != nil {
+			return false
+		}
+		for _, e := range resp.GetHistory().GetEvents() {
+			if e.GetEventId() < t.GetScheduledEventId() {
+				continue
+			}
+			a := e.GetActivityTaskScheduledEventAttributes()
+			return e.GetEventId() == t.GetScheduledEventId() && a != nil &&
+				a.GetActivityId() == t.GetActivityId() && a.GetTaskQueue().GetName() == hub.Queue(device)
+		}
+		if len(resp.GetNextPageToken()) == 0 {
+			return false
+		}
+		req.NextPageToken = resp.GetNextPageToken()
+	}
+	return false
 }
 
 // identity is what the history records as the worker: the certificate's

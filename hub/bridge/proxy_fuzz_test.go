@@ -1,12 +1,17 @@
 package bridge
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	historypb "go.temporal.io/api/history/v1"
+	namespacepb "go.temporal.io/api/namespace/v1"
 	taskqueuepb "go.temporal.io/api/taskqueue/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	tokenspb "go.temporal.io/server/api/token/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -155,5 +160,88 @@ func TestTokenBookIsBoundedAndExpires(t *testing.T) {
 	b.mu.Unlock()
 	if d != nil && len(d.order) > 6 {
 		t.Fatalf("eviction order holds %d keys", len(d.order))
+	}
+}
+
+// historyStub answers the two reads verify makes: a namespace and one
+// workflow whose event 5 schedules activity "1" on hub.gpu-a.
+type historyStub struct {
+	workflowservice.WorkflowServiceClient
+}
+
+func (historyStub) DescribeNamespace(context.Context, *workflowservice.DescribeNamespaceRequest, ...grpc.CallOption) (*workflowservice.DescribeNamespaceResponse, error) {
+	return &workflowservice.DescribeNamespaceResponse{NamespaceInfo: &namespacepb.NamespaceInfo{Name: "mesh", Id: "ns-id"}}, nil
+}
+
+func (historyStub) GetWorkflowExecutionHistory(_ context.Context, r *workflowservice.GetWorkflowExecutionHistoryRequest, _ ...grpc.CallOption) (*workflowservice.GetWorkflowExecutionHistoryResponse, error) {
+	if r.GetExecution().GetWorkflowId() != "wf" || r.GetExecution().GetRunId() != "run" {
+		return nil, status.Error(codes.NotFound, "no such workflow")
+	}
+	var events []*historypb.HistoryEvent
+	for id := int64(1); id <= 8; id++ {
+		e := &historypb.HistoryEvent{EventId: id}
+		if id == 5 {
+			e.Attributes = &historypb.HistoryEvent_ActivityTaskScheduledEventAttributes{ActivityTaskScheduledEventAttributes: &historypb.ActivityTaskScheduledEventAttributes{
+				ActivityId: "1", TaskQueue: &taskqueuepb.TaskQueue{Name: hub.Queue("gpu-a")}}}
+		}
+		events = append(events, e)
+	}
+	return &workflowservice.GetWorkflowExecutionHistoryResponse{History: &historypb.History{Events: events}}, nil
+}
+
+// FuzzTokenVerify decodes arbitrary bytes as a task token and checks that
+// verify accepts only the one activity scheduled on the device's queue.
+func FuzzTokenVerify(f *testing.F) {
+	good, _ := proto.Marshal(&tokenspb.Task{NamespaceId: "ns-id", WorkflowId: "wf", RunId: "run", ScheduledEventId: 5, ActivityId: "1"})
+	f.Add(good, "gpu-a")
+	f.Add(good, "gpu-b")
+	wrongEvent, _ := proto.Marshal(&tokenspb.Task{NamespaceId: "ns-id", WorkflowId: "wf", RunId: "run", ScheduledEventId: 6, ActivityId: "1"})
+	f.Add(wrongEvent, "gpu-a")
+	otherNS, _ := proto.Marshal(&tokenspb.Task{NamespaceId: "other", WorkflowId: "wf", RunId: "run", ScheduledEventId: 5, ActivityId: "1"})
+	f.Add(otherNS, "gpu-a")
+	f.Add([]byte("forged"), "gpu-a")
+	p := testProxy()
+	p.opts.Upstream = historyStub{}
+	f.Fuzz(func(t *testing.T, tok []byte, device string) {
+		ok := p.verify(context.Background(), device, tok)
+		if !ok {
+			return
+		}
+		var task tokenspb.Task
+		if err := proto.Unmarshal(tok, &task); err != nil {
+			t.Fatalf("accepted a token that does not decode: %v", err)
+		}
+		if device != "gpu-a" || task.GetNamespaceId() != "ns-id" || task.GetScheduledEventId() != 5 || task.GetActivityId() != "1" {
+			t.Fatalf("accepted %v for %q", &task, device)
+		}
+	})
+}
+
+func TestVerifyReadsTheHistory(t *testing.T) {
+	p := testProxy()
+	p.opts.Upstream = historyStub{}
+	tok := func(task *tokenspb.Task) []byte {
+		b, _ := proto.Marshal(task)
+		return b
+	}
+	good := &tokenspb.Task{NamespaceId: "ns-id", WorkflowId: "wf", RunId: "run", ScheduledEventId: 5, ActivityId: "1"}
+	if !p.verify(context.Background(), "gpu-a", tok(good)) {
+		t.Fatal("the activity scheduled on hub.gpu-a was not verified for gpu-a")
+	}
+	for name, c := range map[string]struct {
+		device string
+		task   *tokenspb.Task
+	}{
+		"another device":        {"gpu-b", good},
+		"another event":         {"gpu-a", &tokenspb.Task{NamespaceId: "ns-id", WorkflowId: "wf", RunId: "run", ScheduledEventId: 6, ActivityId: "1"}},
+		"another activity id":   {"gpu-a", &tokenspb.Task{NamespaceId: "ns-id", WorkflowId: "wf", RunId: "run", ScheduledEventId: 5, ActivityId: "2"}},
+		"another namespace":     {"gpu-a", &tokenspb.Task{NamespaceId: "x", WorkflowId: "wf", RunId: "run", ScheduledEventId: 5, ActivityId: "1"}},
+		"another workflow":      {"gpu-a", &tokenspb.Task{NamespaceId: "ns-id", WorkflowId: "wf2", RunId: "run", ScheduledEventId: 5, ActivityId: "1"}},
+		"no run id":             {"gpu-a", &tokenspb.Task{NamespaceId: "ns-id", WorkflowId: "wf", ScheduledEventId: 5, ActivityId: "1"}},
+		"a standalone activity": {"gpu-a", &tokenspb.Task{NamespaceId: "ns-id", ComponentRef: []byte("x"), ScheduledEventId: 5, ActivityId: "1"}},
+	} {
+		if p.verify(context.Background(), c.device, tok(c.task)) {
+			t.Errorf("%s: verified", name)
+		}
 	}
 }

@@ -205,9 +205,55 @@ func TestProxyRefusesAHubEverythingButItsOwnQueue(t *testing.T) {
 	if err := run.Get(c, &got); err != nil || got != "answer of the victim" {
 		t.Fatalf("workflow result %q, %v; want the victim's answer", got, err)
 	}
-	// The token is spent: replaying it is refused by the proxy, not sent on.
-	_, err = victim.RespondActivityTaskCompleted(c, &workflowservice.RespondActivityTaskCompletedRequest{Namespace: ns, TaskToken: task.GetTaskToken(), Result: ok})
-	wantDenied(t, "replaying a spent token", err)
+	// The token is spent: Temporal refuses it.
+	if _, err = victim.RespondActivityTaskCompleted(c, &workflowservice.RespondActivityTaskCompletedRequest{Namespace: ns, TaskToken: task.GetTaskToken(), Result: ok}); err == nil {
+		t.Fatal("a spent token was taken again")
+	}
+}
+
+// TestProxyTakesTokensFromAnotherBridge: a hub that polled through one
+// bridge replica may answer through another (it reconnected), because
+// the task was scheduled on its queue; another device still may not.
+func TestProxyTakesTokensFromAnotherBridge(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	one := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	two := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	victimTLS := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-moving", Account: "acme"}, time.Hour)
+	evilTLS := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-thief", Account: "mallory"}, time.Hour)
+	ns := devstack.Namespace
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	q := harness.UniqueID("proxy-replicas")
+	w := worker.New(m.Client, q, worker.Options{})
+	w.RegisterWorkflowWithOptions(hubTaskWorkflow, workflow.RegisterOptions{Name: "HubTask"})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	run, err := m.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: harness.UniqueID("hub-task"), TaskQueue: q}, "HubTask", workers.HubQueue("gpu-moving"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := viaBridge(t, one.Addr().String(), victimTLS).PollActivityTaskQueue(ctx, &workflowservice.PollActivityTaskQueueRequest{
+		Namespace: ns, TaskQueue: &taskqueuepb.TaskQueue{Name: workers.HubQueue("gpu-moving")}})
+	if err != nil || len(task.GetTaskToken()) == 0 {
+		t.Fatalf("poll: %v", err)
+	}
+	one.Stop()
+	answer, _ := converter.GetDefaultDataConverter().ToPayloads("answered through the second bridge")
+	_, err = viaBridge(t, two.Addr().String(), evilTLS).RespondActivityTaskCompleted(ctx, &workflowservice.RespondActivityTaskCompletedRequest{
+		Namespace: ns, TaskToken: task.GetTaskToken(), Result: answer})
+	wantDenied(t, "another device answering through the second bridge", err)
+	if _, err := viaBridge(t, two.Addr().String(), victimTLS).RespondActivityTaskCompleted(ctx, &workflowservice.RespondActivityTaskCompletedRequest{
+		Namespace: ns, TaskToken: task.GetTaskToken(), Result: answer}); err != nil {
+		t.Fatalf("the hub answering its own task through the second bridge: %v", err)
+	}
+	var got string
+	if err := run.Get(ctx, &got); err != nil || got != "answered through the second bridge" {
+		t.Fatalf("workflow result %q, %v", got, err)
+	}
 }
 
 // TestProxyBoundsADevicesCallsInFlight: one device cannot pile up long
