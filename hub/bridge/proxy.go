@@ -161,12 +161,28 @@ func (p *Proxy) Refused() map[string]int {
 	return out
 }
 
-// gate refuses every RPC outside the allow-list before it is decoded further.
+// gate bounds a device's calls in flight and refuses every RPC outside
+// the allow-list before a handler sees it.
 func (p *Proxy) gate(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	id, ok := deviceOf(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no device certificate")
 	}
+	// The bound comes first: checking a token may read a history.
+	p.mu.Lock()
+	if p.inFlight[id.DeviceID] >= p.opts.CallsPerHub {
+		p.mu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "device %s has %d Temporal calls in flight through the bridge; try again", id.DeviceID, p.opts.CallsPerHub)
+	}
+	p.inFlight[id.DeviceID]++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		if p.inFlight[id.DeviceID]--; p.inFlight[id.DeviceID] <= 0 {
+			delete(p.inFlight, id.DeviceID)
+		}
+		p.mu.Unlock()
+	}()
 	err := p.check(id.DeviceID, info.FullMethod, req)
 	var ut *unknownTokenError
 	if errors.As(err, &ut) && p.verify(ctx, id.DeviceID, ut.token) {
@@ -183,20 +199,6 @@ func (p *Proxy) gate(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 		p.opts.Logger.Warn("hub Temporal call refused", "device", id.DeviceID, "method", strings.TrimPrefix(info.FullMethod, rpcPrefix), "error", err)
 		return nil, err
 	}
-	p.mu.Lock()
-	if p.inFlight[id.DeviceID] >= p.opts.CallsPerHub {
-		p.mu.Unlock()
-		return nil, status.Errorf(codes.ResourceExhausted, "device %s has %d Temporal calls in flight through the bridge; try again", id.DeviceID, p.opts.CallsPerHub)
-	}
-	p.inFlight[id.DeviceID]++
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		if p.inFlight[id.DeviceID]--; p.inFlight[id.DeviceID] <= 0 {
-			delete(p.inFlight, id.DeviceID)
-		}
-		p.mu.Unlock()
-	}()
 	return handler(ctx, req)
 }
 
