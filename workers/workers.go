@@ -3,8 +3,15 @@
 package workers
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+
 	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
+	"google.golang.org/grpc"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
@@ -96,8 +103,34 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 }
 
 // NewHub builds a hub's worker: the inference activities, on hub.<device-id>.
+// It polls for activities only (the bridge lets a hub do nothing else).
 func NewHub(c client.Client, deviceID string, inf *activities.Inference, opts worker.Options) worker.Worker {
+	opts.DisableWorkflowWorker = true
 	w := worker.New(c, HubQueue(deviceID), opts)
 	w.RegisterActivity(inf)
 	return w
+}
+
+// HubClient is a hub's Temporal client: it reaches the bridge's Temporal
+// proxy through dial (agent.DialTemporal, over the hub's own tunnel) and
+// holds no Temporal address or credential of its own. It connects lazily,
+// when the worker first polls.
+func HubClient(dial func(context.Context, string) (net.Conn, error), namespace string, logger *slog.Logger) (client.Client, error) {
+	if namespace == "" {
+		namespace = "default"
+	}
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return client.NewLazyClient(client.Options{
+		// passthrough: the dialer, not DNS, decides where this goes.
+		HostPort:  "passthrough:///bridge",
+		Namespace: namespace,
+		Logger:    sdklog.NewStructuredLogger(logger),
+		ConnectionOptions: client.ConnectionOptions{
+			DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
+		},
+		// The bridge answers only what an activity worker needs.
+		WorkerHeartbeatInterval: -1,
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -448,4 +449,30 @@ func newID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// DialTemporal opens a stream to the bridge's Temporal proxy on the current
+// link, waiting for the link while ctx allows: it is the gRPC dialer of the
+// hub's Temporal worker, whose only credential is the device certificate
+// the link was made with.
+func (a *Agent) DialTemporal(ctx context.Context, _ string) (net.Conn, error) {
+	if err := a.WaitConnected(ctx); err != nil {
+		return nil, fmt.Errorf("bridge %s not connected: %w", a.opts.Bridge, err)
+	}
+	a.mu.Lock()
+	conn := a.conn
+	a.mu.Unlock()
+	if conn == nil {
+		return nil, fmt.Errorf("bridge %s: link went down", a.opts.Bridge)
+	}
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", a.opts.Bridge, err)
+	}
+	if _, err := s.Write([]byte{bridge.StreamTemporal}); err != nil {
+		s.CancelRead(0)
+		s.CancelWrite(0)
+		return nil, fmt.Errorf("bridge %s: %w", a.opts.Bridge, err)
+	}
+	return bridge.StreamConn(conn, s), nil
 }

@@ -81,6 +81,9 @@ type Options struct {
 	// Escalator and Prewarmer act on hub requests; nil refuses them.
 	Escalator Escalator
 	Prewarmer Prewarmer
+	// Proxy serves the hubs' Temporal workers (StreamTemporal streams);
+	// nil refuses them.
+	Proxy *Proxy
 	// Name identifies this bridge in the hub registry. Default: the listen address.
 	Name string
 	// HeartbeatInterval is what hubs are told to use. Default 5s.
@@ -314,6 +317,13 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 				defer b.wg.Done()
 				b.escalation(ctx, s, id, log)
 			}()
+		case StreamTemporal:
+			if b.opts.Proxy == nil {
+				s.CancelRead(streamAbandoned)
+				s.CancelWrite(streamAbandoned)
+				continue
+			}
+			b.opts.Proxy.ServeConn(id, StreamConn(c, s))
 		default:
 			log.Warn("unknown stream kind", "kind", kind[0])
 			_ = c.CloseWithError(CodeProtocol, "unknown stream kind")

@@ -1,5 +1,6 @@
 // Package node runs everything a hub machine runs: the tunnel agent, its
-// local API on loopback, and the hub's Temporal worker on hub.<device-id>.
+// local API on loopback, and the hub's Temporal worker on hub.<device-id>,
+// which reaches Temporal only through the bridge, over the tunnel.
 package node
 
 import (
@@ -27,16 +28,22 @@ type Options struct {
 	// APISecretFile holds the local API's secret, created (0600) if missing;
 	// required with APIListen. si escalate reads it.
 	APISecretFile string
-	// Temporal and Inference run the hub's worker; a nil Temporal runs none.
-	Temporal  client.Client
+	// Inference runs the hub's worker on hub.<device-id>; nil runs none.
+	// The worker dials Temporal through the bridge's proxy on the tunnel.
 	Inference *activities.Inference
-	DeviceID  string
+	// Namespace is the mesh's Temporal namespace. Default "default".
+	Namespace string
+	// Worker tunes the hub's worker. Zero: the SDK's defaults, and a
+	// minute for activities in flight to finish at Stop.
+	Worker   worker.Options
+	DeviceID string
 }
 
 // Node is a running hub.
 type Node struct {
 	Agent   *agent.Agent
 	apiAddr string
+	polling chan struct{} // closed once the worker started
 	stops   []func()
 	once    sync.Once
 }
@@ -46,7 +53,7 @@ func Start(o Options) (n *Node, err error) {
 	if o.DeviceID == "" {
 		return nil, errors.New("hub: device id is required")
 	}
-	n = &Node{Agent: agent.New(o.Agent)}
+	n = &Node{Agent: agent.New(o.Agent), polling: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Stop()
@@ -73,14 +80,82 @@ func Start(o Options) (n *Node, err error) {
 		n.apiAddr = l.Addr().String()
 		n.stops = append(n.stops, func() { _ = srv.Close() })
 	}
-	if o.Temporal != nil {
-		w := workers.NewHub(o.Temporal, o.DeviceID, o.Inference, worker.Options{WorkerStopTimeout: time.Minute})
-		if err := w.Start(); err != nil {
+	if o.Inference != nil {
+		c, err := workers.HubClient(n.Agent.DialTemporal, o.Namespace, o.Agent.Logger)
+		if err != nil {
 			return nil, fmt.Errorf("hub worker: %w", err)
 		}
-		n.stops = append(n.stops, w.Stop)
+		wo := o.Worker
+		if wo.WorkerStopTimeout == 0 {
+			wo.WorkerStopTimeout = time.Minute
+		}
+		stop := n.runWorker(ctx, c, o, wo)
+		n.stops = append(n.stops, func() { stop(); c.Close() })
 	}
 	return n, nil
+}
+
+// runWorker starts the hub's worker once the tunnel is up, trying again
+// while the bridge cannot take it; the returned func stops it.
+func (n *Node) runWorker(ctx context.Context, c client.Client, o Options, wo worker.Options) (stop func()) {
+	var (
+		mu      sync.Mutex
+		w       worker.Worker
+		stopped bool
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		log := o.Agent.Logger
+		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+			if n.Agent.WaitConnected(ctx) != nil {
+				return
+			}
+			hw := workers.NewHub(c, o.DeviceID, o.Inference, wo)
+			mu.Lock()
+			if stopped {
+				mu.Unlock()
+				return
+			}
+			err := hw.Start()
+			if err == nil {
+				w = hw
+				close(n.polling)
+				mu.Unlock()
+				return
+			}
+			mu.Unlock()
+			if log != nil {
+				log.Warn("hub worker could not start through the bridge; retrying", "error", err, "in", wait)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		cancel()
+		<-done
+		if w != nil {
+			w.Stop()
+		}
+	}
+}
+
+// WaitWorker blocks until the hub's worker polls its queue or ctx ends.
+func (n *Node) WaitWorker(ctx context.Context) error {
+	select {
+	case <-n.polling:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // APIAddr is where the local API listens, or "".

@@ -32,7 +32,6 @@ func hubCommand() *Command {
 		certPath, keyPath  string
 		caPath, serverName string
 		secretFile         string
-		t                  config.Temporal
 		l                  config.LLM
 		noWorker           bool
 	)
@@ -47,7 +46,11 @@ records. It reconnects by itself after any interruption; what waits meanwhile
 is delivered afterwards. It also runs the hub's Temporal worker on
 hub.<device-id> and serves a local API for si escalate on loopback, which
 answers only requests that carry the secret in --api-secret-file (created
-0600 at start, read by si escalate) with a localhost Host and JSON body.`,
+0600 at start, read by si escalate) with a localhost Host and JSON body.
+
+The worker holds no Temporal address or credential: it reaches Temporal
+through the bridge, over the same tunnel and device certificate, and the
+bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (UDP)")
 			fs.StringVar(&certPath, "cert", "", "device certificate (default ~/.si/devices/<id>/cert.pem)")
@@ -59,7 +62,7 @@ answers only requests that carry the secret in --api-secret-file (created
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend for the hub's worker")
+			fs.StringVar(&o.Namespace, "namespace", "default", "the mesh's Temporal namespace (the bridge refuses any other)")
 			l.Register(fs, "http://127.0.0.1:8300/v1")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
@@ -85,20 +88,19 @@ answers only requests that carry the secret in --api-secret-file (created
 			o.Agent.Vitals = r.Read
 			o.Agent.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			if !noWorker {
-				c, err := t.Dial(10 * time.Second)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				o.Temporal, o.Inference = c, l.Inference()
+				o.Inference = l.Inference()
 			}
 			n, err := node.Start(o)
 			if err != nil {
 				return err
 			}
 			defer n.Stop()
-			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s; worker on %s\n",
-				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), workers.HubQueue(id.DeviceID))
+			worker := "no worker"
+			if !noWorker {
+				worker = "worker on " + workers.HubQueue(id.DeviceID) + " through the bridge"
+			}
+			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s; %s\n",
+				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), worker)
 			<-ctx.Done()
 			return nil
 		},

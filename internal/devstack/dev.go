@@ -348,7 +348,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	n, err := node.Start(node.Options{
 		Agent: agent.Options{Bridge: d.State.BridgeAddress, TLS: tc, Vitals: vr.Read, DeviceID: o.HubID,
 			Version: "dev", Hostname: "si-dev", Logger: logger},
-		APIListen: o.HubAPIListen, APISecretFile: filepath.Join(o.DataDir, "hub", agent.SecretFile), Temporal: c, Inference: inf, DeviceID: o.HubID,
+		APIListen: o.HubAPIListen, APISecretFile: filepath.Join(o.DataDir, "hub", agent.SecretFile), Inference: inf, Namespace: o.Temporal.Namespace, DeviceID: o.HubID,
 	})
 	if err != nil {
 		return nil, err
@@ -359,6 +359,9 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	defer cancel()
 	if err := n.Agent.WaitConnected(wctx); err != nil {
 		return nil, fmt.Errorf("the local hub did not reach the bridge at %s: %s", d.State.BridgeAddress, n.Agent.Status().LastError)
+	}
+	if err := n.WaitWorker(wctx); err != nil {
+		return nil, fmt.Errorf("the local hub's worker did not reach Temporal through the bridge at %s: %v", d.State.BridgeAddress, err)
 	}
 	if err := d.writeState(); err != nil {
 		return nil, err
@@ -399,7 +402,7 @@ func (d *Dev) Banner(dataDir string) string {
   PostgreSQL          %s
   inference           %s
   bridge (QUIC, mTLS) %s   (CA in %s)
-  local hub           %q on task queue %q, connected over QUIC; its API http://%s
+  local hub           %q on task queue %q, its worker through the bridge over QUIC; its API http://%s
   cloud worker        task queue %q
   HTTP API, metrics    %s   (/v1/consensus, /metrics, /v1/stripe/webhook)
   stripe              %s

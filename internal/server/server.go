@@ -203,11 +203,18 @@ func Start(o Options) (s *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// Hub workers reach Temporal only through this proxy, for their own queue.
+		px, err := bridge.NewProxy(bridge.ProxyOptions{Upstream: o.Temporal.WorkflowService(), Namespace: o.Namespace, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		s.stops = append(s.stops, px.Close)
 		b, err := bridge.Listen(bridge.Options{
 			Addr: o.BridgeListen, TLS: tc, Store: o.Store, Metrics: metrics, Logger: o.Logger,
 			Escalator: &bridge.Temporal{Client: o.Temporal}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,
 			MaxStreamsPerConn: o.BridgeLimits.StreamsPerConn, StreamReadTimeout: o.BridgeLimits.StreamReadTimeout,
+			Proxy: px,
 		})
 		if err != nil {
 			return nil, err

@@ -8,8 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/worker"
+
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/bridge"
+	"github.com/superinstance/mesh/hub/node"
+	"github.com/superinstance/mesh/internal/devstack"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
@@ -74,20 +78,29 @@ func (p *PKI) Enroll(t testing.TB, s *store.Store, id pki.Identity, ttl time.Dur
 // RunningBridge is a bridge serving until Stop or cleanup.
 type RunningBridge struct {
 	*bridge.Bridge
-	stop func()
+	// Proxy is the Temporal proxy the bridge's hubs reach.
+	Proxy *bridge.Proxy
+	stop  func()
 }
 
 // Stop shuts the bridge down and waits for it.
 func (b *RunningBridge) Stop() { b.stop() }
 
 // StartBridge serves a bridge on addr ("127.0.0.1:0" for any port) that runs
-// escalations and pre-warms on m's Temporal server. It writes heartbeats to
-// the registry every 100ms unless a modifier says otherwise.
+// escalations and pre-warms on m's Temporal server and proxies hub workers
+// to it. It writes heartbeats to the registry every 100ms unless a modifier
+// says otherwise.
 func StartBridge(t testing.TB, m *Mesh, p *PKI, addr string, mods ...func(*bridge.Options)) *RunningBridge {
 	t.Helper()
+	px, err := bridge.NewProxy(bridge.ProxyOptions{Upstream: m.Client.WorkflowService(), Namespace: devstack.Namespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Close)
 	opts := bridge.Options{
 		Addr: addr, TLS: p.ServerTLS(t, m.Store), Store: m.Store,
 		Escalator: &bridge.Temporal{Client: m.Client, Poll: 20 * time.Millisecond}, Prewarmer: &bridge.Temporal{Client: m.Client},
+		Proxy:         px,
 		FlushInterval: 100 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
 	}
 	for _, mod := range mods {
@@ -106,7 +119,7 @@ func StartBridge(t testing.TB, m *Mesh, p *PKI, addr string, mods ...func(*bridg
 		}
 	}()
 	var once sync.Once
-	rb := &RunningBridge{Bridge: b, stop: func() { once.Do(func() { cancel(); <-done }) }}
+	rb := &RunningBridge{Bridge: b, Proxy: px, stop: func() { once.Do(func() { cancel(); <-done }) }}
 	t.Cleanup(rb.Stop)
 	return rb
 }
@@ -132,6 +145,29 @@ func StartAgent(t testing.TB, opts agent.Options) *agent.Agent {
 		<-done
 	})
 	return a
+}
+
+// StartHubNode runs a hub as si hub does, until cleanup: its agent dials
+// the bridge at addr with tc, and its worker (m's inference) reaches
+// Temporal only through the bridge. It returns once the worker polls.
+func StartHubNode(t testing.TB, m *Mesh, addr string, tc *tls.Config, deviceID string, vitals func() *meshv1.HardwareVitals) *node.Node {
+	t.Helper()
+	n, err := node.Start(node.Options{
+		Agent: agent.Options{Bridge: addr, TLS: tc, DeviceID: deviceID, Vitals: vitals, Interval: 100 * time.Millisecond,
+			Backoff: agent.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}},
+		Inference: m.Inference, Namespace: devstack.Namespace, DeviceID: deviceID,
+		Worker: worker.Options{WorkerStopTimeout: 5 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitWorker(ctx); err != nil {
+		t.Fatalf("hub %s: worker did not start through the bridge: %v (%s)", deviceID, err, n.Agent.Status().LastError)
+	}
+	return n
 }
 
 // FixedVitals returns a reader that always reports one GPU at util% and temp °C.
