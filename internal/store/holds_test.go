@@ -89,7 +89,9 @@ func TestConcurrentRunsNeverPassTheCeiling(t *testing.T) {
 	results := make([]runResult, runs)
 	var wg sync.WaitGroup
 	for i := range runs {
-		wg.Go(func() { results[i] = holdRun(ctx, s, fmt.Sprintf("consensus-crowd-%d", i), "crowd", "", steps, uint64(i)) })
+		wg.Go(func() {
+			results[i] = holdRun(ctx, s, fmt.Sprintf("consensus-crowd-%d", i), "crowd", "", steps, uint64(i))
+		})
 	}
 	wg.Wait()
 	admitted := 0
@@ -137,7 +139,9 @@ func TestConcurrentGuestRunsNeverPassTheQuota(t *testing.T) {
 	results := make([]runResult, runs)
 	var wg sync.WaitGroup
 	for i := range runs {
-		wg.Go(func() { results[i] = holdRun(ctx, s, fmt.Sprintf("consensus-guest-%d", i), "hosting", "gs-crowd", steps, uint64(100+i)) })
+		wg.Go(func() {
+			results[i] = holdRun(ctx, s, fmt.Sprintf("consensus-guest-%d", i), "hosting", "gs-crowd", steps, uint64(100+i))
+		})
 	}
 	wg.Wait()
 	admitted := 0
@@ -164,7 +168,7 @@ func TestConcurrentGuestRunsNeverPassTheQuota(t *testing.T) {
 	events, _ := s.UsageSince(ctx, "hosting", time.Time{}, 1000)
 	for _, e := range events {
 		p := prices[e.Model]
-		if p == (([2]money.Micros{})) {
+		if p == ([2]money.Micros{}) {
 			p = prices["*"]
 		}
 		full, _ := store.PriceBound(p[0], p[1], 1_030_000, store.TokenBound{PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens})
