@@ -332,7 +332,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 	}
 	last := first + c.in.MaxRounds - 1
 	c.state.LastRound = last
-	if err := c.admitRun(ctx, first, last); err != nil {
+	if err := c.admitRun(ctx); err != nil {
 		return err
 	}
 	if c.state.Manifest == nil {
@@ -558,40 +558,51 @@ func (c *consensus) budget(p synapse.Prompt) activities.Budget {
 	return activities.StepBudget(p, c.in.MaxTokens)
 }
 
-// estimate is the run's worst case, a bound per step: every round's Logos
-// and Ethos, Pathos unless resumed with a manifest, and the Arbiter, with
-// each model output taken at four bytes a token of MaxTokens. A step whose
-// exact bound turns out larger tops the hold up before it starts.
-func (c *consensus) estimate(first, last int) []store.TokenBound {
-	out := strings.Repeat("x", 4*c.in.MaxTokens)
-	m := synapse.Manifest{Intent: out}
-	if c.state.Manifest != nil {
-		m = *c.state.Manifest
+// WorstCase is what admission reserves for a run of normalized input in: a
+// token bound per step it may take (every round's Logos and Ethos, Pathos
+// unless resumed with a manifest, and the Arbiter, each model output taken
+// at four bytes a token of MaxTokens), and how long the hold lasts. The API
+// reserves the same before it starts the workflow. A step whose exact bound
+// turns out larger raises the hold before it starts.
+func WorstCase(in ConsensusInput) ([]store.TokenBound, time.Duration) {
+	first := 1
+	m := synapse.Manifest{}
+	resumed := false
+	if r := in.Resume; r != nil {
+		first = r.Round + 1
+		if r.Manifest != nil {
+			m, resumed = *r.Manifest, true
+		}
+	}
+	last := first + in.MaxRounds - 1
+	out := strings.Repeat("x", 4*in.MaxTokens)
+	if !resumed {
+		m = synapse.Manifest{Intent: out}
 	}
 	sol := synapse.Solution{Answer: out}
 	ver := synapse.Verification{Feedback: out}
 	var bs []store.TokenBound
 	add := func(p synapse.Prompt) {
-		pt, ct := activities.StepBudget(p, c.in.MaxTokens).EventBound()
+		pt, ct := activities.StepBudget(p, in.MaxTokens).EventBound()
 		bs = append(bs, store.TokenBound{PromptTokens: pt, CompletionTokens: ct})
 	}
-	if c.state.Manifest == nil {
-		add(synapse.PathosPrompt(c.in.Prompt))
+	if !resumed {
+		add(synapse.PathosPrompt(in.Prompt))
 	}
 	var records []synapse.RoundRecord
 	for round := first; round <= last; round++ {
-		add(synapse.LogosPrompt(c.in.Prompt, m, round, out, c.in.LoRA))
-		add(synapse.EthosPrompt(c.in.Prompt, m, sol, round))
+		add(synapse.LogosPrompt(in.Prompt, m, round, out, in.LoRA))
+		add(synapse.EthosPrompt(in.Prompt, m, sol, round))
 		records = append(records, synapse.RoundRecord{Round: round, Solution: sol, Verification: ver})
 	}
-	add(synapse.ArbiterPrompt(c.in.Prompt, m, records))
-	return bs
+	add(synapse.ArbiterPrompt(in.Prompt, m, records))
+	return bs, holdTTL(in, len(bs))
 }
 
-// holdTTL is how long the hold lasts: every step and its retries at their
+// holdTTL is how long a hold lasts: every step and its retries at their
 // longest, and ten minutes more.
-func (c *consensus) holdTTL(steps int) time.Duration {
-	return time.Duration(steps*(1+stepRetries))*(4*c.in.StepTimeout+hubStartTimeout+time.Minute) + 10*time.Minute
+func holdTTL(in ConsensusInput, steps int) time.Duration {
+	return time.Duration(steps*(1+stepRetries))*(4*in.StepTimeout+hubStartTimeout+time.Minute) + 10*time.Minute
 }
 
 func (c *consensus) ledgerCtx(ctx workflow.Context) workflow.Context {
@@ -605,13 +616,13 @@ func (c *consensus) ledgerCtx(ctx workflow.Context) workflow.Context {
 // admitRun reserves the run's worst case before any inference; a run the
 // account or the guest's session cannot cover fails with
 // InsufficientHeadroom and nothing runs.
-func (c *consensus) admitRun(ctx workflow.Context, first, last int) error {
+func (c *consensus) admitRun(ctx workflow.Context) error {
 	if !c.admit || c.in.Account == "" {
 		return nil
 	}
-	bs := c.estimate(first, last)
+	bs, ttl := WorstCase(c.in)
 	in := activities.ReserveInput{Hold: workflow.GetInfo(ctx).WorkflowExecution.ID, Account: c.in.Account, GuestSession: c.in.GuestSession,
-		Bounds: bs, TTL: c.holdTTL(len(bs))}
+		Bounds: bs, TTL: ttl}
 	var l *activities.Ledger
 	if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &c.hold); err != nil {
 		return passType(err, "admission")
@@ -634,7 +645,7 @@ func (c *consensus) cover(ctx workflow.Context, b activities.Budget) error {
 	need := c.holdUsed + p
 	if need > c.hold.Amount {
 		in := activities.ReserveInput{Hold: c.hold.ID, Account: c.in.Account, GuestSession: c.in.GuestSession, Target: need,
-			TTL: c.holdTTL(2*c.in.MaxRounds + 2)}
+			TTL: holdTTL(c.in, 2*c.in.MaxRounds+2)}
 		var l *activities.Ledger
 		if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &c.hold); err != nil {
 			return passType(err, "raising the run's hold")
