@@ -656,10 +656,15 @@ func (c *consensus) cover(ctx workflow.Context, b activities.Budget) error {
 }
 
 // release frees what the hold did not settle; should it fail, the hold
-// expires by itself.
+// expires by itself. A run that failed before its own reservation releases
+// too: the API may have taken the hold under the run's id.
 func (c *consensus) release(ctx workflow.Context) {
-	if !c.held {
+	if !c.held && !(c.admit && c.in.Account != "") {
 		return
+	}
+	id := c.hold.ID
+	if id == "" {
+		id = workflow.GetInfo(ctx).WorkflowExecution.ID
 	}
 	var l *activities.Ledger
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -668,8 +673,8 @@ func (c *consensus) release(ctx workflow.Context) {
 		ScheduleToCloseTimeout: 2 * time.Minute,
 		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 10 * time.Second},
 	})
-	if err := workflow.ExecuteActivity(actx, l.Release, c.hold.ID).Get(ctx, nil); err != nil {
-		workflow.GetLogger(ctx).Error("releasing the run's hold failed; it expires by itself", "hold", c.hold.ID, "error", err)
+	if err := workflow.ExecuteActivity(actx, l.Release, id).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("releasing the run's hold failed; it expires by itself", "hold", id, "error", err)
 	}
 }
 
