@@ -22,14 +22,33 @@ type Ledger struct {
 	Metrics *telemetry.Metrics
 }
 
-// LogUsage logs each event in its own transaction; an event logged before
-// changes nothing. An account at its ceiling refuses further events with a
-// non-retryable CreditCeiling error, except events under the run's hold,
-// which are billed (they ran).
+// LogUsage logs the events in one transaction per account (consecutive
+// events of one account form one batch, store.LogUsageBatch); an event
+// logged before changes nothing. An account at its ceiling refuses further
+// events with a non-retryable CreditCeiling error, except events under the
+// run's hold, which are billed (they ran).
 func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Charge, error) {
 	out := make([]store.Charge, 0, len(events))
-	for _, u := range events {
-		c, err := l.Store.LogUsage(ctx, u)
+	for len(events) > 0 {
+		n := 1
+		for n < len(events) && events[n].Account == events[0].Account {
+			n++
+		}
+		batch, account := events[:n], events[0].Account
+		events = events[n:]
+		cs, err := l.Store.LogUsageBatch(ctx, batch)
+		flush := false
+		for _, c := range cs {
+			l.Metrics.Usage(int64(c.Charged), c.Duplicate)
+			flush = flush || c.FlushDue
+		}
+		out = append(out, cs...)
+		if flush && l.Flushes != nil {
+			if _, err := l.Flushes.Start(ctx, account); err != nil {
+				// The schedule's sweep flushes it later; the usage is logged.
+				activity.GetLogger(ctx).Warn("starting a flush", "account", account, "error", err)
+			}
+		}
 		var se *store.SuspendedError
 		var qe *store.GuestQuotaError
 		switch {
@@ -38,17 +57,9 @@ func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Ch
 		case errors.As(err, &se):
 			return out, temporal.NewNonRetryableApplicationError(se.Error(), ErrCreditCeiling, err)
 		case errors.Is(err, store.ErrNotFound):
-			return out, temporal.NewNonRetryableApplicationError("unknown account "+u.Account+": create it with si account create", ErrUnknownAccount, err)
+			return out, temporal.NewNonRetryableApplicationError("unknown account "+account+": create it with si account create", ErrUnknownAccount, err)
 		case err != nil:
 			return out, err
-		}
-		l.Metrics.Usage(int64(c.Charged), c.Duplicate)
-		out = append(out, c)
-		if c.FlushDue && l.Flushes != nil {
-			if _, err := l.Flushes.Start(ctx, u.Account); err != nil {
-				// The schedule's sweep flushes it later; the usage is logged.
-				activity.GetLogger(ctx).Warn("starting a flush", "account", u.Account, "error", err)
-			}
 		}
 	}
 	return out, nil

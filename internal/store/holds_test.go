@@ -275,9 +275,16 @@ func TestHeldUsageIsBilledPastTheCeiling(t *testing.T) {
 	if _, err := s.Pool.Exec(ctx, `UPDATE accounts SET status = 'suspended', suspended_reason = 'payment_failed' WHERE id = 'late'`); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SetCeiling(ctx, "late", 1); err != nil {
+		t.Fatal(err)
+	}
 	c, err := s.LogUsage(ctx, store.Usage{EventID: "run-late/r1-logos", Account: "late", Project: "p", Model: "m", PromptTokens: 1000, Hold: "run-late"})
 	if err != nil || c.Gross == 0 {
 		t.Fatalf("held usage on a suspended account: %+v %v", c, err)
+	}
+	// Past the ceiling, the suspension keeps its reason: a flush must not lift a failed payment's.
+	if a, _ := s.AccountByID(ctx, "late"); a.Status != "suspended" || a.SuspendedReason != "payment_failed" {
+		t.Fatalf("account %+v after held usage past the ceiling", a)
 	}
 	if h, _ := s.HoldByID(ctx, "run-late"); h.Settled != c.Gross {
 		t.Fatalf("hold %+v after a %s charge", h, c.Gross)

@@ -289,9 +289,11 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 			c.CostBasis, c.Multiplier, c.Gross, c.CreditsApplied, c.Charged, hold); err != nil {
 			return err
 		}
+		// A held call on an account suspended for another reason (a failed
+		// payment) keeps that reason, so a flush cannot lift it.
 		if _, err := tx.Exec(ctx, `UPDATE accounts SET credits = credits - $2, unbilled = $3,
-			status = CASE WHEN $4 THEN 'suspended' ELSE status END,
-			suspended_reason = CASE WHEN $4 THEN 'credit_ceiling' ELSE suspended_reason END
+			status = CASE WHEN $4 AND status = 'active' THEN 'suspended' ELSE status END,
+			suspended_reason = CASE WHEN $4 AND status = 'active' THEN 'credit_ceiling' ELSE suspended_reason END
 			WHERE id = $1`, u.Account, c.CreditsApplied, c.Unbilled, c.Suspended); err != nil {
 			return err
 		}
