@@ -225,3 +225,40 @@ func TestHoldIsRaisedWhenAStepNeedsMore(t *testing.T) {
 		}
 	}
 }
+
+// TestHubCannotBillPastTheStepsBound: a hub (it holds only its device
+// certificate) reports a step's usage itself; a hub that claims far more
+// tokens than the step could use is billed at most the step's bound, and
+// negative counts are billed as none, so the run's hold still covers it.
+func TestHubCannotBillPastTheStepsBound(t *testing.T) {
+	env := newEnv(t)
+	f := newLedger(env)
+	env.OnActivity(pl.HubAvailable, mock.Anything, "hub.gpu1").Return(activities.HubStatus{Healthy: true}, nil)
+	var bound activities.Budget
+	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.LogosInput) (activities.LogosOutput, error) {
+		bound = in.Budget
+		return activities.LogosOutput{Solution: synapse.Solution{Answer: "a", Confidence: 0.9},
+			Usage: activities.AgentUsage{Model: "m", PromptTokens: 1 << 40, CompletionTokens: -5, RanOn: "cloud"}}, nil
+	})
+	if _, err := run(t, env, ConsensusInput{Prompt: "q [sim:agree]", Account: "acme", HubQueue: "hub.gpu1", CloudQueue: "cloud"}); err != nil {
+		t.Fatal(err)
+	}
+	pt, _ := bound.EventBound()
+	var logos *store.Usage
+	for i, e := range f.events {
+		if strings.HasSuffix(e.EventID, "/r1-logos") {
+			logos = &f.events[i]
+		}
+	}
+	if logos == nil || logos.PromptTokens != pt || logos.CompletionTokens != 0 {
+		t.Fatalf("logos billed %+v, want %d prompt tokens (the bound) and none for a negative count", logos, pt)
+	}
+	var charged money.Micros
+	for _, e := range f.events {
+		c, _ := f.hold.Price(store.TokenBound{PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens})
+		charged += c
+	}
+	if charged > f.hold.Amount {
+		t.Fatalf("the hub's claims cost %s, over the %s hold", charged, f.hold.Amount)
+	}
+}

@@ -263,6 +263,10 @@ type consensus struct {
 	hold     store.Hold
 	held     bool
 	holdUsed money.Micros
+	// stepBudget and stepOnHub are the bound of the step in progress and
+	// whether it ran on a hub's queue.
+	stepBudget activities.Budget
+	stepOnHub  bool
 }
 
 // versionAdmission is the workflow version that reserves the run's worst
@@ -501,6 +505,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
 		}
+		c.stepBudget, c.stepOnHub = b, onHub
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, arg).Get(ctx, out)
 		if err == nil {
 			return nil
@@ -511,7 +516,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			if ae.HasDetails() && ae.Details(&u) == nil && u.PromptTokens+u.CompletionTokens > 0 {
 				// The call ran: it is billed with the steps, under this attempt's id.
 				u.Failed = true
-				c.state.Usage = append(c.state.Usage, u)
+				c.state.Usage = append(c.state.Usage, c.trusted(u))
 				c.stepIDs = append(c.stepIDs, c.stepID)
 			}
 			if ae.Type() == activities.ErrFailedAfterUse && retries < stepRetries {
@@ -678,8 +683,24 @@ func (c *consensus) release(ctx workflow.Context) {
 	}
 }
 
+// trusted is the usage a step reported as the ledger may bill it: never
+// negative, and from a hub (which holds only its device certificate and
+// reports its own counts) never more than the step's bound, so a hub cannot
+// bill an account past the run's hold.
+func (c *consensus) trusted(u activities.AgentUsage) activities.AgentUsage {
+	if !c.admit {
+		return u
+	}
+	u.PromptTokens, u.CompletionTokens = max(u.PromptTokens, 0), max(u.CompletionTokens, 0)
+	if c.stepOnHub && c.stepBudget.MaxTokens > 0 {
+		pt, ct := c.stepBudget.EventBound()
+		u.PromptTokens, u.CompletionTokens = min(u.PromptTokens, int(pt)), min(u.CompletionTokens, int(ct))
+	}
+	return u
+}
+
 func (c *consensus) done(ctx workflow.Context, u activities.AgentUsage) {
-	c.state.Usage = append(c.state.Usage, u)
+	c.state.Usage = append(c.state.Usage, c.trusted(u))
 	c.stepIDs = append(c.stepIDs, c.stepID)
 	c.state.Steps++
 	c.state.UpdatedAt = workflow.Now(ctx)
