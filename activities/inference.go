@@ -25,7 +25,70 @@ const (
 	ErrUnknownAccount    = "UnknownAccount"
 	ErrGuestQuota        = "GuestQuotaExhausted"
 	ErrProjectForbidden  = "ProjectForbidden"
+	// ErrInsufficientHeadroom: the account or the guest session cannot cover
+	// the run's worst case; nothing ran.
+	ErrInsufficientHeadroom = "InsufficientHeadroom"
+	// ErrPromptTooLarge: the prompt is over the step's bound; nothing ran.
+	ErrPromptTooLarge = "PromptTooLarge"
+	// ErrFailedAfterUse: a call ran and a later one failed in a way a retry
+	// may mend; the details carry the AgentUsage of what ran, which the
+	// caller bills before it retries under a new id.
+	ErrFailedAfterUse = "InferenceFailedAfterUse"
 )
+
+// Bounds of one agent call, which admission prices a step by.
+const (
+	// DefaultMaxTokens is the completion bound per call when a Budget names none.
+	DefaultMaxTokens = 1024
+	// MessageOverhead bounds the tokens a chat template adds per message.
+	MessageOverhead = 8
+	// RepairAllowance is the room a step's prompt bound leaves for the
+	// repair call: the first reply (up to 8 bytes a token of MaxTokens) and
+	// the repair message.
+	RepairAllowance = 1024
+)
+
+// Budget bounds one agent call. The zero value bounds nothing (runs
+// recorded before admission).
+type Budget struct {
+	// MaxPromptTokens bounds every chat call's prompt, counted as
+	// PromptTokensBound does; a larger prompt is refused before it is sent.
+	MaxPromptTokens int `json:"max_prompt_tokens,omitempty"`
+	// MaxTokens is sent as max_tokens with every chat call.
+	MaxTokens int `json:"max_tokens,omitempty"`
+}
+
+// PromptTokensBound is an upper bound on the prompt tokens of msgs: one
+// token a byte (a byte-level tokenizer never makes more) plus
+// MessageOverhead a message and one more for the reply's start.
+func PromptTokensBound(msgs []llm.Message) int {
+	n := MessageOverhead
+	for _, m := range msgs {
+		n += len(m.Role) + len(m.Content) + MessageOverhead
+	}
+	return n
+}
+
+// StepBudget is the budget of a step whose first prompt is p: p's bound
+// plus room for a repair call, and maxTokens (DefaultMaxTokens when 0).
+func StepBudget(p synapse.Prompt, maxTokens int) Budget {
+	if maxTokens <= 0 {
+		maxTokens = DefaultMaxTokens
+	}
+	first := PromptTokensBound(PromptMessages(p))
+	return Budget{MaxPromptTokens: first + 8*maxTokens + RepairAllowance, MaxTokens: maxTokens}
+}
+
+// EventBound is the most tokens one step under b may use: two calls (the
+// first and the repair), each within both bounds.
+func (b Budget) EventBound() (prompt, completion int64) {
+	return 2 * int64(b.MaxPromptTokens), 2 * int64(b.MaxTokens)
+}
+
+// PromptMessages are the chat messages of p.
+func PromptMessages(p synapse.Prompt) []llm.Message {
+	return []llm.Message{{Role: "system", Content: p.System}, {Role: "user", Content: p.User}}
+}
 
 // Models names the model each agent uses.
 type Models struct {
@@ -52,6 +115,8 @@ type AgentUsage struct {
 	CompletionTokens int          `json:"completion_tokens"`
 	// Repaired is true when the first reply was unusable and the repair prompt's was used.
 	Repaired bool `json:"repaired,omitempty"`
+	// Failed is true for a call that ran in a step that failed; it is billed all the same.
+	Failed bool `json:"failed,omitempty"`
 	// RanOn is the task queue of the worker that ran the call.
 	RanOn string `json:"ran_on"`
 }
@@ -59,6 +124,7 @@ type AgentUsage struct {
 // PathosInput asks for the intent manifest of Question.
 type PathosInput struct {
 	Question string
+	Budget   Budget
 }
 
 // PathosOutput is Pathos's manifest.
@@ -77,6 +143,7 @@ type LogosInput struct {
 	LoRA string
 	// Account is who the consensus runs for; it must be allowed to use LoRA.
 	Account string
+	Budget  Budget
 }
 
 // LogosOutput is Logos's solution.
@@ -91,6 +158,7 @@ type EthosInput struct {
 	Manifest synapse.Manifest
 	Solution synapse.Solution
 	Round    int
+	Budget   Budget
 }
 
 // EthosOutput is Ethos's verification.
@@ -104,6 +172,7 @@ type ArbiterInput struct {
 	Question string
 	Manifest synapse.Manifest
 	Rounds   []synapse.RoundRecord
+	Budget   Budget
 }
 
 // ArbiterOutput is the Arbiter's verdict.
@@ -115,7 +184,7 @@ type ArbiterOutput struct {
 // Pathos extracts the intent manifest.
 func (a *Inference) Pathos(ctx context.Context, in PathosInput) (PathosOutput, error) {
 	var out PathosOutput
-	u, err := a.ask(ctx, synapse.Pathos, a.Models.Pathos, synapse.PathosPrompt(in.Question), &out.Manifest)
+	u, err := a.ask(ctx, synapse.Pathos, a.Models.Pathos, synapse.PathosPrompt(in.Question), &out.Manifest, in.Budget)
 	out.Usage = u
 	return out, err
 }
@@ -138,15 +207,15 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 	if err := use(); err != nil {
 		return out, err
 	}
-	u, err := a.ask(ctx, synapse.Logos, model, p, &out.Solution)
-	if err != nil && in.LoRA != "" && a.Adapters != nil && lora.IsNotLoaded(err) {
+	u, err := a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget)
+	if err != nil && u.tokens() == 0 && in.LoRA != "" && a.Adapters != nil && lora.IsNotLoaded(err) {
 		// The backend lost the adapter (a restart, or another worker's
 		// eviction): load it again and retry once.
 		a.Adapters.Cache.Forget(in.LoRA)
 		if err := use(); err != nil {
 			return out, err
 		}
-		u, err = a.ask(ctx, synapse.Logos, model, p, &out.Solution)
+		u, err = a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget)
 	}
 	out.Usage = u
 	return out, err
@@ -155,7 +224,7 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 // Ethos verifies a solution.
 func (a *Inference) Ethos(ctx context.Context, in EthosInput) (EthosOutput, error) {
 	var out EthosOutput
-	u, err := a.ask(ctx, synapse.Ethos, a.Models.Ethos, synapse.EthosPrompt(in.Question, in.Manifest, in.Solution, in.Round), &out.Verification)
+	u, err := a.ask(ctx, synapse.Ethos, a.Models.Ethos, synapse.EthosPrompt(in.Question, in.Manifest, in.Solution, in.Round), &out.Verification, in.Budget)
 	out.Usage = u
 	return out, err
 }
@@ -163,7 +232,7 @@ func (a *Inference) Ethos(ctx context.Context, in EthosInput) (EthosOutput, erro
 // Arbiter decides after the last round.
 func (a *Inference) Arbiter(ctx context.Context, in ArbiterInput) (ArbiterOutput, error) {
 	var out ArbiterOutput
-	u, err := a.ask(ctx, synapse.Arbiter, a.Models.Arbiter, synapse.ArbiterPrompt(in.Question, in.Manifest, in.Rounds), &out.Verdict)
+	u, err := a.ask(ctx, synapse.Arbiter, a.Models.Arbiter, synapse.ArbiterPrompt(in.Question, in.Manifest, in.Rounds), &out.Verdict, in.Budget)
 	out.Usage = u
 	return out, err
 }
@@ -171,16 +240,24 @@ func (a *Inference) Arbiter(ctx context.Context, in ArbiterInput) (ArbiterOutput
 type validated interface{ Validate() error }
 
 // ask sends p, parses the reply into out, and on an unusable reply asks once
-// more with a repair prompt. Usage covers both calls.
-func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated) (AgentUsage, error) {
+// more with a repair prompt. Usage covers both calls. Every error after a
+// call ran carries the usage in its details (as an ApplicationError), so the
+// caller can bill what ran; a failure that a retry may mend becomes a
+// non-retryable ErrFailedAfterUse, because Temporal's own retry would hide
+// the usage of the attempt that failed.
+func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated, b Budget) (AgentUsage, error) {
 	start := time.Now()
 	defer func() { a.Metrics.Stage(string(role), time.Since(start)) }()
 	u := AgentUsage{Role: role, Model: model}
 	if activity.IsActivity(ctx) {
 		u.RanOn = activity.GetInfo(ctx).TaskQueue
 	}
-	msgs := []llm.Message{{Role: "system", Content: p.System}, {Role: "user", Content: p.User}}
-	resp, err := a.chat(ctx, model, msgs)
+	msgs := PromptMessages(p)
+	if n := PromptTokensBound(msgs); b.MaxPromptTokens > 0 && n > b.MaxPromptTokens {
+		return u, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("%s's prompt may be %d tokens, over the step's bound of %d: shorten the prompt", role, n, b.MaxPromptTokens), ErrPromptTooLarge, nil)
+	}
+	resp, err := a.chat(ctx, model, msgs, b.MaxTokens)
 	if err != nil {
 		return u, err
 	}
@@ -190,9 +267,13 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 		return u, nil
 	}
 	msgs = append(msgs, llm.Message{Role: "assistant", Content: resp.Text}, llm.Message{Role: "user", Content: synapse.Repair(perr)})
-	resp, err = a.chat(ctx, model, msgs)
+	if n := PromptTokensBound(msgs); b.MaxPromptTokens > 0 && n > b.MaxPromptTokens {
+		return u, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("%s's output is unusable and too long to repair within the step's bound: %v", role, perr), ErrMalformedOutput, perr, u)
+	}
+	resp, err = a.chat(ctx, model, msgs, b.MaxTokens)
 	if err != nil {
-		return u, err
+		return u, withUsage(err, u)
 	}
 	u.add(resp.Usage)
 	u.Repaired = true
@@ -203,8 +284,17 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 	return u, nil
 }
 
-func (a *Inference) chat(ctx context.Context, model string, msgs []llm.Message) (llm.Response, error) {
-	resp, err := a.LLM.Chat(ctx, llm.Request{Model: model, Messages: msgs, JSON: true})
+// withUsage makes err, which came after calls that used u, carry u.
+func withUsage(err error, u AgentUsage) error {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) && ae.NonRetryable() {
+		return temporal.NewNonRetryableApplicationError(ae.Message(), ae.Type(), err, u)
+	}
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrFailedAfterUse, err, u)
+}
+
+func (a *Inference) chat(ctx context.Context, model string, msgs []llm.Message, maxTokens int) (llm.Response, error) {
+	resp, err := a.LLM.Chat(ctx, llm.Request{Model: model, Messages: msgs, JSON: true, MaxTokens: maxTokens})
 	var he *llm.HTTPError
 	if errors.As(err, &he) && !he.Temporary() {
 		return resp, temporal.NewNonRetryableApplicationError(he.Error(), ErrInferenceRejected, err)
@@ -216,3 +306,5 @@ func (u *AgentUsage) add(x llm.Usage) {
 	u.PromptTokens += x.PromptTokens
 	u.CompletionTokens += x.CompletionTokens
 }
+
+func (u AgentUsage) tokens() int { return u.PromptTokens + u.CompletionTokens }

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/synapse"
 )
@@ -35,6 +36,12 @@ const (
 	MaxRounds          = 10
 	DefaultProject     = activities.DefaultProject
 	DefaultStepTimeout = 2 * time.Minute
+	// DefaultMaxTokens bounds each agent call's completion.
+	DefaultMaxTokens = activities.DefaultMaxTokens
+	MaxMaxTokens     = 32768
+	// stepRetries is how often a step whose call ran and then failed in a
+	// way a retry may mend is run again under a new id.
+	stepRetries = 2
 	// hubStartTimeout is how long a step waits for a hub to pick it up before
 	// the workflow moves inference to the cloud queue.
 	hubStartTimeout = 10 * time.Second
@@ -103,6 +110,9 @@ type ConsensusInput struct {
 	Resume *Resume
 	// StepTimeout bounds one agent call. Default 2 minutes.
 	StepTimeout time.Duration
+	// MaxTokens bounds each agent call's completion (max_tokens), 16 to
+	// 32768; admission prices the run's worst case with it. Default 1024.
+	MaxTokens int
 }
 
 // Normalize applies defaults and validates the input.
@@ -141,6 +151,12 @@ func (in ConsensusInput) Normalize() (ConsensusInput, error) {
 	}
 	if in.StepTimeout == 0 {
 		in.StepTimeout = DefaultStepTimeout
+	}
+	if in.MaxTokens == 0 {
+		in.MaxTokens = DefaultMaxTokens
+	}
+	if in.MaxTokens < 16 || in.MaxTokens > MaxMaxTokens {
+		return in, fmt.Errorf("max tokens %d is outside 16..%d", in.MaxTokens, MaxMaxTokens)
 	}
 	if in.Resume != nil && in.Resume.Round < 0 {
 		return in, fmt.Errorf("resume round %d is negative", in.Resume.Round)
@@ -217,9 +233,11 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		if berr := c.bill(ctx); berr != nil {
 			workflow.GetLogger(ctx).Error("billing the steps that ran failed", "error", berr)
 		}
+		c.release(ctx)
 		c.record(ctx)
 		return nil, err
 	}
+	c.release(ctx)
 	c.record(ctx)
 	return &c.state, nil
 }
@@ -236,7 +254,39 @@ type consensus struct {
 	// stepIDs0 marks a run recorded before versionStepIDs: the SDK picks
 	// activity ids and nothing is billed.
 	stepIDs0 bool
+	// admit marks a run from versionAdmission on: it reserves a hold before
+	// inference, bounds every call, and bills failed calls too.
+	admit bool
+	// hold is the run's reservation (held is false without one); holdUsed
+	// is the priced bound of every step started so far, which the hold
+	// always covers before a step starts.
+	hold     store.Hold
+	held     bool
+	holdUsed money.Micros
+	// stepBudget and stepOnHub are the bound of the step in progress and
+	// whether it ran on a hub's queue.
+	stepBudget activities.Budget
+	stepOnHub  bool
 }
+
+// versionAdmission is the workflow version that reserves the run's worst
+// case before inference, gives each step a Budget (max_tokens and a prompt
+// bound), tops the hold up when a step's exact bound needs it, bills the
+// usage that failed steps carry, retries a step whose call ran and then
+// failed under a new id, and releases the hold at the end.
+//
+// The bound on overshoot: every event a run bills is within its step's
+// Budget.EventBound when the inference server honours max_tokens and counts
+// at most one prompt token a byte plus activities.MessageOverhead a message,
+// and the hold covers that bound priced at the most expensive model and the
+// account's multiplier before the step starts. So, with such a server and
+// prices and multipliers not raised during the run, concurrent runs never
+// pass the credit ceiling or a guest's quota: the overshoot is zero. A
+// server that reports more tokens is still billed what it reports; the
+// overshoot is then what its events count beyond their bounds. Calls whose
+// answer never came back (a step timed out, or a hub's abandoned step) are
+// not billed: their usage is unknown.
+const versionAdmission = 1
 
 // versionStepIDs is the workflow version that names each step's activity
 // (r<round>-<agent>) and bills it; runs recorded before it replay without.
@@ -244,6 +294,7 @@ const versionStepIDs = 1
 
 func (c *consensus) run(ctx workflow.Context) error {
 	c.stepIDs0 = workflow.GetVersion(ctx, "step-ids-and-billing", workflow.DefaultVersion, versionStepIDs) == workflow.DefaultVersion
+	c.admit = !c.stepIDs0 && workflow.GetVersion(ctx, "admission", workflow.DefaultVersion, versionAdmission) == versionAdmission
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           c.cloud,
 		StartToCloseTimeout: 10 * time.Second,
@@ -285,9 +336,14 @@ func (c *consensus) run(ctx workflow.Context) error {
 	}
 	last := first + c.in.MaxRounds - 1
 	c.state.LastRound = last
+	if err := c.admitRun(ctx); err != nil {
+		return err
+	}
 	if c.state.Manifest == nil {
 		var out activities.PathosOutput
-		if err := c.step(ctx, first, "pathos", inf.Pathos, activities.PathosInput{Question: c.in.Prompt}, &out); err != nil {
+		pi := activities.PathosInput{Question: c.in.Prompt}
+		pi.Budget = c.budget(synapse.PathosPrompt(pi.Question))
+		if err := c.step(ctx, first, "pathos", inf.Pathos, pi, pi.Budget, &out); err != nil {
 			return err
 		}
 		c.state.Manifest = &out.Manifest
@@ -300,16 +356,18 @@ func (c *consensus) run(ctx workflow.Context) error {
 		rs := &c.state.Rounds[len(c.state.Rounds)-1]
 
 		var lo activities.LogosOutput
-		if err := c.step(ctx, round, "logos", inf.Logos, activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round,
-			Feedback: feedback, LoRA: c.in.LoRA, Account: c.in.Account}, &lo); err != nil {
+		li := activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round, Feedback: feedback, LoRA: c.in.LoRA, Account: c.in.Account}
+		li.Budget = c.budget(synapse.LogosPrompt(li.Question, li.Manifest, li.Round, li.Feedback, li.LoRA))
+		if err := c.step(ctx, round, "logos", inf.Logos, li, li.Budget, &lo); err != nil {
 			return err
 		}
 		rs.Solution = &lo.Solution
 		c.done(ctx, lo.Usage)
 
 		var eo activities.EthosOutput
-		if err := c.step(ctx, round, "ethos", inf.Ethos, activities.EthosInput{Question: c.in.Prompt, Manifest: m, Solution: lo.Solution,
-			Round: round}, &eo); err != nil {
+		ei := activities.EthosInput{Question: c.in.Prompt, Manifest: m, Solution: lo.Solution, Round: round}
+		ei.Budget = c.budget(synapse.EthosPrompt(ei.Question, ei.Manifest, ei.Solution, ei.Round))
+		if err := c.step(ctx, round, "ethos", inf.Ethos, ei, ei.Budget, &eo); err != nil {
 			return err
 		}
 		rs.Verification = &eo.Verification
@@ -333,7 +391,9 @@ func (c *consensus) run(ctx workflow.Context) error {
 		records = append(records, synapse.RoundRecord{Round: r.Round, Solution: *r.Solution, Verification: *r.Verification, Score: r.Score})
 	}
 	var ao activities.ArbiterOutput
-	if err := c.step(ctx, last, "arbiter", inf.Arbiter, activities.ArbiterInput{Question: c.in.Prompt, Manifest: m, Rounds: records}, &ao); err != nil {
+	ai := activities.ArbiterInput{Question: c.in.Prompt, Manifest: m, Rounds: records}
+	ai.Budget = c.budget(synapse.ArbiterPrompt(ai.Question, ai.Manifest, ai.Rounds))
+	if err := c.step(ctx, last, "arbiter", inf.Arbiter, ai, ai.Budget, &ao); err != nil {
 		return err
 	}
 	c.state.Arbiter = &ao.Verdict
@@ -353,11 +413,15 @@ func (c *consensus) bill(ctx workflow.Context) error {
 	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
 	var events []store.Usage
 	for i, u := range c.state.Usage[c.billed:] {
-		events = append(events, store.Usage{
+		ev := store.Usage{
 			EventID: wid + "/" + c.stepIDs[c.billed+i], Account: c.in.Account, Project: c.in.Project, Model: u.Model,
 			GuestSession: c.in.GuestSession,
 			PromptTokens: int64(u.PromptTokens), CompletionTokens: int64(u.CompletionTokens),
-		})
+		}
+		if c.held {
+			ev.Hold = c.hold.ID
+		}
+		events = append(events, ev)
 	}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           c.cloud,
@@ -407,10 +471,16 @@ func (c *consensus) place(ctx workflow.Context) error {
 
 // step runs one agent activity, with the activity id round-agent. A hub
 // that does not pick the step up in time loses it to the cloud queue when
-// placement allows.
-func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg, out any) error {
+// placement allows. From versionAdmission on, the hold covers the step's
+// bound b before it starts, a failed step's usage is billed, and a step
+// whose call ran and then failed is run again under a new id.
+func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg any, b activities.Budget, out any) error {
 	c.stepID = fmt.Sprintf("r%d-%s", round, agent)
+	retries := 0
 	for {
+		if err := c.cover(ctx, b); err != nil {
+			return err
+		}
 		queue := c.queue
 		if agent == "logos" && c.in.LoRA != "" {
 			// Adapters live in the cloud registry and load into the cloud
@@ -435,9 +505,25 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg,
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
 		}
+		c.stepBudget, c.stepOnHub = b, onHub
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, arg).Get(ctx, out)
 		if err == nil {
 			return nil
+		}
+		var ae *temporal.ApplicationError
+		if c.admit && errors.As(err, &ae) {
+			var u activities.AgentUsage
+			if ae.HasDetails() && ae.Details(&u) == nil && u.PromptTokens+u.CompletionTokens > 0 {
+				// The call ran: it is billed with the steps, under this attempt's id.
+				u.Failed = true
+				c.state.Usage = append(c.state.Usage, c.trusted(u))
+				c.stepIDs = append(c.stepIDs, c.stepID)
+			}
+			if ae.Type() == activities.ErrFailedAfterUse && retries < stepRetries {
+				retries++
+				c.stepID = fmt.Sprintf("r%d-%s-retry%d", round, agent, retries)
+				continue
+			}
 		}
 		var te *temporal.TimeoutError
 		if onHub && c.in.Placement == PlacementAuto && errors.As(err, &te) &&
@@ -454,7 +540,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg,
 }
 
 // passedTypes are the activity error types a consensus fails with as they are.
-var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount,
+var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount, activities.ErrInsufficientHeadroom,
 	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad, activities.ErrGuestQuota, activities.ErrProjectForbidden}
 
 // passType fails the workflow with the activity's own error type when it is
@@ -468,8 +554,153 @@ func passType(err error, where string) error {
 	return temporal.NewNonRetryableApplicationError(where+": "+cause(err), ErrRoundFailed, err)
 }
 
+// budget bounds a step whose first prompt is p; runs before
+// versionAdmission send no bounds.
+func (c *consensus) budget(p synapse.Prompt) activities.Budget {
+	if !c.admit {
+		return activities.Budget{}
+	}
+	return activities.StepBudget(p, c.in.MaxTokens)
+}
+
+// WorstCase is what admission reserves for a run of normalized input in: a
+// token bound per step it may take (every round's Logos and Ethos, Pathos
+// unless resumed with a manifest, and the Arbiter, each model output taken
+// at four bytes a token of MaxTokens), and how long the hold lasts. The API
+// reserves the same before it starts the workflow. A step whose exact bound
+// turns out larger raises the hold before it starts.
+func WorstCase(in ConsensusInput) ([]store.TokenBound, time.Duration) {
+	first := 1
+	m := synapse.Manifest{}
+	resumed := false
+	if r := in.Resume; r != nil {
+		first = r.Round + 1
+		if r.Manifest != nil {
+			m, resumed = *r.Manifest, true
+		}
+	}
+	last := first + in.MaxRounds - 1
+	out := strings.Repeat("x", 4*in.MaxTokens)
+	if !resumed {
+		m = synapse.Manifest{Intent: out}
+	}
+	sol := synapse.Solution{Answer: out}
+	ver := synapse.Verification{Feedback: out}
+	var bs []store.TokenBound
+	add := func(p synapse.Prompt) {
+		pt, ct := activities.StepBudget(p, in.MaxTokens).EventBound()
+		bs = append(bs, store.TokenBound{PromptTokens: pt, CompletionTokens: ct})
+	}
+	if !resumed {
+		add(synapse.PathosPrompt(in.Prompt))
+	}
+	var records []synapse.RoundRecord
+	for round := first; round <= last; round++ {
+		add(synapse.LogosPrompt(in.Prompt, m, round, out, in.LoRA))
+		add(synapse.EthosPrompt(in.Prompt, m, sol, round))
+		records = append(records, synapse.RoundRecord{Round: round, Solution: sol, Verification: ver})
+	}
+	add(synapse.ArbiterPrompt(in.Prompt, m, records))
+	return bs, holdTTL(in, len(bs))
+}
+
+// holdTTL is how long a hold lasts: every step and its retries at their
+// longest, and ten minutes more.
+func holdTTL(in ConsensusInput, steps int) time.Duration {
+	return time.Duration(steps*(1+stepRetries))*(4*in.StepTimeout+hubStartTimeout+time.Minute) + 10*time.Minute
+}
+
+func (c *consensus) ledgerCtx(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           c.cloud,
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumInterval: 10 * time.Second, MaximumAttempts: 10},
+	})
+}
+
+// admitRun reserves the run's worst case before any inference; a run the
+// account or the guest's session cannot cover fails with
+// InsufficientHeadroom and nothing runs.
+func (c *consensus) admitRun(ctx workflow.Context) error {
+	if !c.admit || c.in.Account == "" {
+		return nil
+	}
+	bs, ttl := WorstCase(c.in)
+	in := activities.ReserveInput{Hold: workflow.GetInfo(ctx).WorkflowExecution.ID, Account: c.in.Account, GuestSession: c.in.GuestSession,
+		Bounds: bs, TTL: ttl}
+	var l *activities.Ledger
+	if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &c.hold); err != nil {
+		return passType(err, "admission")
+	}
+	c.held = true
+	return nil
+}
+
+// cover makes the hold cover every step started so far and the next one
+// (bound b) before it starts, raising it when the estimate fell short.
+func (c *consensus) cover(ctx workflow.Context, b activities.Budget) error {
+	if !c.held {
+		return nil
+	}
+	pt, ct := b.EventBound()
+	p, err := c.hold.Price(store.TokenBound{PromptTokens: pt, CompletionTokens: ct})
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError("pricing a step: "+err.Error(), ErrRoundFailed, err)
+	}
+	need := c.holdUsed + p
+	if need > c.hold.Amount {
+		in := activities.ReserveInput{Hold: c.hold.ID, Account: c.in.Account, GuestSession: c.in.GuestSession, Target: need,
+			TTL: holdTTL(c.in, 2*c.in.MaxRounds+2)}
+		var l *activities.Ledger
+		if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &c.hold); err != nil {
+			return passType(err, "raising the run's hold")
+		}
+	}
+	c.holdUsed = need
+	return nil
+}
+
+// release frees what the hold did not settle; should it fail, the hold
+// expires by itself. A run that failed before its own reservation releases
+// too: the API may have taken the hold under the run's id.
+func (c *consensus) release(ctx workflow.Context) {
+	if !c.held && !(c.admit && c.in.Account != "") {
+		return
+	}
+	id := c.hold.ID
+	if id == "" {
+		id = workflow.GetInfo(ctx).WorkflowExecution.ID
+	}
+	var l *activities.Ledger
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              c.cloud,
+		StartToCloseTimeout:    10 * time.Second,
+		ScheduleToCloseTimeout: 2 * time.Minute,
+		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 10 * time.Second},
+	})
+	if err := workflow.ExecuteActivity(actx, l.Release, id).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("releasing the run's hold failed; it expires by itself", "hold", id, "error", err)
+	}
+}
+
+// trusted is the usage a step reported as the ledger may bill it: never
+// negative, and from a hub (which holds only its device certificate and
+// reports its own counts) never more than the step's bound, so a hub cannot
+// bill an account past the run's hold.
+func (c *consensus) trusted(u activities.AgentUsage) activities.AgentUsage {
+	if !c.admit {
+		return u
+	}
+	u.PromptTokens, u.CompletionTokens = max(u.PromptTokens, 0), max(u.CompletionTokens, 0)
+	if c.stepOnHub && c.stepBudget.MaxTokens > 0 {
+		pt, ct := c.stepBudget.EventBound()
+		u.PromptTokens, u.CompletionTokens = min(u.PromptTokens, int(pt)), min(u.CompletionTokens, int(ct))
+	}
+	return u
+}
+
 func (c *consensus) done(ctx workflow.Context, u activities.AgentUsage) {
-	c.state.Usage = append(c.state.Usage, u)
+	c.state.Usage = append(c.state.Usage, c.trusted(u))
 	c.stepIDs = append(c.stepIDs, c.stepID)
 	c.state.Steps++
 	c.state.UpdatedAt = workflow.Now(ctx)

@@ -334,6 +334,7 @@ func TestBillsEveryStepOnceWithStableIDs(t *testing.T) {
 		billed = append(billed, evs...)
 		return nil, nil
 	})
+	newLedger(env) // admission's hold; LogUsage is the mock above
 	st, err := run(t, env, ConsensusInput{Prompt: "q [sim:disagree]", MaxRounds: 2, Account: "acme", Project: "p"})
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +357,7 @@ func TestCeilingReachedMidRunStopsTheRun(t *testing.T) {
 	env.OnActivity(rec.CheckProject, mock.Anything, "acme", mock.Anything).Return(nil)
 	env.OnActivity(led.LogUsage, mock.Anything, mock.Anything).Return(nil,
 		temporal.NewNonRetryableApplicationError("credit ceiling reached: account acme owes $1.000000", activities.ErrCreditCeiling, nil))
+	newLedger(env)
 	_, err := run(t, env, ConsensusInput{Prompt: "q [sim:disagree]", MaxRounds: 3, Account: "acme"})
 	var ae *temporal.ApplicationError
 	if !errors.As(err, &ae) || ae.Type() != activities.ErrCreditCeiling {

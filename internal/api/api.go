@@ -5,7 +5,8 @@
 //
 //	POST /v1/consensus        start a consensus billed to the token's account,
 //	                          or a guest's host (402 when the account is
-//	                          suspended or the guest's quota is spent)
+//	                          suspended, the guest's quota is spent, or
+//	                          either cannot cover the run's worst case)
 //	GET  /v1/consensus/{id}   its live or final state, to its account and the
 //	                          members and guests of its project
 //	GET  /join/{token}        the invite page (consumes nothing); POST accepts
@@ -297,7 +298,28 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	id := runner.NewWorkflowID(time.Now())
+	// The run's hold, taken here so that a run that cannot be covered is a
+	// 402 now; the workflow's own reservation under the same id finds it.
+	bounds, ttl := workflows.WorstCase(norm)
+	_, err = s.Store.ReserveHold(ctx, store.HoldRequest{ID: id, Account: account, GuestSession: in.GuestSession, Bounds: bounds, TTL: ttl})
+	var he *store.HeadroomError
+	var se *store.SuspendedError
+	switch {
+	case errors.As(err, &he) && he.GuestSession != "":
+		httpjson.Error(w, http.StatusPaymentRequired, "guest_quota_too_low", he.Error())
+		return
+	case errors.As(err, &he):
+		httpjson.Error(w, http.StatusPaymentRequired, "insufficient_headroom", he.Error())
+		return
+	case errors.As(err, &se):
+		httpjson.Error(w, http.StatusPaymentRequired, se.Reason, se.Error())
+		return
+	case err != nil:
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
+		return
+	}
 	if _, err := runner.Start(ctx, s.Temporal, id, in); err != nil {
+		_, _ = s.Store.ReleaseHold(context.WithoutCancel(ctx), id)
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "could not start the consensus: "+err.Error())
 		return
 	}

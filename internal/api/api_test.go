@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/superinstance/mesh/internal/api"
+	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/test/harness"
@@ -81,6 +82,20 @@ func TestAPI(t *testing.T) {
 	}
 	if code, _ := call(t, h, "GET", "/v1/consensus/"+id, bob, ""); code != 404 {
 		t.Fatalf("bob reads alice's run: %d", code)
+	}
+
+	// Under the ceiling but without room for the run's worst case: 402
+	// before anything runs, saying what to do.
+	acct, _ := m.Store.AccountByID(ctx, "alice")
+	if err := m.Store.SetCeiling(ctx, "alice", acct.Unbilled+money.Cent); err != nil {
+		t.Fatal(err)
+	}
+	code, r = call(t, h, "POST", "/v1/consensus", alice, `{"prompt":"a big one"}`)
+	if code != http.StatusPaymentRequired || r.Error.Code != "insufficient_headroom" || !strings.HasPrefix(r.Error.Message, "not enough headroom") || r.WorkflowID != "" {
+		t.Fatalf("no headroom: %d %+v", code, r)
+	}
+	if a, _ := m.Store.AccountByID(ctx, "alice"); a.Status != "active" || a.Unbilled != acct.Unbilled {
+		t.Fatalf("a refused run changed the account: %+v", a)
 	}
 
 	// At the ceiling: 402, naming the reason, and no workflow starts.

@@ -173,7 +173,8 @@ func TestGuestRequestsAndRoles(t *testing.T) {
 	m.Account(t, "stranger")
 	ctx := context.Background()
 	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
-	tok, _ := invite(t, m, "team", store.RoleEditor, 3_000, time.Hour)
+	// Enough for a run's worst case (admission reserves it before the run).
+	tok, _ := invite(t, m, "team", store.RoleEditor, 2_000_000, time.Hour)
 	editor := guestCookie(t, post(h, "/join/"+tok, "10.1.0.1", nil))
 	vtok, _ := invite(t, m, "team", store.RoleViewer, 3_000, time.Hour)
 	viewer := guestCookie(t, post(h, "/join/"+vtok, "10.1.0.1", nil))

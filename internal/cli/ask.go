@@ -44,6 +44,12 @@ it completes, then the answer with its status, score, rounds and workflow id.
   si ask --follow consensus-20261124-101500-1a2b3c4d   re-attach to a run
   si ask --continue consensus-... "and at sunset?"     continue from a run's state
 
+A run is admitted only when the account (and, for --guest, the session's
+quota) can cover its worst case: every round's agent calls at --max-tokens,
+priced at the most expensive model. Otherwise it is refused before any
+inference with one line that says what to do (raise the ceiling, flush the
+balance, or ask for fewer --max-rounds).
+
 Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 		Flags: func(fs *flag.FlagSet) {
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port (si dev serves one here)")
@@ -54,6 +60,8 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 			fs.StringVar(&hub, "hub", "local", `device id of the hub to prefer ("" for none)`)
 			fs.IntVar(&in.MaxRounds, "max-rounds", workflows.DefaultMaxRounds, "rounds before the Arbiter decides (1-10)")
 			fs.Float64Var(&in.Threshold, "threshold", workflows.DefaultThreshold, "consensus score needed, in (0, 1]")
+			fs.IntVar(&in.MaxTokens, "max-tokens", workflows.DefaultMaxTokens,
+				"most tokens each agent call may generate (16-32768); the run starts only if the account can pay its worst case at this bound")
 			fs.StringVar(&in.LoRA, "lora", "", "LoRA adapter id for Logos")
 			fs.StringVar(&in.GuestSession, "guest", "", "run as a guest with this session id (gs_..., which si join prints); the host pays")
 			fs.StringVar(&follow, "follow", "", "re-attach to the consensus with this workflow id")
@@ -135,8 +143,10 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 					_ = json.NewEncoder(env.Stdout).Encode(map[string]any{"workflow_id": id, "status": workflows.StatusFailed, "error": err.Error()})
 				}
 				var ae *temporal.ApplicationError
-				if errors.As(err, &ae) && ae.Type() == activities.ErrCreditCeiling {
-					return err // "credit ceiling reached: ..." says what to do
+				if errors.As(err, &ae) && oneLineTypes[ae.Type()] {
+					// "credit ceiling reached: ...", "not enough headroom ...":
+					// the message says what to do.
+					return errors.New(ae.Message())
 				}
 				return fmt.Errorf("consensus %s failed: %w", id, err)
 			}
@@ -159,6 +169,10 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 		},
 	}
 }
+
+// oneLineTypes are the failures printed as their own message alone: each
+// names the problem and what to do.
+var oneLineTypes = map[string]bool{activities.ErrCreditCeiling: true, activities.ErrInsufficientHeadroom: true, activities.ErrGuestQuota: true}
 
 func workflowLink(base, namespace, id string) string {
 	return strings.TrimRight(base, "/") + "/namespaces/" + url.PathEscape(namespace) + "/workflows/" + url.PathEscape(id)

@@ -14,7 +14,9 @@
 //	[sim:malformed]      every agent replies with prose instead of JSON
 //	[sim:malformed-once] the first reply is prose; the repair prompt gets JSON
 //
-// Latency is configurable per request and per completion token.
+// Latency is configurable per request and per completion token. A request's
+// max_tokens is honoured as a server would: a longer reply is cut to that
+// many tokens (finish_reason "length").
 package simulator
 
 import (
@@ -115,8 +117,9 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 }
 
 type chatRequest struct {
-	Model    string        `json:"model"`
-	Messages []llm.Message `json:"messages"`
+	Model     string        `json:"model"`
+	Messages  []llm.Message `json:"messages"`
+	MaxTokens int           `json:"max_tokens"`
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
@@ -144,6 +147,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		prompt += tokens(m.Content)
 	}
 	completion := tokens(text)
+	finish := "stop"
+	if req.MaxTokens > 0 && completion > req.MaxTokens {
+		text, completion, finish = text[:4*(req.MaxTokens-1)], req.MaxTokens, "length"
+	}
 	if err := sleep(r.Context(), s.opts.Latency+time.Duration(completion)*s.opts.TokenLatency); err != nil {
 		return
 	}
@@ -153,7 +160,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		"created": 0,
 		"model":   req.Model,
 		"choices": []map[string]any{{
-			"index": 0, "finish_reason": "stop",
+			"index": 0, "finish_reason": finish,
 			"message": map[string]string{"role": "assistant", "content": text},
 		}},
 		"usage": map[string]int{"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},

@@ -132,3 +132,19 @@ func FuzzChatRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestMaxTokensIsHonoured: a reply longer than max_tokens is cut to it, as a
+// real server does, so the mesh's per-call bound holds against the simulator.
+func TestMaxTokensIsHonoured(t *testing.T) {
+	_, c := serve(t, Options{})
+	p := synapse.PathosPrompt("Why is the sky blue?")
+	msgs := []llm.Message{{Role: "system", Content: p.System}, {Role: "user", Content: p.User}}
+	full, err := c.Chat(context.Background(), llm.Request{Model: ModelSmall, Messages: msgs})
+	if err != nil || full.Usage.CompletionTokens <= 5 {
+		t.Fatalf("%+v %v", full, err)
+	}
+	cut, err := c.Chat(context.Background(), llm.Request{Model: ModelSmall, Messages: msgs, MaxTokens: 5})
+	if err != nil || cut.Usage.CompletionTokens != 5 || !strings.HasPrefix(full.Text, cut.Text) || len(cut.Text) >= len(full.Text) {
+		t.Fatalf("with max_tokens 5: %+v %v", cut, err)
+	}
+}

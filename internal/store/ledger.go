@@ -150,6 +150,10 @@ type Usage struct {
 	Model            string
 	PromptTokens     int64
 	CompletionTokens int64
+	// Hold, when set, is the hold (see ReserveHold) the call ran under: the
+	// charge settles against it, and a call that ran is billed even when the
+	// account reached its ceiling or the session its quota meanwhile.
+	Hold string
 }
 
 // Charge is what LogUsage recorded for an event.
@@ -179,7 +183,9 @@ type Charge struct {
 // model's prices, times the tier's multiplier (the one rounding rule in
 // package money), knowledge credits spent first, the rest added to the
 // unbilled balance. At the ceiling the account is suspended; a suspended
-// account's usage is refused with a *SuspendedError and nothing is written.
+// account's usage is refused with a *SuspendedError and nothing is written,
+// unless it ran under an active hold of the same account and session: that
+// call was admitted, ran, and is billed.
 func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 	if u.EventID == "" || u.Account == "" || u.Model == "" {
 		return Charge{}, errors.New("usage needs an event id, an account and a model")
@@ -212,7 +218,16 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		if a.Status == "suspended" {
+		held := false
+		if u.Hold != "" {
+			// The hold row is locked last: account, session, hold.
+			err := tx.QueryRow(ctx, `SELECT true FROM holds WHERE id = $1 AND account_id = $2 AND coalesce(guest_session, '') = $3`,
+				u.Hold, u.Account, u.GuestSession).Scan(&held)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+		}
+		if a.Status == "suspended" && !held {
 			return &SuspendedError{Account: u.Account, Reason: a.SuspendedReason, Unbilled: a.Unbilled, Ceiling: a.CreditCeiling}
 		}
 		var promptPrice, completionPrice money.Micros
@@ -240,7 +255,7 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 			if err != nil {
 				return err
 			}
-			if remaining <= 0 {
+			if remaining <= 0 && !held {
 				return &GuestQuotaError{Session: u.GuestSession}
 			}
 			// The host never pays beyond the quota: the call that crosses it
@@ -260,16 +275,25 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 		}
 		c.Suspended = c.Unbilled >= a.CreditCeiling
 		c.FlushDue = c.Unbilled >= a.FlushThreshold
+		hold := ""
+		if held {
+			hold = u.Hold
+			if err := settleHold(ctx, tx, u, c.Gross); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO usage_events (event_id, account_id, project_id, guest_session, model, prompt_tokens,
-			completion_tokens, cost_basis, multiplier_ppm, gross, credits_applied, charged)
-			VALUES ($1, $2, $3, nullif($4, ''), $5, $6, $7, $8, $9, $10, $11, $12)`,
+			completion_tokens, cost_basis, multiplier_ppm, gross, credits_applied, charged, hold_id)
+			VALUES ($1, $2, $3, nullif($4, ''), $5, $6, $7, $8, $9, $10, $11, $12, nullif($13, ''))`,
 			u.EventID, u.Account, u.Project, u.GuestSession, u.Model, u.PromptTokens, u.CompletionTokens,
-			c.CostBasis, c.Multiplier, c.Gross, c.CreditsApplied, c.Charged); err != nil {
+			c.CostBasis, c.Multiplier, c.Gross, c.CreditsApplied, c.Charged, hold); err != nil {
 			return err
 		}
+		// A held call on an account suspended for another reason (a failed
+		// payment) keeps that reason, so a flush cannot lift it.
 		if _, err := tx.Exec(ctx, `UPDATE accounts SET credits = credits - $2, unbilled = $3,
-			status = CASE WHEN $4 THEN 'suspended' ELSE status END,
-			suspended_reason = CASE WHEN $4 THEN 'credit_ceiling' ELSE suspended_reason END
+			status = CASE WHEN $4 AND status = 'active' THEN 'suspended' ELSE status END,
+			suspended_reason = CASE WHEN $4 AND status = 'active' THEN 'credit_ceiling' ELSE suspended_reason END
 			WHERE id = $1`, u.Account, c.CreditsApplied, c.Unbilled, c.Suspended); err != nil {
 			return err
 		}

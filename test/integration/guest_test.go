@@ -3,11 +3,15 @@ package integration
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/superinstance/mesh/internal/money"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/test/harness"
@@ -21,46 +25,51 @@ func secretHash(session string) []byte {
 }
 
 // A guest's consensus bills the host and draws down the session's quota;
-// once it is spent the guest's next run is refused before any inference.
+// once what is left cannot cover a run's worst case the guest's next run is
+// refused before any inference, and the host never owes more than the quota.
 func TestGuestConsensusBillsHostUpToQuota(t *testing.T) {
 	m := harness.StartMesh(t, simulator.Options{})
 	ctx := context.Background()
 	m.Account(t, "host")
+	in := workflows.ConsensusInput{Prompt: "Summarise the plan [sim:agree]", GuestSession: "gs-g",
+		Placement: workflows.PlacementCloud, MaxRounds: 1, MaxTokens: 64}
+	w := worstCase(t, in)
+	quota := 2 * w
 	h := sha256.Sum256([]byte("tok"))
 	if _, err := m.Store.CreateInvite(ctx, store.Invite{ID: "inv-g", TokenHash: h[:], Project: "team", Host: "host",
-		Role: store.RoleEditor, Quota: 3_000, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		Role: store.RoleEditor, Quota: quota, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Store.AcceptInvite(ctx, "inv-g", "gs-g", secretHash("gs-g"), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	in := workflows.ConsensusInput{Prompt: "Summarise the plan [sim:agree]", GuestSession: "gs-g",
-		Placement: workflows.PlacementCloud}
 	if _, _, err := ask(t, m, in, nil); err != nil {
 		t.Fatal(err)
 	}
 	g, _ := m.Store.GuestSessionByID(ctx, "gs-g")
 	a, _ := m.Store.AccountByID(ctx, "host")
-	if g.Remaining >= 3_000 || a.Unbilled != money.Micros(3_000)-g.Remaining {
-		t.Fatalf("after one run: guest has %d left, host owes %d", g.Remaining, a.Unbilled)
+	if g.Remaining >= quota || a.Unbilled != quota-g.Remaining {
+		t.Fatalf("after one run: guest has %s left, host owes %s", g.Remaining, a.Unbilled)
 	}
-	// Spend the rest; the run that crosses the quota is charged what was left.
-	var err error
-	for range 60 {
-		if _, _, err = ask(t, m, in, nil); err != nil {
-			break
+	// Spend all but less than a run's worst case: the next run is refused up front.
+	for i := 0; g.Remaining >= w; i++ {
+		if _, err := m.Store.LogUsage(ctx, store.Usage{EventID: fmt.Sprintf("gs-g-spend-%d", i), Account: "host", Project: "team",
+			GuestSession: "gs-g", Model: simulator.ModelSmall, PromptTokens: 20_000}); err != nil {
+			t.Fatal(err)
+		}
+		g, _ = m.Store.GuestSessionByID(ctx, "gs-g")
+	}
+	served := m.Sim.Requests()
+	for range 2 {
+		_, _, err := ask(t, m, in, nil)
+		var ae *temporal.ApplicationError
+		if !errors.As(err, &ae) || ae.Type() != activities.ErrInsufficientHeadroom || !strings.HasPrefix(ae.Message(), "guest quota too low") {
+			t.Fatalf("a run past what the quota covers: %v (remaining %s of a %s worst case)", err, g.Remaining, w)
 		}
 	}
-	if err == nil || !strings.Contains(err.Error(), "guest quota exhausted") {
-		g, _ = m.Store.GuestSessionByID(ctx, "gs-g")
-		t.Fatalf("runs past the quota: %v (remaining %d)", err, g.Remaining)
-	}
 	a, _ = m.Store.AccountByID(ctx, "host")
-	if a.Unbilled != 3_000 {
-		t.Fatalf("host owes %d after the guest spent a 3000 quota", a.Unbilled)
-	}
-	if _, _, err := ask(t, m, in, nil); err == nil || !strings.Contains(err.Error(), "guest quota exhausted") {
-		t.Fatalf("a run after the quota is spent: %v", err)
+	if m.Sim.Requests() != served || a.Unbilled != quota-g.Remaining || a.Unbilled > quota {
+		t.Fatalf("refused runs made %d calls; host owes %s of a %s quota", m.Sim.Requests()-served, a.Unbilled, quota)
 	}
 
 	// A viewer guest watches but does not run.

@@ -6,6 +6,8 @@ import (
 
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/test/harness"
+	"github.com/superinstance/mesh/workflows"
 )
 
 // A new owner who takes two handovers has one plan subscription: the
@@ -14,9 +16,10 @@ func TestHandoversShareOneSubscriptionPerOwner(t *testing.T) {
 	hm := startHandoverMesh(t)
 	ctx := context.Background()
 	var schedules []string
+	to := harness.UniqueID("dee") + "@example.com"
 	for i := 0; i < 2; i++ {
-		h, _, _ := hm.offer(t)
-		if err := runner.AcceptHandover(ctx, hm.Client, h.ID, "dee"); err != nil {
+		h, _ := hm.offerTo(t, to, 2*i+1)
+		if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "dee", NewAccount: i == 0}); err != nil {
 			t.Fatal(err)
 		}
 		st, err := hm.result(t, h.ID)

@@ -53,15 +53,29 @@ func startHandoverMesh(t *testing.T) *handoverMesh {
 func (hm *handoverMesh) offer(t *testing.T) (store.Handover, string, string) {
 	t.Helper()
 	to := harness.UniqueID("ada") + "@example.com"
+	h, link := hm.offerTo(t, to, 1)
+	return h, to, link
+}
+
+// offerTo hands the project to the address to and waits until it holds n
+// messages, and returns an offer's link.
+func (hm *handoverMesh) offerTo(t *testing.T, to string, n int) (store.Handover, string) {
+	t.Helper()
 	h, err := runner.StartHandover(context.Background(), hm.Store, hm.Client, "host", hm.project, to)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := hm.mail.WaitFor(t, to, 1, 30*time.Second)
-	if !strings.Contains(msgs[0].Subject, hm.project) {
-		t.Fatalf("offer email subject %q", msgs[0].Subject)
+	msgs := hm.mail.WaitFor(t, to, n, 30*time.Second)
+	offer := msgs[0]
+	for _, m := range msgs {
+		if strings.Contains(m.Subject, "is handing project") {
+			offer = m
+		}
 	}
-	return h, to, harness.Link(t, msgs[0].Text, "handover")
+	if !strings.Contains(offer.Subject, hm.project) {
+		t.Fatalf("offer email subject %q", offer.Subject)
+	}
+	return h, harness.Link(t, offer.Text, "handover")
 }
 
 func (hm *handoverMesh) result(t *testing.T, id string) (workflows.HandoverState, error) {

@@ -1,0 +1,149 @@
+package store_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/superinstance/mesh/internal/money"
+	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/test/harness"
+)
+
+// TestLogUsageBatchMatchesLogUsage feeds the same random batches (guests,
+// holds real and made up, duplicates within and across batches, ceilings
+// that suspend mid-batch) to two identical accounts, one event at a time
+// to the first and as one batch to the second, and wants the same charges,
+// the same refusals, and the same accounts, sessions, holds and books.
+func TestLogUsageBatchMatchesLogUsage(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(3, 5))
+	for _, id := range []string{"one-by-one", "batched"} {
+		harness.EnsureAccount(t, s, id)
+		if err := s.SetCeiling(ctx, id, 40*money.Cent); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AddCredits(ctx, id, 3*money.Cent, "grant"); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256([]byte("batch-" + id))
+		if _, err := s.CreateInvite(ctx, store.Invite{ID: "inv-" + id, TokenHash: h[:], Project: "p-" + id, Host: id, Role: store.RoleEditor,
+			Quota: 10 * money.Cent, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AcceptInvite(ctx, "inv-"+id, "gs-"+id, secretHash("gs-"+id), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range []string{"", "gs-" + id} {
+			hid := "h-" + id
+			if g != "" {
+				hid = "h-gs-" + id
+			}
+			if _, err := s.ReserveHold(ctx, store.HoldRequest{ID: hid, Account: id, GuestSession: g, Target: money.Cent, TTL: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seq := 0
+	seen := map[string]int{}
+	defer func() { t.Logf("outcomes: %v", seen) }()
+	for batch := range 60 {
+		n := 1 + r.IntN(8)
+		var one, many []store.Usage
+		for range n {
+			seq++
+			ev := seq
+			if seq > 3 && r.IntN(6) == 0 {
+				ev = seq - 1 - r.IntN(3) // a copy of a recent event
+			}
+			guest := r.IntN(3) == 0
+			hold := []string{"", "h-", "h-gs-", "h-none-"}[r.IntN(4)]
+			model := []string{"si-simulator-small", "si-simulator-large", "llama-70b"}[r.IntN(3)]
+			pt, ct := r.Int64N(20_000), r.Int64N(4_000)
+			for _, acct := range []string{"one-by-one", "batched"} {
+				u := store.Usage{EventID: fmt.Sprintf("%s/%d", acct, ev), Account: acct, Project: "p", Model: model, PromptTokens: pt, CompletionTokens: ct}
+				if guest {
+					u.GuestSession = "gs-" + acct
+				}
+				if hold != "" {
+					u.Hold = hold + acct
+				}
+				if acct == "batched" {
+					many = append(many, u)
+				} else {
+					one = append(one, u)
+				}
+			}
+		}
+		var want []store.Charge
+		var wantErr error
+		for _, u := range one {
+			c, err := s.LogUsage(ctx, u)
+			if err != nil {
+				wantErr = err
+				break
+			}
+			want = append(want, c)
+		}
+		got, err := s.LogUsageBatch(ctx, many)
+		seen[fmt.Sprintf("%T", err)]++
+		for _, c := range got {
+			switch {
+			case c.Duplicate:
+				seen["duplicate"]++
+			case c.GuestCapped:
+				seen["capped"]++
+			case c.Suspended:
+				seen["suspended"]++
+			}
+		}
+		if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+			// The messages name the account; compare their kinds.
+			var se1, se2 *store.SuspendedError
+			var qe1, qe2 *store.GuestQuotaError
+			if !(errors.As(err, &se1) && errors.As(wantErr, &se2)) && !(errors.As(err, &qe1) && errors.As(wantErr, &qe2)) {
+				t.Fatalf("batch %d: error %v, one by one %v", batch, err, wantErr)
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("batch %d: %d charges, one by one %d (%v)", batch, len(got), len(want), wantErr)
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			g.EventID, w.EventID = "", ""
+			if g != w {
+				t.Fatalf("batch %d event %d:\n batch      %+v\n one by one %+v", batch, i, got[i], want[i])
+			}
+		}
+		a1, _ := s.AccountByID(ctx, "one-by-one")
+		a2, _ := s.AccountByID(ctx, "batched")
+		g1, _ := s.GuestSessionByID(ctx, "gs-one-by-one")
+		g2, _ := s.GuestSessionByID(ctx, "gs-batched")
+		b1, _ := s.Books(ctx, "one-by-one")
+		b2, _ := s.Books(ctx, "batched")
+		if a1.Credits != a2.Credits || a1.Unbilled != a2.Unbilled || a1.Status != a2.Status || a1.SuspendedReason != a2.SuspendedReason ||
+			g1.Remaining != g2.Remaining || b1 != b2 || !b2.Balanced() {
+			t.Fatalf("batch %d: accounts %+v / %+v, sessions %s / %s, books %+v / %+v", batch, a1, a2, g1.Remaining, g2.Remaining, b1, b2)
+		}
+		for _, h := range []string{"h-", "h-gs-"} {
+			h1, _ := s.HoldByID(ctx, h+"one-by-one")
+			h2, _ := s.HoldByID(ctx, h+"batched")
+			if h1.Settled != h2.Settled {
+				t.Fatalf("batch %d: hold %s settled %s / %s", batch, h, h1.Settled, h2.Settled)
+			}
+		}
+		// Now and then a flush-like reprieve, so the runs go on past a suspension.
+		if a1.Status == "suspended" && r.IntN(3) == 0 {
+			for _, id := range []string{"one-by-one", "batched"} {
+				if err := s.SetCeiling(ctx, id, a1.Unbilled+20*money.Cent); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
