@@ -518,6 +518,12 @@ func (b *Bridge) recheck(ctx context.Context) {
 		if err == nil {
 			continue
 		}
+		if !errors.Is(err, store.ErrCertRefused) {
+			// The registry could not be asked (the database is down): a blip
+			// must not drop every hub; the next re-check asks again.
+			b.opts.Logger.Warn("re-checking a hub's certificate failed; keeping the connection", "device", o.id.DeviceID, "error", err)
+			continue
+		}
 		b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", o.id.DeviceID, "error", err)
 		_ = o.conn.CloseWithError(CodeRevoked, "certificate revoked")
 	}

@@ -12,6 +12,11 @@ import (
 // ErrRevoked is returned for a revoked device or certificate.
 var ErrRevoked = errors.New("revoked")
 
+// ErrCertRefused wraps every answer of CheckCert that refuses the
+// certificate (unregistered, another account's, revoked), as opposed to a
+// failure to ask (the database down), which refuses nothing.
+var ErrCertRefused = errors.New("certificate refused")
+
 // RegisterCert records a certificate issued to a device, creating the device
 // on first enrollment. A device id belongs to one account for good.
 func (s *Store) RegisterCert(ctx context.Context, deviceID, account, serial string, notAfter time.Time) error {
@@ -68,16 +73,16 @@ func (s *Store) CheckCert(ctx context.Context, deviceID, account, serial string)
 		SELECT d.account, d.revoked_at, c.revoked_at FROM device_certs c JOIN devices d ON d.id = c.device_id
 		WHERE c.serial = $1 AND c.device_id = $2`, serial, deviceID).Scan(&owner, &devRevoked, &certRevoked)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("certificate %s of device %s is not registered", serial, deviceID)
+		return fmt.Errorf("certificate %s of device %s is not registered: %w", serial, deviceID, ErrCertRefused)
 	}
 	if err != nil {
 		return err
 	}
 	if owner != account {
-		return fmt.Errorf("device %s belongs to another account", deviceID)
+		return fmt.Errorf("device %s belongs to another account: %w", deviceID, ErrCertRefused)
 	}
 	if devRevoked != nil || certRevoked != nil {
-		return fmt.Errorf("device %s: %w", deviceID, ErrRevoked)
+		return fmt.Errorf("device %s: %w (%w)", deviceID, ErrRevoked, ErrCertRefused)
 	}
 	return nil
 }
