@@ -24,6 +24,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/httpjson"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
@@ -49,6 +50,8 @@ type Server struct {
 	// PublicURL is the base of links the API hands out (invites); default
 	// the request's own scheme and host.
 	PublicURL string
+	// Blob holds adapters; nil turns the adapter upload routes off.
+	Blob *blob.Store
 }
 
 // Route is one endpoint of the API.
@@ -77,6 +80,11 @@ func (s *Server) Routes() []Route {
 		{"GET", "/v1/invites", s.auth(s.listInvites)},
 		{"POST", "/v1/invites/{id}/revoke", s.auth(s.revokeInvite)},
 		{"GET", "/v1/projects/{project}/guests", s.auth(s.projectGuests)},
+		{"POST", "/v1/adapters/uploads", s.auth(s.startUpload)},
+		{"POST", "/v1/adapters", s.auth(s.pushAdapter)},
+		{"GET", "/v1/adapters", s.auth(s.listAdapters)},
+		{"GET", "/v1/adapters/{id}", s.auth(s.getAdapter)},
+		{"DELETE", "/v1/adapters/{id}", s.auth(s.removeAdapter)},
 		{"POST", "/v1/session", s.LinkLimit.Wrap(s.signIn)},
 		{"DELETE", "/v1/session", s.signOut},
 		{"GET", "/join/{token}", s.LinkLimit.Wrap(s.join)},
