@@ -141,6 +141,9 @@ type ConsensusRequest struct {
 	Threshold float64 `json:"threshold,omitempty"`
 	Placement string  `json:"placement,omitempty"`
 	LoRA      string  `json:"lora,omitempty"`
+	// Continue starts from the final state of this run, which the caller
+	// may see (its project too, unless Project names another).
+	Continue string `json:"continue,omitempty"`
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, c Caller)
@@ -209,6 +212,16 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 			return
 		}
 		in.Project, in.GuestSession = g.Project, g.ID
+	}
+	if req.Continue != "" {
+		prev, ok := s.visibleState(w, r, c, req.Continue)
+		if !ok {
+			return
+		}
+		in.Resume = &workflows.Resume{From: req.Continue, Round: prev.Round, Feedback: prev.Feedback(), Manifest: prev.Manifest}
+		if in.Project == "" {
+			in.Project = prev.Project
+		}
 	}
 	norm, err := in.Normalize()
 	if err != nil {
