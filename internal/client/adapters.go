@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -275,4 +276,13 @@ func (c *Client) Adapter(ctx context.Context, id string) (Adapter, error) {
 // RemoveAdapter unloads, unregisters and deletes an adapter.
 func (c *Client) RemoveAdapter(ctx context.Context, id string) error {
 	return c.do(ctx, "DELETE", "/v1/adapters/"+url.PathEscape(id), nil, nil)
+}
+
+// SHA256 returns the hex SHA-256 of r's bytes.
+func SHA256(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
