@@ -85,6 +85,11 @@ SI_API_URL, --temporal-address reads SI_TEMPORAL_ADDRESS. Flags win.`,
 	return root
 }
 
+// Execute runs one command line with env, returning the command's error.
+func Execute(ctx context.Context, env *Env, args []string) error {
+	return Root().execute(ctx, env, nil, args)
+}
+
 // Main runs the command line and returns the process's exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
