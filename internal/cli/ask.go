@@ -130,10 +130,14 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 // failureText is the innermost message of a run's error as Temporal wraps
 // it ("activity error (type: ...): MESSAGE (type: T, retryable: false)").
 func failureText(s string) string {
-	if i := strings.LastIndex(s, "): "); i >= 0 {
-		s = s[i+3:]
+	for _, wrap := range []string{"activity error (", "child workflow execution error ("} {
+		if strings.HasPrefix(s, wrap) {
+			if i := strings.Index(s, "): "); i >= 0 {
+				s = s[i+3:]
+			}
+		}
 	}
-	if i := strings.LastIndex(s, " (type: "); i > 0 {
+	if i := strings.Index(s, " (type: "); i > 0 {
 		s = s[:i]
 	}
 	if s == "" {

@@ -185,7 +185,7 @@ func ReadEvents(r io.Reader, fn func(Event) error) error {
 	}
 }
 
-// readLine reads one line without its ending (\n, \r\n or \r), at most max bytes.
+// readLine reads one line without its ending (\n or \r\n), at most max bytes.
 func readLine(br *bufio.Reader, max int) ([]byte, error) {
 	var line []byte
 	for {
