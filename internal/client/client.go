@@ -55,16 +55,21 @@ func NotFound(err error) bool {
 }
 
 // New returns a client for the credential; empty fields of c are taken from
-// the stored credentials (si login, or the running si dev's).
+// the stored credentials (si login, or the running si dev's): a token given
+// alone talks to the stored API, else to DefaultAPIURL.
 func New(c Credentials) (*Client, error) {
-	if c.Token == "" {
+	if c.Token == "" || c.APIURL == "" {
 		stored, err := LoadCredentials()
-		if err != nil {
+		switch {
+		case err == nil && c.Token == "":
+			c.Token = stored.Token
+			if c.APIURL == "" {
+				c.APIURL = stored.APIURL
+			}
+		case err == nil:
+			c.APIURL = stored.APIURL // a token of its own, for the same mesh
+		case c.Token == "":
 			return nil, err
-		}
-		c.Token = stored.Token
-		if c.APIURL == "" {
-			c.APIURL = stored.APIURL
 		}
 	}
 	if c.APIURL == "" {
