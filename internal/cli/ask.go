@@ -71,6 +71,12 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 				if req.Threshold <= 0 || req.Threshold > 1 {
 					return fmt.Errorf("threshold %v is outside (0, 1]", req.Threshold)
 				}
+				// The server checks it again; bad input is told before a request.
+				// (Which hub a run may use is the mesh's to say.)
+				if _, err := (workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, MaxRounds: req.MaxRounds,
+					Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, HubQueue: "hub.mesh"}).Normalize(); err != nil {
+					return err
+				}
 			}
 			c, err := api.client()
 			if guest != "" {
