@@ -92,8 +92,7 @@ func TestFollowReconnectsAfterACut(t *testing.T) {
 
 // The token goes to the API only, never to the object store's URLs.
 func TestPartsCarryNoToken(t *testing.T) {
-	var store *httptest.Server
-	store = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "" || r.Header.Get("Cookie") != "" {
 			t.Errorf("the object store got credentials: %v", r.Header)
 		}
