@@ -90,7 +90,7 @@ func describe(a store.Account) string {
 
 func accountCommand() *Command {
 	var (
-		l, tk     ledgerCommand
+		l, tk, sh ledgerCommand
 		email     string
 		sc        config.Stripe
 		tokenName string
@@ -111,6 +111,22 @@ func accountCommand() *Command {
 					return nil, "", err
 				}
 				return map[string]string{"account": tk.account, "token": tok}, tok + "\n", nil
+			}),
+		}, {
+			Name:  "show",
+			Short: "an account's credits, unbilled balance, ceiling and status, and whether its books balance",
+			Flags: sh.flags,
+			Run: sh.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				a, err := st.AccountByID(ctx, sh.account)
+				if err != nil {
+					return nil, "", err
+				}
+				b, err := st.Books(ctx, sh.account)
+				if err != nil {
+					return nil, "", err
+				}
+				text := describe(a) + fmt.Sprintf("charged   %s in all, %s of it flushed to Stripe\n", b.Charged, b.Flushed)
+				return map[string]any{"account": toJSON(a), "charged_micros": int64(b.Charged), "flushed_micros": int64(b.Flushed), "balanced": b.Balanced()}, text, nil
 			}),
 		}, {
 			Name:  "create",

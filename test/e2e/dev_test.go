@@ -267,6 +267,23 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(balOut), &bal); err != nil || bal.Account != "dev" || bal.Unbilled <= 0 {
 		t.Fatalf("si balance: %v\n%s", err, balOut)
 	}
+	// The operator's view: the books balance.
+	cmd = exec.Command(si, "account", "show", "--dev-dir", dataDir, "--account", "dev", "--json")
+	cmd.Env = cleanEnv()
+	showOut, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("si account show: %v", err)
+	}
+	var books struct {
+		Account struct {
+			Unbilled int64 `json:"unbilled_micros"`
+		} `json:"account"`
+		Charged  int64 `json:"charged_micros"`
+		Balanced bool  `json:"balanced"`
+	}
+	if err := json.Unmarshal(showOut, &books); err != nil || !books.Balanced || books.Charged == 0 || books.Account.Unbilled != bal.Unbilled {
+		t.Fatalf("si account show: %v\n%s", err, showOut)
+	}
 
 	// Our metrics and the Temporal SDK's, on one /metrics.
 	if m := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(m, "si_bridge_connected_hubs 1") ||
