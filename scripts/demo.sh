@@ -79,10 +79,10 @@ echo "   Logos answers through the adapter:"
 "$SI" ask --lora "$lora_id" "Draft a reply to a password-reset ticket."
 echo
 echo "== 8. A guest: an invite with a quota billed to the host, accepted, partly spent"
-link=$("$SI" invite --dev-dir "$DEMO_DIR" --project demo-team --role editor --quota 0.01 --expires 24h | tee /dev/stderr | sed -n 's/^link: *//p')
+link=$("$SI" invite --project demo-team --role editor --quota 0.01 --expires 24h | tee /dev/stderr | sed -n 's/^link: *//p')
 guest=$("$SI" join --dev-dir "$DEMO_DIR" "$link" | tee /dev/stderr | sed -n 's/^guest session //p')
 "$SI" ask --guest "$guest" "Summarise the sprint plan for the team."
-"$SI" invite ls --dev-dir "$DEMO_DIR"
+"$SI" invite ls
 echo
 echo "== 9. A handover: project demo-team offered to a new owner (a multi-day workflow)"
 if out=$("$SI" handover start --dev-dir "$DEMO_DIR" --project demo-team --to ada@example.com 2>&1); then

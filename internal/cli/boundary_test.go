@@ -21,7 +21,7 @@ import (
 // customer lists the commands a customer runs; they reach the mesh through
 // the API alone.
 var customer = [][]string{{"ask"}, {"push"}, {"lora", "ls"}, {"lora", "show"}, {"lora", "rm"}, {"balance"}, {"usage"},
-	{"login"}, {"logout"}, {"whoami"}}
+	{"login"}, {"logout"}, {"whoami"}, {"invite"}, {"invite", "ls"}, {"invite", "revoke"}}
 
 func find(t *testing.T, path []string) *Command {
 	t.Helper()

@@ -295,7 +295,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	}
 
 	// A handover, found by its search attributes with the temporal CLI.
-	out, err = runSI("invite", "--dev-dir", dataDir, "--account", "acme", "--project", "e2e-team", "--role", "editor", "--quota", "0.05")
+	out, err = customerSI([]string{"SI_TOKEN=" + strings.TrimSpace(string(acmeToken))}, "invite", "--project", "e2e-team", "--role", "editor", "--quota", "0.05")
 	if err != nil {
 		t.Fatalf("si invite: %v\n%s", err, out)
 	}

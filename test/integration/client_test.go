@@ -143,6 +143,15 @@ func TestCustomerCommandsThroughTheAPI(t *testing.T) {
 		t.Fatalf("si lora ls: %v\n%s", err, out)
 	}
 
+	out, err = si(t, "invite", "--project", "alpha", "--role", "viewer", "--quota", "0.10", "--json")
+	var inv client.Invite
+	if err != nil || json.Unmarshal([]byte(out), &inv) != nil || inv.State != "pending" || !strings.Contains(inv.Link, "/join/") {
+		t.Fatalf("si invite: %v\n%s", err, out)
+	}
+	if out, err = si(t, "invite", "ls"); err != nil || !strings.Contains(out, inv.ID) {
+		t.Fatalf("si invite ls: %v\n%s", err, out)
+	}
+
 	// Bob, by SI_TOKEN: none of alice's runs, adapters or balance.
 	t.Setenv("SI_TOKEN", tokens["bob"])
 	t.Setenv("SI_API_URL", url)
@@ -164,6 +173,12 @@ func TestCustomerCommandsThroughTheAPI(t *testing.T) {
 			t.Errorf("bob: si %s showed alice's run:\n%s", strings.Join(args, " "), out)
 		}
 	}
+	if out, err = si(t, "invite", "revoke", inv.ID); err == nil || !strings.Contains(err.Error(), "no invite") {
+		t.Errorf("bob revoking alice's invite: %v\n%s", err, out)
+	}
+	if out, err = si(t, "invite", "ls"); err != nil || strings.Contains(out, inv.ID) {
+		t.Errorf("bob's invites: %v\n%s", err, out)
+	}
 	// No flag names another account.
 	for _, args := range [][]string{{"balance", "--account", "alice", "--json"}, {"usage", "--account", "alice", "--json"},
 		{"lora", "ls", "--account", "alice", "--json"}} {
@@ -183,6 +198,9 @@ func TestCustomerCommandsThroughTheAPI(t *testing.T) {
 
 	// Alice removes her own.
 	t.Setenv("SI_TOKEN", "")
+	if out, err = si(t, "invite", "revoke", inv.ID); err != nil || !strings.Contains(out, "revoked") {
+		t.Fatalf("si invite revoke: %v\n%s", err, out)
+	}
 	if out, err = si(t, "lora", "rm", pushed.ID); err != nil || !strings.Contains(out, "removed") {
 		t.Fatalf("si lora rm: %v\n%s", err, out)
 	}
