@@ -120,9 +120,10 @@ func Start(o Options) (s *Server, err error) {
 		o.Logger = slog.Default()
 	}
 	s = &Server{}
+	started := s // s is nil when an error is returned; stop what was started
 	defer func() {
 		if err != nil {
-			s.Stop()
+			started.Stop()
 		}
 	}()
 	if o.Registry == nil {
