@@ -42,6 +42,9 @@ type UploadRequest struct {
 	SHA256   string `json:"sha256"`
 	Size     int64  `json:"size_bytes"`
 	PartSize int64  `json:"part_size_bytes,omitempty"`
+	// BaseModel, when given, is checked against the models the backend
+	// serves before any URL is signed.
+	BaseModel string `json:"base_model,omitempty"`
 }
 
 // UploadPart is one part of an upload: where to PUT it, and what the store
@@ -131,6 +134,17 @@ func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, c Caller) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
+	if req.BaseModel != "" && s.ServedModels != nil {
+		served, err := s.ServedModels(ctx)
+		if err != nil {
+			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the inference backend is unreachable")
+			return
+		}
+		if err := (&lora.Adapter{Config: lora.Config{BaseModel: req.BaseModel}}).CheckBase(served); err != nil {
+			httpjson.Error(w, http.StatusUnprocessableEntity, "base_model_not_served", err.Error())
+			return
+		}
+	}
 	if size, err := s.Blob.Stat(ctx, key); err == nil && size == req.Size {
 		httpjson.Write(w, http.StatusOK, Upload{AlreadyStored: true})
 		return

@@ -52,6 +52,10 @@ type Server struct {
 	PublicURL string
 	// Blob holds adapters; nil turns the adapter upload routes off.
 	Blob *blob.Store
+	// ServedModels lists the inference backend's base models, so an
+	// adapter for another model is refused before its upload; nil skips
+	// that check (the push workflow makes it anyway).
+	ServedModels func(context.Context) ([]string, error)
 }
 
 // Route is one endpoint of the API.

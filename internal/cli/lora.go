@@ -38,10 +38,10 @@ func pushCommand() *Command {
 		Short: "validate a LoRA adapter, upload it and register it for cloud inference",
 		Long: `si push --expert finds an adapter (adapter_config.json and
 adapter_model.safetensors) at PATH or under ~/.si/loras/NAME, validates it
-before any byte is sent (the safetensors header and the adapter config; the
-base model too with --llm-base-url), then uploads it with a progress bar
-straight to the mesh's object store, through URLs the API presigns for a key
-of your account's (multipart, parts in parallel; an interrupted push continues
+before any byte is sent (the safetensors header and the adapter config, and
+the mesh checks that its backend serves the base model), then uploads it
+with a progress bar straight to the mesh's object store, through URLs the
+API presigns for a key of your account's (multipart, parts in parallel; an interrupted push continues
 where it stopped). The API then runs LoRAPushWorkflow, which verifies the
 stored object's size and SHA-256 and that the backend serves the base model,
 registers it, loads it into the inference backend and marks it available. It
@@ -102,7 +102,7 @@ It needs si login (or SI_TOKEN) first; the account comes from the token.
 			fmt.Fprintf(out, "✓ found      %s (%s)\n", a.Name, dir)
 			fmt.Fprintf(out, "✓ size       %s, %d tensors, %d parameters; header valid\n", humanBytes(a.Size), len(a.Header.Tensors), a.Header.Params())
 			if llmURL == "" {
-				fmt.Fprintf(out, "- base model %s (rank %d): the mesh checks it is served\n", a.Config.BaseModel, a.Config.Rank)
+				fmt.Fprintf(out, "- base model %s (rank %d): the mesh checks it is served before the upload\n", a.Config.BaseModel, a.Config.Rank)
 			} else {
 				served, err := servedModels(ctx, llmURL)
 				if err != nil {
@@ -126,7 +126,7 @@ It needs si login (or SI_TOKEN) first; the account comes from the token.
 			bar := newTransferBar(out, "  uploading ", a.Size)
 			start := time.Now()
 			up, err := c.UploadAdapter(ctx, f, a.Size, sum, client.UploadOptions{PartSize: partMiB << 20, Parallel: parallel,
-				Progress: func(done, _ int64) { bar.Set(done) }})
+				BaseModel: a.Config.BaseModel, Progress: func(done, _ int64) { bar.Set(done) }})
 			if err != nil {
 				return err
 			}

@@ -48,6 +48,9 @@ type UploadOptions struct {
 	// Progress, when set, is called as bytes reach the store (parts an
 	// interrupted upload already stored included).
 	Progress func(done, total int64)
+	// BaseModel, when set, is checked against the mesh's backend before
+	// any byte is sent.
+	BaseModel string
 }
 
 // UploadResult says what an upload did.
@@ -67,7 +70,7 @@ type UploadResult struct {
 // sent again.
 func (c *Client) UploadAdapter(ctx context.Context, r io.ReaderAt, size int64, sum string, o UploadOptions) (UploadResult, error) {
 	var plan Upload
-	err := c.do(ctx, "POST", "/v1/adapters/uploads", map[string]any{"sha256": sum, "size_bytes": size, "part_size_bytes": o.PartSize}, &plan)
+	err := c.do(ctx, "POST", "/v1/adapters/uploads", map[string]any{"sha256": sum, "size_bytes": size, "part_size_bytes": o.PartSize, "base_model": o.BaseModel}, &plan)
 	if err != nil {
 		return UploadResult{}, err
 	}

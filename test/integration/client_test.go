@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,7 +27,7 @@ import (
 // issues a token for each account.
 func customerAPI(t *testing.T, m *harness.Mesh, accounts ...string) (string, map[string]string) {
 	t.Helper()
-	srv := httptest.NewServer((&api.Server{Store: m.Store, Temporal: m.Client, Blob: m.Blob}).Handler())
+	srv := httptest.NewServer((&api.Server{Store: m.Store, Temporal: m.Client, Blob: m.Blob, ServedModels: m.Inference.LLM.BaseModels}).Handler())
 	t.Cleanup(srv.Close)
 	tokens := map[string]string{}
 	for _, a := range accounts {
@@ -138,6 +139,15 @@ func TestCustomerCommandsThroughTheAPI(t *testing.T) {
 	}
 	if out, err = si(t, "push", "--expert", a.Dir); err != nil || !strings.Contains(out, "already registered") || !strings.Contains(out, "already stored") {
 		t.Fatalf("second push: %v\n%s", err, out)
+	}
+	// An adapter for a model the mesh does not serve is refused before any byte is sent.
+	other := filepath.Join(t.TempDir(), "other")
+	if err := lora.Scaffold(other, lora.ScaffoldOptions{BaseModel: "not-served", Rank: 4, Hidden: 64, Bytes: 16 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = si(t, "push", "--expert", other); err == nil || !strings.Contains(err.Error(), `base model "not-served" is not served`) ||
+		strings.Contains(out, "uploaded") {
+		t.Fatalf("push for another base model: %v\n%s", err, out)
 	}
 	if out, err = si(t, "lora", "ls"); err != nil || !strings.Contains(out, pushed.ID) {
 		t.Fatalf("si lora ls: %v\n%s", err, out)
