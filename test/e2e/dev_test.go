@@ -23,7 +23,11 @@ import (
 	"github.com/superinstance/mesh/test/harness"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	_ = os.RemoveAll(configHome)
+	harness.Exit(code)
+}
 
 // binaries builds si and finds the temporal CLI.
 func binaries(t *testing.T) (si, temporal string) {
