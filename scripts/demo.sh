@@ -35,6 +35,11 @@ else
   grep -q '^ready in' "$LOG" || { echo "si dev not ready after 3 minutes; see $LOG" >&2; exit 1; }
 fi
 sed -n '/^si dev:/,/^ready in/p' "$LOG"
+# The customer commands below talk to this si dev's API as its "dev"
+# account, whatever si login holds.
+SI_TOKEN=$(cat "$DEMO_DIR/dev-token")
+SI_API_URL=$(sed -n 's/.*"public_url": "\(.*\)".*/\1/p' "$DEMO_DIR/dev.json")
+export SI_TOKEN SI_API_URL
 
 echo
 echo "== 0. Knowledge credits for the dev account (spent before anything is billed)"
@@ -56,28 +61,33 @@ echo
 echo "== 5. Billing: every agent call logged once, in integer micro-dollars"
 echo "   (six more contested questions first, quietly, so the balance passes a cent)"
 for i in 1 2 3 4 5 6; do "$SI" ask --max-rounds 3 "Contested question $i [sim:disagree]" >/dev/null; done
-"$SI" balance --dev-dir "$DEMO_DIR"
+"$SI" balance
 echo
-"$SI" usage --dev-dir "$DEMO_DIR" --limit 8
+"$SI" usage --limit 8
 echo
 echo "== 6. A flush of the whole cents to Stripe (stripe-mock); the sub-cent rest stays unbilled"
 "$SI" billing flush --dev-dir "$DEMO_DIR" || true
-"$SI" balance --dev-dir "$DEMO_DIR" | grep -E "^(unbilled|charged)"
+"$SI" account show --dev-dir "$DEMO_DIR" | grep -E "^(unbilled|charged)"
 "$SI" billing flushes --dev-dir "$DEMO_DIR"
 echo
 echo "== 7. LoRA hot-swap: a generated adapter, validated, uploaded to MinIO, registered and loaded"
 "$SI" lora new demo-expert --size 4
-"$SI" push --dev-dir "$DEMO_DIR" --expert demo-expert --project demo-team
-lora_id=$("$SI" lora ls --dev-dir "$DEMO_DIR" --json | sed -n 's/.*"id": "\(lora_[a-z2-7]*\)".*/\1/p' | head -1)
-"$SI" lora ls --dev-dir "$DEMO_DIR"
+"$SI" push --expert demo-expert --project demo-team
+lora_id=$("$SI" lora ls --json | sed -n 's/.*"id": "\(lora_[a-z2-7]*\)".*/\1/p' | head -1)
+"$SI" lora ls
 echo "   Logos answers through the adapter:"
 "$SI" ask --lora "$lora_id" "Draft a reply to a password-reset ticket."
 echo
 echo "== 8. A guest: an invite with a quota billed to the host, accepted, partly spent"
-link=$("$SI" invite --dev-dir "$DEMO_DIR" --project demo-team --role editor --quota 0.01 --expires 24h | tee /dev/stderr | sed -n 's/^link: *//p')
-guest=$("$SI" join --dev-dir "$DEMO_DIR" "$link" | tee /dev/stderr | sed -n 's/^guest session //p')
-"$SI" ask --guest "$guest" "Summarise the sprint plan for the team."
-"$SI" invite ls --dev-dir "$DEMO_DIR"
+out=$("$SI" invite --project demo-team --role editor --quota 2.00 --expires 24h)
+printf '%s\n' "$out"
+link=$(printf '%s\n' "$out" | sed -n 's/^link: *//p')
+out=$("$SI" join --dev-dir "$DEMO_DIR" "$link")
+printf '%s\n' "$out"
+guest=$(printf '%s\n' "$out" | sed -n 's/^secret ([^)]*): *//p')
+echo "   The guest asks (a run is admitted only if its worst case fits the quota):"
+"$SI" ask --guest "$guest" --max-rounds 1 "Summarise the sprint plan for the team."
+"$SI" invite ls
 echo
 echo "== 9. A handover: project demo-team offered to a new owner (a multi-day workflow)"
 if out=$("$SI" handover start --dev-dir "$DEMO_DIR" --project demo-team --to ada@example.com 2>&1); then

@@ -32,6 +32,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/httpjson"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
@@ -57,6 +58,12 @@ type Server struct {
 	// PublicURL is the base of links the API hands out (invites); default
 	// the request's own scheme and host.
 	PublicURL string
+	// Blob holds adapters; nil turns the adapter upload routes off.
+	Blob *blob.Store
+	// ServedModels lists the inference backend's base models, so an
+	// adapter for another model is refused before its upload; nil skips
+	// that check (the push workflow makes it anyway).
+	ServedModels func(context.Context) ([]string, error)
 }
 
 // Route is one endpoint of the API.
@@ -86,6 +93,11 @@ func (s *Server) Routes() []Route {
 		{"POST", "/v1/invites/{id}/revoke", s.auth(s.revokeInvite)},
 		{"GET", "/v1/projects/{project}/guests", s.auth(s.projectGuests)},
 		{"POST", "/v1/guests/{id}/revoke", s.auth(s.revokeGuest)},
+		{"POST", "/v1/adapters/uploads", s.auth(s.startUpload)},
+		{"POST", "/v1/adapters", s.auth(s.pushAdapter)},
+		{"GET", "/v1/adapters", s.auth(s.listAdapters)},
+		{"GET", "/v1/adapters/{id}", s.auth(s.getAdapter)},
+		{"DELETE", "/v1/adapters/{id}", s.auth(s.removeAdapter)},
 		{"POST", "/v1/session", s.LinkLimit.Wrap(s.signIn)},
 		{"DELETE", "/v1/session", s.signOut},
 		{"GET", "/join/{token}", s.LinkLimit.Wrap(s.joinPage)},
@@ -203,6 +215,12 @@ type ConsensusRequest struct {
 	Threshold float64 `json:"threshold,omitempty"`
 	Placement string  `json:"placement,omitempty"`
 	LoRA      string  `json:"lora,omitempty"`
+	// MaxTokens bounds each agent call's completion (16-32768); the run is
+	// admitted only if its worst case at this bound fits. Default 1024.
+	MaxTokens int `json:"max_tokens,omitempty"`
+	// Continue starts from the final state of this run, which the caller
+	// may see (its project too, unless Project names another).
+	Continue string `json:"continue,omitempty"`
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, c Caller)
@@ -247,7 +265,7 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 		return
 	}
 	in := workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, Account: account, MaxRounds: req.MaxRounds,
-		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, HubQueue: s.HubQueue}
+		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, MaxTokens: req.MaxTokens, HubQueue: s.HubQueue}
 	if g := c.Guest; g != nil {
 		if req.Project != "" && req.Project != g.Project {
 			httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+req.Project)
@@ -262,6 +280,16 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 			return
 		}
 		in.Project, in.GuestSession = g.Project, g.ID
+	}
+	if req.Continue != "" {
+		prev, ok := s.visibleState(w, r, c, req.Continue)
+		if !ok {
+			return
+		}
+		in.Resume = &workflows.Resume{From: req.Continue, Round: prev.Round, Feedback: prev.Feedback(), Manifest: prev.Manifest}
+		if in.Project == "" {
+			in.Project = prev.Project
+		}
 	}
 	norm, err := in.Normalize()
 	if err != nil {

@@ -11,34 +11,27 @@ import (
 	"strings"
 	"time"
 
-	"go.temporal.io/sdk/temporal"
-
-	"github.com/superinstance/mesh/activities"
-	"github.com/superinstance/mesh/internal/config"
-	"github.com/superinstance/mesh/internal/runner"
-	"github.com/superinstance/mesh/internal/telemetry"
-	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/internal/client"
 	"github.com/superinstance/mesh/workflows"
 )
 
 func askCommand() *Command {
 	var (
-		t         config.Temporal
-		tr        telemetry.Tracing
-		in        workflows.ConsensusInput
+		api       apiFlags
+		req       client.ConsensusRequest
+		guest     string
 		placement string
-		hub       string
 		follow    string
-		cont      string
 		asJSON    bool
-		uiURL     string
 	)
 	return &Command{
 		Name:  "ask",
 		Args:  `"prompt"`,
 		Short: "run a consensus (Pathos, Logos, Ethos, Arbiter) and print it as it happens",
-		Long: `si ask starts a ConsensusWorkflow for the prompt and prints each agent's step as
-it completes, then the answer with its status, score, rounds and workflow id.
+		Long: `si ask starts a consensus for the prompt through the mesh's API, billed to the
+account your token names, and prints each agent's step as it completes (from
+the run's event stream), then the answer with its status, score, rounds and
+workflow id.
 
   si ask "Why is the sky blue?"
   si ask --follow consensus-20261124-101500-1a2b3c4d   re-attach to a run
@@ -50,103 +43,81 @@ priced at the most expensive model. Otherwise it is refused before any
 inference with one line that says what to do (raise the ceiling, flush the
 balance, or ask for fewer --max-rounds).
 
-Exits non-zero when Temporal cannot be reached or the consensus fails.`,
+It needs si login (or SI_TOKEN) first; si dev logs you in to its own mesh.
+Exits non-zero when the API cannot be reached or the consensus fails.`,
 		Flags: func(fs *flag.FlagSet) {
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port (si dev serves one here)")
-			tr.Register(fs)
-			fs.StringVar(&in.Project, "project", workflows.DefaultProject, "project the run belongs to")
-			fs.StringVar(&in.Account, "account", "dev", "account billed for the run (si dev creates \"dev\")")
-			fs.StringVar(&placement, "placement", "auto", "where inference runs: auto (the hub when healthy), hub or cloud")
-			fs.StringVar(&hub, "hub", "local", `device id of the hub to prefer ("" for none)`)
-			fs.IntVar(&in.MaxRounds, "max-rounds", workflows.DefaultMaxRounds, "rounds before the Arbiter decides (1-10)")
-			fs.Float64Var(&in.Threshold, "threshold", workflows.DefaultThreshold, "consensus score needed, in (0, 1]")
-			fs.IntVar(&in.MaxTokens, "max-tokens", workflows.DefaultMaxTokens,
+			api.register(fs)
+			fs.StringVar(&req.Project, "project", "", "project the run belongs to (default: the account's default project)")
+			fs.StringVar(&placement, "placement", "auto", "where inference runs: auto (the mesh's hub when healthy), hub or cloud")
+			fs.IntVar(&req.MaxRounds, "max-rounds", workflows.DefaultMaxRounds, "rounds before the Arbiter decides (1-10)")
+			fs.Float64Var(&req.Threshold, "threshold", workflows.DefaultThreshold, "consensus score needed, in (0, 1]")
+			fs.IntVar(&req.MaxTokens, "max-tokens", workflows.DefaultMaxTokens,
 				"most tokens each agent call may generate (16-32768); the run starts only if the account can pay its worst case at this bound")
-			fs.StringVar(&in.LoRA, "lora", "", "LoRA adapter id for Logos")
-			fs.StringVar(&in.GuestSession, "guest", "", "run as a guest with this session id (gs_..., which si join prints); the host pays")
+			fs.StringVar(&req.LoRA, "lora", "", "LoRA adapter id for Logos")
+			fs.StringVar(&guest, "guest", "", "run as a guest with this session secret (si_gs_..., which si join prints once); the host pays")
 			fs.StringVar(&follow, "follow", "", "re-attach to the consensus with this workflow id")
-			fs.StringVar(&cont, "continue", "", "continue from the final state of this workflow id")
+			fs.StringVar(&req.Continue, "continue", "", "continue from the final state of this workflow id")
 			fs.BoolVar(&asJSON, "json", false, "print the final state as JSON only")
-			fs.StringVar(&uiURL, "ui-url", "http://127.0.0.1:8233", "Temporal Web UI base URL, for links")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
-			if in.GuestSession != "" {
-				// The session names its host, who pays, and its project.
-				in.Account, in.Project = "", ""
-			}
 			if follow != "" && len(args) > 0 {
 				return errors.New("--follow takes no prompt")
 			}
 			if follow == "" {
-				in.Prompt = strings.Join(args, " ")
-				if strings.TrimSpace(in.Prompt) == "" {
+				req.Prompt = strings.Join(args, " ")
+				if strings.TrimSpace(req.Prompt) == "" {
 					return errors.New(`a prompt is required: si ask "your question"`)
 				}
 				p, err := workflows.ParsePlacement(placement)
 				if err != nil {
 					return err
 				}
-				in.Placement = p
-				if hub != "" {
-					in.HubQueue = workers.HubQueue(hub)
+				req.Placement = string(p)
+				if req.MaxRounds < 1 || req.MaxRounds > workflows.MaxRounds {
+					return fmt.Errorf("max rounds %d is outside 1..%d", req.MaxRounds, workflows.MaxRounds)
 				}
-				if in.MaxRounds < 1 || in.MaxRounds > workflows.MaxRounds {
-					return fmt.Errorf("max rounds %d is outside 1..%d", in.MaxRounds, workflows.MaxRounds)
+				if req.Threshold <= 0 || req.Threshold > 1 {
+					return fmt.Errorf("threshold %v is outside (0, 1]", req.Threshold)
 				}
-				if in.Threshold <= 0 || in.Threshold > 1 {
-					return fmt.Errorf("threshold %v is outside (0, 1]", in.Threshold)
-				}
-				if in.Placement == workflows.PlacementHub && hub == "" {
-					return errors.New("--placement hub needs --hub")
-				}
-				if _, err := in.Normalize(); err != nil {
+				// The server checks it again; bad input is told before a request.
+				// (Which hub a run may use is the mesh's to say.)
+				if _, err := (workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, MaxRounds: req.MaxRounds,
+					Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, HubQueue: "hub.mesh"}).Normalize(); err != nil {
 					return err
 				}
 			}
-			ins, err := tr.Instrument(ctx, "si")
+			c, err := api.client()
+			if guest != "" {
+				// The session names its host, who pays, and its project.
+				c, err = client.NewGuest(api.url, guest)
+			}
 			if err != nil {
 				return err
 			}
-			defer func() { _ = ins.Shutdown(context.Background()) }()
-			t.Interceptors = append(t.Interceptors, ins.Interceptor)
-			ctx, span := ins.Tracer.Tracer("github.com/superinstance/mesh").Start(ctx, "si ask")
-			defer span.End()
-			c, err := t.Dial(5 * time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			id := follow
 			if id == "" {
-				if cont != "" {
-					r, prev, err := runner.Resume(ctx, c, cont)
-					if err != nil {
-						return err
-					}
-					in.Resume = r
-					if in.Project == workflows.DefaultProject {
-						in.Project = prev.Project
-					}
-				}
-				id = runner.NewWorkflowID(time.Now())
-				if _, err := runner.Start(ctx, c, id, in); err != nil {
+				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				started, err := c.StartConsensus(sctx, req)
+				cancel()
+				if err != nil {
 					return fmt.Errorf("starting the consensus: %w", err)
 				}
+				id = started.WorkflowID
 			}
 			p := &progress{w: env.Stdout, quiet: asJSON}
 			if !asJSON {
-				fmt.Fprintf(env.Stdout, "%s  %s\n", id, workflowLink(uiURL, t.Namespace, id))
+				fmt.Fprintf(env.Stdout, "%s  %s/c/%s\n", id, c.BaseURL, url.PathEscape(id))
 			}
-			st, err := runner.Watch(ctx, c, id, 150*time.Millisecond, p.show)
+			st, err := c.Follow(ctx, id, p.show)
+			if err == nil && st.Status == workflows.StatusFailed {
+				err = errors.New(failureText(st.Error))
+			}
 			if err != nil {
 				if asJSON {
 					_ = json.NewEncoder(env.Stdout).Encode(map[string]any{"workflow_id": id, "status": workflows.StatusFailed, "error": err.Error()})
 				}
-				var ae *temporal.ApplicationError
-				if errors.As(err, &ae) && oneLineTypes[ae.Type()] {
-					// "credit ceiling reached: ...", "not enough headroom ...":
-					// the message says what to do.
-					return errors.New(ae.Message())
+				if msg := err.Error(); strings.HasPrefix(msg, "credit ceiling") || strings.HasPrefix(msg, "guest quota") || strings.HasPrefix(msg, "not enough headroom") {
+					return err // says what to do
 				}
 				return fmt.Errorf("consensus %s failed: %w", id, err)
 			}
@@ -170,12 +141,23 @@ Exits non-zero when Temporal cannot be reached or the consensus fails.`,
 	}
 }
 
-// oneLineTypes are the failures printed as their own message alone: each
-// names the problem and what to do.
-var oneLineTypes = map[string]bool{activities.ErrCreditCeiling: true, activities.ErrInsufficientHeadroom: true, activities.ErrGuestQuota: true}
-
-func workflowLink(base, namespace, id string) string {
-	return strings.TrimRight(base, "/") + "/namespaces/" + url.PathEscape(namespace) + "/workflows/" + url.PathEscape(id)
+// failureText is the innermost message of a run's error as Temporal wraps
+// it ("activity error (type: ...): MESSAGE (type: T, retryable: false)").
+func failureText(s string) string {
+	for _, wrap := range []string{"activity error (", "child workflow execution error ("} {
+		if strings.HasPrefix(s, wrap) {
+			if i := strings.Index(s, "): "); i >= 0 {
+				s = s[i+3:]
+			}
+		}
+	}
+	if i := strings.Index(s, " (type: "); i > 0 {
+		s = s[:i]
+	}
+	if s == "" {
+		s = "the run failed"
+	}
+	return s
 }
 
 // progress prints each agent step once, as it first appears in the state.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/client"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/pki"
@@ -89,7 +90,7 @@ func describe(a store.Account) string {
 
 func accountCommand() *Command {
 	var (
-		l, tk     ledgerCommand
+		l, tk, sh ledgerCommand
 		email     string
 		sc        config.Stripe
 		tokenName string
@@ -110,6 +111,22 @@ func accountCommand() *Command {
 					return nil, "", err
 				}
 				return map[string]string{"account": tk.account, "token": tok}, tok + "\n", nil
+			}),
+		}, {
+			Name:  "show",
+			Short: "an account's credits, unbilled balance, ceiling and status, and whether its books balance",
+			Flags: sh.flags,
+			Run: sh.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				a, err := st.AccountByID(ctx, sh.account)
+				if err != nil {
+					return nil, "", err
+				}
+				b, err := st.Books(ctx, sh.account)
+				if err != nil {
+					return nil, "", err
+				}
+				text := describe(a) + fmt.Sprintf("charged   %s in all, %s of it flushed to Stripe\n", b.Charged, b.Flushed)
+				return map[string]any{"account": toJSON(a), "charged_micros": int64(b.Charged), "flushed_micros": int64(b.Flushed), "balanced": b.Balanced()}, text, nil
 			}),
 		}, {
 			Name:  "create",
@@ -206,74 +223,94 @@ func slug(email string) string {
 }
 
 func balanceCommand() *Command {
-	var l ledgerCommand
+	var (
+		api    apiFlags
+		asJSON bool
+	)
 	return &Command{
 		Name:  "balance",
-		Short: "an account's credits, unbilled balance, ceiling and status",
-		Flags: l.flags,
-		Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
-			a, err := st.AccountByID(ctx, l.account)
-			if err != nil {
-				return nil, "", err
+		Short: "your account's credits, unbilled balance, ceiling and status",
+		Long: `si balance shows the account your token names (si login): knowledge credits,
+the unbilled balance, the credit ceiling, the tier and whether cloud access is
+on. Money is shown in dollars; --json gives micro-dollars.`,
+		Flags: func(fs *flag.FlagSet) {
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
 			}
-			b, err := st.Books(ctx, l.account)
+			c, err := api.client()
 			if err != nil {
-				return nil, "", err
+				return err
 			}
-			text := describe(a) + fmt.Sprintf("charged   %s in all, %s of it flushed to Stripe\n", b.Charged, b.Flushed)
-			return map[string]any{"account": toJSON(a), "charged_micros": int64(b.Charged), "flushed_micros": int64(b.Flushed), "balanced": b.Balanced()}, text, nil
-		}),
+			b, err := c.Balance(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(env.Stdout, b)
+			}
+			status := b.Status
+			if b.SuspendedReason != "" {
+				status += " (" + strings.ReplaceAll(b.SuspendedReason, "_", " ") + ")"
+			}
+			fmt.Fprintf(env.Stdout, "account   %s\ntier      %s\ncredits   %s\nunbilled  %s\nceiling   %s\nstatus    %s\n",
+				b.Account, b.Tier, money.Micros(b.Credits), money.Micros(b.Unbilled), money.Micros(b.CreditCeiling), status)
+			return nil
+		},
 	}
 }
 
 func usageCommand() *Command {
 	var (
-		l     ledgerCommand
-		since time.Duration
-		limit int
+		api    apiFlags
+		asJSON bool
+		since  time.Duration
+		limit  int
 	)
 	return &Command{
 		Name:  "usage",
-		Short: "an account's usage events, newest first",
+		Short: "your account's usage events, newest first",
+		Long: `si usage lists the charged inference calls of the account your token names
+(si login), guests' calls it pays for included, newest first.`,
 		Flags: func(fs *flag.FlagSet) {
-			l.flags(fs)
-			fs.DurationVar(&since, "since", 24*time.Hour, "how far back")
-			fs.IntVar(&limit, "limit", 50, "at most this many events")
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.DurationVar(&since, "since", 24*time.Hour, "how far back (at most 8784h)")
+			fs.IntVar(&limit, "limit", 50, "at most this many events (1-1000)")
 		},
-		Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
-			rows, err := st.UsageSince(ctx, l.account, time.Now().Add(-since), limit)
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			c, err := api.client()
 			if err != nil {
-				return nil, "", err
+				return err
 			}
-			var sb strings.Builder
-			tw := tabwriter.NewWriter(&sb, 0, 2, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tEVENT\tPROJECT\tMODEL\tTOKENS\tCOST\tCREDITS\tCHARGED")
-			type row struct {
-				EventID        string    `json:"event_id"`
-				Project        string    `json:"project"`
-				Model          string    `json:"model"`
-				PromptTokens   int64     `json:"prompt_tokens"`
-				CompTokens     int64     `json:"completion_tokens"`
-				CostBasis      int64     `json:"cost_basis_micros"`
-				MultiplierPPM  int64     `json:"multiplier_ppm"`
-				CreditsApplied int64     `json:"credits_applied_micros"`
-				Charged        int64     `json:"charged_micros"`
-				At             time.Time `json:"at"`
+			events, err := c.Usage(ctx, since, limit)
+			if err != nil {
+				return err
 			}
-			out := []row{}
-			for _, r := range rows {
-				out = append(out, row{r.Usage.EventID, r.Project, r.Model, r.PromptTokens, r.CompletionTokens, int64(r.CostBasis),
-					int64(r.Multiplier), int64(r.CreditsApplied), int64(r.Charged), r.CreatedAt})
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d+%d\t%s\t%s\t%s\n", r.CreatedAt.Format("15:04:05"), r.Usage.EventID, r.Project, r.Model,
-					r.PromptTokens, r.CompletionTokens, r.CostBasis, r.CreditsApplied, r.Charged)
+			if asJSON {
+				if events == nil {
+					events = []client.UsageEvent{}
+				}
+				return printJSON(env.Stdout, events)
 			}
-			_ = tw.Flush()
-			if len(rows) == 0 {
-				sb.Reset()
-				sb.WriteString("no usage in that period\n")
+			if len(events) == 0 {
+				fmt.Fprintln(env.Stdout, "no usage in that period")
+				return nil
 			}
-			return out, sb.String(), nil
-		}),
+			tw := tabwriter.NewWriter(env.Stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tEVENT\tPROJECT\tMODEL\tTOKENS\tCREDITS\tCHARGED")
+			for _, e := range events {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d+%d\t%s\t%s\n", e.At.Local().Format("15:04:05"), e.EventID, e.Project, e.Model,
+					e.PromptTokens, e.CompletionTokens, money.Micros(e.CreditsApplied), money.Micros(e.Charged))
+			}
+			return tw.Flush()
+		},
 	}
 }
 

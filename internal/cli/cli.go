@@ -31,12 +31,28 @@ type Command struct {
 	Flags func(fs *flag.FlagSet)
 	Run   func(ctx context.Context, env *Env, args []string) error
 	Sub   []*Command
+	// Operator marks a command that needs the operator's credentials
+	// (Temporal, PostgreSQL, S3, Stripe); si help lists them apart.
+	Operator bool
 }
+
+// operatorCommands hold the mesh's own credentials; every other command is
+// a customer's and reaches the mesh through the HTTP API alone.
+var operatorCommands = map[string]bool{"dev": true, "server": true, "ca": true, "device": true, "account": true,
+	"credit": true, "tier": true, "ceiling": true, "billing": true, "hubs": true, "stats": true, "simulator": true}
 
 // Env is what commands read and write besides their flags.
 type Env struct {
+	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+}
+
+func (e *Env) stdin() io.Reader {
+	if e.Stdin == nil {
+		return strings.NewReader("")
+	}
+	return e.Stdin
 }
 
 // ExitError ends the program with Code after printing nothing more.
@@ -46,25 +62,39 @@ func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code)
 
 // Root is the `si` command tree.
 func Root() *Command {
-	return &Command{
+	root := &Command{
 		Name:  "si",
 		Short: "the SuperInstance cloud mesh",
 		Long: `si runs and drives the SuperInstance cloud mesh: durable consensus, billing,
 LoRA adapters and collaborators, orchestrated by Temporal.
 
-Every flag can also be set with an SI_ environment variable: --temporal-address
-reads SI_TEMPORAL_ADDRESS, --database-url reads SI_DATABASE_URL. Flags win.`,
-		Sub: []*Command{devCommand(), askCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
+Customer commands (si ask, push, lora, balance, usage) talk to the mesh's HTTP
+API with the token si login stores (or SI_TOKEN); the account comes from the
+token. Operator commands hold the mesh's own Temporal, PostgreSQL, S3 and
+Stripe credentials.
+
+Every flag can also be set with an SI_ environment variable: --api-url reads
+SI_API_URL, --temporal-address reads SI_TEMPORAL_ADDRESS. Flags win.`,
+		Sub: []*Command{loginCommand(), logoutCommand(), whoamiCommand(), devCommand(), askCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
 			serverCommand(), accountCommand(), balanceCommand(), usageCommand(), creditCommand(), tierCommand(), ceilingCommand(),
 			withSub(billingCommand(), thresholdCommand()), stripeCommand(), priceCommand(), simulatorCommand(), versionCommand()},
 	}
+	for _, c := range root.Sub {
+		c.Operator = operatorCommands[c.Name]
+	}
+	return root
+}
+
+// Execute runs one command line with env, returning the command's error.
+func Execute(ctx context.Context, env *Env, args []string) error {
+	return Root().execute(ctx, env, nil, args)
 }
 
 // Main runs the command line and returns the process's exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	env := &Env{Stdout: stdout, Stderr: stderr}
+	env := &Env{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr}
 	err := Root().execute(ctx, env, nil, args)
 	var ee ExitError
 	switch {
@@ -145,11 +175,24 @@ func (c *Command) usage(w io.Writer, path []string, fs *flag.FlagSet) {
 		fmt.Fprintf(w, "%s\n\n", c.Short)
 	}
 	if len(c.Sub) > 0 {
-		fmt.Fprintln(w, "Commands:")
 		subs := append([]*Command(nil), c.Sub...)
 		sort.Slice(subs, func(i, j int) bool { return subs[i].Name < subs[j].Name })
-		for _, s := range subs {
-			fmt.Fprintf(w, "  %-12s %s\n", s.Name, s.Short)
+		for _, op := range []bool{false, true} {
+			title := "Commands:"
+			if op {
+				title = "\nOperator commands (they hold the mesh's Temporal, PostgreSQL, S3 and Stripe credentials):"
+			}
+			printed := false
+			for _, s := range subs {
+				if s.Operator != op {
+					continue
+				}
+				if !printed {
+					fmt.Fprintln(w, title)
+					printed = true
+				}
+				fmt.Fprintf(w, "  %-12s %s\n", s.Name, s.Short)
+			}
 		}
 		fmt.Fprintf(w, "\nRun '%s help <command>' for a command's flags.\n", name)
 		if c.Run == nil {

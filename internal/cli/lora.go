@@ -12,30 +12,25 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/client"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/llm"
 	"github.com/superinstance/mesh/internal/lora"
-	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/simulator"
-	"github.com/superinstance/mesh/internal/store"
-	"github.com/superinstance/mesh/workflows"
 )
 
 func loraRoot() string { return filepath.Join(config.HomeDir(), "loras") }
 
 func pushCommand() *Command {
 	var (
+		api      apiFlags
 		expert   bool
-		account  string
 		project  string
 		name     string
 		llmURL   string
 		parallel int
 		partMiB  int64
 		asJSON   bool
-		t        config.Temporal
-		bc       config.Blob
 	)
 	return &Command{
 		Name:  "push",
@@ -43,29 +38,29 @@ func pushCommand() *Command {
 		Short: "validate a LoRA adapter, upload it and register it for cloud inference",
 		Long: `si push --expert finds an adapter (adapter_config.json and
 adapter_model.safetensors) at PATH or under ~/.si/loras/NAME, validates it
-before any byte is sent (the safetensors header, the adapter config, and that
-the cloud backend serves its base model), uploads it with a progress bar
-(multipart, parts in parallel; an interrupted push continues where it
-stopped), then runs LoRAPushWorkflow, which verifies the stored object's size
-and SHA-256, registers it, loads it into the inference backend and marks it
-available. It prints the adapter's id; use it with si ask --lora ID.
+before any byte is sent (the safetensors header and the adapter config, and
+the mesh checks that its backend serves the base model), then uploads it
+with a progress bar straight to the mesh's object store, through URLs the
+API presigns for a key of your account's (multipart, parts in parallel; an interrupted push continues
+where it stopped). The API then runs LoRAPushWorkflow, which verifies the
+stored object's size and SHA-256 and that the backend serves the base model,
+registers it, loads it into the inference backend and marks it available. It
+prints the adapter's id; use it with si ask --lora ID.
 
 Pushing the same bytes again registers nothing new: it prints the existing id.
+It needs si login (or SI_TOKEN) first; the account comes from the token.
 
   si push --expert support-bot
   si push --expert ./out/checkpoint-500 --project acme`,
 		Flags: func(fs *flag.FlagSet) {
+			api.register(fs)
 			fs.BoolVar(&expert, "expert", false, "push a LoRA expert adapter (the kind of artifact push sends)")
-			fs.StringVar(&account, "account", "dev", "account that owns the adapter")
 			fs.StringVar(&project, "project", "", "project whose collaborators may use the adapter too (created if new)")
 			fs.StringVar(&name, "name", "", "label for the adapter (default: the directory's name)")
-			fs.StringVar(&llmURL, "llm-base-url", "", "inference backend to check the base model against (default: the running si dev's)")
+			fs.StringVar(&llmURL, "llm-base-url", "", "inference backend to check the base model against before uploading (default: the mesh checks it after)")
 			fs.IntVar(&parallel, "parallel", 4, "parts uploaded at once")
-			fs.Int64Var(&partMiB, "part-size", 16, "multipart part size in MiB (at least 5)")
+			fs.Int64Var(&partMiB, "part-size", 16, "multipart part size in MiB (5 to 5120)")
 			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			bc.Register(fs)
-			fs.StringVar(&bc.DevDir, "dev-dir", config.DevDir(), "data directory of the si dev whose object store and backend to use by default")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if !expert {
@@ -73,6 +68,9 @@ Pushing the same bytes again registers nothing new: it prints the existing id.
 			}
 			if len(args) > 1 {
 				return fmt.Errorf("unexpected argument %q", args[1])
+			}
+			if partMiB < 5 || partMiB > 5120 {
+				return fmt.Errorf("--part-size %d is outside 5..5120 MiB", partMiB)
 			}
 			arg := ""
 			if len(args) == 1 {
@@ -97,55 +95,60 @@ Pushing the same bytes again registers nothing new: it prints the existing id.
 			if name != "" {
 				a.Name = name
 			}
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(out, "✓ found      %s (%s)\n", a.Name, dir)
 			fmt.Fprintf(out, "✓ size       %s, %d tensors, %d parameters; header valid\n", humanBytes(a.Size), len(a.Header.Tensors), a.Header.Params())
-			served, err := servedModels(ctx, llmURL, bc.DevDir)
-			switch {
-			case err != nil:
-				fmt.Fprintf(out, "- base model %s (rank %d): not checked here (%v); the server checks it\n", a.Config.BaseModel, a.Config.Rank, err)
-			default:
+			if llmURL == "" {
+				fmt.Fprintf(out, "- base model %s (rank %d): the mesh checks it is served before the upload\n", a.Config.BaseModel, a.Config.Rank)
+			} else {
+				served, err := servedModels(ctx, llmURL)
+				if err != nil {
+					return err
+				}
 				if err := a.CheckBase(served); err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "✓ base model %s (rank %d, alpha %g, %s), served by the cloud backend\n",
-					a.Config.BaseModel, a.Config.Rank, a.Config.Alpha, strings.Join(a.Config.TargetModules, ", "))
+				fmt.Fprintf(out, "✓ base model %s (rank %d, alpha %g, %s), served by %s\n",
+					a.Config.BaseModel, a.Config.Rank, a.Config.Alpha, strings.Join(a.Config.TargetModules, ", "), llmURL)
 			}
-			bs, err := bc.Open()
+			f, err := os.Open(a.WeightsPath)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			sum, err := client.SHA256(f)
 			if err != nil {
 				return err
 			}
 			bar := newTransferBar(out, "  uploading ", a.Size)
 			start := time.Now()
-			up, err := runner.UploadLoRA(ctx, bs, a, account, project, blob.UploadOptions{PartSize: partMiB << 20, Parallel: parallel,
-				Progress: func(done, _ int64) { bar.Set(done) }})
+			up, err := c.UploadAdapter(ctx, f, a.Size, sum, client.UploadOptions{PartSize: partMiB << 20, Parallel: parallel,
+				BaseModel: a.Config.BaseModel, Progress: func(done, _ int64) { bar.Set(done) }})
 			if err != nil {
 				return err
 			}
 			switch {
 			case up.AlreadyStored:
-				fmt.Fprintf(out, "✓ uploaded   already stored (same SHA-256 %s…)\n", up.Input.SHA256[:12])
-			case up.Result.Resumed > 0:
-				fmt.Fprintf(out, "✓ uploaded   %s in %d parts, %.1fs; resumed, %s were already there\n", humanBytes(a.Size), up.Result.Parts,
-					time.Since(start).Seconds(), humanBytes(up.Result.Resumed))
+				fmt.Fprintf(out, "✓ uploaded   already stored (same SHA-256 %s…)\n", sum[:12])
+			case up.Resumed > 0:
+				fmt.Fprintf(out, "✓ uploaded   %s in %d parts, %.1fs; resumed, %s were already there\n", humanBytes(a.Size), len(up.Parts),
+					time.Since(start).Seconds(), humanBytes(up.Resumed))
 			default:
-				fmt.Fprintf(out, "✓ uploaded   %s in %d parts, %.1fs\n", humanBytes(a.Size), up.Result.Parts, time.Since(start).Seconds())
+				fmt.Fprintf(out, "✓ uploaded   %s in %d parts, %.1fs\n", humanBytes(a.Size), len(up.Parts), time.Since(start).Seconds())
 			}
-			c, err := t.Dial(10 * time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			fmt.Fprintln(out, "… registering (verify size and SHA-256, register, load into the backend)")
 			start = time.Now()
-			res, err := runner.RegisterLoRA(ctx, c, up.Input)
+			res, err := c.PushAdapter(ctx, client.PushRequest{SHA256: sum, Size: a.Size, Name: a.Name, Project: project,
+				Config: a.ConfigJSON, UploadID: up.UploadID, Parts: up.Parts})
 			if err != nil {
 				return err
 			}
-			sum := up.Input.SHA256
 			if asJSON {
 				return printJSON(env.Stdout, map[string]any{"id": res.ID, "existing": res.Existing, "state": res.State,
-					"sha256": sum, "size_bytes": a.Size, "base_model": a.Config.BaseModel,
-					"workflow_id": workflows.LoRAPushWorkflowID(account, sum)})
+					"sha256": sum, "size_bytes": a.Size, "base_model": a.Config.BaseModel, "workflow_id": res.WorkflowID})
 			}
 			if res.Existing {
 				fmt.Fprintf(env.Stdout, "%s is already registered (same bytes): %s\n", a.Name, res.ID)
@@ -158,14 +161,7 @@ Pushing the same bytes again registers nothing new: it prints the existing id.
 	}
 }
 
-func servedModels(ctx context.Context, url, devDir string) ([]string, error) {
-	if url == "" {
-		st, err := config.ReadDevState(devDir)
-		if err != nil || st.LLMBaseURL == "" {
-			return nil, errors.New("no --llm-base-url and no running si dev")
-		}
-		url = st.LLMBaseURL
-	}
+func servedModels(ctx context.Context, url string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return (&llm.Client{BaseURL: url}).BaseModels(ctx)
@@ -187,16 +183,13 @@ func localAdapters() []string {
 
 func loraCommand() *Command {
 	var (
-		db      config.Database
-		account string
-		asJSON  bool
+		api    apiFlags
+		asJSON bool
 	)
 	common := func(fs *flag.FlagSet) {
-		db.Register(fs)
-		fs.StringVar(&account, "account", "dev", "the account asking (it sees its own adapters and its projects')")
+		api.register(fs)
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 	}
-	var t config.Temporal
 	var scaffold lora.ScaffoldOptions
 	var sizeMiB float64
 	return &Command{
@@ -204,24 +197,23 @@ func loraCommand() *Command {
 		Short: "list, show, remove and scaffold LoRA adapters",
 		Sub: []*Command{{
 			Name:  "ls",
-			Short: "list the adapters the account may use",
+			Short: "list the adapters your account may use (its own and its projects')",
 			Flags: common,
 			Run: func(ctx context.Context, env *Env, args []string) error {
 				if len(args) > 0 {
 					return fmt.Errorf("unexpected argument %q", args[0])
 				}
-				st, err := db.Open(ctx)
+				c, err := api.client()
 				if err != nil {
 					return err
 				}
-				defer st.Close()
-				ls, err := st.LoRAs(ctx, account)
+				ls, err := c.Adapters(ctx)
 				if err != nil {
 					return err
 				}
 				if asJSON {
 					if ls == nil {
-						ls = []store.LoRA{}
+						ls = []client.Adapter{}
 					}
 					return printJSON(env.Stdout, ls)
 				}
@@ -242,14 +234,13 @@ func loraCommand() *Command {
 				if len(args) != 1 {
 					return errors.New("usage: si lora show ID")
 				}
-				st, err := db.Open(ctx)
+				c, err := api.client()
 				if err != nil {
 					return err
 				}
-				defer st.Close()
-				l, err := st.LoRAFor(ctx, account, args[0])
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("adapter %s not found", args[0])
+				l, err := c.Adapter(ctx, args[0])
+				if client.NotFound(err) {
+					return fmt.Errorf("adapter %s not found (si lora ls lists yours)", args[0])
 				}
 				if err != nil {
 					return err
@@ -273,24 +264,21 @@ func loraCommand() *Command {
 		}, {
 			Name:  "rm",
 			Args:  "ID",
-			Short: "unload an adapter, unregister it and delete its object",
-			Flags: func(fs *flag.FlagSet) {
-				fs.StringVar(&account, "account", "dev", "the account asking (the owner, or an owner or editor of its project)")
-				t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			},
+			Short: "unload an adapter, unregister it and delete its object (its owner, or an owner or editor of its project)",
+			Flags: func(fs *flag.FlagSet) { api.register(fs) },
 			Run: func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 {
 					return errors.New("usage: si lora rm ID")
 				}
-				if !lora.ValidID(args[0]) {
-					return fmt.Errorf("adapter %s not found", args[0])
-				}
-				c, err := t.Dial(10 * time.Second)
+				c, err := api.client()
 				if err != nil {
 					return err
 				}
-				defer c.Close()
-				if err := runner.RemoveLoRA(ctx, c, account, args[0]); err != nil {
+				err = c.RemoveAdapter(ctx, args[0])
+				if client.NotFound(err) {
+					return fmt.Errorf("adapter %s not found (si lora ls lists yours)", args[0])
+				}
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(env.Stdout, "removed %s (unloaded, unregistered, object deleted)\n", args[0])

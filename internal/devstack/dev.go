@@ -20,6 +20,7 @@ import (
 	"github.com/superinstance/mesh/hub/vitals"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/client"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/mail"
 	"github.com/superinstance/mesh/internal/pgcluster"
@@ -328,6 +329,12 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		}
 	}
 
+	// si ask and the other customer commands find the API and a token of
+	// "dev" where si login keeps them, unless someone logged in elsewhere.
+	if err := d.login(ctx, st, out); err != nil {
+		return nil, err
+	}
+
 	// The local hub: enrolled with that CA, connected over QUIC, with its worker.
 	is, err := ca.IssueDevice(pki.Identity{DeviceID: o.HubID, Account: o.Account}, nil, pki.DefaultDeviceTTL, time.Now())
 	if err != nil {
@@ -423,6 +430,29 @@ func (d *Dev) Stop() {
 	if d.stateDir != "" {
 		_ = os.Remove(filepath.Join(d.stateDir, "dev.json"))
 	}
+}
+
+// login issues an API token for the "dev" account and stores it with the
+// API's URL in the user's si credentials, where si login would; credentials
+// that si login stored are kept (si dev says so), and the token always goes
+// to <data-dir>/dev-token.
+func (d *Dev) login(ctx context.Context, st *store.Store, out io.Writer) error {
+	tok, err := st.CreateAPIToken(ctx, "dev", "si dev")
+	if err != nil {
+		return fmt.Errorf("an API token for dev: %w", err)
+	}
+	cred := client.Credentials{APIURL: d.State.PublicURL, Token: tok, Account: "dev", Source: client.SourceDev}
+	tokenFile := filepath.Join(d.stateDir, "dev-token")
+	if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
+		return err
+	}
+	if cur, err := client.LoadCredentials(); err == nil && cur.Source != client.SourceDev {
+		fmt.Fprintf(out, "  credentials: kept your si login for %s; to use this si dev: si login --with-token --api-url %s < %s\n",
+			cur.APIURL, d.State.PublicURL, tokenFile)
+		return nil
+	}
+	_, err = client.SaveCredentials(cred)
+	return err
 }
 
 func (d *Dev) writeState() error {

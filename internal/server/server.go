@@ -132,9 +132,10 @@ func Start(o Options) (s *Server, err error) {
 		o.Logger = slog.Default()
 	}
 	s = &Server{}
+	started := s // s is nil when an error is returned; stop what was started
 	defer func() {
 		if err != nil {
-			s.Stop()
+			started.Stop()
 		}
 	}()
 	if o.Registry == nil {
@@ -243,7 +244,11 @@ func Start(o Options) (s *Server, err error) {
 			webhook = &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger}
 		}
 		if o.Roles[RoleAPI] {
-			mux.Handle("/", (&api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL}).Handler())
+			as := &api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL, Blob: o.Blob}
+			if o.Inference != nil && o.Inference.LLM != nil {
+				as.ServedModels = o.Inference.LLM.BaseModels
+			}
+			mux.Handle("/", as.Handler())
 		} else if webhook != nil {
 			mux.Handle("POST /v1/stripe/webhook", webhook)
 		}

@@ -23,7 +23,11 @@ import (
 	"github.com/superinstance/mesh/test/harness"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	_ = os.RemoveAll(configHome)
+	harness.Exit(code)
+}
 
 // binaries builds si and finds the temporal CLI.
 func binaries(t *testing.T) (si, temporal string) {
@@ -134,13 +138,21 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		}
 	}
 
+	// Customer commands take no flag at all: si dev stored a token for
+	// "dev" with its API's URL where si login would.
+	customerSI := func(env []string, args ...string) (string, error) {
+		cmd := exec.Command(si, args...)
+		cmd.Env = append(cleanEnv(), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
 	runSI := func(args ...string) (string, error) {
 		cmd := exec.Command(si, append(args, "--temporal-address", frontend)...)
 		cmd.Env = cleanEnv()
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	out, err := runSI("ask", "--json", "What is the capital of France? [sim:agree]")
+	out, err := customerSI(nil, "ask", "--json", "What is the capital of France? [sim:agree]")
 	if err != nil {
 		t.Fatalf("si ask: %v\n%s", err, out)
 	}
@@ -152,7 +164,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		t.Fatalf("first ask: %+v", agreed)
 	}
 
-	out, err = runSI("ask", "--max-rounds", "2", "Is P equal to NP? [sim:disagree]")
+	out, err = customerSI(nil, "ask", "--max-rounds", "2", "Is P equal to NP? [sim:disagree]")
 	if err != nil {
 		t.Fatalf("si ask: %v\n%s", err, out)
 	}
@@ -163,7 +175,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	}
 	arbiterID := strings.TrimSpace(out[strings.LastIndex(out, "workflow  ")+len("workflow  "):])
 
-	out, err = runSI("ask", "x [sim:malformed]")
+	out, err = customerSI(nil, "ask", "x [sim:malformed]")
 	if err == nil || !strings.Contains(out, "pathos's output is unusable after one repair attempt") {
 		t.Fatalf("malformed output: err %v\n%s", err, out)
 	}
@@ -229,36 +241,52 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		!hubs[0].Connected || !hubs[0].Healthy {
 		t.Fatalf("si hubs: %v\n%s", err, hubsOut)
 	}
-	// Every agent call was billed once: the first ask's three steps to "dev",
-	// the escalation's to the hub's account, credits first.
-	cmd = exec.Command(si, "usage", "--dev-dir", dataDir, "--account", "acme", "--json")
+	// Every agent call was billed once: the escalation's to the hub's
+	// account, which sees it with a token an operator issued; the asks' to "dev".
+	cmd = exec.Command(si, "account", "token", "--dev-dir", dataDir, "--account", "acme")
 	cmd.Env = cleanEnv()
-	usageOut, err := cmd.Output()
+	acmeToken, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("si usage: %v", err)
+		t.Fatalf("si account token: %v", err)
+	}
+	usageOut, err := customerSI([]string{"SI_TOKEN=" + strings.TrimSpace(string(acmeToken))}, "usage", "--json")
+	if err != nil {
+		t.Fatalf("si usage: %v\n%s", err, usageOut)
 	}
 	var events []struct {
 		EventID string `json:"event_id"`
 		Charged int64  `json:"charged_micros"`
 	}
-	if err := json.Unmarshal(usageOut, &events); err != nil || len(events) != 3 || !strings.HasPrefix(events[0].EventID, "escalation-e2e:") {
-		t.Fatalf("si usage --account acme: %v\n%s", err, usageOut)
+	if err := json.Unmarshal([]byte(usageOut), &events); err != nil || len(events) != 3 || !strings.HasPrefix(events[0].EventID, "escalation-e2e:") {
+		t.Fatalf("si usage as acme: %v\n%s", err, usageOut)
 	}
-	cmd = exec.Command(si, "balance", "--dev-dir", dataDir, "--account", "dev", "--json")
-	cmd.Env = cleanEnv()
-	balOut, err := cmd.Output()
+	balOut, err := customerSI(nil, "balance", "--json")
 	if err != nil {
-		t.Fatalf("si balance: %v", err)
+		t.Fatalf("si balance: %v\n%s", err, balOut)
 	}
 	var bal struct {
+		Account  string `json:"account"`
+		Unbilled int64  `json:"unbilled_micros"`
+	}
+	if err := json.Unmarshal([]byte(balOut), &bal); err != nil || bal.Account != "dev" || bal.Unbilled <= 0 {
+		t.Fatalf("si balance: %v\n%s", err, balOut)
+	}
+	// The operator's view: the books balance.
+	cmd = exec.Command(si, "account", "show", "--dev-dir", dataDir, "--account", "dev", "--json")
+	cmd.Env = cleanEnv()
+	showOut, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("si account show: %v", err)
+	}
+	var books struct {
 		Account struct {
 			Unbilled int64 `json:"unbilled_micros"`
 		} `json:"account"`
 		Charged  int64 `json:"charged_micros"`
 		Balanced bool  `json:"balanced"`
 	}
-	if err := json.Unmarshal(balOut, &bal); err != nil || !bal.Balanced || bal.Charged == 0 || bal.Account.Unbilled != bal.Charged {
-		t.Fatalf("si balance: %v\n%s", err, balOut)
+	if err := json.Unmarshal(showOut, &books); err != nil || !books.Balanced || books.Charged == 0 || books.Account.Unbilled != bal.Unbilled {
+		t.Fatalf("si account show: %v\n%s", err, showOut)
 	}
 
 	// Our metrics and the Temporal SDK's, on one /metrics.
@@ -271,7 +299,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	}
 
 	// A handover, found by its search attributes with the temporal CLI.
-	out, err = runSI("invite", "--dev-dir", dataDir, "--account", "acme", "--project", "e2e-team", "--role", "editor", "--quota", "0.05")
+	out, err = customerSI([]string{"SI_TOKEN=" + strings.TrimSpace(string(acmeToken))}, "invite", "--project", "e2e-team", "--role", "editor", "--quota", "0.05")
 	if err != nil {
 		t.Fatalf("si invite: %v\n%s", err, out)
 	}
@@ -362,14 +390,14 @@ func TestAskWithoutServer(t *testing.T) {
 	si, _ := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, si, "ask", "--temporal-address", freeAddr(t), "hello")
-	cmd.Env = cleanEnv()
+	cmd := exec.CommandContext(ctx, si, "ask", "--api-url", "http://"+freeAddr(t), "hello")
+	cmd.Env = append(cleanEnv(), "SI_TOKEN=si_x")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("si ask without a server succeeded:\n%s", out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 1 || !strings.Contains(lines[0], "cannot reach Temporal") || !strings.Contains(lines[0], "si dev") {
+	if len(lines) != 1 || !strings.Contains(lines[0], "cannot reach the mesh API") || !strings.Contains(lines[0], "si dev") {
 		t.Fatalf("want one clear line, got:\n%s", out)
 	}
 }
@@ -385,14 +413,24 @@ func httpGet(t *testing.T, url string) string {
 	return string(b)
 }
 
-// cleanEnv drops SI_ variables so the test's flags are what si sees.
+// configHome is the tests' config directory (XDG_CONFIG_HOME), where si
+// dev stores its credentials and the customer commands find them.
+var configHome = func() string {
+	d, err := os.MkdirTemp("", "si-e2e-config-")
+	if err != nil {
+		panic(err)
+	}
+	return d
+}()
+
 // cleanEnv is the environment without SI_ settings, with the checkout's
-// bin/ (the tools `make tools` builds) first on PATH.
+// bin/ (the tools `make tools` builds) first on PATH and the tests' own
+// config directory.
 func cleanEnv() []string {
 	bin, _ := filepath.Abs(filepath.Join("..", "..", "bin"))
-	env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")}
+	env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"), "XDG_CONFIG_HOME=" + configHome}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SI_") && !strings.HasPrefix(kv, "PATH=") {
+		if !strings.HasPrefix(kv, "SI_") && !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
 			env = append(env, kv)
 		}
 	}

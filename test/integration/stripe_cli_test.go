@@ -13,8 +13,8 @@ import (
 	"github.com/superinstance/mesh/test/harness"
 )
 
-// si runs the command line in-process.
-func si(t *testing.T, args ...string) (string, string, int) {
+// operatorSI runs the command line in-process with its output and exit code.
+func operatorSI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := cli.Main(args, &out, &errb)
@@ -23,7 +23,7 @@ func si(t *testing.T, args ...string) (string, string, int) {
 
 func siJSON(t *testing.T, v any, args ...string) {
 	t.Helper()
-	out, errb, code := si(t, append(args, "--json")...)
+	out, errb, code := operatorSI(t, append(args, "--json")...)
 	if code != 0 {
 		t.Fatalf("si %s: exit %d: %s", strings.Join(args, " "), code, errb)
 	}
@@ -40,15 +40,15 @@ func TestStripeSetupCommandAndSignup(t *testing.T) {
 	proxy := harness.NewStripeProxy(t, harness.StripeMock(t))
 	stripeFlags := []string{"--database-url", db, "--stripe-key", "sk_test_mesh", "--stripe-api-base", proxy.URL}
 	setup := append([]string{"stripe", "setup", "--public-url", "https://mesh.example.com", "--webhook-secret", "whsec_cli"}, stripeFlags...)
-	if _, errb, code := si(t, "stripe", "setup", "--database-url", db, "--stripe-key", "sk_test_mesh"); code == 0 || !strings.Contains(errb, "--public-url is required") {
+	if _, errb, code := operatorSI(t, "stripe", "setup", "--database-url", db, "--stripe-key", "sk_test_mesh"); code == 0 || !strings.Contains(errb, "--public-url is required") {
 		t.Fatalf("setup without --public-url: exit %d, %s", code, errb)
 	}
-	if _, errb, code := si(t, append(setup[:2:2], append([]string{"--public-url", "mesh.example.com"}, stripeFlags...)...)...); code == 0 || !strings.Contains(errb, "not an http(s) base URL") {
+	if _, errb, code := operatorSI(t, append(setup[:2:2], append([]string{"--public-url", "mesh.example.com"}, stripeFlags...)...)...); code == 0 || !strings.Contains(errb, "not an http(s) base URL") {
 		t.Fatalf("setup with a bad --public-url: exit %d, %s", code, errb)
 	}
 	// An account signed up before the setup is subscribed by it.
 	early := append([]string{"account", "create", "--account", "early", "--email", "early@acme.example"}, stripeFlags...)
-	if out, errb, code := si(t, early...); code != 0 || !strings.Contains(out, "si stripe setup subscribes it") {
+	if out, errb, code := operatorSI(t, early...); code != 0 || !strings.Contains(out, "si stripe setup subscribes it") {
 		t.Fatalf("account create before setup: exit %d\n%s%s", code, out, errb)
 	}
 	var first, second struct {
@@ -139,7 +139,7 @@ func TestPriceAndThresholdCommands(t *testing.T) {
 		"billing threshold set --account pricey":                "--amount is required",
 	} {
 		fields := strings.Split(args, " ")
-		_, errb, code := si(t, append(fields, "--database-url", db)...)
+		_, errb, code := operatorSI(t, append(fields, "--database-url", db)...)
 		if code == 0 || !strings.Contains(errb, want) {
 			t.Errorf("si %s: exit %d, %q; want %q", args, code, errb, want)
 		}
