@@ -354,7 +354,7 @@ func TestWorkflowHistoryHoldsNoSessionSecret(t *testing.T) {
 	m.Account(t, "host")
 	ctx := context.Background()
 	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
-	tok, inv := invite(t, m, "team", store.RoleEditor, 50_000, time.Hour)
+	tok, inv := invite(t, m, "team", store.RoleEditor, 2_000_000, time.Hour)
 	g := joinAs(t, h, tok)
 	rec := send(h, "POST", "/v1/consensus", `{"prompt":"guest run [sim:agree]"}`, []*http.Cookie{g}, nil)
 	if rec.Code != 202 {
