@@ -42,7 +42,7 @@ func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Ch
 		l.Metrics.Usage(int64(c.Charged), c.Duplicate)
 		out = append(out, c)
 		if c.FlushDue && l.Flushes != nil {
-			if _, err := l.Flushes.Start(ctx, u.Account); err != nil {
+			if _, err := l.Flushes.Start(ctx, u.Account); err != nil && !errors.Is(err, store.ErrNothingToFlush) && !errors.Is(err, store.ErrNoStripeCustomer) {
 				// The schedule's sweep flushes it later; the usage is logged.
 				activity.GetLogger(ctx).Warn("starting a flush", "account", u.Account, "error", err)
 			}
