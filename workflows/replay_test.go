@@ -22,3 +22,14 @@ func TestReplayCommittedHistories(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayFlushHistoryV0 replays a flush recorded before flushes were
+// reserved ahead of their workflow (one lost answer, then sent): such runs
+// in flight keep their path behind the flush-reserved-in-doubt version.
+func TestReplayFlushHistoryV0(t *testing.T) {
+	r := worker.NewWorkflowReplayer()
+	r.RegisterWorkflow(FlushWorkflow)
+	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/flush_history_v0.json"); err != nil {
+		t.Fatal(err)
+	}
+}
