@@ -134,6 +134,11 @@ func (d *StripeDouble) Handle(route string, h doubleHandler) {
 		if d.down && fault == 0 {
 			fault = Unavailable
 		}
+		key := r.Header.Get("Idempotency-Key")
+		now := time.Now().Add(d.offset)
+		if prev, ok := d.idem[key]; ok && key != "" && now.Sub(prev.at) < d.KeyWindow && fault == Refuse {
+			fault = 0 // Stripe answers a key it knows with its first answer, never a new refusal
+		}
 		switch fault {
 		case Refuse:
 			d.mu.Unlock()
@@ -144,9 +149,7 @@ func (d *StripeDouble) Handle(route string, h doubleHandler) {
 			writeStripe(w, 503, stripeError("api_error", "", "injected outage: Stripe is unavailable"))
 			return
 		}
-		now := time.Now().Add(d.offset)
 		status, answer := 0, []byte(nil)
-		key := r.Header.Get("Idempotency-Key")
 		params := sha256.Sum256(append([]byte(route+"\n"), body...))
 		if prev, ok := d.idem[key]; ok && key != "" && now.Sub(prev.at) < d.KeyWindow {
 			if prev.params != params {
