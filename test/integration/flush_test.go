@@ -513,3 +513,48 @@ func TestReconcileCancelsADuplicate(t *testing.T) {
 		t.Fatalf("%d live and %d cancelled copies, Stripe holds %d cents; books %+v", live, cancelled, d.Held(cus), b)
 	}
 }
+
+// TestSweepStartsAReservedFlushLeftBehind: a crash between the reservation
+// and the workflow's start leaves a pending flush with no workflow; the
+// sweep starts it under its own id, and it is sent once. A flush whose
+// workflow is running is left alone: starting it again finds the same run.
+func TestSweepStartsAReservedFlushLeftBehind(t *testing.T) {
+	d := harness.NewStripeDouble(t)
+	m := harness.StartMesh(t, simulator.Options{}, harness.WithStripe(d.URL))
+	cus := doubleAccount(t, m, "crash")
+	ctx := context.Background()
+	charge(t, m.Store, "crash", 2*money.Dollar)
+	f, created, err := m.Store.ReserveFlush(ctx, "crash")
+	if err != nil || !created {
+		t.Fatalf("reserve %+v %v %v", f, created, err)
+	}
+	// While it is reserved nothing else is: the next start carries it on.
+	d.SetDown(true)
+	s := starter(m, quick)
+	first, err := s.Start(ctx, "crash")
+	if err != nil || first.Reserved || first.Flush.ID != f.ID {
+		t.Fatalf("start %+v %v", first, err)
+	}
+	second, err := s.Start(ctx, "crash")
+	if err != nil || second.RunID != first.RunID {
+		t.Fatalf("a second start %+v %v: want the running %s", second, err, first.RunID)
+	}
+	// The run ends without an answer (terminated, as an operator might):
+	// the flush stays open and the sweep starts it again.
+	if err := m.Client.TerminateWorkflow(ctx, f.ID, first.RunID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	d.SetDown(false)
+	ids, err := s.Sweep(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != f.ID {
+		t.Fatalf("sweep %v %v", ids, err)
+	}
+	var res workflows.FlushResult
+	if err := m.Client.GetWorkflow(ctx, f.ID, "").Get(ctx, &res); err != nil || res.Flush.State != store.FlushSent {
+		t.Fatalf("after the sweep %+v %v", res, err)
+	}
+	b := balanced(t, m, "crash")
+	if held := d.Held(cus); money.Micros(held)*money.Cent != b.Flushed || len(d.Events("")) != 1 {
+		t.Fatalf("Stripe holds %d cents in %d events; books %+v", held, len(d.Events("")), b)
+	}
+}
