@@ -2,12 +2,14 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/billing"
+	"github.com/superinstance/mesh/internal/cli"
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
@@ -556,5 +559,49 @@ func TestSweepStartsAReservedFlushLeftBehind(t *testing.T) {
 	b := balanced(t, m, "crash")
 	if held := d.Held(cus); money.Micros(held)*money.Cent != b.Flushed || len(d.Events("")) != 1 {
 		t.Fatalf("Stripe holds %d cents in %d events; books %+v", held, len(d.Events("")), b)
+	}
+}
+
+// TestCLIFlushSaysWhatHappened runs `si billing flush` and `si billing
+// flushes` against the mesh: nothing to flush takes no id and says so, a
+// sent flush says what was sent, a flush whose answers are lost is reported
+// in doubt (not failed, not "nothing to flush") and listed with its state.
+func TestCLIFlushSaysWhatHappened(t *testing.T) {
+	d := harness.NewStripeDouble(t)
+	m := harness.StartMesh(t, simulator.Options{}, harness.WithStripe(d.URL))
+	doubleAccount(t, m, "cli")
+	dbURL := m.Store.Pool.Config().ConnString()
+	si := func(args ...string) (string, string, int) {
+		var out, errb strings.Builder
+		args = append(args, "--account", "cli", "--database-url", dbURL)
+		if args[1] == "flush" {
+			args = append(args, "--temporal-address", harness.Temporal(t))
+		}
+		code := cli.Main(args, &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	out, errs, code := si("billing", "flush", "--json")
+	var got struct {
+		Outcome string `json:"outcome"`
+		Flush   *store.Flush
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.Outcome != "nothing_to_flush" || got.Flush != nil {
+		t.Fatalf("empty balance: exit %d %q %s", code, out, errs)
+	}
+	charge(t, m.Store, "cli", 2*money.Dollar)
+	out, errs, code = si("billing", "flush")
+	if code != 0 || !strings.HasPrefix(out, "flush flush-cli-1: $2.") || !strings.Contains(out, "sent to Stripe after 1 attempt(s)") {
+		t.Fatalf("a flush: exit %d %q %s", code, out, errs)
+	}
+	charge(t, m.Store, "cli", 2*money.Dollar)
+	d.FaultN(meterEvents, harness.CommitLose5xx, 1000)
+	out, errs, code = si("billing", "flush", "--wait", "3s")
+	if code != 0 || !strings.HasPrefix(out, "flush flush-cli-2: $") || !strings.Contains(out, "is in doubt") {
+		t.Fatalf("answers lost: exit %d %q %s", code, out, errs)
+	}
+	out, errs, code = si("billing", "flushes")
+	if code != 0 || !regexp.MustCompile(`flush-cli-2\s+cli\s+\$\d+\.\d\d\s+in_doubt`).MatchString(out) ||
+		!regexp.MustCompile(`flush-cli-1\s+cli\s+\$\d+\.\d\d\s+sent`).MatchString(out) || !strings.Contains(out, "1 flush(es) in doubt") {
+		t.Fatalf("si billing flushes: exit %d\n%s%s", code, out, errs)
 	}
 }
