@@ -241,8 +241,9 @@ func (s *Store) CompleteFlush(ctx context.Context, id string) (Flush, error) {
 }
 
 // FailFlush marks a pending flush failed (a permanent Stripe refusal); the
-// balance is untouched and a later flush may send it. A flush in doubt is
-// not failed (ErrFlushInDoubt): Stripe may hold it.
+// balance is untouched and a later flush may send it. Failing a failed flush
+// again changes nothing. A flush in doubt is not failed (ErrFlushInDoubt):
+// Stripe may hold it.
 func (s *Store) FailFlush(ctx context.Context, id, reason string) (Flush, error) {
 	return s.closeFailed(ctx, id, reason, `state = 'pending'`)
 }
@@ -262,8 +263,11 @@ func (s *Store) closeFailed(ctx context.Context, id, reason, open string) (Flush
 		if gerr != nil {
 			return existing, gerr
 		}
-		if existing.State == FlushInDoubt {
+		switch existing.State {
+		case FlushInDoubt:
 			return existing, fmt.Errorf("flush %s: %w", id, ErrFlushInDoubt)
+		case FlushFailed:
+			return existing, nil // a retry of a call that committed
 		}
 		return existing, fmt.Errorf("flush %s is %s, not pending", id, existing.State)
 	}

@@ -161,6 +161,9 @@ func TestAFlushInDoubtIsNeverFailedByItsBudget(t *testing.T) {
 	if b, _ := s.Books(ctx, "doubt"); !b.Balanced() || b.InDoubt != 0 || b.Unbilled != a.Unbilled {
 		t.Fatalf("books after the refusal %+v", b)
 	}
+	if again, err := s.RefuseFlush(ctx, f.ID, "retried"); err != nil || again.State != store.FlushFailed || again.Error != "400 resource_missing" {
+		t.Fatalf("refusing a failed flush again: %+v %v", again, err)
+	}
 	if _, err := s.CompleteFlush(ctx, f.ID); err == nil {
 		t.Fatal("a failed flush was completed")
 	}
