@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +20,8 @@ import (
 
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/billing"
@@ -603,5 +607,39 @@ func TestCLIFlushSaysWhatHappened(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`flush-cli-2\s+cli\s+\$\d+\.\d\d\s+in_doubt`).MatchString(out) ||
 		!regexp.MustCompile(`flush-cli-1\s+cli\s+\$\d+\.\d\d\s+sent`).MatchString(out) || !strings.Contains(out, "1 flush(es) in doubt") {
 		t.Fatalf("si billing flushes: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestLiveFlushHistoryReplays replays a real server's history of a flush
+// that was in doubt for a round (every answer of the first round lost) and
+// then sent. With SI_WRITE_HISTORY set it also writes it to
+// workflows/testdata/flush_history_v1.json for the workflows' replay test.
+func TestLiveFlushHistoryReplays(t *testing.T) {
+	d := harness.NewStripeDouble(t)
+	m := harness.StartMesh(t, simulator.Options{}, harness.WithStripe(d.URL))
+	doubleAccount(t, m, "replay")
+	charge(t, m.Store, "replay", 2*money.Dollar)
+	d.FaultN(meterEvents, harness.CommitLose5xx, 2)
+	res, err := flushWith(t, m, "replay", quick)
+	if err != nil || res.Flush.State != store.FlushSent || res.Flush.Attempts != 3 {
+		t.Fatalf("flush %+v %v", res, err)
+	}
+	hist, err := history(m.Client, res.Flush.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := worker.NewWorkflowReplayer()
+	r.RegisterWorkflow(workflows.FlushWorkflow)
+	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if os.Getenv("SI_WRITE_HISTORY") != "" {
+		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "flush_history_v1.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
