@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -19,6 +20,8 @@ const (
 	ErrFlushInFlight    = "FlushInFlight"
 	ErrNoStripeCustomer = "NoStripeCustomer"
 	ErrStripeRejected   = "StripeRejected"
+	ErrUnknownFlush     = "UnknownFlush"
+	ErrFlushInDoubt     = "FlushInDoubt"
 )
 
 // Billing moves unbilled balances to Stripe.
@@ -65,30 +68,71 @@ func (b *Billing) StartFlush(ctx context.Context, in FlushStart) (StartedFlush, 
 	return StartedFlush{Flush: f, Customer: a.StripeCustomerID}, nil
 }
 
+// OpenFlush loads a reserved flush (store.ReserveFlush) and who Stripe bills.
+func (b *Billing) OpenFlush(ctx context.Context, in FlushStart) (StartedFlush, error) {
+	f, err := b.Store.FlushByID(ctx, in.FlushID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && f.Account != in.Account) {
+		return StartedFlush{}, temporal.NewNonRetryableApplicationError("no flush "+in.FlushID+" reserved for account "+in.Account, ErrUnknownFlush, err)
+	}
+	if err != nil {
+		return StartedFlush{}, err
+	}
+	a, err := b.Store.AccountByID(ctx, f.Account)
+	if err != nil {
+		return StartedFlush{}, err
+	}
+	if a.StripeCustomerID == "" {
+		return StartedFlush{}, temporal.NewNonRetryableApplicationError("account "+f.Account+" has no Stripe customer", ErrNoStripeCustomer, nil)
+	}
+	return StartedFlush{Flush: f, Customer: a.StripeCustomerID}, nil
+}
+
 // SendFlush reports the flush to Stripe as one meter event. Every attempt
 // is the same request (its idempotency key and identifier come from the
-// flush id) and is counted on the flush with its error.
+// flush id) and is counted on the flush with its error. Stripe saying it
+// already holds the identifier means an earlier attempt was committed: that
+// is success. An attempt whose outcome is unknown (network error, timeout,
+// 5xx, 409) leaves the flush in doubt; only a definite refusal (another 4xx)
+// is the non-retryable StripeRejected.
 func (b *Billing) SendFlush(ctx context.Context, f StartedFlush) error {
-	at := f.Flush.CreatedAt
+	cur, err := b.Store.FlushSending(ctx, f.Flush.ID)
+	if err != nil {
+		if cur.State == store.FlushSent {
+			return nil // sent by another run of this flush
+		}
+		if cur.ID != "" {
+			return temporal.NewNonRetryableApplicationError(err.Error(), ErrStripeRejected, err)
+		}
+		return err
+	}
+	at := cur.MeterAt
 	if at.IsZero() {
 		at = time.Now()
 	}
-	err := b.Stripe.SendMeterEvent(ctx, f.Flush.ID, f.Customer, f.Flush.AmountCents, at)
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
-	if rerr := b.Store.FlushAttempt(ctx, f.Flush.ID, msg); rerr != nil {
-		activity.GetLogger(ctx).Warn("counting a flush attempt", "error", rerr)
-	}
+	err = b.Stripe.SendMeterEvent(ctx, f.Flush.ID, f.Customer, f.Flush.AmountCents, at)
+	msg, inDoubt := "", false
 	switch {
+	case err == nil:
+		b.Metrics.FlushAttempt("ok")
+	case errors.Is(err, billing.ErrDuplicateEvent):
+		// Committed by an earlier attempt whose answer was lost.
+		b.Metrics.FlushAttempt("duplicate")
+		msg, err = err.Error(), nil
 	case errors.Is(err, billing.ErrRejected):
 		b.Metrics.FlushAttempt("rejected")
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrStripeRejected, err)
-	case err != nil:
+		msg = err.Error()
+	case errors.Is(err, billing.ErrNotProcessed):
 		b.Metrics.FlushAttempt("retry")
+		msg = err.Error()
 	default:
-		b.Metrics.FlushAttempt("ok")
+		b.Metrics.FlushAttempt("in_doubt")
+		msg, inDoubt = err.Error(), true
+	}
+	if rerr := b.Store.FlushAttempt(ctx, f.Flush.ID, msg, inDoubt); rerr != nil {
+		activity.GetLogger(ctx).Warn("counting a flush attempt", "error", rerr)
+	}
+	if errors.Is(err, billing.ErrRejected) {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrStripeRejected, err)
 	}
 	return err
 }
@@ -102,11 +146,97 @@ func (b *Billing) CompleteFlush(ctx context.Context, flushID string) (store.Flus
 	return f, err
 }
 
-// FailFlush marks the flush failed with the reason.
+// FailFlush marks a pending flush failed with the reason. A flush in doubt
+// is not failed (the non-retryable FlushInDoubt): the workflows that call
+// this (recorded before flushes could be in doubt) then end, and the sweep
+// starts the flush again under the same identifier.
 func (b *Billing) FailFlush(ctx context.Context, flushID, reason string) (store.Flush, error) {
 	f, err := b.Store.FailFlush(ctx, flushID, reason)
+	if errors.Is(err, store.ErrFlushInDoubt) {
+		return f, temporal.NewNonRetryableApplicationError(err.Error(), ErrFlushInDoubt, err)
+	}
 	if err == nil {
 		b.Metrics.Flush("failed")
 	}
 	return f, err
+}
+
+// RefuseFlush marks an open flush failed on Stripe's definite refusal of
+// its own request.
+func (b *Billing) RefuseFlush(ctx context.Context, flushID, reason string) (store.Flush, error) {
+	f, err := b.Store.RefuseFlush(ctx, flushID, reason)
+	if err == nil {
+		b.Metrics.Flush("failed")
+	}
+	return f, err
+}
+
+// MarkInDoubt marks the flush in doubt with why (its quick retries ran out
+// without an answer) and returns it.
+func (b *Billing) MarkInDoubt(ctx context.Context, flushID, reason string) (store.Flush, error) {
+	f, err := b.Store.MarkInDoubt(ctx, flushID, reason)
+	if err == nil && f.State == store.FlushInDoubt {
+		b.Metrics.Flush("in_doubt")
+	}
+	return f, err
+}
+
+// Reconcile outcomes.
+const (
+	ReconcileCommitted = "committed" // Stripe holds the flush (once, after any duplicate was cancelled)
+	ReconcileAbsent    = "absent"    // Stripe holds none of it: it may be sent again
+	ReconcileMismatch  = "mismatch"  // Stripe's figure is none of those: send nothing, look again later
+)
+
+// Reconciled is what Stripe's meter event summaries say about a flush.
+type Reconciled struct {
+	Outcome string
+	// Held is Stripe's total for the customer in the flush's minute, Others
+	// what our other sent flushes account for there (cents).
+	Held, Others int64
+	// Cancelled counts duplicate copies of the flush cancelled by adjustments.
+	Cancelled int
+}
+
+// ReconcileFlush compares what Stripe holds for the flush's customer in the
+// minute of its meter timestamp with what our sent flushes account for. A
+// flush held more than once has its extra copies cancelled by meter event
+// adjustments (cancel by identifier). It never sends the flush itself.
+func (b *Billing) ReconcileFlush(ctx context.Context, f StartedFlush) (Reconciled, error) {
+	cur, err := b.Store.FlushByID(ctx, f.Flush.ID)
+	if err != nil {
+		return Reconciled{}, err
+	}
+	from, to := billing.MeterWindow(cur.MeterAt)
+	held, err := b.Stripe.MeterTotal(ctx, f.Customer, from, to)
+	if err != nil {
+		return Reconciled{}, err
+	}
+	others, err := b.Store.SentCents(ctx, cur.Account, cur.ID, from, to)
+	if err != nil {
+		return Reconciled{}, err
+	}
+	r := Reconciled{Held: held, Others: others}
+	extra := held - others - cur.AmountCents
+	switch {
+	case extra == 0:
+		r.Outcome = ReconcileCommitted
+	case held == others:
+		r.Outcome = ReconcileAbsent
+	case extra > 0 && extra%cur.AmountCents == 0:
+		// The key names the total seen, so a retry after a lost answer
+		// repeats the same cancellation instead of cancelling another copy.
+		for i := range extra / cur.AmountCents {
+			key := fmt.Sprintf("%s-%d-%d", billing.MeterEventKey(cur.ID), held, i)
+			if err := b.Stripe.CancelMeterEvent(ctx, billing.MeterEventKey(cur.ID), key); err != nil {
+				return r, err
+			}
+			r.Cancelled++
+		}
+		b.Metrics.FlushAttempt("cancelled_duplicate")
+		r.Outcome = ReconcileCommitted
+	default:
+		r.Outcome = ReconcileMismatch
+	}
+	return r, nil
 }

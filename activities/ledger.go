@@ -44,7 +44,7 @@ func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Ch
 		}
 		out = append(out, cs...)
 		if flush && l.Flushes != nil {
-			if _, err := l.Flushes.Start(ctx, account); err != nil {
+			if _, err := l.Flushes.Start(ctx, account); err != nil && !errors.Is(err, store.ErrNothingToFlush) && !errors.Is(err, store.ErrNoStripeCustomer) {
 				// The schedule's sweep flushes it later; the usage is logged.
 				activity.GetLogger(ctx).Warn("starting a flush", "account", account, "error", err)
 			}

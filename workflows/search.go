@@ -16,6 +16,12 @@ var (
 	// ConsensusProjectAttr is the project of a consensus, set when it starts,
 	// so that a project's page can list its runs in progress.
 	ConsensusProjectAttr = temporal.NewSearchAttributeKeyKeyword("ConsensusProject")
+	// FlushState follows a flush workflow: pending, in_doubt (Stripe may
+	// hold it; it is retried under its own identifier), then sent or
+	// failed. FlushAccount is the account it bills. In the Temporal UI:
+	// FlushState = "in_doubt".
+	FlushStateAttr   = temporal.NewSearchAttributeKeyKeyword("FlushState")
+	FlushAccountAttr = temporal.NewSearchAttributeKeyKeyword("FlushAccount")
 )
 
 // SearchAttributes are the custom search attributes the mesh's workflows
@@ -27,5 +33,7 @@ func SearchAttributes() map[string]enumspb.IndexedValueType {
 		HandoverProjectAttr.GetName():   enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		HandoverStartedAttr.GetName():   enumspb.INDEXED_VALUE_TYPE_DATETIME,
 		ConsensusProjectAttr.GetName():  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		FlushStateAttr.GetName():        enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		FlushAccountAttr.GetName():      enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 	}
 }

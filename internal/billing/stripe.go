@@ -26,6 +26,7 @@ const DefaultMeterEvent = "si_usage_cents"
 type Stripe struct {
 	api        *client.API
 	meterEvent string
+	meters     meterIDs
 }
 
 // NewStripe returns a client for baseURL (https://api.stripe.com, or a
@@ -70,6 +71,8 @@ func classify(err error) error {
 func MeterEventKey(flushID string) string { return "si-" + flushID }
 
 // SendMeterEvent reports cents for customer as one billing meter event.
+// Stripe answering that it already holds the identifier is ErrDuplicateEvent:
+// an earlier attempt of the same flush was committed.
 func (s *Stripe) SendMeterEvent(ctx context.Context, flushID, customer string, cents int64, at time.Time) error {
 	p := &stripe.BillingMeterEventParams{
 		EventName:  stripe.String(s.meterEvent),
@@ -80,6 +83,12 @@ func (s *Stripe) SendMeterEvent(ctx context.Context, flushID, customer string, c
 	p.Context = ctx
 	p.SetIdempotencyKey(MeterEventKey(flushID))
 	_, err := s.api.BillingMeterEvents.New(p)
+	if duplicateEvent(err) {
+		return fmt.Errorf("%w: %s", ErrDuplicateEvent, MeterEventKey(flushID))
+	}
+	if notProcessed(err) {
+		return fmt.Errorf("%w: %s", ErrNotProcessed, classify(err))
+	}
 	return classify(err)
 }
 

@@ -10,6 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	sdkclient "go.temporal.io/sdk/client"
+
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/client"
 	"github.com/superinstance/mesh/internal/config"
@@ -442,9 +445,10 @@ func ceilingCommand() *Command {
 
 func billingCommand() *Command {
 	var (
-		l  ledgerCommand
-		t  config.Temporal
-		fl ledgerCommand
+		l    ledgerCommand
+		t    config.Temporal
+		fl   ledgerCommand
+		wait time.Duration
 	)
 	return &Command{
 		Name:  "billing",
@@ -452,37 +456,41 @@ func billingCommand() *Command {
 		Sub: []*Command{{
 			Name:  "flush",
 			Short: "flush an account's unbilled whole cents to Stripe now, and wait for the result",
+			Long: `si billing flush reserves the account's unbilled whole cents as a new flush (its id
+comes from the account's flush sequence, so no flush id is ever reused), starts
+its workflow and waits up to --wait for Stripe's answer. An account with a flush
+still open (pending, or in doubt because Stripe's answer was lost) gets that
+flush's workflow started again if it had stopped, and no second flush: its cents
+may be at Stripe already. A flush in doubt is retried under its own identifier
+until Stripe accepts or refuses it; see si billing flushes.`,
 			Flags: func(fs *flag.FlagSet) {
 				fl.flags(fs)
 				t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+				fs.DurationVar(&wait, "wait", time.Minute, "how long to wait for Stripe's answer before reporting the flush's state")
 			},
 			Run: fl.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				if _, err := st.AccountByID(ctx, fl.account); err != nil {
+					return nil, "", err
+				}
 				c, err := t.Dial(5 * time.Second)
 				if err != nil {
 					return nil, "", err
 				}
 				defer c.Close()
-				if _, err := st.AccountByID(ctx, fl.account); err != nil {
-					return nil, "", err
+				s, err := workers.Flushes(c, st).Start(ctx, fl.account)
+				if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) {
+					a, _ := st.AccountByID(ctx, fl.account)
+					out := flushJSON{Account: fl.account, Outcome: "nothing_to_flush", UnbilledMicros: int64(a.Unbilled), Reason: err.Error()}
+					return out, "no flush: " + err.Error() + "\n", nil
 				}
-				id, err := workers.Flushes(c, st).Start(ctx, fl.account)
 				if err != nil {
 					return nil, "", err
 				}
-				var res workflows.FlushResult
-				err = c.GetWorkflow(ctx, id, "").Get(ctx, &res)
-				if err != nil {
-					return nil, "", runner.Cause(err)
-				}
-				if res.Skipped != "" {
-					return res, "no flush: " + res.Skipped + "\n", nil
-				}
-				f := res.Flush
-				return res, fmt.Sprintf("flush %s: $%d.%02d %s to Stripe after %d attempt(s)\n", f.ID, f.AmountCents/100, f.AmountCents%100, f.State, f.Attempts), nil
+				return reportFlush(ctx, c, st, s, wait)
 			}),
 		}, {
 			Name:  "flushes",
-			Short: "list flushes to Stripe, failed ones included (--account \"\" lists every account's)",
+			Short: "list flushes to Stripe and their state: pending, in_doubt, sent, failed (--account \"\" lists every account's)",
 			Flags: l.flags,
 			Run: l.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
 				fs, err := st.Flushes(ctx, l.account)
@@ -495,13 +503,73 @@ func billingCommand() *Command {
 				}
 				tw := tabwriter.NewWriter(&sb, 0, 2, 2, ' ', 0)
 				fmt.Fprintln(tw, "FLUSH\tACCOUNT\tAMOUNT\tSTATE\tATTEMPTS\tUPDATED\tERROR")
+				inDoubt := 0
 				for _, f := range fs {
-					fmt.Fprintf(tw, "%s\t%s\t$%d.%02d\t%s\t%d\t%s\t%s\n", f.ID, f.Account, f.AmountCents/100, f.AmountCents%100, f.State,
+					if f.State == store.FlushInDoubt {
+						inDoubt++
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", f.ID, f.Account, dollars(f.AmountCents), f.State,
 						f.Attempts, f.UpdatedAt.Format(time.RFC3339), f.Error)
 				}
 				_ = tw.Flush()
+				if inDoubt > 0 {
+					fmt.Fprintf(&sb, "%d flush(es) in doubt: Stripe may hold them; each is retried under its own identifier until Stripe answers\n", inDoubt)
+				}
 				return fs, sb.String(), nil
 			}),
 		}},
 	}
+}
+
+func dollars(cents int64) string { return fmt.Sprintf("$%d.%02d", cents/100, cents%100) }
+
+// flushJSON is what si billing flush --json prints.
+type flushJSON struct {
+	Account string `json:"account"`
+	// Outcome: nothing_to_flush, sent, failed, in_doubt, pending.
+	Outcome        string       `json:"outcome"`
+	Flush          *store.Flush `json:"flush,omitempty"`
+	AlreadyOpen    bool         `json:"already_open,omitempty"`
+	UnbilledMicros int64        `json:"unbilled_micros"`
+	Reason         string       `json:"reason,omitempty"`
+}
+
+// reportFlush waits up to wait for the flush's workflow and says what
+// really happened, from the flush's row: sent, failed, or still open.
+func reportFlush(ctx context.Context, c sdkclient.Client, st *store.Store, s activities.FlushStarted, wait time.Duration) (any, string, error) {
+	var text strings.Builder
+	if !s.Reserved {
+		fmt.Fprintf(&text, "flush %s (%s) was already open (%s) and is carried on; no second flush while it is\n",
+			s.Flush.ID, dollars(s.Flush.AmountCents), strings.ReplaceAll(s.Flush.State, "_", " "))
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var res workflows.FlushResult
+	werr := c.GetWorkflow(wctx, s.Flush.ID, s.RunID).Get(wctx, &res)
+	f, err := st.FlushByID(ctx, s.Flush.ID)
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := st.AccountByID(ctx, f.Account)
+	if err != nil {
+		return nil, "", err
+	}
+	out := flushJSON{Account: f.Account, Outcome: f.State, Flush: &f, AlreadyOpen: !s.Reserved, UnbilledMicros: int64(a.Unbilled), Reason: f.Error}
+	switch f.State {
+	case store.FlushSent:
+		fmt.Fprintf(&text, "flush %s: %s sent to Stripe after %d attempt(s); %s unbilled\n", f.ID, dollars(f.AmountCents), f.Attempts, a.Unbilled)
+	case store.FlushFailed:
+		fmt.Fprintf(&text, "flush %s: %s refused by Stripe: %s; the cents are unbilled again (%s)\n", f.ID, dollars(f.AmountCents), f.Error, a.Unbilled)
+		return out, text.String(), runner.Cause(werr)
+	case store.FlushInDoubt:
+		fmt.Fprintf(&text, "flush %s: %s is in doubt after %d attempt(s) (last: %s): Stripe may hold it; it is retried under the same identifier until Stripe answers (si billing flushes)\n",
+			f.ID, dollars(f.AmountCents), f.Attempts, f.Error)
+	default:
+		fmt.Fprintf(&text, "flush %s: %s still pending after %s (%d attempt(s)); it carries on in the background (si billing flushes)\n", f.ID, dollars(f.AmountCents), wait, f.Attempts)
+	}
+	if werr != nil && f.Open() && wctx.Err() == nil {
+		// The workflow ended and left the flush open: the sweep starts it again.
+		fmt.Fprintf(&text, "its workflow stopped (%v); the billing sweep starts it again\n", runner.Cause(werr))
+	}
+	return out, text.String(), nil
 }

@@ -237,7 +237,7 @@ func Start(o Options) (s *Server, err error) {
 			return nil, fmt.Errorf("metrics on %s: %w", o.MetricsListen, err)
 		}
 		mux := http.NewServeMux()
-		metrics.Registry.MustRegister(newConversion(o.Store))
+		metrics.Registry.MustRegister(newConversion(o.Store), newOpenFlushes(o.Store))
 		mux.Handle("GET /metrics", metrics.Handler())
 		var webhook http.Handler
 		if o.WebhookSecret != "" {

@@ -317,156 +317,6 @@ func CostBasis(promptPerMTok, completionPerMTok money.Micros, promptTokens, comp
 	return money.Add(p, c)
 }
 
-// Flush is one transfer of unbilled balance to Stripe.
-type Flush struct {
-	ID               string
-	Account          string
-	AmountCents      int64
-	State            string
-	StripeIdentifier string
-	Attempts         int
-	Error            string
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-}
-
-const flushColumns = `id, account_id, amount_cents, state, stripe_identifier, attempts, error, created_at, updated_at`
-
-func scanFlush(row pgx.Row) (Flush, error) {
-	var f Flush
-	err := row.Scan(&f.ID, &f.Account, &f.AmountCents, &f.State, &f.StripeIdentifier, &f.Attempts, &f.Error, &f.CreatedAt, &f.UpdatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return f, ErrNotFound
-	}
-	return f, err
-}
-
-// StartFlush reserves the whole cents of an account's unbilled balance for
-// flush id. Starting the same id again returns the same flush.
-func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, error) {
-	var f Flush
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var unbilled money.Micros
-		if err := tx.QueryRow(ctx, `SELECT unbilled FROM accounts WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return ErrNotFound
-			}
-			return err
-		}
-		existing, err := scanFlush(tx.QueryRow(ctx, `SELECT `+flushColumns+` FROM flushes WHERE id = $1`, id))
-		if err == nil {
-			f = existing
-			return nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		var pending int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM flushes WHERE account_id = $1 AND state = 'pending'`, account).Scan(&pending); err != nil {
-			return err
-		}
-		if pending > 0 {
-			return ErrFlushInFlight
-		}
-		cents, _ := money.Cents(unbilled)
-		if cents == 0 {
-			return ErrNothingToFlush
-		}
-		f, err = scanFlush(tx.QueryRow(ctx, `INSERT INTO flushes (id, account_id, amount_cents, state, stripe_identifier)
-			VALUES ($1, $2, $3, 'pending', $1) RETURNING `+flushColumns, id, account, cents))
-		return err
-	})
-	return f, err
-}
-
-// FlushAttempt counts one attempt to send a flush to Stripe.
-func (s *Store) FlushAttempt(ctx context.Context, id, lastError string) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE flushes SET attempts = attempts + 1, error = $2, updated_at = now() WHERE id = $1 AND state = 'pending'`, id, lastError)
-	return err
-}
-
-// CompleteFlush marks a flush sent and subtracts exactly what it sent from
-// the unbilled balance (never zeroing it: usage logged during the flush
-// stays). An account suspended at the ceiling is reinstated when the balance
-// is back under it. Completing a sent flush again changes nothing.
-func (s *Store) CompleteFlush(ctx context.Context, id string) (Flush, error) {
-	var f Flush
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var err error
-		f, err = scanFlush(tx.QueryRow(ctx, `SELECT `+flushColumns+` FROM flushes WHERE id = $1 FOR UPDATE`, id))
-		if err != nil {
-			return err
-		}
-		if f.State == "sent" {
-			return nil
-		}
-		if f.State != "pending" {
-			return fmt.Errorf("flush %s is %s, not pending", id, f.State)
-		}
-		sent := money.Micros(f.AmountCents) * money.Cent
-		if _, err := tx.Exec(ctx, `UPDATE accounts SET unbilled = unbilled - $2,
-			status = CASE WHEN suspended_reason = 'credit_ceiling' AND unbilled - $2 < credit_ceiling THEN 'active' ELSE status END,
-			suspended_reason = CASE WHEN suspended_reason = 'credit_ceiling' AND unbilled - $2 < credit_ceiling THEN '' ELSE suspended_reason END
-			WHERE id = $1`, f.Account, sent); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO journal (account_id, kind, ref, unbilled_delta) VALUES ($1, 'flush', $2, $3)`, f.Account, id, -sent); err != nil {
-			return err
-		}
-		f, err = scanFlush(tx.QueryRow(ctx, `UPDATE flushes SET state = 'sent', error = '', updated_at = now() WHERE id = $1 RETURNING `+flushColumns, id))
-		return err
-	})
-	return f, err
-}
-
-// FailFlush marks a pending flush failed (a permanent Stripe refusal); the
-// balance is untouched and a later flush may send it.
-func (s *Store) FailFlush(ctx context.Context, id, reason string) (Flush, error) {
-	f, err := scanFlush(s.Pool.QueryRow(ctx, `UPDATE flushes SET state = 'failed', error = $2, updated_at = now()
-		WHERE id = $1 AND state = 'pending' RETURNING `+flushColumns, id, reason))
-	if errors.Is(err, ErrNotFound) {
-		existing, gerr := scanFlush(s.Pool.QueryRow(ctx, `SELECT `+flushColumns+` FROM flushes WHERE id = $1`, id))
-		if gerr != nil {
-			return existing, gerr
-		}
-		return existing, fmt.Errorf("flush %s is %s, not pending", id, existing.State)
-	}
-	return f, err
-}
-
-// Books are an account's totals, recomputed from the events, the flushes and the journal.
-type Books struct {
-	Charged       money.Micros // sum of usage_events.charged
-	Flushed       money.Micros // sum of sent flushes
-	Unbilled      money.Micros // accounts.unbilled
-	Credits       money.Micros // accounts.credits
-	JournalUnbill money.Micros // sum of the journal's unbilled deltas
-	JournalCredit money.Micros // sum of the journal's credit deltas
-}
-
-// Balanced reports whether charged = flushed + unbilled and the journal
-// recomputes both balances.
-func (b Books) Balanced() bool {
-	return b.Charged == b.Flushed+b.Unbilled && b.JournalUnbill == b.Unbilled && b.JournalCredit == b.Credits
-}
-
-// Books recomputes an account's totals.
-func (s *Store) Books(ctx context.Context, account string) (Books, error) {
-	var b Books
-	err := s.Pool.QueryRow(ctx, `SELECT
-		(SELECT coalesce(sum(charged), 0) FROM usage_events WHERE account_id = $1),
-		(SELECT coalesce(sum(amount_cents), 0) * 10000 FROM flushes WHERE account_id = $1 AND state = 'sent'),
-		a.unbilled, a.credits,
-		(SELECT coalesce(sum(unbilled_delta), 0) FROM journal WHERE account_id = $1),
-		(SELECT coalesce(sum(credits_delta), 0) FROM journal WHERE account_id = $1)
-		FROM accounts a WHERE a.id = $1`, account).
-		Scan(&b.Charged, &b.Flushed, &b.Unbilled, &b.Credits, &b.JournalUnbill, &b.JournalCredit)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return b, ErrNotFound
-	}
-	return b, err
-}
-
 // UsageRow is one logged usage event.
 type UsageRow struct {
 	Usage
@@ -497,11 +347,6 @@ func (s *Store) UsageSince(ctx context.Context, account string, since time.Time,
 	return out, rows.Err()
 }
 
-// Flushes lists an account's flushes, newest first; an empty account lists all.
-func (s *Store) Flushes(ctx context.Context, account string) ([]Flush, error) {
-	return queryAll(ctx, s, scanFlush, `SELECT `+flushColumns+` FROM flushes WHERE $1 = '' OR account_id = $1 ORDER BY created_at DESC, id`, account)
-}
-
 // SetStripeCustomer records an account's Stripe customer id.
 func (s *Store) SetStripeCustomer(ctx context.Context, account, customer string) error {
 	tag, err := s.Pool.Exec(ctx, `UPDATE accounts SET stripe_customer_id = $2 WHERE id = $1`, account, customer)
@@ -509,37 +354,6 @@ func (s *Store) SetStripeCustomer(ctx context.Context, account, customer string)
 		return ErrNotFound
 	}
 	return err
-}
-
-// NextFlushID names an account's next flush: flush-<account>-<n>. Two
-// callers racing get the same id, and the flush workflow's id (the flush id)
-// lets only one of them start it.
-func (s *Store) NextFlushID(ctx context.Context, account string) (string, error) {
-	var n int
-	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM flushes WHERE account_id = $1`, account).Scan(&n); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("flush-%s-%d", account, n+1), nil
-}
-
-// FlushableAccounts lists accounts with at least a cent unbilled, a Stripe
-// customer and no flush in flight.
-func (s *Store) FlushableAccounts(ctx context.Context) ([]string, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT a.id FROM accounts a WHERE a.unbilled >= 10000 AND a.stripe_customer_id IS NOT NULL
-		AND NOT EXISTS (SELECT 1 FROM flushes f WHERE f.account_id = a.id AND f.state = 'pending') ORDER BY a.id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
 }
 
 // SetMultiplier sets a pricing tier's multiplier, creating the tier if new.
