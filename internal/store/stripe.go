@@ -187,9 +187,14 @@ func (s *Store) ApplyInvoiceEvent(ctx context.Context, ev InvoiceEvent) (Invoice
 			ev.Invoice, ev.Customer, state, ev.ID, ev.Created); err != nil {
 			return err
 		}
+		// Lifting a payment suspension leaves an account at its ceiling (held
+		// calls billed meanwhile may have carried it there) suspended for that.
 		return tx.QueryRow(ctx, `UPDATE accounts a SET payment_suspended = f.failed,
-			status = CASE WHEN f.failed THEN 'suspended' WHEN a.suspended_reason = 'payment_failed' THEN 'active' ELSE a.status END,
+			status = CASE WHEN f.failed THEN 'suspended'
+				WHEN a.suspended_reason = 'payment_failed' AND a.unbilled >= a.credit_ceiling THEN 'suspended'
+				WHEN a.suspended_reason = 'payment_failed' THEN 'active' ELSE a.status END,
 			suspended_reason = CASE WHEN f.failed AND a.suspended_reason = '' THEN 'payment_failed'
+				WHEN NOT f.failed AND a.suspended_reason = 'payment_failed' AND a.unbilled >= a.credit_ceiling THEN 'credit_ceiling'
 				WHEN NOT f.failed AND a.suspended_reason = 'payment_failed' THEN '' ELSE a.suspended_reason END
 			FROM (SELECT EXISTS (SELECT 1 FROM stripe_invoices WHERE customer = $2 AND state = 'failed') AS failed) f
 			WHERE a.id = $1 RETURNING a.payment_suspended`, out.Account, ev.Customer).Scan(&out.PaymentSuspended)
