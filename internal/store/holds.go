@@ -190,11 +190,19 @@ func (s *Store) ReserveHold(ctx context.Context, r HoldRequest) (Hold, error) {
 			}
 		}
 		fresh := h.Amount == 0 && h.Settled == 0
-		if target > h.Amount || fresh {
+		// An expired hold freed its headroom, which another run may have
+		// taken since: renewing it is a new reservation, checked as one.
+		expired := false
+		if !h.ExpiresAt.IsZero() {
+			if err := tx.QueryRow(ctx, `SELECT $1::timestamptz <= now()`, h.ExpiresAt).Scan(&expired); err != nil {
+				return err
+			}
+		}
+		if target > h.Amount || fresh || expired {
 			if a.Status == "suspended" {
 				return &SuspendedError{Account: r.Account, Reason: a.SuspendedReason, Unbilled: a.Unbilled, Ceiling: a.CreditCeiling}
 			}
-			newOpen := max(target-h.Settled, 0)
+			newOpen := max(max(target, h.Amount)-h.Settled, 0)
 			others, err := openHolds(ctx, tx, r.Account, "", r.ID)
 			if err != nil {
 				return err
