@@ -85,3 +85,49 @@ func TestExpiredHoldIsNotRevivedWithoutHeadroom(t *testing.T) {
 		t.Fatalf("an expired hold was revived past the ceiling: %v", err)
 	}
 }
+
+// TestFlushAndCeilingNeverLiftAPaymentSuspension: an account at its ceiling
+// whose invoice then fails is suspended for both; completing a flush or
+// raising the ceiling lifts only the ceiling's part.
+func TestFlushAndCeilingNeverLiftAPaymentSuspension(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	billable(t, s, "both", 0)
+	if err := s.SetCeiling(ctx, "both", 2*money.Cent); err != nil {
+		t.Fatal(err)
+	}
+	addUsage(t, s, "both", 1)
+	if a, _ := s.AccountByID(ctx, "both"); a.Status != "suspended" || a.SuspendedReason != "credit_ceiling" {
+		t.Fatalf("account %+v past its ceiling", a)
+	}
+	if _, err := s.ApplyInvoiceEvent(ctx, store.InvoiceEvent{ID: "evt_b1", Type: store.InvoicePaymentFailed, Customer: "cus_both",
+		Invoice: "in_b1", Created: time.Now().Truncate(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := s.ReserveFlush(ctx, "both")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteFlush(ctx, f.ID); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := s.AccountByID(ctx, "both"); a.Status != "suspended" || a.SuspendedReason != "payment_failed" {
+		t.Fatalf("account %+v after a flush under a failed payment", a)
+	}
+	if err := s.SetCeiling(ctx, "both", money.Dollar); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := s.AccountByID(ctx, "both"); a.Status != "suspended" || a.SuspendedReason != "payment_failed" {
+		t.Fatalf("account %+v after raising the ceiling under a failed payment", a)
+	}
+	if _, err := s.ApplyInvoiceEvent(ctx, store.InvoiceEvent{ID: "evt_b2", Type: store.InvoicePaid, Customer: "cus_both",
+		Invoice: "in_b1", Created: time.Now().Add(time.Second).Truncate(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := s.AccountByID(ctx, "both"); a.Status != "active" {
+		t.Fatalf("account %+v after paying", a)
+	}
+	if b, err := s.Books(ctx, "both"); err != nil || !b.Balanced() {
+		t.Fatalf("books %+v %v", b, err)
+	}
+}
