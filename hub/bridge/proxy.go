@@ -70,6 +70,10 @@ type ProxyOptions struct {
 	// included), over all its connections; past it a call is answered
 	// ResourceExhausted, which the SDK retries. Default 256.
 	CallsPerHub int
+	// ConnsPerHub bounds one device's gRPC connections (Temporal streams)
+	// open at once, over all its QUIC connections: each is a transport of
+	// its own on the bridge. Past it a new one is closed at once. Default 8.
+	ConnsPerHub int
 	// Now is the clock; nil is time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -89,6 +93,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	refused  map[string]int
 	inFlight map[string]int // by device
+	conns    map[string]int // open gRPC connections, by device
 }
 
 // NewProxy starts a proxy; ServeConn hands it hub connections.
@@ -108,6 +113,9 @@ func NewProxy(o ProxyOptions) (*Proxy, error) {
 	if o.CallsPerHub <= 0 {
 		o.CallsPerHub = 256
 	}
+	if o.ConnsPerHub <= 0 {
+		o.ConnsPerHub = 8
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -115,7 +123,7 @@ func NewProxy(o ProxyOptions) (*Proxy, error) {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	p := &Proxy{opts: o, lis: newConnListener(), tokens: newTokenBook(o.TokensPerHub), done: make(chan struct{}),
-		refused: map[string]int{}, inFlight: map[string]int{}}
+		refused: map[string]int{}, inFlight: map[string]int{}, conns: map[string]int{}}
 	p.srv = grpc.NewServer(
 		grpc.Creds(deviceCreds{}),
 		grpc.MaxRecvMsgSize(maxProxyMessage),
@@ -137,10 +145,40 @@ func NewProxy(o ProxyOptions) (*Proxy, error) {
 
 // ServeConn serves one hub connection (a QUIC stream of StreamTemporal)
 // for the device id names, until it or the proxy closes.
+// A device past ConnsPerHub has the connection closed at once.
 func (p *Proxy) ServeConn(id pki.Identity, c net.Conn) {
-	if !p.lis.push(&deviceConn{Conn: c, id: id}) {
+	p.mu.Lock()
+	if p.conns[id.DeviceID] >= p.opts.ConnsPerHub {
+		p.mu.Unlock()
+		p.opts.Logger.Warn("hub Temporal connection refused", "device", id.DeviceID, "open", p.opts.ConnsPerHub)
 		_ = c.Close()
+		return
 	}
+	p.conns[id.DeviceID]++
+	p.mu.Unlock()
+	cc := &countedConn{Conn: c, release: func() {
+		p.mu.Lock()
+		if p.conns[id.DeviceID]--; p.conns[id.DeviceID] <= 0 {
+			delete(p.conns, id.DeviceID)
+		}
+		p.mu.Unlock()
+	}}
+	if !p.lis.push(&deviceConn{Conn: cc, id: id}) {
+		_ = cc.Close()
+	}
+}
+
+// countedConn frees its device's connection slot when it closes.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // Close stops the proxy and every connection it serves.

@@ -337,3 +337,55 @@ func pathosOn(ctx workflow.Context, queue string) error {
 	var a *activities.Inference
 	return workflow.ExecuteActivity(ctx, a.Pathos, activities.PathosInput{Question: "Q [sim:agree]"}).Get(ctx, nil)
 }
+
+// TestProxyBoundsADevicesConnections: every Temporal stream is a gRPC
+// connection of its own on the bridge (its transport, buffers and
+// goroutines), so a device may hold only ConnsPerHub of them, however many
+// QUIC connections and streams it opens; one that ends frees its slot.
+func TestProxyBoundsADevicesConnections(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	px, err := bridge.NewProxy(bridge.ProxyOptions{Upstream: m.Client.WorkflowService(), Namespace: devstack.Namespace, ConnsPerHub: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Close)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.Proxy = px })
+	tc := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-greedy", Account: "acme"}, time.Hour)
+	other := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-neighbour", Account: "acme"}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: tc})
+	call := func(c workflowservice.WorkflowServiceClient) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := c.GetSystemInfo(ctx, &workflowservice.GetSystemInfoRequest{})
+		return err
+	}
+	dialed := func() (workflowservice.WorkflowServiceClient, func()) {
+		conn, err := grpc.NewClient("passthrough:///bridge", grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(a.DialTemporal))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return workflowservice.NewWorkflowServiceClient(conn), func() { _ = conn.Close() }
+	}
+	first, closeFirst := dialed()
+	second, _ := dialed()
+	for i, c := range []workflowservice.WorkflowServiceClient{first, second} {
+		if err := call(c); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	third, _ := dialed()
+	if err := call(third); err == nil {
+		t.Fatal("a third gRPC connection of the same device was served")
+	}
+	if err := call(viaBridge(t, b.Addr().String(), other)); err != nil {
+		t.Fatalf("another device: %v", err)
+	}
+	closeFirst()
+	waitFor(t, 10*time.Second, "a freed slot", func() bool {
+		c, _ := dialed()
+		return call(c) == nil
+	})
+}

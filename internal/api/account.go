@@ -360,31 +360,28 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	account, err := s.Store.AccountForToken(r.Context(), strings.TrimSpace(req.Token))
+	account, err := s.startBrowserSession(w, r, strings.TrimSpace(req.Token))
 	if errors.Is(err, store.ErrNotFound) {
 		httpjson.Error(w, http.StatusUnauthorized, "unauthenticated", "unknown or revoked API token")
 		return
 	}
 	if err != nil {
-		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
-		return
-	}
-	if err := s.startBrowserSession(w, r, account); err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the session store is unreachable")
 		return
 	}
 	httpjson.Write(w, http.StatusOK, Me{Kind: "account", Account: account})
 }
 
-// startBrowserSession opens a browser session for account and sets its cookie.
-func (s *Server) startBrowserSession(w http.ResponseWriter, r *http.Request, account string) error {
-	id, err := s.Store.CreateBrowserSession(r.Context(), account)
+// startBrowserSession opens a browser session for the account of the API
+// token (the session ends when the token is revoked) and sets its cookie.
+func (s *Server) startBrowserSession(w http.ResponseWriter, r *http.Request, token string) (string, error) {
+	account, id, err := s.Store.CreateBrowserSession(r.Context(), token)
 	if err != nil {
-		return err
+		return "", err
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: s.secureCookies(r),
 		SameSite: http.SameSiteStrictMode, MaxAge: int(store.BrowserSessionLifetime.Seconds())})
-	return nil
+	return account, nil
 }
 
 // signOut revokes the browser session and the guest session the request's

@@ -406,3 +406,37 @@ func FuzzSessionCookies(f *testing.F) {
 		}
 	})
 }
+
+// A stolen API token that is revoked stops working everywhere: a browser
+// session the thief opened with it (POST /v1/session) ends with it, instead
+// of keeping the account for the session's 7 days.
+func TestRevokedTokenEndsItsBrowserSessions(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	m.Account(t, "alice")
+	ctx := context.Background()
+	stolen, _ := m.Store.CreateAPIToken(ctx, "alice", "laptop")
+	kept, _ := m.Store.CreateAPIToken(ctx, "alice", "desktop")
+	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
+	thief := cookie(t, send(h, "POST", "/v1/session", `{"token":"`+stolen+`"}`, nil, nil), api.SessionCookie)
+	owner := cookie(t, send(h, "POST", "/v1/session", `{"token":"`+kept+`"}`, nil, nil), api.SessionCookie)
+	if rec := send(h, "GET", "/v1/me", "", []*http.Cookie{thief}, nil); rec.Code != 200 {
+		t.Fatalf("signed in: %d %s", rec.Code, rec.Body.String())
+	}
+	// The operator revokes the stolen token.
+	if _, err := m.Store.Pool.Exec(ctx, `UPDATE api_tokens SET revoked_at = now() WHERE account_id = 'alice' AND name = 'laptop'`); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := call(t, h, "GET", "/v1/me", stolen, ""); code != http.StatusUnauthorized {
+		t.Fatalf("the revoked token: %d", code)
+	}
+	if rec := send(h, "GET", "/v1/me", "", []*http.Cookie{thief}, nil); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("a browser session opened with the revoked token still works: %d %s", rec.Code, rec.Body.String())
+	}
+	if rec := send(h, "POST", "/v1/consensus", `{"prompt":"q [sim:agree]"}`, []*http.Cookie{thief}, nil); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("a run through the revoked token's session: %d %s", rec.Code, rec.Body.String())
+	}
+	// Another token's session is untouched.
+	if rec := send(h, "GET", "/v1/me", "", []*http.Cookie{owner}, nil); rec.Code != 200 {
+		t.Fatalf("the other token's session: %d %s", rec.Code, rec.Body.String())
+	}
+}

@@ -420,7 +420,7 @@ func (s *Server) handoverAnswer(w http.ResponseWriter, r *http.Request) {
 			tok, err := s.Store.CreateAPIToken(r.Context(), req.Account, "handover "+h.ID)
 			if err == nil {
 				v.Token = tok
-				err = s.startBrowserSession(w, r, req.Account)
+				_, err = s.startBrowserSession(w, r, tok)
 			}
 			if err != nil {
 				v.Done += " Signing you in failed; ask the operator for an API token for " + req.Account + "."

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,11 @@ the one hub enrolled on this machine (~/.si/devices/<id>/api-secret).`,
 			req.Prompt = strings.Join(args, " ")
 			if strings.TrimSpace(req.Prompt) == "" {
 				return errors.New(`a prompt is required: si escalate "your question"`)
+			}
+			// The hub's API answers only a loopback Host: its secret is never
+			// sent anywhere else.
+			if h, _, err := net.SplitHostPort(api); err != nil || !loopback(h) {
+				return fmt.Errorf("--hub-api %q is not a loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT): the hub's API answers only there, and its secret goes nowhere else", api)
 			}
 			if secretFile == "" {
 				var err error
@@ -128,6 +134,15 @@ the one hub enrolled on this machine (~/.si/devices/<id>/api-secret).`,
 			return errors.New("the hub closed the stream before a result")
 		},
 	}
+}
+
+// loopback reports whether host names this machine's loopback interface.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // hubSecretFile finds the API secret of the hub answering at api: the si

@@ -61,6 +61,11 @@ func New(c Credentials) (*Client, error) {
 	if c.Token == "" || c.APIURL == "" {
 		stored, err := LoadCredentials()
 		switch {
+		case err == nil && c.Token == "" && c.APIURL != "" && !sameAPI(c.APIURL, stored.APIURL):
+			// The stored token is for another mesh: it never leaves for
+			// an API it was not issued by.
+			return nil, fmt.Errorf("the token si login stored is for %s, not %s: run si login --api-url %s, or set SI_TOKEN",
+				stored.APIURL, c.APIURL, c.APIURL)
 		case err == nil && c.Token == "":
 			c.Token = stored.Token
 			if c.APIURL == "" {
@@ -80,6 +85,17 @@ func New(c Credentials) (*Client, error) {
 		return nil, fmt.Errorf("API URL %q is not an http(s) URL: pass --api-url https://mesh.example.com", c.APIURL)
 	}
 	return &Client{BaseURL: strings.TrimRight(c.APIURL, "/"), Token: c.Token}, nil
+}
+
+// sameAPI reports whether two API URLs name the same server: scheme and
+// host compared without case, path without a trailing slash.
+func sameAPI(a, b string) bool {
+	ua, err1 := url.Parse(strings.TrimRight(a, "/"))
+	ub, err2 := url.Parse(strings.TrimRight(b, "/"))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) && ua.Path == ub.Path
 }
 
 // NewGuest returns a client that acts as a guest session (si join opens

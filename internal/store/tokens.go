@@ -62,25 +62,40 @@ const BrowserSessionPrefix = "si_bs_"
 // BrowserSessionLifetime is how long a browser session lasts.
 const BrowserSessionLifetime = 7 * 24 * time.Hour
 
-// CreateBrowserSession opens a browser session for account and returns its
-// id, the only copy (the store keeps its SHA-256).
-func (s *Store) CreateBrowserSession(ctx context.Context, account string) (string, error) {
+// CreateBrowserSession opens a browser session for the account of a live API
+// token and returns the account and the session's id, the only copy (the
+// store keeps its SHA-256). The session lasts no longer than the token: it
+// ends when the token is revoked. An unknown or revoked token is
+// ErrNotFound.
+func (s *Store) CreateBrowserSession(ctx context.Context, token string) (account, id string, err error) {
+	if !strings.HasPrefix(token, TokenPrefix) || len(token) > 100 {
+		return "", "", ErrNotFound
+	}
+	sum := sha256.Sum256([]byte(token))
 	id, h := NewSecret(BrowserSessionPrefix)
-	_, err := s.Pool.Exec(ctx, `INSERT INTO browser_sessions (hash, account_id, expires_at) VALUES ($1, $2, $3)`,
-		h, account, time.Now().Add(BrowserSessionLifetime))
-	return id, err
+	err = s.Pool.QueryRow(ctx, `INSERT INTO browser_sessions (hash, account_id, expires_at, token_hash)
+		SELECT $1, account_id, $2, hash FROM api_tokens WHERE hash = $3 AND revoked_at IS NULL
+		RETURNING account_id`, h, time.Now().Add(BrowserSessionLifetime), sum[:]).Scan(&account)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", ErrNotFound
+	}
+	if err != nil {
+		return "", "", err
+	}
+	return account, id, nil
 }
 
 // AccountForBrowserSession returns the account of a live browser session; an
-// unknown, malformed, revoked or expired id is ErrNotFound.
+// unknown, malformed, revoked or expired id, or one whose API token was
+// revoked, is ErrNotFound.
 func (s *Store) AccountForBrowserSession(ctx context.Context, id string) (string, error) {
 	h, ok := linkTokenHash(id, BrowserSessionPrefix)
 	if !ok {
 		return "", ErrNotFound
 	}
 	var account string
-	err := s.Pool.QueryRow(ctx, `SELECT account_id FROM browser_sessions
-		WHERE hash = $1 AND revoked_at IS NULL AND expires_at > now()`, h).Scan(&account)
+	err := s.Pool.QueryRow(ctx, `SELECT b.account_id FROM browser_sessions b JOIN api_tokens t ON t.hash = b.token_hash
+		WHERE b.hash = $1 AND b.revoked_at IS NULL AND b.expires_at > now() AND t.revoked_at IS NULL`, h).Scan(&account)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}
