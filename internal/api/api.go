@@ -11,8 +11,12 @@
 //	                          members and guests of its project
 //	GET  /join/{token}        the invite page (consumes nothing); POST accepts
 //	                          it: a guest session in a cookie
+//	POST /v1/handovers        hand a project the token's account owns over;
+//	                          GET lists those it hosts or is sent, and
+//	                          /v1/handovers/{id}/cancel cancels one it hosts
 //	GET  /handover/{token}    the handover accept page (POST accepts, as the
-//	                          signed-in recipient or a new account, or declines)
+//	                          signed-in recipient or a new account, or declines;
+//	                          with a JSON body it answers JSON)
 //	GET  /p/{project}         the project page a guest lands on
 //
 // Browser credentials (the si_session and si_guest cookies) hold opaque
