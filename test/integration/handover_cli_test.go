@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -93,6 +95,40 @@ func TestHandoverAndJoinThroughTheCLI(t *testing.T) {
 	}
 
 	h, link := start()
+	// The API answers a second account (even an editor of the project) 404,
+	// and an accept with no token 401, whatever the client.
+	hm.Account(t, "editor")
+	editor := token("editor")
+	if err := hm.Store.AddMember(ctx, hm.project, "editor", store.RoleEditor); err != nil {
+		t.Fatal(err)
+	}
+	for _, try := range []struct {
+		path, body, bearer string
+		want               int
+	}{
+		{"/v1/handovers", `{"project":"` + hm.project + `","to":"m@example.com"}`, mallory, 404},
+		{"/v1/handovers", `{"project":"` + hm.project + `","to":"m@example.com"}`, editor, 404},
+		{"/v1/handovers/" + h.ID + "/cancel", "", mallory, 404},
+		{"/v1/handovers/" + h.ID + "/cancel", "", editor, 404},
+		{link[strings.Index(link, "/handover/"):], `{"answer":"accept"}`, "", 401},
+		{link[strings.Index(link, "/handover/"):], `{"answer":"accept"}`, mallory, 409},
+	} {
+		req, _ := http.NewRequest("POST", url+try.path, strings.NewReader(try.body))
+		req.Header.Set("Content-Type", "application/json")
+		if try.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+try.bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != try.want {
+			t.Errorf("POST %s: %d %s, want %d", try.path, resp.StatusCode, body, try.want)
+		}
+	}
+	pending(h.ID)
 	if hs := list(mallory); len(hs) != 0 {
 		t.Fatalf("mallory lists %+v", hs)
 	}
