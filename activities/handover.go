@@ -156,7 +156,7 @@ Accept it here before %s:
 
   %s
 
-or with the CLI:  si handover accept --as YOUR-ACCOUNT %s
+or with the CLI:  si handover accept %s  (after si login as your account with this address)
 Not for you? Decline it with:  si handover decline %s
 `, h.Host, h.Project, a.Plan.Intro, a.Plan.Standard, deadline, link, link, link)
 	case MailReminder1, MailReminder2:
@@ -167,7 +167,7 @@ Accept it here:
 
   %s
 
-or with the CLI:  si handover accept --as YOUR-ACCOUNT %s
+or with the CLI:  si handover accept %s  (after si login as your account with this address)
 `, h.Host, h.Project, deadline, link, link)
 	case MailCompleted:
 		msg.Subject = fmt.Sprintf("Project %s is yours", h.NewProject)

@@ -82,7 +82,7 @@ echo "== 8. A guest: an invite with a quota billed to the host, accepted, partly
 out=$("$SI" invite --project demo-team --role editor --quota 2.00 --expires 24h)
 printf '%s\n' "$out"
 link=$(printf '%s\n' "$out" | sed -n 's/^link: *//p')
-out=$("$SI" join --dev-dir "$DEMO_DIR" "$link")
+out=$("$SI" join "$link")
 printf '%s\n' "$out"
 guest=$(printf '%s\n' "$out" | sed -n 's/^secret ([^)]*): *//p')
 echo "   The guest asks (a run is admitted only if its worst case fits the quota):"
@@ -90,17 +90,18 @@ echo "   The guest asks (a run is admitted only if its worst case fits the quota
 "$SI" invite ls
 echo
 echo "== 9. A handover: project demo-team offered to a new owner (a multi-day workflow)"
-if out=$("$SI" handover start --dev-dir "$DEMO_DIR" --project demo-team --to ada@example.com 2>&1); then
+if out=$("$SI" handover start --project demo-team --to ada@example.com 2>&1); then
   echo "$out"
 else
   echo "$out"
   case "$out" in *"already has an open handover"*) ;; *) exit 1 ;; esac
 fi
-"$SI" handover ls --project demo-team
+"$SI" handover ls
 echo "   The offer email (with the accept link) is in Mailpit: http://127.0.0.1:8025"
 echo "   The Temporal UI filters on HandoverStatus, HandoverRecipient, HandoverProject and HandoverStarted:"
 echo "   http://127.0.0.1:8233/namespaces/default/workflows?query=HandoverStatus%3D%22pending%22"
-echo "   Accept it with: $SI handover accept --as ada LINK   (or open the link)"
+echo "   Accept it with: $SI handover accept LINK   (logged in as the account with ada@example.com; or open the link)"
+echo "   The operator's view of stuck handovers: $SI handover stuck"
 "$SI" stats --dev-dir "$DEMO_DIR"
 echo
 echo "All runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"

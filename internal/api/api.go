@@ -11,8 +11,12 @@
 //	                          members and guests of its project
 //	GET  /join/{token}        the invite page (consumes nothing); POST accepts
 //	                          it: a guest session in a cookie
+//	POST /v1/handovers        hand a project the token's account owns over;
+//	                          GET lists those it hosts or is sent, and
+//	                          /v1/handovers/{id}/cancel cancels one it hosts
 //	GET  /handover/{token}    the handover accept page (POST accepts, as the
-//	                          signed-in recipient or a new account, or declines)
+//	                          signed-in recipient or a new account, or declines;
+//	                          with a JSON body it answers JSON)
 //	GET  /p/{project}         the project page a guest lands on
 //
 // Browser credentials (the si_session and si_guest cookies) hold opaque
@@ -93,6 +97,9 @@ func (s *Server) Routes() []Route {
 		{"POST", "/v1/invites/{id}/revoke", s.auth(s.revokeInvite)},
 		{"GET", "/v1/projects/{project}/guests", s.auth(s.projectGuests)},
 		{"POST", "/v1/guests/{id}/revoke", s.auth(s.revokeGuest)},
+		{"POST", "/v1/handovers", s.auth(s.startHandover)},
+		{"GET", "/v1/handovers", s.auth(s.listHandovers)},
+		{"POST", "/v1/handovers/{id}/cancel", s.auth(s.cancelHandover)},
 		{"POST", "/v1/adapters/uploads", s.auth(s.startUpload)},
 		{"POST", "/v1/adapters", s.auth(s.pushAdapter)},
 		{"GET", "/v1/adapters", s.auth(s.listAdapters)},

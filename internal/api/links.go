@@ -375,6 +375,10 @@ func (s *Server) handoverAnswer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		s.handoverAnswerJSON(w, r, h)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	if err := r.ParseForm(); err != nil {
 		httpjson.Error(w, http.StatusBadRequest, "invalid_form", "the form could not be read")

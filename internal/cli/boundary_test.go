@@ -21,7 +21,8 @@ import (
 // customer lists the commands a customer runs; they reach the mesh through
 // the API alone.
 var customer = [][]string{{"ask"}, {"push"}, {"lora", "ls"}, {"lora", "show"}, {"lora", "rm"}, {"balance"}, {"usage"},
-	{"login"}, {"logout"}, {"whoami"}, {"invite"}, {"invite", "ls"}, {"invite", "revoke"}}
+	{"login"}, {"logout"}, {"whoami"}, {"invite"}, {"invite", "ls"}, {"invite", "revoke"},
+	{"join"}, {"handover", "start"}, {"handover", "ls"}, {"handover", "accept"}, {"handover", "decline"}, {"handover", "cancel"}}
 
 func find(t *testing.T, path []string) *Command {
 	t.Helper()
@@ -61,7 +62,7 @@ func TestCustomerCommandsTakeNoOperatorSettings(t *testing.T) {
 // runner, the object store nor a Temporal client.
 func TestCustomerCommandFilesImportOnlyTheClient(t *testing.T) {
 	fset := token.NewFileSet()
-	for _, file := range []string{"ask.go", "lora.go", "login.go"} {
+	for _, file := range []string{"ask.go", "lora.go", "login.go", "invite.go", "handover.go"} {
 		f, err := parser.ParseFile(fset, file, nil, parser.ImportsOnly)
 		if err != nil {
 			t.Fatal(err)
@@ -74,6 +75,13 @@ func TestCustomerCommandFilesImportOnlyTheClient(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Finding stuck handovers reads Temporal directly: it is the operator's.
+func TestHandoverStuckIsAnOperatorCommand(t *testing.T) {
+	if !find(t, []string{"handover", "stuck"}).Operator {
+		t.Fatal("si handover stuck is not marked an operator command")
 	}
 }
 

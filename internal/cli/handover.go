@@ -5,24 +5,24 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
+	"net/mail"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"go.temporal.io/sdk/client"
-
-	"github.com/superinstance/mesh/internal/config"
-	"github.com/superinstance/mesh/internal/runner"
-	"github.com/superinstance/mesh/internal/store"
-	"github.com/superinstance/mesh/workflows"
+	"github.com/superinstance/mesh/internal/client"
 )
 
-// linkToken extracts the token after /<path>/ in a link, or takes s as the token.
+// linkToken extracts the token after /<path>/ in a link, or takes s as the
+// token. Only the token is used: the request goes to the API si login names,
+// never to the host a link names.
 func linkToken(s, path string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.LastIndex(s, "/"+path+"/"); i >= 0 {
 		s = s[i+len(path)+2:]
+	}
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
 	}
 	return strings.TrimRight(s, "/")
 }
@@ -37,67 +37,67 @@ day 3 and day 6 and expires on day 7. On accept it clones the project and its
 adapters for the new owner and subscribes them at incentive pricing (the
 first year $30, then $60 a year).
 
-Handover workflows carry the search attributes HandoverStatus,
-HandoverRecipient, HandoverProject and HandoverStarted; filter on them in the
-Temporal UI, e.g.  HandoverStatus = "pending"`,
-		Sub: []*Command{handoverStartCommand(), handoverListCommand(), handoverAcceptCommand(), handoverDeclineCommand(), handoverCancelCommand()},
+start, ls, accept, decline and cancel go through the HTTP API as the account
+your token names (si login). The operator finds stuck handovers with
+si handover stuck (Temporal's search attributes HandoverStatus,
+HandoverRecipient, HandoverProject and HandoverStarted).`,
+		Sub: []*Command{handoverStartCommand(), handoverListCommand(), handoverAcceptCommand(), handoverDeclineCommand(),
+			handoverCancelCommand(), handoverStuckCommand()},
 	}
+}
+
+func printHandover(env *Env, h client.Handover) {
+	fmt.Fprintf(env.Stdout, "handover %s of project %s (%s to %s): %s\n", h.ID, h.Project, h.Host, h.Recipient, h.State)
 }
 
 func handoverStartCommand() *Command {
 	var (
-		db      config.Database
-		t       config.Temporal
-		host    string
+		api     apiFlags
 		project string
 		to      string
+		asJSON  bool
 	)
 	return &Command{
 		Name:  "start",
-		Short: "start handing a project over to EMAIL",
+		Short: "start handing a project you own over to EMAIL",
 		Long: `si handover start snapshots the project and emails the recipient an accept
-link. Only the project's owner can hand it over, and a project has at most
-one open handover.
+link, through the API as the account your token names. Only the project's
+owner can hand it over, and a project has at most one open handover.
 
   si handover start --project acme --to ada@example.com`,
 		Flags: func(fs *flag.FlagSet) {
-			db.Register(fs)
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			fs.StringVar(&host, "account", "dev", "the project's owner, who hands it over")
-			fs.StringVar(&project, "project", "", "the project to hand over")
+			api.register(fs)
+			fs.StringVar(&project, "project", "", "the project to hand over (one you own)")
 			fs.StringVar(&to, "to", "", "the recipient's email address")
+			fs.BoolVar(&asJSON, "json", false, "print the handover as JSON")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q", args[0])
 			}
 			if project == "" || to == "" {
-				return errors.New("--project and --to are required")
+				return errors.New("--project and --to are required: si handover start --project acme --to ada@example.com")
 			}
-			if err := store.ValidEmail(to); err != nil {
-				return fmt.Errorf("--to: %w", err)
+			if a, err := mail.ParseAddress(to); err != nil || a.Address != to {
+				return fmt.Errorf("--to %q: give one bare email address such as ada@example.com", to)
 			}
-			st, err := db.Open(ctx)
+			c, err := api.client()
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			c, err := t.Dial(10 * time.Second)
+			h, err := c.StartHandover(ctx, project, to)
+			if client.NotFound(err) {
+				return fmt.Errorf("no project %s of yours: only a project's owner can hand it over", project)
+			}
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			h, err := runner.StartHandover(ctx, st, c, host, project, to)
-			if err != nil {
-				return err
+			if asJSON {
+				return printJSON(env.Stdout, h)
 			}
-			fmt.Fprintf(env.Stdout, "handover %s: project %s to %s; an accept link is on its way by email\n", h.ID, project, to)
+			fmt.Fprintf(env.Stdout, "handover %s: project %s to %s; an accept link is on its way by email\n", h.ID, h.Project, h.Recipient)
 			fmt.Fprintf(env.Stdout, "reminders on day 3 and day 6; expires %s\n", h.ExpiresAt.Local().Format(time.RFC3339))
-			fmt.Fprintf(env.Stdout, "workflow: %s\n", workflows.HandoverWorkflowID(h.ID))
-			if ds, err := config.ReadDevState(db.DevDir); err == nil && ds.UIURL != "" {
-				fmt.Fprintf(env.Stdout, "watch:    %s/namespaces/%s/workflows?query=%s\n", ds.UIURL, t.Namespace,
-					url.QueryEscape(fmt.Sprintf(`HandoverProject="%s"`, project)))
-			}
+			fmt.Fprintf(env.Stdout, "cancel it: si handover cancel %s\n", h.ID)
 			return nil
 		},
 	}
@@ -105,267 +105,214 @@ one open handover.
 
 func handoverListCommand() *Command {
 	var (
-		t       config.Temporal
-		stuck   bool
-		older   time.Duration
-		failing int
-		asJSON  bool
-		project string
+		api    apiFlags
+		asJSON bool
 	)
 	return &Command{
 		Name:  "ls",
-		Short: "list handovers from Temporal's visibility store (--stuck: only those that need a look)",
-		Long: `si handover ls lists handover workflows by their search attributes. With
---stuck it lists only open handovers that are pending past --older-than, or
-whose activities have failed --failing times or more in a row (a mail server
-or Stripe that keeps refusing, say), with the last error.`,
+		Short: "list the handovers you started and those offered to your email",
 		Flags: func(fs *flag.FlagSet) {
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			fs.BoolVar(&stuck, "stuck", false, "only handovers that are stuck")
-			fs.DurationVar(&older, "older-than", 72*time.Hour, "with --stuck: an open handover older than this is stuck")
-			fs.IntVar(&failing, "failing", 3, "with --stuck: an activity that failed this many attempts makes its handover stuck")
-			fs.StringVar(&project, "project", "", "only this project's handovers")
+			api.register(fs)
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
 		},
-		Run: func(ctx context.Context, env *Env, _ []string) error {
-			c, err := t.Dial(10 * time.Second)
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			c, err := api.client()
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			q := "WorkflowType = 'HandoverWorkflow'"
-			if stuck {
-				q += fmt.Sprintf(" AND ExecutionStatus = 'Running' AND %s IN ('%s', '%s')", workflows.HandoverStatusAttr.GetName(),
-					store.HandoverPending, workflows.HandoverStatusAccepting)
-			}
-			if project != "" {
-				if err := store.ValidProjectID(project); err != nil {
-					return err
-				}
-				q += fmt.Sprintf(" AND %s = '%s'", workflows.HandoverProjectAttr.GetName(), project)
-			}
-			rows, err := runner.ListHandovers(ctx, c, t.Namespace, q)
+			hs, err := c.Handovers(ctx)
 			if err != nil {
 				return err
-			}
-			if stuck {
-				var out []runner.HandoverRow
-				for _, r := range rows {
-					if r.Problem, err = runner.StuckReason(ctx, c, r, older, failing); err != nil {
-						return err
-					}
-					if r.Problem != "" {
-						out = append(out, r)
-					}
-				}
-				rows = out
 			}
 			if asJSON {
-				if rows == nil {
-					rows = []runner.HandoverRow{}
+				if hs == nil {
+					hs = []client.Handover{}
 				}
-				return printJSON(env.Stdout, rows)
+				return printJSON(env.Stdout, hs)
 			}
 			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HANDOVER\tPROJECT\tRECIPIENT\tSTATUS\tSTARTED\tPROBLEM")
-			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Project, r.Recipient, r.Status,
-					r.Started.Local().Format(time.DateTime), r.Problem)
+			fmt.Fprintln(tw, "HANDOVER\tYOU ARE\tPROJECT\tHOST\tRECIPIENT\tSTATE\tEXPIRES")
+			for _, h := range hs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Role, h.Project, h.Host, h.Recipient, h.State,
+					h.ExpiresAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
 	}
 }
 
-// handoverByToken finds the handover a link or token names.
-func handoverByToken(ctx context.Context, st *store.Store, arg string) (store.Handover, error) {
-	h, err := st.HandoverByToken(ctx, linkToken(arg, "handover"))
-	if errors.Is(err, store.ErrNotFound) {
-		return h, errors.New("this is not a valid handover link or token: copy the whole link from the email (…/handover/si_ho_…)")
+// final reports whether a handover state is final.
+func final(state string) bool {
+	switch state {
+	case "completed", "declined", "cancelled", "expired", "failed":
+		return true
 	}
-	return h, err
-}
-
-// waitHandover waits for the workflow to finish, printing each status once.
-func waitHandover(ctx context.Context, env *Env, c client.Client, id string) (workflows.HandoverState, error) {
-	run := c.GetWorkflow(ctx, workflows.HandoverWorkflowID(id), "")
-	done := make(chan error, 1)
-	var st workflows.HandoverState
-	go func() { done <- run.Get(ctx, &st) }()
-	seen := ""
-	tick := time.NewTicker(300 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			return st, runner.Cause(err)
-		case <-tick.C:
-			v, err := c.QueryWorkflow(ctx, workflows.HandoverWorkflowID(id), "", workflows.HandoverQuery)
-			var cur workflows.HandoverState
-			if err == nil && v.Get(&cur) == nil && cur.Status != seen {
-				seen = cur.Status
-				fmt.Fprintf(env.Stderr, "  %s...\n", describeHandoverStatus(cur))
-			}
-		}
-	}
-}
-
-func describeHandoverStatus(st workflows.HandoverState) string {
-	if st.Status == workflows.HandoverStatusAccepting {
-		return fmt.Sprintf("accepted; cloning the project and %d adapters, then setting up the subscription", st.Adapters)
-	}
-	return st.Status
+	return false
 }
 
 func handoverAcceptCommand() *Command {
 	var (
-		db      config.Database
-		t       config.Temporal
-		account string
+		api    apiFlags
+		wait   time.Duration
+		asJSON bool
 	)
 	return &Command{
 		Name:  "accept",
 		Args:  "LINK|TOKEN",
-		Short: "accept a handover as the new owner",
-		Long: `si handover accept takes the project a handover offers: the link from the
-email (or its token) and the account that will own it. The account must be
-the recipient's: an existing account whose email is the one the handover was
-sent to, or a new one, created now with that email. It waits while the
-project and its adapters are cloned and the subscription is set up.
+		Short: "accept a handover offered to your email, as your account",
+		Long: `si handover accept takes the project a handover offers (the link from the
+email, or its token) for the account your token names (si login). That
+account's email must be the one the handover was sent to; to take it with
+a new account, open the link in a browser. It waits (up to --wait) while
+the project and its adapters are cloned and the subscription is set up.
 
-  si handover accept --as ada https://mesh.example.com/handover/si_ho_...`,
+  si handover accept https://mesh.example.com/handover/si_ho_...`,
 		Flags: func(fs *flag.FlagSet) {
-			db.Register(fs)
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			fs.StringVar(&account, "as", "", "the account that takes the project: the recipient's existing account, or a new name (created with the recipient's email)")
+			api.register(fs)
+			fs.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for the clone to finish (0: do not wait)")
+			fs.BoolVar(&asJSON, "json", false, "print the handover as JSON")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
-			if len(args) != 1 || account == "" {
-				return errors.New("usage: si handover accept --as ACCOUNT LINK|TOKEN")
+			if len(args) != 1 {
+				return errors.New("usage: si handover accept LINK|TOKEN")
 			}
-			if err := store.ValidProjectID(account); err != nil {
-				return fmt.Errorf("--as: invalid account %q", account)
-			}
-			st, err := db.Open(ctx)
+			c, err := api.client()
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			h, err := handoverByToken(ctx, st, args[0])
+			h, err := answerHandover(ctx, c, args[0], "accept")
 			if err != nil {
 				return err
 			}
-			if reason := h.ClosedReason(time.Now()); reason != "" {
-				return errors.New(reason)
+			if !asJSON {
+				fmt.Fprintf(env.Stdout, "accepted handover %s of project %s as %s\n", h.ID, h.Project, h.NewOwner)
 			}
-			c, err := t.Dial(10 * time.Second)
-			if err != nil {
-				return err
+			deadline := time.Now().Add(wait)
+			for seen := h.State; wait > 0 && !final(h.State); {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("handover %s is still %s after %s: si handover ls shows when it is done", h.ID, h.State, wait)
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(300 * time.Millisecond):
+				}
+				hs, err := c.Handovers(ctx)
+				if err != nil {
+					return err
+				}
+				for _, x := range hs {
+					if x.ID == h.ID {
+						h = x
+					}
+				}
+				if h.State != seen && !asJSON {
+					seen = h.State
+					fmt.Fprintf(env.Stderr, "  %s...\n", h.State)
+				}
 			}
-			defer c.Close()
-			_, err = st.AccountByID(ctx, account)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
+			if asJSON {
+				return printJSON(env.Stdout, h)
 			}
-			req := workflows.HandoverAccept{Account: account, NewAccount: errors.Is(err, store.ErrNotFound)}
-			if err := runner.AcceptHandover(ctx, c, h.ID, req); err != nil {
-				return err
+			switch h.State {
+			case "completed":
+				fmt.Fprintf(env.Stdout, "project %s is yours; subscription schedule %s\n", h.NewProject, h.Schedule)
+			case "failed":
+				return fmt.Errorf("handover %s failed and was undone: %s", h.ID, h.Failure)
 			}
-			fmt.Fprintf(env.Stdout, "accepted handover %s of project %s as %s\n", h.ID, h.Project, account)
-			res, err := waitHandover(ctx, env, c, h.ID)
-			if err != nil {
-				return fmt.Errorf("handover %s failed and was undone: %w", h.ID, err)
-			}
-			fmt.Fprintf(env.Stdout, "project %s is yours: %d adapters; subscription schedule %s\n", res.NewProject, res.Adapters, res.Schedule)
 			return nil
 		},
 	}
 }
 
-// handoverSignal sends a decline or cancel and waits for the final state.
-func handoverSignal(ctx context.Context, env *Env, t config.Temporal, h store.Handover, signal string) error {
-	if reason := h.ClosedReason(time.Now()); reason != "" {
-		return errors.New(reason)
+// answerHandover sends accept or decline for the link's token, turning the
+// API's refusals into errors that say what to do.
+func answerHandover(ctx context.Context, c *client.Client, link, answer string) (client.Handover, error) {
+	h, err := c.AnswerHandover(ctx, linkToken(link, "handover"), answer)
+	var e *client.Error
+	if errors.As(err, &e) {
+		switch {
+		case e.Code == "invalid_token":
+			return h, errors.New("this is not a valid handover link or token: copy the whole link from the newest email (…/handover/si_ho_…)")
+		case e.Status == 409 && answer == "accept":
+			return h, fmt.Errorf("the handover refused your account: %s (accept with the account whose email the handover was sent to, or open the link in a browser to make a new one)", e.Message)
+		}
 	}
-	c, err := t.Dial(10 * time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.SignalWorkflow(ctx, workflows.HandoverWorkflowID(h.ID), "", signal, nil); err != nil {
-		return fmt.Errorf("handover %s is no longer open", h.ID)
-	}
-	res, err := waitHandover(ctx, env, c, h.ID)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "handover %s of project %s: %s\n", h.ID, h.Project, res.Status)
-	return nil
+	return h, err
 }
 
 func handoverDeclineCommand() *Command {
 	var (
-		db config.Database
-		t  config.Temporal
+		api    apiFlags
+		asJSON bool
 	)
 	return &Command{
 		Name:  "decline",
 		Args:  "LINK|TOKEN",
 		Short: "decline a handover offered to you",
+		Long: `si handover decline turns a handover down (the link from the email, or its
+token); the host is told and the project stays theirs.`,
 		Flags: func(fs *flag.FlagSet) {
-			db.Register(fs)
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print the handover as JSON")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) != 1 {
 				return errors.New("usage: si handover decline LINK|TOKEN")
 			}
-			st, err := db.Open(ctx)
+			c, err := api.client()
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			h, err := handoverByToken(ctx, st, args[0])
+			h, err := answerHandover(ctx, c, args[0], "decline")
 			if err != nil {
 				return err
 			}
-			return handoverSignal(ctx, env, t, h, workflows.HandoverDeclineSignal)
+			if asJSON {
+				return printJSON(env.Stdout, h)
+			}
+			printHandover(env, h)
+			return nil
 		},
 	}
 }
 
 func handoverCancelCommand() *Command {
 	var (
-		db   config.Database
-		t    config.Temporal
-		host string
+		api    apiFlags
+		asJSON bool
 	)
 	return &Command{
 		Name:  "cancel",
 		Args:  "HANDOVER-ID",
 		Short: "cancel a pending handover you started",
 		Flags: func(fs *flag.FlagSet) {
-			db.Register(fs)
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
-			fs.StringVar(&host, "account", "dev", "the host who started the handover")
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print the handover as JSON")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) != 1 {
 				return errors.New("usage: si handover cancel HANDOVER-ID")
 			}
-			st, err := db.Open(ctx)
+			c, err := api.client()
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			h, err := st.HandoverByID(ctx, args[0])
-			if errors.Is(err, store.ErrNotFound) || err == nil && h.Host != host {
-				return fmt.Errorf("no handover %s started by %s", args[0], host)
+			h, err := c.CancelHandover(ctx, args[0])
+			if client.NotFound(err) {
+				return fmt.Errorf("no handover %s started by you: si handover ls lists them", args[0])
 			}
 			if err != nil {
 				return err
 			}
-			return handoverSignal(ctx, env, t, h, workflows.HandoverCancelSignal)
+			if asJSON {
+				return printJSON(env.Stdout, h)
+			}
+			printHandover(env, h)
+			return nil
 		},
 	}
 }

@@ -11,10 +11,7 @@ import (
 	"time"
 
 	"github.com/superinstance/mesh/internal/client"
-	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/money"
-	"github.com/superinstance/mesh/internal/runner"
-	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workflows"
 )
 
@@ -41,7 +38,7 @@ it is spent the guest's requests are refused.
 		Flags: func(fs *flag.FlagSet) {
 			api.register(fs)
 			fs.StringVar(&project, "project", "", "project to invite to (created, owned by you, if new); not the default project, which is each account's own")
-			fs.StringVar(&role, "role", store.RoleViewer, "the guest's role: viewer or editor")
+			fs.StringVar(&role, "role", "viewer", "the guest's role: viewer or editor")
 			fs.StringVar(&quota, "quota", "1.00", "most the guest may spend, in dollars")
 			fs.DurationVar(&expires, "expires", 24*time.Hour, "how long the invite can be accepted")
 			fs.BoolVar(&asJSON, "json", false, "print the invite, link and token as JSON")
@@ -169,51 +166,47 @@ func inviteListCommand() *Command {
 
 func joinCommand() *Command {
 	var (
-		db config.Database
-		t  config.Temporal
+		apiURL string
+		asJSON bool
 	)
 	return &Command{
 		Name:  "join",
 		Args:  "LINK|TOKEN",
 		Short: "accept an invite and open a guest session",
-		Long: `si join accepts an invite (the link si invite printed, or its token) and
-opens a guest session. Use its secret with si ask --guest SECRET: the host
-pays, up to the invite's quota. A used, revoked, expired or wrong token is
-refused with the reason.`,
+		Long: `si join accepts an invite (the link si invite printed, or its token) through
+the API and opens a guest session; it needs no account. Use its secret with
+si ask --guest SECRET: the host pays, up to the invite's quota. A used,
+revoked, expired or wrong token is refused with the reason. The link's
+token goes to the API si login names (or --api-url), never to the host the
+link names.`,
 		Flags: func(fs *flag.FlagSet) {
-			db.Register(fs)
-			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
+			fs.StringVar(&apiURL, "api-url", "", "the mesh's HTTP API (default: si login's, else "+client.DefaultAPIURL+")")
+			fs.BoolVar(&asJSON, "json", false, "print the guest session, with its secret, as JSON")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) != 1 {
 				return errors.New("usage: si join LINK|TOKEN")
 			}
-			st, err := db.Open(ctx)
+			c, err := client.NewGuest(apiURL, "")
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			inv, err := st.InviteByToken(ctx, linkToken(args[0], "join"))
-			if errors.Is(err, store.ErrNotFound) {
+			g, err := c.Join(ctx, linkToken(args[0], "join"))
+			var e *client.Error
+			if errors.As(err, &e) && e.Code == "invalid_token" {
 				return errors.New("this is not a valid invite link or token: copy the whole link the host sent (…/join/si_inv_…)")
 			}
 			if err != nil {
 				return err
 			}
-			c, err := t.Dial(10 * time.Second)
-			if err != nil {
-				return err
+			if asJSON {
+				return printJSON(env.Stdout, g)
 			}
-			defer c.Close()
-			g, secret, err := runner.JoinInvite(ctx, st, c, inv.ID)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s, until %s\n", g.Project, g.Role, g.Remaining, g.Host,
+			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s, until %s\n", g.Project, g.Role, money.Micros(g.Remaining), g.Host,
 				g.ExpiresAt.Local().Format(time.DateTime))
-			fmt.Fprintf(env.Stdout, "guest session %s (give this id to the host to revoke it)\n", g.ID)
-			fmt.Fprintf(env.Stdout, "secret (shown once; the HTTP API's si_guest cookie): %s\n", secret)
-			fmt.Fprintf(env.Stdout, "use it:  si ask --guest %s \"...\"\n", secret)
+			fmt.Fprintf(env.Stdout, "guest session %s (give this id to the host to revoke it)\n", g.SessionID)
+			fmt.Fprintf(env.Stdout, "secret (shown once; the HTTP API's si_guest cookie): %s\n", g.Secret)
+			fmt.Fprintf(env.Stdout, "use it:  si ask --guest %s \"...\"\n", g.Secret)
 			return nil
 		},
 	}

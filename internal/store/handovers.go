@@ -474,3 +474,11 @@ func (s *Store) Conversion(ctx context.Context, host string) (Conversion, error)
 		&c.HandoversExpired, &c.HandoversCanceled, &c.HandoversFailed, &c.HandoversPending)
 	return c, err
 }
+
+// HandoversOf lists the handovers an account hosts or is offered (sent to
+// its email), newest first.
+func (s *Store) HandoversOf(ctx context.Context, account string) ([]Handover, error) {
+	return queryAll(ctx, s, scanHandover, `SELECT `+handoverColumns+` FROM handovers
+		WHERE host_id = $1 OR lower(recipient_email) = (SELECT lower(email) FROM accounts WHERE id = $1 AND email <> '')
+		ORDER BY created_at DESC`, account)
+}

@@ -303,7 +303,7 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("si invite: %v\n%s", err, out)
 	}
-	out, err = runSI("handover", "start", "--dev-dir", dataDir, "--account", "acme", "--project", "e2e-team", "--to", "ada@example.com")
+	out, err = customerSI([]string{"SI_TOKEN=" + strings.TrimSpace(string(acmeToken))}, "handover", "start", "--project", "e2e-team", "--to", "ada@example.com")
 	if err != nil || !strings.Contains(out, "handover ho_") {
 		t.Fatalf("si handover start: %v\n%s", err, out)
 	}
@@ -321,13 +321,26 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	out, err = runSI("handover", "ls", "--stuck", "--older-than", "0s", "--json")
+	out, err = runSI("handover", "stuck", "--older-than", "0s", "--json")
 	if err != nil || !strings.Contains(out, `"id": "`+handoverID+`"`) || !strings.Contains(out, `"status": "pending"`) {
-		t.Fatalf("si handover ls --stuck: %v\n%s", err, out)
+		t.Fatalf("si handover stuck: %v\n%s", err, out)
 	}
 	mb := &harness.Mailbox{URL: "http://" + mailpitAddr}
 	offer := mb.WaitFor(t, "ada@example.com", 1, 30*time.Second)[0]
-	out, err = runSI("handover", "accept", "--dev-dir", dataDir, "--as", "ada", harness.Link(t, offer.Text, "handover"))
+	// The recipient signs up with the address the offer went to and
+	// accepts through the API with her own token.
+	cmd = exec.Command(si, "account", "create", "--dev-dir", dataDir, "--account", "ada", "--email", "ada@example.com")
+	cmd.Env = cleanEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("si account create: %v\n%s", err, out)
+	}
+	cmd = exec.Command(si, "account", "token", "--dev-dir", dataDir, "--account", "ada")
+	cmd.Env = cleanEnv()
+	adaToken, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("si account token: %v", err)
+	}
+	out, err = customerSI([]string{"SI_TOKEN=" + strings.TrimSpace(string(adaToken))}, "handover", "accept", harness.Link(t, offer.Text, "handover"))
 	if err != nil || !strings.Contains(out, "project e2e-team-") || !strings.Contains(out, "subscription schedule sub_sched") {
 		t.Fatalf("si handover accept: %v\n%s", err, out)
 	}
