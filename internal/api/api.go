@@ -40,6 +40,7 @@ import (
 	"github.com/superinstance/mesh/internal/httpjson"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
 )
 
@@ -50,8 +51,6 @@ const MaxBody = 1 << 20
 type Server struct {
 	Store    *store.Store
 	Temporal client.Client
-	// HubQueue is the hub consensus prefers when a request names none; empty for none.
-	HubQueue string
 	// LinkLimit bounds requests to /join, /handover and /v1/session per
 	// client address. Default DefaultLinkLimit.
 	LinkLimit *Limiter
@@ -272,7 +271,7 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 		return
 	}
 	in := workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, Account: account, MaxRounds: req.MaxRounds,
-		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, MaxTokens: req.MaxTokens, HubQueue: s.HubQueue}
+		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, MaxTokens: req.MaxTokens}
 	if g := c.Guest; g != nil {
 		if req.Project != "" && req.Project != g.Project {
 			httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+req.Project)
@@ -296,6 +295,21 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 		in.Resume = &workflows.Resume{From: req.Continue, Round: prev.Round, Feedback: prev.Feedback(), Manifest: prev.Manifest}
 		if in.Project == "" {
 			in.Project = prev.Project
+		}
+	}
+	if in.Placement != workflows.PlacementCloud {
+		// Only a hub of the paying account may see its prompts: the
+		// account's connected hub, least loaded first; none runs in the cloud.
+		hub, err := s.Store.PreferredHub(r.Context(), account)
+		switch {
+		case err == nil:
+			in.HubQueue = workers.HubQueue(hub.DeviceID)
+		case !errors.Is(err, store.ErrNotFound):
+			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the hub registry is unreachable")
+			return
+		case in.Placement == workflows.PlacementHub:
+			httpjson.Error(w, http.StatusConflict, "no_hub", "placement hub needs a connected hub of account "+account+": start si hub, or use placement auto or cloud")
+			return
 		}
 	}
 	norm, err := in.Normalize()

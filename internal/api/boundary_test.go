@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/converter"
+
 	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/simulator"
@@ -438,5 +440,69 @@ func TestRevokedTokenEndsItsBrowserSessions(t *testing.T) {
 	// Another token's session is untouched.
 	if rec := send(h, "GET", "/v1/me", "", []*http.Cookie{owner}, nil); rec.Code != 200 {
 		t.Fatalf("the other token's session: %d %s", rec.Code, rec.Body.String())
+	}
+}
+
+// A run goes only to a hub of the account that pays for it: another
+// account's connected hub never sees its prompt, the caller's own does, and
+// placement hub without one is refused before the run starts.
+func TestRunsGoOnlyToTheAccountsOwnHub(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	ctx := context.Background()
+	for _, a := range []string{"alice", "mallory"} {
+		m.Account(t, a)
+	}
+	connect := func(device, account string) {
+		t.Helper()
+		if err := m.Store.RegisterCert(ctx, device, account, "serial-"+device, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := m.Store.HubConnected(ctx, store.Hub{DeviceID: device, Version: "test", Hostname: device}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mallorys, alices := harness.UniqueID("mallory-gpu"), harness.UniqueID("alice-gpu")
+	connect(mallorys, "mallory")
+	tok, err := m.Store.CreateAPIToken(ctx, "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
+	bearer := map[string]string{"Authorization": "Bearer " + tok, "Content-Type": "application/json"}
+	hubQueue := func(body string) string {
+		t.Helper()
+		rec := send(h, "POST", "/v1/consensus", body, nil, bearer)
+		if rec.Code != http.StatusAccepted {
+			t.Fatalf("start %s: %d %s", body, rec.Code, rec.Body.String())
+		}
+		var started struct {
+			WorkflowID string `json:"workflow_id"`
+		}
+		_ = json.Unmarshal(rec.Body.Bytes(), &started)
+		it := m.Client.GetWorkflowHistory(ctx, started.WorkflowID, "", false, 0)
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in workflows.ConsensusInput
+		if err := converter.GetDefaultDataConverter().FromPayloads(ev.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
+			t.Fatal(err)
+		}
+		finish(t, m, started.WorkflowID)
+		return in.HubQueue
+	}
+	if q := hubQueue(`{"prompt":"private question [sim:agree]","max_rounds":1}`); q != "" {
+		t.Fatalf("alice's run was offered to hub queue %q; alice has no hub", q)
+	}
+	rec := send(h, "POST", "/v1/consensus", `{"prompt":"q","placement":"hub"}`, nil, bearer)
+	if rec.Code != http.StatusConflict || errorCode(t, rec) != "no_hub" {
+		t.Fatalf("placement hub without a hub of one's own: %d %s", rec.Code, rec.Body.String())
+	}
+	connect(alices, "alice")
+	if q := hubQueue(`{"prompt":"private question [sim:agree]","max_rounds":1}`); q != "hub."+alices {
+		t.Fatalf("alice's run went to hub queue %q; want her own hub.%s", q, alices)
+	}
+	if q := hubQueue(`{"prompt":"cloud only [sim:agree]","max_rounds":1,"placement":"cloud"}`); q != "" {
+		t.Fatalf("a cloud run named hub queue %q", q)
 	}
 }

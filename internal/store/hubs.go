@@ -140,6 +140,19 @@ func (s *Store) Hubs(ctx context.Context) ([]Hub, error) {
 	return queryAll(ctx, s, scanHub, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id ORDER BY h.last_seen DESC, h.device_id`)
 }
 
+// PreferredHub is where an account's inference should go: its connected,
+// unrevoked hub with the lowest GPU load (the most recently seen among
+// equals). ErrNotFound when the account has none.
+func (s *Store) PreferredHub(ctx context.Context, account string) (Hub, error) {
+	h, err := scanHub(s.Pool.QueryRow(ctx, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id
+		WHERE d.account = $1 AND h.connected AND d.revoked_at IS NULL
+		ORDER BY h.gpu_load, h.last_seen DESC, h.device_id LIMIT 1`, account))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return h, ErrNotFound
+	}
+	return h, err
+}
+
 // HubByID returns one hub.
 func (s *Store) HubByID(ctx context.Context, deviceID string) (Hub, error) {
 	h, err := scanHub(s.Pool.QueryRow(ctx, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id WHERE h.device_id = $1`, deviceID))
