@@ -154,6 +154,13 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 
 	startServer(t, si, operator, apiAddr, "--roles", "api")
 	startServer(t, si, operator, workerAddr, "--roles", "worker")
+	// The bridge hubs dial, a process of its own with the mesh CA.
+	caDir := filepath.Join(t.TempDir(), "ca")
+	op("ca", "init", "--ca-dir", caDir)
+	bridgeUDP := freeAddr(t)
+	if out := startServer(t, si, operator, freeAddr(t), "--roles", "bridge", "--ca-dir", caDir, "--bridge-listen", bridgeUDP).output(); !strings.Contains(out, "bridge on "+bridgeUDP) {
+		t.Fatalf("si server --roles bridge does not say it listens on %s:\n%s", bridgeUDP, out)
+	}
 
 	alice := customerEnvIn(t, t.TempDir())
 	sh := func(env []string, stdin string, args ...string) string {
@@ -260,7 +267,7 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 	if out := sh(guest, "", "ask", "--guest", joined.Secret, "What is a guest? [sim:agree]"); !strings.Contains(out, "status    consensus") {
 		t.Fatalf("si ask --guest:\n%s", out)
 	}
-	fails(guest, "", "join", inv.Link) // used once
+	fails(guest, "already been used", "join", inv.Link) // used once
 	if out := sh(alice, "", "invite", "ls"); !strings.Contains(out, joined.SessionID) {
 		t.Fatalf("si invite ls lacks the guest session %s:\n%s", joined.SessionID, out)
 	}
@@ -315,11 +322,11 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 	if out := sh(alice, "", "invite", "revoke", pending.ID); !strings.Contains(out, "revoked") {
 		t.Fatalf("si invite revoke:\n%s", out)
 	}
-	fails(guest, "", "join", pending.ID) // an id is not a token, and the invite is revoked
+	fails(guest, "not a valid invite link", "join", pending.ID) // an id is not a token, and the invite is revoked
 	if out := sh(alice, "", "invite", "revoke", joined.SessionID); !strings.Contains(out, joined.SessionID) || !strings.Contains(out, "revoked") {
 		t.Fatalf("si invite revoke %s:\n%s", joined.SessionID, out)
 	}
-	fails(guest, "", "ask", "--guest", joined.Secret, "still here? [sim:agree]")
+	fails(guest, "ask the host for a new invite link", "ask", "--guest", joined.Secret, "still here? [sim:agree]")
 	if out := sh(alice, "", "lora", "rm", pushed.ID); !strings.Contains(out, "removed") {
 		t.Fatalf("si lora rm:\n%s", out)
 	}
