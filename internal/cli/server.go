@@ -148,9 +148,25 @@ activities in flight.`,
 			}
 			fmt.Fprintln(env.Stdout)
 			<-ctx.Done()
-			fmt.Fprintln(env.Stdout, "stopping: bridge first, then the worker's activities in flight")
+			fmt.Fprintln(env.Stdout, stoppingMessage(o.Roles))
 			s.Stop()
 			return nil
 		},
 	}
+}
+
+// stoppingMessage says what a server with roles stops, in the order
+// server.Stop stops it.
+func stoppingMessage(roles map[string]bool) string {
+	var steps []string
+	if roles[server.RoleAPI] {
+		steps = append(steps, "the API's requests and event streams")
+	}
+	if roles[server.RoleBridge] {
+		steps = append(steps, "the bridge")
+	}
+	if roles[server.RoleWorker] {
+		steps = append(steps, "the worker's activities in flight")
+	}
+	return "stopping: " + strings.Join(steps, ", then ")
 }

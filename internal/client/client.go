@@ -176,9 +176,19 @@ func decodeError(resp *http.Response) error {
 	_ = json.Unmarshal(b, &e)
 	out := &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 	if out.Status == http.StatusUnauthorized && out.Message != "" {
-		out.Message += ": run `si login` with a valid token"
+		// A guest has no token to log in with: its way back is a new invite.
+		if resp.Request != nil && hasCookie(resp.Request, "si_guest") {
+			out.Message += ": ask the host for a new invite link and run si join with it"
+		} else {
+			out.Message += ": run `si login` with a valid token"
+		}
 	}
 	return out
+}
+
+func hasCookie(r *http.Request, name string) bool {
+	_, err := r.Cookie(name)
+	return err == nil
 }
 
 // do sends a JSON request and decodes a JSON answer into out (if not nil).

@@ -113,3 +113,30 @@ func TestPartsCarryNoToken(t *testing.T) {
 		t.Fatal("a plan covering 3 of 4 bytes was accepted")
 	}
 }
+
+// A guest whose session ended holds no token: the hint sends it back to its
+// host for a new invite, never to si login; an account's client keeps the
+// si login hint.
+func TestUnauthorizedHintFitsTheCaller(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":{"code":"unauthenticated","message":"your session has ended"}}`)
+	}))
+	defer srv.Close()
+	guest, err := NewGuest(srv.URL, "si_gs_x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = guest.Me(context.Background())
+	if err == nil || strings.Contains(err.Error(), "si login") || !strings.Contains(err.Error(), "ask the host for a new invite") {
+		t.Errorf("guest: %v", err)
+	}
+	account, err := New(Credentials{APIURL: srv.URL, Token: "si_x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = account.Me(context.Background()); err == nil || !strings.Contains(err.Error(), "run `si login` with a valid token") {
+		t.Errorf("account: %v", err)
+	}
+}
