@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,5 +115,55 @@ func TestFlushedCentsEndOnTheUpcomingInvoice(t *testing.T) {
 	other := doubleAccount(t, m, "nosub")
 	if _, err := m.Stripe.Upcoming(ctx, other); !errors.Is(err, billing.ErrNoUpcomingInvoice) {
 		t.Fatalf("upcoming invoice of a customer with no subscription: %v", err)
+	}
+}
+
+// TestNoFlushBeforeTheSubscription: Stripe invoices a meter event only in
+// the period of a subscription to its price, so cents flushed for a
+// customer not yet subscribed would be counted flushed and never invoiced.
+// An account whose signup got its customer but not its subscription (Stripe
+// refused it) keeps its usage unbilled, with an error that says why, until
+// it is subscribed; then the flush sends it and the upcoming invoice asks
+// for all of it. It failed before: the first flush was sent, and the
+// invoice asked for 0 of its cents.
+func TestNoFlushBeforeTheSubscription(t *testing.T) {
+	d := harness.NewStripeDouble(t)
+	m := harness.StartMesh(t, simulator.Options{}, harness.WithStripe(d.URL))
+	stripeFlags := []string{"--database-url", m.DatabaseURL, "--stripe-key", "sk_test_mesh", "--stripe-api-base", d.URL}
+	var setup struct{ billing.SetupResult }
+	siJSON(t, &setup, append([]string{"stripe", "setup", "--public-url", "https://mesh.example.com"}, stripeFlags...)...)
+	create := append([]string{"account", "create", "--account", "late", "--email", "ops@late.example"}, stripeFlags...)
+	d.Fault("POST /v1/subscriptions", harness.Refuse)
+	if _, errb, code := operatorSI(t, create...); code == 0 || !strings.Contains(errb, "subscribing late to the metered price") {
+		t.Fatalf("account create with the subscription refused: exit %d, %s", code, errb)
+	}
+	a, err := m.Store.AccountByID(context.Background(), "late")
+	if err != nil || a.StripeCustomerID == "" {
+		t.Fatalf("account %+v %v: want its customer kept", a, err)
+	}
+	cus := a.StripeCustomerID
+	charge(t, m.Store, "late", 2*money.Dollar)
+	_, err = starter(m, quick).Start(context.Background(), "late")
+	if !errors.Is(err, store.ErrNotSubscribed) || !errors.Is(err, store.ErrNoStripeCustomer) || !strings.Contains(err.Error(), "si stripe setup") || len(d.Events("")) != 0 {
+		t.Fatalf("flush before the subscription: %v; Stripe holds %d events", err, len(d.Events("")))
+	}
+	if b := balanced(t, m, "late"); b.Flushed != 0 {
+		t.Fatalf("books %+v: nothing may count as flushed", b)
+	}
+	time.Sleep(1100 * time.Millisecond) // the subscription starts in a later second than the usage
+	var acct struct {
+		StripeSubscription string `json:"stripe_subscription"`
+	}
+	siJSON(t, &acct, create...)
+	if acct.StripeSubscription == "" {
+		t.Fatalf("account create again: %+v", acct)
+	}
+	res, err := flush(t, m, "late")
+	if err != nil || res.Flush.State != store.FlushSent {
+		t.Fatalf("flush after the subscription: %+v %v", res, err)
+	}
+	b := balanced(t, m, "late")
+	if got := upcomingCents(t, m, cus); money.Micros(got)*money.Cent != b.Flushed || got == 0 {
+		t.Fatalf("upcoming invoice asks %d cents; the books flushed %s", got, b.Flushed)
 	}
 }
