@@ -20,6 +20,13 @@ type doubleBilling struct {
 	webhooks      map[string]*doubleWebhook
 	webhookOrder  []string
 	subscriptions []*DoubleSubscription
+	checkouts     []DoubleCheckout
+}
+
+// DoubleCheckout is one Checkout Session the double made.
+type DoubleCheckout struct {
+	ID, Mode, Customer, Currency, SuccessURL, CancelURL, URL string
+	Expires                                                  time.Time
 }
 
 type doublePrice struct {
@@ -58,6 +65,52 @@ func (d *StripeDouble) addBillingRoutes() {
 	d.Handle("POST /v1/webhook_endpoints/{id}", d.updateWebhook)
 	d.Handle("POST /v1/subscriptions", d.createSubscription)
 	d.Handle("GET /v1/invoices/upcoming", d.upcomingInvoice)
+	d.Handle("POST /v1/checkout/sessions", d.createCheckout)
+}
+
+// Checkouts returns the Checkout Sessions made for customer (all when
+// empty), in order.
+func (d *StripeDouble) Checkouts(customer string) []DoubleCheckout {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []DoubleCheckout
+	for _, c := range d.bill.checkouts {
+		if customer == "" || c.Customer == customer {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// createCheckout makes a setup-mode Checkout Session: a page for the
+// customer to save a payment method, open for 24 hours.
+func (d *StripeDouble) createCheckout(r *doubleRequest) (int, any) {
+	f := r.Form
+	c := DoubleCheckout{Mode: f.Get("mode"), Customer: f.Get("customer"), Currency: f.Get("currency"),
+		SuccessURL: f.Get("success_url"), CancelURL: f.Get("cancel_url"), Expires: r.Now.Add(24 * time.Hour)}
+	if c.Mode != "setup" {
+		return 400, stripeErrorParam("invalid_request_error", "", "The double makes setup-mode sessions only.", "mode")
+	}
+	if _, ok := d.customers[c.Customer]; !ok {
+		return 400, stripeErrorParam("invalid_request_error", "resource_missing", "No such customer: "+strconv.Quote(c.Customer), "customer")
+	}
+	if c.Currency == "" && indexed(f, "payment_method_types") == nil {
+		return 400, stripeErrorParam("invalid_request_error", "parameter_missing", "currency is required in setup mode unless payment_method_types is set.", "currency")
+	}
+	for _, u := range []struct{ name, v string }{{"success_url", c.SuccessURL}, {"cancel_url", c.CancelURL}} {
+		if pu, err := url.Parse(u.v); u.v != "" && (err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "") {
+			return 400, stripeErrorParam("invalid_request_error", "url_invalid", "Not a valid URL", u.name)
+		}
+	}
+	if c.SuccessURL == "" {
+		return 400, stripeErrorParam("invalid_request_error", "parameter_missing", "Missing required param: success_url.", "success_url")
+	}
+	d.seq++
+	c.ID = fmt.Sprintf("cs_double%04d", d.seq)
+	c.URL = "https://checkout.stripe.com/c/pay/" + c.ID
+	d.bill.checkouts = append(d.bill.checkouts, c)
+	return 200, map[string]any{"id": c.ID, "object": "checkout.session", "mode": c.Mode, "customer": c.Customer, "currency": c.Currency,
+		"success_url": c.SuccessURL, "cancel_url": c.CancelURL, "url": c.URL, "status": "open", "expires_at": c.Expires.Unix()}
 }
 
 // Subscriptions returns copies of the customer's subscriptions (all when
