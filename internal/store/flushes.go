@@ -98,10 +98,11 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 		var seq int64
 		var customer, subscription string
 		var priced bool
+		var start *time.Time
 		err := tx.QueryRow(ctx, `SELECT unbilled, flush_seq, coalesce(stripe_customer_id, ''), coalesce(stripe_usage_subscription, ''),
-			EXISTS (SELECT 1 FROM stripe_setup WHERE price_id <> '')
+			EXISTS (SELECT 1 FROM stripe_setup WHERE price_id <> ''), stripe_usage_subscription_start
 			FROM accounts WHERE id = $1 FOR UPDATE`, account).
-			Scan(&unbilled, &seq, &customer, &subscription, &priced)
+			Scan(&unbilled, &seq, &customer, &subscription, &priced, &start)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("account %s: %w", account, ErrNotFound)
 		}
@@ -130,8 +131,11 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 		for range 1000 {
 			seq++
 			id := fmt.Sprintf("flush-%s-%d", account, seq)
-			f, err = scanFlush(tx.QueryRow(ctx, `INSERT INTO flushes (id, account_id, amount_cents, state, stripe_identifier)
-				VALUES ($1, $2, $3, 'pending', $1) ON CONFLICT (id) DO NOTHING RETURNING `+flushColumns, id, account, cents))
+			// Never before the subscription started by Stripe's clock, which
+			// may run ahead of ours: Stripe would invoice none of it.
+			f, err = scanFlush(tx.QueryRow(ctx, `INSERT INTO flushes (id, account_id, amount_cents, state, stripe_identifier, meter_at)
+				VALUES ($1, $2, $3, 'pending', $1, greatest(date_trunc('second', now()), date_trunc('second', $4::timestamptz + interval '999999 microseconds')))
+				ON CONFLICT (id) DO NOTHING RETURNING `+flushColumns, id, account, cents, start))
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}

@@ -167,3 +167,30 @@ func TestNoFlushBeforeTheSubscription(t *testing.T) {
 		t.Fatalf("upcoming invoice asks %d cents; the books flushed %s", got, b.Flushed)
 	}
 }
+
+// TestFlushNotBeforeTheSubscriptionStarts: Stripe's clock runs ahead of the
+// mesh's, so a subscription starts (by Stripe) after the moment the mesh
+// stamps a flush made just after signup. The meter event must not be
+// timestamped before the subscription's start, or no invoice holds it. It
+// failed before: the invoice asked 0 cents of a flush that was sent.
+func TestFlushNotBeforeTheSubscriptionStarts(t *testing.T) {
+	d := harness.NewStripeDouble(t)
+	m := harness.StartMesh(t, simulator.Options{}, harness.WithStripe(d.URL))
+	stripeFlags := []string{"--database-url", m.DatabaseURL, "--stripe-key", "sk_test_mesh", "--stripe-api-base", d.URL}
+	var setup struct{ billing.SetupResult }
+	siJSON(t, &setup, append([]string{"stripe", "setup", "--public-url", "https://mesh.example.com"}, stripeFlags...)...)
+	d.Advance(3 * time.Second)
+	var acct struct {
+		StripeCustomerID string `json:"stripe_customer_id"`
+	}
+	siJSON(t, &acct, append([]string{"account", "create", "--account", "fast", "--email", "ops@fast.example"}, stripeFlags...)...)
+	charge(t, m.Store, "fast", 2*money.Dollar)
+	res, err := flush(t, m, "fast")
+	if err != nil || res.Flush.State != store.FlushSent {
+		t.Fatalf("flush %+v %v", res, err)
+	}
+	b := balanced(t, m, "fast")
+	if got := upcomingCents(t, m, acct.StripeCustomerID); money.Micros(got)*money.Cent != b.Flushed {
+		t.Fatalf("upcoming invoice asks %d cents; the books flushed %s (meter event at %s)", got, b.Flushed, res.Flush.MeterAt)
+	}
+}
