@@ -62,6 +62,8 @@ func (b *Billing) StartFlush(ctx context.Context, in FlushStart) (StartedFlush, 
 		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrNothingToFlush, err)
 	case errors.Is(err, store.ErrFlushInFlight):
 		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrFlushInFlight, err)
+	case errors.Is(err, store.ErrNoStripeCustomer): // not subscribed to the metered price
+		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrNoStripeCustomer, err)
 	case err != nil:
 		return StartedFlush{}, err
 	}

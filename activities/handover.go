@@ -174,6 +174,18 @@ or with the CLI:  si handover accept %s  (after si login as your account with th
 		msg.Body = fmt.Sprintf(`The handover is complete. The project %s belongs to the account %s,
 with its adapters, and your subscription is in place (schedule %s).
 `, h.NewProject, h.NewOwner, h.Schedule)
+		pay, err := a.paymentPage(ctx, h)
+		if err != nil {
+			return err
+		}
+		if pay != "" {
+			msg.Body += fmt.Sprintf(`
+Before your first invoice, give a payment method on Stripe's own page
+(the link works for 24 hours):
+
+  %s
+`, pay)
+		}
 	default:
 		return nonRetryable(fmt.Errorf("unknown handover email %q", in.Kind), ErrHandoverSetup)
 	}
@@ -181,6 +193,25 @@ with its adapters, and your subscription is in place (schedule %s).
 		return err
 	}
 	return a.Store.RecordMail(ctx, h.ID, in.Kind, msg.ID)
+}
+
+// paymentPage makes (idempotently, per handover) the Stripe-hosted page
+// where the new owner's customer saves a payment method; empty when
+// billing is off or the account has no customer.
+func (a *Handovers) paymentPage(ctx context.Context, h store.Handover) (string, error) {
+	if a.Stripe == nil {
+		return "", nil
+	}
+	acct, err := a.Store.AccountByID(ctx, h.NewOwner)
+	if err != nil || acct.StripeCustomerID == "" {
+		return "", err
+	}
+	base := strings.TrimRight(a.PublicURL, "/")
+	u, err := a.Stripe.SetupCheckout(ctx, "handover-"+h.ID, acct.StripeCustomerID, base+"/?payment_method=saved", base+"/")
+	if err != nil {
+		return "", stripeError(err)
+	}
+	return u, nil
 }
 
 // CountReminder records that reminder n went out.

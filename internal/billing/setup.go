@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
@@ -269,6 +270,13 @@ func UsageSubscriptionKey(account string) string { return "si-usage-subscription
 // SubscribeUsage subscribes customer to the metered price, under an
 // idempotency key from the account.
 func (s *Stripe) SubscribeUsage(ctx context.Context, account, customer, price string) (string, error) {
+	sub, _, err := s.subscribeUsage(ctx, account, customer, price)
+	return sub, err
+}
+
+// subscribeUsage is SubscribeUsage that also returns when the
+// subscription's current period started, by Stripe's clock.
+func (s *Stripe) subscribeUsage(ctx context.Context, account, customer, price string) (string, time.Time, error) {
 	p := &stripe.SubscriptionParams{
 		Customer: stripe.String(customer),
 		Items:    []*stripe.SubscriptionItemsParams{{Price: stripe.String(price)}},
@@ -278,9 +286,13 @@ func (s *Stripe) SubscribeUsage(ctx context.Context, account, customer, price st
 	p.SetIdempotencyKey(UsageSubscriptionKey(account))
 	sub, err := s.api.Subscriptions.New(p)
 	if err != nil {
-		return "", classify(err)
+		return "", time.Time{}, classify(err)
 	}
-	return sub.ID, nil
+	start := sub.CurrentPeriodStart
+	if sub.StartDate > start {
+		start = sub.StartDate
+	}
+	return sub.ID, time.Unix(start, 0).UTC(), nil
 }
 
 // SubscribeAccount subscribes the account's Stripe customer to the metered
@@ -301,9 +313,16 @@ func (s *Stripe) SubscribeAccount(ctx context.Context, st *store.Store, account,
 		return "", fmt.Errorf("the metered price is on meter event %q but this server sends %q: run si stripe setup with --stripe-meter-event %s",
 			setup.MeterEvent, s.meterEvent, s.meterEvent)
 	}
-	sub, err := s.SubscribeUsage(ctx, account, customer, setup.PriceID)
+	sub, start, err := s.subscribeUsage(ctx, account, customer, setup.PriceID)
 	if err != nil {
 		return "", err
+	}
+	// The start first: a flush reserved once the subscription is recorded
+	// is never stamped before it.
+	if start.Unix() > 0 {
+		if err := st.SetUsageSubscriptionStart(ctx, account, start); err != nil {
+			return "", err
+		}
 	}
 	return sub, st.SetUsageSubscription(ctx, account, sub)
 }

@@ -16,11 +16,27 @@ var (
 	// ErrNoStripeCustomer: the account has no Stripe customer to bill, so no
 	// flush is reserved.
 	ErrNoStripeCustomer = errors.New("the account has no Stripe customer: create one with si account create (a Stripe key or si dev's stripe-mock)")
+	// ErrNotSubscribed: si stripe setup recorded a metered price but the
+	// account is not subscribed to it. Stripe invoices a meter event only
+	// within a subscription's period, so cents sent now would count as
+	// flushed and never be invoiced; they stay unbilled instead. It is also
+	// an ErrNoStripeCustomer (errors.Is), so every caller that skips an
+	// account it cannot bill skips this one.
+	ErrNotSubscribed error = notSubscribed{}
 	// ErrFlushInDoubt: the flush may have reached Stripe, so it cannot be
 	// marked failed on a retry budget running out; only Stripe's definite
 	// refusal (RefuseFlush) or acceptance (CompleteFlush) closes it.
 	ErrFlushInDoubt = errors.New("the flush is in doubt: Stripe may hold it")
 )
+
+type notSubscribed struct{}
+
+func (notSubscribed) Error() string {
+	return "the account is not subscribed to the metered price, so Stripe would invoice none of a flush: " +
+		"run si account create for it again, or si stripe setup, to subscribe it (its usage stays unbilled until then)"
+}
+
+func (notSubscribed) Is(target error) bool { return target == ErrNoStripeCustomer }
 
 // Flush states. A flush is open while pending or in doubt; its cents stay in
 // the account's unbilled balance (the credit ceiling counts them) until it is
@@ -80,9 +96,13 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		var unbilled money.Micros
 		var seq int64
-		var customer string
-		err := tx.QueryRow(ctx, `SELECT unbilled, flush_seq, coalesce(stripe_customer_id, '') FROM accounts WHERE id = $1 FOR UPDATE`, account).
-			Scan(&unbilled, &seq, &customer)
+		var customer, subscription string
+		var priced bool
+		var start *time.Time
+		err := tx.QueryRow(ctx, `SELECT unbilled, flush_seq, coalesce(stripe_customer_id, ''), coalesce(stripe_usage_subscription, ''),
+			EXISTS (SELECT 1 FROM stripe_setup WHERE price_id <> ''), stripe_usage_subscription_start
+			FROM accounts WHERE id = $1 FOR UPDATE`, account).
+			Scan(&unbilled, &seq, &customer, &subscription, &priced, &start)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("account %s: %w", account, ErrNotFound)
 		}
@@ -99,6 +119,9 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 		if customer == "" {
 			return fmt.Errorf("account %s: %w", account, ErrNoStripeCustomer)
 		}
+		if priced && subscription == "" {
+			return fmt.Errorf("account %s: %w", account, ErrNotSubscribed)
+		}
 		cents, _ := money.Cents(unbilled)
 		if cents == 0 {
 			return fmt.Errorf("account %s has %s unbilled: %w", account, unbilled, ErrNothingToFlush)
@@ -108,8 +131,11 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 		for range 1000 {
 			seq++
 			id := fmt.Sprintf("flush-%s-%d", account, seq)
-			f, err = scanFlush(tx.QueryRow(ctx, `INSERT INTO flushes (id, account_id, amount_cents, state, stripe_identifier)
-				VALUES ($1, $2, $3, 'pending', $1) ON CONFLICT (id) DO NOTHING RETURNING `+flushColumns, id, account, cents))
+			// Never before the subscription started by Stripe's clock, which
+			// may run ahead of ours: Stripe would invoice none of it.
+			f, err = scanFlush(tx.QueryRow(ctx, `INSERT INTO flushes (id, account_id, amount_cents, state, stripe_identifier, meter_at)
+				VALUES ($1, $2, $3, 'pending', $1, greatest(date_trunc('second', now()), date_trunc('second', $4::timestamptz + interval '999999 microseconds')))
+				ON CONFLICT (id) DO NOTHING RETURNING `+flushColumns, id, account, cents, start))
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}
@@ -133,7 +159,10 @@ func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, erro
 	var f Flush
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		var unbilled money.Micros
-		if err := tx.QueryRow(ctx, `SELECT unbilled FROM accounts WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled); err != nil {
+		var subscription string
+		var priced bool
+		if err := tx.QueryRow(ctx, `SELECT unbilled, coalesce(stripe_usage_subscription, ''), EXISTS (SELECT 1 FROM stripe_setup WHERE price_id <> '')
+			FROM accounts WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled, &subscription, &priced); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return ErrNotFound
 			}
@@ -153,6 +182,9 @@ func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, erro
 		}
 		if open > 0 {
 			return ErrFlushInFlight
+		}
+		if priced && subscription == "" {
+			return ErrNotSubscribed
 		}
 		cents, _ := money.Cents(unbilled)
 		if cents == 0 {

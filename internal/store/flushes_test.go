@@ -168,3 +168,35 @@ func TestAFlushInDoubtIsNeverFailedByItsBudget(t *testing.T) {
 		t.Fatal("a failed flush was completed")
 	}
 }
+
+// TestNoFlushForAnAccountNotSubscribed: once si stripe setup has recorded
+// the metered price, an account with a customer but no subscription to it
+// gets no flush by either path (Stripe would invoice none of it), its cents
+// stay unbilled, and no id is taken; once subscribed it flushes. Accounts
+// are flushed as before while no setup is recorded.
+func TestNoFlushForAnAccountNotSubscribed(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	billable(t, s, "early", 2)
+	if err := s.SaveStripeSetup(ctx, store.StripeSetup{MeterID: "mtr_1", MeterEvent: "si_usage_cents", ProductID: "si_cloud", PriceID: "price_1",
+		WebhookEndpointID: "we_1", WebhookURL: "https://mesh.example.com/v1/stripe/webhook"}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.AccountByID(ctx, "early")
+	if _, _, err := s.ReserveFlush(ctx, "early"); !errors.Is(err, store.ErrNotSubscribed) || !errors.Is(err, store.ErrNoStripeCustomer) {
+		t.Fatalf("reserve, not subscribed: %v", err)
+	}
+	if _, err := s.StartFlush(ctx, "early", "flush-early-chosen"); !errors.Is(err, store.ErrNotSubscribed) {
+		t.Fatalf("start, not subscribed: %v", err)
+	}
+	if after, _ := s.AccountByID(ctx, "early"); after.Unbilled != before.Unbilled || after.Unbilled == 0 {
+		t.Fatalf("unbilled %s -> %s: want it kept", before.Unbilled, after.Unbilled)
+	}
+	if err := s.SetUsageSubscription(ctx, "early", "sub_1"); err != nil {
+		t.Fatal(err)
+	}
+	f, created, err := s.ReserveFlush(ctx, "early")
+	if err != nil || !created || f.ID != "flush-early-1" {
+		t.Fatalf("reserve, subscribed: %+v %v %v; want the first id", f, created, err)
+	}
+}

@@ -68,6 +68,17 @@ func (s *Store) SetUsageSubscription(ctx context.Context, account, subscription 
 	return err
 }
 
+// SetUsageSubscriptionStart records when the account's subscription to
+// the metered price started, by Stripe's clock: no flush's meter event is
+// timestamped before it.
+func (s *Store) SetUsageSubscriptionStart(ctx context.Context, account string, start time.Time) error {
+	tag, err := s.Pool.Exec(ctx, `UPDATE accounts SET stripe_usage_subscription_start = $2 WHERE id = $1`, account, start)
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
 // PlanSchedule returns the account's plan subscription schedule (the one a
 // handover's new owner gets), "" when it has none yet.
 func (s *Store) PlanSchedule(ctx context.Context, account string) (string, error) {

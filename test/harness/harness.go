@@ -224,11 +224,13 @@ func Inference(baseURL string) *activities.Inference {
 
 // Mesh is the cloud side of the mesh running for one test.
 type Mesh struct {
-	Client    client.Client
-	Store     *store.Store
-	Sim       *simulator.Server
-	LLMURL    string
-	Inference *activities.Inference
+	Client client.Client
+	Store  *store.Store
+	// DatabaseURL is Store's database, for the operator's commands.
+	DatabaseURL string
+	Sim         *simulator.Server
+	LLMURL      string
+	Inference   *activities.Inference
 	// Stripe is set by WithStripe.
 	Stripe *billing.Stripe
 	// Blob and Adapters are set by WithAdapters.
@@ -247,7 +249,13 @@ func StartMesh(t testing.TB, sim simulator.Options, opts ...func(*Mesh, *workers
 // StartMeshOn is StartMesh with a Temporal client of the caller's choosing.
 func StartMeshOn(t testing.TB, c client.Client, sim simulator.Options, opts ...func(*Mesh, *workers.Cloud)) *Mesh {
 	t.Helper()
-	m := &Mesh{Client: c, Store: Store(t)}
+	m := &Mesh{Client: c, DatabaseURL: DatabaseURL(t)}
+	st, err := store.Open(context.Background(), m.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	m.Store = st
 	m.Sim, m.LLMURL = Simulator(t, sim)
 	m.Inference = Inference(m.LLMURL)
 	deps := workers.CloudDeps(m.Client, m.Store, m.Inference)

@@ -21,12 +21,13 @@ import (
 // (form-encoded requests, JSON answers, Stripe's error shape) for what the
 // mesh calls: customers, billing meters, meter events (identifiers unique
 // within a window of the double's own clock), meter event summaries and
-// meter event adjustments. Idempotency-Key replays the first answer, as
+// meter event adjustments; and what `si stripe setup` and signup make and
+// Stripe invoices from (products, prices, webhook endpoints, subscriptions,
+// the upcoming invoice: stripedouble_billing.go). Idempotency-Key replays the first answer, as
 // Stripe does for 24 hours. Faults are injected per route: commit and then
 // lose the answer (a 500 or a dropped connection), refuse, or be down.
 //
-// Routes are added with Handle in the same style (see NewStripeDouble):
-// products, prices, subscriptions and invoices can join later.
+// Routes are added with Handle in the same style (see NewStripeDouble).
 type StripeDouble struct {
 	URL string
 
@@ -45,6 +46,7 @@ type StripeDouble struct {
 	down      bool
 	requests  map[string]int
 	seq       int
+	bill      *doubleBilling
 }
 
 // DoubleMeterEvent is one meter event the double holds.
@@ -103,6 +105,7 @@ func NewStripeDouble(t testing.TB) *StripeDouble {
 	d.Handle("POST /v1/billing/meter_events", d.createMeterEvent)
 	d.Handle("GET /v1/billing/meters/{id}/event_summaries", d.eventSummaries)
 	d.Handle("POST /v1/billing/meter_event_adjustments", d.createAdjustment)
+	d.addBillingRoutes()
 	srv := httptest.NewServer(d.mux)
 	t.Cleanup(srv.Close)
 	d.URL = srv.URL

@@ -166,6 +166,19 @@ func TestHandoverClonesProjectAndSubscribes(t *testing.T) {
 	if !strings.Contains(msgs[1].Subject, st.NewProject) {
 		t.Fatalf("completion email %q", msgs[1].Subject)
 	}
+	// It carries the Stripe-hosted page where ada's customer saves a
+	// payment method before the first invoice: one setup-mode session.
+	co := hm.stripe.Requests("POST /v1/checkout/sessions")
+	if len(co) != 1 || co[0].Form.Get("mode") != "setup" || co[0].Form.Get("customer") != acct.StripeCustomerID ||
+		co[0].Form.Get("currency") != "usd" || !strings.HasPrefix(co[0].Form.Get("success_url"), "http") {
+		t.Fatalf("checkout session requests %+v; want one in setup mode for %s", co, acct.StripeCustomerID)
+	}
+	if keys := hm.stripe.Keys("POST /v1/checkout/sessions"); keys[billing.SetupCheckoutKey("handover-"+h.ID)] != 1 {
+		t.Fatalf("checkout session requests by key: %v", keys)
+	}
+	if !strings.Contains(msgs[1].Text, "payment method") || !strings.Contains(msgs[1].Text, "https://checkout.stripe.com/") {
+		t.Fatalf("completion email carries no payment page:\n%s", msgs[1].Text)
+	}
 	// Used: the link is refused with the reason.
 	row, _ = hm.Store.HandoverByTokenHash(ctx, tokenHash(link))
 	if reason := row.ClosedReason(time.Now()); !strings.Contains(reason, "already been accepted") {
