@@ -563,7 +563,9 @@ func TestExpiredWhileConnectedIsDropped(t *testing.T) {
 	m := harness.StartMesh(t, simulator.Options{})
 	p := harness.NewPKI(t)
 	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
-	ttl := 3 * time.Second
+	// Long enough for a whole escalation to finish before expiry on a
+	// loaded machine under -race.
+	ttl := 12 * time.Second
 	withHello := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-brief", Account: "acme"}, ttl)
 	noHello := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-brief-raw", Account: "acme"}, ttl)
 	issued := time.Now()
