@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -449,6 +450,8 @@ func billingCommand() *Command {
 		t    config.Temporal
 		fl   ledgerCommand
 		wait time.Duration
+		// in is the flush workflow's retry budget (zero: the workflow's defaults).
+		in workflows.FlushInput
 	)
 	return &Command{
 		Name:  "billing",
@@ -462,11 +465,30 @@ its workflow and waits up to --wait for Stripe's answer. An account with a flush
 still open (pending, or in doubt because Stripe's answer was lost) gets that
 flush's workflow started again if it had stopped, and no second flush: its cents
 may be at Stripe already. A flush in doubt is retried under its own identifier
-until Stripe accepts or refuses it; see si billing flushes.`,
+until Stripe accepts or refuses it; see si billing flushes.
+
+--send-attempts and --retry-every shape that flush's retries (a test or a
+drill shortens them; the billing sweep's flushes keep the defaults).`,
 			Flags: func(fs *flag.FlagSet) {
 				fl.flags(fs)
 				t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
 				fs.DurationVar(&wait, "wait", time.Minute, "how long to wait for Stripe's answer before reporting the flush's state")
+				fs.Func("send-attempts", "quick tries to reach Stripe before the flush is in doubt (default 12, about 10 minutes)", func(v string) error {
+					n, err := strconv.ParseInt(v, 10, 32)
+					if err != nil || n < 1 || n > 100 {
+						return fmt.Errorf("--send-attempts %q: give a whole number from 1 to 100", v)
+					}
+					in.SendAttempts = int32(n)
+					return nil
+				})
+				fs.Func("retry-every", "pause between rounds of tries of a flush in doubt (default 10m, at least 1s)", func(v string) error {
+					d, err := time.ParseDuration(v)
+					if err != nil || d < time.Second {
+						return fmt.Errorf("--retry-every %q: give a duration of at least 1s, e.g. 10m", v)
+					}
+					in.RetryEvery = d
+					return nil
+				})
 			},
 			Run: fl.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
 				if _, err := st.AccountByID(ctx, fl.account); err != nil {
@@ -477,7 +499,13 @@ until Stripe accepts or refuses it; see si billing flushes.`,
 					return nil, "", err
 				}
 				defer c.Close()
-				s, err := workers.Flushes(c, st).Start(ctx, fl.account)
+				starter := workers.Flushes(c, st)
+				starter.NewInput = func(account, id string) any {
+					fi := in
+					fi.Account, fi.FlushID = account, id
+					return fi
+				}
+				s, err := starter.Start(ctx, fl.account)
 				if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) {
 					a, _ := st.AccountByID(ctx, fl.account)
 					out := flushJSON{Account: fl.account, Outcome: "nothing_to_flush", UnbilledMicros: int64(a.Unbilled), Reason: err.Error()}

@@ -67,3 +67,23 @@ func TestInterspersedFlags(t *testing.T) {
 		t.Fatalf("got %q, want %q", strings.Join(got, " "), want)
 	}
 }
+
+func TestFlushRetryFlagsValidate(t *testing.T) {
+	for args, want := range map[string]string{
+		"billing flush --send-attempts 0":   "--send-attempts \"0\": give a whole number from 1 to 100",
+		"billing flush --send-attempts x":   "--send-attempts \"x\"",
+		"billing flush --retry-every 10ms":  "--retry-every \"10ms\": give a duration of at least 1s",
+		"billing flush --send-attempts 101": "from 1 to 100",
+	} {
+		var out, errb bytes.Buffer
+		code := Main(strings.Fields(args), &out, &errb)
+		if code == 0 || !strings.Contains(errb.String(), want) {
+			t.Errorf("si %s: exit %d, stderr %q, want %q", args, code, errb.String(), want)
+		}
+	}
+	t.Setenv("SI_SEND_ATTEMPTS", "0")
+	var out, errb bytes.Buffer
+	if code := Main([]string{"billing", "flush"}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "--send-attempts") {
+		t.Errorf("SI_SEND_ATTEMPTS=0: exit %d, stderr %q", code, errb.String())
+	}
+}
