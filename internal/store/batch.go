@@ -76,7 +76,9 @@ func (s *Store) LogUsageBatch(ctx context.Context, events []Usage) ([]Charge, er
 	}
 	read.Queue(`SELECT event_id, cost_basis, multiplier_ppm, gross, credits_applied, charged FROM usage_events WHERE event_id = ANY($1)`, ids)
 	read.Queue(`SELECT model, prompt_per_mtok, completion_per_mtok FROM model_prices WHERE model = ANY($1) OR model = '*'`, models)
-	read.Queue(`SELECT id, coalesce(guest_session, '') FROM holds WHERE id = ANY($1) AND account_id = $2`, holds, account)
+	if len(holds) > 0 {
+		read.Queue(`SELECT id, coalesce(guest_session, '') FROM holds WHERE id = ANY($1) AND account_id = $2`, holds, account)
+	}
 
 	var a Account
 	var mult money.PPM
@@ -112,7 +114,7 @@ func (s *Store) LogUsageBatch(ctx context.Context, events []Usage) ([]Charge, er
 			}
 			remaining[g] = left
 		}
-		if err := scanRows(br, func(rows pgx.Rows) error {
+		if err := scanRows(br, true, func(rows pgx.Rows) error {
 			var c Charge
 			if err := rows.Scan(&c.EventID, &c.CostBasis, &c.Multiplier, &c.Gross, &c.CreditsApplied, &c.Charged); err != nil {
 				return err
@@ -122,7 +124,7 @@ func (s *Store) LogUsageBatch(ctx context.Context, events []Usage) ([]Charge, er
 		}); err != nil {
 			return err
 		}
-		if err := scanRows(br, func(rows pgx.Rows) error {
+		if err := scanRows(br, true, func(rows pgx.Rows) error {
 			var m string
 			var p [2]money.Micros
 			if err := rows.Scan(&m, &p[0], &p[1]); err != nil {
@@ -133,7 +135,7 @@ func (s *Store) LogUsageBatch(ctx context.Context, events []Usage) ([]Charge, er
 		}); err != nil {
 			return err
 		}
-		if err := scanRows(br, func(rows pgx.Rows) error {
+		if err := scanRows(br, len(holds) > 0, func(rows pgx.Rows) error {
 			var id, g string
 			if err := rows.Scan(&id, &g); err != nil {
 				return err
@@ -284,8 +286,12 @@ func (s *Store) LogUsageBatch(ctx context.Context, events []Usage) ([]Charge, er
 	return out, refusal
 }
 
-// scanRows reads the next result of br, a query, calling fn for each row.
-func scanRows(br pgx.BatchResults, fn func(pgx.Rows) error) error {
+// scanRows reads the next result of br, a query, calling fn for each row;
+// a query not queued (queued false) has no result and no rows.
+func scanRows(br pgx.BatchResults, queued bool, fn func(pgx.Rows) error) error {
+	if !queued {
+		return nil
+	}
 	rows, err := br.Query()
 	if err != nil {
 		return err
