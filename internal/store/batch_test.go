@@ -147,3 +147,55 @@ func TestLogUsageBatchMatchesLogUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestLogUsageBatchErrorsLogNothing sends batches that fail after some of
+// their reads (an unknown account, a guest session of another account,
+// behind an event that would be billed) and wants nothing of them logged,
+// the account not left locked and the pool's connections not left inside a
+// transaction: the next batch on the same account is billed at once.
+func TestLogUsageBatchErrorsLogNothing(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	for _, id := range []string{"rb-host", "rb-other"} {
+		harness.EnsureAccount(t, s, id)
+	}
+	h := sha256.Sum256([]byte("rb-other"))
+	if _, err := s.CreateInvite(ctx, store.Invite{ID: "inv-rb-other", TokenHash: h[:], Project: "p-rb-other", Host: "rb-other", Role: store.RoleEditor,
+		Quota: 10 * money.Cent, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcceptInvite(ctx, "inv-rb-other", "gs-rb-other", secretHash("gs-rb-other"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ev := func(id, guest string) store.Usage {
+		return store.Usage{EventID: id, Account: "rb-host", Project: "p", Model: "si-simulator-small", PromptTokens: 1000, CompletionTokens: 500,
+			GuestSession: guest}
+	}
+	before, _ := s.GuestSessionByID(ctx, "gs-rb-other")
+	for i := range 3 * int(s.Pool.Config().MaxConns) {
+		_, err := s.LogUsageBatch(ctx, []store.Usage{ev(fmt.Sprintf("rb/%d", i), ""), ev(fmt.Sprintf("rb/%d-g", i), "gs-rb-other")})
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("a batch naming another account's session: %v, want ErrNotFound", err)
+		}
+		u := ev(fmt.Sprintf("rb/none-%d", i), "")
+		u.Account = "rb-nobody"
+		if _, err := s.LogUsageBatch(ctx, []store.Usage{u}); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("a batch of an unknown account: %v, want ErrNotFound", err)
+		}
+	}
+	if b, err := s.Books(ctx, "rb-host"); err != nil || b.Charged != 0 || b.JournalUnbill != 0 || b.JournalCredit != 0 {
+		t.Fatalf("books after refused batches: %+v, %v", b, err)
+	}
+	if after, _ := s.GuestSessionByID(ctx, "gs-rb-other"); after.Remaining != before.Remaining {
+		t.Fatalf("the other account's session went from %s to %s", before.Remaining, after.Remaining)
+	}
+	quick, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cs, err := s.LogUsageBatch(quick, []store.Usage{ev("rb/0", ""), ev("rb/0", "")})
+	if err != nil || len(cs) != 2 || cs[0].Duplicate || !cs[1].Duplicate || cs[0].Gross <= 0 {
+		t.Fatalf("a batch after the refused ones: %+v, %v", cs, err)
+	}
+	if b, err := s.Books(ctx, "rb-host"); err != nil || b.Charged != cs[0].Charged || !b.Balanced() {
+		t.Fatalf("books: %+v, %v", b, err)
+	}
+}
