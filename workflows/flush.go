@@ -113,7 +113,9 @@ func FlushWorkflow(ctx workflow.Context, in FlushInput) (FlushResult, error) {
 			}
 			res.Reconciled = &r
 			switch r.Outcome {
-			case activities.ReconcileCommitted:
+			case activities.ReconcileCommitted, activities.ReconcileOverbilled:
+				// Overbilled (recorded on the flush): Stripe holds it, more than
+				// once, and will not cancel the copies; waiting changes nothing.
 				return complete(res)
 			case activities.ReconcileAbsent:
 				windowFrom, resent = workflow.Now(ctx), true
