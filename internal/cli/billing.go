@@ -482,6 +482,9 @@ until Stripe accepts or refuses it; see si billing flushes.`,
 				if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) || errors.Is(err, store.ErrNoUsageSubscription) {
 					a, _ := st.AccountByID(ctx, fl.account)
 					out := flushJSON{Account: fl.account, Outcome: "nothing_to_flush", UnbilledMicros: int64(a.Unbilled), Reason: err.Error()}
+					if errors.Is(err, store.ErrNoUsageSubscription) {
+						out.Outcome = "not_billable"
+					}
 					return out, "no flush: " + err.Error() + "\n", nil
 				}
 				if err != nil {
@@ -542,7 +545,8 @@ func dollars(cents int64) string { return fmt.Sprintf("$%d.%02d", cents/100, cen
 // flushJSON is what si billing flush --json prints.
 type flushJSON struct {
 	Account string `json:"account"`
-	// Outcome: nothing_to_flush, sent, failed, in_doubt, pending.
+	// Outcome: nothing_to_flush, not_billable (no subscription to the
+	// metered price once si stripe setup has run), sent, failed, in_doubt, pending.
 	Outcome        string       `json:"outcome"`
 	Flush          *store.Flush `json:"flush,omitempty"`
 	AlreadyOpen    bool         `json:"already_open,omitempty"`
