@@ -22,6 +22,9 @@ const (
 	ErrStripeRejected   = "StripeRejected"
 	ErrUnknownFlush     = "UnknownFlush"
 	ErrFlushInDoubt     = "FlushInDoubt"
+	// ErrNotBillable: the account's customer has no subscription to the
+	// metered price (store.ErrNoUsageSubscription).
+	ErrNotBillable = "NotBillable"
 )
 
 // Billing moves unbilled balances to Stripe.
@@ -62,6 +65,8 @@ func (b *Billing) StartFlush(ctx context.Context, in FlushStart) (StartedFlush, 
 		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrNothingToFlush, err)
 	case errors.Is(err, store.ErrFlushInFlight):
 		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrFlushInFlight, err)
+	case errors.Is(err, store.ErrNoUsageSubscription):
+		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrNotBillable, err)
 	case err != nil:
 		return StartedFlush{}, err
 	}

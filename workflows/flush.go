@@ -200,7 +200,7 @@ func flushV0(ctx workflow.Context, in FlushInput) (FlushResult, error) {
 		var ae *temporal.ApplicationError
 		if errors.As(err, &ae) {
 			switch ae.Type() {
-			case activities.ErrNothingToFlush, activities.ErrFlushInFlight, activities.ErrNoStripeCustomer:
+			case activities.ErrNothingToFlush, activities.ErrFlushInFlight, activities.ErrNoStripeCustomer, activities.ErrNotBillable:
 				return FlushResult{Skipped: ae.Message()}, nil
 			}
 		}

@@ -141,12 +141,15 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 // StartFlush reserves the whole cents of an account's unbilled balance for
 // flush id, a name the caller chose (flush workflows started before
 // ReserveFlush existed do this). Starting the same id again returns the
-// same flush; another open flush is ErrFlushInFlight.
+// same flush; another open flush is ErrFlushInFlight, and an account
+// without its usage subscription (once si stripe setup has run)
+// ErrNoUsageSubscription.
 func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, error) {
 	var f Flush
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		var unbilled money.Micros
-		if err := tx.QueryRow(ctx, `SELECT unbilled FROM accounts WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled); err != nil {
+		var subscribed bool
+		if err := tx.QueryRow(ctx, `SELECT unbilled, `+subscribedSQL+` FROM accounts a WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled, &subscribed); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return ErrNotFound
 			}
@@ -166,6 +169,9 @@ func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, erro
 		}
 		if open > 0 {
 			return ErrFlushInFlight
+		}
+		if !subscribed {
+			return fmt.Errorf("account %s: %w", account, ErrNoUsageSubscription)
 		}
 		cents, _ := money.Cents(unbilled)
 		if cents == 0 {

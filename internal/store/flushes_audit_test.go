@@ -116,3 +116,15 @@ func TestAnOverbilledFlushIsSentAndVisible(t *testing.T) {
 		t.Fatal("a negative overbilling was recorded")
 	}
 }
+
+// TestAnOldFlushWorkflowReservesNothingUnbillable: the pre-reservation flush
+// workflow's StartFlush is held to the same rule as ReserveFlush.
+func TestAnOldFlushWorkflowReservesNothingUnbillable(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	billable(t, s, "early-v0", 2)
+	stripeSetUp(t, s)
+	if f, err := s.StartFlush(ctx, "early-v0", "flush-early-v0-x"); !errors.Is(err, store.ErrNoUsageSubscription) {
+		t.Fatalf("an old workflow's flush without the usage subscription: %+v %v", f, err)
+	}
+}
