@@ -22,6 +22,9 @@ const (
 	ErrStripeRejected   = "StripeRejected"
 	ErrUnknownFlush     = "UnknownFlush"
 	ErrFlushInDoubt     = "FlushInDoubt"
+	// ErrNotBillable: the account's customer has no subscription to the
+	// metered price (store.ErrNoUsageSubscription).
+	ErrNotBillable = "NotBillable"
 )
 
 // Billing moves unbilled balances to Stripe.
@@ -62,8 +65,8 @@ func (b *Billing) StartFlush(ctx context.Context, in FlushStart) (StartedFlush, 
 		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrNothingToFlush, err)
 	case errors.Is(err, store.ErrFlushInFlight):
 		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrFlushInFlight, err)
-	case errors.Is(err, store.ErrNoStripeCustomer): // not subscribed to the metered price
-		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrNoStripeCustomer, err)
+	case errors.Is(err, store.ErrNoUsageSubscription):
+		return StartedFlush{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrNotBillable, err)
 	case err != nil:
 		return StartedFlush{}, err
 	}
@@ -134,6 +137,13 @@ func (b *Billing) SendFlush(ctx context.Context, f StartedFlush) error {
 		activity.GetLogger(ctx).Warn("counting a flush attempt", "error", rerr)
 	}
 	if errors.Is(err, billing.ErrRejected) {
+		// Stripe answered this request (same key, same identifier) with a
+		// definite refusal: no attempt of it was committed. The flush is
+		// closed here, so that no caller can mistake the refusal for an
+		// attempt whose outcome is unknown, or the other way round.
+		if _, rerr := b.Store.RefuseFlush(ctx, f.Flush.ID, msg); rerr != nil {
+			return rerr // retried: Stripe answers the same key the same way
+		}
 		return temporal.NewNonRetryableApplicationError(err.Error(), ErrStripeRejected, err)
 	}
 	return err
@@ -148,10 +158,13 @@ func (b *Billing) CompleteFlush(ctx context.Context, flushID string) (store.Flus
 	return f, err
 }
 
-// FailFlush marks a pending flush failed with the reason. A flush in doubt
-// is not failed (the non-retryable FlushInDoubt): the workflows that call
-// this (recorded before flushes could be in doubt) then end, and the sweep
-// starts the flush again under the same identifier.
+// FailFlush marks a pending flush failed with the reason. A flush in doubt,
+// or one a request of which may have reached Stripe without its answer
+// being recorded (an attempt killed by its timeout), is not failed (the
+// non-retryable FlushInDoubt): the workflows that call this (recorded
+// before flushes could be in doubt) then end, and the sweep starts the
+// flush again under the same identifier. A flush Stripe refused was closed
+// failed by SendFlush already, and is returned as it is.
 func (b *Billing) FailFlush(ctx context.Context, flushID, reason string) (store.Flush, error) {
 	f, err := b.Store.FailFlush(ctx, flushID, reason)
 	if errors.Is(err, store.ErrFlushInDoubt) {
@@ -188,6 +201,12 @@ const (
 	ReconcileCommitted = "committed" // Stripe holds the flush (once, after any duplicate was cancelled)
 	ReconcileAbsent    = "absent"    // Stripe holds none of it: it may be sent again
 	ReconcileMismatch  = "mismatch"  // Stripe's figure is none of those: send nothing, look again later
+	// ReconcileOverbilled: a mismatch that stays one. Stripe holds the flush
+	// more than once and refused to cancel the extra copies (older than its
+	// 24-hour adjustment window). The flush is committed (complete it, so
+	// the account's later flushes go on); Overbilled is recorded on it for
+	// an operator to credit the customer back.
+	ReconcileOverbilled = "overbilled"
 )
 
 // Reconciled is what Stripe's meter event summaries say about a flush.
@@ -198,12 +217,18 @@ type Reconciled struct {
 	Held, Others int64
 	// Cancelled counts duplicate copies of the flush cancelled by adjustments.
 	Cancelled int
+	// Overbilled is what Stripe holds beyond the flush and refused to
+	// cancel (cents), with Stripe's answer in Refused.
+	Overbilled int64  `json:",omitempty"`
+	Refused    string `json:",omitempty"`
 }
 
 // ReconcileFlush compares what Stripe holds for the flush's customer in the
 // minute of its meter timestamp with what our sent flushes account for. A
 // flush held more than once has its extra copies cancelled by meter event
-// adjustments (cancel by identifier). It never sends the flush itself.
+// adjustments (cancel by identifier); copies Stripe refuses to cancel make
+// it ReconcileOverbilled, recorded on the flush. It never sends the flush
+// itself.
 func (b *Billing) ReconcileFlush(ctx context.Context, f StartedFlush) (Reconciled, error) {
 	cur, err := b.Store.FlushByID(ctx, f.Flush.ID)
 	if err != nil {
@@ -230,7 +255,21 @@ func (b *Billing) ReconcileFlush(ctx context.Context, f StartedFlush) (Reconcile
 		// repeats the same cancellation instead of cancelling another copy.
 		for i := range extra / cur.AmountCents {
 			key := fmt.Sprintf("%s-%d-%d", billing.MeterEventKey(cur.ID), held, i)
-			if err := b.Stripe.CancelMeterEvent(ctx, billing.MeterEventKey(cur.ID), key); err != nil {
+			err := b.Stripe.CancelMeterEvent(ctx, billing.MeterEventKey(cur.ID), key)
+			if errors.Is(err, billing.ErrCancelRefused) {
+				// Asking again gets the same answer: record it, visibly.
+				r.Outcome, r.Refused = ReconcileOverbilled, err.Error()
+				r.Overbilled = extra - int64(r.Cancelled)*cur.AmountCents
+				b.Metrics.FlushAttempt("cancel_refused")
+				note := fmt.Sprintf("overbilled: Stripe holds %d cents of this flush beyond it and refused to cancel them (%s); credit the customer back",
+					r.Overbilled, err)
+				if nerr := b.Store.NoteOverbilled(ctx, cur.ID, r.Overbilled, note); nerr != nil {
+					return r, nerr
+				}
+				activity.GetLogger(ctx).Error("flush overbilled", "flush", cur.ID, "cents", r.Overbilled, "error", err)
+				return r, nil
+			}
+			if err != nil {
 				return r, err
 			}
 			r.Cancelled++

@@ -44,7 +44,8 @@ func (l *Ledger) LogUsage(ctx context.Context, events []store.Usage) ([]store.Ch
 		}
 		out = append(out, cs...)
 		if flush && l.Flushes != nil {
-			if _, err := l.Flushes.Start(ctx, account); err != nil && !errors.Is(err, store.ErrNothingToFlush) && !errors.Is(err, store.ErrNoStripeCustomer) {
+			if _, err := l.Flushes.Start(ctx, account); err != nil && !errors.Is(err, store.ErrNothingToFlush) && !errors.Is(err, store.ErrNoStripeCustomer) &&
+				!errors.Is(err, store.ErrNoUsageSubscription) {
 				// The schedule's sweep flushes it later; the usage is logged.
 				activity.GetLogger(ctx).Warn("starting a flush", "account", account, "error", err)
 			}

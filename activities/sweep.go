@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 
 	"github.com/superinstance/mesh/internal/store"
@@ -72,9 +73,11 @@ func (f *FlushStarter) Ensure(ctx context.Context, fl store.Flush) (string, erro
 }
 
 // Sweep makes sure every open flush has its workflow running, then starts a
-// flush for every account with a cent or more unbilled, a Stripe customer
-// and no open flush: the schedule's way to bill small balances that never
-// reach their threshold, and to pick up flushes a crash left reserved.
+// flush for every account with a cent or more unbilled, a Stripe customer,
+// its usage subscription once si stripe setup has run, and no open flush
+// (store.UnbillableAccounts are skipped and logged): the schedule's way to
+// bill small balances that never reach their threshold, and to pick up
+// flushes a crash left reserved.
 func (f *FlushStarter) Sweep(ctx context.Context) ([]string, error) {
 	open, err := f.Store.OpenFlushes(ctx)
 	if err != nil {
@@ -89,13 +92,19 @@ func (f *FlushStarter) Sweep(ctx context.Context) ([]string, error) {
 		}
 		ids = append(ids, fl.ID)
 	}
+	// Accounts Stripe cannot invoice are skipped, named, and take no id.
+	if nb, err := f.Store.UnbillableAccounts(ctx); err != nil {
+		errs = append(errs, err)
+	} else if len(nb) > 0 && activity.IsActivity(ctx) {
+		activity.GetLogger(ctx).Warn("accounts not billable: no subscription to the metered price (run si stripe setup to subscribe them)", "accounts", nb)
+	}
 	accounts, err := f.Store.FlushableAccounts(ctx)
 	if err != nil {
 		return ids, errors.Join(append(errs, err)...)
 	}
 	for _, a := range accounts {
 		s, err := f.Start(ctx, a)
-		if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) {
+		if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) || errors.Is(err, store.ErrNoUsageSubscription) {
 			continue // changed since the listing
 		}
 		if err != nil {

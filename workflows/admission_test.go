@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/temporal"
@@ -27,6 +28,9 @@ type fakeLedger struct {
 	released int
 	events   []store.Usage
 	refuse   error // Reserve answers this when set
+	// firstTTL, when set, is how long the admission's hold lasts (a run
+	// that stalled since); later reservations last their TTL.
+	firstTTL time.Duration
 }
 
 func newLedger(env *testsuite.TestWorkflowEnvironment) *fakeLedger {
@@ -53,6 +57,11 @@ func newLedger(env *testsuite.TestWorkflowEnvironment) *fakeLedger {
 			target += p
 		}
 		f.hold.Amount = max(f.hold.Amount, target)
+		ttl := in.TTL
+		if len(f.reserves) == 1 && f.firstTTL > 0 {
+			ttl = f.firstTTL
+		}
+		f.hold.ExpiresAt = env.Now().Add(ttl)
 		return f.hold, nil
 	}).Maybe()
 	env.OnActivity(led.Release, mock.Anything, mock.Anything).Return(func(context.Context, string) error {
@@ -260,5 +269,27 @@ func TestHubCannotBillPastTheStepsBound(t *testing.T) {
 	}
 	if charged > f.hold.Amount {
 		t.Fatalf("the hub's claims cost %s, over the %s hold", charged, f.hold.Amount)
+	}
+}
+
+// TestAHoldNearExpiryIsRenewed: a run whose hold is about to lapse (the run
+// stalled) renews it before the next step even when the step needs no more:
+// a lapsed hold frees its headroom while the run still bills against it.
+func TestAHoldNearExpiryIsRenewed(t *testing.T) {
+	env := newEnv(t)
+	f := newLedger(env)
+	f.firstTTL = 30 * time.Second
+	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(activities.LogosOutput{
+		Solution: synapse.Solution{Answer: "a", Confidence: 0.9}, Usage: activities.AgentUsage{Model: "m", PromptTokens: 10, CompletionTokens: 10}}, nil)
+	env.OnActivity(inf.Ethos, mock.Anything, mock.Anything).Return(activities.EthosOutput{
+		Verification: synapse.Verification{Scores: synapse.Scores{Accuracy: 1, Relevance: 1, Safety: 1}}}, nil)
+	if _, err := run(t, env, ConsensusInput{Prompt: "q", MaxRounds: 1, Account: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.reserves) < 2 || f.reserves[1].TTL <= f.firstTTL || f.reserves[1].Target == 0 {
+		t.Fatalf("reserves %+v: the hold was not renewed", f.reserves)
+	}
+	if !f.hold.ExpiresAt.After(env.Now().Add(time.Minute)) {
+		t.Fatalf("the hold expires at %v, now %v", f.hold.ExpiresAt, env.Now())
 	}
 }

@@ -636,8 +636,13 @@ func (c *consensus) admitRun(ctx workflow.Context) error {
 	return nil
 }
 
+// holdRenew is the change id of renewing a hold near its expiry in cover.
+const holdRenew = "hold-renew-near-expiry"
+
 // cover makes the hold cover every step started so far and the next one
-// (bound b) before it starts, raising it when the estimate fell short.
+// (bound b) before it starts, raising it when the estimate fell short, and
+// renewing it when it would lapse before the step can end (a run that
+// stalled: a lapsed hold frees its headroom while the run bills against it).
 func (c *consensus) cover(ctx workflow.Context, b activities.Budget) error {
 	if !c.held {
 		return nil
@@ -648,7 +653,11 @@ func (c *consensus) cover(ctx workflow.Context, b activities.Budget) error {
 		return temporal.NewNonRetryableApplicationError("pricing a step: "+err.Error(), ErrRoundFailed, err)
 	}
 	need := c.holdUsed + p
-	if need > c.hold.Amount {
+	renew := false
+	if need <= c.hold.Amount && !c.hold.ExpiresAt.IsZero() && c.hold.ExpiresAt.Sub(workflow.Now(ctx)) < holdTTL(c.in, 1) {
+		renew = workflow.GetVersion(ctx, holdRenew, workflow.DefaultVersion, 1) == 1
+	}
+	if need > c.hold.Amount || renew {
 		in := activities.ReserveInput{Hold: c.hold.ID, Account: c.in.Account, GuestSession: c.in.GuestSession, Target: need,
 			TTL: holdTTL(c.in, 2*c.in.MaxRounds+2)}
 		var l *activities.Ledger

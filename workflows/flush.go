@@ -113,7 +113,9 @@ func FlushWorkflow(ctx workflow.Context, in FlushInput) (FlushResult, error) {
 			}
 			res.Reconciled = &r
 			switch r.Outcome {
-			case activities.ReconcileCommitted:
+			case activities.ReconcileCommitted, activities.ReconcileOverbilled:
+				// Overbilled (recorded on the flush): Stripe holds it, more than
+				// once, and will not cancel the copies; waiting changes nothing.
 				return complete(res)
 			case activities.ReconcileAbsent:
 				windowFrom, resent = workflow.Now(ctx), true
@@ -198,7 +200,7 @@ func flushV0(ctx workflow.Context, in FlushInput) (FlushResult, error) {
 		var ae *temporal.ApplicationError
 		if errors.As(err, &ae) {
 			switch ae.Type() {
-			case activities.ErrNothingToFlush, activities.ErrFlushInFlight, activities.ErrNoStripeCustomer:
+			case activities.ErrNothingToFlush, activities.ErrFlushInFlight, activities.ErrNoStripeCustomer, activities.ErrNotBillable:
 				return FlushResult{Skipped: ae.Message()}, nil
 			}
 		}

@@ -191,3 +191,21 @@ func TestFlushDefinitelyRefusedFails(t *testing.T) {
 		t.Fatalf("%d sends", len(r.sends))
 	}
 }
+
+// TestAnOverbilledFlushIsCompleted: past the window Stripe holds the flush
+// twice and refuses to cancel the copy. Waiting changes nothing, and an open
+// flush blocks the account's later ones: the flush is completed at once
+// (Stripe holds it), the overbilling recorded by the reconciliation.
+func TestAnOverbilledFlushIsCompleted(t *testing.T) {
+	r := newFlushRun(t)
+	r.answer = func(int) error { return errLost }
+	r.recon = []string{activities.ReconcileOverbilled, activities.ReconcileMismatch}
+	r.env.SetWorkflowRunTimeout(72 * time.Hour) // a stalled flush would loop on
+	res, err := r.run(t)
+	if err != nil || res.Flush.State != store.FlushSent || res.Reconciled == nil || res.Reconciled.Outcome != activities.ReconcileOverbilled {
+		t.Fatalf("result %+v %v", res, err)
+	}
+	if len(r.reconAt) != 1 {
+		t.Fatalf("reconciled %d times", len(r.reconAt))
+	}
+}

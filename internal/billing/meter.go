@@ -106,10 +106,15 @@ func (s *Stripe) MeterTotal(ctx context.Context, customer string, from, to time.
 	return int64(total), nil
 }
 
+// ErrCancelRefused says Stripe definitely refused a meter event adjustment
+// (it allows one only within 24 hours of receiving the event): the event
+// stays counted, and asking again will not change that. It wraps ErrRejected.
+var ErrCancelRefused = errors.New("stripe refused to cancel the meter event")
+
 // CancelMeterEvent cancels the meter event with identifier by a meter event
 // adjustment; Stripe allows it within 24 hours of receiving the event. key
 // is the adjustment's idempotency key: the same for a retry of the same
-// cancellation.
+// cancellation. A definite refusal is ErrCancelRefused.
 func (s *Stripe) CancelMeterEvent(ctx context.Context, identifier, key string) error {
 	p := &stripe.BillingMeterEventAdjustmentParams{
 		EventName: stripe.String(s.meterEvent),
@@ -119,5 +124,9 @@ func (s *Stripe) CancelMeterEvent(ctx context.Context, identifier, key string) e
 	p.Context = ctx
 	p.SetIdempotencyKey("cancel-" + key)
 	_, err := s.api.BillingMeterEventAdjustments.New(p)
-	return classify(err)
+	err = classify(err)
+	if errors.Is(err, ErrRejected) {
+		return fmt.Errorf("%w: %w", ErrCancelRefused, err)
+	}
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -506,9 +507,12 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 					return fi
 				}
 				s, err := starter.Start(ctx, fl.account)
-				if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) {
+				if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) || errors.Is(err, store.ErrNoUsageSubscription) {
 					a, _ := st.AccountByID(ctx, fl.account)
 					out := flushJSON{Account: fl.account, Outcome: "nothing_to_flush", UnbilledMicros: int64(a.Unbilled), Reason: err.Error()}
+					if errors.Is(err, store.ErrNoUsageSubscription) {
+						out.Outcome = "not_billable"
+					}
 					return out, "no flush: " + err.Error() + "\n", nil
 				}
 				if err != nil {
@@ -526,16 +530,27 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 					return nil, "", err
 				}
 				var sb strings.Builder
+				// Accounts owing cents that no flush may bill yet.
+				notBillable := ""
+				if nb, err := st.UnbillableAccounts(ctx); err != nil {
+					return nil, "", err
+				} else if len(nb) > 0 && (l.account == "" || slices.Contains(nb, l.account)) {
+					if l.account != "" {
+						nb = []string{l.account}
+					}
+					notBillable = fmt.Sprintf("not billable, no flush until subscribed to the metered price (run si stripe setup): %s\n", strings.Join(nb, ", "))
+				}
 				if len(fs) == 0 {
-					return []store.Flush{}, "no flushes\n", nil
+					return []store.Flush{}, "no flushes\n" + notBillable, nil
 				}
 				tw := tabwriter.NewWriter(&sb, 0, 2, 2, ' ', 0)
 				fmt.Fprintln(tw, "FLUSH\tACCOUNT\tAMOUNT\tSTATE\tATTEMPTS\tUPDATED\tERROR")
-				inDoubt := 0
+				inDoubt, overbilled := 0, int64(0)
 				for _, f := range fs {
 					if f.State == store.FlushInDoubt {
 						inDoubt++
 					}
+					overbilled += f.OverbilledCents
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", f.ID, f.Account, dollars(f.AmountCents), f.State,
 						f.Attempts, f.UpdatedAt.Format(time.RFC3339), f.Error)
 				}
@@ -543,6 +558,10 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 				if inDoubt > 0 {
 					fmt.Fprintf(&sb, "%d flush(es) in doubt: Stripe may hold them; each is retried under its own identifier until Stripe answers\n", inDoubt)
 				}
+				if overbilled > 0 {
+					fmt.Fprintf(&sb, "%s charged twice: Stripe holds copies of sent flushes it refused to cancel (see ERROR); credit the customers back\n", dollars(overbilled))
+				}
+				fmt.Fprint(&sb, notBillable)
 				return fs, sb.String(), nil
 			}),
 		}},
@@ -554,7 +573,8 @@ func dollars(cents int64) string { return fmt.Sprintf("$%d.%02d", cents/100, cen
 // flushJSON is what si billing flush --json prints.
 type flushJSON struct {
 	Account string `json:"account"`
-	// Outcome: nothing_to_flush, sent, failed, in_doubt, pending.
+	// Outcome: nothing_to_flush, not_billable (no subscription to the
+	// metered price once si stripe setup has run), sent, failed, in_doubt, pending.
 	Outcome        string       `json:"outcome"`
 	Flush          *store.Flush `json:"flush,omitempty"`
 	AlreadyOpen    bool         `json:"already_open,omitempty"`

@@ -16,27 +16,17 @@ var (
 	// ErrNoStripeCustomer: the account has no Stripe customer to bill, so no
 	// flush is reserved.
 	ErrNoStripeCustomer = errors.New("the account has no Stripe customer: create one with si account create (a Stripe key or si dev's stripe-mock)")
-	// ErrNotSubscribed: si stripe setup recorded a metered price but the
-	// account is not subscribed to it. Stripe invoices a meter event only
-	// within a subscription's period, so cents sent now would count as
-	// flushed and never be invoiced; they stay unbilled instead. It is also
-	// an ErrNoStripeCustomer (errors.Is), so every caller that skips an
-	// account it cannot bill skips this one.
-	ErrNotSubscribed error = notSubscribed{}
 	// ErrFlushInDoubt: the flush may have reached Stripe, so it cannot be
 	// marked failed on a retry budget running out; only Stripe's definite
 	// refusal (RefuseFlush) or acceptance (CompleteFlush) closes it.
 	ErrFlushInDoubt = errors.New("the flush is in doubt: Stripe may hold it")
+	// ErrNoUsageSubscription: si stripe setup has run and the account's
+	// customer is not subscribed to the metered price. Stripe invoices a
+	// meter event only within a subscription's period, so cents sent now
+	// would count as flushed and never be invoiced; they stay unbilled and no
+	// flush is reserved until it is.
+	ErrNoUsageSubscription = errors.New("the account's Stripe customer has no subscription to the metered price, so no invoice would charge a flush: run si stripe setup, which subscribes existing customers")
 )
-
-type notSubscribed struct{}
-
-func (notSubscribed) Error() string {
-	return "the account is not subscribed to the metered price, so Stripe would invoice none of a flush: " +
-		"run si account create for it again, or si stripe setup, to subscribe it (its usage stays unbilled until then)"
-}
-
-func (notSubscribed) Is(target error) bool { return target == ErrNoStripeCustomer }
 
 // Flush states. A flush is open while pending or in doubt; its cents stay in
 // the account's unbilled balance (the credit ceiling counts them) until it is
@@ -65,18 +55,21 @@ type Flush struct {
 	// before the first. Stripe keeps the identifier unique for 24 hours from
 	// (at least) then.
 	FirstAttemptAt time.Time
+	// OverbilledCents is what Stripe holds beyond the flush and refused to
+	// cancel (Error says why): charged to the customer once too often.
+	OverbilledCents int64
 }
 
 // Open reports whether the flush is pending or in doubt.
 func (f Flush) Open() bool { return f.State == FlushPending || f.State == FlushInDoubt }
 
-const flushColumns = `id, account_id, amount_cents, state, stripe_identifier, attempts, error, created_at, updated_at, meter_at, first_attempt_at`
+const flushColumns = `id, account_id, amount_cents, state, stripe_identifier, attempts, error, created_at, updated_at, meter_at, first_attempt_at, overbilled_cents`
 
 func scanFlush(row pgx.Row) (Flush, error) {
 	var f Flush
 	var first *time.Time
 	err := row.Scan(&f.ID, &f.Account, &f.AmountCents, &f.State, &f.StripeIdentifier, &f.Attempts, &f.Error, &f.CreatedAt, &f.UpdatedAt,
-		&f.MeterAt, &first)
+		&f.MeterAt, &first, &f.OverbilledCents)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return f, ErrNotFound
 	}
@@ -89,20 +82,20 @@ func scanFlush(row pgx.Row) (Flush, error) {
 // ReserveFlush reserves the whole cents of an account's unbilled balance as
 // a new flush, named from the account's flush sequence in the same
 // transaction: flush-<account>-<n>. No two flushes ever share an id, and
-// nothing to flush (under a cent, no Stripe customer) consumes none. When
+// nothing to flush (under a cent, no Stripe customer, no subscription to
+// the metered price once si stripe setup has run) consumes none. When
 // the account already has an open flush, that one is returned with created
 // false: its cents may be at Stripe already, so no second one is reserved.
 func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, created bool, err error) {
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		var unbilled money.Micros
 		var seq int64
-		var customer, subscription string
-		var priced bool
+		var customer string
+		var subscribed bool
 		var start *time.Time
-		err := tx.QueryRow(ctx, `SELECT unbilled, flush_seq, coalesce(stripe_customer_id, ''), coalesce(stripe_usage_subscription, ''),
-			EXISTS (SELECT 1 FROM stripe_setup WHERE price_id <> ''), stripe_usage_subscription_start
-			FROM accounts WHERE id = $1 FOR UPDATE`, account).
-			Scan(&unbilled, &seq, &customer, &subscription, &priced, &start)
+		err := tx.QueryRow(ctx, `SELECT unbilled, flush_seq, coalesce(stripe_customer_id, ''), `+subscribedSQL+`, stripe_usage_subscription_start
+			FROM accounts a WHERE id = $1 FOR UPDATE`, account).
+			Scan(&unbilled, &seq, &customer, &subscribed, &start)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("account %s: %w", account, ErrNotFound)
 		}
@@ -119,8 +112,8 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 		if customer == "" {
 			return fmt.Errorf("account %s: %w", account, ErrNoStripeCustomer)
 		}
-		if priced && subscription == "" {
-			return fmt.Errorf("account %s: %w", account, ErrNotSubscribed)
+		if !subscribed {
+			return fmt.Errorf("account %s: %w", account, ErrNoUsageSubscription)
 		}
 		cents, _ := money.Cents(unbilled)
 		if cents == 0 {
@@ -154,15 +147,15 @@ func (s *Store) ReserveFlush(ctx context.Context, account string) (f Flush, crea
 // StartFlush reserves the whole cents of an account's unbilled balance for
 // flush id, a name the caller chose (flush workflows started before
 // ReserveFlush existed do this). Starting the same id again returns the
-// same flush; another open flush is ErrFlushInFlight.
+// same flush; another open flush is ErrFlushInFlight, and an account
+// without its usage subscription (once si stripe setup has run)
+// ErrNoUsageSubscription.
 func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, error) {
 	var f Flush
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		var unbilled money.Micros
-		var subscription string
-		var priced bool
-		if err := tx.QueryRow(ctx, `SELECT unbilled, coalesce(stripe_usage_subscription, ''), EXISTS (SELECT 1 FROM stripe_setup WHERE price_id <> '')
-			FROM accounts WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled, &subscription, &priced); err != nil {
+		var subscribed bool
+		if err := tx.QueryRow(ctx, `SELECT unbilled, `+subscribedSQL+` FROM accounts a WHERE id = $1 FOR UPDATE`, account).Scan(&unbilled, &subscribed); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return ErrNotFound
 			}
@@ -183,8 +176,8 @@ func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, erro
 		if open > 0 {
 			return ErrFlushInFlight
 		}
-		if priced && subscription == "" {
-			return ErrNotSubscribed
+		if !subscribed {
+			return fmt.Errorf("account %s: %w", account, ErrNoUsageSubscription)
 		}
 		cents, _ := money.Cents(unbilled)
 		if cents == 0 {
@@ -196,6 +189,11 @@ func (s *Store) StartFlush(ctx context.Context, account, id string) (Flush, erro
 	})
 	return f, err
 }
+
+// subscribedSQL is true for an account row a whose meter events an invoice
+// charges: subscribed to the metered price, or no si stripe setup recorded
+// (prices made by hand in Stripe, or none at all: a customer is enough).
+const subscribedSQL = `(a.stripe_usage_subscription IS NOT NULL OR NOT EXISTS (SELECT 1 FROM stripe_setup))`
 
 // FlushByID returns one flush.
 func (s *Store) FlushByID(ctx context.Context, id string) (Flush, error) {
@@ -266,18 +264,36 @@ func (s *Store) CompleteFlush(ctx context.Context, id string) (Flush, error) {
 		if _, err := tx.Exec(ctx, `INSERT INTO journal (account_id, kind, ref, unbilled_delta) VALUES ($1, 'flush', $2, $3)`, f.Account, id, -sent); err != nil {
 			return err
 		}
-		f, err = scanFlush(tx.QueryRow(ctx, `UPDATE flushes SET state = 'sent', error = '', updated_at = now() WHERE id = $1 RETURNING `+flushColumns, id))
+		f, err = scanFlush(tx.QueryRow(ctx, `UPDATE flushes SET state = 'sent', updated_at = now(),
+			error = CASE WHEN overbilled_cents > 0 THEN error ELSE '' END WHERE id = $1 RETURNING `+flushColumns, id))
 		return err
 	})
 	return f, err
 }
 
-// FailFlush marks a pending flush failed (a permanent Stripe refusal); the
-// balance is untouched and a later flush may send it. Failing a failed flush
-// again changes nothing. A flush in doubt is not failed (ErrFlushInDoubt):
-// Stripe may hold it.
+// FailFlush marks a pending flush failed when no request of it can have
+// reached Stripe; the balance is untouched and a later flush may send it.
+// Failing a failed flush again changes nothing. A flush in doubt is not
+// failed (ErrFlushInDoubt): Stripe may hold it. Nor is a pending one with a
+// request that may have reached Stripe (its attempt was killed before its
+// answer was recorded): it is marked in doubt with the reason, and stays
+// open for the sweep. Stripe's definite refusal is RefuseFlush, which the
+// send itself records.
 func (s *Store) FailFlush(ctx context.Context, id, reason string) (Flush, error) {
-	return s.closeFailed(ctx, id, reason, `state = 'pending'`)
+	f, err := s.closeFailed(ctx, id, reason, `state = 'pending' AND first_attempt_at IS NULL`)
+	if err == nil || f.State != FlushPending {
+		return f, err
+	}
+	f, err = scanFlush(s.Pool.QueryRow(ctx, `UPDATE flushes SET state = 'in_doubt', error = $2, updated_at = now()
+		WHERE id = $1 AND state = 'pending' AND first_attempt_at IS NOT NULL RETURNING `+flushColumns,
+		id, "a request may have reached Stripe and its answer is unknown: "+reason))
+	if errors.Is(err, ErrNotFound) {
+		return s.FailFlush(ctx, id, reason) // changed meanwhile
+	}
+	if err != nil {
+		return f, err
+	}
+	return f, fmt.Errorf("flush %s: %w", id, ErrFlushInDoubt)
 }
 
 // RefuseFlush marks an open flush, in doubt or not, failed: Stripe answered
@@ -304,6 +320,19 @@ func (s *Store) closeFailed(ctx context.Context, id, reason, open string) (Flush
 		return existing, fmt.Errorf("flush %s is %s, not pending", id, existing.State)
 	}
 	return f, err
+}
+
+// NoteOverbilled records on a flush that Stripe holds cents more of it than
+// the flush and refused to cancel them, with why; CompleteFlush keeps it.
+func (s *Store) NoteOverbilled(ctx context.Context, id string, cents int64, reason string) error {
+	if cents <= 0 {
+		return fmt.Errorf("flush %s: an overbilling of %d cents is not one", id, cents)
+	}
+	tag, err := s.Pool.Exec(ctx, `UPDATE flushes SET overbilled_cents = $2, error = $3, updated_at = now() WHERE id = $1`, id, cents, reason)
+	if err == nil && tag.RowsAffected() == 0 {
+		return fmt.Errorf("flush %s: %w", id, ErrNotFound)
+	}
+	return err
 }
 
 // OpenFlushes lists every open flush (pending or in doubt), oldest first.
@@ -369,10 +398,23 @@ func (s *Store) Flushes(ctx context.Context, account string) ([]Flush, error) {
 }
 
 // FlushableAccounts lists accounts with at least a cent unbilled, a Stripe
-// customer and no open flush.
+// customer, its usage subscription once si stripe setup has run, and no
+// open flush.
 func (s *Store) FlushableAccounts(ctx context.Context) ([]string, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT a.id FROM accounts a WHERE a.unbilled >= 10000 AND a.stripe_customer_id IS NOT NULL
+	return s.accountIDs(ctx, `SELECT a.id FROM accounts a WHERE a.unbilled >= 10000 AND a.stripe_customer_id IS NOT NULL AND `+subscribedSQL+`
 		AND NOT EXISTS (SELECT 1 FROM flushes f WHERE f.account_id = a.id AND f.state IN ('pending', 'in_doubt')) ORDER BY a.id`)
+}
+
+// UnbillableAccounts lists accounts with at least a cent unbilled and a
+// Stripe customer that no flush may bill: si stripe setup has run and the
+// customer has no subscription to the metered price.
+func (s *Store) UnbillableAccounts(ctx context.Context) ([]string, error) {
+	return s.accountIDs(ctx, `SELECT a.id FROM accounts a WHERE a.unbilled >= 10000 AND a.stripe_customer_id IS NOT NULL AND NOT `+subscribedSQL+`
+		ORDER BY a.id`)
+}
+
+func (s *Store) accountIDs(ctx context.Context, query string) ([]string, error) {
+	rows, err := s.Pool.Query(ctx, query)
 	if err != nil {
 		return nil, err
 	}

@@ -183,10 +183,10 @@ func TestNoFlushForAnAccountNotSubscribed(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := s.AccountByID(ctx, "early")
-	if _, _, err := s.ReserveFlush(ctx, "early"); !errors.Is(err, store.ErrNotSubscribed) || !errors.Is(err, store.ErrNoStripeCustomer) {
+	if _, _, err := s.ReserveFlush(ctx, "early"); !errors.Is(err, store.ErrNoUsageSubscription) {
 		t.Fatalf("reserve, not subscribed: %v", err)
 	}
-	if _, err := s.StartFlush(ctx, "early", "flush-early-chosen"); !errors.Is(err, store.ErrNotSubscribed) {
+	if _, err := s.StartFlush(ctx, "early", "flush-early-chosen"); !errors.Is(err, store.ErrNoUsageSubscription) {
 		t.Fatalf("start, not subscribed: %v", err)
 	}
 	if after, _ := s.AccountByID(ctx, "early"); after.Unbilled != before.Unbilled || after.Unbilled == 0 {

@@ -144,7 +144,7 @@ func TestNoFlushBeforeTheSubscription(t *testing.T) {
 	cus := a.StripeCustomerID
 	charge(t, m.Store, "late", 2*money.Dollar)
 	_, err = starter(m, quick).Start(context.Background(), "late")
-	if !errors.Is(err, store.ErrNotSubscribed) || !errors.Is(err, store.ErrNoStripeCustomer) || !strings.Contains(err.Error(), "si stripe setup") || len(d.Events("")) != 0 {
+	if !errors.Is(err, store.ErrNoUsageSubscription) || !strings.Contains(err.Error(), "si stripe setup") || len(d.Events("")) != 0 {
 		t.Fatalf("flush before the subscription: %v; Stripe holds %d events", err, len(d.Events("")))
 	}
 	if b := balanced(t, m, "late"); b.Flushed != 0 {
