@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -76,62 +73,9 @@ type askResult struct {
 
 func TestDevAskAndTemporalCLI(t *testing.T) {
 	si, temporal := binaries(t)
-	frontend, ui, sim := freeAddr(t), freeAddr(t), freeAddr(t)
-	bridgeAddr, hubAPI, metricsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	minioAddr, smtpAddr, mailpitAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	pgPort, err := devstack.FreePort("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dataDir := t.TempDir()
-	// Reachable by the postgres user, so the cluster lives (and is removed) with the test's directory.
-	if err := os.Chmod(dataDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"dev", "--data-dir", dataDir, "--temporal-listen", frontend, "--ui-listen", ui,
-		"--sim-listen", sim, "--postgres-port", fmt.Sprint(pgPort), "--hub-id", "e2e", "--account", "acme",
-		"--bridge-listen", bridgeAddr, "--hub-api-listen", hubAPI, "--metrics-listen", metricsAddr,
-		"--minio-listen", minioAddr, "--mailpit-smtp-listen", smtpAddr, "--mailpit-listen", mailpitAddr}
-	if os.Getenv("DATABASE_URL") != "" {
-		args = append(args, "--database-url", harness.DatabaseURL(t))
-	}
-	dev := exec.Command(si, args...)
-	dev.Env = cleanEnv()
-	stdout, err := dev.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	dev.Stderr = &stderr
-	if err := dev.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	banner := make(chan string, 1)
-	var rest bytes.Buffer
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		var b strings.Builder
-		for sc.Scan() {
-			b.WriteString(sc.Text() + "\n")
-			if strings.HasPrefix(sc.Text(), "ready in") {
-				banner <- b.String()
-				break
-			}
-		}
-		_, _ = io.Copy(&rest, stdout)
-		exited <- dev.Wait()
-	}()
-	t.Cleanup(func() { _ = dev.Process.Kill() })
-
-	var text string
-	select {
-	case text = <-banner:
-	case err := <-exited:
-		t.Fatalf("si dev exited before it was ready: %v\n%s", err, stderr.String())
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("si dev not ready after 3 minutes\n%s", stderr.String())
-	}
+	m := startDev(t, si, "e2e")
+	frontend, ui, hubAPI, dataDir, metricsAddr, mailpitAddr := m.frontend, m.ui, m.hubAPI, m.dataDir, m.metricsAddr, m.mailpit
+	text := m.banner
 	for _, want := range []string{frontend, "http://" + ui, "SIMULATOR", `"hub.e2e"`, "PostgreSQL"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("banner lacks %q:\n%s", want, text)
@@ -373,22 +317,14 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 	}
 
 	// Ctrl-C stops everything, PostgreSQL included.
-	if err := dev.Process.Signal(syscall.SIGINT); err != nil {
+	if err := m.stop(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("si dev exit: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("si dev did not stop within a minute of SIGINT")
-	}
-	if !strings.Contains(rest.String(), "stopped") {
-		t.Fatalf("no stop message: %q", rest.String())
+	if !strings.Contains(m.rest.String(), "stopped") {
+		t.Fatalf("no stop message: %q", m.rest.String())
 	}
 	if os.Getenv("DATABASE_URL") == "" {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", pgPort), time.Second); err == nil {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", m.pgPort), time.Second); err == nil {
 			_ = c.Close()
 			t.Fatal("PostgreSQL still listens after si dev stopped")
 		}

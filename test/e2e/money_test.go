@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -15,88 +12,9 @@ import (
 	"time"
 
 	"github.com/superinstance/mesh/internal/billing"
-	"github.com/superinstance/mesh/internal/devstack"
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/test/harness"
 )
-
-// devMesh is a running si dev subprocess.
-type devMesh struct {
-	si, dataDir, frontend, metrics string
-}
-
-// startDev starts si dev on free ports with extra flags and waits for its banner.
-func startDev(t *testing.T, si string, extra ...string) *devMesh {
-	t.Helper()
-	frontend, ui, sim := freeAddr(t), freeAddr(t), freeAddr(t)
-	bridgeAddr, hubAPI, metricsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	minioAddr, smtpAddr, mailpitAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	pgPort, err := devstack.FreePort("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dataDir := t.TempDir()
-	if err := os.Chmod(dataDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"dev", "--data-dir", dataDir, "--temporal-listen", frontend, "--ui-listen", ui,
-		"--sim-listen", sim, "--postgres-port", fmt.Sprint(pgPort), "--hub-id", "money", "--account", "acme",
-		"--bridge-listen", bridgeAddr, "--hub-api-listen", hubAPI, "--metrics-listen", metricsAddr,
-		"--minio-listen", minioAddr, "--mailpit-smtp-listen", smtpAddr, "--mailpit-listen", mailpitAddr}
-	if os.Getenv("DATABASE_URL") != "" {
-		args = append(args, "--database-url", harness.DatabaseURL(t))
-	}
-	dev := exec.Command(si, append(args, extra...)...)
-	dev.Env = cleanEnv()
-	stdout, err := dev.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	dev.Stderr = &stderr
-	if err := dev.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	banner := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		var b strings.Builder
-		for sc.Scan() {
-			b.WriteString(sc.Text() + "\n")
-			if strings.HasPrefix(sc.Text(), "ready in") {
-				banner <- b.String()
-				break
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		exited <- dev.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = dev.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = dev.Process.Kill()
-		}
-	})
-	select {
-	case <-banner:
-	case err := <-exited:
-		t.Fatalf("si dev exited before it was ready: %v\n%s", err, stderr.String())
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("si dev not ready after 3 minutes\n%s", stderr.String())
-	}
-	return &devMesh{si: si, dataDir: dataDir, frontend: frontend, metrics: "http://" + metricsAddr + "/metrics"}
-}
-
-// run runs si with args and returns its combined output.
-func (m *devMesh) run(args ...string) (string, error) {
-	cmd := exec.Command(m.si, args...)
-	cmd.Env = cleanEnv()
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
 
 // jsonOf runs si args (which print JSON) into v, failing the test on error.
 func (m *devMesh) jsonOf(t *testing.T, v any, args ...string) {
@@ -165,7 +83,7 @@ func TestMoneyWithDev(t *testing.T) {
 	si, _ := binaries(t)
 	double := harness.NewStripeDouble(t)
 	// The simulator's latency makes concurrent runs overlap in part 3.
-	m := startDev(t, si, "--stripe-api-base", double.URL, "--stripe-key", "sk_test_double", "--sim-latency", "200ms")
+	m := startDev(t, si, "money", "--stripe-api-base", double.URL, "--stripe-key", "sk_test_double", "--sim-latency", "200ms")
 	db := []string{"--dev-dir", m.dataDir}
 	tmp := []string{"--temporal-address", m.frontend}
 	customers := double.Customers()
