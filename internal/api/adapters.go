@@ -103,6 +103,21 @@ func (s *Server) adaptersOn(w http.ResponseWriter, c Caller) bool {
 	return true
 }
 
+// objectKey is the key of the caller's adapter with that checksum, after
+// checking the checksum and the size; it answers 400 itself when either is bad.
+func objectKey(w http.ResponseWriter, account, sha256 string, size int64) (string, bool) {
+	key, err := lora.ObjectKey(account, sha256)
+	if err != nil {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "sha256: "+err.Error())
+		return "", false
+	}
+	if size <= 0 || size > MaxAdapterBytes {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("size_bytes must be 1 to %d", int64(MaxAdapterBytes)))
+		return "", false
+	}
+	return key, true
+}
+
 func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, c Caller) {
 	if !s.adaptersOn(w, c) {
 		return
@@ -111,13 +126,8 @@ func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, c Caller) {
 	if !decode(w, r, &req) {
 		return
 	}
-	key, err := lora.ObjectKey(c.Account, req.SHA256)
-	if err != nil {
-		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "sha256: "+err.Error())
-		return
-	}
-	if req.Size <= 0 || req.Size > MaxAdapterBytes {
-		httpjson.Error(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("size_bytes must be 1 to %d", int64(MaxAdapterBytes)))
+	key, ok := objectKey(w, c.Account, req.SHA256, req.Size)
+	if !ok {
 		return
 	}
 	if req.PartSize == 0 {
@@ -197,13 +207,8 @@ func (s *Server) pushAdapter(w http.ResponseWriter, r *http.Request, c Caller) {
 	if !decode(w, r, &req) {
 		return
 	}
-	key, err := lora.ObjectKey(c.Account, req.SHA256)
-	if err != nil {
-		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "sha256: "+err.Error())
-		return
-	}
-	if req.Size <= 0 || req.Size > MaxAdapterBytes {
-		httpjson.Error(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("size_bytes must be 1 to %d", int64(MaxAdapterBytes)))
+	key, ok := objectKey(w, c.Account, req.SHA256, req.Size)
+	if !ok {
 		return
 	}
 	if !validName(req.Name) {
