@@ -269,6 +269,11 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		return nil, err
 	}
 	if err := c.run(ctx); err != nil {
+		// Steps that ran are billed even when a later one failed, before
+		// the status says the run is over.
+		if berr := c.bill(ctx); berr != nil {
+			workflow.GetLogger(ctx).Error("billing the steps that ran failed", "error", berr)
+		}
 		c.state.Status = StatusFailed
 		c.state.Current = nil
 		// The message alone: Error() would append the activity error's
@@ -277,10 +282,6 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		var ae *temporal.ApplicationError
 		if errors.As(err, &ae) {
 			c.state.Error, c.state.ErrorType = ae.Message(), ae.Type()
-		}
-		// Steps that ran are billed even when a later one failed.
-		if berr := c.bill(ctx); berr != nil {
-			workflow.GetLogger(ctx).Error("billing the steps that ran failed", "error", berr)
 		}
 		c.release(ctx)
 		c.record(ctx)
@@ -447,9 +448,14 @@ func (c *consensus) run(ctx workflow.Context) error {
 	}
 	c.state.Arbiter = &ao.Verdict
 	c.state.Answer = ao.Verdict.Answer
-	c.state.Status = StatusArbiter
 	c.done(ctx, ao.Usage)
-	return c.bill(ctx)
+	if err := c.bill(ctx); err != nil {
+		return err
+	}
+	// The status changes once the last step is billed: a viewer that stops
+	// at the final state sees every step's charge.
+	c.state.Status = StatusArbiter
+	return nil
 }
 
 // bill logs the usage of the steps since the last bill, one event a step,
