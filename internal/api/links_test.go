@@ -93,7 +93,7 @@ func TestJoinLinkOpensAGuestSession(t *testing.T) {
 	session := guestCookie(t, rec)
 	page := get(h, "/p/team", "10.0.0.1", map[string]string{"Cookie": api.GuestCookie + "=" + session})
 	if page.Code != 200 || !strings.Contains(page.Body.String(), `editor</b> guest of <b>host`) ||
-		!strings.Contains(page.Body.String(), `<b id="remaining">$0.005000</b>`) {
+		!strings.Contains(page.Body.String(), `<b id="remaining">$0.005</b>`) {
 		t.Fatalf("project page: %d %s", page.Code, page.Body.String())
 	}
 	if other := get(h, "/p/elsewhere", "10.0.0.1", map[string]string{"Cookie": api.GuestCookie + "=" + session}); other.Code != 404 {
