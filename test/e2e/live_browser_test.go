@@ -238,17 +238,18 @@ func TestBrowserGuestsAsEditorAndViewer(t *testing.T) {
 		t.Fatalf("editor guest's project page: %q %q", viewer, runs)
 	}
 	var label string
-	var askHidden bool
+	var askHidden, temporalHidden bool
 	if err := chromedp.Run(ed,
 		chromedp.Navigate(e.srv.URL+"/c/"+done),
 		chromedp.WaitVisible(`body[data-done="true"]`, chromedp.ByQuery),
 		chromedp.Text("#viewer", &label, chromedp.ByID),
 		chromedp.Evaluate(`document.getElementById("ask").hidden`, &askHidden),
+		chromedp.Evaluate(`document.getElementById("temporal-link").offsetParent === null`, &temporalHidden),
 	); err != nil {
 		t.Fatal(err)
 	}
-	if askHidden || strings.Contains(label, "read-only") {
-		t.Fatalf("editor guest on the live page: ask hidden %v, label %q", askHidden, label)
+	if askHidden || strings.Contains(label, "read-only") || !temporalHidden {
+		t.Fatalf("editor guest on the live page: ask hidden %v, label %q, Temporal link hidden %v", askHidden, label, temporalHidden)
 	}
 	var started string
 	if err := chromedp.Run(ed,
@@ -388,5 +389,22 @@ func TestBrowserErrorPages(t *testing.T) {
 		if what == "" || !strings.Contains(do, c.says) {
 			t.Fatalf("%s: %q / %q, want %q", c.name, what, do, c.says)
 		}
+	}
+	// A signed-out visitor of an unknown run signs in on the live page, then
+	// gets the page saying there is no such run.
+	late := e.tab(t)
+	var what string
+	if err := chromedp.Run(late,
+		chromedp.Navigate(e.srv.URL+"/c/consensus-nothing"),
+		chromedp.WaitVisible("#signin", chromedp.ByID),
+		chromedp.SendKeys("#token", otherToken, chromedp.ByID),
+		chromedp.Click("#signin-form button", chromedp.ByQuery),
+		chromedp.WaitVisible("#problem", chromedp.ByID),
+		chromedp.Text("#problem-what", &what, chromedp.ByID),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(what, "no run consensus-nothing") {
+		t.Fatalf("unknown run after signing in: %q", what)
 	}
 }

@@ -234,8 +234,9 @@ function render(st) {
   text($("score-line"), scored ? `score ${st.score.toFixed(3)} · threshold ${st.threshold} · round ${st.round} of ${st.last_round}` : `threshold ${st.threshold}`);
   text($("cost-line"), st.cost_micros != null ? `· cost ${dollars(st.cost_micros)}` : "");
   if (st.now) clockSkew = Date.parse(st.now) - Date.now();
+  // The Temporal Web UI is the operator's; guests are not shown the way there.
   const tl = $("temporal-link");
-  tl.hidden = !st.temporal_url;
+  tl.hidden = !st.temporal_url || !me || me.kind === "guest";
   if (st.temporal_url) tl.href = st.temporal_url;
   if (st.project && st.project !== project) {
     project = st.project;
@@ -275,6 +276,7 @@ function render(st) {
 async function finish() {
   const { status, body } = await getJSON(`/v1/consensus/${encodeURIComponent(id)}`);
   if (status === 200) render(body);
+  else if (status === 404 && !document.body.dataset.status) { location.reload(); return; } // the server's page says why
   else if (!document.body.dataset.status) showProblem(body, status);
   document.body.dataset.done = "true";
   if (me && me.kind === "guest") whoAmI();
@@ -284,6 +286,7 @@ async function finish() {
 function showProblem(body, status) {
   $("run").hidden = false;
   $("failure").hidden = false;
+  $("failure").querySelector("h2").textContent = "This run cannot be shown";
   text($("error"), (body.error && body.error.message) || `The page could not read this run (HTTP ${status}); reload it.`);
 }
 
