@@ -58,6 +58,12 @@ func (l *Limiter) Wrap(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if !l.Allow(host) {
 			w.Header().Set("Retry-After", "6")
+			p := problem{Status: http.StatusTooManyRequests, Code: "rate_limited", Title: "Too many requests",
+				What: "Too many link requests came from this address", Do: "Wait a few seconds, then try again."}
+			if wantsHTML(r) {
+				writeErrorPage(w, p)
+				return
+			}
 			httpjson.Error(w, http.StatusTooManyRequests, "rate_limited", "too many link requests from this address; try again shortly")
 			return
 		}

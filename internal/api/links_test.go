@@ -158,6 +158,11 @@ func TestJoinIsRateLimited(t *testing.T) {
 	if rec.Code != http.StatusTooManyRequests || errorCode(t, rec) != "rate_limited" || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("sixth guess: %d %s", rec.Code, rec.Body.String())
 	}
+	// A browser is told on a page.
+	if rec := get(h, bad, "192.0.2.7", map[string]string{"Accept": "text/html"}); rec.Code != http.StatusTooManyRequests ||
+		!strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || !strings.Contains(rec.Body.String(), "Wait a few seconds") {
+		t.Fatalf("a browser's sixth guess: %d %s", rec.Code, rec.Body.String())
+	}
 	// Another address has its own allowance.
 	if rec := get(h, bad, "192.0.2.8", nil); rec.Code != 404 {
 		t.Fatalf("another address: %d", rec.Code)

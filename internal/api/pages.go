@@ -56,7 +56,9 @@ func (s *Server) answer(w http.ResponseWriter, html bool, p problem) {
 }
 
 // errorPage writes p as the shared error page.
-func (s *Server) errorPage(w http.ResponseWriter, p problem) {
+func (s *Server) errorPage(w http.ResponseWriter, p problem) { writeErrorPage(w, p) }
+
+func writeErrorPage(w http.ResponseWriter, p problem) {
 	if p.Title == "" {
 		p.Title = http.StatusText(p.Status)
 	}
