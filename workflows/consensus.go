@@ -561,7 +561,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			opts.ScheduleToStartTimeout = hubStartTimeout
 		}
 		c.stepBudget, c.stepOnHub = b, onHub
-		c.state.Current = &StepRecord{ID: c.stepID, Round: round, Agent: agent, Queue: queue, StartedAt: workflow.Now(ctx)}
+		c.state.Current = &StepRecord{ID: c.stepID, Round: round, Agent: agent, Queue: queue, Hub: hubOf(queue), StartedAt: workflow.Now(ctx)}
 		if agent == "logos" {
 			c.state.Current.Adapter = c.in.LoRA
 		}
