@@ -119,6 +119,8 @@ func (s *Server) joinPage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The funnel's "opened" step; a lost mark costs a count, not the page.
+	_ = s.Store.MarkInviteOpened(r.Context(), inv.ID)
 	if !wantsHTML(r) {
 		httpjson.Write(w, http.StatusOK, InviteOffer{Project: inv.Project, Role: inv.Role, Host: inv.Host, Quota: int64(inv.Quota),
 			ExpiresAt: inv.ExpiresAt, Accept: "POST " + r.URL.Path})
@@ -356,6 +358,8 @@ func (s *Server) signedInAccount(r *http.Request) string {
 // account, or as a new account for the recipient.
 func (s *Server) handoverPage(w http.ResponseWriter, r *http.Request) {
 	if h, ok := s.handoverFor(w, r); ok {
+		// The funnel's "opened" step; a lost mark costs a count, not the page.
+		_ = s.Store.MarkHandoverOpened(r.Context(), h.ID)
 		s.renderHandover(w, r, http.StatusOK, h, handoverView{SignedIn: s.signedInAccount(r)})
 	}
 }
