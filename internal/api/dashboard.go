@@ -301,5 +301,6 @@ var dashPages = template.Must(template.New("").Funcs(template.FuncMap{
 	"cents": func(c int64) string { return money.Micros(c * 10_000).Dollars() },
 	"pct":   func(f float64) string { return fmt.Sprintf("%.0f%%", 100*f) },
 	"ago":   ago,
+	"size":  byteSize,
 	"when":  func(t time.Time) string { return t.UTC().Format("2 Jan 15:04 UTC") },
 }).ParseFS(assets, "web/dashboard.html"))

@@ -70,6 +70,14 @@ func TestDashboardShowsNothingOfAnotherAccount(t *testing.T) {
 		d.Funnel.Invites.FirstRun != 1 || d.Funnel.Handovers.Started != 1 || d.Funnel.Handovers.Opened != 1 {
 		t.Errorf("bob's dashboard: %+v", d)
 	}
+	// A suspension is shown with its reason and what lifts it.
+	if _, err := m.Store.Pool.Exec(context.Background(), `UPDATE accounts SET status = 'suspended', suspended_reason = 'credit_ceiling' WHERE id = 'bob'`); err != nil {
+		t.Fatal(err)
+	}
+	if page := send(h, "GET", "/", "", []*http.Cookie{session}, nil).Body.String(); !strings.Contains(page, `id="suspended"`) ||
+		!strings.Contains(page, "reached the credit ceiling") || !strings.Contains(page, "suspended (credit_ceiling)") {
+		t.Errorf("a suspended account's dashboard does not say so:\n%s", page)
+	}
 	// The same with bob's API token.
 	tok, _ := m.Store.CreateAPIToken(context.Background(), "bob", "")
 	if rec := send(h, "GET", "/v1/dashboard", "", nil, map[string]string{"Authorization": "Bearer " + tok}); rec.Code != 200 ||

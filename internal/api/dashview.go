@@ -47,6 +47,14 @@ type axisLabel struct {
 func stackedUsage(buckets []store.UsageBucket, days int, today time.Time, key func(store.UsageBucket) string) barChart {
 	const w, h, top, bottom = 600, 180, 14, 22
 	c := barChart{W: w, H: h, Base: h - bottom}
+	start := today.AddDate(0, 0, 1-days)
+	in := buckets[:0:0]
+	for _, b := range buckets {
+		if !b.Start.Before(start) && b.Start.Before(today.AddDate(0, 0, 1)) {
+			in = append(in, b)
+		}
+	}
+	buckets = in
 	totals := map[string]money.Micros{}
 	for _, b := range buckets {
 		totals[key(b)] += b.Charged
@@ -77,7 +85,6 @@ func stackedUsage(buckets []store.UsageBucket, days int, today time.Time, key fu
 		}
 		c.Legend = append(c.Legend, legendItem{palette[len(palette)-1], fmt.Sprintf("%d others %s", len(keys)-len(palette)+1, rest.Dollars())})
 	}
-	start := today.AddDate(0, 0, 1-days)
 	perDay := make([]map[string]money.Micros, days)
 	dayTotal := make([]money.Micros, days)
 	var peak money.Micros
@@ -254,4 +261,18 @@ func ago(t time.Time) string {
 		return fmt.Sprintf("%d h ago", int(d.Hours()))
 	}
 	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+}
+
+// byteSize says a size in bytes the way people read it: "4.0 MiB".
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
