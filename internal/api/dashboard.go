@@ -89,6 +89,12 @@ type RunInfo struct {
 	PageURL   string `json:"page_url"`
 }
 
+// unavailable is a part of the dashboard that could not be read, said the
+// way the page and the JSON error say it (without the driver's words).
+type unavailable string
+
+func (u unavailable) Error() string { return string(u) }
+
 // Bounds on what the dashboard lists.
 const (
 	dashUsageDays = 14
@@ -101,34 +107,34 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 	d := Dashboard{Account: account, UsageDays: dashUsageDays}
 	a, err := s.Store.AccountByID(ctx, account)
 	if err != nil {
-		return d, fmt.Errorf("the ledger is unreachable: %w", err)
+		return d, unavailable("the ledger is unreachable")
 	}
 	d.Balance = Balance{Account: a.ID, Status: a.Status, SuspendedReason: a.SuspendedReason, Credits: int64(a.Credits),
 		Unbilled: int64(a.Unbilled), CreditCeiling: int64(a.CreditCeiling), Tier: a.Tier}
 	day := time.Now().UTC().Truncate(24 * time.Hour)
 	if d.Usage, err = s.Store.UsageSeries(ctx, account, day.AddDate(0, 0, 1-dashUsageDays), "day"); err != nil {
-		return d, fmt.Errorf("the ledger is unreachable: %w", err)
+		return d, unavailable("the ledger is unreachable")
 	}
-	fl, err := s.Store.Flushes(ctx, account)
+	fl, err := s.Store.RecentFlushes(ctx, account, dashListMax)
 	if err != nil {
-		return d, fmt.Errorf("the flush store is unreachable: %w", err)
+		return d, unavailable("the flush store is unreachable")
 	}
-	for _, f := range fl[:min(len(fl), dashListMax)] {
+	for _, f := range fl {
 		d.Flushes = append(d.Flushes, FlushInfo{ID: f.ID, AmountCents: f.AmountCents, State: f.State, StripeIdentifier: f.StripeIdentifier,
 			Attempts: f.Attempts, Error: f.Error, MeterAt: f.MeterAt, CreatedAt: f.CreatedAt, OverbilledCents: f.OverbilledCents})
 	}
 	ls, err := s.Store.LoRAs(ctx, account)
 	if err != nil {
-		return d, fmt.Errorf("the adapter registry is unreachable: %w", err)
+		return d, unavailable("the adapter registry is unreachable")
 	}
 	d.Adapters = ls[:min(len(ls), dashListMax)]
 	hubs, err := s.Store.HubsOf(ctx, account)
 	if err != nil {
-		return d, fmt.Errorf("the hub registry is unreachable: %w", err)
+		return d, unavailable("the hub registry is unreachable")
 	}
 	hist, err := s.Store.VitalsHistory(ctx, account, time.Now().Add(-time.Hour))
 	if err != nil {
-		return d, fmt.Errorf("the hub registry is unreachable: %w", err)
+		return d, unavailable("the hub registry is unreachable")
 	}
 	for _, h := range hubs {
 		d.Hubs = append(d.Hubs, HubInfo{DeviceID: h.DeviceID, Hostname: h.Hostname, Version: h.Version, Connected: h.Connected,
@@ -138,23 +144,23 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 	if d.Projects, err = s.dashboardProjects(ctx, account); err != nil {
 		return d, err
 	}
-	invs, err := s.Store.Invites(ctx, account)
+	invs, err := s.Store.RecentInvites(ctx, account, dashListMax)
 	if err != nil {
-		return d, fmt.Errorf("the invite store is unreachable: %w", err)
+		return d, unavailable("the invite store is unreachable")
 	}
-	for _, i := range invs[:min(len(invs), dashListMax)] {
+	for _, i := range invs {
 		d.Invites = append(d.Invites, inviteInfo(i))
 	}
-	gs, err := s.Store.GuestSessions(ctx, account)
+	gs, err := s.Store.RecentGuestSessions(ctx, account, dashListMax)
 	if err != nil {
-		return d, fmt.Errorf("the guest store is unreachable: %w", err)
+		return d, unavailable("the guest store is unreachable")
 	}
-	for _, g := range gs[:min(len(gs), dashListMax)] {
+	for _, g := range gs {
 		d.Guests = append(d.Guests, guestInfo(g))
 	}
 	hs, err := s.Store.HandoversOf(ctx, account)
 	if err != nil {
-		return d, fmt.Errorf("the handover store is unreachable: %w", err)
+		return d, unavailable("the handover store is unreachable")
 	}
 	for _, h := range hs {
 		if (h.State == store.HandoverPending || h.State == store.HandoverAccepted) && len(d.Handovers) < dashListMax {
@@ -162,7 +168,7 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 		}
 	}
 	if d.Funnel, d.FunnelWeeks, err = s.Store.Funnels(ctx, account, 12); err != nil {
-		return d, fmt.Errorf("the conversion figures are unreachable: %w", err)
+		return d, unavailable("the conversion figures are unreachable")
 	}
 	return d, nil
 }
@@ -173,11 +179,11 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 func (s *Server) dashboardProjects(ctx context.Context, account string) ([]ProjectInfo, error) {
 	ms, err := s.Store.Memberships(ctx, account)
 	if err != nil {
-		return nil, fmt.Errorf("the project store is unreachable: %w", err)
+		return nil, unavailable("the project store is unreachable")
 	}
 	ids, err := s.Store.ActiveHoldIDs(ctx, account, dashRunsMax)
 	if err != nil {
-		return nil, fmt.Errorf("the ledger is unreachable: %w", err)
+		return nil, unavailable("the ledger is unreachable")
 	}
 	var named []string
 	for _, m := range ms {
@@ -192,7 +198,7 @@ func (s *Server) dashboardProjects(ctx context.Context, account string) ([]Proje
 				workflows.ConsensusProjectAttr.GetName(), strings.Join(named, ", "))})
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("the run list (Temporal) is unreachable: %w", err)
+			return nil, unavailable("the run list (Temporal) is unreachable")
 		}
 		for _, e := range resp.Executions {
 			if id := e.GetExecution().GetWorkflowId(); !slices.Contains(ids, id) {
@@ -254,6 +260,8 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "same-origin")
+	// Its own script and styles only, and never inside another site's frame.
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 	c, _, err := s.identify(r)
 	switch {
 	case err == nil && c.Guest == nil:
@@ -273,7 +281,7 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_ = dashPages.ExecuteTemplate(w, "signin", signInView{Title: "Unavailable", Error: "The dashboard cannot be shown right now (" +
-			err.Error() + "); try again in a moment."})
+			err.Error() + "); try again in a moment, or ask the operator if it lasts."})
 		return
 	}
 	_ = dashPages.ExecuteTemplate(w, "dashboard", newDashView(d, time.Now()))

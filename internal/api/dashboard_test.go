@@ -126,6 +126,9 @@ func TestDashboardSignInPage(t *testing.T) {
 			!strings.Contains(body, "si login") || !strings.Contains(body, "si whoami") || strings.HasPrefix(body, "{") {
 			t.Fatalf("GET / with %v: %d %s\n%s", c, rec.Code, rec.Header().Get("Content-Type"), body)
 		}
+		if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") || rec.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("GET / may be framed or cached: CSP %q, Cache-Control %q", csp, rec.Header().Get("Cache-Control"))
+		}
 		if c != nil && !strings.Contains(body, "session has ended") {
 			t.Errorf("a forged session is not told it ended:\n%s", body)
 		}

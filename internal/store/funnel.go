@@ -126,3 +126,22 @@ func (f Funnel) AcceptRates(c Conversion) (invite, handover *float64) {
 	return Ratio(f.Invites.Accepted, f.Invites.Sent),
 		Ratio(f.Handovers.Accepted, f.Handovers.Accepted+c.HandoversDeclined+c.HandoversExpired)
 }
+
+// RecentFlushes lists an account's latest flushes, newest first, at most limit.
+func (s *Store) RecentFlushes(ctx context.Context, account string, limit int) ([]Flush, error) {
+	return queryAll(ctx, s, scanFlush, `SELECT `+flushColumns+` FROM flushes WHERE account_id = $1
+		ORDER BY created_at DESC, id LIMIT $2`, account, limit)
+}
+
+// RecentInvites lists a host's latest invites, newest first, at most limit.
+func (s *Store) RecentInvites(ctx context.Context, host string, limit int) ([]Invite, error) {
+	return queryAll(ctx, s, scanInvite, `SELECT `+inviteColumns+` FROM invites WHERE host_id = $1
+		ORDER BY created_at DESC, id LIMIT $2`, host, limit)
+}
+
+// RecentGuestSessions lists the latest guest sessions of a host's
+// projects, newest first, at most limit.
+func (s *Store) RecentGuestSessions(ctx context.Context, host string, limit int) ([]GuestSession, error) {
+	return queryAll(ctx, s, scanGuest, `SELECT `+guestColumns+` FROM guest_sessions WHERE host_id = $1
+		ORDER BY created_at DESC, id LIMIT $2`, host, limit)
+}
