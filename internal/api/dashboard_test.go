@@ -189,3 +189,35 @@ func TestDashboardListsRunsInProgress(t *testing.T) {
 		finish(t, m, id)
 	}
 }
+
+// The funnel's "opened" is someone opening the invite's page: a browser's
+// prefetch is not, and opening twice counts once.
+func TestInviteOpenedCountsPeopleNotPrefetches(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	m.Account(t, "host")
+	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
+	tok, _ := invite(t, m, "team", "viewer", 50_000, time.Hour)
+	opened := func() int64 {
+		t.Helper()
+		f, _, err := m.Store.Funnels(context.Background(), "host", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.Invites.Opened
+	}
+	for _, hdr := range []map[string]string{{"Sec-Purpose": "prefetch;prerender"}, {"Purpose": "prefetch"}, {"X-Moz": "prefetch"}} {
+		hdr["Accept"] = "text/html"
+		if rec := send(h, "GET", "/join/"+tok, "", nil, hdr); rec.Code != 200 {
+			t.Fatalf("prefetch: %d", rec.Code)
+		}
+	}
+	if n := opened(); n != 0 {
+		t.Fatalf("prefetches counted as %d opened", n)
+	}
+	for range 2 {
+		send(h, "GET", "/join/"+tok, "", nil, map[string]string{"Accept": "text/html"})
+	}
+	if n := opened(); n != 1 {
+		t.Fatalf("opened twice: %d", n)
+	}
+}
