@@ -104,7 +104,9 @@ const (
 
 // dashboard gathers the account's dashboard.
 func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, error) {
-	d := Dashboard{Account: account, UsageDays: dashUsageDays}
+	// Lists are [] rather than null when empty.
+	d := Dashboard{Account: account, UsageDays: dashUsageDays, Flushes: []FlushInfo{}, Hubs: []HubInfo{}, Invites: []InviteInfo{},
+		Guests: []*GuestInfo{}, Handovers: []store.Handover{}}
 	a, err := s.Store.AccountByID(ctx, account)
 	if err != nil {
 		return d, unavailable("the ledger is unreachable")
@@ -114,6 +116,9 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 	day := time.Now().UTC().Truncate(24 * time.Hour)
 	if d.Usage, err = s.Store.UsageSeries(ctx, account, day.AddDate(0, 0, 1-dashUsageDays), "day"); err != nil {
 		return d, unavailable("the ledger is unreachable")
+	}
+	if d.Usage == nil {
+		d.Usage = []store.UsageBucket{}
 	}
 	fl, err := s.Store.RecentFlushes(ctx, account, dashListMax)
 	if err != nil {
@@ -127,7 +132,7 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 	if err != nil {
 		return d, unavailable("the adapter registry is unreachable")
 	}
-	d.Adapters = ls[:min(len(ls), dashListMax)]
+	d.Adapters = append([]store.LoRA{}, ls[:min(len(ls), dashListMax)]...)
 	hubs, err := s.Store.HubsOf(ctx, account)
 	if err != nil {
 		return d, unavailable("the hub registry is unreachable")
@@ -232,11 +237,11 @@ func (s *Server) dashboardProjects(ctx context.Context, account string) ([]Proje
 	seen := map[string]bool{}
 	for _, m := range ms {
 		seen[m.Project] = true
-		out = append(out, ProjectInfo{Project: m.Project, Role: m.Role, Running: byProject[m.Project]})
+		out = append(out, ProjectInfo{Project: m.Project, Role: m.Role, Running: append([]RunInfo{}, byProject[m.Project]...)})
 	}
 	if !seen[workflows.DefaultProject] {
 		out = append([]ProjectInfo{{Project: workflows.DefaultProject, Role: store.RoleOwner,
-			Running: byProject[workflows.DefaultProject]}}, out...)
+			Running: append([]RunInfo{}, byProject[workflows.DefaultProject]...)}}, out...)
 	}
 	return out, nil
 }

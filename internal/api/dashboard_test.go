@@ -221,3 +221,22 @@ func TestInviteOpenedCountsPeopleNotPrefetches(t *testing.T) {
 		t.Fatalf("opened twice: %d", n)
 	}
 }
+
+// A new account's dashboard is empty lists, not nulls, and a page that
+// says how to fill each section.
+func TestNewAccountDashboardIsEmptyNotNull(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	m.Account(t, "newbie")
+	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
+	session := signIn(t, m, h, "newbie")
+	rec := send(h, "GET", "/v1/dashboard", "", []*http.Cookie{session}, nil)
+	if rec.Code != 200 || strings.Contains(rec.Body.String(), "null") {
+		t.Fatalf("a new account's /v1/dashboard: %d %s", rec.Code, rec.Body.String())
+	}
+	page := send(h, "GET", "/", "", []*http.Cookie{session}, nil).Body.String()
+	for _, hint := range []string{"No usage in the last 14 days", "Nothing flushed yet", "si hub", "si push --expert", "si invite", "None in flight"} {
+		if !strings.Contains(page, hint) {
+			t.Errorf("a new account's dashboard lacks %q", hint)
+		}
+	}
+}
