@@ -71,6 +71,17 @@ func (l *Limiter) Wrap(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// prefetch reports whether a browser fetched the page ahead of a click
+// (which is no one opening it).
+func prefetch(r *http.Request) bool {
+	for _, h := range []string{"Sec-Purpose", "Purpose", "X-Moz"} {
+		if strings.Contains(strings.ToLower(r.Header.Get(h)), "prefetch") {
+			return true
+		}
+	}
+	return false
+}
+
 // wantsHTML reports whether the client is a browser rather than an API client.
 func wantsHTML(r *http.Request) bool { return strings.Contains(r.Header.Get("Accept"), "text/html") }
 
@@ -137,6 +148,10 @@ func (s *Server) joinPage(w http.ResponseWriter, r *http.Request) {
 	inv, ok := s.openInvite(w, r)
 	if !ok {
 		return
+	}
+	// The funnel's "opened" step; a lost mark costs a count, not the page.
+	if !prefetch(r) {
+		_ = s.Store.MarkInviteOpened(r.Context(), inv.ID)
 	}
 	if !wantsHTML(r) {
 		httpjson.Write(w, http.StatusOK, InviteOffer{Project: inv.Project, Role: inv.Role, Host: inv.Host, Quota: int64(inv.Quota),
@@ -276,6 +291,10 @@ func (s *Server) signedInAccount(r *http.Request) string {
 // account, or as a new account for the recipient.
 func (s *Server) handoverPage(w http.ResponseWriter, r *http.Request) {
 	if h, ok := s.handoverFor(w, r); ok {
+		// The funnel's "opened" step; a lost mark costs a count, not the page.
+		if !prefetch(r) {
+			_ = s.Store.MarkHandoverOpened(r.Context(), h.ID)
+		}
 		s.renderHandover(w, r, http.StatusOK, h, handoverView{SignedIn: s.signedInAccount(r)})
 	}
 }

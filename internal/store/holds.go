@@ -254,3 +254,13 @@ func settleHold(ctx context.Context, tx pgx.Tx, u Usage, gross money.Micros) err
 		WHERE id = $1 AND account_id = $3 AND coalesce(guest_session, '') = $4`, u.Hold, gross, u.Account, u.GuestSession)
 	return err
 }
+
+// ActiveHoldIDs lists the ids of an account's active, unexpired holds (its
+// runs in progress, its guests' included), newest first, at most limit.
+func (s *Store) ActiveHoldIDs(ctx context.Context, account string, limit int) ([]string, error) {
+	return queryAll(ctx, s, func(row pgx.Row) (string, error) {
+		var id string
+		return id, row.Scan(&id)
+	}, `SELECT id FROM holds WHERE account_id = $1 AND state = 'active' AND expires_at > now()
+		ORDER BY created_at DESC, id LIMIT $2`, account, limit)
+}

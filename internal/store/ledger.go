@@ -388,3 +388,33 @@ func (s *Store) Multipliers(ctx context.Context) (map[string]money.PPM, error) {
 	}
 	return out, rows.Err()
 }
+
+// UsageBucket is what an account was charged in one period for one model
+// in one project.
+type UsageBucket struct {
+	Start            time.Time    `json:"start"`
+	Model            string       `json:"model"`
+	Project          string       `json:"project"`
+	Calls            int64        `json:"calls"`
+	PromptTokens     int64        `json:"prompt_tokens"`
+	CompletionTokens int64        `json:"completion_tokens"`
+	Gross            money.Micros `json:"gross_micros"`
+	Charged          money.Micros `json:"charged_micros"`
+}
+
+// UsageSeries sums an account's usage since t by period (a day or an hour,
+// in UTC), model and project, oldest first. It returns at most 5,000 rows.
+func (s *Store) UsageSeries(ctx context.Context, account string, since time.Time, period string) ([]UsageBucket, error) {
+	if period != "day" && period != "hour" {
+		return nil, fmt.Errorf("usage period %q: use day or hour", period)
+	}
+	return queryAll(ctx, s, func(row pgx.Row) (UsageBucket, error) {
+		var b UsageBucket
+		err := row.Scan(&b.Start, &b.Model, &b.Project, &b.Calls, &b.PromptTokens, &b.CompletionTokens, &b.Gross, &b.Charged)
+		b.Start = b.Start.UTC()
+		return b, err
+	}, `SELECT date_trunc($3, created_at AT TIME ZONE 'UTC'), model, project_id, count(*), sum(prompt_tokens)::bigint,
+			sum(completion_tokens)::bigint, sum(gross)::bigint, sum(charged)::bigint
+		FROM usage_events WHERE account_id = $1 AND created_at >= $2
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LIMIT 5000`, account, since, period)
+}
