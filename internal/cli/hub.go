@@ -52,11 +52,14 @@ The worker holds no Temporal address or credential: it reaches Temporal
 through the bridge, over the same tunnel and device certificate, and the
 bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (UDP)")
+			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (QUIC over UDP, TLS over TCP on the same port as the fallback); several comma separated: after a link fails the hub dials the next")
+			fs.BoolVar(&o.Agent.NoTCP, "no-tcp", false, "never fall back to TLS over TCP when QUIC cannot connect")
+			fs.DurationVar(&o.Agent.QUICRetry, "quic-retry", 30*time.Second, "on the TCP fallback, how often to try QUIC again (the link switches back once it connects)")
+			fs.DurationVar(&o.Agent.Backoff.Max, "redial-max", 3*time.Second, "the longest wait between reconnection attempts")
 			fs.StringVar(&certPath, "cert", "", "device certificate (default ~/.si/devices/<id>/cert.pem)")
 			fs.StringVar(&keyPath, "key", "", "device key (default ~/.si/devices/<id>/key.pem)")
 			fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default ~/.si/devices/<id>/ca.pem)")
-			fs.StringVar(&serverName, "server-name", "", "name in the bridge's certificate (default: the --bridge host)")
+			fs.StringVar(&serverName, "server-name", "", "name in the bridge's certificate (default: the host of each --bridge address)")
 			fs.StringVar(&o.DeviceID, "id", "", "device id (default: the certificate's)")
 			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval (under a minute: the bridge closes a control stream silent for 12 of its heartbeat intervals, 60 s by default)")
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
@@ -140,13 +143,13 @@ func hubTLS(id, certPath, keyPath, caPath, serverName, bridgeAddr string) (*tls.
 	if err != nil {
 		return nil, pki.Identity{}, err
 	}
-	if serverName == "" {
-		host, _, err := net.SplitHostPort(bridgeAddr)
-		if err != nil {
-			return nil, pki.Identity{}, fmt.Errorf("--bridge %q: %w", bridgeAddr, err)
+	for _, addr := range agent.SplitBridges(bridgeAddr) {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, pki.Identity{}, fmt.Errorf("--bridge %q: %w (want host:port, several comma separated)", addr, err)
 		}
-		serverName = host
 	}
+	// Without --server-name each dial checks the certificate against the
+	// host it dials (crypto/tls and quic-go take it from the address).
 	tc, err := pki.ClientTLS(caPEM, certPEM, keyPEM, serverName)
 	if err != nil {
 		return nil, pki.Identity{}, err
