@@ -180,15 +180,26 @@ func hubsCommand() *Command {
 	var (
 		db     config.Database
 		asJSON bool
+		policy hub.Policy
 	)
 	return &Command{
 		Name:  "hubs",
-		Short: "list hubs with their vitals and health, as the bridge sees them",
+		Short: "list hubs with their vitals and health, as the bridge sees them, and enrolled devices that never connected",
+		Long: `si hubs lists every hub a bridge has seen: its link (online, or offline
+once the registry says so or it has been silent longer than --max-silence,
+which is how a hub whose bridge died without closing its link goes offline),
+its smoothed heartbeat round trip (none while offline), vitals and health.
+Devices enrolled (si device enroll) whose hub has never connected follow,
+with the link "never connected".`,
 		Flags: func(fs *flag.FlagSet) {
 			db.Register(fs)
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.DurationVar(&policy.MaxSilence, "max-silence", 15*time.Second, "a hub not heard from for longer is shown offline (three heartbeats at the default interval)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
+			if policy.MaxSilence <= 0 {
+				return fmt.Errorf("--max-silence %s: want a positive duration such as 15s", policy.MaxSilence)
+			}
 			st, err := db.Open(ctx)
 			if err != nil {
 				return err
@@ -198,33 +209,25 @@ func hubsCommand() *Command {
 			if err != nil {
 				return err
 			}
-			now := time.Now()
-			type row struct {
-				store.Hub
-				Healthy bool   `json:"healthy"`
-				Health  string `json:"health"`
+			never, err := st.NeverConnected(ctx)
+			if err != nil {
+				return err
 			}
-			rows := make([]row, 0, len(hubs))
-			for _, h := range hubs {
-				ok, why := hub.Policy{}.Check(h, now)
-				if ok {
-					why = "healthy"
-				}
-				rows = append(rows, row{h, ok, why})
-			}
+			rows := hubRows(policy, hubs, never, time.Now())
 			if asJSON {
 				return printJSON(env.Stdout, rows)
 			}
 			if len(rows) == 0 {
-				fmt.Fprintln(env.Stdout, "no hub has connected yet")
+				fmt.Fprintln(env.Stdout, "no device is enrolled yet (si device enroll)")
 				return nil
 			}
+			now := time.Now()
 			tw := tabwriter.NewWriter(env.Stdout, 0, 2, 2, ' ', 0)
 			fmt.Fprintln(tw, "DEVICE\tACCOUNT\tLINK\tLAST SEEN\tRTT\tGPUS\tGPU LOAD\tGPU TEMP\tCPU\tHEALTH")
 			for _, r := range rows {
-				link := "offline"
-				if r.Connected {
-					link = "online"
+				if r.NeverConnected {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", r.DeviceID, r.Account, r.Link, r.Health)
+					continue
 				}
 				gpus := fmt.Sprint(r.GPUCount)
 				if !r.NVML {
@@ -234,13 +237,47 @@ func hubsCommand() *Command {
 				if r.RTTMicros > 0 {
 					rtt = fmt.Sprintf("%.2fms", float64(r.RTTMicros)/1000)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%.0f%%\t%.0f°C\t%.0f%%\t%s\n", r.DeviceID, r.Account, link,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%.0f%%\t%.0f°C\t%.0f%%\t%s\n", r.DeviceID, r.Account, r.Link,
 					now.Sub(r.LastSeen).Round(time.Second), rtt, gpus, r.GPULoad*100, r.GPUTempC, r.CPULoad*100, r.Health)
 			}
 			return tw.Flush()
 		},
 	}
 }
+
+// hubRow is one line of si hubs. Connected is the link as of now (the
+// registry's flag and the age rule); RTTMicros is the hub's smoothed round
+// trip, 0 while offline.
+type hubRow struct {
+	store.Hub
+	Link           string `json:"link"`
+	NeverConnected bool   `json:"never_connected,omitempty"`
+	Healthy        bool   `json:"healthy"`
+	Health         string `json:"health"`
+}
+
+func hubRows(p hub.Policy, hubs []store.Hub, never []store.EnrolledDevice, now time.Time) []hubRow {
+	rows := make([]hubRow, 0, len(hubs)+len(never))
+	for _, h := range hubs {
+		ok, why := p.Check(h, now)
+		if ok {
+			why = "healthy"
+		}
+		link := "online"
+		if !p.Online(h, now) {
+			link = "offline"
+			// An offline hub's last round trip says nothing about now.
+			h.Connected, h.RTTMicros = false, 0
+		}
+		rows = append(rows, hubRow{Hub: h, Link: link, Healthy: ok, Health: why})
+	}
+	for _, d := range never {
+		rows = append(rows, hubRow{Hub: store.Hub{DeviceID: d.DeviceID, Account: d.Account}, Link: "never connected",
+			NeverConnected: true, Health: "enrolled " + d.EnrolledAt.UTC().Format(time.RFC3339) + "; its hub has not connected: run si hub on it"})
+	}
+	return rows
+}
+
 func hubVitalsCommand() *Command {
 	var asJSON bool
 	return &Command{
