@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,85 +17,6 @@ import (
 	"github.com/superinstance/mesh/test/harness"
 	"github.com/superinstance/mesh/workflows"
 )
-
-// balancer is a UDP load balancer in miniature: it forwards every client to
-// one target, which a test may switch (a replica taking over) or blackhole
-// (a bridge killed, a path gone: packets vanish, nothing is closed).
-type balancer struct {
-	pc     net.PacketConn
-	target atomic.Pointer[net.UDPAddr]
-	drop   atomic.Bool
-	mu     sync.Mutex
-	ups    map[string]*net.UDPConn
-}
-
-func newBalancer(t *testing.T, target string) *balancer {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &balancer{pc: pc, ups: map[string]*net.UDPConn{}}
-	b.to(t, target)
-	go b.run()
-	t.Cleanup(func() {
-		_ = pc.Close()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, u := range b.ups {
-			_ = u.Close()
-		}
-	})
-	return b
-}
-
-func (b *balancer) addr() string { return b.pc.LocalAddr().String() }
-
-func (b *balancer) to(t *testing.T, target string) {
-	t.Helper()
-	a, err := net.ResolveUDPAddr("udp", target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.target.Store(a)
-}
-
-func (b *balancer) run() {
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := b.pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		if b.drop.Load() {
-			continue
-		}
-		b.mu.Lock()
-		up := b.ups[from.String()]
-		if up == nil {
-			up, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				b.mu.Unlock()
-				continue
-			}
-			b.ups[from.String()] = up
-			go func() {
-				rb := make([]byte, 65536)
-				for {
-					n, _, err := up.ReadFrom(rb)
-					if err != nil {
-						return
-					}
-					if !b.drop.Load() {
-						_, _ = b.pc.WriteTo(rb[:n], from)
-					}
-				}
-			}()
-		}
-		b.mu.Unlock()
-		_, _ = up.WriteTo(buf[:n], b.target.Load())
-	}
-}
 
 // TestStatelessResetEndsADeadConnectionAtOnce: when the load balancer sends
 // a hub's packets to another replica (its bridge died), that replica, which
@@ -121,12 +39,12 @@ func TestStatelessResetEndsADeadConnectionAtOnce(t *testing.T) {
 		reset   bool
 	}{{"replica with the shared key", same.Addr().String(), true}, {"replica with another key", other.Addr().String(), false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			lb := newBalancer(t, first.Addr().String())
-			conn := dial(t, lb.addr(), c) // keep-alive every second
+			lb := harness.StartBalancer(t, first.Addr().String())
+			conn := dial(t, lb.Addr(), c) // keep-alive every second
 			if r := escalateRaw(t, conn, &meshv1.EscalationRequest{RequestId: "reset-" + tc.name[:7] + "-" + tc.name[len(tc.name)-3:], Prompt: "q [sim:agree]"}); r.GetResult() == nil {
 				t.Fatalf("escalation: %v", r)
 			}
-			lb.to(t, tc.replica)
+			lb.To(t, tc.replica)
 			switched := time.Now()
 			// A hub's next heartbeat: quic-go answers only packets larger than
 			// a stateless reset (a bare keep-alive PING is not).
@@ -166,16 +84,16 @@ func TestMissingHeartbeatAckRedialsTheNextBridge(t *testing.T) {
 	p := harness.NewPKI(t)
 	first := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.NoTCP = true })
 	second := harness.StartBridge(t, m, p, "127.0.0.1:0")
-	lb := newBalancer(t, first.Addr().String())
+	lb := harness.StartBalancer(t, first.Addr().String())
 	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-failover", Account: "acme"}, time.Hour)
-	a := harness.StartAgent(t, agent.Options{Bridge: lb.addr() + "," + second.Addr().String(), TLS: c, QUICTimeout: 500 * time.Millisecond})
+	a := harness.StartAgent(t, agent.Options{Bridge: lb.Addr() + "," + second.Addr().String(), TLS: c, QUICTimeout: 500 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := a.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "a smoothed RTT", func() bool { return a.Status().SmoothedRTT > 0 })
-	if st := a.Status(); st.Bridge != lb.addr() {
+	if st := a.Status(); st.Bridge != lb.Addr() {
 		t.Fatalf("status %+v", st)
 	}
 	_, out, err := a.Escalate(&meshv1.EscalationRequest{RequestId: "failover", Prompt: "q [sim:disagree]", MaxRounds: 3})
@@ -183,7 +101,7 @@ func TestMissingHeartbeatAckRedialsTheNextBridge(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	lb.drop.Store(true)
+	lb.Blackhole(true)
 	killed := time.Now()
 	waitFor(t, 2500*time.Millisecond, "the hub to notice the dead bridge", func() bool { return !a.Status().Connected })
 	noticed := time.Since(killed)
