@@ -224,10 +224,14 @@ func Listen(opts Options) (*Bridge, error) {
 	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, conns: map[string]*hubConn{},
 		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}}
 	if tcp != nil {
-		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second}
+		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
+			handshakes: make(chan struct{}, maxTCPHandshakes)}
 	}
 	return b, nil
 }
+
+// maxTCPHandshakes bounds the fallback's TLS handshakes in progress.
+const maxTCPHandshakes = 1024
 
 // udpBuffer is the socket buffer quic-go asks for (7 MiB, its wiki's
 // "UDP Buffer Sizes").

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,22 +163,36 @@ func (c *tcpConn) acceptClose() {
 		go func() {
 			defer s.Close()
 			_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
-			var hdr [7]byte // magic, code (4 bytes), message length (2 bytes)
-			if _, err := io.ReadFull(s, hdr[:]); err != nil || hdr[0] != closeMagic {
+			ae, err := readCloseNotice(s)
+			if err != nil {
 				return
 			}
-			n := int(binary.BigEndian.Uint16(hdr[5:]))
-			if n > maxCloseMsg {
-				return
-			}
-			msg := make([]byte, n)
-			if _, err := io.ReadFull(s, msg); err != nil {
-				return
-			}
-			code := quic.ApplicationErrorCode(binary.BigEndian.Uint32(hdr[1:5]))
-			c.closeLocal(&quic.ApplicationError{Remote: true, ErrorCode: code, ErrorMessage: string(msg)})
+			c.closeLocal(ae)
 		}()
 	}
+}
+
+// readCloseNotice decodes a close notice: closeMagic, the code (4 bytes,
+// big-endian), the message's length (2 bytes) and at most maxCloseMsg bytes
+// of message.
+func readCloseNotice(r io.Reader) (*quic.ApplicationError, error) {
+	var hdr [7]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	if hdr[0] != closeMagic {
+		return nil, errors.New("not a close notice")
+	}
+	n := int(binary.BigEndian.Uint16(hdr[5:]))
+	if n > maxCloseMsg {
+		return nil, fmt.Errorf("close notice of %d bytes, over %d", n, maxCloseMsg)
+	}
+	msg := make([]byte, n)
+	if _, err := io.ReadFull(r, msg); err != nil {
+		return nil, err
+	}
+	return &quic.ApplicationError{Remote: true, ErrorCode: quic.ApplicationErrorCode(binary.BigEndian.Uint32(hdr[1:5])),
+		ErrorMessage: strings.ToValidUTF8(string(msg), "?")}, nil
 }
 
 func (c *tcpConn) closeLocal(cause error) {
@@ -242,25 +257,35 @@ func (c *tcpConn) CloseWithError(code quic.ApplicationErrorCode, msg string) err
 	if len(msg) > maxCloseMsg {
 		msg = msg[:maxCloseMsg]
 	}
+	cause := &quic.ApplicationError{ErrorCode: code, ErrorMessage: msg}
 	// Only the bridge says why; a hub's reason would change nothing there.
-	if c.server && c.ctx.Err() == nil {
-		if s, err := c.sess.OpenStream(); err == nil {
-			b := make([]byte, 7, 7+len(msg))
-			b[0] = closeMagic
-			binary.BigEndian.PutUint32(b[1:5], uint32(code))
-			binary.BigEndian.PutUint16(b[5:], uint16(len(msg)))
-			_ = s.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := s.Write(append(b, msg...)); err == nil {
-				_ = s.Close()
-				// Give the notice a moment to reach the peer, which closes.
-				select {
-				case <-c.ctx.Done():
-				case <-time.After(200 * time.Millisecond):
-				}
-			}
-		}
+	if !c.server || c.ctx.Err() != nil {
+		c.closeLocal(cause)
+		return nil
 	}
-	c.closeLocal(&quic.ApplicationError{ErrorCode: code, ErrorMessage: msg})
+	// The notice goes out, and the link closes, in the background: a bridge
+	// closing many links (shutdown, a re-check) must not wait on each peer.
+	go func() {
+		defer c.closeLocal(cause)
+		s, err := c.sess.OpenStream()
+		if err != nil {
+			return
+		}
+		b := make([]byte, 7, 7+len(msg))
+		b[0] = closeMagic
+		binary.BigEndian.PutUint32(b[1:5], uint32(code))
+		binary.BigEndian.PutUint16(b[5:], uint16(len(msg)))
+		_ = s.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := s.Write(append(b, msg...)); err != nil {
+			return
+		}
+		_ = s.Close()
+		// Give the notice a moment to reach the peer, which closes.
+		select {
+		case <-c.ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}()
 	return nil
 }
 
@@ -319,7 +344,10 @@ func (s *tcpStream) Context() context.Context { return s.ctx }
 
 // tcpListener accepts the fallback's connections beside the QUIC socket.
 type tcpListener struct {
-	ln         net.Listener
+	ln net.Listener
+	// handshakes bounds the TLS handshakes in progress: past it a new
+	// connection is closed at once, so half-open connections cannot pile up.
+	handshakes chan struct{}
 	tls        *tls.Config
 	maxStreams int
 	handshake  time.Duration
@@ -333,7 +361,14 @@ func (l *tcpListener) accept(ctx context.Context, out chan<- Conn) error {
 		if err != nil {
 			return err
 		}
+		select {
+		case l.handshakes <- struct{}{}:
+		default:
+			_ = nc.Close()
+			continue
+		}
 		go func() {
+			defer func() { <-l.handshakes }()
 			tc := tls.Server(nc, l.tls)
 			hctx, cancel := context.WithTimeout(ctx, l.handshake)
 			err := tc.HandshakeContext(hctx)
