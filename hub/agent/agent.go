@@ -36,9 +36,10 @@ type Options struct {
 	// Bridge is the bridge's host:port, or several, comma separated: after
 	// a link fails the agent dials the next.
 	Bridge string
-	// NoTCP turns off the fallback to TLS 1.3 over TCP (on the same port
-	// number) when QUIC cannot connect, for a network that must use UDP.
-	NoTCP bool
+	// Protocol is "auto" (the default: QUIC, and TLS 1.3 over TCP on the
+	// same port number when QUIC cannot connect), "quic" (never TCP) or
+	// "tcp" (only TCP, for a network known to block UDP).
+	Protocol string
 	// QUICTimeout bounds a QUIC handshake before the agent tries TCP. Default 3s.
 	QUICTimeout time.Duration
 	// QUICRetry is how often a hub on the TCP fallback tries QUIC again,
@@ -57,6 +58,13 @@ type Options struct {
 	Backoff                     Backoff
 	Logger                      *slog.Logger
 }
+
+// The values of Options.Protocol.
+const (
+	ProtocolAuto = "auto"
+	ProtocolQUIC = "quic"
+	ProtocolTCP  = "tcp"
+)
 
 // Status is the agent's link as of now.
 type Status struct {
@@ -109,6 +117,9 @@ func New(opts Options) *Agent {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Protocol == "" {
+		opts.Protocol = ProtocolAuto
 	}
 	if opts.QUICTimeout == 0 {
 		opts.QUICTimeout = 3 * time.Second
@@ -218,8 +229,17 @@ func (a *Agent) dial(ctx context.Context, addr string) (bridge.Conn, error) {
 			return c, nil
 		}
 	}
+	if a.opts.Protocol == ProtocolTCP {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c, err := bridge.DialTCP(dctx, addr, a.opts.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s (TCP): %w", addr, err)
+		}
+		return c, nil
+	}
 	c, qerr := a.dialQUIC(ctx, addr)
-	if qerr == nil || a.opts.NoTCP || ctx.Err() != nil {
+	if qerr == nil || a.opts.Protocol == ProtocolQUIC || ctx.Err() != nil {
 		if qerr != nil {
 			return nil, fmt.Errorf("dial %s (QUIC): %w", addr, qerr)
 		}
@@ -328,7 +348,7 @@ func (a *Agent) session(ctx context.Context) error {
 	var acked atomic.Uint64 // the highest heartbeat seq acked in this session
 	go func() { errc <- a.heartbeats(sctx, interval, send, &acked) }()
 	go func() { errc <- a.readAcks(r, &acked) }()
-	if conn.Transport() == "tcp" {
+	if conn.Transport() == "tcp" && a.opts.Protocol != ProtocolTCP {
 		go func() { errc <- a.probeQUIC(sctx, addr) }()
 	}
 	select {

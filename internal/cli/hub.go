@@ -53,7 +53,7 @@ through the bridge, over the same tunnel and device certificate, and the
 bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (QUIC over UDP, TLS over TCP on the same port as the fallback); several comma separated: after a link fails the hub dials the next")
-			fs.BoolVar(&o.Agent.NoTCP, "no-tcp", false, "never fall back to TLS over TCP when QUIC cannot connect")
+			fs.StringVar(&o.Agent.Protocol, "protocol", agent.ProtocolAuto, "auto (QUIC, falling back to TLS over TCP on the same port when QUIC cannot connect), quic (never TCP) or tcp (only TCP, where UDP is known to be blocked)")
 			fs.DurationVar(&o.Agent.QUICRetry, "quic-retry", 30*time.Second, "on the TCP fallback, how often to try QUIC again (the link switches back once it connects)")
 			fs.DurationVar(&o.Agent.Backoff.Max, "redial-max", 3*time.Second, "the longest wait between reconnection attempts")
 			fs.StringVar(&certPath, "cert", "", "device certificate (default ~/.si/devices/<id>/cert.pem)")
@@ -71,6 +71,11 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			switch o.Agent.Protocol {
+			case agent.ProtocolAuto, agent.ProtocolQUIC, agent.ProtocolTCP:
+			default:
+				return fmt.Errorf("--protocol %q: want auto, quic or tcp", o.Agent.Protocol)
 			}
 			tc, id, err := hubTLS(o.DeviceID, certPath, keyPath, caPath, serverName, o.Agent.Bridge)
 			if err != nil {
