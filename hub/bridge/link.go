@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -375,6 +376,12 @@ func (l *tcpListener) accept(ctx context.Context, out chan<- Conn) error {
 			cancel()
 			if err != nil {
 				_ = nc.Close()
+				return
+			}
+			// As QUIC requires: the mesh's ALPN and nothing else (a client
+			// that offers none would otherwise get through the handshake).
+			if cs := tc.ConnectionState(); len(l.tls.NextProtos) > 0 && !slices.Contains(l.tls.NextProtos, cs.NegotiatedProtocol) {
+				_ = tc.Close()
 				return
 			}
 			c, err := newTCPConn(tc, true, l.maxStreams)

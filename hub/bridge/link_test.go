@@ -93,11 +93,18 @@ func TestTCPFallbackMutualTLS(t *testing.T) {
 	unregistered, _ := pki.ClientTLS(p.CA.CertPEM, unregisteredIs.CertPEM, unregisteredIs.KeyPEM, "127.0.0.1")
 	noCert := good.Clone()
 	noCert.Certificates = nil
+	wrongALPN := good.Clone()
+	wrongALPN.NextProtos = []string{"h2"}
+	noALPN := good.Clone()
+	noALPN.NextProtos = nil
 
 	for name, c := range map[string]*tls.Config{
 		"no client certificate": noCert, "another CA": foreign, "expired": expired, "revoked": revoked,
-		"not registered": unregistered,
+		"not registered": unregistered, "wrong ALPN": wrongALPN, "no ALPN": noALPN,
 	} {
+		// Clones share the good client's session cache: a ticket from one
+		// case would let the next resume as that client.
+		c.ClientSessionCache = nil
 		if err := handshakeTCP(addr, c); err == nil {
 			t.Errorf("%s: accepted over TCP", name)
 		}
@@ -149,6 +156,11 @@ func TestTCPFallbackRevokedWhileConnected(t *testing.T) {
 	var ae *quic.ApplicationError
 	if !errors.As(context.Cause(conn.Context()), &ae) || !ae.Remote || ae.ErrorCode != bridge.CodeRevoked {
 		t.Fatalf("TCP link ended with %v, want the bridge's CodeRevoked", context.Cause(conn.Context()))
+	}
+	// Its session ticket from before the revocation does not bring it back:
+	// the check runs on resumed handshakes too.
+	if err := handshakeTCP(b.TCPAddr().String(), c); err == nil {
+		t.Fatal("a revoked device got back in over TCP (session resumption)")
 	}
 }
 
