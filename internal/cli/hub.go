@@ -42,8 +42,11 @@ func hubCommand() *Command {
 (si device enroll issues it), says hello, sends a heartbeat with NVML vitals
 every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
 over 80°C, with hysteresis), and carries escalations (si escalate) and usage
-records. It reconnects by itself after any interruption; what waits meanwhile
-is delivered afterwards. It also runs the hub's Temporal worker on
+records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
+port (--protocol) and returns to QUIC once it can. A heartbeat not acked
+within one interval ends the link; it then dials the next --bridge address,
+waiting at most --redial-max. It reconnects by itself after any interruption;
+what waits meanwhile is delivered afterwards. It also runs the hub's Temporal worker on
 hub.<device-id> and serves a local API for si escalate on loopback, which
 answers only requests that carry the secret in --api-secret-file (created
 0600 at start, read by si escalate) with a localhost Host and JSON body.
