@@ -98,9 +98,10 @@ type Agent struct {
 	usageOrd []string
 	ctlSend  func(*meshv1.HubMessage) error // nil while disconnected
 
-	addrs     []string
-	next      int         // index in addrs of the next dial; only Run's goroutine touches it
-	predialed bridge.Conn // a.mu; a QUIC link the fallback's probe opened, for the next session
+	addrs         []string
+	next          int         // index in addrs of the next dial; only Run's goroutine touches it
+	predialed     bridge.Conn // a.mu; a QUIC link the fallback's probe opened, for the next session
+	predialedAddr string      // a.mu; the address predialed went to
 }
 
 type escalation struct {
@@ -221,13 +222,14 @@ func (a *Agent) dialQUIC(ctx context.Context, addr string) (bridge.Conn, error) 
 // dial opens a link to addr: QUIC, else TLS over TCP on the same port.
 func (a *Agent) dial(ctx context.Context, addr string) (bridge.Conn, error) {
 	a.mu.Lock()
-	c := a.predialed
+	c, cAddr := a.predialed, a.predialedAddr
 	a.predialed = nil
 	a.mu.Unlock()
 	if c != nil {
-		if c.Context().Err() == nil {
+		if c.Context().Err() == nil && cAddr == addr {
 			return c, nil
 		}
+		_ = c.CloseWithError(bridge.CodeShutdown, "hub closing")
 	}
 	if a.opts.Protocol == ProtocolTCP {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -278,7 +280,7 @@ func (a *Agent) probeQUIC(ctx context.Context, addr string) error {
 		}
 		a.mu.Lock()
 		old := a.predialed
-		a.predialed = c
+		a.predialed, a.predialedAddr = c, addr
 		a.mu.Unlock()
 		if old != nil {
 			_ = old.CloseWithError(bridge.CodeShutdown, "hub closing")
