@@ -16,7 +16,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -31,8 +33,18 @@ const retryDelay = time.Second
 
 // Options configures an Agent.
 type Options struct {
-	// Bridge is the bridge's host:port.
+	// Bridge is the bridge's host:port, or several, comma separated: after
+	// a link fails the agent dials the next.
 	Bridge string
+	// Protocol is "auto" (the default: QUIC, and TLS 1.3 over TCP on the
+	// same port number when QUIC cannot connect), "quic" (never TCP) or
+	// "tcp" (only TCP, for a network known to block UDP).
+	Protocol string
+	// QUICTimeout bounds a QUIC handshake before the agent tries TCP. Default 3s.
+	QUICTimeout time.Duration
+	// QUICRetry is how often a hub on the TCP fallback tries QUIC again,
+	// switching back once it connects. Default 30s.
+	QUICRetry time.Duration
 	// TLS comes from pki.ClientTLS.
 	TLS *tls.Config
 	// Vitals reads the hardware; nil sends heartbeats without vitals.
@@ -47,11 +59,25 @@ type Options struct {
 	Logger                      *slog.Logger
 }
 
+// The values of Options.Protocol.
+const (
+	ProtocolAuto = "auto"
+	ProtocolQUIC = "quic"
+	ProtocolTCP  = "tcp"
+)
+
 // Status is the agent's link as of now.
 type Status struct {
-	Connected   bool
-	Sessions    int // control sessions established since start
-	LastRTT     time.Duration
+	Connected bool
+	Sessions  int // control sessions established since start
+	// Transport is the current link's: "quic", or "tcp" on the fallback.
+	Transport string
+	// Bridge is the address of the current (or last) link.
+	Bridge  string
+	LastRTT time.Duration
+	// SmoothedRTT is an EWMA of the heartbeat round trips (gain 1/8, as
+	// TCP's SRTT); it is what the bridge shows for this hub.
+	SmoothedRTT time.Duration
 	Acked       uint64 // heartbeats acked in all sessions
 	Queued      int    // escalations waiting for a result
 	QueuedUsage int
@@ -63,7 +89,7 @@ type Agent struct {
 	opts Options
 
 	mu       sync.Mutex
-	conn     *quic.Conn
+	conn     bridge.Conn
 	up       chan struct{} // closed while connected
 	st       Status
 	pending  map[string]*escalation
@@ -71,6 +97,11 @@ type Agent struct {
 	usage    map[string]*meshv1.UsageRecord
 	usageOrd []string
 	ctlSend  func(*meshv1.HubMessage) error // nil while disconnected
+
+	addrs         []string
+	next          int         // index in addrs of the next dial; only Run's goroutine touches it
+	predialed     bridge.Conn // a.mu; a QUIC link the fallback's probe opened, for the next session
+	predialedAddr string      // a.mu; the address predialed went to
 }
 
 type escalation struct {
@@ -88,7 +119,16 @@ func New(opts Options) *Agent {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Agent{opts: opts, up: make(chan struct{}), pending: map[string]*escalation{}, usage: map[string]*meshv1.UsageRecord{}}
+	if opts.Protocol == "" {
+		opts.Protocol = ProtocolAuto
+	}
+	if opts.QUICTimeout == 0 {
+		opts.QUICTimeout = 3 * time.Second
+	}
+	if opts.QUICRetry == 0 {
+		opts.QUICRetry = 30 * time.Second
+	}
+	return &Agent{opts: opts, addrs: SplitBridges(opts.Bridge), up: make(chan struct{}), pending: map[string]*escalation{}, usage: map[string]*meshv1.UsageRecord{}}
 }
 
 // Status returns the link's state.
@@ -113,20 +153,52 @@ func (a *Agent) WaitConnected(ctx context.Context) error {
 	}
 }
 
+// SplitBridges parses a comma-separated list of bridge addresses.
+func SplitBridges(list string) []string {
+	var out []string
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{""}
+	}
+	return out
+}
+
+// errBackToQUIC ends a session on the TCP fallback once QUIC connects again.
+var errBackToQUIC = errors.New("QUIC reachable again: leaving the TCP fallback")
+
 // Run keeps the agent connected until ctx is cancelled.
 func (a *Agent) Run(ctx context.Context) error {
+	defer func() {
+		a.mu.Lock()
+		c := a.predialed
+		a.predialed = nil
+		a.mu.Unlock()
+		if c != nil {
+			_ = c.CloseWithError(bridge.CodeShutdown, "hub closing")
+		}
+	}()
 	for {
 		err := a.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errBackToQUIC) {
+			a.opts.Logger.Info("switching the bridge link back to QUIC")
+			continue
+		}
+		// The next attempt goes to the next bridge, if there are several.
+		a.next = (a.next + 1) % len(a.addrs)
 		wait := a.opts.Backoff.Next()
 		a.mu.Lock()
 		if err != nil {
 			a.st.LastError = err.Error()
 		}
 		a.mu.Unlock()
-		a.opts.Logger.Warn("bridge link down; reconnecting", "error", err, "in", wait)
+		a.opts.Logger.Warn("bridge link down; reconnecting", "error", err, "in", wait, "next", a.addrs[a.next])
 		select {
 		case <-ctx.Done():
 			return nil
@@ -135,14 +207,93 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) session(ctx context.Context) error {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := quic.DialAddr(dctx, a.opts.Bridge, a.opts.TLS, &quic.Config{
-		KeepAlivePeriod: 5 * time.Second, MaxIdleTimeout: 20 * time.Second, HandshakeIdleTimeout: 5 * time.Second,
+func (a *Agent) dialQUIC(ctx context.Context, addr string) (bridge.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, a.opts.QUICTimeout)
+	defer cancel()
+	conn, err := quic.DialAddr(dctx, addr, a.opts.TLS, &quic.Config{
+		KeepAlivePeriod: 5 * time.Second, MaxIdleTimeout: 20 * time.Second, HandshakeIdleTimeout: a.opts.QUICTimeout,
 	})
-	cancel()
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", a.opts.Bridge, err)
+		return nil, err
+	}
+	return bridge.QUICConn(conn), nil
+}
+
+// dial opens a link to addr: QUIC, else TLS over TCP on the same port.
+func (a *Agent) dial(ctx context.Context, addr string) (bridge.Conn, error) {
+	a.mu.Lock()
+	c, cAddr := a.predialed, a.predialedAddr
+	a.predialed = nil
+	a.mu.Unlock()
+	if c != nil {
+		if c.Context().Err() == nil && cAddr == addr {
+			return c, nil
+		}
+		_ = c.CloseWithError(bridge.CodeShutdown, "hub closing")
+	}
+	if a.opts.Protocol == ProtocolTCP {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c, err := bridge.DialTCP(dctx, addr, a.opts.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s (TCP): %w", addr, err)
+		}
+		return c, nil
+	}
+	c, qerr := a.dialQUIC(ctx, addr)
+	if qerr == nil || a.opts.Protocol == ProtocolQUIC || ctx.Err() != nil {
+		if qerr != nil {
+			return nil, fmt.Errorf("dial %s (QUIC): %w", addr, qerr)
+		}
+		return c, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, terr := bridge.DialTCP(dctx, addr, a.opts.TLS)
+	if terr != nil {
+		return nil, fmt.Errorf("dial %s: QUIC: %v; TCP fallback: %w", addr, qerr, terr)
+	}
+	a.opts.Logger.Warn("QUIC could not connect (UDP blocked?); using the TLS-over-TCP fallback, QUIC is tried again periodically",
+		"bridge", addr, "quic_error", qerr, "retry", a.opts.QUICRetry)
+	return c, nil
+}
+
+// probeQUIC tries QUIC every QUICRetry while the link is on TCP; once it
+// connects, it keeps the new link for the next session and returns
+// errBackToQUIC, ending this one.
+func (a *Agent) probeQUIC(ctx context.Context, addr string) error {
+	t := time.NewTicker(a.opts.QUICRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		c, err := a.dialQUIC(ctx, addr)
+		if err != nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			_ = c.CloseWithError(bridge.CodeShutdown, "hub closing")
+			return nil
+		}
+		a.mu.Lock()
+		old := a.predialed
+		a.predialed, a.predialedAddr = c, addr
+		a.mu.Unlock()
+		if old != nil {
+			_ = old.CloseWithError(bridge.CodeShutdown, "hub closing")
+		}
+		return errBackToQUIC
+	}
+}
+
+func (a *Agent) session(ctx context.Context) error {
+	addr := a.addrs[a.next]
+	conn, err := a.dial(ctx, addr)
+	if err != nil {
+		return err
 	}
 	defer func() { _ = conn.CloseWithError(bridge.CodeShutdown, "hub closing") }()
 	ctl, err := conn.OpenStreamSync(ctx)
@@ -184,9 +335,9 @@ func (a *Agent) session(ctx context.Context) error {
 		defer wmu.Unlock()
 		return wire.Write(ctl, m)
 	}
-	backlog := a.connected(conn, send)
+	backlog := a.connected(conn, addr, send)
 	defer a.disconnected(conn)
-	a.opts.Logger.Info("connected to bridge", "bridge", a.opts.Bridge, "device", ack.GetHelloAck().GetDeviceId())
+	a.opts.Logger.Info("connected to bridge", "bridge", addr, "transport", conn.Transport(), "device", ack.GetHelloAck().GetDeviceId())
 	for _, u := range backlog {
 		if err := send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}}); err != nil {
 			return err
@@ -195,9 +346,13 @@ func (a *Agent) session(ctx context.Context) error {
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	errc := make(chan error, 2)
-	go func() { errc <- a.heartbeats(sctx, interval, send) }()
-	go func() { errc <- a.readAcks(r) }()
+	errc := make(chan error, 3)
+	var acked atomic.Uint64 // the highest heartbeat seq acked in this session
+	go func() { errc <- a.heartbeats(sctx, interval, send, &acked) }()
+	go func() { errc <- a.readAcks(r, &acked) }()
+	if conn.Transport() == "tcp" && a.opts.Protocol != ProtocolTCP {
+		go func() { errc <- a.probeQUIC(sctx, addr) }()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -208,15 +363,35 @@ func (a *Agent) session(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send func(*meshv1.HubMessage) error) error {
+// heartbeats sends one heartbeat per interval. A heartbeat not acked within
+// one interval (a second at least) ends the session: the link is presumed dead (a
+// bridge killed, a path gone) and the agent redials at once instead of
+// waiting for QUIC's idle timeout.
+func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send func(*meshv1.HubMessage) error, acked *atomic.Uint64) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// Under a second the wait is a second: a busy machine must not drop a
+	// healthy link.
+	wait := max(interval, time.Second)
+	type sentBeat struct {
+		seq uint64
+		at  time.Time
+	}
+	var sent []sentBeat // unacked, oldest first
 	var seq uint64
 	for {
+		for len(sent) > 0 && sent[0].seq <= acked.Load() {
+			sent = sent[1:]
+		}
+		// A tick may come a little early: a tenth of the wait is slack.
+		if len(sent) > 0 && time.Since(sent[0].at) >= wait-wait/10 {
+			return fmt.Errorf("heartbeat %d not acked within %s: the link is presumed dead", sent[0].seq, wait)
+		}
 		seq++
+		sent = append(sent, sentBeat{seq, time.Now()})
 		hb := &meshv1.Heartbeat{Seq: seq, SentUnixNano: time.Now().UnixNano()}
 		a.mu.Lock()
-		hb.LastRttMicros = uint32(a.st.LastRTT / time.Microsecond)
+		hb.LastRttMicros = uint32(a.st.SmoothedRTT / time.Microsecond)
 		hb.QueuedEscalations, hb.QueuedUsage = uint32(len(a.order)), uint32(len(a.usageOrd))
 		a.mu.Unlock()
 		if a.opts.Vitals != nil {
@@ -238,7 +413,7 @@ func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send fun
 	}
 }
 
-func (a *Agent) readAcks(r *wire.Reader) error {
+func (a *Agent) readAcks(r *wire.Reader, acked *atomic.Uint64) error {
 	for {
 		var m meshv1.BridgeMessage
 		if err := r.Read(&m); err != nil {
@@ -247,8 +422,12 @@ func (a *Agent) readAcks(r *wire.Reader) error {
 		switch b := m.GetBody().(type) {
 		case *meshv1.BridgeMessage_HeartbeatAck:
 			rtt := time.Since(time.Unix(0, b.HeartbeatAck.GetEchoSentUnixNano()))
+			if seq := b.HeartbeatAck.GetSeq(); seq > acked.Load() {
+				acked.Store(seq)
+			}
 			a.mu.Lock()
 			a.st.LastRTT = rtt
+			a.st.SmoothedRTT = smooth(a.st.SmoothedRTT, rtt)
 			a.st.Acked++
 			a.mu.Unlock()
 		case *meshv1.BridgeMessage_UsageAck:
@@ -266,11 +445,12 @@ func (a *Agent) readAcks(r *wire.Reader) error {
 // connected marks the link up, restarts the escalations that waited and
 // returns the usage records to deliver again. Records queued after this go
 // out through send directly.
-func (a *Agent) connected(conn *quic.Conn, send func(*meshv1.HubMessage) error) []*meshv1.UsageRecord {
+func (a *Agent) connected(conn bridge.Conn, addr string, send func(*meshv1.HubMessage) error) []*meshv1.UsageRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.conn, a.ctlSend = conn, send
 	a.st.Connected = true
+	a.st.Transport, a.st.Bridge = conn.Transport(), addr
 	a.st.Sessions++
 	a.st.LastError = ""
 	close(a.up)
@@ -284,7 +464,7 @@ func (a *Agent) connected(conn *quic.Conn, send func(*meshv1.HubMessage) error) 
 	return backlog
 }
 
-func (a *Agent) disconnected(conn *quic.Conn) {
+func (a *Agent) disconnected(conn bridge.Conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.conn == conn {
@@ -322,7 +502,7 @@ func (a *Agent) Escalate(req *meshv1.EscalationRequest) (string, <-chan *meshv1.
 }
 
 // start runs e on conn; a.mu is held.
-func (a *Agent) start(conn *quic.Conn, e *escalation) {
+func (a *Agent) start(conn bridge.Conn, e *escalation) {
 	if e.running {
 		return
 	}
@@ -356,7 +536,7 @@ func (a *Agent) start(conn *quic.Conn, e *escalation) {
 
 // runEscalation sends e on a new stream and relays its responses. It returns
 // nil once e is finished (result or error delivered).
-func (a *Agent) runEscalation(conn *quic.Conn, e *escalation) error {
+func (a *Agent) runEscalation(conn bridge.Conn, e *escalation) error {
 	s, err := conn.OpenStreamSync(conn.Context())
 	if err != nil {
 		return err
@@ -434,6 +614,15 @@ func (a *Agent) RecordUsage(u *meshv1.UsageRecord) error {
 		_ = send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}})
 	}
 	return nil
+}
+
+// smooth folds a round-trip sample into an EWMA with gain 1/8 (RFC 6298's
+// SRTT); the first sample starts it.
+func smooth(srtt, sample time.Duration) time.Duration {
+	if srtt == 0 {
+		return sample
+	}
+	return srtt + (sample-srtt)/8
 }
 
 func remove(ids []string, id string) []string {

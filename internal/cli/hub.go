@@ -42,8 +42,11 @@ func hubCommand() *Command {
 (si device enroll issues it), says hello, sends a heartbeat with NVML vitals
 every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
 over 80°C, with hysteresis), and carries escalations (si escalate) and usage
-records. It reconnects by itself after any interruption; what waits meanwhile
-is delivered afterwards. It also runs the hub's Temporal worker on
+records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
+port (--protocol) and returns to QUIC once it can. A heartbeat not acked
+within one interval ends the link; it then dials the next --bridge address,
+waiting at most --redial-max. It reconnects by itself after any interruption;
+what waits meanwhile is delivered afterwards. It also runs the hub's Temporal worker on
 hub.<device-id> and serves a local API for si escalate on loopback, which
 answers only requests that carry the secret in --api-secret-file (created
 0600 at start, read by si escalate) with a localhost Host and JSON body.
@@ -52,11 +55,14 @@ The worker holds no Temporal address or credential: it reaches Temporal
 through the bridge, over the same tunnel and device certificate, and the
 bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (UDP)")
+			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (QUIC over UDP, TLS over TCP on the same port as the fallback); several comma separated: after a link fails the hub dials the next")
+			fs.StringVar(&o.Agent.Protocol, "protocol", agent.ProtocolAuto, "auto (QUIC, falling back to TLS over TCP on the same port when QUIC cannot connect), quic (never TCP) or tcp (only TCP, where UDP is known to be blocked)")
+			fs.DurationVar(&o.Agent.QUICRetry, "quic-retry", 30*time.Second, "on the TCP fallback, how often to try QUIC again (the link switches back once it connects)")
+			fs.DurationVar(&o.Agent.Backoff.Max, "redial-max", 3*time.Second, "the longest wait between reconnection attempts")
 			fs.StringVar(&certPath, "cert", "", "device certificate (default ~/.si/devices/<id>/cert.pem)")
 			fs.StringVar(&keyPath, "key", "", "device key (default ~/.si/devices/<id>/key.pem)")
 			fs.StringVar(&caPath, "ca", "", "mesh CA certificate (default ~/.si/devices/<id>/ca.pem)")
-			fs.StringVar(&serverName, "server-name", "", "name in the bridge's certificate (default: the --bridge host)")
+			fs.StringVar(&serverName, "server-name", "", "name in the bridge's certificate (default: the host of each --bridge address)")
 			fs.StringVar(&o.DeviceID, "id", "", "device id (default: the certificate's)")
 			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval (under a minute: the bridge closes a control stream silent for 12 of its heartbeat intervals, 60 s by default)")
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
@@ -68,6 +74,11 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			switch o.Agent.Protocol {
+			case agent.ProtocolAuto, agent.ProtocolQUIC, agent.ProtocolTCP:
+			default:
+				return fmt.Errorf("--protocol %q: want auto, quic or tcp", o.Agent.Protocol)
 			}
 			tc, id, err := hubTLS(o.DeviceID, certPath, keyPath, caPath, serverName, o.Agent.Bridge)
 			if err != nil {
@@ -140,13 +151,13 @@ func hubTLS(id, certPath, keyPath, caPath, serverName, bridgeAddr string) (*tls.
 	if err != nil {
 		return nil, pki.Identity{}, err
 	}
-	if serverName == "" {
-		host, _, err := net.SplitHostPort(bridgeAddr)
-		if err != nil {
-			return nil, pki.Identity{}, fmt.Errorf("--bridge %q: %w", bridgeAddr, err)
+	for _, addr := range agent.SplitBridges(bridgeAddr) {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, pki.Identity{}, fmt.Errorf("--bridge %q: %w (want host:port, several comma separated)", addr, err)
 		}
-		serverName = host
 	}
+	// Without --server-name each dial checks the certificate against the
+	// host it dials (crypto/tls and quic-go take it from the address).
 	tc, err := pki.ClientTLS(caPEM, certPEM, keyPEM, serverName)
 	if err != nil {
 		return nil, pki.Identity{}, err
@@ -177,15 +188,26 @@ func hubsCommand() *Command {
 	var (
 		db     config.Database
 		asJSON bool
+		policy hub.Policy
 	)
 	return &Command{
 		Name:  "hubs",
-		Short: "list hubs with their vitals and health, as the bridge sees them",
+		Short: "list hubs with their vitals and health, as the bridge sees them, and enrolled devices that never connected",
+		Long: `si hubs lists every hub a bridge has seen: its link (online, or offline
+once the registry says so or it has been silent longer than --max-silence,
+which is how a hub whose bridge died without closing its link goes offline),
+its smoothed heartbeat round trip (none while offline), vitals and health.
+Devices enrolled (si device enroll) whose hub has never connected follow,
+with the link "never connected".`,
 		Flags: func(fs *flag.FlagSet) {
 			db.Register(fs)
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.DurationVar(&policy.MaxSilence, "max-silence", 15*time.Second, "a hub not heard from for longer is shown offline (three heartbeats at the default interval)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
+			if policy.MaxSilence <= 0 {
+				return fmt.Errorf("--max-silence %s: want a positive duration such as 15s", policy.MaxSilence)
+			}
 			st, err := db.Open(ctx)
 			if err != nil {
 				return err
@@ -195,33 +217,25 @@ func hubsCommand() *Command {
 			if err != nil {
 				return err
 			}
-			now := time.Now()
-			type row struct {
-				store.Hub
-				Healthy bool   `json:"healthy"`
-				Health  string `json:"health"`
+			never, err := st.NeverConnected(ctx)
+			if err != nil {
+				return err
 			}
-			rows := make([]row, 0, len(hubs))
-			for _, h := range hubs {
-				ok, why := hub.Policy{}.Check(h, now)
-				if ok {
-					why = "healthy"
-				}
-				rows = append(rows, row{h, ok, why})
-			}
+			rows := hubRows(policy, hubs, never, time.Now())
 			if asJSON {
 				return printJSON(env.Stdout, rows)
 			}
 			if len(rows) == 0 {
-				fmt.Fprintln(env.Stdout, "no hub has connected yet")
+				fmt.Fprintln(env.Stdout, "no device is enrolled yet (si device enroll)")
 				return nil
 			}
+			now := time.Now()
 			tw := tabwriter.NewWriter(env.Stdout, 0, 2, 2, ' ', 0)
 			fmt.Fprintln(tw, "DEVICE\tACCOUNT\tLINK\tLAST SEEN\tRTT\tGPUS\tGPU LOAD\tGPU TEMP\tCPU\tHEALTH")
 			for _, r := range rows {
-				link := "offline"
-				if r.Connected {
-					link = "online"
+				if r.NeverConnected {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", r.DeviceID, r.Account, r.Link, r.Health)
+					continue
 				}
 				gpus := fmt.Sprint(r.GPUCount)
 				if !r.NVML {
@@ -231,13 +245,47 @@ func hubsCommand() *Command {
 				if r.RTTMicros > 0 {
 					rtt = fmt.Sprintf("%.2fms", float64(r.RTTMicros)/1000)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%.0f%%\t%.0f°C\t%.0f%%\t%s\n", r.DeviceID, r.Account, link,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%.0f%%\t%.0f°C\t%.0f%%\t%s\n", r.DeviceID, r.Account, r.Link,
 					now.Sub(r.LastSeen).Round(time.Second), rtt, gpus, r.GPULoad*100, r.GPUTempC, r.CPULoad*100, r.Health)
 			}
 			return tw.Flush()
 		},
 	}
 }
+
+// hubRow is one line of si hubs. Connected is the link as of now (the
+// registry's flag and the age rule); RTTMicros is the hub's smoothed round
+// trip, 0 while offline.
+type hubRow struct {
+	store.Hub
+	Link           string `json:"link"`
+	NeverConnected bool   `json:"never_connected,omitempty"`
+	Healthy        bool   `json:"healthy"`
+	Health         string `json:"health"`
+}
+
+func hubRows(p hub.Policy, hubs []store.Hub, never []store.EnrolledDevice, now time.Time) []hubRow {
+	rows := make([]hubRow, 0, len(hubs)+len(never))
+	for _, h := range hubs {
+		ok, why := p.Check(h, now)
+		if ok {
+			why = "healthy"
+		}
+		link := "online"
+		if !p.Online(h, now) {
+			link = "offline"
+			// An offline hub's last round trip says nothing about now.
+			h.Connected, h.RTTMicros = false, 0
+		}
+		rows = append(rows, hubRow{Hub: h, Link: link, Healthy: ok, Health: why})
+	}
+	for _, d := range never {
+		rows = append(rows, hubRow{Hub: store.Hub{DeviceID: d.DeviceID, Account: d.Account}, Link: "never connected",
+			NeverConnected: true, Health: "enrolled " + d.EnrolledAt.UTC().Format(time.RFC3339) + "; its hub has not connected: run si hub on it"})
+	}
+	return rows
+}
+
 func hubVitalsCommand() *Command {
 	var asJSON bool
 	return &Command{

@@ -42,7 +42,8 @@ and /ready, and on SIGTERM stops the bridge, then lets the worker finish the
 activities in flight.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&roles, "roles", "api,bridge,worker", "roles to run: api, bridge, worker")
-			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address")
+			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address; the TCP fallback listens on the same port")
+			fs.BoolVar(&o.BridgeLimits.NoTCP, "bridge-no-tcp", false, "do not listen on TCP for hubs whose UDP is blocked")
 			fs.StringVar(&hosts, "bridge-hosts", "", "comma-separated names and IPs for the bridge certificate (default: hostname, localhost, 127.0.0.1)")
 			fs.StringVar(&o.CADir, "ca-dir", defaultCADir(), "the mesh CA's directory")
 			fs.DurationVar(&o.BridgeLimits.Recheck, "bridge-recheck", 30*time.Second, "how often the bridge closes the connections of devices revoked or expired since they connected")

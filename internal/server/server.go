@@ -64,6 +64,8 @@ type BridgeLimits struct {
 	ConnsPerDevice    int
 	StreamsPerConn    int
 	StreamReadTimeout time.Duration
+	// NoTCP turns off the TCP fallback listener.
+	NoTCP bool
 }
 
 // Options configures a server.
@@ -218,7 +220,7 @@ func Start(o Options) (s *Server, err error) {
 			Escalator: &bridge.Temporal{Client: o.Temporal}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,
 			MaxStreamsPerConn: o.BridgeLimits.StreamsPerConn, StreamReadTimeout: o.BridgeLimits.StreamReadTimeout,
-			Proxy: px,
+			NoTCP: o.BridgeLimits.NoTCP, Proxy: px,
 		})
 		if err != nil {
 			return nil, err

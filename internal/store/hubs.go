@@ -212,6 +212,25 @@ func (s *Store) Hubs(ctx context.Context) ([]Hub, error) {
 	return queryAll(ctx, s, scanHub, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id ORDER BY h.last_seen DESC, h.device_id`)
 }
 
+// EnrolledDevice is a device with a certificate whose hub has never connected.
+type EnrolledDevice struct {
+	DeviceID   string
+	Account    string
+	EnrolledAt time.Time
+}
+
+// NeverConnected lists unrevoked devices whose hub has never connected to a
+// bridge, oldest enrollment first.
+func (s *Store) NeverConnected(ctx context.Context) ([]EnrolledDevice, error) {
+	return queryAll(ctx, s, func(row pgx.Row) (EnrolledDevice, error) {
+		var d EnrolledDevice
+		err := row.Scan(&d.DeviceID, &d.Account, &d.EnrolledAt)
+		return d, err
+	}, `SELECT d.id, d.account, d.created_at FROM devices d
+		WHERE d.revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM hubs h WHERE h.device_id = d.id)
+		ORDER BY d.created_at, d.id`)
+}
+
 // PreferredHub is where an account's inference should go: its connected,
 // unrevoked hub with the lowest GPU load (the most recently seen among
 // equals). ErrNotFound when the account has none.
