@@ -122,10 +122,7 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 				return fmt.Errorf("consensus %s failed: %w", id, err)
 			}
 			if asJSON {
-				return printJSON(env.Stdout, struct {
-					WorkflowID string `json:"workflow_id"`
-					workflows.ConsensusState
-				}{id, st})
+				return printJSON(env.Stdout, askJSON{id, st})
 			}
 			rounds := 0
 			if len(st.Rounds) > 0 {
@@ -139,6 +136,12 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 			return nil
 		},
 	}
+}
+
+// askJSON is what si ask --json prints: the run's final state.
+type askJSON struct {
+	WorkflowID string `json:"workflow_id"`
+	workflows.ConsensusState
 }
 
 // failureText is the innermost message of a run's error as Temporal wraps

@@ -540,8 +540,12 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 					}
 					notBillable = fmt.Sprintf("not billable, no flush until subscribed to the metered price (run si stripe setup): %s\n", strings.Join(nb, ", "))
 				}
+				rows := make([]flushRow, 0, len(fs))
+				for _, f := range fs {
+					rows = append(rows, newFlushRow(f))
+				}
 				if len(fs) == 0 {
-					return []store.Flush{}, "no flushes\n" + notBillable, nil
+					return rows, "no flushes\n" + notBillable, nil
 				}
 				tw := tabwriter.NewWriter(&sb, 0, 2, 2, ' ', 0)
 				fmt.Fprintln(tw, "FLUSH\tACCOUNT\tAMOUNT\tSTATE\tATTEMPTS\tUPDATED\tERROR")
@@ -562,7 +566,7 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 					fmt.Fprintf(&sb, "%s charged twice: Stripe holds copies of sent flushes it refused to cancel (see ERROR); credit the customers back\n", dollars(overbilled))
 				}
 				fmt.Fprint(&sb, notBillable)
-				return fs, sb.String(), nil
+				return rows, sb.String(), nil
 			}),
 		}},
 	}
@@ -570,16 +574,39 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 
 func dollars(cents int64) string { return fmt.Sprintf("$%d.%02d", cents/100, cents%100) }
 
+// flushRow is a flush as --json prints it (store.Flush has no JSON names:
+// it travels in workflow payloads, whose encoding stays as it is).
+type flushRow struct {
+	ID               string    `json:"id"`
+	Account          string    `json:"account"`
+	AmountCents      int64     `json:"amount_cents"`
+	State            string    `json:"state"`
+	StripeIdentifier string    `json:"stripe_identifier,omitempty"`
+	Attempts         int       `json:"attempts"`
+	Error            string    `json:"error,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+	MeterAt          time.Time `json:"meter_at,omitzero"`
+	FirstAttemptAt   time.Time `json:"first_attempt_at,omitzero"`
+	OverbilledCents  int64     `json:"overbilled_cents,omitempty"`
+}
+
+func newFlushRow(f store.Flush) flushRow {
+	return flushRow{ID: f.ID, Account: f.Account, AmountCents: f.AmountCents, State: f.State, StripeIdentifier: f.StripeIdentifier,
+		Attempts: f.Attempts, Error: f.Error, CreatedAt: f.CreatedAt, UpdatedAt: f.UpdatedAt, MeterAt: f.MeterAt,
+		FirstAttemptAt: f.FirstAttemptAt, OverbilledCents: f.OverbilledCents}
+}
+
 // flushJSON is what si billing flush --json prints.
 type flushJSON struct {
 	Account string `json:"account"`
 	// Outcome: nothing_to_flush, not_billable (no subscription to the
 	// metered price once si stripe setup has run), sent, failed, in_doubt, pending.
-	Outcome        string       `json:"outcome"`
-	Flush          *store.Flush `json:"flush,omitempty"`
-	AlreadyOpen    bool         `json:"already_open,omitempty"`
-	UnbilledMicros int64        `json:"unbilled_micros"`
-	Reason         string       `json:"reason,omitempty"`
+	Outcome        string    `json:"outcome"`
+	Flush          *flushRow `json:"flush,omitempty"`
+	AlreadyOpen    bool      `json:"already_open,omitempty"`
+	UnbilledMicros int64     `json:"unbilled_micros"`
+	Reason         string    `json:"reason,omitempty"`
 }
 
 // reportFlush waits up to wait for the flush's workflow and says what
@@ -602,7 +629,8 @@ func reportFlush(ctx context.Context, c sdkclient.Client, st *store.Store, s act
 	if err != nil {
 		return nil, "", err
 	}
-	out := flushJSON{Account: f.Account, Outcome: f.State, Flush: &f, AlreadyOpen: !s.Reserved, UnbilledMicros: int64(a.Unbilled), Reason: f.Error}
+	row := newFlushRow(f)
+	out := flushJSON{Account: f.Account, Outcome: f.State, Flush: &row, AlreadyOpen: !s.Reserved, UnbilledMicros: int64(a.Unbilled), Reason: f.Error}
 	switch f.State {
 	case store.FlushSent:
 		fmt.Fprintf(&text, "flush %s: %s sent to Stripe after %d attempt(s); %s unbilled\n", f.ID, dollars(f.AmountCents), f.Attempts, a.Unbilled)

@@ -22,7 +22,6 @@ import (
 	"github.com/superinstance/mesh/hub/vitals"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
-	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workers"
 )
 
@@ -196,18 +195,13 @@ func hubsCommand() *Command {
 				return err
 			}
 			now := time.Now()
-			type row struct {
-				store.Hub
-				Healthy bool   `json:"healthy"`
-				Health  string `json:"health"`
-			}
-			rows := make([]row, 0, len(hubs))
+			rows := make([]hubRow, 0, len(hubs))
 			for _, h := range hubs {
 				ok, why := hub.Policy{}.Check(h, now)
 				if ok {
 					why = "healthy"
 				}
-				rows = append(rows, row{h, ok, why})
+				rows = append(rows, newHubRow(h, ok, why))
 			}
 			if asJSON {
 				return printJSON(env.Stdout, rows)
@@ -258,7 +252,7 @@ still prints CPU and memory.`,
 			defer r.Close()
 			v := r.Read()
 			if asJSON {
-				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(v)
+				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true, UseProtoNames: true}.Marshal(v)
 				if err != nil {
 					return err
 				}
