@@ -70,7 +70,7 @@ it is spent the guest's requests are refused.
 				return printJSON(env.Stdout, inv)
 			}
 			fmt.Fprintf(env.Stdout, "invite %s: %s of project %s, quota %s billed to you, expires %s\n", inv.ID, inv.Role, inv.Project,
-				money.Micros(inv.Quota), inv.ExpiresAt.Local().Format(time.RFC3339))
+				money.Micros(inv.Quota).Dollars(), inv.ExpiresAt.Local().Format(time.RFC3339))
 			fmt.Fprintf(env.Stdout, "link:  %s\n", inv.Link)
 			fmt.Fprintf(env.Stdout, "or:    si join %s\n", inv.Token)
 			return nil
@@ -194,11 +194,11 @@ func inviteListCommand() *Command {
 			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "INVITE\tPROJECT\tROLE\tQUOTA\tSTATE\tEXPIRES")
 			for _, i := range out.Invites {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Project, i.Role, money.Micros(i.Quota), i.State, i.ExpiresAt.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Project, i.Role, money.Micros(i.Quota).Dollars(), i.State, i.ExpiresAt.Local().Format(time.DateTime))
 			}
 			fmt.Fprintln(tw, "\nGUEST SESSION\tPROJECT\tROLE\tQUOTA\tREMAINING\tSINCE")
 			for _, g := range out.Guests {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Session, g.Project, g.Role, money.Micros(g.Quota), money.Micros(g.Remaining),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Session, g.Project, g.Role, money.Micros(g.Quota).Dollars(), money.Micros(g.Remaining).Dollars(),
 					g.Since.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
@@ -244,7 +244,7 @@ link names.`,
 			if asJSON {
 				return printJSON(env.Stdout, g)
 			}
-			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s, until %s\n", g.Project, g.Role, money.Micros(g.Remaining), g.Host,
+			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s, until %s\n", g.Project, g.Role, money.Micros(g.Remaining).Dollars(), g.Host,
 				g.ExpiresAt.Local().Format(time.DateTime))
 			fmt.Fprintf(env.Stdout, "guest session %s (give this id to the host to revoke it)\n", g.SessionID)
 			fmt.Fprintf(env.Stdout, "secret (shown once; the HTTP API's si_guest cookie): %s\n", g.Secret)
