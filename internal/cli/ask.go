@@ -214,10 +214,10 @@ func (p *progress) show(st workflows.ConsensusState) {
 	}
 }
 
+// oneLine is s on one line for a progress line: whitespace runs become one
+// space, control characters are dropped, and past n columns it is cut
+// between characters and ends in "...".
 func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		s = s[:n] + "..."
-	}
-	return s
+	s = strings.Join(strings.Fields(strings.Map(dropControl, s)), " ")
+	return truncateWidth(s, n)
 }
