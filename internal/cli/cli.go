@@ -202,7 +202,15 @@ func (t *tree) build(c *Command) *cobra.Command {
 		if err := config.ApplyEnvFlags(cmd.Flags()); err != nil {
 			return err
 		}
-		return c.Run(cmd.Context(), t.env, args)
+		err := c.Run(cmd.Context(), t.env, args)
+		if err != nil && len(args) > 0 && cmd.HasAvailableSubCommands() {
+			// si hub vital: an argument the command refused that names
+			// one of its subcommands but for a typo.
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				return &UsageError{Command: cmd.CommandPath(), Err: err, Hint: fmt.Sprintf("did you mean `%s %s`?", cmd.CommandPath(), s[0])}
+			}
+		}
+		return err
 	}
 	for _, s := range c.Sub {
 		cc.AddCommand(t.build(s))

@@ -26,6 +26,7 @@ func TestUsageErrorIsTheErrorThenASuggestionThenWhereHelpIs(t *testing.T) {
 		{"ask --threshold high q", []string{`si ask: invalid value "high" for --threshold: give a number, e.g. 0.8`, "Run 'si ask --help' for usage."}},
 		{"usage --since soon", []string{`si usage: invalid value "soon" for --since: give a duration such as 30s, 5m or 2h`, "Run 'si usage --help' for usage."}},
 		{"billing flush --send-attempts 0", []string{`si billing flush: --send-attempts "0": give a whole number from 1 to 100`, "Run 'si billing flush --help' for usage."}},
+		{"hub vital", []string{`si hub: unexpected argument "vital"`, "did you mean `si hub vitals`?", "Run 'si hub --help' for usage."}},
 		{"frobnicate", []string{`si: unknown command "frobnicate" for "si"`, "Run 'si --help' for usage."}},
 		{"help lora nope", []string{`si lora: unknown command "nope" for "si lora"`, "Run 'si lora --help' for usage."}},
 		{"completion bsh", []string{`si completion: unknown shell "bsh": give bash, zsh or fish`, "did you mean `si completion bash`?", "Run 'si completion --help' for usage."}},
