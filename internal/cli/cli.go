@@ -323,8 +323,9 @@ func flagError(cmd *cobra.Command, err error) error {
 		typed := notExist.GetSpecifiedName()
 		if group := notExist.GetSpecifiedShortnames(); group != "" {
 			// -json: one dash for a long flag, as Go's flag package allows.
-			typed = group
-			e.Err = fmt.Errorf("unknown flag -%s", group)
+			// What follows '=' stays out of the message: it may be a token.
+			typed, _, _ = strings.Cut(group, "=")
+			e.Err = fmt.Errorf("unknown flag -%s", typed)
 		} else {
 			e.Err = fmt.Errorf("unknown flag --%s", typed)
 		}

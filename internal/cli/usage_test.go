@@ -27,6 +27,8 @@ func TestUsageErrorIsTheErrorThenASuggestionThenWhereHelpIs(t *testing.T) {
 		{"usage --since soon", []string{`si usage: invalid value "soon" for --since: give a duration such as 30s, 5m or 2h`, "Run 'si usage --help' for usage."}},
 		{"billing flush --send-attempts 0", []string{`si billing flush: --send-attempts "0": give a whole number from 1 to 100`, "Run 'si billing flush --help' for usage."}},
 		{"hub vital", []string{`si hub: unexpected argument "vital"`, "did you mean `si hub vitals`?", "Run 'si hub --help' for usage."}},
+		{"ask -token=si_secret q", []string{"si ask: unknown flag -token", "did you mean --token?", "Run 'si ask --help' for usage."}},
+		{"ask --tokn=si_secret q", []string{"si ask: unknown flag --tokn", "did you mean --token?", "Run 'si ask --help' for usage."}},
 		{"frobnicate", []string{`si: unknown command "frobnicate" for "si"`, "Run 'si --help' for usage."}},
 		{"help lora nope", []string{`si lora: unknown command "nope" for "si lora"`, "Run 'si lora --help' for usage."}},
 		{"completion bsh", []string{`si completion: unknown shell "bsh": give bash, zsh or fish`, "did you mean `si completion bash`?", "Run 'si completion --help' for usage."}},
