@@ -130,9 +130,9 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 			}
 			fmt.Fprintf(env.Stdout, "\nstatus    %s\nscore     %.4f (threshold %.2f)\nrounds    %d\n", st.Status, st.Score, st.Threshold, rounds)
 			if st.Arbiter != nil {
-				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, st.Arbiter.Note)
+				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, printable(st.Arbiter.Note))
 			}
-			fmt.Fprintf(env.Stdout, "answer    %s\nworkflow  %s\n", st.Answer, id)
+			fmt.Fprintf(env.Stdout, "answer    %s\nworkflow  %s\n", printable(st.Answer), id)
 			return nil
 		},
 	}
@@ -187,7 +187,7 @@ func (p *progress) show(st workflows.ConsensusState) {
 	}
 	if st.Manifest != nil && !p.manifest {
 		p.manifest = true
-		fmt.Fprintf(p.w, "  pathos     intent: %s (domain %s, confidence %.2f)\n", st.Manifest.Intent, st.Manifest.Domain, st.Manifest.Confidence)
+		fmt.Fprintf(p.w, "  pathos     intent: %s (domain %s, confidence %.2f)\n", oneLine(st.Manifest.Intent, 100), oneLine(st.Manifest.Domain, 40), st.Manifest.Confidence)
 	}
 	for _, r := range st.Rounds {
 		if r.Solution != nil && !p.solutions[r.Round] {

@@ -102,6 +102,10 @@ func dropControl(r rune) rune {
 	return r
 }
 
+// printable is a model's text without control characters, line breaks and
+// tabs kept: what the terminal shows is what the model wrote.
+func printable(s string) string { return strings.Map(dropControl, s) }
+
 // runeWidth is how many terminal columns r takes: two for wide East Asian
 // characters and most emoji, none for combining marks and zero-width ones.
 func runeWidth(r rune) int {

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/superinstance/mesh/internal/synapse"
+	"github.com/superinstance/mesh/workflows"
 )
 
 // A progress line shortens an answer between characters, never inside one,
@@ -41,5 +44,20 @@ func TestOneLineCutsBetweenCharacters(t *testing.T) {
 	// A model's answer cannot move the cursor or recolour the terminal.
 	if got := oneLine("ok\x1b[2J\x1b]0;owned\x07 done", 100); strings.ContainsAny(got, "\x1b\x07") {
 		t.Errorf("control characters reach the terminal: %q", got)
+	}
+}
+
+// A long intent (Pathos often restates the prompt) is one progress line.
+func TestProgressLinesStayOneLine(t *testing.T) {
+	var b strings.Builder
+	p := &progress{w: &b}
+	st := workflows.ConsensusState{Manifest: &synapse.Manifest{Intent: strings.Repeat("Почему небо голубое? ", 20) + "\x1b[31m", Domain: "физика"}}
+	p.show(st)
+	line := strings.TrimSuffix(b.String(), "\n")
+	if strings.Contains(line, "\n") || strings.Contains(line, "\x1b") || !utf8.ValidString(line) || displayWidth(line) > 200 {
+		t.Fatalf("pathos line %q", line)
+	}
+	if got := printable("line one\n\tline two\x1b[2J"); got != "line one\n\tline two[2J" {
+		t.Fatalf("printable: %q", got)
 	}
 }
