@@ -130,6 +130,7 @@ func Execute(ctx context.Context, env *Env, args []string) error {
 	root.SetOut(e.Stdout)
 	root.SetErr(e.Stderr)
 	t.rebind(root, args)
+	completions(root)
 	_, err := root.ExecuteContextC(ctx)
 	return err
 }
@@ -223,6 +224,17 @@ func (t *tree) build(c *Command) *cobra.Command {
 	return cc
 }
 
+// flagValues are the values shell completion offers for a flag, by
+// command path and flag name.
+var flagValues = map[string]map[string][]string{
+	"si ask":    {"placement": {"auto", "hub", "cloud"}},
+	"si invite": {"role": {"viewer", "editor"}},
+	"si server": {"roles": {"api", "bridge", "worker", "api,bridge,worker"}},
+}
+
+// argValues are the positional arguments completion offers, by command path.
+var argValues = map[string][]string{"si tier set": {"managed", "byok"}, "si tier price": {"managed", "byok"}}
+
 func addFlags(cc *cobra.Command, c *Command) {
 	if c.Flags == nil {
 		return
@@ -230,6 +242,22 @@ func addFlags(cc *cobra.Command, c *Command) {
 	fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
 	c.Flags(fs)
 	cc.Flags().AddGoFlagSet(fs)
+}
+
+// completions registers the values completion offers once the tree (and
+// the running command's flags) are final.
+func completions(cc *cobra.Command) {
+	for name, values := range flagValues[cc.CommandPath()] {
+		if cc.Flags().Lookup(name) != nil {
+			_ = cc.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+		}
+	}
+	if values, ok := argValues[cc.CommandPath()]; ok {
+		cc.ValidArgs = values
+	}
+	for _, s := range cc.Commands() {
+		completions(s)
+	}
 }
 
 // rebind registers the flags of the command that is about to run once more:

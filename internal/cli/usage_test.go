@@ -106,11 +106,14 @@ func TestCompletionScripts(t *testing.T) {
 	}
 	// What the scripts ask si for: the commands and flags that match.
 	for args, want := range map[string]string{
-		"__complete as":              "ask\t",
-		"__complete ask --max-r":     "--max-rounds\t",
-		"__complete lora ":           "ls\t",
-		"__complete completion ":     "zsh",
-		"__complete help handover a": "accept\t",
+		"__complete as":               "ask\t",
+		"__complete ask --max-r":      "--max-rounds\t",
+		"__complete lora ":            "ls\t",
+		"__complete completion ":      "zsh",
+		"__complete help handover a":  "accept\t",
+		"__complete ask --placement ": "cloud",
+		"__complete invite --role e":  "editor",
+		"__complete tier set ":        "byok",
 	} {
 		out.Reset()
 		fields := strings.Fields(args)
