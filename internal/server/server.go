@@ -105,6 +105,9 @@ type Options struct {
 	// them (this server's HTTP address as the recipient reaches it).
 	Mailer    *mail.Mailer
 	PublicURL string
+	// TemporalUIURL is the Temporal Web UI's base URL; the live page links
+	// each run there for operators. Empty hides the link.
+	TemporalUIURL string
 	// Namespace is the Temporal namespace, where the mesh's search
 	// attributes are registered. Default "default".
 	Namespace string
@@ -244,7 +247,8 @@ func Start(o Options) (s *Server, err error) {
 			webhook = &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger}
 		}
 		if o.Roles[RoleAPI] {
-			as := &api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL, Blob: o.Blob}
+			as := &api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL, Blob: o.Blob,
+				TemporalUIURL: o.TemporalUIURL, TemporalNamespace: o.Namespace}
 			if o.Inference != nil && o.Inference.LLM != nil {
 				as.ServedModels = o.Inference.LLM.BaseModels
 			}
