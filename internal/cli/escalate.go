@@ -117,7 +117,7 @@ the one hub enrolled on this machine (~/.si/devices/<id>/api-secret).`,
 				case *meshv1.EscalationResponse_Result:
 					res := b.Result
 					if asJSON {
-						out, _ := protojson.MarshalOptions{Multiline: true}.Marshal(res)
+						out, _ := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(res)
 						fmt.Fprintln(env.Stdout, string(out))
 						return nil
 					}

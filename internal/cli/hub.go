@@ -253,17 +253,9 @@ with the link "never connected".`,
 	}
 }
 
-// hubRow is one line of si hubs. Connected is the link as of now (the
-// registry's flag and the age rule); RTTMicros is the hub's smoothed round
-// trip, 0 while offline.
-type hubRow struct {
-	store.Hub
-	Link           string `json:"link"`
-	NeverConnected bool   `json:"never_connected,omitempty"`
-	Healthy        bool   `json:"healthy"`
-	Health         string `json:"health"`
-}
-
+// hubRows are the lines of si hubs. A hub is online by the registry's flag
+// and the age rule; an offline hub shows no round trip (its last one says
+// nothing about now).
 func hubRows(p hub.Policy, hubs []store.Hub, never []store.EnrolledDevice, now time.Time) []hubRow {
 	rows := make([]hubRow, 0, len(hubs)+len(never))
 	for _, h := range hubs {
@@ -277,10 +269,12 @@ func hubRows(p hub.Policy, hubs []store.Hub, never []store.EnrolledDevice, now t
 			// An offline hub's last round trip says nothing about now.
 			h.Connected, h.RTTMicros = false, 0
 		}
-		rows = append(rows, hubRow{Hub: h, Link: link, Healthy: ok, Health: why})
+		r := newHubRow(h, ok, why)
+		r.Link = link
+		rows = append(rows, r)
 	}
 	for _, d := range never {
-		rows = append(rows, hubRow{Hub: store.Hub{DeviceID: d.DeviceID, Account: d.Account}, Link: "never connected",
+		rows = append(rows, hubRow{DeviceID: d.DeviceID, Account: d.Account, Link: "never connected",
 			NeverConnected: true, Health: "enrolled " + d.EnrolledAt.UTC().Format(time.RFC3339) + "; its hub has not connected: run si hub on it"})
 	}
 	return rows
@@ -306,7 +300,7 @@ still prints CPU and memory.`,
 			defer r.Close()
 			v := r.Read()
 			if asJSON {
-				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(v)
+				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true, UseProtoNames: true}.Marshal(v)
 				if err != nil {
 					return err
 				}
