@@ -259,7 +259,7 @@ func TestHandoverStripeRefusalLeavesNoClone(t *testing.T) {
 	if row.State != store.HandoverFailed || row.NewProject != "" || row.Failure == "" {
 		t.Fatalf("row %+v", row)
 	}
-	if _, err := hm.Store.ProjectRole(ctx, activities.NewProjectID(hm.project, h.ID), "cy"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := hm.Store.ProjectRole(ctx, hm.project+"-2", "cy"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the clone was left behind: %v", err)
 	}
 	mine, err := hm.Store.LoRAs(ctx, "cy")
