@@ -39,3 +39,19 @@ func TestReplayFlushHistories(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayHandoverHistories replays a handover recorded from a real
+// server before accepted handovers waited for a payment method (offer,
+// accept, clone, subscribe, completed): such runs in flight keep their path
+// behind the handover-payment-method version.
+func TestReplayHandoverHistories(t *testing.T) {
+	for _, f := range []string{"testdata/handover_history_v0.json"} {
+		t.Run(f, func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflow(HandoverWorkflow)
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
