@@ -158,7 +158,7 @@ func (a *Handovers) SendMail(ctx context.Context, in HandoverMail) error {
 	case MailOffer:
 		name := ""
 		if free, heldBy, err := a.Store.FreeCloneName(ctx, h.Project); err == nil && free != h.Project {
-			name = fmt.Sprintf("\nYour copy will be named %s, because %s.\n", free, RenameReason(h.Project, heldBy, h.Host, ""))
+			name = fmt.Sprintf("\nYour copy will be named %s, because %s.\n", free, store.RenameReason(h.Project, heldBy, h.Host, ""))
 		}
 		msg.Subject = fmt.Sprintf("%s is handing project %s over to you", h.Host, h.Project)
 		msg.Body = fmt.Sprintf(`%s would like you to take over the project %s on SuperInstance.
@@ -236,25 +236,13 @@ Before your first invoice, give a payment method on Stripe's own page
 	return a.Store.RecordMail(ctx, h.ID, in.Kind, msg.ID)
 }
 
-// RenameReason says why a copy of project is not named project: the name
-// is heldBy's project (host is the handover's host, owner its new owner).
-func RenameReason(project, heldBy, host, owner string) string {
-	switch heldBy {
-	case owner:
-		return "you already have " + project
-	case host:
-		return project + " stays with " + host + " (project names are unique on the mesh)"
-	}
-	return "the name " + project + " is taken on the mesh"
-}
-
 // renamed is the sentence that says why the copy's name is not the
 // project's, or "" when it kept it.
 func renamed(h store.Handover) string {
 	if h.NewProject == "" || h.NewProject == h.Project {
 		return ""
 	}
-	return fmt.Sprintf("\nYour copy is named %s because %s.\n", h.NewProject, RenameReason(h.Project, h.Host, h.Host, h.NewOwner))
+	return fmt.Sprintf("\nYour copy is named %s because %s.\n", h.NewProject, store.RenameReason(h.Project, h.Host, h.Host, h.NewOwner))
 }
 
 // plan is the price offered with the handover: its snapshot's, or the

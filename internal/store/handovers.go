@@ -344,6 +344,18 @@ func (s *Store) RecordMail(ctx context.Context, id, kind, messageID string) erro
 	return err
 }
 
+// RenameReason says why a copy of project is not named project: the name
+// is heldBy's project (host is the handover's host, owner its new owner).
+func RenameReason(project, heldBy, host, owner string) string {
+	switch heldBy {
+	case owner:
+		return "you already have " + project
+	case host:
+		return project + " stays with " + host + " (project names are unique on the mesh)"
+	}
+	return "the name " + project + " is taken on the mesh"
+}
+
 // CloneNames are the names a copy of project may take, in order: its own
 // name, then project-2, project-3 ... (trimmed to fit a project id).
 func CloneNames(project string) []string {
