@@ -213,7 +213,7 @@ when you open the link again.</p>{{end}}
 <li id="adapters">{{len .Adapters}} adapter{{if ne (len .Adapters) 1}}s{{end}}{{if .Adapters}}:{{end}}
 {{if .Adapters}}<table><tr><th>adapter</th><th>base model</th><th>size</th></tr>
 {{range .Adapters}}<tr><td>{{.Name}}</td><td>{{.BaseModel}}</td><td>{{.Size}}</td></tr>{{end}}</table>{{end}}</li>
-<li id="stays">The host keeps the original project{{if .Members}}, its {{.Members}} member{{if ne .Members 1}}s{{end}} and guests{{end}} and its run history; your copy starts with you as its only member.</li>
+<li id="stays">The host keeps the original project, its members and guests and its run history; your copy starts with you as its only member.</li>
 </ul>
 <h2>What you pay</h2>
 {{if .Intro}}<p id="price"><b>{{.Intro}}</b> for the first year, then <b>{{.Standard}}</b> a year. The plan starts once you give a payment
@@ -357,7 +357,6 @@ type handoverOffer struct {
 	CopyName, RenameReason string
 	Renamed                bool
 	Adapters               []store.SnapshotAdapter
-	Members                int
 	// Intro and Standard are the plan's prices in dollars and cents
 	// (empty for a snapshot taken before offers carried a price).
 	Intro, Standard string
@@ -366,7 +365,7 @@ type handoverOffer struct {
 func (s *Server) offer(ctx context.Context, h store.Handover) *handoverOffer {
 	o := &handoverOffer{CopyName: h.NewProject}
 	if snap, err := s.Store.HandoverSnapshot(ctx, h.ID); err == nil {
-		o.Adapters, o.Members = snap.Adapters, snap.Members
+		o.Adapters = snap.Adapters
 		if snap.Plan != nil {
 			o.Intro, o.Standard = snap.Plan.Intro.Dollars(), snap.Plan.Standard.Dollars()
 		}
