@@ -54,7 +54,10 @@ func (s *Stripe) SetupCheckoutPage(ctx context.Context, why, customer, successUR
 		return CheckoutPage{}, fmt.Errorf("stripe made checkout session %s without a URL", cs.ID)
 	}
 	page := CheckoutPage{ID: cs.ID, URL: cs.URL, ExpiresAt: time.Unix(cs.ExpiresAt, 0).UTC()}
-	if cs.ExpiresAt <= 0 {
+	if !page.ExpiresAt.After(time.Now()) {
+		// A new session is open for 24 hours; an answer without a future
+		// expiry (stripe-mock's fixed one) is taken to mean that, less an
+		// hour for clocks that disagree.
 		page.ExpiresAt = time.Now().Add(23 * time.Hour).UTC()
 	}
 	return page, nil

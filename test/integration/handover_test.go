@@ -48,14 +48,25 @@ const hookSecret = "whsec_handover_test"
 func startHandoverMesh(t *testing.T) *handoverMesh {
 	t.Helper()
 	d := harness.NewStripeDouble(t)
-	proxy := harness.NewStripeProxy(t, d.URL)
+	hm := startHandoverMeshOn(t, d.URL)
+	hm.double = d
+	return hm
+}
+
+// startHandoverMeshOn is startHandoverMesh with Stripe at upstream
+// (stripe-mock, which checks every request against Stripe's API, but
+// answers every customer and session with the same ids: one new owner per
+// test there).
+func startHandoverMeshOn(t *testing.T, upstream string) *handoverMesh {
+	t.Helper()
+	proxy := harness.NewStripeProxy(t, upstream)
 	mb := harness.Mailpit(t)
 	m := harness.StartMesh(t, simulator.Options{}, harness.WithAdapters(t, 4), harness.WithStripe(proxy.URL), harness.WithHandovers(mb))
 	m.Account(t, "host")
 	hook := httptest.NewServer(&billing.Webhook{Secret: hookSecret, Accounts: m.Store, Payments: m.Store,
 		PaymentSaved: runner.PaymentSaved(m.Client)})
 	t.Cleanup(hook.Close)
-	hm := &handoverMesh{Mesh: m, mail: mb, stripe: proxy, double: d, hook: hook, project: harness.UniqueID("atlas")}
+	hm := &handoverMesh{Mesh: m, mail: mb, stripe: proxy, hook: hook, project: harness.UniqueID("atlas")}
 	for i, name := range []string{"tone", "legal"} {
 		hm.loras = append(hm.loras, mustPush(t, m, adapter(t, name, 4+i, 64<<10), "host", hm.project))
 	}
@@ -139,13 +150,21 @@ func (hm *handoverMesh) webhook(t *testing.T, body []byte) (int, map[string]any)
 	return resp.StatusCode, out
 }
 
-// pay completes the handover's newest payment page at the double, as the
-// new owner does on Stripe's page, and delivers Stripe's event.
+// completed is Stripe's checkout.session.completed for a setup session.
+func completed(evt, session, customer string) []byte {
+	b, _ := json.Marshal(map[string]any{"id": evt, "object": "event", "type": "checkout.session.completed",
+		"created": time.Now().Unix(), "data": map[string]any{"object": map[string]any{"id": session, "object": "checkout.session",
+			"mode": "setup", "status": "complete", "customer": customer}}})
+	return b
+}
+
+// pay completes the handover's newest payment page, as the new owner does
+// on Stripe's page, and delivers Stripe's event.
 func (hm *handoverMesh) pay(t *testing.T, id string) string {
 	t.Helper()
 	ps := hm.awaiting(t, id)
 	evt := harness.UniqueID("evt")
-	code, out := hm.webhook(t, hm.double.CompletedCheckoutEvent(evt, ps.ID))
+	code, out := hm.webhook(t, completed(evt, ps.ID, ps.Customer))
 	if code != http.StatusOK || out["outcome"] != "applied" {
 		t.Fatalf("checkout.session.completed for %s: %d %v", ps.ID, code, out)
 	}
@@ -292,9 +311,11 @@ func waitForStatus(t *testing.T, hm *handoverMesh, id, status string) {
 
 // Stripe commits the customer and the schedule but the replies are lost:
 // the activity retries with the same idempotency keys, the new owner ends
-// with one customer and one subscription schedule.
+// with one customer and one subscription schedule. Against stripe-mock, so
+// that every request (customer, Checkout Session, schedule) has Stripe's
+// shape.
 func TestHandoverStripeFailuresDuringAccept(t *testing.T) {
-	hm := startHandoverMesh(t)
+	hm := startHandoverMeshOn(t, harness.StripeMock(t))
 	ctx := context.Background()
 	h, _, _ := hm.offer(t)
 	hm.stripe.Fail("POST /v1/customers", 2)
