@@ -289,7 +289,8 @@ func (a *Handovers) paymentPage(ctx context.Context, h store.Handover) (string, 
 }
 
 // AwaitPayment gives the new owner a Stripe customer (unless they have
-// one; no subscription yet) and moves the handover to awaiting_payment. It
+// one; no subscription yet) and a payment page, and moves the handover to
+// awaiting_payment. It
 // reports whether the account already has a payment method saved through
 // one of our pages, so that the handover need not wait.
 func (a *Handovers) AwaitPayment(ctx context.Context, id string) (bool, error) {
@@ -313,7 +314,19 @@ func (a *Handovers) AwaitPayment(ctx context.Context, id string) (bool, error) {
 			return false, err
 		}
 	}
-	saved, err := a.Store.AwaitPayment(ctx, id)
+	// The payment page first, so that a handover seen awaiting_payment
+	// has one to show.
+	saved, err := a.Store.PaymentSaved(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	if !saved {
+		h.NewOwner = acct.ID
+		if _, err := a.paymentPage(ctx, h); err != nil {
+			return false, err
+		}
+	}
+	saved, err = a.Store.AwaitPayment(ctx, id)
 	var he *store.HandoverError
 	if errors.As(err, &he) {
 		return false, nonRetryable(err, ErrHandoverClosed)

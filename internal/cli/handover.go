@@ -139,7 +139,15 @@ func handoverListCommand() *Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Role, h.Project, h.Host, h.Recipient, h.State,
 					h.ExpiresAt.Local().Format(time.DateTime))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, h := range hs {
+				if h.PaymentURL != "" {
+					fmt.Fprintf(env.Stdout, "%s: %s is yours; your plan starts once you give a payment method: %s\n", h.ID, h.NewProject, h.PaymentURL)
+				}
+			}
+			return nil
 		},
 	}
 }

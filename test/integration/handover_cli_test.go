@@ -156,6 +156,10 @@ func TestHandoverAndJoinThroughTheCLI(t *testing.T) {
 	if hs := list(host); len(hs) != 1 || hs[0].State != store.HandoverAwaitingPayment || hs[0].PaymentURL != "" {
 		t.Fatalf("the host lists %+v: the payment page is ada's alone", hs)
 	}
+	if out, err := siAs(t, url, adaTok, "handover", "ls"); err != nil || !strings.Contains(out, "awaiting_payment") ||
+		!strings.Contains(out, "give a payment method: "+done.PaymentURL) {
+		t.Fatalf("si handover ls for the new owner: %v\n%s", err, out)
+	}
 	hm.pay(t, h.ID)
 	if st, err := hm.result(t, h.ID); err != nil || st.Status != store.HandoverCompleted {
 		t.Fatalf("after the payment method: %+v %v", st, err)
