@@ -192,11 +192,53 @@ type ConsensusState struct {
 	// Score is the consensus score of the last round.
 	Score float64                 `json:"score"`
 	Usage []activities.AgentUsage `json:"usage"`
-	Error string                  `json:"error,omitempty"`
+	// Error is the failure in one sentence (no activity or task internals);
+	// ErrorType is its type (CreditCeiling, RoundFailed, ...).
+	Error     string `json:"error,omitempty"`
+	ErrorType string `json:"error_type,omitempty"`
+	// StepLog is every agent step that ended, in order: where it ran, its
+	// model or adapter, tokens and duration. Current is the step in
+	// progress, nil between steps and at the end.
+	StepLog []StepRecord `json:"step_log"`
+	Current *StepRecord  `json:"current,omitempty"`
 	// Steps counts completed agent steps; watchers poll it to see progress.
 	Steps int `json:"steps"`
 	// UpdatedAt is when the workflow recorded the last step.
 	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// StepRecord is one agent step as the live page shows it.
+type StepRecord struct {
+	// ID is the step's activity id (r<round>-<agent>[-retryN|-cloud]); the
+	// ledger's event for it is <workflow id>/<ID>.
+	ID    string `json:"id"`
+	Round int    `json:"round"`
+	Agent string `json:"agent"`
+	// Queue is the task queue the step was sent to; RanOn the worker's
+	// queue that answered (hub.<device> or the cloud's), Hub the device id
+	// when that was a hub.
+	Queue string `json:"queue"`
+	RanOn string `json:"ran_on,omitempty"`
+	Hub   string `json:"hub,omitempty"`
+	// Model is the model that answered; Adapter the LoRA Logos used, if any.
+	Model            string    `json:"model,omitempty"`
+	Adapter          string    `json:"adapter,omitempty"`
+	PromptTokens     int       `json:"prompt_tokens"`
+	CompletionTokens int       `json:"completion_tokens"`
+	StartedAt        time.Time `json:"started_at"`
+	// DurationMS is how long the step took, in workflow time.
+	DurationMS int64 `json:"duration_ms"`
+	// Failed marks a call that ran in a step that failed (it is billed).
+	Failed bool `json:"failed,omitempty"`
+}
+
+// hubOf is the device id of a hub task queue, or "".
+func hubOf(queue string) string {
+	d, ok := strings.CutPrefix(queue, "hub.")
+	if !ok {
+		return ""
+	}
+	return d
 }
 
 // Feedback is Ethos's feedback from the last verified round, for Resume.
@@ -222,16 +264,24 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		c.cloud = workflow.GetInfo(ctx).TaskQueueName
 	}
 	c.state = ConsensusState{Status: StatusRunning, Question: in.Prompt, Project: in.Project, Account: in.Account, Threshold: in.Threshold,
-		Rounds: []RoundState{}, Usage: []activities.AgentUsage{}}
+		Rounds: []RoundState{}, Usage: []activities.AgentUsage{}, StepLog: []StepRecord{}}
 	if err := workflow.SetQueryHandler(ctx, QueryState, func() (ConsensusState, error) { return c.state, nil }); err != nil {
 		return nil, err
 	}
 	if err := c.run(ctx); err != nil {
-		c.state.Status = StatusFailed
-		c.state.Error = err.Error()
-		// Steps that ran are billed even when a later one failed.
+		// Steps that ran are billed even when a later one failed, before
+		// the status says the run is over.
 		if berr := c.bill(ctx); berr != nil {
 			workflow.GetLogger(ctx).Error("billing the steps that ran failed", "error", berr)
+		}
+		c.state.Status = StatusFailed
+		c.state.Current = nil
+		// The message alone: Error() would append the activity error's
+		// chain (event ids, worker identity) and repeat the cause.
+		c.state.Error, c.state.ErrorType = err.Error(), ""
+		var ae *temporal.ApplicationError
+		if errors.As(err, &ae) {
+			c.state.Error, c.state.ErrorType = ae.Message(), ae.Type()
 		}
 		c.release(ctx)
 		c.record(ctx)
@@ -398,9 +448,14 @@ func (c *consensus) run(ctx workflow.Context) error {
 	}
 	c.state.Arbiter = &ao.Verdict
 	c.state.Answer = ao.Verdict.Answer
-	c.state.Status = StatusArbiter
 	c.done(ctx, ao.Usage)
-	return c.bill(ctx)
+	if err := c.bill(ctx); err != nil {
+		return err
+	}
+	// The status changes once the last step is billed: a viewer that stops
+	// at the final state sees every step's charge.
+	c.state.Status = StatusArbiter
+	return nil
 }
 
 // bill logs the usage of the steps since the last bill, one event a step,
@@ -506,6 +561,10 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			opts.ScheduleToStartTimeout = hubStartTimeout
 		}
 		c.stepBudget, c.stepOnHub = b, onHub
+		c.state.Current = &StepRecord{ID: c.stepID, Round: round, Agent: agent, Queue: queue, Hub: hubOf(queue), StartedAt: workflow.Now(ctx)}
+		if agent == "logos" {
+			c.state.Current.Adapter = c.in.LoRA
+		}
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, arg).Get(ctx, out)
 		if err == nil {
 			return nil
@@ -518,6 +577,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 				u.Failed = true
 				c.state.Usage = append(c.state.Usage, c.trusted(u))
 				c.stepIDs = append(c.stepIDs, c.stepID)
+				c.logStep(ctx, c.trusted(u))
 			}
 			if ae.Type() == activities.ErrFailedAfterUse && retries < stepRetries {
 				retries++
@@ -711,8 +771,26 @@ func (c *consensus) trusted(u activities.AgentUsage) activities.AgentUsage {
 func (c *consensus) done(ctx workflow.Context, u activities.AgentUsage) {
 	c.state.Usage = append(c.state.Usage, c.trusted(u))
 	c.stepIDs = append(c.stepIDs, c.stepID)
+	c.logStep(ctx, c.trusted(u))
+	c.state.Current = nil
 	c.state.Steps++
 	c.state.UpdatedAt = workflow.Now(ctx)
+}
+
+// logStep adds the step in progress, with the usage u it reported, to the
+// step log. It only reads workflow time: no command, so replay is unchanged.
+func (c *consensus) logStep(ctx workflow.Context, u activities.AgentUsage) {
+	rec := StepRecord{ID: c.stepID, Agent: string(u.Role), StartedAt: workflow.Now(ctx)}
+	if cur := c.state.Current; cur != nil {
+		rec = *cur
+	}
+	// The hub is the one the workflow sent the step to (only that device
+	// polls its queue), not whatever the reply claims.
+	rec.RanOn, rec.Hub = u.RanOn, hubOf(rec.Queue)
+	rec.Model, rec.Failed = u.Model, u.Failed
+	rec.PromptTokens, rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+	rec.DurationMS = workflow.Now(ctx).Sub(rec.StartedAt).Milliseconds()
+	c.state.StepLog = append(c.state.StepLog, rec)
 }
 
 // record stores the outcome; the answer stands even if the database is down.

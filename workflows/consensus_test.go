@@ -364,3 +364,87 @@ func TestCeilingReachedMidRunStopsTheRun(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestStateLogsEachStepAndTheStepInProgress(t *testing.T) {
+	env := newEnv(t)
+	var seen ConsensusState
+	env.OnActivity(inf.Ethos, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.EthosInput) (activities.EthosOutput, error) {
+			v, err := env.QueryWorkflow(QueryState)
+			if err != nil {
+				return activities.EthosOutput{}, err
+			}
+			if err := v.Get(&seen); err != nil {
+				return activities.EthosOutput{}, err
+			}
+			return activities.EthosOutput{Verification: synapse.Verification{Scores: synapse.Scores{Accuracy: 1, Relevance: 1, Safety: 1}}}, nil
+		})
+	st, err := run(t, env, ConsensusInput{Prompt: "q", CloudQueue: "cloud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur := seen.Current; cur == nil || cur.ID != "r1-ethos" || cur.Agent != "ethos" || cur.Round != 1 || cur.Queue != "cloud" || cur.StartedAt.IsZero() {
+		t.Fatalf("step in progress during Ethos: %+v", seen.Current)
+	}
+	if len(seen.StepLog) != 2 || seen.StepLog[0].ID != "r1-pathos" || seen.StepLog[1].ID != "r1-logos" {
+		t.Fatalf("step log during Ethos: %+v", seen.StepLog)
+	}
+	if st.Current != nil || len(st.StepLog) != 3 {
+		t.Fatalf("final state: current %+v, %d steps logged", st.Current, len(st.StepLog))
+	}
+	for _, s := range st.StepLog {
+		if s.Queue != "cloud" || s.Hub != "" || s.StartedAt.IsZero() || s.DurationMS < 0 {
+			t.Fatalf("step %+v", s)
+		}
+	}
+	if l := st.StepLog[1]; l.Model != simulator.ModelSmall || l.PromptTokens == 0 || l.CompletionTokens == 0 {
+		t.Fatalf("logos step %+v", l)
+	}
+}
+
+func TestStepLogNamesTheHubAndTheAdapter(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(pl.HubAvailable, mock.Anything, "hub.gpu1").Return(activities.HubStatus{Healthy: true}, nil)
+	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.LogosInput) (activities.LogosOutput, error) {
+			return activities.LogosOutput{Solution: synapse.Solution{Answer: "a", Confidence: 1},
+				Usage: activities.AgentUsage{Role: synapse.Logos, Model: in.LoRA, PromptTokens: 3, CompletionTokens: 4, RanOn: "cloud"}}, nil
+		})
+	st, err := run(t, env, ConsensusInput{Prompt: "q [sim:agree]", HubQueue: "hub.gpu1", CloudQueue: "cloud", LoRA: "lora-x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := st.StepLog[0]; p.Queue != "hub.gpu1" || p.Hub != "gpu1" {
+		t.Fatalf("pathos step %+v", p)
+	}
+	if l := st.StepLog[1]; l.Agent != "logos" || l.Adapter != "lora-x" || l.Queue != "cloud" || l.Hub != "" {
+		t.Fatalf("logos step %+v", l)
+	}
+}
+
+// A failed run's state says what failed once, in the application's words,
+// without the SDK's activity-error chain (event ids, worker identity).
+func TestFailedStateSaysWhatFailedOnce(t *testing.T) {
+	env := newEnv(t)
+	env.ExecuteWorkflow(ConsensusWorkflow, ConsensusInput{Prompt: "hi [sim:malformed]"})
+	if env.GetWorkflowError() == nil {
+		t.Fatal("the run should fail")
+	}
+	v, err := env.QueryWorkflow(QueryState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st ConsensusState
+	if err := v.Get(&st); err != nil {
+		t.Fatal(err)
+	}
+	const what = "output is unusable after one repair attempt"
+	if st.Status != StatusFailed || st.ErrorType != ErrRoundFailed || strings.Count(st.Error, what) != 1 {
+		t.Fatalf("failed state: %s %s %q", st.Status, st.ErrorType, st.Error)
+	}
+	for _, internal := range []string{"scheduledEventID", "identity", "activity error", "ActivityTaskFailed"} {
+		if strings.Contains(st.Error, internal) {
+			t.Fatalf("the failure names SDK internals (%s): %q", internal, st.Error)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"embed"
-	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
@@ -25,17 +24,6 @@ const SessionCookie = "si_session"
 
 //go:embed web openapi.json
 var assets embed.FS
-
-// decode reads a bounded JSON body with no unknown fields.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		httpjson.Error(w, http.StatusBadRequest, "invalid_json", "the body is not valid: "+err.Error())
-		return false
-	}
-	return true
-}
 
 // accountOnly refuses guests: the endpoint is about an account's own affairs.
 func accountOnly(w http.ResponseWriter, c Caller) bool {
@@ -408,11 +396,6 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: secure, MaxAge: -1})
 	http.SetCookie(w, &http.Cookie{Name: GuestCookie, Value: "", Path: "/", HttpOnly: true, Secure: secure, MaxAge: -1})
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// livePage is the consensus page; it renders from the state stream.
-func (s *Server) livePage(w http.ResponseWriter, r *http.Request) {
-	serveAsset(w, "live.html")
 }
 
 func (s *Server) asset(w http.ResponseWriter, r *http.Request) {

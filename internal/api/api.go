@@ -26,7 +26,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -34,7 +33,6 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/converter"
 
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/httpjson"
@@ -67,6 +65,12 @@ type Server struct {
 	// adapter for another model is refused before its upload; nil skips
 	// that check (the push workflow makes it anyway).
 	ServedModels func(context.Context) ([]string, error)
+	// TemporalUIURL is the Temporal Web UI's base URL (http://127.0.0.1:8233
+	// under si dev); the live page links each run there for operators. Empty
+	// hides the link.
+	TemporalUIURL string
+	// TemporalNamespace is the namespace runs are in. Default "default".
+	TemporalNamespace string
 }
 
 // Route is one endpoint of the API.
@@ -83,6 +87,9 @@ func (s *Server) Routes() []Route {
 	}
 	if s.Hub == nil {
 		s.Hub = &Hub{Temporal: s.Temporal}
+	}
+	if s.Hub.Encode == nil {
+		s.Hub.Encode = s.encodeView
 	}
 	routes := []Route{
 		{"POST", "/v1/consensus", s.auth(s.startConsensus)},
@@ -121,13 +128,34 @@ func (s *Server) Routes() []Route {
 	return routes
 }
 
-// Handler routes the API.
+// Handler routes the API. A request no route serves is answered in the
+// mesh's own form: 404, or 405 with Allow, as the JSON error on API paths
+// (/v1/..., /openapi.json, /assets/...) and as the error page elsewhere.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.Routes() {
 		mux.HandleFunc(rt.Method+" "+rt.Path, rt.handler)
 	}
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// The mux's own fallback: a 404, a 405 or a redirect to the
+		// cleaned path. Only the redirect is passed on as it is.
+		c := &captured{header: http.Header{}}
+		mux.ServeHTTP(c, r)
+		switch c.status {
+		case http.StatusNotFound, http.StatusMethodNotAllowed:
+			s.routeError(w, r, c.status, c.header.Get("Allow"))
+		default:
+			for k, v := range c.header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(c.status)
+			_, _ = w.Write(c.body.Bytes())
+		}
+	})
 }
 
 // GuestCookie holds a guest session's secret.
@@ -150,7 +178,8 @@ var errNoCredential = errors.New("no credential")
 // unknown, revoked or expired credential is store.ErrNotFound; none at all
 // is errNoCredential.
 func (s *Server) identify(r *http.Request) (c Caller, cookie bool, err error) {
-	if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+	// The scheme is case-insensitive (RFC 9110): Bearer, bearer, BEARER.
+	if scheme, token, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		c.Account, err = s.Store.AccountForToken(r.Context(), strings.TrimSpace(token))
 		return c, false, err
 	}
@@ -259,10 +288,7 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller) {
 	account := c.Account
 	var req ConsensusRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpjson.Error(w, http.StatusBadRequest, "invalid_json", "the body is not a consensus request: "+err.Error())
+	if !decode(w, r, &req) {
 		return
 	}
 	p, err := workflows.ParsePlacement(req.Placement)
@@ -378,7 +404,7 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 
 func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, c Caller) {
 	if st, ok := s.visibleState(w, r, c, r.PathValue("id")); ok {
-		httpjson.Write(w, http.StatusOK, st)
+		httpjson.Write(w, http.StatusOK, s.view(r.Context(), r.PathValue("id"), st))
 	}
 }
 
@@ -387,20 +413,26 @@ func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, c Caller) 
 func (s *Server) visibleState(w http.ResponseWriter, r *http.Request, c Caller, id string) (workflows.ConsensusState, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	var st workflows.ConsensusState
-	err := errors.New("not a consensus id")
-	if strings.HasPrefix(id, "consensus-") || strings.HasPrefix(id, "escalation-") {
-		var v converter.EncodedValue
-		if v, err = s.Temporal.QueryWorkflow(ctx, id, "", workflows.QueryState); err == nil {
-			err = v.Get(&st)
-		}
-	}
+	st, err := s.queryState(ctx, id)
 	// A run the caller may not see is as absent as a run that never was.
 	if err != nil || !s.maySee(r.Context(), c, st) {
 		httpjson.Error(w, http.StatusNotFound, "not_found", "no consensus "+id)
 		return st, false
 	}
 	return st, true
+}
+
+// queryState reads a consensus's state from its workflow.
+func (s *Server) queryState(ctx context.Context, id string) (workflows.ConsensusState, error) {
+	var st workflows.ConsensusState
+	if !strings.HasPrefix(id, "consensus-") && !strings.HasPrefix(id, "escalation-") {
+		return st, errors.New("not a consensus id")
+	}
+	v, err := s.Temporal.QueryWorkflow(ctx, id, "", workflows.QueryState)
+	if err == nil {
+		err = v.Get(&st)
+	}
+	return st, err
 }
 
 // maySee reports whether the caller may read a run: a guest, the runs of

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"html/template"
 	"net"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"go.temporal.io/api/workflowservice/v1"
 	"golang.org/x/time/rate"
 
 	"github.com/superinstance/mesh/internal/httpjson"
@@ -60,6 +58,12 @@ func (l *Limiter) Wrap(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if !l.Allow(host) {
 			w.Header().Set("Retry-After", "6")
+			p := problem{Status: http.StatusTooManyRequests, Code: "rate_limited", Title: "Too many requests",
+				What: "Too many link requests came from this address", Do: "Wait a few seconds, then try again."}
+			if wantsHTML(r) {
+				writeErrorPage(w, p)
+				return
+			}
 			httpjson.Error(w, http.StatusTooManyRequests, "rate_limited", "too many link requests from this address; try again shortly")
 			return
 		}
@@ -94,22 +98,37 @@ type InviteOffer struct {
 	Accept    string    `json:"accept"`
 }
 
-// openInvite finds the open invite a link names, answering the error itself.
+// openInvite finds the open invite a link names, answering the error
+// itself: a page to a browser, the JSON error to an API client.
 func (s *Server) openInvite(w http.ResponseWriter, r *http.Request) (store.Invite, bool) {
 	inv, err := s.Store.InviteByToken(r.Context(), r.PathValue("token"))
 	if errors.Is(err, store.ErrNotFound) {
-		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this invite link is not valid: ask the host for a new one")
+		s.answer(w, wantsHTML(r), problem{Status: http.StatusNotFound, Code: "invalid_token", Title: "This invite link is not valid",
+			What: "This invite link is not valid.", Do: "Check that you copied the whole link, or ask the host for a new one."})
 		return inv, false
 	}
 	if err != nil {
-		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the invite store is unreachable")
+		s.answer(w, wantsHTML(r), unavailable("the invite store"))
 		return inv, false
 	}
 	if reason := inv.ClosedReason(time.Now()); reason != "" {
-		httpjson.Error(w, http.StatusGone, "invite_closed", reason)
+		s.answer(w, wantsHTML(r), inviteClosed(reason))
 		return inv, false
 	}
 	return inv, true
+}
+
+// inviteClosed is a used, revoked or expired invite; reason says which and
+// what to do.
+func inviteClosed(reason string) problem {
+	return problem{Status: http.StatusGone, Code: "invite_closed", Title: "This invite link cannot be used any more", What: reason,
+		Do: "If you accepted it already, open the project from the browser you accepted it in; otherwise ask the host for a new invite."}
+}
+
+// unavailable is a store or service the request needs that does not answer.
+func unavailable(what string) problem {
+	return problem{Status: http.StatusServiceUnavailable, Code: "unavailable", Title: "Something is down",
+		What: what + " is unreachable.", Do: "Try again in a minute; if it lasts, tell the operator."}
 }
 
 // joinPage shows the invite with a button that accepts it (a POST). It
@@ -148,7 +167,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	g, secret, err := runner.JoinInvite(ctx, s.Store, s.Temporal, inv.ID)
 	var ie *store.InviteError
 	if errors.As(err, &ie) {
-		httpjson.Error(w, http.StatusGone, "invite_closed", ie.Reason)
+		s.answer(w, wantsHTML(r), inviteClosed(ie.Reason))
 		return
 	}
 	if err != nil {
@@ -172,19 +191,6 @@ var pages = template.Must(template.New("").Parse(`
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:3rem auto;padding:0 1rem;color:#1b1b1f}
 .muted{color:#666}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}
 input,button{font:inherit;padding:.4rem .7rem}.error{color:#a40000}</style></head><body>{{end}}
-{{define "project"}}{{template "head" .}}
-<meta http-equiv="refresh" content="5">
-<h1>Project {{.Project}}</h1>
-{{with .Guest}}<p id="guest">You are a <b>{{.Role}}</b> guest of <b>{{.Host}}</b>.
-Quota remaining: <b id="remaining">{{.Remaining}}</b> of {{.Quota}}, billed to {{.Host}}.</p>{{end}}
-<h2>Running now</h2>
-{{if .Running}}<ul id="running">{{range .Running}}<li><a href="/c/{{.}}">{{.}}</a> (live)</li>{{end}}</ul>
-{{else}}<p class="muted">Nothing is running; this page refreshes itself.</p>{{end}}
-<h2>Recent runs</h2>
-{{if .Runs}}<table><tr><th>run</th><th>status</th><th>score</th><th>answer</th></tr>
-{{range .Runs}}<tr><td><a href="/c/{{.WorkflowID}}">{{.WorkflowID}}</a></td><td>{{.Status}}</td><td>{{printf "%.2f" .Score}}</td><td>{{.Answer}}</td></tr>{{end}}
-</table>{{else}}<p class="muted">No runs yet.</p>{{end}}
-</body></html>{{end}}
 {{define "join"}}{{template "head" .}}
 <h1>Join project {{.I.Project}}</h1>
 <p><b>{{.I.Host}}</b> invites you to the project <b>{{.I.Project}}</b> as a <b>{{.I.Role}}</b>,
@@ -232,108 +238,22 @@ method on Stripe's own page, after you accept; nothing is charged before.</p>
 {{end}}
 </body></html>{{end}}`))
 
-// projectPage shows a project to a guest of it (with their remaining quota)
-// or to a member signed in with a token or a browser session: the recent
-// runs the caller may see. The default project is each account's own: its
-// page lists the caller's runs alone.
-func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
-	project := r.PathValue("project")
-	notFound := func(hint string) { httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+project+hint) }
-	// A guest cookie for another project does not hide a member's session.
-	var c Caller
-	if g, err := s.guest(r); err == nil && g.Project == project {
-		c = Caller{Account: g.Host, Guest: g}
-	} else {
-		var err error
-		if c, _, err = s.identify(r); err != nil || c.Guest != nil {
-			notFound(": open the invite link again, or sign in")
-			return
-		}
-	}
-	// Whose runs the page lists: a guest sees the host's runs in the
-	// project, a member all of the project's, anyone the default project's
-	// runs that are their own.
-	only := ""
-	switch {
-	case c.Guest != nil:
-		only = c.Guest.Host
-	case project == workflows.DefaultProject:
-		only = c.Account
-	default:
-		if _, err := s.Store.ProjectRole(r.Context(), project, c.Account); err != nil {
-			notFound("")
-			return
-		}
-	}
-	runs, err := s.Store.RecentRuns(r.Context(), project, only, 20)
-	if err != nil {
-		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the run store is unreachable")
-		return
-	}
-	running, err := s.running(r.Context(), project)
-	if err != nil {
-		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "Temporal is unreachable")
-		return
-	}
-	if only != "" {
-		running = s.visibleRuns(r.Context(), c, running)
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = pages.ExecuteTemplate(w, "project", map[string]any{"Title": project, "Project": project, "Guest": c.Guest, "Runs": runs,
-		"Running": running})
-}
-
-// visibleRuns keeps the runs in progress that the caller may see.
-func (s *Server) visibleRuns(ctx context.Context, c Caller, ids []string) []string {
-	var out []string
-	for _, id := range ids {
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		v, err := s.Temporal.QueryWorkflow(qctx, id, "", workflows.QueryState)
-		var st workflows.ConsensusState
-		if err == nil {
-			err = v.Get(&st)
-		}
-		cancel()
-		if err == nil && s.maySee(ctx, c, st) {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// running lists the ids of a project's consensus runs in progress.
-func (s *Server) running(ctx context.Context, project string) ([]string, error) {
-	if err := store.ValidProjectID(project); err != nil {
-		return nil, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := s.Temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{PageSize: 20,
-		Query: fmt.Sprintf("WorkflowType = 'ConsensusWorkflow' AND ExecutionStatus = 'Running' AND %s = '%s'",
-			workflows.ConsensusProjectAttr.GetName(), project)})
-	if err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, e := range resp.Executions {
-		ids = append(ids, e.GetExecution().GetWorkflowId())
-	}
-	return ids, nil
-}
-
-// handoverFor finds the handover a link names, answering the error itself.
+// handoverFor finds the handover a link names, answering the error
+// itself: a page to a browser, the JSON error to an API client.
 func (s *Server) handoverFor(w http.ResponseWriter, r *http.Request) (store.Handover, bool) {
 	h, err := s.Store.HandoverByToken(r.Context(), r.PathValue("token"))
 	if errors.Is(err, store.ErrNotFound) {
-		httpjson.Error(w, http.StatusNotFound, "invalid_token", "this handover link is not valid: use the newest link in your email")
+		s.answer(w, wantsHTML(r), problem{Status: http.StatusNotFound, Code: "invalid_token", Title: "This handover link is not valid",
+			What: "This handover link is not valid.", Do: "Use the newest link in your email, copied whole."})
 		return h, false
 	}
 	if err != nil {
-		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the handover store is unreachable")
+		s.answer(w, wantsHTML(r), unavailable("the handover store"))
 		return h, false
 	}
 	if reason := h.ClosedReason(time.Now()); reason != "" {
-		httpjson.Error(w, http.StatusGone, "handover_closed", reason)
+		s.answer(w, wantsHTML(r), problem{Status: http.StatusGone, Code: "handover_closed", Title: "This handover link cannot be used any more",
+			What: reason, Do: "If you accepted it, sign in to your account to find the project; otherwise ask the sender to start a new handover."})
 		return h, false
 	}
 	return h, true

@@ -93,7 +93,7 @@ func TestJoinLinkOpensAGuestSession(t *testing.T) {
 	session := guestCookie(t, rec)
 	page := get(h, "/p/team", "10.0.0.1", map[string]string{"Cookie": api.GuestCookie + "=" + session})
 	if page.Code != 200 || !strings.Contains(page.Body.String(), `editor</b> guest of <b>host`) ||
-		!strings.Contains(page.Body.String(), `<b id="remaining">$0.005000</b>`) {
+		!strings.Contains(page.Body.String(), `<b id="remaining">$0.005</b>`) {
 		t.Fatalf("project page: %d %s", page.Code, page.Body.String())
 	}
 	if other := get(h, "/p/elsewhere", "10.0.0.1", map[string]string{"Cookie": api.GuestCookie + "=" + session}); other.Code != 404 {
@@ -157,6 +157,11 @@ func TestJoinIsRateLimited(t *testing.T) {
 	rec := get(h, bad, "192.0.2.7", nil)
 	if rec.Code != http.StatusTooManyRequests || errorCode(t, rec) != "rate_limited" || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("sixth guess: %d %s", rec.Code, rec.Body.String())
+	}
+	// A browser is told on a page.
+	if rec := get(h, bad, "192.0.2.7", map[string]string{"Accept": "text/html"}); rec.Code != http.StatusTooManyRequests ||
+		!strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || !strings.Contains(rec.Body.String(), "Wait a few seconds") {
+		t.Fatalf("a browser's sixth guess: %d %s", rec.Code, rec.Body.String())
 	}
 	// Another address has its own allowance.
 	if rec := get(h, bad, "192.0.2.8", nil); rec.Code != 404 {

@@ -23,6 +23,9 @@ type Hub struct {
 	Temporal client.Client
 	// Interval is how often a watched consensus is queried. Default 25ms.
 	Interval time.Duration
+	// Encode turns a state into the JSON viewers get, once per change.
+	// Default json.Marshal of the state.
+	Encode   func(ctx context.Context, id string, st workflows.ConsensusState) ([]byte, error)
 	mu       sync.Mutex
 	watchers map[string]*watcher
 }
@@ -141,7 +144,13 @@ func (h *Hub) run(ctx context.Context, id string, w *watcher) {
 		} else {
 			failures = 0
 		}
-		changed := ev.Done || ev.State.Steps != last.State.Steps || ev.State.Status != last.State.Status
+		changed := ev.Done || ev.State.Steps != last.State.Steps || ev.State.Status != last.State.Status ||
+			currentStep(ev.State) != currentStep(last.State)
+		if err == nil && (last.Data == nil || changed) {
+			if eerr := h.encode(ctx, id, &ev); eerr != nil {
+				ev = Event{Done: true, Err: "the consensus can no longer be shown: " + eerr.Error()}
+			}
+		}
 		if (err == nil || failures >= maxPollFailures) && (last.Data == nil || changed) {
 			h.publish(id, w, ev)
 			last = ev
@@ -168,13 +177,35 @@ func (h *Hub) poll(ctx context.Context, id string) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	b, err := json.Marshal(st)
+	// Encoded only when it will be sent: the state changed or the run ended.
+	return Event{State: st, Done: st.Status != workflows.StatusRunning}, nil
+}
+
+// encode fills in ev's JSON and frame.
+func (h *Hub) encode(ctx context.Context, id string, ev *Event) error {
+	st := ev.State
+	var b []byte
+	var err error
+	if h.Encode != nil {
+		b, err = h.Encode(ctx, id, st)
+	} else {
+		b, err = json.Marshal(st)
+	}
 	if err != nil {
-		return Event{}, err
+		return err
 	}
 	frame := make([]byte, 0, len(b)+30)
 	frame = append(append(append(frame, "event: state\ndata: "...), b...), "\n\n"...)
-	return Event{Data: b, Frame: frame, Done: st.Status != workflows.StatusRunning, State: st}, nil
+	ev.Data, ev.Frame = b, frame
+	return nil
+}
+
+// currentStep names the step in progress, "" between steps.
+func currentStep(st workflows.ConsensusState) string {
+	if st.Current == nil {
+		return ""
+	}
+	return st.Current.ID
 }
 
 func (h *Hub) publish(id string, w *watcher, ev Event) {
@@ -222,7 +253,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 		return nil
 	}
 	if st.Status != workflows.StatusRunning {
-		b, _ := json.Marshal(st)
+		b, _ := json.Marshal(s.view(r.Context(), id, st))
 		_ = send("state", b)
 		_ = send("end", []byte(`{}`))
 		return

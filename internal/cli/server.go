@@ -66,6 +66,7 @@ activities in flight.`,
 			tr.Register(fs)
 			fs.DurationVar(&o.StopTimeout, "stop-timeout", time.Minute, "how long stopping waits for the worker's activities in flight")
 			fs.StringVar(&o.PublicURL, "public-url", "", "base URL of the HTTP API as users reach it, for links in emails (default: http:// and --metrics-listen)")
+			fs.StringVar(&o.TemporalUIURL, "temporal-ui-url", "", "base URL of the Temporal Web UI, e.g. http://temporal-ui:8080; the live page links each run there for operators (default: no link)")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			var err error

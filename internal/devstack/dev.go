@@ -288,7 +288,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
 		Stripe: stripeClient, FlushEvery: o.FlushEvery, WebhookSecret: o.WebhookSecret,
 		Blob: blobStore, LoRACacheDir: filepath.Join(o.DataDir, "adapter-cache"), LoRACapacity: o.LoRACapacity,
-		Mailer: mailer, PublicURL: d.State.PublicURL, Namespace: o.Temporal.Namespace,
+		Mailer: mailer, PublicURL: d.State.PublicURL, Namespace: o.Temporal.Namespace, TemporalUIURL: d.State.UIURL,
 		Registry: ins.Registry, Tracer: ins.Tracer,
 	})
 	if err != nil {

@@ -1,5 +1,6 @@
 // Package httpjson writes the mesh's JSON HTTP answers; every error is
-// {"error": {"code": ..., "message": ...}}.
+// {"error": {"code": ..., "message": ...}}, with "param" naming the
+// request's field when one field is at fault.
 package httpjson
 
 import (
@@ -17,4 +18,13 @@ func Write(w http.ResponseWriter, status int, v any) {
 // Error writes {"error": {"code": code, "message": msg}} with status.
 func Error(w http.ResponseWriter, status int, code, msg string) {
 	Write(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// FieldError is Error with "param": the request's JSON field at fault.
+func FieldError(w http.ResponseWriter, status int, code, msg, param string) {
+	if param == "" {
+		Error(w, status, code, msg)
+		return
+	}
+	Write(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg, "param": param}})
 }

@@ -164,3 +164,16 @@ func (m PPM) String() string {
 	s = strings.TrimRight(s, "0")
 	return strings.TrimSuffix(s, ".")
 }
+
+// Dollars formats a for people: dollars and cents ("$30.00", "-$2.25")
+// when the sub-cent part is zero, else the decimals down to the last
+// non-zero one ("$0.000412", "$1.2345"). Nothing is rounded.
+func (a Micros) Dollars() string {
+	s := a.String()
+	whole, frac, _ := strings.Cut(s, ".")
+	frac = strings.TrimRight(frac, "0")
+	for len(frac) < 2 {
+		frac += "0"
+	}
+	return whole + "." + frac
+}

@@ -106,6 +106,9 @@ type Options struct {
 	// them (this server's HTTP address as the recipient reaches it).
 	Mailer    *mail.Mailer
 	PublicURL string
+	// TemporalUIURL is the Temporal Web UI's base URL; the live page links
+	// each run there for operators. Empty hides the link.
+	TemporalUIURL string
 	// Namespace is the Temporal namespace, where the mesh's search
 	// attributes are registered. Default "default".
 	Namespace string
@@ -246,7 +249,8 @@ func Start(o Options) (s *Server, err error) {
 				PaymentSaved: runner.PaymentSaved(o.Temporal)}
 		}
 		if o.Roles[RoleAPI] {
-			as := &api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL, Blob: o.Blob}
+			as := &api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL, Blob: o.Blob,
+				TemporalUIURL: o.TemporalUIURL, TemporalNamespace: o.Namespace}
 			if o.Inference != nil && o.Inference.LLM != nil {
 				as.ServedModels = o.Inference.LLM.BaseModels
 			}

@@ -103,7 +103,7 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasSuffix(landed, "/p/studio") || !strings.Contains(page, "viewer guest of host") || !strings.Contains(page, "$0.250000") {
+	if !strings.HasSuffix(landed, "/p/studio") || !strings.Contains(page, "viewer guest of host") || !strings.Contains(page, "$0.25") {
 		t.Fatalf("landed on %s: %q", landed, page)
 	}
 
@@ -133,7 +133,7 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 		if err := chromedp.Run(bctx,
 			chromedp.Navigate(srv.URL+"/p/studio"),
 			chromedp.WaitVisible("#guest", chromedp.ByID),
-			chromedp.Evaluate(`document.querySelectorAll("#running a").length`, &listed),
+			chromedp.Evaluate(`document.querySelectorAll("#runs tr.running a").length`, &listed),
 		); err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +145,7 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 		t.Fatal("the project page never listed the run in progress")
 	}
 	if err := chromedp.Run(bctx,
-		chromedp.Click("#running a", chromedp.ByQuery),
+		chromedp.Click("#runs tr.running a", chromedp.ByQuery),
 		chromedp.WaitVisible("#status", chromedp.ByID),
 		chromedp.Location(&at),
 		chromedp.Text("#status", &firstStatus, chromedp.ByID),
@@ -192,7 +192,7 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 	if !strings.Contains(question, "Which launch plan is safer?") {
 		t.Fatalf("question %q", question)
 	}
-	if !strings.Contains(viewer, "read-only") || !strings.Contains(viewer, "$0.250000") {
+	if !strings.Contains(viewer, "read-only") || !strings.Contains(viewer, "$0.25") {
 		t.Fatalf("viewer %q", viewer)
 	}
 	if !askHidden || !guestsHidden {
@@ -218,7 +218,7 @@ func TestBrowserGuestWatchesConsensus(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(guestRows, "viewer") || !strings.Contains(guestRows, "$0.250000") || hostAskHidden {
+	if !strings.Contains(guestRows, "viewer") || !strings.Contains(guestRows, "$0.25") || hostAskHidden {
 		t.Fatalf("host view: guests %q, ask form hidden %v", guestRows, hostAskHidden)
 	}
 
