@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestDollars(t *testing.T) {
+func TestDollarsReadsBack(t *testing.T) {
 	for _, c := range []struct {
 		in   Micros
 		want string
