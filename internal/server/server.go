@@ -27,6 +27,7 @@ import (
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/mail"
 	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
@@ -246,7 +247,8 @@ func Start(o Options) (s *Server, err error) {
 		mux.Handle("GET /metrics", metrics.Handler())
 		var webhook http.Handler
 		if o.WebhookSecret != "" {
-			webhook = &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger}
+			webhook = &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Payments: o.Store, Logger: o.Logger,
+				PaymentSaved: runner.PaymentSaved(o.Temporal)}
 		}
 		if o.Roles[RoleAPI] {
 			as := &api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL, Blob: o.Blob,

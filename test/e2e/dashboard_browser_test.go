@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -151,18 +149,4 @@ func TestBrowserDashboard(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// shot keeps a full-page screenshot in the artifacts.
-func shot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	var b []byte
-	if err := chromedp.Run(ctx, chromedp.FullScreenshot(&b, 100)); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(artifacts(t), name)
-	if err := os.WriteFile(out, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", out, len(b))
 }
