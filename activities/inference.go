@@ -248,6 +248,7 @@ type validated interface{ Validate() error }
 func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated, b Budget) (AgentUsage, error) {
 	start := time.Now()
 	defer func() { a.Metrics.Stage(string(role), time.Since(start)) }()
+	defer heartbeat(ctx)()
 	u := AgentUsage{Role: role, Model: model}
 	if activity.IsActivity(ctx) {
 		u.RanOn = activity.GetInfo(ctx).TaskQueue

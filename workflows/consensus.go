@@ -42,6 +42,10 @@ const (
 	// stepRetries is how often a step whose call ran and then failed in a
 	// way a retry may mend is run again under a new id.
 	stepRetries = 2
+	// StepHeartbeatTimeout is how long an agent step may go without a
+	// heartbeat (activities.HeartbeatEvery while its model call runs) before
+	// it is retried, on another worker when the first one died.
+	StepHeartbeatTimeout = 5 * time.Second
 	// hubStartTimeout is how long a step waits for a hub to pick it up before
 	// the workflow moves inference to the cloud queue.
 	hubStartTimeout = 10 * time.Second
@@ -490,6 +494,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		opts := workflow.ActivityOptions{
 			TaskQueue:           queue,
 			StartToCloseTimeout: c.in.StepTimeout,
+			HeartbeatTimeout:    StepHeartbeatTimeout,
 			RetryPolicy: &temporal.RetryPolicy{
 				InitialInterval:        time.Second,
 				BackoffCoefficient:     2,
