@@ -28,6 +28,10 @@ const (
 	// ErrInsufficientHeadroom: the account or the guest session cannot cover
 	// the run's worst case; nothing ran.
 	ErrInsufficientHeadroom = "InsufficientHeadroom"
+	// ErrLedgerUnreachable: PostgreSQL, which holds the accounts and the
+	// ledger, did not answer; nothing ran. Retryable: a short bounded retry
+	// rides out a blip, and the caller may try again later.
+	ErrLedgerUnreachable = "LedgerUnreachable"
 	// ErrPromptTooLarge: the prompt is over the step's bound; nothing ran.
 	ErrPromptTooLarge = "PromptTooLarge"
 	// ErrFailedAfterUse: a call ran and a later one failed in a way a retry

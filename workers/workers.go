@@ -74,6 +74,7 @@ func NewCloud(c client.Client, deps Cloud, opts worker.Options) worker.Worker {
 // RegisterCloud registers the cloud worker's workflows and activities on r.
 func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterWorkflow(workflows.ConsensusWorkflow)
+	r.RegisterWorkflow(workflows.RecordRunWorkflow)
 	r.RegisterWorkflow(workflows.WarmupWorkflow)
 	r.RegisterActivity(deps.Inference)
 	r.RegisterActivity(deps.Placement)

@@ -233,6 +233,15 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 	if err := c.run(ctx); err != nil {
 		c.state.Status = StatusFailed
 		c.state.Error = err.Error()
+		var ae *temporal.ApplicationError
+		if errors.As(err, &ae) && ae.Type() == activities.ErrLedgerUnreachable &&
+			workflow.GetVersion(ctx, versionLedgerDownKey, workflow.DefaultVersion, versionLedgerDown) == versionLedgerDown {
+			// Nothing ran and nothing can be billed; recording the failure
+			// waits for PostgreSQL in a workflow of its own, so that this
+			// run fails now with the reason.
+			c.recordLater(ctx)
+			return nil, err
+		}
 		// Steps that ran are billed even when a later one failed.
 		if berr := c.bill(ctx); berr != nil {
 			workflow.GetLogger(ctx).Error("billing the steps that ran failed", "error", berr)
@@ -291,6 +300,13 @@ type consensus struct {
 // answer never came back (a step timed out, or a hub's abandoned step) are
 // not billed: their usage is unknown.
 const versionAdmission = 1
+
+// versionLedgerDown is the workflow version that fails a run whose
+// account check found PostgreSQL unreachable at once, and leaves recording
+// it (and releasing a hold the API may have taken) to RecordRunWorkflow.
+const versionLedgerDown = 1
+
+const versionLedgerDownKey = "ledger-unreachable-record-later"
 
 // versionStepIDs is the workflow version that names each step's activity
 // (r<round>-<agent>) and bills it; runs recorded before it replay without.
@@ -545,7 +561,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 }
 
 // passedTypes are the activity error types a consensus fails with as they are.
-var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount, activities.ErrInsufficientHeadroom,
+var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount, activities.ErrInsufficientHeadroom, activities.ErrLedgerUnreachable,
 	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad, activities.ErrGuestQuota, activities.ErrProjectForbidden}
 
 // passType fails the workflow with the activity's own error type when it is
@@ -720,6 +736,37 @@ func (c *consensus) done(ctx workflow.Context, u activities.AgentUsage) {
 	c.state.UpdatedAt = workflow.Now(ctx)
 }
 
+// recordLater starts RecordRunWorkflow, which outlives this run, to record
+// the outcome and release the run's hold once PostgreSQL answers.
+func (c *consensus) recordLater(ctx workflow.Context) {
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	in := RecordRunInput{Run: c.run0(ctx)}
+	if c.admit && c.in.Account != "" {
+		in.Hold = c.hold.ID
+		if in.Hold == "" {
+			in.Hold = wid
+		}
+	}
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID:        wid + "/record",
+		TaskQueue:         c.cloud,
+		ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON,
+	})
+	f := workflow.ExecuteChildWorkflow(cctx, RecordRunWorkflow, in)
+	if err := f.GetChildWorkflowExecution().Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("starting the run's record failed", "error", err)
+	}
+}
+
+// run0 is the run's outcome as the records store it.
+func (c *consensus) run0(ctx workflow.Context) store.ConsensusRun {
+	return store.ConsensusRun{
+		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Project: c.in.Project, Prompt: c.in.Prompt,
+		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
+		Placement: c.state.Placement, Account: c.in.Account,
+	}
+}
+
 // record stores the outcome; the answer stands even if the database is down.
 func (c *consensus) record(ctx workflow.Context) {
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -729,11 +776,7 @@ func (c *consensus) record(ctx workflow.Context) {
 		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 10 * time.Second},
 	})
 	var r *activities.Records
-	run := store.ConsensusRun{
-		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Project: c.in.Project, Prompt: c.in.Prompt,
-		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
-		Placement: c.state.Placement, Account: c.in.Account,
-	}
+	run := c.run0(ctx)
 	if err := workflow.ExecuteActivity(actx, r.RecordConsensus, run).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("recording the consensus failed", "error", err)
 	}

@@ -2,13 +2,20 @@ package workflows
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/synapse"
 )
 
@@ -40,5 +47,71 @@ func TestAgentStepsHaveAHeartbeatTimeout(t *testing.T) {
 		if d <= 0 || d > 10*time.Second || d < 2*activities.HeartbeatEvery {
 			t.Fatalf("step %d has heartbeat timeout %s; want a few seconds, at least two heartbeats (%s)", i, d, activities.HeartbeatEvery)
 		}
+	}
+}
+
+// A consensus whose account check cannot reach PostgreSQL fails at once
+// with that reason, instead of staying Running while recording its failure
+// retries against the same dead database; the failure is recorded once the
+// database is back.
+func TestLedgerUnreachableFailsAtOnce(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflow(ConsensusWorkflow)
+	env.RegisterWorkflow(RecordRunWorkflow)
+	env.RegisterActivity(&activities.Inference{})
+	env.RegisterActivity(&activities.Records{})
+	env.RegisterActivity(&activities.Ledger{})
+	down := errors.New("dial tcp: connection refused")
+	checks := 0
+	env.OnActivity(rec.CheckAccount, mock.Anything, "acme").Return(func(context.Context, string) error {
+		checks++
+		return temporal.NewApplicationErrorWithCause("the ledger is unreachable", activities.ErrLedgerUnreachable, down)
+	})
+	// PostgreSQL comes back two minutes after the run started.
+	start := env.Now()
+	back := func() bool { return env.Now().Sub(start) > 2*time.Minute }
+	recorded := 0
+	env.OnActivity(rec.RecordConsensus, mock.Anything, mock.Anything).Return(func(_ context.Context, r store.ConsensusRun) error {
+		if !back() {
+			return down
+		}
+		if r.Status != StatusFailed {
+			t.Errorf("recorded %s, want %s", r.Status, StatusFailed)
+		}
+		recorded++
+		return nil
+	})
+	env.OnActivity(led.Release, mock.Anything, mock.Anything).Return(func(context.Context, string) error {
+		if !back() {
+			return down
+		}
+		return nil
+	})
+	// The run ends when it hands its record to RecordRunWorkflow (the test
+	// environment waits for that child too); without one, at the end.
+	var failedAt time.Duration
+	env.SetOnChildWorkflowStartedListener(func(wi *workflow.Info, _ workflow.Context, _ converter.EncodedValues) {
+		if wi.WorkflowType.Name == "RecordRunWorkflow" {
+			failedAt = env.Now().Sub(start)
+		}
+	})
+	env.ExecuteWorkflow(ConsensusWorkflow, ConsensusInput{Prompt: "hello", Account: "acme", Placement: PlacementCloud})
+	if failedAt == 0 {
+		failedAt = env.Now().Sub(start)
+	}
+	var ae *temporal.ApplicationError
+	if err := env.GetWorkflowError(); !errors.As(err, &ae) || ae.Type() != activities.ErrLedgerUnreachable ||
+		!strings.Contains(ae.Message(), "the ledger is unreachable") {
+		t.Fatalf("error %v, want type %s saying the ledger is unreachable", err, activities.ErrLedgerUnreachable)
+	}
+	if failedAt > 30*time.Second {
+		t.Fatalf("the run failed %s after it started; want at once (seconds)", failedAt)
+	}
+	if checks < 2 || checks > 5 {
+		t.Fatalf("the account check ran %d times; want a short bounded retry", checks)
+	}
+	if recorded != 1 {
+		t.Fatalf("the failure was recorded %d times once the database was back, want 1", recorded)
 	}
 }
