@@ -49,7 +49,7 @@ func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Clou
 	flushes := Flushes(c, st)
 	return Cloud{
 		Inference: inf,
-		Placement: &activities.Placement{Temporal: c, Hubs: st},
+		Placement: &activities.Placement{Temporal: c, Hubs: st, Accounts: st},
 		Records:   &activities.Records{Store: st},
 		Ledger:    &activities.Ledger{Store: st, Flushes: flushes},
 		Flushes:   flushes,

@@ -280,6 +280,9 @@ type consensus struct {
 	// whether it ran on a hub's queue.
 	stepBudget activities.Budget
 	stepOnHub  bool
+	// perStep marks a run from versionPerStep on that places each step
+	// among its account's hubs.
+	perStep bool
 }
 
 // versionAdmission is the workflow version that reserves the run's worst
@@ -464,6 +467,11 @@ func (c *consensus) place(ctx workflow.Context) error {
 		c.state.PlacementNote = "placement cloud"
 	case c.in.HubQueue == "":
 		c.state.PlacementNote = "no hub given"
+	case c.in.Account != "" && workflow.GetVersion(ctx, versionPerStepKey, workflow.DefaultVersion, versionPerStep) == versionPerStep:
+		// Each step picks among the account's hubs (pick); HubQueue only
+		// asks for hub placement, and is not trusted to name the hub.
+		c.perStep = true
+		c.state.PlacementNote = "placed per step among account " + c.in.Account + "'s hubs"
 	default:
 		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			TaskQueue:           c.cloud,
@@ -489,6 +497,36 @@ func (c *consensus) place(ctx workflow.Context) error {
 	return nil
 }
 
+// versionPerStep is the workflow version that places each step on the
+// least loaded healthy hub of the run's account (Placement.PickHub) instead
+// of checking the one named hub once per run.
+const versionPerStep = 1
+
+const versionPerStepKey = "placement-per-step"
+
+// pick places the next step among the account's hubs, or in the cloud.
+func (c *consensus) pick(ctx workflow.Context) error {
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           c.cloud,
+		StartToCloseTimeout: 5 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumAttempts: 3},
+	})
+	var p *activities.Placement
+	var ch activities.HubChoice
+	if err := workflow.ExecuteActivity(actx, p.PickHub, activities.PickHubInput{Account: c.in.Account}).Get(ctx, &ch); err != nil {
+		ch = activities.HubChoice{Note: "cloud: the hub check failed: " + cause(err)}
+	}
+	if ch.Queue == "" && c.in.Placement == PlacementHub {
+		return temporal.NewNonRetryableApplicationError("hub unavailable: "+strings.TrimPrefix(ch.Note, "cloud: "), ErrHubUnavailable, nil)
+	}
+	c.queue = ch.Queue
+	if c.queue == "" {
+		c.queue = c.cloud
+	}
+	c.state.Placement, c.state.PlacementNote = c.queue, ch.Note
+	return nil
+}
+
 // step runs one agent activity, with the activity id round-agent. A hub
 // that does not pick the step up in time loses it to the cloud queue when
 // placement allows. From versionAdmission on, the hold covers the step's
@@ -496,6 +534,11 @@ func (c *consensus) place(ctx workflow.Context) error {
 // whose call ran and then failed is run again under a new id.
 func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg any, b activities.Budget, out any) error {
 	c.stepID = fmt.Sprintf("r%d-%s", round, agent)
+	if c.perStep && !(agent == "logos" && c.in.LoRA != "") {
+		if err := c.pick(ctx); err != nil {
+			return err
+		}
+	}
 	retries := 0
 	for {
 		if err := c.cover(ctx, b); err != nil {

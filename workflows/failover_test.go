@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,46 @@ func TestLedgerUnreachableFailsAtOnce(t *testing.T) {
 	}
 	if recorded != 1 {
 		t.Fatalf("the failure was recorded %d times once the database was back, want 1", recorded)
+	}
+}
+
+// From placement-per-step on, every step runs on the hub PickHub chooses
+// among the run's account's hubs at that moment, with the reason in the
+// run's state; a HubQueue naming another account's hub is never used.
+func TestPlacementPerStepAmongTheAccountsHubs(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(rec.CheckAccount, mock.Anything, "acme").Return(nil)
+	env.OnActivity(rec.CheckProject, mock.Anything, "acme", mock.Anything).Return(nil)
+	env.OnActivity(led.Reserve, mock.Anything, mock.Anything).Return(store.Hold{ID: "h", Amount: 1 << 40}, nil)
+	env.OnActivity(led.LogUsage, mock.Anything, mock.Anything).Return(nil, nil)
+	env.OnActivity(led.Release, mock.Anything, mock.Anything).Return(nil)
+	// The other account's idle hub looks healthy to a check by name.
+	env.OnActivity(pl.HubAvailable, mock.Anything, mock.Anything).Return(activities.HubStatus{Healthy: true}, nil)
+	// acme's hubs as their loads change: b, then a, then none healthy.
+	choices := []activities.HubChoice{
+		{Queue: "hub.acme-b", Note: "acme-b: lowest GPU load (20%) of 2 healthy hubs"},
+		{Queue: "hub.acme-a", Note: "acme-a: lowest GPU load (10%) of 2 healthy hubs"},
+		{Note: "cloud: no healthy hub (hub acme-a is offline; hub acme-b is offline)"},
+	}
+	var notes []string
+	env.OnActivity(pl.PickHub, mock.Anything, activities.PickHubInput{Account: "acme"}).Return(func(context.Context, activities.PickHubInput) (activities.HubChoice, error) {
+		c := choices[min(len(notes), len(choices)-1)]
+		notes = append(notes, c.Note)
+		return c, nil
+	})
+	st, err := run(t, env, ConsensusInput{Prompt: "hello [sim:agree]", Account: "acme", MaxRounds: 1,
+		HubQueue: "hub.evil-idle", CloudQueue: "cloud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ran []string
+	for _, u := range st.Usage {
+		ran = append(ran, u.RanOn)
+	}
+	if want := []string{"hub.acme-b", "hub.acme-a", "cloud"}; !slices.Equal(ran, want) {
+		t.Fatalf("steps ran on %v, want %v (picked per step: %v)", ran, want, notes)
+	}
+	if st.Placement != "cloud" || st.PlacementNote != choices[2].Note {
+		t.Fatalf("state placement %q (%q), want the last step's choice", st.Placement, st.PlacementNote)
 	}
 }
