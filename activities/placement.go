@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -94,6 +95,11 @@ func livePoller(ps []*taskqueuepb.PollerInfo, since time.Time) bool {
 // PickHubInput asks where an account's next step should run.
 type PickHubInput struct {
 	Account string
+	// Prefer is the hub queue the run was started with. It is a candidate
+	// only when the bridge has never registered its device (a worker the
+	// operator runs, judged by its pollers alone); a registered device is a
+	// candidate only through its own account's list.
+	Prefer string
 }
 
 // HubChoice is where a step runs: a hub's queue, or "" for the cloud, and why.
@@ -116,14 +122,29 @@ func (p *Placement) PickHub(ctx context.Context, in PickHubInput) (HubChoice, er
 	if err != nil {
 		return HubChoice{}, err
 	}
-	if len(hubs) == 0 {
-		return HubChoice{Note: "cloud: account " + in.Account + " has no connected hub"}, nil
-	}
 	fresh := p.PollerFreshness
 	if fresh == 0 {
 		fresh = 70 * time.Second
 	}
 	now := time.Now()
+	if id := hub.DeviceOf(in.Prefer); id != "" && p.Hubs != nil && !slices.ContainsFunc(hubs, func(h store.Hub) bool { return h.DeviceID == id }) {
+		_, err := p.Hubs.HubByID(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			resp, err := p.Temporal.DescribeTaskQueue(ctx, in.Prefer, enumspb.TASK_QUEUE_TYPE_ACTIVITY)
+			if err != nil {
+				return HubChoice{}, err
+			}
+			if livePoller(resp.GetPollers(), now.Add(-fresh)) {
+				return HubChoice{Queue: in.Prefer, Note: id + ": the run's hub, not in the registry (judged by its pollers)"}, nil
+			}
+		case err != nil:
+			return HubChoice{}, err
+		}
+	}
+	if len(hubs) == 0 {
+		return HubChoice{Note: "cloud: account " + in.Account + " has no connected hub"}, nil
+	}
 	var best *store.Hub
 	healthy := 0
 	var why []string

@@ -73,6 +73,17 @@ func TestPickHubChoosesTheAccountsLeastLoadedHub(t *testing.T) {
 	if err != nil || got.Queue != "" || !strings.HasPrefix(got.Note, "cloud: ") {
 		t.Fatalf("picked %+v, %v, want the cloud", got, err)
 	}
+	// Naming the other account's idle hub does not make it a candidate.
+	got, err = p.PickHub(ctx, activities.PickHubInput{Account: "solo", Prefer: "hub.evil-idle"})
+	if err != nil || got.Queue != "" {
+		t.Fatalf("picked %+v, %v for solo preferring evil's hub, want the cloud", got, err)
+	}
+	// A hub queue the bridge never registered (a worker the operator runs)
+	// is judged by its pollers, as before.
+	got, err = p.PickHub(ctx, activities.PickHubInput{Account: "solo", Prefer: "hub.operator-gpu"})
+	if err != nil || got.Queue != "hub.operator-gpu" {
+		t.Fatalf("picked %+v, %v for an unregistered hub queue with a live poller, want it", got, err)
+	}
 	// The other account's own view is its own hub.
 	got, err = p.PickHub(ctx, activities.PickHubInput{Account: "evil"})
 	if err != nil || got.Queue != "hub.evil-idle" {

@@ -513,7 +513,7 @@ func (c *consensus) pick(ctx workflow.Context) error {
 	})
 	var p *activities.Placement
 	var ch activities.HubChoice
-	if err := workflow.ExecuteActivity(actx, p.PickHub, activities.PickHubInput{Account: c.in.Account}).Get(ctx, &ch); err != nil {
+	if err := workflow.ExecuteActivity(actx, p.PickHub, activities.PickHubInput{Account: c.in.Account, Prefer: c.in.HubQueue}).Get(ctx, &ch); err != nil {
 		ch = activities.HubChoice{Note: "cloud: the hub check failed: " + cause(err)}
 	}
 	if ch.Queue == "" && c.in.Placement == PlacementHub {

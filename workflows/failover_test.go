@@ -136,7 +136,7 @@ func TestPlacementPerStepAmongTheAccountsHubs(t *testing.T) {
 		{Note: "cloud: no healthy hub (hub acme-a is offline; hub acme-b is offline)"},
 	}
 	var notes []string
-	env.OnActivity(pl.PickHub, mock.Anything, activities.PickHubInput{Account: "acme"}).Return(func(context.Context, activities.PickHubInput) (activities.HubChoice, error) {
+	env.OnActivity(pl.PickHub, mock.Anything, activities.PickHubInput{Account: "acme", Prefer: "hub.evil-idle"}).Return(func(context.Context, activities.PickHubInput) (activities.HubChoice, error) {
 		c := choices[min(len(notes), len(choices)-1)]
 		notes = append(notes, c.Note)
 		return c, nil
