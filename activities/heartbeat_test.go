@@ -8,6 +8,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/superinstance/mesh/internal/llm"
@@ -37,6 +38,9 @@ func TestStepHeartbeatsWhileTheModelCallRuns(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.SetTestTimeout(time.Minute)
+	// A loaded machine can stall the test workflow's goroutine past the
+	// default one second; the heartbeat timeout is what this test is about.
+	env.SetWorkerOptions(worker.Options{DeadlockDetectionTimeout: time.Minute})
 	env.RegisterWorkflowWithOptions(step, workflow.RegisterOptions{Name: "step"})
 	env.RegisterActivity(a)
 	env.ExecuteWorkflow("step")
