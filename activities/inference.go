@@ -195,6 +195,9 @@ func (a *Inference) Pathos(ctx context.Context, in PathosInput) (PathosOutput, e
 
 // Logos synthesizes a solution.
 func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, error) {
+	// Loading an adapter (its download, then the backend's load) can take
+	// longer than the step's heartbeat timeout too.
+	defer heartbeat(ctx)()
 	var out LogosOutput
 	model := a.Models.Logos
 	if in.LoRA != "" {
