@@ -49,7 +49,7 @@ func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Clou
 	flushes := Flushes(c, st)
 	return Cloud{
 		Inference: inf,
-		Placement: &activities.Placement{Temporal: c, Hubs: st},
+		Placement: &activities.Placement{Temporal: c, Hubs: st, Accounts: st},
 		Records:   &activities.Records{Store: st},
 		Ledger:    &activities.Ledger{Store: st, Flushes: flushes},
 		Flushes:   flushes,
@@ -74,6 +74,7 @@ func NewCloud(c client.Client, deps Cloud, opts worker.Options) worker.Worker {
 // RegisterCloud registers the cloud worker's workflows and activities on r.
 func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterWorkflow(workflows.ConsensusWorkflow)
+	r.RegisterWorkflow(workflows.RecordRunWorkflow)
 	r.RegisterWorkflow(workflows.WarmupWorkflow)
 	r.RegisterActivity(deps.Inference)
 	r.RegisterActivity(deps.Placement)

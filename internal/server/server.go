@@ -261,19 +261,7 @@ func Start(o Options) (s *Server, err error) {
 			mux.Handle("POST /v1/stripe/webhook", webhook)
 		}
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := o.Store.Pool.Ping(ctx); err != nil {
-				http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			if _, err := o.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
-				http.Error(w, "temporal: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ready\n"))
-		})
+		mux.HandleFunc("GET /ready", readiness(o.Logger, dependencies(o.Store, o.Temporal, o.Blob)))
 		// Stopping ends the event streams (their requests' context is
 		// base's), then waits for requests in flight.
 		base, endStreams := context.WithCancel(context.Background())
