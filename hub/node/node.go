@@ -28,6 +28,10 @@ type Options struct {
 	// APISecretFile holds the local API's secret, created (0600) if missing;
 	// required with APIListen. si escalate reads it.
 	APISecretFile string
+	// OutboxFile keeps escalations and usage records on disk until the
+	// bridge answers or acks them (agent.OpenOutbox); what a previous run
+	// left there is sent again. Empty keeps them in memory only.
+	OutboxFile string
 	// Inference runs the hub's worker on hub.<device-id>; nil runs none.
 	// The worker dials Temporal through the bridge's proxy on the tunnel.
 	Inference *activities.Inference
@@ -53,12 +57,22 @@ func Start(o Options) (n *Node, err error) {
 	if o.DeviceID == "" {
 		return nil, errors.New("hub: device id is required")
 	}
-	n = &Node{Agent: agent.New(o.Agent), polling: make(chan struct{})}
+	n = &Node{polling: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Stop()
 		}
 	}()
+	if o.OutboxFile != "" {
+		ob, err := agent.OpenOutbox(o.OutboxFile)
+		if err != nil {
+			return nil, err
+		}
+		o.Agent.Outbox = ob
+		// Closed last, after the agent and the API stopped using it.
+		n.stops = append(n.stops, func() { _ = ob.Close() })
+	}
+	n.Agent = agent.New(o.Agent)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -32,6 +32,7 @@ func hubCommand() *Command {
 		certPath, keyPath  string
 		caPath, serverName string
 		secretFile         string
+		outboxFile         string
 		l                  config.LLM
 		noWorker           bool
 	)
@@ -43,7 +44,10 @@ func hubCommand() *Command {
 every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
 over 80°C, with hysteresis), and carries escalations (si escalate) and usage
 records. It reconnects by itself after any interruption; what waits meanwhile
-is delivered afterwards. It also runs the hub's Temporal worker on
+is delivered afterwards. Escalations and usage records are kept on disk in
+--outbox until the bridge has answered or acked them, so a restart (even a
+kill) loses none, and the cloud runs and bills each once. The local kernel
+reports the inference it serves itself with POST /v1/usage on the local API. It also runs the hub's Temporal worker on
 hub.<device-id> and serves a local API for si escalate on loopback, which
 answers only requests that carry the secret in --api-secret-file (created
 0600 at start, read by si escalate) with a localhost Host and JSON body.
@@ -61,6 +65,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval (under a minute: the bridge closes a control stream silent for 12 of its heartbeat intervals, 60 s by default)")
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
+			fs.StringVar(&outboxFile, "outbox", "", "file that keeps escalations and usage records until the bridge answers or acks them, so a restart loses none (default: "+agent.OutboxFile+" beside --api-secret-file)")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
 			fs.StringVar(&o.Namespace, "namespace", "default", "the mesh's Temporal namespace (the bridge refuses any other)")
 			l.Register(fs, "http://127.0.0.1:8300/v1")
@@ -81,6 +86,10 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 					dir = filepath.Dir(certPath)
 				}
 				o.APISecretFile = filepath.Join(dir, agent.SecretFile)
+			}
+			o.OutboxFile = outboxFile
+			if o.OutboxFile == "" {
+				o.OutboxFile = filepath.Join(filepath.Dir(o.APISecretFile), agent.OutboxFile)
 			}
 			o.Agent.Version, o.Agent.Hostname = Version, hostname()
 			r := vitals.NewReader(nil)
