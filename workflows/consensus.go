@@ -197,6 +197,10 @@ type ConsensusState struct {
 	Steps int `json:"steps"`
 	// UpdatedAt is when the workflow recorded the last step.
 	UpdatedAt time.Time `json:"updated_at"`
+	// Final is set once the run succeeded and its outcome can no longer
+	// change (every step billed, the admission hold released): a watcher
+	// may take this state as the result without waiting for the close.
+	Final bool `json:"final,omitempty"`
 }
 
 // Feedback is Ethos's feedback from the last verified round, for Resume.
@@ -238,6 +242,7 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		return nil, err
 	}
 	c.release(ctx)
+	c.state.Final = true
 	c.record(ctx)
 	return &c.state, nil
 }
