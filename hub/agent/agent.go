@@ -347,6 +347,9 @@ func (a *Agent) Escalate(req *meshv1.EscalationRequest) (string, <-chan *meshv1.
 // EscalateContext is Escalate whose channel stops (closed early) when ctx
 // ends; the request itself stays with the agent until it is answered.
 func (a *Agent) EscalateContext(ctx context.Context, req *meshv1.EscalationRequest) (string, <-chan *meshv1.EscalationResponse, error) {
+	if req == nil {
+		return "", nil, errors.New("no escalation request")
+	}
 	if req.GetRequestId() == "" {
 		req.RequestId = newID()
 	}
@@ -524,6 +527,9 @@ func (a *Agent) finish(e *escalation, final *meshv1.EscalationResponse) {
 // RecordUsage returns. A record without an event id gets one; the ledger
 // bills an event id once, so a caller that retries must reuse its id.
 func (a *Agent) RecordUsage(u *meshv1.UsageRecord) error {
+	if u == nil {
+		return errors.New("no usage record")
+	}
 	if u.GetEventId() == "" {
 		u.EventId = newID()
 	}

@@ -12,6 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
@@ -46,9 +50,21 @@ type EscalateRequest struct {
 // api-secret file; a POST must be application/json. A web page the hub's
 // user visits can meet none of these: its simple requests are text/plain
 // without the secret, and a DNS-rebound name is not a loopback Host.
-func Handler(a *Agent, secret string) http.Handler {
+func Handler(a *Agent, secret string) http.Handler { return HandlerWith(a, secret, nil) }
+
+// HandlerWith is Handler whose requests are spans of tp (nil: none): one
+// per escalation or usage record, with its id and outcome, never its
+// prompt or the secret.
+func HandlerWith(a *Agent, secret string, tp trace.TracerProvider) http.Handler {
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	tracer := tp.Tracer("github.com/superinstance/mesh/hub/agent")
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/escalate", func(w http.ResponseWriter, r *http.Request) {
+		ctx, span := tracer.Start(r.Context(), "hub.escalate", trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
+		r = r.WithContext(ctx)
 		var req EscalateRequest
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxAPIBody))
 		dec.DisallowUnknownFields()
@@ -59,9 +75,11 @@ func Handler(a *Agent, secret string) http.Handler {
 		id, out, err := a.EscalateContext(r.Context(), &meshv1.EscalationRequest{RequestId: req.RequestID, Prompt: req.Prompt, Project: req.Project,
 			MaxRounds: req.MaxRounds, Threshold: req.Threshold, Lora: req.LoRA})
 		if err != nil {
+			span.SetStatus(codes.Error, "not queued")
 			queueError(w, err)
 			return
 		}
+		span.SetAttributes(attribute.String("si.request_id", id), attribute.Bool("si.link_up", a.Status().Connected))
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.Header().Set("X-Request-Id", id)
 		w.WriteHeader(http.StatusOK)
@@ -97,6 +115,12 @@ func Handler(a *Agent, secret string) http.Handler {
 				if !ok {
 					return
 				}
+				switch b := resp.GetBody().(type) {
+				case *meshv1.EscalationResponse_Result:
+					span.SetAttributes(attribute.String("si.status", b.Result.GetStatus()), attribute.String("si.workflow_id", b.Result.GetWorkflowId()))
+				case *meshv1.EscalationResponse_Error:
+					span.SetStatus(codes.Error, b.Error.GetCode())
+				}
 				writeLine(w, resp)
 				if fl != nil {
 					fl.Flush()
@@ -108,6 +132,8 @@ func Handler(a *Agent, secret string) http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/usage", func(w http.ResponseWriter, r *http.Request) {
+		_, span := tracer.Start(r.Context(), "hub.usage", trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxUsageBody))
 		if err != nil {
 			apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is more than %d bytes: send one usage record per request", MaxUsageBody))
@@ -115,10 +141,13 @@ func Handler(a *Agent, secret string) http.Handler {
 		}
 		rec, err := DecodeUsage(b, time.Now())
 		if err != nil {
+			span.SetStatus(codes.Error, "invalid record")
 			apiError(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		span.SetAttributes(attribute.String("si.event_id", rec.GetEventId()), attribute.String("si.model", rec.GetModel()))
 		if err := a.RecordUsage(rec); err != nil {
+			span.SetStatus(codes.Error, "not queued")
 			queueError(w, err)
 			return
 		}

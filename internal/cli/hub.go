@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -23,6 +24,7 @@ import (
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
 )
 
@@ -35,6 +37,7 @@ func hubCommand() *Command {
 		outboxFile         string
 		l                  config.LLM
 		noWorker           bool
+		tr                 telemetry.Tracing
 	)
 	return &Command{
 		Name:  "hub",
@@ -67,6 +70,8 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.StringVar(&outboxFile, "outbox", "", "file that keeps escalations and usage records until the bridge answers or acks them, so a restart loses none (default: "+agent.OutboxFile+" beside --api-secret-file)")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
+			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:7451", "serve /metrics (Prometheus) and /ready here, without the API secret (they start nothing and hold no secret); empty serves neither")
+			tr.Register(fs)
 			fs.StringVar(&o.Namespace, "namespace", "default", "the mesh's Temporal namespace (the bridge refuses any other)")
 			l.Register(fs, "http://127.0.0.1:8300/v1")
 		},
@@ -96,8 +101,30 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			defer r.Close()
 			o.Agent.Vitals = r.Read
 			o.Agent.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			tp, shutdown, err := tr.Provider(ctx, "si-hub")
+			if err != nil {
+				return fmt.Errorf("--otlp-endpoint %s: %w", tr.Endpoint, err)
+			}
+			defer func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = shutdown(sctx)
+			}()
+			o.Tracer = tp
 			if !noWorker {
 				o.Inference = l.Inference()
+				if tr.Endpoint != "" {
+					ic, err := telemetry.TemporalInterceptor(tp)
+					if err != nil {
+						return err
+					}
+					o.Interceptors = append(o.Interceptors, ic)
+					hc := o.Inference.LLM.HTTP
+					if hc == nil {
+						hc = &http.Client{Timeout: 5 * time.Minute}
+					}
+					o.Inference.LLM.HTTP = telemetry.HTTPClient(tp, hc)
+				}
 			}
 			n, err := node.Start(o)
 			if err != nil {
@@ -108,8 +135,12 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			if !noWorker {
 				worker = "worker on " + workers.HubQueue(id.DeviceID) + " through the bridge"
 			}
-			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s; %s\n",
-				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), worker)
+			metrics := ""
+			if n.MetricsAddr() != "" {
+				metrics = "; metrics http://" + n.MetricsAddr() + "/metrics"
+			}
+			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s%s; %s\n",
+				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), metrics, worker)
 			<-ctx.Done()
 			return nil
 		},
