@@ -197,9 +197,10 @@ type ConsensusState struct {
 	Steps int `json:"steps"`
 	// UpdatedAt is when the workflow recorded the last step.
 	UpdatedAt time.Time `json:"updated_at"`
-	// Final is set once the run succeeded and its outcome can no longer
-	// change (every step billed, the admission hold released): a watcher
-	// may take this state as the result without waiting for the close.
+	// Final is set once the run succeeded and all that is left is to
+	// return (every step billed, the admission hold released, the run
+	// recorded): a watcher may take this state as the result without
+	// waiting for the close to reach it.
 	Final bool `json:"final,omitempty"`
 }
 
@@ -242,8 +243,8 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		return nil, err
 	}
 	c.release(ctx)
-	c.state.Final = true
 	c.record(ctx)
+	c.state.Final = true
 	return &c.state, nil
 }
 
