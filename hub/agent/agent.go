@@ -187,6 +187,10 @@ func (a *Agent) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", a.opts.Bridge, err)
 	}
+	// This session's heartbeat loop ends (after the connection closed)
+	// before the next session's starts: both use the pre-warm state.
+	var heartbeating sync.WaitGroup
+	defer heartbeating.Wait()
 	defer func() { _ = conn.CloseWithError(bridge.CodeShutdown, "hub closing") }()
 	ctl, err := conn.OpenStreamSync(ctx)
 	if err != nil {
@@ -239,7 +243,11 @@ func (a *Agent) session(ctx context.Context) error {
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	errc := make(chan error, 2)
-	go func() { errc <- a.heartbeats(sctx, interval, send) }()
+	heartbeating.Add(1)
+	go func() {
+		defer heartbeating.Done()
+		errc <- a.heartbeats(sctx, interval, send)
+	}()
 	go func() { errc <- a.readAcks(r) }()
 	select {
 	case err := <-errc:

@@ -132,12 +132,16 @@ type escalation struct {
 // stream ends before a result (the hub restarted), it posts the same
 // request id again, which attaches to the request the hub kept, until ctx ends.
 func (e *escalation) run(ctx context.Context) error {
+	said := ""
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		done, err := e.attempt(ctx)
 		if done || ctx.Err() != nil {
 			return err
 		}
-		fmt.Fprintf(e.env.Stderr, "si escalate: %v; attaching again to request %s\n", err, e.req.RequestID)
+		if msg := err.Error(); msg != said { // once per change, not once per try
+			said = msg
+			fmt.Fprintf(e.env.Stderr, "si escalate: %v; attaching again to request %s\n", err, e.req.RequestID)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
