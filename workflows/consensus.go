@@ -209,6 +209,11 @@ type ConsensusState struct {
 	Steps int `json:"steps"`
 	// UpdatedAt is when the workflow recorded the last step.
 	UpdatedAt time.Time `json:"updated_at"`
+	// Final is set once the run succeeded and all that is left is to
+	// return (every step billed, the admission hold released, the run
+	// recorded): a watcher may take this state as the result without
+	// waiting for the close to reach it.
+	Final bool `json:"final,omitempty"`
 }
 
 // StepRecord is one agent step as the live page shows it.
@@ -306,6 +311,7 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 	}
 	c.release(ctx)
 	c.record(ctx)
+	c.state.Final = true
 	return &c.state, nil
 }
 

@@ -57,6 +57,11 @@ type Options struct {
 	Prewarm                     Prewarm
 	Backoff                     Backoff
 	Logger                      *slog.Logger
+	// Outbox keeps escalations and usage records on disk until the bridge
+	// answers or acks them, and holds what a previous run left waiting,
+	// which the agent sends again. Nil keeps them in memory only: a
+	// restart loses them.
+	Outbox *Outbox
 }
 
 // The values of Options.Protocol.
@@ -81,7 +86,10 @@ type Status struct {
 	Acked       uint64 // heartbeats acked in all sessions
 	Queued      int    // escalations waiting for a result
 	QueuedUsage int
-	LastError   string
+	// OldestQueued is when the oldest escalation or usage record still
+	// waiting was queued; zero when none waits.
+	OldestQueued time.Time
+	LastError    string
 }
 
 // Agent is a hub's tunnel client.
@@ -95,6 +103,7 @@ type Agent struct {
 	pending  map[string]*escalation
 	order    []string // pending request ids, oldest first
 	usage    map[string]*meshv1.UsageRecord
+	usageAt  map[string]time.Time
 	usageOrd []string
 	ctlSend  func(*meshv1.HubMessage) error // nil while disconnected
 
@@ -106,12 +115,19 @@ type Agent struct {
 
 type escalation struct {
 	req      *meshv1.EscalationRequest
-	out      chan *meshv1.EscalationResponse
+	queued   time.Time
 	lastStep uint32
 	running  bool
+	// log holds every response relayed so far, so that a caller attaching
+	// late (si escalate again after a hub restart) sees them all; done is
+	// set with the final one, and wake is closed and replaced on each.
+	log  []*meshv1.EscalationResponse
+	done bool
+	wake chan struct{}
 }
 
-// New returns an agent; Run connects it.
+// New returns an agent; Run connects it. What opts.Outbox holds from an
+// earlier run waits in the agent as if just queued.
 func New(opts Options) *Agent {
 	if opts.Interval == 0 {
 		opts.Interval = 5 * time.Second
@@ -128,7 +144,26 @@ func New(opts Options) *Agent {
 	if opts.QUICRetry == 0 {
 		opts.QUICRetry = 30 * time.Second
 	}
-	return &Agent{opts: opts, addrs: SplitBridges(opts.Bridge), up: make(chan struct{}), pending: map[string]*escalation{}, usage: map[string]*meshv1.UsageRecord{}}
+	a := &Agent{opts: opts, addrs: SplitBridges(opts.Bridge), up: make(chan struct{}), pending: map[string]*escalation{},
+		usage: map[string]*meshv1.UsageRecord{}, usageAt: map[string]time.Time{}}
+	if o := opts.Outbox; o != nil {
+		for _, q := range o.escalations {
+			a.pending[q.req.GetRequestId()] = &escalation{req: q.req, queued: q.at, wake: make(chan struct{})}
+			a.order = append(a.order, q.req.GetRequestId())
+		}
+		for _, q := range o.usage {
+			a.usage[q.rec.GetEventId()], a.usageAt[q.rec.GetEventId()] = q.rec, q.at
+			a.usageOrd = append(a.usageOrd, q.rec.GetEventId())
+		}
+		o.escalations, o.usage = nil, nil
+		if len(a.order)+len(a.usageOrd) > 0 {
+			opts.Logger.Info("outbox: resending what waited before the restart", "escalations", len(a.order), "usage_records", len(a.usageOrd), "file", o.Path())
+		}
+		if o.Skipped > 0 {
+			opts.Logger.Warn("outbox: entries that do not decode are kept on disk and not sent", "entries", o.Skipped, "file", o.Path())
+		}
+	}
+	return a
 }
 
 // Status returns the link's state.
@@ -137,6 +172,14 @@ func (a *Agent) Status() Status {
 	defer a.mu.Unlock()
 	s := a.st
 	s.Queued, s.QueuedUsage = len(a.order), len(a.usageOrd)
+	if len(a.order) > 0 {
+		s.OldestQueued = a.pending[a.order[0]].queued
+	}
+	if len(a.usageOrd) > 0 {
+		if at := a.usageAt[a.usageOrd[0]]; s.OldestQueued.IsZero() || at.Before(s.OldestQueued) {
+			s.OldestQueued = at
+		}
+	}
 	return s
 }
 
@@ -295,6 +338,10 @@ func (a *Agent) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// This session's heartbeat loop ends (after the connection closed)
+	// before the next session's starts: both use the pre-warm state.
+	var heartbeating sync.WaitGroup
+	defer heartbeating.Wait()
 	defer func() { _ = conn.CloseWithError(bridge.CodeShutdown, "hub closing") }()
 	ctl, err := conn.OpenStreamSync(ctx)
 	if err != nil {
@@ -348,7 +395,11 @@ func (a *Agent) session(ctx context.Context) error {
 	defer stop()
 	errc := make(chan error, 3)
 	var acked atomic.Uint64 // the highest heartbeat seq acked in this session
-	go func() { errc <- a.heartbeats(sctx, interval, send, &acked) }()
+	heartbeating.Add(1)
+	go func() {
+		defer heartbeating.Done()
+		errc <- a.heartbeats(sctx, interval, send, &acked)
+	}()
 	go func() { errc <- a.readAcks(r, &acked) }()
 	if conn.Transport() == "tcp" && a.opts.Protocol != ProtocolTCP {
 		go func() { errc <- a.probeQUIC(sctx, addr) }()
@@ -431,13 +482,7 @@ func (a *Agent) readAcks(r *wire.Reader, acked *atomic.Uint64) error {
 			a.st.Acked++
 			a.mu.Unlock()
 		case *meshv1.BridgeMessage_UsageAck:
-			a.mu.Lock()
-			id := b.UsageAck.GetEventId()
-			if _, ok := a.usage[id]; ok {
-				delete(a.usage, id)
-				a.usageOrd = remove(a.usageOrd, id)
-			}
-			a.mu.Unlock()
+			a.usageAcked(b.UsageAck.GetEventId())
 		}
 	}
 }
@@ -477,28 +522,92 @@ func (a *Agent) disconnected(conn bridge.Conn) {
 
 // Escalate sends a request to the cloud and returns the channel its
 // responses arrive on, closed after the result or an error. A request
-// without an id gets one. While the link is down the request waits; after a
-// reconnect it is sent again under the same id, and the bridge attaches it
-// to the workflow it already started.
+// without an id gets one. With an outbox the request is on disk before
+// Escalate returns. While the link is down the request waits; after a
+// reconnect (or a restart of the hub) it is sent again under the same id,
+// and the bridge attaches it to the workflow it already started. A request
+// whose id is already waiting attaches to it: its responses so far, then
+// the rest.
 func (a *Agent) Escalate(req *meshv1.EscalationRequest) (string, <-chan *meshv1.EscalationResponse, error) {
+	return a.EscalateContext(context.Background(), req)
+}
+
+// EscalateContext is Escalate whose channel stops (closed early) when ctx
+// ends; the request itself stays with the agent until it is answered.
+func (a *Agent) EscalateContext(ctx context.Context, req *meshv1.EscalationRequest) (string, <-chan *meshv1.EscalationResponse, error) {
+	if req == nil {
+		return "", nil, errors.New("no escalation request")
+	}
 	if req.GetRequestId() == "" {
 		req.RequestId = newID()
 	}
 	if err := wire.ValidateEscalation(req); err != nil {
 		return "", nil, err
 	}
-	e := &escalation{req: req, out: make(chan *meshv1.EscalationResponse, 64)}
+	id := req.GetRequestId()
+	a.mu.Lock()
+	if e, ok := a.pending[id]; ok {
+		a.mu.Unlock()
+		return id, a.follow(ctx, e), nil
+	}
+	a.mu.Unlock()
+	now := time.Now()
+	if a.opts.Outbox != nil {
+		// On disk before the caller hears of it; a second put of the same id keeps the first.
+		if err := a.opts.Outbox.put(kindEscalation, id, req, now); err != nil {
+			return "", nil, err
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, dup := a.pending[req.RequestId]; dup {
-		return "", nil, fmt.Errorf("request %s is already in flight", req.RequestId)
+	e, ok := a.pending[id]
+	if !ok {
+		e = &escalation{req: req, queued: now, wake: make(chan struct{})}
+		a.pending[id] = e
+		a.order = append(a.order, id)
+		if a.conn != nil {
+			a.start(a.conn, e)
+		}
 	}
-	a.pending[req.RequestId] = e
-	a.order = append(a.order, req.RequestId)
-	if a.conn != nil {
-		a.start(a.conn, e)
-	}
-	return req.RequestId, e.out, nil
+	return id, a.follow(ctx, e), nil
+}
+
+// follow relays e's responses, from the first, until the final one or ctx's end.
+func (a *Agent) follow(ctx context.Context, e *escalation) <-chan *meshv1.EscalationResponse {
+	out := make(chan *meshv1.EscalationResponse, 16)
+	go func() {
+		defer close(out)
+		for i := 0; ; {
+			a.mu.Lock()
+			next, done, wake := e.log[i:], e.done, e.wake
+			a.mu.Unlock()
+			for _, r := range next {
+				select {
+				case out <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+			i += len(next)
+			if done {
+				return
+			}
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// relay adds r to e's log for its followers; a.mu is held.
+func (e *escalation) relay(r *meshv1.EscalationResponse, final bool) {
+	e.log = append(e.log, r)
+	e.done = final
+	close(e.wake)
+	e.wake = make(chan struct{})
 }
 
 // start runs e on conn; a.mu is held.
@@ -563,14 +672,11 @@ func (a *Agent) runEscalation(conn bridge.Conn, e *escalation) error {
 		switch resp.GetBody().(type) {
 		case *meshv1.EscalationResponse_Progress:
 			a.mu.Lock()
-			fresh := resp.GetProgress().GetStep() > e.lastStep
-			if fresh {
+			if resp.GetProgress().GetStep() > e.lastStep {
 				e.lastStep = resp.GetProgress().GetStep()
+				e.relay(&resp, false)
 			}
 			a.mu.Unlock()
-			if fresh {
-				e.out <- &resp
-			}
 		case *meshv1.EscalationResponse_Error:
 			if resp.GetError().GetCode() == bridge.ErrCodeUnavailable {
 				return errors.New(resp.GetError().GetMessage())
@@ -584,27 +690,49 @@ func (a *Agent) runEscalation(conn bridge.Conn, e *escalation) error {
 	}
 }
 
+// finish delivers e's final response and forgets e, on disk first: a
+// restart between the two sends it again, and the bridge answers it from
+// the same workflow.
 func (a *Agent) finish(e *escalation, final *meshv1.EscalationResponse) {
+	id := e.req.GetRequestId()
+	if a.opts.Outbox != nil {
+		if err := a.opts.Outbox.remove(kindEscalation, id); err != nil {
+			a.opts.Logger.Warn("outbox: could not remove an answered escalation; a restart will ask the bridge again", "request", id, "error", err)
+		}
+	}
 	a.mu.Lock()
-	delete(a.pending, e.req.GetRequestId())
-	a.order = remove(a.order, e.req.GetRequestId())
-	a.mu.Unlock()
-	e.out <- final
-	close(e.out)
+	defer a.mu.Unlock()
+	if a.pending[id] == e {
+		delete(a.pending, id)
+		a.order = remove(a.order, id)
+	}
+	e.relay(final, true)
 }
 
 // RecordUsage queues a usage record for the ledger; it is sent now if the
-// link is up and again after every reconnect until the bridge acks it.
+// link is up and again after every reconnect (and restart, with an outbox)
+// until the bridge acks it. With an outbox the record is on disk before
+// RecordUsage returns. A record without an event id gets one; the ledger
+// bills an event id once, so a caller that retries must reuse its id.
 func (a *Agent) RecordUsage(u *meshv1.UsageRecord) error {
+	if u == nil {
+		return errors.New("no usage record")
+	}
 	if u.GetEventId() == "" {
 		u.EventId = newID()
 	}
 	if err := wire.ValidateHub(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}}); err != nil {
 		return err
 	}
+	now := time.Now()
+	if a.opts.Outbox != nil {
+		if err := a.opts.Outbox.put(kindUsage, u.GetEventId(), u, now); err != nil {
+			return err
+		}
+	}
 	a.mu.Lock()
 	if _, dup := a.usage[u.EventId]; !dup {
-		a.usage[u.EventId] = u
+		a.usage[u.EventId], a.usageAt[u.EventId] = u, now
 		a.usageOrd = append(a.usageOrd, u.EventId)
 	}
 	send := a.ctlSend
@@ -623,6 +751,24 @@ func smooth(srtt, sample time.Duration) time.Duration {
 		return sample
 	}
 	return srtt + (sample-srtt)/8
+}
+
+// usageAcked forgets a record the bridge has stored and billed.
+func (a *Agent) usageAcked(id string) {
+	a.mu.Lock()
+	_, ok := a.usage[id]
+	if ok {
+		delete(a.usage, id)
+		delete(a.usageAt, id)
+		a.usageOrd = remove(a.usageOrd, id)
+	}
+	a.mu.Unlock()
+	if ok && a.opts.Outbox != nil {
+		if err := a.opts.Outbox.remove(kindUsage, id); err != nil {
+			// Sent again after a restart; the ledger ignores the copy.
+			a.opts.Logger.Warn("outbox: could not remove an acked usage record", "event", id, "error", err)
+		}
+	}
 }
 
 func remove(ids []string, id string) []string {

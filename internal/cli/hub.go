@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -23,6 +24,7 @@ import (
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
 )
 
@@ -32,8 +34,10 @@ func hubCommand() *Command {
 		certPath, keyPath  string
 		caPath, serverName string
 		secretFile         string
+		outboxFile         string
 		l                  config.LLM
 		noWorker           bool
+		tr                 telemetry.Tracing
 	)
 	return &Command{
 		Name:  "hub",
@@ -46,7 +50,11 @@ records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
 port (--protocol) and returns to QUIC once it can. A heartbeat not acked
 within one interval ends the link; it then dials the next --bridge address,
 waiting at most --redial-max. It reconnects by itself after any interruption;
-what waits meanwhile is delivered afterwards. It also runs the hub's Temporal worker on
+what waits meanwhile is delivered afterwards. Escalations and usage records
+are kept on disk in --outbox until the bridge has answered or acked them, so a
+restart (even a kill) loses none, and the cloud runs and bills each once. The
+local kernel reports the inference it serves itself with POST /v1/usage on the
+local API. It also runs the hub's Temporal worker on
 hub.<device-id> and serves a local API for si escalate on loopback, which
 answers only requests that carry the secret in --api-secret-file (created
 0600 at start, read by si escalate) with a localhost Host and JSON body.
@@ -67,7 +75,10 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.DurationVar(&o.Agent.Interval, "interval", 5*time.Second, "heartbeat interval (under a minute: the bridge closes a control stream silent for 12 of its heartbeat intervals, 60 s by default)")
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
+			fs.StringVar(&outboxFile, "outbox", "", "file that keeps escalations and usage records until the bridge answers or acks them, so a restart loses none (default: "+agent.OutboxFile+" beside --api-secret-file)")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
+			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:7451", "serve /metrics (Prometheus) and /ready here, without the API secret (they start nothing and hold no secret); empty serves neither")
+			tr.Register(fs)
 			fs.StringVar(&o.Namespace, "namespace", "default", "the mesh's Temporal namespace (the bridge refuses any other)")
 			l.Register(fs, "http://127.0.0.1:8300/v1")
 		},
@@ -93,13 +104,39 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 				}
 				o.APISecretFile = filepath.Join(dir, agent.SecretFile)
 			}
+			o.OutboxFile = outboxFile
+			if o.OutboxFile == "" {
+				o.OutboxFile = filepath.Join(filepath.Dir(o.APISecretFile), agent.OutboxFile)
+			}
 			o.Agent.Version, o.Agent.Hostname = Version, hostname()
 			r := vitals.NewReader(nil)
 			defer r.Close()
 			o.Agent.Vitals = r.Read
 			o.Agent.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			tp, shutdown, err := tr.Provider(ctx, "si-hub")
+			if err != nil {
+				return fmt.Errorf("--otlp-endpoint %s: %w", tr.Endpoint, err)
+			}
+			defer func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = shutdown(sctx)
+			}()
+			o.Tracer = tp
 			if !noWorker {
 				o.Inference = l.Inference()
+				if tr.Endpoint != "" {
+					ic, err := telemetry.TemporalInterceptor(tp)
+					if err != nil {
+						return err
+					}
+					o.Interceptors = append(o.Interceptors, ic)
+					hc := o.Inference.LLM.HTTP
+					if hc == nil {
+						hc = &http.Client{Timeout: 5 * time.Minute}
+					}
+					o.Inference.LLM.HTTP = telemetry.HTTPClient(tp, hc)
+				}
 			}
 			n, err := node.Start(o)
 			if err != nil {
@@ -110,8 +147,12 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			if !noWorker {
 				worker = "worker on " + workers.HubQueue(id.DeviceID) + " through the bridge"
 			}
-			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s; %s\n",
-				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), worker)
+			metrics := ""
+			if n.MetricsAddr() != "" {
+				metrics = "; metrics http://" + n.MetricsAddr() + "/metrics"
+			}
+			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s%s; %s\n",
+				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), metrics, worker)
 			<-ctx.Done()
 			return nil
 		},

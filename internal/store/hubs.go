@@ -58,10 +58,11 @@ type HubUsage struct {
 }
 
 // RecordHubUsage stores a usage record once: a second copy of the same
-// event id changes nothing and is not an error.
+// device's event id changes nothing and is not an error. Event ids are the
+// hub's own, so another device's record under the same id is another record.
 func (s *Store) RecordHubUsage(ctx context.Context, u HubUsage) error {
 	_, err := s.Pool.Exec(ctx, `INSERT INTO hub_usage (event_id, device_id, project, model, prompt_tokens, completion_tokens, served_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device_id, event_id) DO NOTHING`,
 		u.EventID, u.DeviceID, u.Project, u.Model, u.PromptTokens, u.CompletionTokens, u.ServedAt)
 	return err
 }
