@@ -127,7 +127,9 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 	}
 	h := m.holds[u.Hold]
 	held := h != nil && h.guest == u.GuestSession
-	if m.suspended && !held {
+	// A call under a hold, or one a hub served already, ran: it is billed.
+	admitted := held || u.Served
+	if m.suspended && !admitted {
 		return store.Charge{}, store.ErrSuspended
 	}
 	p, ok := prices[u.Model]
@@ -139,7 +141,7 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 	g := gross(p, multipliers[m.tier], u.PromptTokens, u.CompletionTokens)
 	c := store.Charge{EventID: u.EventID, CostBasis: cost, Multiplier: multipliers[m.tier]}
 	if u.GuestSession != "" {
-		if m.guestLeft <= 0 && !held {
+		if m.guestLeft <= 0 && !admitted {
 			return store.Charge{}, &store.GuestQuotaError{Session: u.GuestSession}
 		}
 		if g > m.guestLeft {
@@ -157,7 +159,9 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 	m.unbilled += c.Charged
 	m.charged += c.Charged
 	c.Unbilled = m.unbilled
-	c.Suspended = m.unbilled >= m.ceiling
+	// At the ceiling; or, outside a hold, when the call spent headroom that
+	// open holds reserved.
+	c.Suspended = m.unbilled >= m.ceiling || (!held && g > 0 && m.unbilled-m.credits+m.openHolds("", "") >= m.ceiling)
 	c.FlushDue = m.unbilled >= m.threshold
 	if c.Suspended {
 		m.suspended = true
@@ -233,9 +237,27 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 				// A hold of this account, or a made-up id that holds nothing.
 				u.Hold = m.pickHold(r)
 			}
+			if r.IntN(5) == 0 {
+				// A hub's own record: served already, no hold, no guest.
+				u.EventID, u.Served, u.Hold, u.GuestSession = "hub/"+eid, true, "", ""
+			}
+			wasSuspended, openBefore := m.suspended, m.openHolds("", "")
 			want, wantErr := m.logUsage(t, u)
-			got, err := s.LogUsage(ctx, u)
+			var got store.Charge
+			var err error
+			if r.IntN(2) == 0 {
+				got, err = s.LogUsage(ctx, u)
+			} else {
+				var cs []store.Charge
+				if cs, err = s.LogUsageBatch(ctx, []store.Usage{u}); err == nil {
+					got = cs[0]
+				}
+			}
 			switch h := m.holds[u.Hold]; {
+			case u.Served && wasSuspended:
+				seen["hub usage on a suspended account"]++
+			case u.Served && want.Suspended && want.Unbilled < m.ceiling && openBefore > 0:
+				seen["hub usage spent reserved headroom"]++
 			case wantErr != nil:
 				seen["usage refused"]++
 			case want.Duplicate:
@@ -429,7 +451,7 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 			t.Fatalf("%s: concurrent runs spent %s with %s of room; books %+v then %+v", id, spent, room, before, after)
 		}
 	}
-	for _, k := range []string{"usage refused", "held usage past the ceiling", "reserve (guest true) error *store.HeadroomError",
+	for _, k := range []string{"usage refused", "held usage past the ceiling", "hub usage on a suspended account", "hub usage spent reserved headroom", "reserve (guest true) error *store.HeadroomError",
 		"reserve (guest false) error *store.HeadroomError", "reserve (guest false) error <nil>"} {
 		if seen[k] == 0 {
 			t.Errorf("no %q in the run", k)
