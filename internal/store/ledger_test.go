@@ -172,7 +172,8 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 
 // TestLedgerMatchesReferenceModel runs 1,000 random sequences, one per
 // account, of about 30 operations each (usage from three models with some
-// duplicates, some by a guest and some under a hold, credits, tier and
+// duplicates, some by a guest, some under a hold and some a hub's own
+// records, logged one at a time or as a batch, credits, tier and
 // ceiling changes, holds reserved, raised and released, flushes that
 // succeed, are reported twice, or fail), interleaved, and checks the store
 // against the reference model and the books after every step.
@@ -419,8 +420,10 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 	// spend no more than the headroom the model says each account (or
 	// session) had, every step of an admitted run is billed, and the books
 	// still balance.
+	// Every fourth of them has its hub report usage meanwhile: billed in
+	// full (it ran), and the runs still spend no more than their room.
 	var wg sync.WaitGroup
-	for _, id := range ids[:40] {
+	for n, id := range ids[:40] {
 		m := models[id]
 		room := m.ceiling + m.credits - m.unbilled - m.openHolds("", "")
 		guest := ""
@@ -433,7 +436,25 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 		for i := range results {
 			wg.Go(func() { results[i] = holdRun(ctx, s, fmt.Sprintf("run-%s-%d", id, i), id, guest, 3, uint64(i)) })
 		}
+		var hubGross money.Micros
+		var hubErr error
+		if n%4 == 1 {
+			wg.Go(func() {
+				for i := range 3 {
+					cs, err := s.LogUsageBatch(ctx, []store.Usage{{EventID: fmt.Sprintf("hub/%s/burst-%d", id, i), Account: id, Project: "p",
+						Model: "si-simulator-large", PromptTokens: 4_000, CompletionTokens: 1_000, Served: true}})
+					if err != nil || len(cs) != 1 {
+						hubErr = fmt.Errorf("hub record %d: %v %v", i, cs, err)
+						return
+					}
+					hubGross += cs[0].Gross
+				}
+			})
+		}
 		wg.Wait()
+		if hubErr != nil {
+			t.Fatalf("%s: %v", id, hubErr)
+		}
 		var spent money.Micros
 		for i, res := range results {
 			if res.err != nil || (res.admitted && res.steps != 3) {
@@ -447,7 +468,7 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 			}
 		}
 		after, _ := s.Books(ctx, id)
-		if spent > max(room, 0) || !after.Balanced() || after.Charged-before.Charged+(before.Credits-after.Credits) != spent {
+		if spent > max(room, 0) || !after.Balanced() || after.Charged-before.Charged+(before.Credits-after.Credits) != spent+hubGross {
 			t.Fatalf("%s: concurrent runs spent %s with %s of room; books %+v then %+v", id, spent, room, before, after)
 		}
 	}

@@ -9,10 +9,16 @@
 -- micro-dollar, halves away from zero; 22003 (bigint out of range) when
 -- it does not fit in 64 bits. TestSQLApplyMatchesApply pins the two together.
 CREATE FUNCTION mesh_money_apply(a bigint, m bigint) RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN (a < 0) <> (m < 0) THEN -(div(abs(a::numeric) * abs(m::numeric) + 500000, 1000000)::bigint)
-        ELSE div(abs(a::numeric) * abs(m::numeric) + 500000, 1000000)::bigint END
-$$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    -- The cast to bigint raises 22003 past int64, where Apply overflows.
+    q bigint := div(abs(a::numeric) * abs(m::numeric) + 500000, 1000000)::bigint;
+BEGIN
+    IF (a < 0) <> (m < 0) THEN
+        RETURN -q;
+    END IF;
+    RETURN q;
+END $$;
 
 -- log_usage_batch takes the batch as parallel arrays, one element an event
 -- (guest and hold '' for none; served: the call already ran outside any
@@ -77,9 +83,12 @@ BEGIN
         INTO v_logged FROM usage_events u WHERE u.event_id = ANY (p_ids);
     SELECT coalesce(jsonb_object_agg(mp.model, jsonb_build_array(mp.prompt_per_mtok, mp.completion_per_mtok)), '{}')
         INTO v_prices FROM model_prices mp WHERE mp.model = ANY (p_models) OR mp.model = '*';
-    SELECT coalesce(jsonb_object_agg(ho.id, jsonb_build_array(coalesce(ho.guest_session, ''), ho.amount, ho.settled,
-            ho.state = 'active' AND ho.expires_at > now())), '{}')
-        INTO v_holds FROM holds ho WHERE ho.id = ANY (p_holds) AND ho.account_id = p_account;
+    v_holds := '{}';
+    IF EXISTS (SELECT FROM unnest(p_holds) AS t(hid) WHERE hid <> '') THEN
+        SELECT coalesce(jsonb_object_agg(ho.id, jsonb_build_array(coalesce(ho.guest_session, ''), ho.amount, ho.settled,
+                ho.state = 'active' AND ho.expires_at > now())), '{}')
+            INTO v_holds FROM holds ho WHERE ho.id = ANY (p_holds) AND ho.account_id = p_account;
+    END IF;
     SELECT coalesce(sum(greatest(ho.amount - ho.settled, 0)), 0) INTO open_
         FROM holds ho WHERE ho.account_id = p_account AND ho.state = 'active' AND ho.expires_at > now();
 
@@ -206,8 +215,12 @@ BEGIN
         FROM unnest(ins) WITH ORDINALITY AS t(k, o) ORDER BY o;
     UPDATE accounts SET credits = credits - v_spent, unbilled = a_unbilled, status = a_status, suspended_reason = a_reason
         WHERE id = p_account;
-    UPDATE guest_sessions gs SET remaining = (v_remaining ->> gs.id)::bigint
-        WHERE gs.id = ANY (v_touched);
-    UPDATE holds ho SET settled = ho.settled + x.v::bigint, updated_at = now()
-        FROM jsonb_each_text(v_added) AS x(k, v) WHERE ho.id = x.k;
+    IF cardinality(v_touched) > 0 THEN
+        UPDATE guest_sessions gs SET remaining = (v_remaining ->> gs.id)::bigint
+            WHERE gs.id = ANY (v_touched);
+    END IF;
+    IF v_added <> '{}' THEN
+        UPDATE holds ho SET settled = ho.settled + x.v::bigint, updated_at = now()
+            FROM jsonb_each_text(v_added) AS x(k, v) WHERE ho.id = x.k;
+    END IF;
 END $$;
