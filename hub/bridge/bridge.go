@@ -577,16 +577,19 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 				ServedAt: time.Unix(0, u.GetAtUnixNano()),
 			})
 			if err == nil {
-				// Billed to the device's account; the ledger keys it by the hub's own event id.
-				_, err = b.opts.Store.LogUsage(ctx, store.Usage{
+				// Billed to the device's account, keyed by the hub's own event
+				// id. The hub served it already: it is billed even on a
+				// suspended account, and it counts against the ceiling with
+				// the account's open holds (store.Usage.Served).
+				var cs []store.Charge
+				cs, err = b.opts.Store.LogUsageBatch(ctx, []store.Usage{{
 					EventID: "hub/" + id.DeviceID + "/" + u.GetEventId(), Account: id.Account, Project: orDefault(u.GetProject()),
 					Model: u.GetModel(), PromptTokens: int64(u.GetPromptTokens()), CompletionTokens: int64(u.GetCompletionTokens()),
-				})
-				var se *store.SuspendedError
-				if errors.As(err, &se) {
-					// Served before the hub knew; the record is kept, the charge refused.
-					log.Warn("usage from a suspended account not billed", "event", u.GetEventId(), "reason", se.Reason)
-					err = nil
+					Served: true,
+				}})
+				if err == nil && len(cs) == 1 && cs[0].Suspended {
+					log.Warn("hub usage brought its account to the credit ceiling; new runs are refused", "event", u.GetEventId(),
+						"unbilled", cs[0].Unbilled.String())
 				}
 			}
 			if err != nil {

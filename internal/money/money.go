@@ -1,6 +1,8 @@
 // Package money is the mesh's only arithmetic on money. Amounts are integer
 // micro-dollars; multipliers are integer parts per million. There are no
-// floats here, and rounding happens in exactly one place, Apply.
+// floats here, and rounding happens in exactly one place, Apply. The ledger's
+// database function prices with a copy of Apply, mesh_money_apply (store
+// migration 0016), which store's TestSQLApplyMatchesApply holds to it.
 //
 // The rounding rule: a product of an amount and a multiplier is rounded to
 // the nearest micro-dollar, halves away from zero. Stripe receives whole

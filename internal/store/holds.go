@@ -24,7 +24,10 @@ import (
 // LogUsage with a hold moves a charge from the hold's open part to the
 // balance, which leaves the sum unchanged while the charge is within the
 // hold. So the ceiling and the quota are passed only by charges beyond their
-// hold's bound (see the package workflows' admission notes).
+// hold's bound (see the package workflows' admission notes), and by calls
+// logged outside any hold (a hub's own usage, Usage.Served): the first of
+// those that leaves the left side at the ceiling suspends the account, so
+// no hold is taken or raised after it.
 
 // TokenBound is the most tokens one usage event may count.
 type TokenBound struct {

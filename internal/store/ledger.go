@@ -154,6 +154,13 @@ type Usage struct {
 	// charge settles against it, and a call that ran is billed even when the
 	// account reached its ceiling or the session its quota meanwhile.
 	Hold string
+	// Served is true for a call that already ran without a hold: a hub's
+	// own record of inference it served locally. It is billed even on a
+	// suspended account (it ran; it is never dropped), and like any call
+	// outside a hold it counts against the ceiling together with the open
+	// holds, so the record that spends the headroom runs reserved suspends
+	// the account at once.
+	Served bool
 }
 
 // Charge is what LogUsage recorded for an event.
@@ -167,7 +174,9 @@ type Charge struct {
 	// Duplicate is true when the event had been logged before; the other
 	// fields are then the first logging's.
 	Duplicate bool
-	// Suspended is true when this event brought the balance to the ceiling.
+	// Suspended is true when this event brought the balance to the ceiling,
+	// or, outside a hold, the balance less credits plus the account's open
+	// holds to it.
 	Suspended bool
 	// Unbilled is the account's unbilled balance after the event.
 	Unbilled money.Micros
@@ -182,10 +191,13 @@ type Charge struct {
 // LogUsage bills one inference call in one transaction: cost basis from the
 // model's prices, times the tier's multiplier (the one rounding rule in
 // package money), knowledge credits spent first, the rest added to the
-// unbilled balance. At the ceiling the account is suspended; a suspended
+// unbilled balance. At the ceiling the account is suspended, and so it is
+// when a call outside a hold leaves the balance less credits plus the open
+// holds at the ceiling (it spent headroom runs reserved). A suspended
 // account's usage is refused with a *SuspendedError and nothing is written,
-// unless it ran under an active hold of the same account and session: that
-// call was admitted, ran, and is billed.
+// unless it ran under a hold of the same account and session, or was served
+// already (Served): that call ran, and is billed. LogUsageBatch is the same
+// rules, many events in one round trip.
 func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 	if u.EventID == "" || u.Account == "" || u.Model == "" {
 		return Charge{}, errors.New("usage needs an event id, an account and a model")
@@ -227,7 +239,7 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 				return err
 			}
 		}
-		if a.Status == "suspended" && !held {
+		if a.Status == "suspended" && !held && !u.Served {
 			return &SuspendedError{Account: u.Account, Reason: a.SuspendedReason, Unbilled: a.Unbilled, Ceiling: a.CreditCeiling}
 		}
 		var promptPrice, completionPrice money.Micros
@@ -255,7 +267,7 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 			if err != nil {
 				return err
 			}
-			if remaining <= 0 && !held {
+			if remaining <= 0 && !held && !u.Served {
 				return &GuestQuotaError{Session: u.GuestSession}
 			}
 			// The host never pays beyond the quota: the call that crosses it
@@ -274,6 +286,15 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 			return err
 		}
 		c.Suspended = c.Unbilled >= a.CreditCeiling
+		if !c.Suspended && !held && c.Gross > 0 {
+			// Outside a hold, the call may have spent headroom that open
+			// holds reserved: then no run may start until it is back.
+			open, err := openHolds(ctx, tx, u.Account, "", "")
+			if err != nil {
+				return err
+			}
+			c.Suspended = c.Unbilled-(a.Credits-c.CreditsApplied)+open >= a.CreditCeiling
+		}
 		c.FlushDue = c.Unbilled >= a.FlushThreshold
 		hold := ""
 		if held {
