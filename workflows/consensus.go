@@ -282,7 +282,7 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 	}
 	if err := c.run(ctx); err != nil {
 		var ae *temporal.ApplicationError
-		if errors.As(err, &ae) && ae.Type() == activities.ErrLedgerUnreachable &&
+		if errors.As(err, &ae) && ae.Type() == activities.ErrLedgerUnreachable && len(c.state.Usage) == 0 &&
 			workflow.GetVersion(ctx, versionLedgerDownKey, workflow.DefaultVersion, versionLedgerDown) == versionLedgerDown {
 			// Nothing ran and nothing can be billed; recording the failure
 			// waits for PostgreSQL in a workflow of its own, so that this
@@ -668,6 +668,12 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			c.state.Placement = c.cloud
 			c.state.PlacementNote = "hub did not pick up work within " + hubStartTimeout.String() + "; moved to " + c.cloud
 			continue
+		}
+		// An agent step's worker (a hub's, say) names its own error type:
+		// only the entry checks may say the ledger is unreachable, which
+		// skips billing.
+		if errors.As(err, &ae) && ae.Type() == activities.ErrLedgerUnreachable {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("round %d: ", round)+cause(err), ErrRoundFailed, err)
 		}
 		return passType(err, fmt.Sprintf("round %d", round))
 	}

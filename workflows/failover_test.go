@@ -157,3 +157,30 @@ func TestPlacementPerStepAmongTheAccountsHubs(t *testing.T) {
 		t.Fatalf("state placement %q (%q), want the last step's choice", st.Placement, st.PlacementNote)
 	}
 }
+
+// A step's worker picks its own error type: a hub's that fails Ethos with
+// LedgerUnreachable after Pathos and Logos ran must not skip their billing
+// (only the entry checks, before anything ran, take the ledger-down path).
+func TestAStepSayingTheLedgerIsUnreachableIsStillBilled(t *testing.T) {
+	env := newEnv(t)
+	env.RegisterWorkflow(RecordRunWorkflow)
+	f := newLedger(env)
+	env.OnActivity(inf.Ethos, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.EthosInput) (activities.EthosOutput, error) {
+		u := activities.AgentUsage{Role: synapse.Ethos, Model: "m", PromptTokens: 300, CompletionTokens: 50}
+		return activities.EthosOutput{}, temporal.NewNonRetryableApplicationError("db down", activities.ErrLedgerUnreachable, nil, u)
+	})
+	env.ExecuteWorkflow(ConsensusWorkflow, ConsensusInput{Prompt: "q", Account: "acme"})
+	var ae *temporal.ApplicationError
+	if err := env.GetWorkflowError(); !errors.As(err, &ae) || ae.Type() != ErrRoundFailed {
+		t.Fatalf("workflow error %v, want %s", err, ErrRoundFailed)
+	}
+	billed := strings.Join(f.eventIDs(), " ")
+	for _, step := range []string{"r1-pathos", "r1-logos", "r1-ethos"} {
+		if !strings.Contains(billed, step) {
+			t.Errorf("%s ran and was not billed; billed: %s", step, billed)
+		}
+	}
+	if f.released != 1 {
+		t.Errorf("hold released %d times, want 1", f.released)
+	}
+}
