@@ -336,8 +336,36 @@ func (a *Handovers) AwaitPayment(ctx context.Context, id string) (bool, error) {
 
 // PaymentSaved reports whether the handover's new owner has saved a
 // payment method.
+//
+// The webhook records it; this also asks Stripe about each page made for
+// the handover, so a saved payment method counts even when its event never
+// reached the mesh (the endpoint was down past Stripe's retries, or not
+// subscribed to checkout.session.completed). A finished page is applied as
+// its webhook would be, under the event id "poll-<session>", once.
 func (a *Handovers) PaymentSaved(ctx context.Context, id string) (bool, error) {
-	return a.Store.PaymentSaved(ctx, id)
+	saved, err := a.Store.PaymentSaved(ctx, id)
+	if err != nil || saved || a.Stripe == nil {
+		return saved, err
+	}
+	sessions, err := a.Store.PaymentSessionList(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	for _, ps := range sessions {
+		customer, done, err := a.Stripe.SetupDone(ctx, ps.ID)
+		if err != nil {
+			return false, stripeError(err)
+		}
+		if !done || customer != ps.Customer {
+			continue
+		}
+		if _, err := a.Store.ApplyPaymentEvent(ctx, store.PaymentEvent{ID: "poll-" + ps.ID, Session: ps.ID, Customer: customer,
+			Mode: "setup", Status: "complete", Created: time.Now()}); err != nil {
+			return false, err
+		}
+		return a.Store.PaymentSaved(ctx, id)
+	}
+	return false, nil
 }
 
 // CountReminder records that reminder n went out.

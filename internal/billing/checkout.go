@@ -62,3 +62,20 @@ func (s *Stripe) SetupCheckoutPage(ctx context.Context, why, customer, successUR
 	}
 	return page, nil
 }
+
+// SetupDone reports whether Checkout Session id is a setup-mode page its
+// customer has finished (a payment method saved), and that customer: what
+// the checkout.session.completed webhook says, asked of Stripe directly
+// for when the event never arrives.
+func (s *Stripe) SetupDone(ctx context.Context, id string) (customer string, done bool, err error) {
+	p := &stripe.CheckoutSessionParams{}
+	p.Context = ctx
+	cs, err := s.api.CheckoutSessions.Get(id, p)
+	if err != nil {
+		return "", false, classify(err)
+	}
+	if cs.Customer != nil {
+		customer = cs.Customer.ID
+	}
+	return customer, cs.Mode == stripe.CheckoutSessionModeSetup && cs.Status == stripe.CheckoutSessionStatusComplete, nil
+}

@@ -85,6 +85,20 @@ func (s *Store) AddPaymentSession(ctx context.Context, handover string, ps Payme
 	return err
 }
 
+// PaymentSessionList returns the Checkout Sessions made for the handover,
+// newest first (at most 20: one a reminder).
+func (s *Store) PaymentSessionList(ctx context.Context, handover string) ([]PaymentSession, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT session_id, customer, url, expires_at FROM handover_payment_sessions
+		WHERE handover_id = $1 ORDER BY created_at DESC, session_id DESC LIMIT 20`, handover)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (PaymentSession, error) {
+		var ps PaymentSession
+		return ps, r.Scan(&ps.ID, &ps.Customer, &ps.URL, &ps.ExpiresAt)
+	})
+}
+
 // PaymentSessions counts the handover's Checkout Sessions, and returns the
 // newest that is open until after `until` (ok false when none is).
 func (s *Store) PaymentSessions(ctx context.Context, handover string, until time.Time) (n int, open PaymentSession, ok bool, err error) {

@@ -27,6 +27,8 @@ type doubleBilling struct {
 type DoubleCheckout struct {
 	ID, Mode, Customer, Currency, SuccessURL, CancelURL, URL string
 	Expires                                                  time.Time
+	// Complete: the customer finished the page (CompleteCheckout).
+	Complete bool
 }
 
 type doublePrice struct {
@@ -68,6 +70,7 @@ func (d *StripeDouble) addBillingRoutes() {
 	d.Handle("POST /v1/subscriptions", d.createSubscription)
 	d.Handle("GET /v1/invoices/upcoming", d.upcomingInvoice)
 	d.Handle("POST /v1/checkout/sessions", d.createCheckout)
+	d.Handle("GET /v1/checkout/sessions/{id}", d.getCheckout)
 	d.Handle("POST /v1/subscription_schedules", d.createSchedule)
 }
 
@@ -517,14 +520,46 @@ func (d *StripeDouble) createSchedule(r *doubleRequest) (int, any) {
 		"subscription": sub.ID, "metadata": meta, "end_behavior": f.Get("end_behavior")}
 }
 
+// getCheckout answers a Checkout Session as Stripe does: open until its
+// customer finishes it, then complete.
+func (d *StripeDouble) getCheckout(r *doubleRequest) (int, any) {
+	for _, c := range d.bill.checkouts {
+		if c.ID == r.PathValue("id") {
+			status := "open"
+			if c.Complete {
+				status = "complete"
+			}
+			return 200, map[string]any{"id": c.ID, "object": "checkout.session", "mode": c.Mode, "customer": c.Customer,
+				"currency": c.Currency, "url": c.URL, "status": status, "expires_at": c.Expires.Unix()}
+		}
+	}
+	return 404, stripeError("invalid_request_error", "resource_missing", "No such checkout.session: "+strconv.Quote(r.PathValue("id")))
+}
+
+// CompleteCheckout marks session (an id or URL) finished by its customer,
+// as Stripe does when the customer saves a payment method, whether or not
+// the webhook then reaches the mesh.
+func (d *StripeDouble) CompleteCheckout(session string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, c := range d.bill.checkouts {
+		if c.ID == session || c.URL == session {
+			d.bill.checkouts[i].Complete = true
+			return true
+		}
+	}
+	return false
+}
+
 // CompletedCheckoutEvent is the checkout.session.completed event Stripe
 // sends when the customer of session id finishes it (the session must be
 // the double's), as the JSON a webhook receives, with event id eventID.
 func (d *StripeDouble) CompletedCheckoutEvent(eventID, session string) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, c := range d.bill.checkouts {
+	for i, c := range d.bill.checkouts {
 		if c.ID == session || c.URL == session {
+			d.bill.checkouts[i].Complete = true
 			return mustJSON(map[string]any{"id": eventID, "object": "event", "type": "checkout.session.completed",
 				"created": time.Now().Add(d.offset).Unix(), "api_version": "2023-10-16",
 				"data": map[string]any{"object": map[string]any{"id": c.ID, "object": "checkout.session", "mode": c.Mode,

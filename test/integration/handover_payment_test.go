@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
@@ -171,5 +172,54 @@ func TestHandoverPlanWaitsForThePaymentMethod(t *testing.T) {
 	}
 	if subs := subscriptionIDs(hm.double, hostCustomer); !slices.Equal(subs, hostSubs) {
 		t.Fatalf("the host's subscriptions %v, were %v", subs, hostSubs)
+	}
+}
+
+// A new owner who saved a payment method on the page made for them counts
+// even when Stripe's event never reaches the mesh: the wait's check asks
+// Stripe about the handover's own pages. Another owner's finished page does
+// not count for this handover, and asking again applies nothing twice.
+func TestHandoverPaymentSavedWithoutTheWebhook(t *testing.T) {
+	hm := startHandoverMesh(t)
+	ctx := context.Background()
+	setup, err := hm.Stripe.EnsureSetup(ctx, billing.SetupOptions{PublicURL: "https://mesh.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hm.Store.SaveStripeSetup(ctx, setup.StripeSetup); err != nil {
+		t.Fatal(err)
+	}
+	ada, bob := harness.UniqueID("ada"), harness.UniqueID("bob")
+	h1, _, _ := hm.offer(t)
+	if err := runner.AcceptHandover(ctx, hm.Client, h1.ID, workflows.HandoverAccept{Account: ada, NewAccount: true}); err != nil {
+		t.Fatal(err)
+	}
+	adaPage := hm.awaiting(t, h1.ID)
+	h2, _, _ := hm.offer(t)
+	if err := runner.AcceptHandover(ctx, hm.Client, h2.ID, workflows.HandoverAccept{Account: bob, NewAccount: true}); err != nil {
+		t.Fatal(err)
+	}
+	bobPage := hm.awaiting(t, h2.ID)
+	check := &activities.Handovers{Store: hm.Store, Stripe: hm.Stripe}
+	if saved, err := check.PaymentSaved(ctx, h1.ID); err != nil || saved {
+		t.Fatalf("before any page is finished: saved %v, %v", saved, err)
+	}
+	// Bob finishes his page; no event is delivered.
+	if !hm.double.CompleteCheckout(bobPage.ID) {
+		t.Fatal("the double has no page " + bobPage.ID)
+	}
+	if saved, err := check.PaymentSaved(ctx, h1.ID); err != nil || saved {
+		t.Fatalf("ada's handover after bob finished his page: saved %v, %v", saved, err)
+	}
+	// Ada finishes hers; no event is delivered.
+	hm.double.CompleteCheckout(adaPage.ID)
+	for i := 0; i < 2; i++ {
+		if saved, err := check.PaymentSaved(ctx, h1.ID); err != nil || !saved {
+			t.Fatalf("check %d after ada finished her page: saved %v, %v", i, saved, err)
+		}
+	}
+	var n int
+	if err := hm.Store.Pool.QueryRow(ctx, `SELECT count(*) FROM stripe_events WHERE event_id = $1`, "poll-"+adaPage.ID).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("poll events for ada's page: %d, %v", n, err)
 	}
 }
