@@ -96,16 +96,18 @@ type Status struct {
 type Agent struct {
 	opts Options
 
-	mu       sync.Mutex
-	conn     bridge.Conn
-	up       chan struct{} // closed while connected
-	st       Status
-	pending  map[string]*escalation
-	order    []string // pending request ids, oldest first
-	usage    map[string]*meshv1.UsageRecord
-	usageAt  map[string]time.Time
-	usageOrd []string
-	ctlSend  func(*meshv1.HubMessage) error // nil while disconnected
+	mu      sync.Mutex
+	conn    bridge.Conn
+	up      chan struct{} // closed while connected
+	st      Status
+	pending map[string]*escalation
+	order   []string // pending request ids, oldest first
+	usage   map[string]*meshv1.UsageRecord
+	usageAt map[string]time.Time
+	// usageSent is when each queued record was last sent again unacked.
+	usageSent map[string]time.Time
+	usageOrd  []string
+	ctlSend   func(*meshv1.HubMessage) error // nil while disconnected
 
 	addrs         []string
 	next          int         // index in addrs of the next dial; only Run's goroutine touches it
@@ -145,7 +147,7 @@ func New(opts Options) *Agent {
 		opts.QUICRetry = 30 * time.Second
 	}
 	a := &Agent{opts: opts, addrs: SplitBridges(opts.Bridge), up: make(chan struct{}), pending: map[string]*escalation{},
-		usage: map[string]*meshv1.UsageRecord{}, usageAt: map[string]time.Time{}}
+		usage: map[string]*meshv1.UsageRecord{}, usageAt: map[string]time.Time{}, usageSent: map[string]time.Time{}}
 	if o := opts.Outbox; o != nil {
 		for _, q := range o.escalations {
 			a.pending[q.req.GetRequestId()] = &escalation{req: q.req, queued: q.at, wake: make(chan struct{})}
@@ -451,6 +453,13 @@ func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send fun
 		if err := send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: hb}}); err != nil {
 			return err
 		}
+		// A record the bridge did not ack (its store failed, say) is sent
+		// again while the link stays up, not only at the next session.
+		for _, u := range a.dueUsage(time.Now()) {
+			if err := send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}}); err != nil {
+				return err
+			}
+		}
 		if sig := a.opts.Prewarm.Observe(hb.Vitals, time.Now()); sig != nil {
 			if err := send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: sig}}); err != nil {
 				return err
@@ -503,8 +512,10 @@ func (a *Agent) connected(conn bridge.Conn, addr string, send func(*meshv1.HubMe
 		a.start(conn, a.pending[id])
 	}
 	backlog := make([]*meshv1.UsageRecord, 0, len(a.usageOrd))
+	now := time.Now()
 	for _, id := range a.usageOrd {
 		backlog = append(backlog, a.usage[id])
+		a.usageSent[id] = now
 	}
 	return backlog
 }
@@ -731,7 +742,10 @@ func (a *Agent) RecordUsage(u *meshv1.UsageRecord) error {
 		}
 	}
 	a.mu.Lock()
-	if _, dup := a.usage[u.EventId]; !dup {
+	if q, dup := a.usage[u.EventId]; dup {
+		// The record kept under this id is the one billed.
+		u = q
+	} else {
 		a.usage[u.EventId], a.usageAt[u.EventId] = u, now
 		a.usageOrd = append(a.usageOrd, u.EventId)
 	}
@@ -742,6 +756,30 @@ func (a *Agent) RecordUsage(u *meshv1.UsageRecord) error {
 		_ = send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}})
 	}
 	return nil
+}
+
+// UsageResend is how long a usage record waits for the bridge's ack before
+// it is sent again on the same link.
+const UsageResend = 30 * time.Second
+
+// dueUsage returns the queued records sent at least UsageResend ago and not
+// acked, and notes them sent now. The ledger bills an event id once, so a
+// copy is harmless.
+func (a *Agent) dueUsage(now time.Time) []*meshv1.UsageRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var due []*meshv1.UsageRecord
+	for _, id := range a.usageOrd {
+		last := a.usageAt[id]
+		if t, ok := a.usageSent[id]; ok && t.After(last) {
+			last = t
+		}
+		if now.Sub(last) >= UsageResend {
+			due = append(due, a.usage[id])
+			a.usageSent[id] = now
+		}
+	}
+	return due
 }
 
 // smooth folds a round-trip sample into an EWMA with gain 1/8 (RFC 6298's
@@ -760,6 +798,7 @@ func (a *Agent) usageAcked(id string) {
 	if ok {
 		delete(a.usage, id)
 		delete(a.usageAt, id)
+		delete(a.usageSent, id)
 		a.usageOrd = remove(a.usageOrd, id)
 	}
 	a.mu.Unlock()
