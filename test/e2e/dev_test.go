@@ -285,7 +285,9 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		t.Fatalf("si account token: %v", err)
 	}
 	out, err = customerSI([]string{"SI_TOKEN=" + strings.TrimSpace(string(adaToken))}, "handover", "accept", harness.Link(t, offer.Text, "handover"))
-	if err != nil || !strings.Contains(out, "project e2e-team-") || !strings.Contains(out, "subscription schedule sub_sched") {
+	// Her plan waits for a payment method on Stripe's page (no subscription yet).
+	if err != nil || !strings.Contains(out, "project e2e-team-") || !strings.Contains(out, "awaiting_payment") ||
+		!strings.Contains(out, "payment method on Stripe's page: https://") || strings.Contains(out, "sub_sched") {
 		t.Fatalf("si handover accept: %v\n%s", err, out)
 	}
 	cmd = exec.Command(si, "stats", "--dev-dir", dataDir, "--json")
