@@ -33,8 +33,11 @@ const retryDelay = time.Second
 type Options struct {
 	// Bridge is the bridge's host:port.
 	Bridge string
-	// TLS comes from pki.ClientTLS.
+	// TLS comes from pki.ClientTLS, or Certs.TLS when Certs is set.
 	TLS *tls.Config
+	// Certs, when set, is renewed over the link at two thirds of its life
+	// (see renew.go); nil leaves renewal to the operator.
+	Certs *Certs
 	// Vitals reads the hardware; nil sends heartbeats without vitals.
 	Vitals func() *meshv1.HardwareVitals
 	// Interval between heartbeats. Default 5s; the bridge's hello ack may set it.
@@ -87,6 +90,9 @@ func New(opts Options) *Agent {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Certs != nil && opts.TLS != nil {
+		opts.TLS = opts.Certs.TLS(opts.TLS)
 	}
 	return &Agent{opts: opts, up: make(chan struct{}), pending: map[string]*escalation{}, usage: map[string]*meshv1.UsageRecord{}}
 }
@@ -198,6 +204,9 @@ func (a *Agent) session(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- a.heartbeats(sctx, interval, send) }()
 	go func() { errc <- a.readAcks(r) }()
+	if a.opts.Certs != nil {
+		go a.renewLoop(sctx, conn)
+	}
 	select {
 	case err := <-errc:
 		return err

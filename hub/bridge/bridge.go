@@ -81,6 +81,9 @@ type Options struct {
 	// Escalator and Prewarmer act on hub requests; nil refuses them.
 	Escalator Escalator
 	Prewarmer Prewarmer
+	// Renewer relays certificate renewals (StreamRenew) to the CA role;
+	// nil refuses them.
+	Renewer Renewer
 	// Proxy serves the hubs' Temporal workers (StreamTemporal streams);
 	// nil refuses them.
 	Proxy *Proxy
@@ -316,6 +319,12 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 			go func() {
 				defer b.wg.Done()
 				b.escalation(ctx, s, id, log)
+			}()
+		case StreamRenew:
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.renew(ctx, c, s, id, log)
 			}()
 		case StreamTemporal:
 			if b.opts.Proxy == nil {
