@@ -3,10 +3,10 @@ package bridge_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"crypto/rand"
 	"errors"
 	"io"
 	"net/url"
