@@ -68,3 +68,7 @@ func (a *CA) RenewDevice(ctx context.Context, id pki.Identity, serial string, cs
 	r, err := a.RenewCert(ctx, RenewCertInput{DeviceID: id.DeviceID, Account: id.Account, Serial: serial, CSR: csrDER})
 	return r.CertPEM, err
 }
+
+// CAQueue is the task queue only the CA role polls: the one place a
+// certificate is signed.
+const CAQueue = "ca"

@@ -75,6 +75,7 @@ func NewCloud(c client.Client, deps Cloud, opts worker.Options) worker.Worker {
 func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterWorkflow(workflows.ConsensusWorkflow)
 	r.RegisterWorkflow(workflows.WarmupWorkflow)
+	r.RegisterWorkflow(workflows.RenewCertWorkflow)
 	r.RegisterActivity(deps.Inference)
 	r.RegisterActivity(deps.Placement)
 	r.RegisterActivity(deps.Records)

@@ -2,8 +2,10 @@ package bridge
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -12,8 +14,13 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/workers"
+	"github.com/superinstance/mesh/workflows"
 )
 
 // StreamRenew is the stream a hub opens to renew its certificate over the
@@ -162,4 +169,25 @@ func (b *Bridge) renew(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki
 		log.Error("revoke the renewed certificate", "serial", old.serial, "error", err)
 	}
 	log.Info("certificate renewed", "old_serial", old.serial, "serial", next.serial, "not_after", next.notAfter)
+}
+
+var _ Renewer = (*Temporal)(nil)
+
+// RenewDevice has the CA role sign a renewal through a RenewCertWorkflow on
+// the cloud queue. The same request sent again names the same workflow.
+func (t *Temporal) RenewDevice(ctx context.Context, id pki.Identity, serial string, csrDER []byte) ([]byte, error) {
+	sum := sha256.Sum256(csrDER)
+	run, err := t.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: "renew-" + id.DeviceID + ":" + serial + ":" + hex.EncodeToString(sum[:8]), TaskQueue: workers.CloudQueue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowExecutionTimeout: 3 * time.Minute,
+	}, workflows.RenewCertWorkflow, activities.RenewCertInput{DeviceID: id.DeviceID, Account: id.Account, Serial: serial, CSR: csrDER})
+	if err != nil {
+		return nil, &UnavailableError{Err: err}
+	}
+	var res activities.RenewCertResult
+	if err := run.Get(ctx, &res); err != nil {
+		return nil, err
+	}
+	return res.CertPEM, nil
 }

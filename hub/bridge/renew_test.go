@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/agent"
@@ -25,6 +26,7 @@ import (
 	"github.com/superinstance/mesh/internal/store"
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 	"github.com/superinstance/mesh/test/harness"
+	"github.com/superinstance/mesh/workers"
 )
 
 // enrollFiles issues and registers a device certificate and writes it into
@@ -69,9 +71,16 @@ func TestRenewalKeepsTheLinkUp(t *testing.T) {
 	m := harness.StartMesh(t, simulator.Options{})
 	p := harness.NewPKI(t)
 	ttl := 6 * time.Second
+	// The CA role signs on its own queue; the bridge holds no CA key and
+	// asks it through Temporal, as in production.
+	w := workers.NewCA(m.Client, &activities.CA{CA: p.CA, Store: m.Store, TTL: ttl}, worker.Options{})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
 	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) {
 		o.RecheckInterval = 100 * time.Millisecond
-		o.Renewer = &activities.CA{CA: p.CA, Store: m.Store, TTL: ttl}
+		o.Renewer = &bridge.Temporal{Client: m.Client}
 	})
 	id := pki.Identity{DeviceID: "gpu-renew", Account: "acme"}
 	dir, first := enrollFiles(t, p, m.Store, id, ttl)
