@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,8 +21,8 @@ import (
 // TLS configuration it makes reads the current certificate at every
 // handshake, so a renewed one is used without a restart.
 type Certs struct {
-	dir   string
-	roots *x509.CertPool
+	certPath, keyPath string
+	roots             *x509.CertPool
 
 	mu       sync.Mutex
 	pair     tls.Certificate
@@ -33,9 +32,9 @@ type Certs struct {
 
 var _ tls.ClientSessionCache = (*Certs)(nil)
 
-// NewCerts holds the hub's PEM files; dir, when not empty, is where renewed
-// ones are written (cert.pem and key.pem, replaced atomically).
-func NewCerts(caPEM, certPEM, keyPEM []byte, dir string) (*Certs, error) {
+// NewCerts holds the hub's PEM files; certPath and keyPath, when not empty,
+// are where renewed ones are written (each replaced atomically).
+func NewCerts(caPEM, certPEM, keyPEM []byte, certPath, keyPath string) (*Certs, error) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("device certificate: %w", err)
@@ -48,7 +47,7 @@ func NewCerts(caPEM, certPEM, keyPEM []byte, dir string) (*Certs, error) {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("mesh CA certificate is not PEM")
 	}
-	return &Certs{dir: dir, roots: roots, pair: pair, leaf: leaf, sessions: tls.NewLRUClientSessionCache(8)}, nil
+	return &Certs{certPath: certPath, keyPath: keyPath, roots: roots, pair: pair, leaf: leaf, sessions: tls.NewLRUClientSessionCache(8)}, nil
 }
 
 // Leaf is the current certificate.
@@ -119,14 +118,14 @@ func (c *Certs) install(certPEM, keyPEM []byte) error {
 	if got, err := pki.IdentityOf(leaf); err != nil || got != want {
 		return fmt.Errorf("renewed certificate is for %v, not %v", got, want)
 	}
-	if c.dir != "" {
+	if c.certPath != "" && c.keyPath != "" {
 		// The key first: a crash between the two leaves the old
 		// certificate beside a key it does not match, which the hub
 		// refuses at start, rather than a silently wrong pair.
-		if err := writeAtomic(filepath.Join(c.dir, pki.KeyFile), keyPEM, 0o600); err != nil {
+		if err := writeAtomic(c.keyPath, keyPEM, 0o600); err != nil {
 			return err
 		}
-		if err := writeAtomic(filepath.Join(c.dir, pki.CertFile), certPEM, 0o644); err != nil {
+		if err := writeAtomic(c.certPath, certPEM, 0o644); err != nil {
 			return err
 		}
 	}

@@ -54,7 +54,7 @@ func renewingAgent(t *testing.T, p *harness.PKI, addr, dir string, is pki.Issued
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := agent.NewCerts(p.CA.CertPEM, is.CertPEM, is.KeyPEM, dir)
+	certs, err := agent.NewCerts(p.CA.CertPEM, is.CertPEM, is.KeyPEM, filepath.Join(dir, pki.CertFile), filepath.Join(dir, pki.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}

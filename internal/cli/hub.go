@@ -34,6 +34,7 @@ func hubCommand() *Command {
 		secretFile         string
 		l                  config.LLM
 		noWorker           bool
+		noRenew            bool
 	)
 	return &Command{
 		Name:  "hub",
@@ -62,6 +63,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:7450", "local API for si escalate (loopback)")
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
+			fs.BoolVar(&noRenew, "no-renew", false, "do not renew the device certificate over the link (by default it is renewed at two thirds of its life with a new key made here, and --cert and --key are rewritten)")
 			fs.StringVar(&o.Namespace, "namespace", "default", "the mesh's Temporal namespace (the bridge refuses any other)")
 			l.Register(fs, "http://127.0.0.1:8300/v1")
 		},
@@ -74,6 +76,11 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 				return err
 			}
 			o.DeviceID, o.Agent.TLS, o.Agent.DeviceID = id.DeviceID, tc, id.DeviceID
+			if !noRenew {
+				if o.Agent.Certs, err = hubCerts(id.DeviceID, certPath, keyPath, caPath); err != nil {
+					return err
+				}
+			}
 			o.APISecretFile = secretFile
 			if o.APISecretFile == "" {
 				dir := deviceDir(id.DeviceID)
