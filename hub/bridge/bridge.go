@@ -143,6 +143,8 @@ type peer struct {
 	id       pki.Identity
 	serial   string
 	notAfter time.Time
+	// notBefore lets renew refuse a renewal asked for too early.
+	notBefore time.Time
 }
 
 // Listen opens the bridge's UDP socket.
@@ -287,7 +289,8 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 		return
 	}
 	log := b.opts.Logger.With("device", id.DeviceID, "account", id.Account, "remote", c.RemoteAddr().String())
-	if err := b.admit(c, peer{id: id, serial: serial, notAfter: c.ConnectionState().TLS.PeerCertificates[0].NotAfter}); err != nil {
+	leaf := c.ConnectionState().TLS.PeerCertificates[0]
+	if err := b.admit(c, peer{id: id, serial: serial, notAfter: leaf.NotAfter, notBefore: leaf.NotBefore}); err != nil {
 		log.Warn("connection refused", "error", err)
 		_ = c.CloseWithError(CodeTooMany, err.Error())
 		return

@@ -123,6 +123,12 @@ func (b *Bridge) renew(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki
 	if !ok {
 		return
 	}
+	// Hubs renew at two thirds of the life; earlier than half is refused,
+	// so that one stolen certificate cannot mint a stream of new ones.
+	if half := old.notBefore.Add(old.notAfter.Sub(old.notBefore) / 2); time.Now().Before(half) {
+		fail("certificate renewed too early: renew after " + half.UTC().Format(time.RFC3339) + " (hubs renew at two thirds of its life)")
+		return
+	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	certPEM, err := b.opts.Renewer.RenewDevice(rctx, id, old.serial, csr)
 	cancel()
@@ -156,7 +162,7 @@ func (b *Bridge) renew(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki
 		log.Warn("hub did not confirm its renewed certificate", "serial", pki.Serial(cert))
 		return
 	}
-	next := peer{id: id, serial: pki.Serial(cert), notAfter: cert.NotAfter}
+	next := peer{id: id, serial: pki.Serial(cert), notAfter: cert.NotAfter, notBefore: cert.NotBefore}
 	b.mu.Lock()
 	if _, open := b.peers[id.DeviceID][c]; open {
 		b.peers[id.DeviceID][c] = next

@@ -174,11 +174,28 @@ func TestRenewalAttacks(t *testing.T) {
 	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.Renewer = ca })
 	p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-victim", Account: "victim"}, time.Hour)
 	me := pki.Identity{DeviceID: "gpu-mallory", Account: "acme"}
-	_, mine := enrollFiles(t, p, m.Store, me, time.Hour)
+	// Due for renewal: 50 of its 60 minutes gone.
+	mine, err := p.CA.IssueDevice(me, nil, time.Hour, time.Now().Add(-50*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.EnsureAccount(t, m.Store, me.Account)
+	if err := m.Store.RegisterCert(context.Background(), me.DeviceID, me.Account, pki.Serial(mine.Cert), mine.Cert.NotAfter); err != nil {
+		t.Fatal(err)
+	}
 	tc, _ := pki.ClientTLS(p.CA.CertPEM, mine.CertPEM, mine.KeyPEM, "127.0.0.1")
 	conn := dial(t, b.Addr().String(), tc)
 
 	key, _ := pki.NewDeviceKey()
+	t.Run("a fresh certificate renewed at once", func(t *testing.T) {
+		fresh := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-eager", Account: "acme"}, time.Hour)
+		csr, _ := pki.NewCSR(key)
+		ok, body, s := renewRaw(t, dial(t, b.Addr().String(), fresh), csr)
+		s.CancelRead(0)
+		if ok || !bytes.Contains(body, []byte("too early")) {
+			t.Fatalf("a renewal right after issue: ok %v, %q; want refused as too early", ok, body)
+		}
+	})
 	t.Run("a request naming another device gets a certificate for its own", func(t *testing.T) {
 		other, _ := url.Parse("si-mesh://victim/device/gpu-victim")
 		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
