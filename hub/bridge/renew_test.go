@@ -136,6 +136,17 @@ func TestRenewalKeepsTheLinkUp(t *testing.T) {
 	if err := handshake(b.Addr().String(), saved); err != nil {
 		t.Fatalf("the renewed certificate is refused: %v", err)
 	}
+
+	// The running hub reconnects with its current certificate, not the one
+	// (nor a TLS session resumed from the one) it started with.
+	addr := b.Addr().String()
+	b.Stop()
+	b2 := harness.StartBridge(t, m, p, addr, func(o *bridge.Options) {
+		o.RecheckInterval = 100 * time.Millisecond
+		o.Renewer = &bridge.Temporal{Client: m.Client}
+	})
+	waitFor(t, 30*time.Second, "the hub to reconnect to the restarted bridge", func() bool { return a.Status().Sessions >= 2 && a.Status().Connected })
+	_ = b2
 }
 
 // renewRaw sends csr on a renewal stream of conn and returns the answer.
