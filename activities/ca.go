@@ -72,3 +72,48 @@ func (a *CA) RenewDevice(ctx context.Context, id pki.Identity, serial string, cs
 // CAQueue is the task queue only the CA role polls: the one place a
 // certificate is signed.
 const CAQueue = "ca"
+
+// EnrollInput is a new hub's first request: its one-time token, the device
+// name it asks for and a certificate request for the key it made.
+type EnrollInput struct {
+	Token, DeviceID string
+	CSR             []byte
+}
+
+// EnrollResult is the hub's first certificate and the CA's, PEM-encoded.
+type EnrollResult struct {
+	Account        string
+	CertPEM, CAPEM []byte
+}
+
+// Enroll spends a one-time enrollment token for the device it names and
+// signs the hub's first certificate, for the token's account.
+func (a *CA) Enroll(ctx context.Context, in EnrollInput) (EnrollResult, error) {
+	if err := pki.ValidID("device id", in.DeviceID); err != nil {
+		return EnrollResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrRenewRefused, err)
+	}
+	if _, err := pki.ParseCSR(in.CSR); err != nil {
+		return EnrollResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrRenewRefused, err)
+	}
+	ttl := a.TTL
+	if ttl == 0 {
+		ttl = pki.DefaultDeviceTTL
+	}
+	var is pki.Issued
+	account, err := a.Store.RedeemEnrollmentToken(ctx, in.Token, in.DeviceID, func(account string) (string, time.Time, error) {
+		var err error
+		is, err = a.CA.SignDeviceCSR(in.CSR, pki.Identity{DeviceID: in.DeviceID, Account: account}, ttl, time.Now())
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		return pki.Serial(is.Cert), is.Cert.NotAfter, nil
+	})
+	var re *store.EnrollRefusedError
+	if errors.As(err, &re) {
+		return EnrollResult{}, temporal.NewNonRetryableApplicationError(re.Error(), ErrRenewRefused, err)
+	}
+	if err != nil {
+		return EnrollResult{}, err
+	}
+	return EnrollResult{Account: account, CertPEM: is.CertPEM, CAPEM: a.CA.CertPEM}, nil
+}
