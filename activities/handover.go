@@ -30,6 +30,12 @@ const (
 	MailReminder1 = "reminder-1"
 	MailReminder2 = "reminder-2"
 	MailCompleted = "completed"
+	// MailReady tells the new owner the project is theirs and asks for a
+	// payment method; MailPayment1 and MailPayment2 remind them, each with
+	// a new payment page.
+	MailReady    = "ready"
+	MailPayment1 = "payment-1"
+	MailPayment2 = "payment-2"
 )
 
 // Handovers snapshots, mails, clones and bills project handovers.
@@ -87,7 +93,8 @@ func (a *Handovers) Snapshot(ctx context.Context, id string) (SnapshotSummary, e
 	if err != nil {
 		return SnapshotSummary{}, err
 	}
-	snap := store.Snapshot{Project: h.Project, TakenAt: h.CreatedAt, Members: members}
+	snap := store.Snapshot{Project: h.Project, TakenAt: h.CreatedAt, Members: members,
+		Plan: &store.PlanPrice{Intro: a.Plan.Intro, Standard: a.Plan.Standard}}
 	if len(loras) > 0 && a.Blob == nil {
 		return SnapshotSummary{}, nonRetryable(errors.New("project "+h.Project+" has adapters but this server has no object store (--s3-bucket)"), ErrHandoverSetup)
 	}
@@ -123,8 +130,11 @@ func (a *Handovers) SendMail(ctx context.Context, in HandoverMail) error {
 		return err
 	}
 	msg := mail.Message{To: h.Recipient, ID: h.ID + "." + in.Kind}
+	plan := a.plan(ctx, h.ID)
+	price := fmt.Sprintf("the first year for %s, then %s a year", plan.Intro.Dollars(), plan.Standard.Dollars())
 	var link string
-	if in.Kind == MailCompleted {
+	switch in.Kind {
+	case MailCompleted, MailReady, MailPayment1, MailPayment2:
 		// The project is the new owner's: tell that account, not whoever
 		// holds the link.
 		email, err := a.Store.AccountEmail(ctx, h.NewOwner)
@@ -135,7 +145,7 @@ func (a *Handovers) SendMail(ctx context.Context, in HandoverMail) error {
 			return nonRetryable(errors.New("account "+h.NewOwner+" has no email"), ErrHandoverSetup)
 		}
 		msg.To = email
-	} else {
+	default:
 		secret := token.New(store.HandoverTokenPrefix, 20)
 		th := sha256.Sum256([]byte(secret))
 		if err := a.Store.AddHandoverToken(ctx, h.ID, th[:]); err != nil {
@@ -146,19 +156,23 @@ func (a *Handovers) SendMail(ctx context.Context, in HandoverMail) error {
 	deadline := h.ExpiresAt.UTC().Format("Monday 2 January 2006, 15:04 MST")
 	switch in.Kind {
 	case MailOffer:
+		name := ""
+		if free, heldBy, err := a.Store.FreeCloneName(ctx, h.Project); err == nil && free != h.Project {
+			name = fmt.Sprintf("\nYour copy will be named %s, because %s.\n", free, store.RenameReason(h.Project, heldBy, h.Host, ""))
+		}
 		msg.Subject = fmt.Sprintf("%s is handing project %s over to you", h.Host, h.Project)
 		msg.Body = fmt.Sprintf(`%s would like you to take over the project %s on SuperInstance.
 
 You get a copy of the project and its adapters, owned by you, and a
-subscription at an introductory price: the first year for %s, then %s a year.
-
+subscription at an introductory price: %s.
+%s
 Accept it here before %s:
 
   %s
 
 or with the CLI:  si handover accept %s  (after si login as your account with this address)
 Not for you? Decline it with:  si handover decline %s
-`, h.Host, h.Project, a.Plan.Intro, a.Plan.Standard, deadline, link, link, link)
+`, h.Host, h.Project, price, name, deadline, link, link, link)
 	case MailReminder1, MailReminder2:
 		msg.Subject = fmt.Sprintf("Reminder: project %s is waiting for you", h.Project)
 		msg.Body = fmt.Sprintf(`%s's handover of the project %s is still open. It expires on %s.
@@ -169,14 +183,41 @@ Accept it here:
 
 or with the CLI:  si handover accept %s  (after si login as your account with this address)
 `, h.Host, h.Project, deadline, link, link)
-	case MailCompleted:
-		msg.Subject = fmt.Sprintf("Project %s is yours", h.NewProject)
-		msg.Body = fmt.Sprintf(`The handover is complete. The project %s belongs to the account %s,
-with its adapters, and your subscription is in place (schedule %s).
-`, h.NewProject, h.NewOwner, h.Schedule)
+	case MailReady, MailPayment1, MailPayment2:
 		pay, err := a.paymentPage(ctx, h)
 		if err != nil {
 			return err
+		}
+		if pay == "" {
+			return nonRetryable(errors.New("billing is off on this server: start it with --stripe-key"), ErrHandoverSetup)
+		}
+		msg.Subject = fmt.Sprintf("Project %s is yours: give a payment method to start your plan", h.NewProject)
+		if in.Kind != MailReady {
+			msg.Subject = fmt.Sprintf("Reminder: your plan for project %s starts with a payment method", h.NewProject)
+		}
+		msg.Body = fmt.Sprintf(`The project %s belongs to the account %s now, with its adapters.
+%s
+Your plan (%s) starts once you give a payment method on Stripe's own page
+(the link works for 24 hours; a reminder brings a new one):
+
+  %s
+
+Until then %s keeps paying as before, and no plan is charged to you.
+`, h.NewProject, h.NewOwner, renamed(h), price, pay, h.Host)
+	case MailCompleted:
+		msg.Subject = fmt.Sprintf("Project %s is yours", h.NewProject)
+		msg.Body = fmt.Sprintf(`The handover is complete. The project %s belongs to the account %s,
+with its adapters, and your subscription is in place (schedule %s): %s.
+%s`, h.NewProject, h.NewOwner, h.Schedule, price, renamed(h))
+		saved, err := a.Store.PaymentSaved(ctx, h.ID)
+		if err != nil {
+			return err
+		}
+		pay := ""
+		if !saved {
+			if pay, err = a.paymentPage(ctx, h); err != nil {
+				return err
+			}
 		}
 		if pay != "" {
 			msg.Body += fmt.Sprintf(`
@@ -195,9 +236,30 @@ Before your first invoice, give a payment method on Stripe's own page
 	return a.Store.RecordMail(ctx, h.ID, in.Kind, msg.ID)
 }
 
-// paymentPage makes (idempotently, per handover) the Stripe-hosted page
-// where the new owner's customer saves a payment method; empty when
-// billing is off or the account has no customer.
+// renamed is the sentence that says why the copy's name is not the
+// project's, or "" when it kept it.
+func renamed(h store.Handover) string {
+	if h.NewProject == "" || h.NewProject == h.Project {
+		return ""
+	}
+	return fmt.Sprintf("\nYour copy is named %s because %s.\n", h.NewProject, store.RenameReason(h.Project, h.Host, h.Host, h.NewOwner))
+}
+
+// plan is the price offered with the handover: its snapshot's, or the
+// server's plan for a snapshot taken before offers carried one.
+func (a *Handovers) plan(ctx context.Context, id string) billing.Plan {
+	p := a.Plan
+	if snap, err := a.Store.HandoverSnapshot(ctx, id); err == nil && snap.Plan != nil {
+		p.Intro, p.Standard = snap.Plan.Intro, snap.Plan.Standard
+	}
+	return p
+}
+
+// paymentPage returns the Stripe-hosted page where the new owner's
+// customer saves a payment method: the handover's newest one while it has
+// over an hour left, else a new one (recorded, so that the webhook knows
+// it). Every retry before it is recorded asks Stripe for the same session.
+// Empty when billing is off or the account has no customer.
 func (a *Handovers) paymentPage(ctx context.Context, h store.Handover) (string, error) {
 	if a.Stripe == nil {
 		return "", nil
@@ -206,12 +268,76 @@ func (a *Handovers) paymentPage(ctx context.Context, h store.Handover) (string, 
 	if err != nil || acct.StripeCustomerID == "" {
 		return "", err
 	}
+	n, open, ok, err := a.Store.PaymentSessions(ctx, h.ID, time.Now().Add(time.Hour))
+	if err != nil {
+		return "", err
+	}
+	if ok && open.Customer == acct.StripeCustomerID {
+		return open.URL, nil
+	}
 	base := strings.TrimRight(a.PublicURL, "/")
-	u, err := a.Stripe.SetupCheckout(ctx, "handover-"+h.ID, acct.StripeCustomerID, base+"/?payment_method=saved", base+"/")
+	page, err := a.Stripe.SetupCheckoutPage(ctx, fmt.Sprintf("handover-%s-%d", h.ID, n+1), acct.StripeCustomerID,
+		base+"/?payment_method=saved", base+"/")
 	if err != nil {
 		return "", stripeError(err)
 	}
-	return u, nil
+	if err := a.Store.AddPaymentSession(ctx, h.ID, store.PaymentSession{ID: page.ID, Customer: acct.StripeCustomerID,
+		URL: page.URL, ExpiresAt: page.ExpiresAt}); err != nil {
+		return "", err
+	}
+	return page.URL, nil
+}
+
+// AwaitPayment gives the new owner a Stripe customer (unless they have
+// one; no subscription yet) and a payment page, and moves the handover to
+// awaiting_payment. It
+// reports whether the account already has a payment method saved through
+// one of our pages, so that the handover need not wait.
+func (a *Handovers) AwaitPayment(ctx context.Context, id string) (bool, error) {
+	if a.Stripe == nil {
+		return false, nonRetryable(errors.New("billing is off on this server: start it with --stripe-key"), ErrHandoverSetup)
+	}
+	h, err := a.Store.HandoverByID(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	acct, err := a.Store.AccountByID(ctx, h.NewOwner)
+	if err != nil {
+		return false, err
+	}
+	if acct.StripeCustomerID == "" {
+		customer, err := a.Stripe.EnsureCustomer(ctx, h.NewOwner, h.Recipient)
+		if err != nil {
+			return false, stripeError(err)
+		}
+		if err := a.Store.SetStripeCustomer(ctx, h.NewOwner, customer); err != nil {
+			return false, err
+		}
+	}
+	// The payment page first, so that a handover seen awaiting_payment
+	// has one to show.
+	saved, err := a.Store.PaymentSaved(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	if !saved {
+		h.NewOwner = acct.ID
+		if _, err := a.paymentPage(ctx, h); err != nil {
+			return false, err
+		}
+	}
+	saved, err = a.Store.AwaitPayment(ctx, id)
+	var he *store.HandoverError
+	if errors.As(err, &he) {
+		return false, nonRetryable(err, ErrHandoverClosed)
+	}
+	return saved, err
+}
+
+// PaymentSaved reports whether the handover's new owner has saved a
+// payment method.
+func (a *Handovers) PaymentSaved(ctx context.Context, id string) (bool, error) {
+	return a.Store.PaymentSaved(ctx, id)
 }
 
 // CountReminder records that reminder n went out.
@@ -249,19 +375,6 @@ type CloneResult struct {
 	Adapters int
 }
 
-// NewProjectID names the clone: the project's name and a suffix from the
-// handover id, so that every retry picks the same one.
-func NewProjectID(project, handover string) string {
-	suffix := strings.TrimPrefix(handover, "ho_")
-	if len(suffix) > 6 {
-		suffix = suffix[:6]
-	}
-	if len(project) > 56 {
-		project = strings.TrimRight(project[:56], "-._")
-	}
-	return project + "-" + suffix
-}
-
 // Clone copies the snapshot's adapters to objects of the new owner's and
 // registers the new project and adapters in one transaction. A retry
 // copies again (the same bytes to the same keys) and finds the project.
@@ -288,7 +401,7 @@ func (a *Handovers) Clone(ctx context.Context, id string) (CloneResult, error) {
 		}
 		ids[ad.SnapshotKey], keys[ad.SnapshotKey] = lora.NewID(), key
 	}
-	project, err := a.Store.CloneProject(ctx, id, NewProjectID(h.Project, id), ids, keys)
+	project, err := a.Store.CloneProject(ctx, id, ids, keys)
 	var he *store.HandoverError
 	if errors.As(err, &he) || errors.Is(err, store.ErrExists) {
 		return CloneResult{}, nonRetryable(err, ErrHandoverClosed)
@@ -336,7 +449,7 @@ func (a *Handovers) Subscribe(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	if schedule == "" {
-		if schedule, err = a.Stripe.ScheduleSubscription(ctx, h.NewOwner, customer, a.Plan); err != nil {
+		if schedule, err = a.Stripe.ScheduleSubscription(ctx, h.NewOwner, customer, a.plan(ctx, id)); err != nil {
 			return "", stripeError(err)
 		}
 		if schedule, err = a.Store.SetPlanSchedule(ctx, h.NewOwner, schedule); err != nil {

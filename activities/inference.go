@@ -28,6 +28,10 @@ const (
 	// ErrInsufficientHeadroom: the account or the guest session cannot cover
 	// the run's worst case; nothing ran.
 	ErrInsufficientHeadroom = "InsufficientHeadroom"
+	// ErrLedgerUnreachable: PostgreSQL, which holds the accounts and the
+	// ledger, did not answer; nothing ran. Retryable: a short bounded retry
+	// rides out a blip, and the caller may try again later.
+	ErrLedgerUnreachable = "LedgerUnreachable"
 	// ErrPromptTooLarge: the prompt is over the step's bound; nothing ran.
 	ErrPromptTooLarge = "PromptTooLarge"
 	// ErrFailedAfterUse: a call ran and a later one failed in a way a retry
@@ -191,6 +195,9 @@ func (a *Inference) Pathos(ctx context.Context, in PathosInput) (PathosOutput, e
 
 // Logos synthesizes a solution.
 func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, error) {
+	// Loading an adapter (its download, then the backend's load) can take
+	// longer than the step's heartbeat timeout too.
+	defer heartbeat(ctx)()
 	var out LogosOutput
 	model := a.Models.Logos
 	if in.LoRA != "" {
@@ -248,6 +255,7 @@ type validated interface{ Validate() error }
 func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated, b Budget) (AgentUsage, error) {
 	start := time.Now()
 	defer func() { a.Metrics.Stage(string(role), time.Since(start)) }()
+	defer heartbeat(ctx)()
 	u := AgentUsage{Role: role, Model: model}
 	if activity.IsActivity(ctx) {
 		u.RanOn = activity.GetInfo(ctx).TaskQueue

@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/blob"
+	"github.com/superinstance/mesh/internal/llm"
 	"github.com/superinstance/mesh/internal/lora"
 	"github.com/superinstance/mesh/internal/store"
 )
@@ -48,6 +49,10 @@ func NewAdapters(st *store.Store, b *blob.Store, backend lora.Backend, cacheDir 
 	}
 	a := &Adapters{Store: st, Blob: b, CacheDir: cacheDir, Served: served}
 	a.Cache = &lora.Cache{Backend: backend, Capacity: capacity, Fetch: a.fetch}
+	if c, ok := backend.(*llm.Client); ok && st != nil {
+		// Every worker in front of this backend keeps one loaded set.
+		a.Cache.Shared, a.Cache.Name = st, c.BaseURL
+	}
 	return a
 }
 

@@ -3,6 +3,9 @@ package activities
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -23,9 +26,17 @@ type HubLookup interface {
 	HubByID(ctx context.Context, deviceID string) (store.Hub, error)
 }
 
+// AccountHubLister is the part of the registry PickHub needs.
+type AccountHubLister interface {
+	AccountHubs(ctx context.Context, account string) ([]store.Hub, error)
+}
+
 // Placement decides where inference may run.
 type Placement struct {
 	Temporal TaskQueueDescriber
+	// Accounts lists an account's hubs for PickHub; nil leaves every run
+	// that asks in the cloud.
+	Accounts AccountHubLister
 	// Hubs is the bridge's view of hubs. A hub the bridge knows must be
 	// healthy by Policy; a hub it has never seen is judged by its pollers
 	// alone. Nil skips the registry.
@@ -79,4 +90,90 @@ func livePoller(ps []*taskqueuepb.PollerInfo, since time.Time) bool {
 		}
 	}
 	return false
+}
+
+// PickHubInput asks where an account's next step should run.
+type PickHubInput struct {
+	Account string
+	// Prefer is the hub queue the run was started with. It is a candidate
+	// only when the bridge has never registered its device (a worker the
+	// operator runs, judged by its pollers alone); a registered device is a
+	// candidate only through its own account's list.
+	Prefer string
+}
+
+// HubChoice is where a step runs: a hub's queue, or "" for the cloud, and why.
+type HubChoice struct {
+	Queue string
+	// Note says why, e.g. "hub-b: lowest GPU load (12%) of 2 healthy hubs"
+	// or "cloud: no healthy hub (hub-a silent for 20s)".
+	Note string
+}
+
+// PickHub chooses the least loaded healthy hub of in.Account: connected,
+// within Policy, with a live poller on its queue; the lowest GPU load wins,
+// then the lowest CPU load. Only the account's own hubs are candidates.
+// With none healthy the step runs in the cloud.
+func (p *Placement) PickHub(ctx context.Context, in PickHubInput) (HubChoice, error) {
+	if p.Accounts == nil || in.Account == "" {
+		return HubChoice{Note: "cloud: no hub registry"}, nil
+	}
+	hubs, err := p.Accounts.AccountHubs(ctx, in.Account)
+	if err != nil {
+		return HubChoice{}, err
+	}
+	fresh := p.PollerFreshness
+	if fresh == 0 {
+		fresh = 70 * time.Second
+	}
+	now := time.Now()
+	if id := hub.DeviceOf(in.Prefer); id != "" && p.Hubs != nil && !slices.ContainsFunc(hubs, func(h store.Hub) bool { return h.DeviceID == id }) {
+		_, err := p.Hubs.HubByID(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			resp, err := p.Temporal.DescribeTaskQueue(ctx, in.Prefer, enumspb.TASK_QUEUE_TYPE_ACTIVITY)
+			if err != nil {
+				return HubChoice{}, err
+			}
+			if livePoller(resp.GetPollers(), now.Add(-fresh)) {
+				return HubChoice{Queue: in.Prefer, Note: id + ": the run's hub, not in the registry (judged by its pollers)"}, nil
+			}
+		case err != nil:
+			return HubChoice{}, err
+		}
+	}
+	if len(hubs) == 0 {
+		return HubChoice{Note: "cloud: account " + in.Account + " has no connected hub"}, nil
+	}
+	var best *store.Hub
+	healthy := 0
+	var why []string
+	for i := range hubs {
+		h := &hubs[i]
+		if ok, reason := p.Policy.Check(*h, now); !ok {
+			why = append(why, reason)
+			continue
+		}
+		q := hub.Queue(h.DeviceID)
+		resp, err := p.Temporal.DescribeTaskQueue(ctx, q, enumspb.TASK_QUEUE_TYPE_ACTIVITY)
+		if err != nil {
+			return HubChoice{}, err
+		}
+		if !livePoller(resp.GetPollers(), now.Add(-fresh)) {
+			why = append(why, "no live worker polls "+q)
+			continue
+		}
+		healthy++
+		if best == nil || h.GPULoad < best.GPULoad || (h.GPULoad == best.GPULoad && h.CPULoad < best.CPULoad) {
+			best = h
+		}
+	}
+	if best == nil {
+		return HubChoice{Note: "cloud: no healthy hub (" + strings.Join(why, "; ") + ")"}, nil
+	}
+	note := fmt.Sprintf("%s: lowest GPU load (%.0f%%) of %d healthy hubs", best.DeviceID, best.GPULoad*100, healthy)
+	if healthy == 1 {
+		note = fmt.Sprintf("%s: the only healthy hub of %d (GPU load %.0f%%)", best.DeviceID, len(hubs), best.GPULoad*100)
+	}
+	return HubChoice{Queue: hub.Queue(best.DeviceID), Note: note}, nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/store"
@@ -20,10 +22,33 @@ func (r *Records) RecordConsensus(ctx context.Context, run store.ConsensusRun) e
 	return r.Store.RecordConsensus(ctx, run)
 }
 
+// checkTimeout bounds each check's database work, so that a run whose
+// PostgreSQL does not answer learns it in seconds.
+const checkTimeout = 3 * time.Second
+
+// unreachable turns an error that did not come from PostgreSQL's answer (a
+// refused or timed-out connection) into ErrLedgerUnreachable, retryable so a
+// short retry rides out a blip. Its text names no address or credential:
+// those go to the worker's log.
+func unreachable(ctx context.Context, err error) error {
+	var pe *pgconn.PgError
+	if err == nil || errors.As(err, &pe) || errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if activity.IsActivity(ctx) {
+		activity.GetLogger(ctx).Warn("PostgreSQL did not answer", "error", err)
+	}
+	return temporal.NewApplicationError("the ledger is unreachable: PostgreSQL did not answer; try again shortly", ErrLedgerUnreachable)
+}
+
 // CheckAccount refuses work for an account that is suspended or unknown,
-// with a typed non-retryable error, before any inference is spent.
+// with a typed non-retryable error, before any inference is spent; one
+// whose database does not answer fails with ErrLedgerUnreachable.
 func (r *Records) CheckAccount(ctx context.Context, account string) error {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
 	a, err := r.Store.AccountByID(ctx, account)
+	err = unreachable(ctx, err)
 	if errors.Is(err, store.ErrNotFound) {
 		return temporal.NewNonRetryableApplicationError("unknown account "+account+": create it with si account create", ErrUnknownAccount, err)
 	}
@@ -42,7 +67,10 @@ func (r *Records) CheckAccount(ctx context.Context, account string) error {
 // or expired, or has spent its quota. session is the session's handle, never
 // its secret.
 func (r *Records) CheckGuest(ctx context.Context, session, host string) (store.GuestSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
 	g, err := r.Store.GuestSessionByID(ctx, session)
+	err = unreachable(ctx, err)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && host != "" && g.Host != host) {
 		return g, temporal.NewNonRetryableApplicationError("unknown guest session "+session+": open one with si join and an invite link", ErrUnknownAccount, err)
 	}
@@ -72,7 +100,10 @@ func (r *Records) CheckProject(ctx context.Context, account, project string) err
 	if project == "" || project == DefaultProject {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
 	role, err := r.Store.ClaimProject(ctx, project, account)
+	err = unreachable(ctx, err)
 	if errors.Is(err, store.ErrNotFound) {
 		return temporal.NewNonRetryableApplicationError("project "+project+": no such project of yours", ErrProjectForbidden, err)
 	}

@@ -34,6 +34,15 @@ func (p Policy) withDefaults() Policy {
 	return p
 }
 
+// Online says whether h's link is up at now: the registry says connected and
+// the hub was heard from within MaxSilence. A bridge killed without closing
+// its links leaves them marked connected; the age rule takes them offline
+// within MaxSilence all the same.
+func (p Policy) Online(h store.Hub, now time.Time) bool {
+	p = p.withDefaults()
+	return h.Connected && now.Sub(h.LastSeen) <= p.MaxSilence
+}
+
 // Check says whether h may take new inference at now, and if not, why.
 func (p Policy) Check(h store.Hub, now time.Time) (bool, string) {
 	p = p.withDefaults()

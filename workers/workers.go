@@ -9,6 +9,7 @@ import (
 	"net"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 	"google.golang.org/grpc"
@@ -49,7 +50,7 @@ func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Clou
 	flushes := Flushes(c, st)
 	return Cloud{
 		Inference: inf,
-		Placement: &activities.Placement{Temporal: c, Hubs: st},
+		Placement: &activities.Placement{Temporal: c, Hubs: st, Accounts: st},
 		Records:   &activities.Records{Store: st},
 		Ledger:    &activities.Ledger{Store: st, Flushes: flushes},
 		Flushes:   flushes,
@@ -74,6 +75,7 @@ func NewCloud(c client.Client, deps Cloud, opts worker.Options) worker.Worker {
 // RegisterCloud registers the cloud worker's workflows and activities on r.
 func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterWorkflow(workflows.ConsensusWorkflow)
+	r.RegisterWorkflow(workflows.RecordRunWorkflow)
 	r.RegisterWorkflow(workflows.WarmupWorkflow)
 	r.RegisterWorkflow(workflows.RenewCertWorkflow)
 	r.RegisterActivity(deps.Inference)
@@ -115,8 +117,9 @@ func NewHub(c client.Client, deviceID string, inf *activities.Inference, opts wo
 // HubClient is a hub's Temporal client: it reaches the bridge's Temporal
 // proxy through dial (agent.DialTemporal, over the hub's own tunnel) and
 // holds no Temporal address or credential of its own. It connects lazily,
-// when the worker first polls.
-func HubClient(dial func(context.Context, string) (net.Conn, error), namespace string, logger *slog.Logger) (client.Client, error) {
+// when the worker first polls. Interceptors (the tracing one) are the
+// client's, so the hub's activities continue the workflow's trace.
+func HubClient(dial func(context.Context, string) (net.Conn, error), namespace string, logger *slog.Logger, interceptors ...interceptor.ClientInterceptor) (client.Client, error) {
 	if namespace == "" {
 		namespace = "default"
 	}
@@ -133,5 +136,6 @@ func HubClient(dial func(context.Context, string) (net.Conn, error), namespace s
 		},
 		// The bridge answers only what an activity worker needs.
 		WorkerHeartbeatInterval: -1,
+		Interceptors:            interceptors,
 	})
 }

@@ -242,7 +242,7 @@ func TestHoldIsRaisedWhenAStepNeedsMore(t *testing.T) {
 func TestHubCannotBillPastTheStepsBound(t *testing.T) {
 	env := newEnv(t)
 	f := newLedger(env)
-	env.OnActivity(pl.HubAvailable, mock.Anything, "hub.gpu1").Return(activities.HubStatus{Healthy: true}, nil)
+	env.OnActivity(pl.PickHub, mock.Anything, mock.Anything).Return(activities.HubChoice{Queue: "hub.gpu1", Note: "gpu1: the only healthy hub of 1"}, nil)
 	var bound activities.Budget
 	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.LogosInput) (activities.LogosOutput, error) {
 		bound = in.Budget

@@ -42,6 +42,10 @@ const (
 	// stepRetries is how often a step whose call ran and then failed in a
 	// way a retry may mend is run again under a new id.
 	stepRetries = 2
+	// StepHeartbeatTimeout is how long an agent step may go without a
+	// heartbeat (activities.HeartbeatEvery while its model call runs) before
+	// it is retried, on another worker when the first one died.
+	StepHeartbeatTimeout = 5 * time.Second
 	// hubStartTimeout is how long a step waits for a hub to pick it up before
 	// the workflow moves inference to the cloud queue.
 	hubStartTimeout = 10 * time.Second
@@ -205,6 +209,11 @@ type ConsensusState struct {
 	Steps int `json:"steps"`
 	// UpdatedAt is when the workflow recorded the last step.
 	UpdatedAt time.Time `json:"updated_at"`
+	// Final is set once the run succeeded and all that is left is to
+	// return (every step billed, the admission hold released, the run
+	// recorded): a watcher may take this state as the result without
+	// waiting for the close to reach it.
+	Final bool `json:"final,omitempty"`
 }
 
 // StepRecord is one agent step as the live page shows it.
@@ -218,6 +227,9 @@ type StepRecord struct {
 	// queue that answered (hub.<device> or the cloud's), Hub the device id
 	// when that was a hub.
 	Queue string `json:"queue"`
+	// Why is the placement's reason when the step was sent (the least
+	// loaded healthy hub, or why the cloud).
+	Why   string `json:"why,omitempty"`
 	RanOn string `json:"ran_on,omitempty"`
 	Hub   string `json:"hub,omitempty"`
 	// Model is the model that answered; Adapter the LoRA Logos used, if any.
@@ -269,6 +281,17 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		return nil, err
 	}
 	if err := c.run(ctx); err != nil {
+		var ae *temporal.ApplicationError
+		if errors.As(err, &ae) && ae.Type() == activities.ErrLedgerUnreachable &&
+			workflow.GetVersion(ctx, versionLedgerDownKey, workflow.DefaultVersion, versionLedgerDown) == versionLedgerDown {
+			// Nothing ran and nothing can be billed; recording the failure
+			// waits for PostgreSQL in a workflow of its own, so that this
+			// run fails now with the reason.
+			c.state.Status, c.state.Current = StatusFailed, nil
+			c.state.Error, c.state.ErrorType = ae.Message(), ae.Type()
+			c.recordLater(ctx)
+			return nil, err
+		}
 		// Steps that ran are billed even when a later one failed, before
 		// the status says the run is over.
 		if berr := c.bill(ctx); berr != nil {
@@ -279,7 +302,6 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		// The message alone: Error() would append the activity error's
 		// chain (event ids, worker identity) and repeat the cause.
 		c.state.Error, c.state.ErrorType = err.Error(), ""
-		var ae *temporal.ApplicationError
 		if errors.As(err, &ae) {
 			c.state.Error, c.state.ErrorType = ae.Message(), ae.Type()
 		}
@@ -289,6 +311,7 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 	}
 	c.release(ctx)
 	c.record(ctx)
+	c.state.Final = true
 	return &c.state, nil
 }
 
@@ -317,6 +340,9 @@ type consensus struct {
 	// whether it ran on a hub's queue.
 	stepBudget activities.Budget
 	stepOnHub  bool
+	// perStep marks a run from versionPerStep on that places each step
+	// among its account's hubs.
+	perStep bool
 }
 
 // versionAdmission is the workflow version that reserves the run's worst
@@ -337,6 +363,13 @@ type consensus struct {
 // answer never came back (a step timed out, or a hub's abandoned step) are
 // not billed: their usage is unknown.
 const versionAdmission = 1
+
+// versionLedgerDown is the workflow version that fails a run whose
+// account check found PostgreSQL unreachable at once, and leaves recording
+// it (and releasing a hold the API may have taken) to RecordRunWorkflow.
+const versionLedgerDown = 1
+
+const versionLedgerDownKey = "ledger-unreachable-record-later"
 
 // versionStepIDs is the workflow version that names each step's activity
 // (r<round>-<agent>) and bills it; runs recorded before it replay without.
@@ -499,6 +532,11 @@ func (c *consensus) place(ctx workflow.Context) error {
 		c.state.PlacementNote = "placement cloud"
 	case c.in.HubQueue == "":
 		c.state.PlacementNote = "no hub given"
+	case c.in.Account != "" && workflow.GetVersion(ctx, versionPerStepKey, workflow.DefaultVersion, versionPerStep) == versionPerStep:
+		// Each step picks among the account's hubs (pick); HubQueue only
+		// asks for hub placement, and is not trusted to name the hub.
+		c.perStep = true
+		c.state.PlacementNote = "placed per step among account " + c.in.Account + "'s hubs"
 	default:
 		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			TaskQueue:           c.cloud,
@@ -524,6 +562,36 @@ func (c *consensus) place(ctx workflow.Context) error {
 	return nil
 }
 
+// versionPerStep is the workflow version that places each step on the
+// least loaded healthy hub of the run's account (Placement.PickHub) instead
+// of checking the one named hub once per run.
+const versionPerStep = 1
+
+const versionPerStepKey = "placement-per-step"
+
+// pick places the next step among the account's hubs, or in the cloud.
+func (c *consensus) pick(ctx workflow.Context) error {
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           c.cloud,
+		StartToCloseTimeout: 5 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumAttempts: 3},
+	})
+	var p *activities.Placement
+	var ch activities.HubChoice
+	if err := workflow.ExecuteActivity(actx, p.PickHub, activities.PickHubInput{Account: c.in.Account, Prefer: c.in.HubQueue}).Get(ctx, &ch); err != nil {
+		ch = activities.HubChoice{Note: "cloud: the hub check failed: " + cause(err)}
+	}
+	if ch.Queue == "" && c.in.Placement == PlacementHub {
+		return temporal.NewNonRetryableApplicationError("hub unavailable: "+strings.TrimPrefix(ch.Note, "cloud: "), ErrHubUnavailable, nil)
+	}
+	c.queue = ch.Queue
+	if c.queue == "" {
+		c.queue = c.cloud
+	}
+	c.state.Placement, c.state.PlacementNote = c.queue, ch.Note
+	return nil
+}
+
 // step runs one agent activity, with the activity id round-agent. A hub
 // that does not pick the step up in time loses it to the cloud queue when
 // placement allows. From versionAdmission on, the hold covers the step's
@@ -531,6 +599,11 @@ func (c *consensus) place(ctx workflow.Context) error {
 // whose call ran and then failed is run again under a new id.
 func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg any, b activities.Budget, out any) error {
 	c.stepID = fmt.Sprintf("r%d-%s", round, agent)
+	if c.perStep && !(agent == "logos" && c.in.LoRA != "") {
+		if err := c.pick(ctx); err != nil {
+			return err
+		}
+	}
 	retries := 0
 	for {
 		if err := c.cover(ctx, b); err != nil {
@@ -545,6 +618,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		opts := workflow.ActivityOptions{
 			TaskQueue:           queue,
 			StartToCloseTimeout: c.in.StepTimeout,
+			HeartbeatTimeout:    StepHeartbeatTimeout,
 			RetryPolicy: &temporal.RetryPolicy{
 				InitialInterval:        time.Second,
 				BackoffCoefficient:     2,
@@ -561,7 +635,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			opts.ScheduleToStartTimeout = hubStartTimeout
 		}
 		c.stepBudget, c.stepOnHub = b, onHub
-		c.state.Current = &StepRecord{ID: c.stepID, Round: round, Agent: agent, Queue: queue, Hub: hubOf(queue), StartedAt: workflow.Now(ctx)}
+		c.state.Current = &StepRecord{ID: c.stepID, Round: round, Agent: agent, Queue: queue, Why: c.state.PlacementNote, Hub: hubOf(queue), StartedAt: workflow.Now(ctx)}
 		if agent == "logos" {
 			c.state.Current.Adapter = c.in.LoRA
 		}
@@ -600,7 +674,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 }
 
 // passedTypes are the activity error types a consensus fails with as they are.
-var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount, activities.ErrInsufficientHeadroom,
+var passedTypes = []string{activities.ErrCreditCeiling, activities.ErrUnknownAccount, activities.ErrInsufficientHeadroom, activities.ErrLedgerUnreachable,
 	activities.ErrLoRANotFound, activities.ErrLoRAUnavailable, activities.ErrLoRALoad, activities.ErrGuestQuota, activities.ErrProjectForbidden}
 
 // passType fails the workflow with the activity's own error type when it is
@@ -793,6 +867,37 @@ func (c *consensus) logStep(ctx workflow.Context, u activities.AgentUsage) {
 	c.state.StepLog = append(c.state.StepLog, rec)
 }
 
+// recordLater starts RecordRunWorkflow, which outlives this run, to record
+// the outcome and release the run's hold once PostgreSQL answers.
+func (c *consensus) recordLater(ctx workflow.Context) {
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	in := RecordRunInput{Run: c.run0(ctx)}
+	if c.admit && c.in.Account != "" {
+		in.Hold = c.hold.ID
+		if in.Hold == "" {
+			in.Hold = wid
+		}
+	}
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID:        wid + "/record",
+		TaskQueue:         c.cloud,
+		ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON,
+	})
+	f := workflow.ExecuteChildWorkflow(cctx, RecordRunWorkflow, in)
+	if err := f.GetChildWorkflowExecution().Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("starting the run's record failed", "error", err)
+	}
+}
+
+// run0 is the run's outcome as the records store it.
+func (c *consensus) run0(ctx workflow.Context) store.ConsensusRun {
+	return store.ConsensusRun{
+		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Project: c.in.Project, Prompt: c.in.Prompt,
+		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
+		Placement: c.state.Placement, Account: c.in.Account,
+	}
+}
+
 // record stores the outcome; the answer stands even if the database is down.
 func (c *consensus) record(ctx workflow.Context) {
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -802,11 +907,7 @@ func (c *consensus) record(ctx workflow.Context) {
 		RetryPolicy:            &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 10 * time.Second},
 	})
 	var r *activities.Records
-	run := store.ConsensusRun{
-		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Project: c.in.Project, Prompt: c.in.Prompt,
-		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
-		Placement: c.state.Placement, Account: c.in.Account,
-	}
+	run := c.run0(ctx)
 	if err := workflow.ExecuteActivity(actx, r.RecordConsensus, run).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("recording the consensus failed", "error", err)
 	}

@@ -17,16 +17,27 @@ const (
 	HandoverDeclineSignal = "decline"
 	HandoverCancelSignal  = "cancel"
 	HandoverQuery         = "state"
+	// HandoverPaymentSignal: Stripe said the new owner saved a payment
+	// method (the webhook recorded it; the workflow checks the record).
+	HandoverPaymentSignal = "payment-method"
 )
+
+// PaymentMethodVersion is the change id under which an accepted handover
+// waits for the new owner's payment method before subscribing them.
+const PaymentMethodVersion = "handover-payment-method"
 
 // HandoverStatusAccepting is the search-attribute status while the project
 // is cloned and the subscription set up.
 const HandoverStatusAccepting = "accepting"
 
-// Default handover timing: reminders on day 3 and day 6, expiry on day 7.
+// Default handover timing: reminders on day 3 and day 6, expiry on day 7;
+// once accepted, payment reminders 3 and 6 days into the wait for a payment
+// method, which is checked every 6 hours besides the webhook's signal.
 var (
 	DefaultHandoverReminders = []time.Duration{3 * 24 * time.Hour, 6 * 24 * time.Hour}
 	DefaultHandoverExpiry    = 7 * 24 * time.Hour
+	DefaultPaymentReminders  = []time.Duration{3 * 24 * time.Hour, 6 * 24 * time.Hour}
+	DefaultPaymentCheck      = 6 * time.Hour
 )
 
 // HandoverWorkflowID is the id of the workflow that runs a handover.
@@ -40,6 +51,11 @@ type HandoverInput struct {
 	// Reminders and Expiry count from the start; zero takes the defaults.
 	Reminders []time.Duration
 	Expiry    time.Duration
+	// PaymentReminders count from the start of the wait for a payment
+	// method, PaymentCheck is how often the wait looks at the record; zero
+	// takes the defaults.
+	PaymentReminders []time.Duration `json:",omitempty"`
+	PaymentCheck     time.Duration   `json:",omitempty"`
 }
 
 // HandoverAccept is the accept update's argument: the account that takes
@@ -57,21 +73,26 @@ type HandoverAccept struct {
 // HandoverState is the workflow's state, answered by the state query and
 // returned at the end.
 type HandoverState struct {
-	Status     string
-	Reminders  int
-	NewOwner   string `json:",omitempty"`
-	NewProject string `json:",omitempty"`
-	Adapters   int
-	Schedule   string `json:",omitempty"`
-	Failure    string `json:",omitempty"`
+	Status    string
+	Reminders int
+	// PaymentReminders counts the reminders to give a payment method.
+	PaymentReminders int    `json:",omitempty"`
+	NewOwner         string `json:",omitempty"`
+	NewProject       string `json:",omitempty"`
+	Adapters         int
+	Schedule         string `json:",omitempty"`
+	Failure          string `json:",omitempty"`
 }
 
 // HandoverWorkflow hands a project to a new owner. It snapshots the project,
 // emails the recipient an accept link, reminds them on day 3 and day 6 and
 // expires on day 7 unless the accept update, the decline signal or the
 // host's cancel signal arrives first. On accept it clones the project and its
-// adapters for the new owner and subscribes them at incentive pricing; a
-// permanent failure there removes the clone, so nothing is left half done.
+// adapters for the new owner, then waits (awaiting_payment, with reminders)
+// until Stripe says the new owner saved a payment method on the page the
+// emails and the accept page link to; only then does it subscribe them at
+// incentive pricing. Until then the host pays as before. A permanent
+// failure removes the clone, so nothing is left half done.
 func HandoverWorkflow(ctx workflow.Context, in HandoverInput) (HandoverState, error) {
 	reminders, expiry := in.Reminders, in.Expiry
 	if len(reminders) == 0 {
@@ -213,6 +234,11 @@ func HandoverWorkflow(ctx workflow.Context, in HandoverInput) (HandoverState, er
 		return failHandover(ctx, a, in, &st, setStatus, err)
 	}
 	st.NewProject = clone.Project
+	if workflow.GetVersion(ctx, PaymentMethodVersion, workflow.DefaultVersion, 1) == 1 {
+		if err := awaitPayment(ctx, quick, a, in, &st, setStatus); err != nil {
+			return failHandover(ctx, a, in, &st, setStatus, err)
+		}
+	}
 	if err := workflow.ExecuteActivity(ctx, a.Subscribe, in.HandoverID).Get(ctx, &st.Schedule); err != nil {
 		return failHandover(ctx, a, in, &st, setStatus, err)
 	}
@@ -223,6 +249,66 @@ func HandoverWorkflow(ctx workflow.Context, in HandoverInput) (HandoverState, er
 		workflow.GetLogger(ctx).Warn("handover completion email not sent", "error", err)
 	}
 	return st, setStatus(store.HandoverCompleted)
+}
+
+// awaitPayment gives the new owner a Stripe customer and, unless their
+// account already has a payment method, waits in awaiting_payment for one:
+// the webhook's signal, or the record seen at a check, ends the wait.
+// The ready email carries the payment page; reminders carry new ones.
+func awaitPayment(ctx, quick workflow.Context, a *activities.Handovers, in HandoverInput, st *HandoverState, setStatus func(string) error) error {
+	var saved bool
+	if err := workflow.ExecuteActivity(ctx, a.AwaitPayment, in.HandoverID).Get(ctx, &saved); err != nil {
+		return err
+	}
+	if saved {
+		return nil
+	}
+	if err := setStatus(store.HandoverAwaitingPayment); err != nil {
+		return err
+	}
+	if err := workflow.ExecuteActivity(quick, a.SendMail, activities.HandoverMail{Handover: in.HandoverID, Kind: activities.MailReady}).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Warn("handover payment email not sent", "error", err)
+	}
+	reminders, every := in.PaymentReminders, in.PaymentCheck
+	if len(reminders) == 0 {
+		reminders = DefaultPaymentReminders
+	}
+	if every <= 0 {
+		every = DefaultPaymentCheck
+	}
+	start, sent := workflow.Now(ctx), 0
+	signal := workflow.GetSignalChannel(ctx, HandoverPaymentSignal)
+	for {
+		wait := every
+		if sent < len(reminders) {
+			wait = min(wait, max(start.Add(reminders[sent]).Sub(workflow.Now(ctx)), 0))
+		}
+		tctx, cancel := workflow.WithCancel(ctx)
+		timer := workflow.NewTimer(tctx, wait)
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(signal, func(c workflow.ReceiveChannel, more bool) { c.Receive(ctx, nil) })
+		sel.AddFuture(timer, func(workflow.Future) {})
+		sel.Select(ctx)
+		cancel()
+		if err := workflow.ExecuteActivity(quick, a.PaymentSaved, in.HandoverID).Get(ctx, &saved); err != nil {
+			return err
+		}
+		if saved {
+			return nil
+		}
+		if sent < len(reminders) && !workflow.Now(ctx).Before(start.Add(reminders[sent])) {
+			kind := activities.MailPayment1
+			if sent > 0 {
+				kind = activities.MailPayment2
+			}
+			sent++
+			if err := workflow.ExecuteActivity(quick, a.SendMail, activities.HandoverMail{Handover: in.HandoverID, Kind: kind}).Get(ctx, nil); err != nil {
+				workflow.GetLogger(ctx).Warn("handover payment reminder not sent", "error", err)
+				continue
+			}
+			st.PaymentReminders++
+		}
+	}
 }
 
 // closeHandover records the final state; the database is ours, so it is

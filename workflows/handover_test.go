@@ -107,6 +107,7 @@ func TestHandoverAcceptedOnDay6(t *testing.T) {
 	res := &updateResult{}
 	r.accept(6*day+12*time.Hour, "grace", res)
 	r.env.OnActivity(r.a.Clone, mock.Anything, "ho").Return(activities.CloneResult{Project: "acme-x", Adapters: 2}, nil).Once()
+	r.env.OnActivity(r.a.AwaitPayment, mock.Anything, "ho").Return(true, nil).Once()
 	r.env.OnActivity(r.a.Subscribe, mock.Anything, "ho").Return("sub_sched_1", nil).Once()
 	st, err := r.run(t)
 	if err != nil {
@@ -172,6 +173,7 @@ func TestHandoverRejectsABadAccount(t *testing.T) {
 	}, time.Hour)
 	r.accept(2*time.Hour, "grace", good)
 	r.env.OnActivity(r.a.Clone, mock.Anything, "ho").Return(activities.CloneResult{Project: "acme-x"}, nil)
+	r.env.OnActivity(r.a.AwaitPayment, mock.Anything, "ho").Return(true, nil)
 	r.env.OnActivity(r.a.Subscribe, mock.Anything, "ho").Return("sub_sched_1", nil)
 	if _, err := r.run(t); err != nil {
 		t.Fatal(err)
@@ -185,6 +187,7 @@ func TestHandoverStripeOutageIsRetried(t *testing.T) {
 	r := newHandoverRun(t)
 	r.accept(time.Hour, "grace", &updateResult{})
 	r.env.OnActivity(r.a.Clone, mock.Anything, "ho").Return(activities.CloneResult{Project: "acme-x"}, nil).Once()
+	r.env.OnActivity(r.a.AwaitPayment, mock.Anything, "ho").Return(true, nil).Once()
 	calls := 0
 	r.env.OnActivity(r.a.Subscribe, mock.Anything, "ho").Return(func(context.Context, string) (string, error) {
 		if calls++; calls < 4 {
@@ -202,6 +205,7 @@ func TestHandoverStripeRefusalUndoesTheClone(t *testing.T) {
 	r := newHandoverRun(t)
 	r.accept(time.Hour, "grace", &updateResult{})
 	r.env.OnActivity(r.a.Clone, mock.Anything, "ho").Return(activities.CloneResult{Project: "acme-x"}, nil).Once()
+	r.env.OnActivity(r.a.AwaitPayment, mock.Anything, "ho").Return(true, nil).Once()
 	r.env.OnActivity(r.a.Subscribe, mock.Anything, "ho").Return("",
 		temporal.NewNonRetryableApplicationError("stripe rejected the request (400 resource_missing): No such customer", activities.ErrStripeRejected, nil)).Once()
 	r.env.OnActivity(r.a.Unclone, mock.Anything, "ho").Return(nil).Once()
@@ -224,4 +228,115 @@ func TestHandoverStripeRefusalUndoesTheClone(t *testing.T) {
 		t.Fatalf("closed as %v", r.closed)
 	}
 	r.env.AssertExpectations(t)
+}
+
+// waitingForPayment accepts at an hour and clones; the new owner has no
+// payment method, and saved (guarded by r.mu) says when one is recorded.
+// It returns when Subscribe ran (-1 if never) and a state read back.
+func (r *handoverRun) waitingForPayment(t *testing.T, saved *bool) *time.Duration {
+	t.Helper()
+	r.accept(time.Hour, "grace", &updateResult{})
+	r.env.OnActivity(r.a.Clone, mock.Anything, "ho").Return(activities.CloneResult{Project: "acme-2", Adapters: 2}, nil).Once()
+	r.env.OnActivity(r.a.AwaitPayment, mock.Anything, "ho").Return(false, nil).Once()
+	r.env.OnActivity(r.a.PaymentSaved, mock.Anything, "ho").Return(func(context.Context, string) (bool, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return *saved, nil
+	})
+	subscribed := time.Duration(-1)
+	r.env.OnActivity(r.a.Subscribe, mock.Anything, "ho").Return(func(context.Context, string) (string, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !*saved {
+			t.Error("the new owner was subscribed before their payment method was saved")
+		}
+		subscribed = r.env.Now().Sub(r.start)
+		return "sub_sched_1", nil
+	}).Maybe()
+	return &subscribed
+}
+
+func (r *handoverRun) status(t *testing.T) string {
+	t.Helper()
+	v, err := r.env.QueryWorkflow(HandoverQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st HandoverState
+	if err := v.Get(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Status
+}
+
+// Accepted, the handover waits in awaiting_payment: the ready email asks
+// for a payment method and nothing subscribes the new owner until the
+// webhook's signal finds it saved (a signal while nothing is saved, as a
+// forged or misrouted one would be, changes nothing).
+func TestHandoverSubscribesOnlyAfterThePaymentMethod(t *testing.T) {
+	r := newHandoverRun(t)
+	saved := false
+	subscribed := r.waitingForPayment(t, &saved)
+	var during string
+	r.env.RegisterDelayedCallback(func() {
+		during = r.status(t)
+		r.env.SignalWorkflow(HandoverPaymentSignal, nil)
+	}, day)
+	r.env.RegisterDelayedCallback(func() {
+		r.mu.Lock()
+		saved = true
+		r.mu.Unlock()
+		r.env.SignalWorkflow(HandoverPaymentSignal, nil)
+	}, 2*day)
+	st, err := r.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if during != store.HandoverAwaitingPayment {
+		t.Fatalf("a day after the accept the handover is %q, want %s", during, store.HandoverAwaitingPayment)
+	}
+	if !near(*subscribed, 2*day) {
+		t.Fatalf("subscribed at %s; want at the signal after the payment method (48h)", *subscribed)
+	}
+	if st.Status != store.HandoverCompleted || st.Schedule != "sub_sched_1" || st.PaymentReminders != 0 {
+		t.Fatalf("state %+v", st)
+	}
+	if at, ok := r.mails[activities.MailReady]; !ok || !near(at, time.Hour) {
+		t.Fatalf("ready email at %v (sent %v)", at, ok)
+	}
+	if _, ok := r.mails[activities.MailPayment1]; ok {
+		t.Fatal("a payment reminder before day 3 of the wait")
+	}
+	if _, ok := r.mails[activities.MailCompleted]; !ok {
+		t.Fatal("no completion email")
+	}
+}
+
+// With the webhook's signal lost, the wait still sees the record at its
+// next check; reminders go out on days 3 and 6 of the wait.
+func TestHandoverPaymentRemindersAndCheck(t *testing.T) {
+	r := newHandoverRun(t)
+	saved := false
+	subscribed := r.waitingForPayment(t, &saved)
+	r.env.RegisterDelayedCallback(func() {
+		r.mu.Lock()
+		saved = true
+		r.mu.Unlock()
+	}, 7*day)
+	st, err := r.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *subscribed < 7*day || *subscribed > 7*day+DefaultPaymentCheck+time.Minute {
+		t.Fatalf("subscribed at %s; want within a check of 168h", *subscribed)
+	}
+	if at := r.mails[activities.MailPayment1]; !near(at, 3*day+time.Hour) {
+		t.Fatalf("first payment reminder at %s", at)
+	}
+	if at := r.mails[activities.MailPayment2]; !near(at, 6*day+time.Hour) {
+		t.Fatalf("second payment reminder at %s", at)
+	}
+	if st.Status != store.HandoverCompleted || st.PaymentReminders != 2 {
+		t.Fatalf("state %+v", st)
+	}
 }

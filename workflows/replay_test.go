@@ -39,3 +39,21 @@ func TestReplayFlushHistories(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayHandoverHistories replays handovers recorded from a real
+// server: v0 before accepted handovers waited for a payment method (offer,
+// accept, clone, subscribe, completed; such runs in flight keep their path
+// behind the handover-payment-method version), v1 through the wait (the
+// webhook's signal, then subscribe; re-record it with SI_WRITE_HISTORY=1 go
+// test -run TestLiveHandoverHistoryReplays ./test/integration/).
+func TestReplayHandoverHistories(t *testing.T) {
+	for _, f := range []string{"testdata/handover_history_v0.json", "testdata/handover_history_v1.json"} {
+		t.Run(f, func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflow(HandoverWorkflow)
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -6,7 +6,8 @@ import (
 )
 
 // Handover search attributes: the Temporal UI and `si handover ls` filter
-// on them. HandoverStatus follows the workflow: pending, accepting, then
+// on them. HandoverStatus follows the workflow: pending, accepting,
+// awaiting_payment (the new owner has not given a payment method yet), then
 // the final state.
 var (
 	HandoverStatusAttr    = temporal.NewSearchAttributeKeyKeyword("HandoverStatus")

@@ -16,7 +16,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -31,8 +33,18 @@ const retryDelay = time.Second
 
 // Options configures an Agent.
 type Options struct {
-	// Bridge is the bridge's host:port.
+	// Bridge is the bridge's host:port, or several, comma separated: after
+	// a link fails the agent dials the next.
 	Bridge string
+	// Protocol is "auto" (the default: QUIC, and TLS 1.3 over TCP on the
+	// same port number when QUIC cannot connect), "quic" (never TCP) or
+	// "tcp" (only TCP, for a network known to block UDP).
+	Protocol string
+	// QUICTimeout bounds a QUIC handshake before the agent tries TCP. Default 3s.
+	QUICTimeout time.Duration
+	// QUICRetry is how often a hub on the TCP fallback tries QUIC again,
+	// switching back once it connects. Default 30s.
+	QUICRetry time.Duration
 	// TLS comes from pki.ClientTLS, or Certs.TLS when Certs is set.
 	TLS *tls.Config
 	// Certs, when set, is renewed over the link at two thirds of its life
@@ -48,17 +60,39 @@ type Options struct {
 	Prewarm                     Prewarm
 	Backoff                     Backoff
 	Logger                      *slog.Logger
+	// Outbox keeps escalations and usage records on disk until the bridge
+	// answers or acks them, and holds what a previous run left waiting,
+	// which the agent sends again. Nil keeps them in memory only: a
+	// restart loses them.
+	Outbox *Outbox
 }
+
+// The values of Options.Protocol.
+const (
+	ProtocolAuto = "auto"
+	ProtocolQUIC = "quic"
+	ProtocolTCP  = "tcp"
+)
 
 // Status is the agent's link as of now.
 type Status struct {
-	Connected   bool
-	Sessions    int // control sessions established since start
-	LastRTT     time.Duration
+	Connected bool
+	Sessions  int // control sessions established since start
+	// Transport is the current link's: "quic", or "tcp" on the fallback.
+	Transport string
+	// Bridge is the address of the current (or last) link.
+	Bridge  string
+	LastRTT time.Duration
+	// SmoothedRTT is an EWMA of the heartbeat round trips (gain 1/8, as
+	// TCP's SRTT); it is what the bridge shows for this hub.
+	SmoothedRTT time.Duration
 	Acked       uint64 // heartbeats acked in all sessions
 	Queued      int    // escalations waiting for a result
 	QueuedUsage int
-	LastError   string
+	// OldestQueued is when the oldest escalation or usage record still
+	// waiting was queued; zero when none waits.
+	OldestQueued time.Time
+	LastError    string
 }
 
 // Agent is a hub's tunnel client.
@@ -66,24 +100,37 @@ type Agent struct {
 	opts Options
 
 	mu       sync.Mutex
-	conn     *quic.Conn
+	conn     bridge.Conn
 	up       chan struct{} // closed while connected
 	st       Status
 	pending  map[string]*escalation
 	order    []string // pending request ids, oldest first
 	usage    map[string]*meshv1.UsageRecord
+	usageAt  map[string]time.Time
 	usageOrd []string
 	ctlSend  func(*meshv1.HubMessage) error // nil while disconnected
+
+	addrs         []string
+	next          int         // index in addrs of the next dial; only Run's goroutine touches it
+	predialed     bridge.Conn // a.mu; a QUIC link the fallback's probe opened, for the next session
+	predialedAddr string      // a.mu; the address predialed went to
 }
 
 type escalation struct {
 	req      *meshv1.EscalationRequest
-	out      chan *meshv1.EscalationResponse
+	queued   time.Time
 	lastStep uint32
 	running  bool
+	// log holds every response relayed so far, so that a caller attaching
+	// late (si escalate again after a hub restart) sees them all; done is
+	// set with the final one, and wake is closed and replaced on each.
+	log  []*meshv1.EscalationResponse
+	done bool
+	wake chan struct{}
 }
 
-// New returns an agent; Run connects it.
+// New returns an agent; Run connects it. What opts.Outbox holds from an
+// earlier run waits in the agent as if just queued.
 func New(opts Options) *Agent {
 	if opts.Interval == 0 {
 		opts.Interval = 5 * time.Second
@@ -94,7 +141,35 @@ func New(opts Options) *Agent {
 	if opts.Certs != nil && opts.TLS != nil {
 		opts.TLS = opts.Certs.TLS(opts.TLS)
 	}
-	return &Agent{opts: opts, up: make(chan struct{}), pending: map[string]*escalation{}, usage: map[string]*meshv1.UsageRecord{}}
+	if opts.Protocol == "" {
+		opts.Protocol = ProtocolAuto
+	}
+	if opts.QUICTimeout == 0 {
+		opts.QUICTimeout = 3 * time.Second
+	}
+	if opts.QUICRetry == 0 {
+		opts.QUICRetry = 30 * time.Second
+	}
+	a := &Agent{opts: opts, addrs: SplitBridges(opts.Bridge), up: make(chan struct{}), pending: map[string]*escalation{},
+		usage: map[string]*meshv1.UsageRecord{}, usageAt: map[string]time.Time{}}
+	if o := opts.Outbox; o != nil {
+		for _, q := range o.escalations {
+			a.pending[q.req.GetRequestId()] = &escalation{req: q.req, queued: q.at, wake: make(chan struct{})}
+			a.order = append(a.order, q.req.GetRequestId())
+		}
+		for _, q := range o.usage {
+			a.usage[q.rec.GetEventId()], a.usageAt[q.rec.GetEventId()] = q.rec, q.at
+			a.usageOrd = append(a.usageOrd, q.rec.GetEventId())
+		}
+		o.escalations, o.usage = nil, nil
+		if len(a.order)+len(a.usageOrd) > 0 {
+			opts.Logger.Info("outbox: resending what waited before the restart", "escalations", len(a.order), "usage_records", len(a.usageOrd), "file", o.Path())
+		}
+		if o.Skipped > 0 {
+			opts.Logger.Warn("outbox: entries that do not decode are kept on disk and not sent", "entries", o.Skipped, "file", o.Path())
+		}
+	}
+	return a
 }
 
 // Status returns the link's state.
@@ -103,6 +178,14 @@ func (a *Agent) Status() Status {
 	defer a.mu.Unlock()
 	s := a.st
 	s.Queued, s.QueuedUsage = len(a.order), len(a.usageOrd)
+	if len(a.order) > 0 {
+		s.OldestQueued = a.pending[a.order[0]].queued
+	}
+	if len(a.usageOrd) > 0 {
+		if at := a.usageAt[a.usageOrd[0]]; s.OldestQueued.IsZero() || at.Before(s.OldestQueued) {
+			s.OldestQueued = at
+		}
+	}
 	return s
 }
 
@@ -119,20 +202,52 @@ func (a *Agent) WaitConnected(ctx context.Context) error {
 	}
 }
 
+// SplitBridges parses a comma-separated list of bridge addresses.
+func SplitBridges(list string) []string {
+	var out []string
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{""}
+	}
+	return out
+}
+
+// errBackToQUIC ends a session on the TCP fallback once QUIC connects again.
+var errBackToQUIC = errors.New("QUIC reachable again: leaving the TCP fallback")
+
 // Run keeps the agent connected until ctx is cancelled.
 func (a *Agent) Run(ctx context.Context) error {
+	defer func() {
+		a.mu.Lock()
+		c := a.predialed
+		a.predialed = nil
+		a.mu.Unlock()
+		if c != nil {
+			_ = c.CloseWithError(bridge.CodeShutdown, "hub closing")
+		}
+	}()
 	for {
 		err := a.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errBackToQUIC) {
+			a.opts.Logger.Info("switching the bridge link back to QUIC")
+			continue
+		}
+		// The next attempt goes to the next bridge, if there are several.
+		a.next = (a.next + 1) % len(a.addrs)
 		wait := a.opts.Backoff.Next()
 		a.mu.Lock()
 		if err != nil {
 			a.st.LastError = err.Error()
 		}
 		a.mu.Unlock()
-		a.opts.Logger.Warn("bridge link down; reconnecting", "error", err, "in", wait)
+		a.opts.Logger.Warn("bridge link down; reconnecting", "error", err, "in", wait, "next", a.addrs[a.next])
 		select {
 		case <-ctx.Done():
 			return nil
@@ -141,15 +256,98 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) session(ctx context.Context) error {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := quic.DialAddr(dctx, a.opts.Bridge, a.opts.TLS, &quic.Config{
-		KeepAlivePeriod: 5 * time.Second, MaxIdleTimeout: 20 * time.Second, HandshakeIdleTimeout: 5 * time.Second,
+func (a *Agent) dialQUIC(ctx context.Context, addr string) (bridge.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, a.opts.QUICTimeout)
+	defer cancel()
+	conn, err := quic.DialAddr(dctx, addr, a.opts.TLS, &quic.Config{
+		KeepAlivePeriod: 5 * time.Second, MaxIdleTimeout: 20 * time.Second, HandshakeIdleTimeout: a.opts.QUICTimeout,
 	})
-	cancel()
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", a.opts.Bridge, err)
+		return nil, err
 	}
+	return bridge.QUICConn(conn), nil
+}
+
+// dial opens a link to addr: QUIC, else TLS over TCP on the same port.
+func (a *Agent) dial(ctx context.Context, addr string) (bridge.Conn, error) {
+	a.mu.Lock()
+	c, cAddr := a.predialed, a.predialedAddr
+	a.predialed = nil
+	a.mu.Unlock()
+	if c != nil {
+		if c.Context().Err() == nil && cAddr == addr {
+			return c, nil
+		}
+		_ = c.CloseWithError(bridge.CodeShutdown, "hub closing")
+	}
+	if a.opts.Protocol == ProtocolTCP {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c, err := bridge.DialTCP(dctx, addr, a.opts.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s (TCP): %w", addr, err)
+		}
+		return c, nil
+	}
+	c, qerr := a.dialQUIC(ctx, addr)
+	if qerr == nil || a.opts.Protocol == ProtocolQUIC || ctx.Err() != nil {
+		if qerr != nil {
+			return nil, fmt.Errorf("dial %s (QUIC): %w", addr, qerr)
+		}
+		return c, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, terr := bridge.DialTCP(dctx, addr, a.opts.TLS)
+	if terr != nil {
+		return nil, fmt.Errorf("dial %s: QUIC: %v; TCP fallback: %w", addr, qerr, terr)
+	}
+	a.opts.Logger.Warn("QUIC could not connect (UDP blocked?); using the TLS-over-TCP fallback, QUIC is tried again periodically",
+		"bridge", addr, "quic_error", qerr, "retry", a.opts.QUICRetry)
+	return c, nil
+}
+
+// probeQUIC tries QUIC every QUICRetry while the link is on TCP; once it
+// connects, it keeps the new link for the next session and returns
+// errBackToQUIC, ending this one.
+func (a *Agent) probeQUIC(ctx context.Context, addr string) error {
+	t := time.NewTicker(a.opts.QUICRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		c, err := a.dialQUIC(ctx, addr)
+		if err != nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			_ = c.CloseWithError(bridge.CodeShutdown, "hub closing")
+			return nil
+		}
+		a.mu.Lock()
+		old := a.predialed
+		a.predialed, a.predialedAddr = c, addr
+		a.mu.Unlock()
+		if old != nil {
+			_ = old.CloseWithError(bridge.CodeShutdown, "hub closing")
+		}
+		return errBackToQUIC
+	}
+}
+
+func (a *Agent) session(ctx context.Context) error {
+	addr := a.addrs[a.next]
+	conn, err := a.dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	// This session's heartbeat loop ends (after the connection closed)
+	// before the next session's starts: both use the pre-warm state.
+	var heartbeating sync.WaitGroup
+	defer heartbeating.Wait()
 	defer func() { _ = conn.CloseWithError(bridge.CodeShutdown, "hub closing") }()
 	ctl, err := conn.OpenStreamSync(ctx)
 	if err != nil {
@@ -190,9 +388,9 @@ func (a *Agent) session(ctx context.Context) error {
 		defer wmu.Unlock()
 		return wire.Write(ctl, m)
 	}
-	backlog := a.connected(conn, send)
+	backlog := a.connected(conn, addr, send)
 	defer a.disconnected(conn)
-	a.opts.Logger.Info("connected to bridge", "bridge", a.opts.Bridge, "device", ack.GetHelloAck().GetDeviceId())
+	a.opts.Logger.Info("connected to bridge", "bridge", addr, "transport", conn.Transport(), "device", ack.GetHelloAck().GetDeviceId())
 	for _, u := range backlog {
 		if err := send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}}); err != nil {
 			return err
@@ -201,9 +399,17 @@ func (a *Agent) session(ctx context.Context) error {
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	errc := make(chan error, 2)
-	go func() { errc <- a.heartbeats(sctx, interval, send) }()
-	go func() { errc <- a.readAcks(r) }()
+	errc := make(chan error, 3)
+	var acked atomic.Uint64 // the highest heartbeat seq acked in this session
+	heartbeating.Add(1)
+	go func() {
+		defer heartbeating.Done()
+		errc <- a.heartbeats(sctx, interval, send, &acked)
+	}()
+	go func() { errc <- a.readAcks(r, &acked) }()
+	if conn.Transport() == "tcp" && a.opts.Protocol != ProtocolTCP {
+		go func() { errc <- a.probeQUIC(sctx, addr) }()
+	}
 	if a.opts.Certs != nil {
 		go a.renewLoop(sctx, conn)
 	}
@@ -217,15 +423,35 @@ func (a *Agent) session(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send func(*meshv1.HubMessage) error) error {
+// heartbeats sends one heartbeat per interval. A heartbeat not acked within
+// one interval (a second at least) ends the session: the link is presumed dead (a
+// bridge killed, a path gone) and the agent redials at once instead of
+// waiting for QUIC's idle timeout.
+func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send func(*meshv1.HubMessage) error, acked *atomic.Uint64) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// Under a second the wait is a second: a busy machine must not drop a
+	// healthy link.
+	wait := max(interval, time.Second)
+	type sentBeat struct {
+		seq uint64
+		at  time.Time
+	}
+	var sent []sentBeat // unacked, oldest first
 	var seq uint64
 	for {
+		for len(sent) > 0 && sent[0].seq <= acked.Load() {
+			sent = sent[1:]
+		}
+		// A tick may come a little early: a tenth of the wait is slack.
+		if len(sent) > 0 && time.Since(sent[0].at) >= wait-wait/10 {
+			return fmt.Errorf("heartbeat %d not acked within %s: the link is presumed dead", sent[0].seq, wait)
+		}
 		seq++
+		sent = append(sent, sentBeat{seq, time.Now()})
 		hb := &meshv1.Heartbeat{Seq: seq, SentUnixNano: time.Now().UnixNano()}
 		a.mu.Lock()
-		hb.LastRttMicros = uint32(a.st.LastRTT / time.Microsecond)
+		hb.LastRttMicros = uint32(a.st.SmoothedRTT / time.Microsecond)
 		hb.QueuedEscalations, hb.QueuedUsage = uint32(len(a.order)), uint32(len(a.usageOrd))
 		a.mu.Unlock()
 		if a.opts.Vitals != nil {
@@ -247,7 +473,7 @@ func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send fun
 	}
 }
 
-func (a *Agent) readAcks(r *wire.Reader) error {
+func (a *Agent) readAcks(r *wire.Reader, acked *atomic.Uint64) error {
 	for {
 		var m meshv1.BridgeMessage
 		if err := r.Read(&m); err != nil {
@@ -256,18 +482,16 @@ func (a *Agent) readAcks(r *wire.Reader) error {
 		switch b := m.GetBody().(type) {
 		case *meshv1.BridgeMessage_HeartbeatAck:
 			rtt := time.Since(time.Unix(0, b.HeartbeatAck.GetEchoSentUnixNano()))
+			if seq := b.HeartbeatAck.GetSeq(); seq > acked.Load() {
+				acked.Store(seq)
+			}
 			a.mu.Lock()
 			a.st.LastRTT = rtt
+			a.st.SmoothedRTT = smooth(a.st.SmoothedRTT, rtt)
 			a.st.Acked++
 			a.mu.Unlock()
 		case *meshv1.BridgeMessage_UsageAck:
-			a.mu.Lock()
-			id := b.UsageAck.GetEventId()
-			if _, ok := a.usage[id]; ok {
-				delete(a.usage, id)
-				a.usageOrd = remove(a.usageOrd, id)
-			}
-			a.mu.Unlock()
+			a.usageAcked(b.UsageAck.GetEventId())
 		}
 	}
 }
@@ -275,11 +499,12 @@ func (a *Agent) readAcks(r *wire.Reader) error {
 // connected marks the link up, restarts the escalations that waited and
 // returns the usage records to deliver again. Records queued after this go
 // out through send directly.
-func (a *Agent) connected(conn *quic.Conn, send func(*meshv1.HubMessage) error) []*meshv1.UsageRecord {
+func (a *Agent) connected(conn bridge.Conn, addr string, send func(*meshv1.HubMessage) error) []*meshv1.UsageRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.conn, a.ctlSend = conn, send
 	a.st.Connected = true
+	a.st.Transport, a.st.Bridge = conn.Transport(), addr
 	a.st.Sessions++
 	a.st.LastError = ""
 	close(a.up)
@@ -293,7 +518,7 @@ func (a *Agent) connected(conn *quic.Conn, send func(*meshv1.HubMessage) error) 
 	return backlog
 }
 
-func (a *Agent) disconnected(conn *quic.Conn) {
+func (a *Agent) disconnected(conn bridge.Conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.conn == conn {
@@ -306,32 +531,96 @@ func (a *Agent) disconnected(conn *quic.Conn) {
 
 // Escalate sends a request to the cloud and returns the channel its
 // responses arrive on, closed after the result or an error. A request
-// without an id gets one. While the link is down the request waits; after a
-// reconnect it is sent again under the same id, and the bridge attaches it
-// to the workflow it already started.
+// without an id gets one. With an outbox the request is on disk before
+// Escalate returns. While the link is down the request waits; after a
+// reconnect (or a restart of the hub) it is sent again under the same id,
+// and the bridge attaches it to the workflow it already started. A request
+// whose id is already waiting attaches to it: its responses so far, then
+// the rest.
 func (a *Agent) Escalate(req *meshv1.EscalationRequest) (string, <-chan *meshv1.EscalationResponse, error) {
+	return a.EscalateContext(context.Background(), req)
+}
+
+// EscalateContext is Escalate whose channel stops (closed early) when ctx
+// ends; the request itself stays with the agent until it is answered.
+func (a *Agent) EscalateContext(ctx context.Context, req *meshv1.EscalationRequest) (string, <-chan *meshv1.EscalationResponse, error) {
+	if req == nil {
+		return "", nil, errors.New("no escalation request")
+	}
 	if req.GetRequestId() == "" {
 		req.RequestId = newID()
 	}
 	if err := wire.ValidateEscalation(req); err != nil {
 		return "", nil, err
 	}
-	e := &escalation{req: req, out: make(chan *meshv1.EscalationResponse, 64)}
+	id := req.GetRequestId()
+	a.mu.Lock()
+	if e, ok := a.pending[id]; ok {
+		a.mu.Unlock()
+		return id, a.follow(ctx, e), nil
+	}
+	a.mu.Unlock()
+	now := time.Now()
+	if a.opts.Outbox != nil {
+		// On disk before the caller hears of it; a second put of the same id keeps the first.
+		if err := a.opts.Outbox.put(kindEscalation, id, req, now); err != nil {
+			return "", nil, err
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, dup := a.pending[req.RequestId]; dup {
-		return "", nil, fmt.Errorf("request %s is already in flight", req.RequestId)
+	e, ok := a.pending[id]
+	if !ok {
+		e = &escalation{req: req, queued: now, wake: make(chan struct{})}
+		a.pending[id] = e
+		a.order = append(a.order, id)
+		if a.conn != nil {
+			a.start(a.conn, e)
+		}
 	}
-	a.pending[req.RequestId] = e
-	a.order = append(a.order, req.RequestId)
-	if a.conn != nil {
-		a.start(a.conn, e)
-	}
-	return req.RequestId, e.out, nil
+	return id, a.follow(ctx, e), nil
+}
+
+// follow relays e's responses, from the first, until the final one or ctx's end.
+func (a *Agent) follow(ctx context.Context, e *escalation) <-chan *meshv1.EscalationResponse {
+	out := make(chan *meshv1.EscalationResponse, 16)
+	go func() {
+		defer close(out)
+		for i := 0; ; {
+			a.mu.Lock()
+			next, done, wake := e.log[i:], e.done, e.wake
+			a.mu.Unlock()
+			for _, r := range next {
+				select {
+				case out <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+			i += len(next)
+			if done {
+				return
+			}
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// relay adds r to e's log for its followers; a.mu is held.
+func (e *escalation) relay(r *meshv1.EscalationResponse, final bool) {
+	e.log = append(e.log, r)
+	e.done = final
+	close(e.wake)
+	e.wake = make(chan struct{})
 }
 
 // start runs e on conn; a.mu is held.
-func (a *Agent) start(conn *quic.Conn, e *escalation) {
+func (a *Agent) start(conn bridge.Conn, e *escalation) {
 	if e.running {
 		return
 	}
@@ -365,7 +654,7 @@ func (a *Agent) start(conn *quic.Conn, e *escalation) {
 
 // runEscalation sends e on a new stream and relays its responses. It returns
 // nil once e is finished (result or error delivered).
-func (a *Agent) runEscalation(conn *quic.Conn, e *escalation) error {
+func (a *Agent) runEscalation(conn bridge.Conn, e *escalation) error {
 	s, err := conn.OpenStreamSync(conn.Context())
 	if err != nil {
 		return err
@@ -392,14 +681,11 @@ func (a *Agent) runEscalation(conn *quic.Conn, e *escalation) error {
 		switch resp.GetBody().(type) {
 		case *meshv1.EscalationResponse_Progress:
 			a.mu.Lock()
-			fresh := resp.GetProgress().GetStep() > e.lastStep
-			if fresh {
+			if resp.GetProgress().GetStep() > e.lastStep {
 				e.lastStep = resp.GetProgress().GetStep()
+				e.relay(&resp, false)
 			}
 			a.mu.Unlock()
-			if fresh {
-				e.out <- &resp
-			}
 		case *meshv1.EscalationResponse_Error:
 			if resp.GetError().GetCode() == bridge.ErrCodeUnavailable {
 				return errors.New(resp.GetError().GetMessage())
@@ -413,27 +699,49 @@ func (a *Agent) runEscalation(conn *quic.Conn, e *escalation) error {
 	}
 }
 
+// finish delivers e's final response and forgets e, on disk first: a
+// restart between the two sends it again, and the bridge answers it from
+// the same workflow.
 func (a *Agent) finish(e *escalation, final *meshv1.EscalationResponse) {
+	id := e.req.GetRequestId()
+	if a.opts.Outbox != nil {
+		if err := a.opts.Outbox.remove(kindEscalation, id); err != nil {
+			a.opts.Logger.Warn("outbox: could not remove an answered escalation; a restart will ask the bridge again", "request", id, "error", err)
+		}
+	}
 	a.mu.Lock()
-	delete(a.pending, e.req.GetRequestId())
-	a.order = remove(a.order, e.req.GetRequestId())
-	a.mu.Unlock()
-	e.out <- final
-	close(e.out)
+	defer a.mu.Unlock()
+	if a.pending[id] == e {
+		delete(a.pending, id)
+		a.order = remove(a.order, id)
+	}
+	e.relay(final, true)
 }
 
 // RecordUsage queues a usage record for the ledger; it is sent now if the
-// link is up and again after every reconnect until the bridge acks it.
+// link is up and again after every reconnect (and restart, with an outbox)
+// until the bridge acks it. With an outbox the record is on disk before
+// RecordUsage returns. A record without an event id gets one; the ledger
+// bills an event id once, so a caller that retries must reuse its id.
 func (a *Agent) RecordUsage(u *meshv1.UsageRecord) error {
+	if u == nil {
+		return errors.New("no usage record")
+	}
 	if u.GetEventId() == "" {
 		u.EventId = newID()
 	}
 	if err := wire.ValidateHub(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}}); err != nil {
 		return err
 	}
+	now := time.Now()
+	if a.opts.Outbox != nil {
+		if err := a.opts.Outbox.put(kindUsage, u.GetEventId(), u, now); err != nil {
+			return err
+		}
+	}
 	a.mu.Lock()
 	if _, dup := a.usage[u.EventId]; !dup {
-		a.usage[u.EventId] = u
+		a.usage[u.EventId], a.usageAt[u.EventId] = u, now
 		a.usageOrd = append(a.usageOrd, u.EventId)
 	}
 	send := a.ctlSend
@@ -443,6 +751,33 @@ func (a *Agent) RecordUsage(u *meshv1.UsageRecord) error {
 		_ = send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Usage{Usage: u}})
 	}
 	return nil
+}
+
+// smooth folds a round-trip sample into an EWMA with gain 1/8 (RFC 6298's
+// SRTT); the first sample starts it.
+func smooth(srtt, sample time.Duration) time.Duration {
+	if srtt == 0 {
+		return sample
+	}
+	return srtt + (sample-srtt)/8
+}
+
+// usageAcked forgets a record the bridge has stored and billed.
+func (a *Agent) usageAcked(id string) {
+	a.mu.Lock()
+	_, ok := a.usage[id]
+	if ok {
+		delete(a.usage, id)
+		delete(a.usageAt, id)
+		a.usageOrd = remove(a.usageOrd, id)
+	}
+	a.mu.Unlock()
+	if ok && a.opts.Outbox != nil {
+		if err := a.opts.Outbox.remove(kindUsage, id); err != nil {
+			// Sent again after a restart; the ledger ignores the copy.
+			a.opts.Logger.Warn("outbox: could not remove an acked usage record", "event", id, "error", err)
+		}
+	}
 }
 
 func remove(ids []string, id string) []string {

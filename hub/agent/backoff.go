@@ -7,7 +7,8 @@ import (
 
 // Backoff spaces reconnection attempts: exponential from Min to Max with
 // equal jitter, so attempt n waits between half and all of min(Max, Min·2ⁿ).
-// The zero value uses 200ms and 30s.
+// The zero value uses 200ms and 3s: capped at a few seconds, a hub is back
+// within a few seconds of the network, however long it was down.
 type Backoff struct {
 	Min, Max time.Duration
 	// Rand returns a number in [0, 1); nil uses math/rand.
@@ -22,7 +23,7 @@ func (b *Backoff) Next() time.Duration {
 		lo = 200 * time.Millisecond
 	}
 	if hi <= 0 {
-		hi = 30 * time.Second
+		hi = 3 * time.Second
 	}
 	d := hi
 	if b.attempt < 30 {

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/superinstance/mesh/hub/bridge"
 	"github.com/superinstance/mesh/internal/pki"
 )
@@ -138,7 +136,7 @@ func (c *Certs) install(certPEM, keyPEM []byte) error {
 
 // renewLoop renews the certificate over conn when it is due, until ctx
 // ends; a failed try is retried after a tenth of the time left (1s-1m).
-func (a *Agent) renewLoop(ctx context.Context, conn *quic.Conn) {
+func (a *Agent) renewLoop(ctx context.Context, conn bridge.Conn) {
 	c := a.opts.Certs
 	for {
 		wait := time.Until(c.RenewAt())
@@ -167,7 +165,7 @@ func (a *Agent) renewLoop(ctx context.Context, conn *quic.Conn) {
 
 // renewOnce makes a new key, sends its certificate request and installs
 // the certificate the bridge returns.
-func (a *Agent) renewOnce(ctx context.Context, conn *quic.Conn) error {
+func (a *Agent) renewOnce(ctx context.Context, conn bridge.Conn) error {
 	key, err := pki.NewDeviceKey()
 	if err != nil {
 		return err

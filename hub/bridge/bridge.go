@@ -7,7 +7,9 @@ package bridge
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -110,6 +112,13 @@ type Options struct {
 	// After the hello a control stream must deliver a message at least
 	// every max(StreamReadTimeout, 12 x HeartbeatInterval). Default 10s.
 	StreamReadTimeout time.Duration
+	// NoTCP turns off the TCP fallback listener (on by default, on the same
+	// port number as the UDP socket).
+	NoTCP bool
+	// StatelessResetKey lets any replica (or a restart) end a hub's
+	// connection it does not know at once. Default: derived from the TLS
+	// server key, so replicas sharing the server certificate agree.
+	StatelessResetKey *quic.StatelessResetKey
 	// Metrics receives counters; nil creates a private set.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -121,18 +130,19 @@ type Bridge struct {
 	udp  *net.UDPConn
 	tr   *quic.Transport
 	ln   *quic.Listener
+	tcp  *tcpListener // nil with Options.NoTCP
 	m    *Metrics
 
 	mu    sync.Mutex
 	conns map[string]*hubConn // by device id, once a control stream said hello
-	all   map[*quic.Conn]struct{}
-	peers map[string]map[*quic.Conn]peer // every connection, by device id, from accept on
+	all   map[Conn]struct{}
+	peers map[string]map[Conn]peer // every connection, by device id, from accept on
 	beats map[string]beat
 	wg    sync.WaitGroup
 }
 
 type hubConn struct {
-	conn        *quic.Conn
+	conn        Conn
 	connectedAt time.Time
 	id          pki.Identity
 	serial      string
@@ -179,16 +189,26 @@ func Listen(opts Options) (*Bridge, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
-	ua, err := net.ResolveUDPAddr("udp", opts.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("bridge address %q: %w", opts.Addr, err)
+	resetKey := opts.StatelessResetKey
+	if resetKey == nil {
+		k, err := DeriveResetKey(opts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		resetKey = k
 	}
-	udp, err := net.ListenUDP("udp", ua)
+	udp, tcp, err := listenPair(opts.Addr, opts.NoTCP)
 	if err != nil {
-		return nil, fmt.Errorf("bridge listen %s: %w", opts.Addr, err)
+		return nil, err
 	}
+	// As quic-go advises for a server with many connections; past the
+	// kernel's net.core.rmem_max this needs that sysctl raised (or root).
+	_ = udp.SetReadBuffer(udpBuffer)
+	_ = udp.SetWriteBuffer(udpBuffer)
 	// The bridge owns its socket so that Serve can release it when it returns.
-	tr := &quic.Transport{Conn: udp}
+	// The stateless reset key, the same on every replica, lets a restarted
+	// or other replica end a hub's dead connection at its next packet.
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: resetKey}
 	ln, err := tr.Listen(opts.TLS, &quic.Config{
 		KeepAlivePeriod:       5 * time.Second,
 		MaxIdleTimeout:        30 * time.Second,
@@ -198,17 +218,87 @@ func Listen(opts Options) (*Bridge, error) {
 	})
 	if err != nil {
 		_ = udp.Close()
+		if tcp != nil {
+			_ = tcp.Close()
+		}
 		return nil, fmt.Errorf("bridge listen %s: %w", opts.Addr, err)
 	}
 	if opts.Name == "" {
 		opts.Name = ln.Addr().String()
 	}
-	return &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, conns: map[string]*hubConn{},
-		all: map[*quic.Conn]struct{}{}, peers: map[string]map[*quic.Conn]peer{}, beats: map[string]beat{}}, nil
+	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, conns: map[string]*hubConn{},
+		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}}
+	if tcp != nil {
+		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
+			handshakes: make(chan struct{}, maxTCPHandshakes)}
+	}
+	return b, nil
+}
+
+// maxTCPHandshakes bounds the fallback's TLS handshakes in progress.
+const maxTCPHandshakes = 1024
+
+// udpBuffer is the socket buffer quic-go asks for (7 MiB, its wiki's
+// "UDP Buffer Sizes").
+const udpBuffer = 7 << 20
+
+// listenPair opens the UDP socket and, unless noTCP, the TCP listener on the
+// same port number. With port 0 it retries a few times for a number free in
+// both.
+func listenPair(addr string, noTCP bool) (*net.UDPConn, net.Listener, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bridge address %q: %w", addr, err)
+	}
+	for try := 0; ; try++ {
+		udp, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bridge listen %s (UDP): %w", addr, err)
+		}
+		if noTCP {
+			return udp, nil, nil
+		}
+		port := udp.LocalAddr().(*net.UDPAddr).Port
+		host := ""
+		if ua.IP != nil {
+			host = ua.IP.String()
+		}
+		tcp, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+		if err == nil {
+			return udp, tcp, nil
+		}
+		_ = udp.Close()
+		if ua.Port != 0 || try >= 10 {
+			return nil, nil, fmt.Errorf("bridge listen %s (TCP, the fallback for hubs without UDP): %w", addr, err)
+		}
+	}
+}
+
+// DeriveResetKey derives the QUIC stateless reset key from the bridge's
+// server key, so replicas that share a server certificate share the key
+// without configuring one.
+func DeriveResetKey(tc *tls.Config) (*quic.StatelessResetKey, error) {
+	if len(tc.Certificates) == 0 || tc.Certificates[0].PrivateKey == nil {
+		return nil, errors.New("bridge: the TLS configuration has no server key to derive the stateless reset key from: set StatelessResetKey")
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(tc.Certificates[0].PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: server key: %w", err)
+	}
+	k := quic.StatelessResetKey(sha256.Sum256(append([]byte("si-mesh bridge stateless reset key v1\x00"), der...)))
+	return &k, nil
 }
 
 // Addr is the address the bridge listens on.
 func (b *Bridge) Addr() net.Addr { return b.ln.Addr() }
+
+// TCPAddr is the fallback's TCP address, nil with Options.NoTCP.
+func (b *Bridge) TCPAddr() net.Addr {
+	if b.tcp == nil {
+		return nil
+	}
+	return b.tcp.ln.Addr()
+}
 
 // Metrics are the bridge's counters.
 func (b *Bridge) Metrics() *Metrics { return b.m }
@@ -234,16 +324,42 @@ func (b *Bridge) Serve(ctx context.Context) error {
 			}
 		}
 	}()
+	accepted := make(chan Conn)
+	actx, stopAccept := context.WithCancel(ctx)
+	defer stopAccept()
+	errc := make(chan error, 2)
+	go func() {
+		for {
+			c, err := b.ln.Accept(actx)
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case accepted <- QUICConn(c):
+			case <-actx.Done():
+				_ = c.CloseWithError(CodeShutdown, "bridge shutting down")
+			}
+		}
+	}()
+	if b.tcp != nil {
+		go func() { errc <- b.tcp.accept(actx, accepted) }()
+	}
 	var err error
+loop:
 	for {
-		var c *quic.Conn
-		c, err = b.ln.Accept(ctx)
-		if err != nil {
-			break
+		var c Conn
+		select {
+		case c = <-accepted:
+		case err = <-errc:
+			break loop
+		case <-ctx.Done():
+			break loop
 		}
 		b.mu.Lock()
 		b.all[c] = struct{}{}
 		b.mu.Unlock()
+		b.m.transport(c.Transport())
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
@@ -253,9 +369,13 @@ func (b *Bridge) Serve(ctx context.Context) error {
 			b.mu.Unlock()
 		}()
 	}
+	stopAccept()
+	if b.tcp != nil {
+		_ = b.tcp.ln.Close()
+	}
 	_ = b.ln.Close()
 	b.mu.Lock()
-	open := make([]*quic.Conn, 0, len(b.all))
+	open := make([]Conn, 0, len(b.all))
 	for c := range b.all {
 		open = append(open, c)
 	}
@@ -281,15 +401,15 @@ func (b *Bridge) Serve(ctx context.Context) error {
 	return err
 }
 
-func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
-	id, serial, err := pki.PeerIdentity(c.ConnectionState().TLS)
+func (b *Bridge) serveConn(ctx context.Context, c Conn) {
+	id, serial, err := pki.PeerIdentity(c.TLS())
 	if err != nil {
 		// The handshake's VerifyConnection already refused such peers.
 		_ = c.CloseWithError(CodeProtocol, err.Error())
 		return
 	}
 	log := b.opts.Logger.With("device", id.DeviceID, "account", id.Account, "remote", c.RemoteAddr().String())
-	leaf := c.ConnectionState().TLS.PeerCertificates[0]
+	leaf := c.TLS().PeerCertificates[0]
 	if err := b.admit(c, peer{id: id, serial: serial, notAfter: leaf.NotAfter, notBefore: leaf.NotBefore}); err != nil {
 		log.Warn("connection refused", "error", err)
 		_ = c.CloseWithError(CodeTooMany, err.Error())
@@ -346,7 +466,7 @@ func (b *Bridge) serveConn(ctx context.Context, c *quic.Conn) {
 
 // admit records a connection under its device, refusing one past the
 // device's cap.
-func (b *Bridge) admit(c *quic.Conn, p peer) error {
+func (b *Bridge) admit(c Conn, p peer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	mine := b.peers[p.id.DeviceID]
@@ -354,14 +474,14 @@ func (b *Bridge) admit(c *quic.Conn, p peer) error {
 		return fmt.Errorf("device %s already has %d connections open, the most allowed: close one first", p.id.DeviceID, len(mine))
 	}
 	if mine == nil {
-		mine = map[*quic.Conn]peer{}
+		mine = map[Conn]peer{}
 		b.peers[p.id.DeviceID] = mine
 	}
 	mine[c] = p
 	return nil
 }
 
-func (b *Bridge) release(c *quic.Conn, deviceID string) {
+func (b *Bridge) release(c Conn, deviceID string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.peers[deviceID], c)
@@ -372,7 +492,7 @@ func (b *Bridge) release(c *quic.Conn, deviceID string) {
 
 // control serves a hub's control stream: hello, then heartbeats, pre-warm
 // signals and usage records until the stream or connection ends.
-func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki.Identity, serial string, log *slog.Logger) {
+func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity, serial string, log *slog.Logger) {
 	r := wire.NewReader(s)
 	var first meshv1.HubMessage
 	if err := r.Read(&first); err != nil {
@@ -469,16 +589,19 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 				ServedAt: time.Unix(0, u.GetAtUnixNano()),
 			})
 			if err == nil {
-				// Billed to the device's account; the ledger keys it by the hub's own event id.
-				_, err = b.opts.Store.LogUsage(ctx, store.Usage{
+				// Billed to the device's account, keyed by the hub's own event
+				// id. The hub served it already: it is billed even on a
+				// suspended account, and it counts against the ceiling with
+				// the account's open holds (store.Usage.Served).
+				var cs []store.Charge
+				cs, err = b.opts.Store.LogUsageBatch(ctx, []store.Usage{{
 					EventID: "hub/" + id.DeviceID + "/" + u.GetEventId(), Account: id.Account, Project: orDefault(u.GetProject()),
 					Model: u.GetModel(), PromptTokens: int64(u.GetPromptTokens()), CompletionTokens: int64(u.GetCompletionTokens()),
-				})
-				var se *store.SuspendedError
-				if errors.As(err, &se) {
-					// Served before the hub knew; the record is kept, the charge refused.
-					log.Warn("usage from a suspended account not billed", "event", u.GetEventId(), "reason", se.Reason)
-					err = nil
+					Served: true,
+				}})
+				if err == nil && len(cs) == 1 && cs[0].Suspended {
+					log.Warn("hub usage brought its account to the credit ceiling; new runs are refused", "event", u.GetEventId(),
+						"unbilled", cs[0].Unbilled.String())
 				}
 			}
 			if err != nil {
@@ -500,7 +623,7 @@ func (b *Bridge) control(ctx context.Context, c *quic.Conn, s *quic.Stream, id p
 // streams it opened.
 func (b *Bridge) recheck(ctx context.Context) {
 	type open struct {
-		conn *quic.Conn
+		conn Conn
 		peer
 	}
 	b.mu.Lock()
@@ -594,7 +717,7 @@ func (b *Bridge) flush(ctx context.Context) {
 }
 
 // escalation serves one escalation stream.
-func (b *Bridge) escalation(ctx context.Context, s *quic.Stream, id pki.Identity, log *slog.Logger) {
+func (b *Bridge) escalation(ctx context.Context, s Stream, id pki.Identity, log *slog.Logger) {
 	defer s.Close()
 	// The request is all the bridge reads: a hub that never ends its side
 	// must not keep the stream, and its slot, open.

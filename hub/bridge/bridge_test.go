@@ -207,6 +207,11 @@ func TestHeartbeatsVitalsAndMetrics(t *testing.T) {
 		h, err := m.Store.HubByID(ctx, "gpu-hb")
 		return err == nil && h.GPULoad == 0.91 && h.GPUTempC == 70 && h.NVML && h.Connected && h.Version == "1.2.3" && h.RTTMicros > 0
 	})
+	// The dashboard's history: one reading a minute, however often the hub beats.
+	if hist, err := m.Store.VitalsHistory(ctx, "acme", time.Now().Add(-time.Hour)); err != nil || len(hist["gpu-hb"]) != 1 ||
+		hist["gpu-hb"][0].GPULoad != 0.91 || hist["gpu-hb"][0].GPUTempC != 70 {
+		t.Fatalf("vitals history %+v, %v", hist, err)
+	}
 	// Load 0.91 is over 0.8: one pre-warm, and a warm-up workflow for it.
 	waitFor(t, 10*time.Second, "a warm-up workflow", func() bool {
 		resp, err := m.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: "WorkflowType = 'WarmupWorkflow'"})

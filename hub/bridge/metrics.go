@@ -17,6 +17,7 @@ type Metrics struct {
 	heartbeats  prometheus.Counter
 	escalations *prometheus.CounterVec
 	prewarms    prometheus.Counter
+	links       *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics in a registry of their own.
@@ -41,8 +42,10 @@ func NewMetricsIn(reg *prometheus.Registry) *Metrics {
 			Help: "Escalation streams served, by outcome."}, []string{"outcome"}),
 		prewarms: prometheus.NewCounter(prometheus.CounterOpts{Name: "si_bridge_prewarms_total",
 			Help: "Pre-warm signals received."}),
+		links: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "si_bridge_links_total",
+			Help: "Hub connections accepted, by transport (quic, or tcp: the fallback where UDP is blocked)."}, []string{"transport"}),
 	}
-	m.Registry.MustRegister(m.connected, m.connects, m.reconnects, m.rtt, m.heartbeats, m.escalations, m.prewarms)
+	m.Registry.MustRegister(m.connected, m.connects, m.reconnects, m.rtt, m.heartbeats, m.escalations, m.prewarms, m.links)
 	return m
 }
 
@@ -71,3 +74,5 @@ func (m *Metrics) heartbeat(rttMicros uint32) {
 func (m *Metrics) escalation(outcome string) { m.escalations.WithLabelValues(outcome).Inc() }
 
 func (m *Metrics) prewarm() { m.prewarms.Inc() }
+
+func (m *Metrics) transport(t string) { m.links.WithLabelValues(t).Inc() }

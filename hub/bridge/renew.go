@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/quic-go/quic-go"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
@@ -96,7 +95,7 @@ func ParseRenewedCert(certPEM []byte) (*x509.Certificate, error) {
 }
 
 // renew serves one StreamRenew stream of connection c.
-func (b *Bridge) renew(ctx context.Context, c *quic.Conn, s *quic.Stream, id pki.Identity, log *slog.Logger) {
+func (b *Bridge) renew(ctx context.Context, c Conn, s Stream, id pki.Identity, log *slog.Logger) {
 	defer s.Close()
 	defer s.CancelRead(streamTimedOut)
 	fail := func(reason string) {

@@ -3,20 +3,18 @@ package bridge
 import (
 	"net"
 	"sync"
-
-	"github.com/quic-go/quic-go"
 )
 
-// StreamConn is a net.Conn over one QUIC stream of c: it lets a protocol
-// that wants a connection of its own (gRPC, for the hub's Temporal worker)
-// ride the hub's tunnel. Close ends both directions of the stream only.
-func StreamConn(c *quic.Conn, s *quic.Stream) net.Conn {
+// StreamConn is a net.Conn over one stream of c: it lets a protocol that
+// wants a connection of its own (gRPC, for the hub's Temporal worker) ride
+// the hub's tunnel. Close ends both directions of the stream only.
+func StreamConn(c Conn, s Stream) net.Conn {
 	return &streamConn{Stream: s, c: c}
 }
 
 type streamConn struct {
-	*quic.Stream
-	c    *quic.Conn
+	Stream
+	c    Conn
 	once sync.Once
 }
 

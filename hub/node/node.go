@@ -12,7 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/activities"
@@ -28,6 +30,10 @@ type Options struct {
 	// APISecretFile holds the local API's secret, created (0600) if missing;
 	// required with APIListen. si escalate reads it.
 	APISecretFile string
+	// OutboxFile keeps escalations and usage records on disk until the
+	// bridge answers or acks them (agent.OpenOutbox); what a previous run
+	// left there is sent again. Empty keeps them in memory only.
+	OutboxFile string
 	// Inference runs the hub's worker on hub.<device-id>; nil runs none.
 	// The worker dials Temporal through the bridge's proxy on the tunnel.
 	Inference *activities.Inference
@@ -37,15 +43,24 @@ type Options struct {
 	// minute for activities in flight to finish at Stop.
 	Worker   worker.Options
 	DeviceID string
+	// MetricsListen serves /metrics and /ready (agent.OpsHandler), without
+	// the API's secret; empty serves neither.
+	MetricsListen string
+	// Tracer receives the spans of the local API's requests; nil records none.
+	Tracer trace.TracerProvider
+	// Interceptors go to the worker's Temporal client (the tracing one
+	// continues the cloud's traces in the hub's activities).
+	Interceptors []interceptor.ClientInterceptor
 }
 
 // Node is a running hub.
 type Node struct {
-	Agent   *agent.Agent
-	apiAddr string
-	polling chan struct{} // closed once the worker started
-	stops   []func()
-	once    sync.Once
+	Agent       *agent.Agent
+	apiAddr     string
+	metricsAddr string
+	polling     chan struct{} // closed once the worker started
+	stops       []func()
+	once        sync.Once
 }
 
 // Start starts the agent (it connects in the background), the local API and the worker.
@@ -53,12 +68,22 @@ func Start(o Options) (n *Node, err error) {
 	if o.DeviceID == "" {
 		return nil, errors.New("hub: device id is required")
 	}
-	n = &Node{Agent: agent.New(o.Agent), polling: make(chan struct{})}
+	n = &Node{polling: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Stop()
 		}
 	}()
+	if o.OutboxFile != "" {
+		ob, err := agent.OpenOutbox(o.OutboxFile)
+		if err != nil {
+			return nil, err
+		}
+		o.Agent.Outbox = ob
+		// Closed last, after the agent and the API stopped using it.
+		n.stops = append(n.stops, func() { _ = ob.Close() })
+	}
+	n.Agent = agent.New(o.Agent)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -75,13 +100,23 @@ func Start(o Options) (n *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub API on %s: %w", o.APIListen, err)
 		}
-		srv := &http.Server{Handler: agent.Handler(n.Agent, secret), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: agent.HandlerWith(n.Agent, secret, o.Tracer), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(l) }()
 		n.apiAddr = l.Addr().String()
 		n.stops = append(n.stops, func() { _ = srv.Close() })
 	}
+	if o.MetricsListen != "" {
+		l, err := net.Listen("tcp", o.MetricsListen)
+		if err != nil {
+			return nil, fmt.Errorf("hub metrics on %s: %w", o.MetricsListen, err)
+		}
+		srv := &http.Server{Handler: agent.OpsHandler(n.Agent, nil), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		n.metricsAddr = l.Addr().String()
+		n.stops = append(n.stops, func() { _ = srv.Close() })
+	}
 	if o.Inference != nil {
-		c, err := workers.HubClient(n.Agent.DialTemporal, o.Namespace, o.Agent.Logger)
+		c, err := workers.HubClient(n.Agent.DialTemporal, o.Namespace, o.Agent.Logger, o.Interceptors...)
 		if err != nil {
 			return nil, fmt.Errorf("hub worker: %w", err)
 		}
@@ -160,6 +195,9 @@ func (n *Node) WaitWorker(ctx context.Context) error {
 
 // APIAddr is where the local API listens, or "".
 func (n *Node) APIAddr() string { return n.apiAddr }
+
+// MetricsAddr is where /metrics and /ready are served, or "".
+func (n *Node) MetricsAddr() string { return n.metricsAddr }
 
 // Stop stops the worker, the API and the agent.
 func (n *Node) Stop() {

@@ -18,6 +18,8 @@
 //	                          signed-in recipient or a new account, or declines;
 //	                          with a JSON body it answers JSON)
 //	GET  /p/{project}         the project page a guest lands on
+//	GET  /                    the signed-in account's dashboard (else a
+//	                          sign-in page); GET /v1/dashboard as JSON
 //
 // Browser credentials (the si_session and si_guest cookies) hold opaque
 // random secrets of which the mesh keeps only the SHA-256; a POST or DELETE
@@ -97,6 +99,7 @@ func (s *Server) Routes() []Route {
 		{"GET", "/v1/consensus/{id}/events", s.auth(s.events)},
 		{"GET", "/v1/me", s.auth(s.me)},
 		{"GET", "/v1/balance", s.auth(s.balance)},
+		{"GET", "/v1/dashboard", s.auth(s.getDashboard)},
 		{"GET", "/v1/usage", s.auth(s.usage)},
 		{"POST", "/v1/invites", s.auth(s.createInvite)},
 		{"GET", "/v1/invites", s.auth(s.listInvites)},
@@ -117,6 +120,7 @@ func (s *Server) Routes() []Route {
 		{"POST", "/join/{token}", s.LinkLimit.Wrap(s.join)},
 		{"GET", "/handover/{token}", s.LinkLimit.Wrap(s.handoverPage)},
 		{"POST", "/handover/{token}", s.LinkLimit.Wrap(s.handoverAnswer)},
+		{"GET", "/", s.home},
 		{"GET", "/p/{project}", s.projectPage},
 		{"GET", "/c/{id}", s.livePage},
 		{"GET", "/assets/{file}", s.asset},
@@ -134,7 +138,11 @@ func (s *Server) Routes() []Route {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.Routes() {
-		mux.HandleFunc(rt.Method+" "+rt.Path, rt.handler)
+		p := rt.Path
+		if p == "/" {
+			p = "/{$}" // the dashboard is at / alone, not under every path
+		}
+		mux.HandleFunc(rt.Method+" "+p, rt.handler)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {

@@ -23,6 +23,10 @@ type HandoverRequest struct {
 type HandoverInfo struct {
 	store.Handover
 	Role string `json:"role"`
+	// PaymentURL is the Stripe-hosted page where the new owner saves a
+	// payment method to start their plan: shown to the new owner alone,
+	// while the handover is awaiting_payment.
+	PaymentURL string `json:"payment_url,omitempty"`
 }
 
 func handoverInfo(h store.Handover, account string) HandoverInfo {
@@ -87,7 +91,13 @@ func (s *Server) listHandovers(w http.ResponseWriter, r *http.Request, c Caller)
 	}
 	out := make([]HandoverInfo, 0, len(hs))
 	for _, h := range hs {
-		out = append(out, handoverInfo(h, c.Account))
+		info := handoverInfo(h, c.Account)
+		if h.State == store.HandoverAwaitingPayment && h.NewOwner == c.Account {
+			if _, open, ok, err := s.Store.PaymentSessions(r.Context(), h.ID, time.Now()); err == nil && ok {
+				info.PaymentURL = open.URL
+			}
+		}
+		out = append(out, info)
 	}
 	httpjson.Write(w, http.StatusOK, map[string]any{"handovers": out})
 }

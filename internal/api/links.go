@@ -71,6 +71,17 @@ func (l *Limiter) Wrap(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// prefetch reports whether a browser fetched the page ahead of a click
+// (which is no one opening it).
+func prefetch(r *http.Request) bool {
+	for _, h := range []string{"Sec-Purpose", "Purpose", "X-Moz"} {
+		if strings.Contains(strings.ToLower(r.Header.Get(h)), "prefetch") {
+			return true
+		}
+	}
+	return false
+}
+
 // wantsHTML reports whether the client is a browser rather than an API client.
 func wantsHTML(r *http.Request) bool { return strings.Contains(r.Header.Get("Accept"), "text/html") }
 
@@ -138,6 +149,10 @@ func (s *Server) joinPage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The funnel's "opened" step; a lost mark costs a count, not the page.
+	if !prefetch(r) {
+		_ = s.Store.MarkInviteOpened(r.Context(), inv.ID)
+	}
 	if !wantsHTML(r) {
 		httpjson.Write(w, http.StatusOK, InviteOffer{Project: inv.Project, Role: inv.Role, Host: inv.Host, Quota: int64(inv.Quota),
 			ExpiresAt: inv.ExpiresAt, Accept: "POST " + r.URL.Path})
@@ -202,17 +217,36 @@ with up to {{.I.Quota}} of usage billed to {{.I.Host}}. The invite can be used o
 <h1>Take over project {{.H.Project}}</h1>
 {{if .Error}}<p class="error">{{.Error}}</p>{{end}}
 {{if .Done}}<p id="result">{{.Done}}</p>
+{{with .O}}{{if .Renamed}}<p id="renamed">Your copy is named <b>{{.CopyName}}</b> because {{.RenameReason}}.</p>{{end}}{{end}}
+{{if .PayURL}}<p id="payment">Your plan{{with .O}}{{if .Intro}} ({{.Intro}} for the first year, then {{.Standard}} a year){{end}}{{end}} starts once you
+give a payment method on Stripe's own page; until then nothing is charged to you and {{.H.Host}} pays as before.</p>
+<p><a id="pay" href="{{.PayURL}}">Give a payment method on Stripe</a> <span class="muted">(the link works for 24 hours; it is in your email too)</span></p>
+{{else if .PayPending}}<p id="payment" class="muted">Your payment page is being prepared: it will be in your email, and on this page
+when you open the link again.</p>{{end}}
 {{if .Token}}<p>Your API token, shown this once (you are signed in on this browser already):</p>
 <p><code id="api-token">{{.Token}}</code></p><p class="muted">Use it with <code>si login</code> or the API; keep it secret.</p>{{end}}
+{{if .SignedIn}}<p><a id="dashboard" href="/">Go to your account</a></p>{{end}}
 {{else}}
-<p>{{.H.Host}} is handing the project <b>{{.H.Project}}</b> over to {{.H.Recipient}}: a copy of it with
-{{.Adapters}} adapter{{if ne .Adapters 1}}s{{end}}, owned by you, with a subscription at an introductory price.
-The offer expires {{.H.ExpiresAt.Format "2 Jan 2006 15:04 MST"}}.</p>
+<p>{{.H.Host}} is handing the project <b>{{.H.Project}}</b> over to {{.H.Recipient}}. The offer expires {{.H.ExpiresAt.Format "2 Jan 2006 15:04 MST"}}.</p>
+{{with .O}}<h2>What you get</h2>
+<ul id="gets">
+<li>Your own copy of the project, named <b id="copy-name">{{.CopyName}}</b>{{if .Renamed}} <span id="renamed">(not {{$.H.Project}}: {{.RenameReason}})</span>{{end}}.</li>
+<li id="adapters">{{len .Adapters}} adapter{{if ne (len .Adapters) 1}}s{{end}}{{if .Adapters}}:{{end}}
+{{if .Adapters}}<table><tr><th>adapter</th><th>base model</th><th>size</th></tr>
+{{range .Adapters}}<tr><td>{{.Name}}</td><td>{{.BaseModel}}</td><td>{{.Size}}</td></tr>{{end}}</table>{{end}}</li>
+<li id="stays">The host keeps the original project, its members and guests and its run history; your copy starts with you as its only member.</li>
+</ul>
+<h2>What you pay</h2>
+{{if .Intro}}<p id="price"><b>{{.Intro}}</b> for the first year, then <b>{{.Standard}}</b> a year. The plan starts once you give a payment
+method on Stripe's own page, after you accept; nothing is charged before.</p>
+{{else}}<p id="price">A subscription at an introductory price, starting once you give a payment method on Stripe's own page.</p>{{end}}
+<p class="muted">Your own usage is billed to your account, as for every account.</p>
+{{end}}
 {{if .SignedIn}}<form method="post"><p>Signed in as <b id="signed-in">{{.SignedIn}}</b>.</p>
 <button name="answer" value="accept">Accept as {{.SignedIn}}</button> <button name="answer" value="decline">Decline</button></form>
 {{else}}<form method="post"><p>New to SuperInstance? Choose a name for your account (its email will be {{.H.Recipient}}):</p>
-<label>New account <input name="account" required pattern="[a-z0-9][a-z0-9._-]{0,62}"></label>
-<button name="answer" value="accept">Create it and accept</button> <button name="answer" value="decline" formnovalidate>Decline</button></form>
+<label>New account <input id="account" name="account" required pattern="[a-z0-9][a-z0-9._-]{0,62}"></label>
+<button id="accept" name="answer" value="accept">Create it and accept</button> <button name="answer" value="decline" formnovalidate>Decline</button></form>
 <form method="post"><p>Already have an account with {{.H.Recipient}}? Accept with one of its API tokens:</p>
 <label>API token <input name="token" type="password" required autocomplete="off"></label>
 <button name="answer" value="accept">Sign in and accept</button></form>{{end}}
@@ -247,19 +281,90 @@ type handoverView struct {
 	SignedIn string
 	// Token is a new account's API token, shown once.
 	Token string
+	// PayURL is the new owner's payment page; PayPending says it is
+	// still being made.
+	PayURL     string
+	PayPending bool
+}
+
+// handoverOffer is what the recipient gets and pays, from the snapshot.
+type handoverOffer struct {
+	CopyName, RenameReason string
+	Renamed                bool
+	Adapters               []store.SnapshotAdapter
+	// Intro and Standard are the plan's prices in dollars and cents
+	// (empty for a snapshot taken before offers carried a price).
+	Intro, Standard string
+}
+
+func (s *Server) offer(ctx context.Context, h store.Handover) *handoverOffer {
+	o := &handoverOffer{CopyName: h.NewProject}
+	if snap, err := s.Store.HandoverSnapshot(ctx, h.ID); err == nil {
+		o.Adapters = snap.Adapters
+		if snap.Plan != nil {
+			o.Intro, o.Standard = snap.Plan.Intro.Dollars(), snap.Plan.Standard.Dollars()
+		}
+	}
+	heldBy := h.Host
+	if o.CopyName == "" {
+		name, held, err := s.Store.FreeCloneName(ctx, h.Project)
+		if err != nil {
+			name = h.Project
+		}
+		o.CopyName, heldBy = name, held
+	}
+	if o.CopyName != h.Project {
+		o.Renamed, o.RenameReason = true, store.RenameReason(h.Project, heldBy, h.Host, h.NewOwner)
+	}
+	return o
 }
 
 func (s *Server) renderHandover(w http.ResponseWriter, r *http.Request, status int, h store.Handover, v handoverView) {
-	adapters := 0
-	if snap, err := s.Store.HandoverSnapshot(r.Context(), h.ID); err == nil {
-		adapters = len(snap.Adapters)
-	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "same-origin") // no-referrer would make the form POST's Origin "null"
 	w.WriteHeader(status)
 	_ = pages.ExecuteTemplate(w, "handover", map[string]any{"Title": "Handover of " + h.Project, "H": h,
-		"Adapters": adapters, "Error": v.Error, "Done": v.Done, "SignedIn": v.SignedIn, "Token": v.Token})
+		"O": s.offer(r.Context(), h), "Error": v.Error, "Done": v.Done, "SignedIn": v.SignedIn, "Token": v.Token,
+		"PayURL": v.PayURL, "PayPending": v.PayPending})
+}
+
+// accepted is the page of an accepted handover for its new owner: the
+// project, and the payment page while the plan waits for one. It waits up
+// to wait for the workflow to make that page.
+func (s *Server) accepted(ctx context.Context, id string, wait time.Duration) (store.Handover, handoverView) {
+	deadline := time.Now().Add(wait)
+	for {
+		h, err := s.Store.HandoverByID(ctx, id)
+		if err != nil {
+			return h, handoverView{Error: "the handover store is unreachable: open the link again shortly"}
+		}
+		v := handoverView{SignedIn: h.NewOwner}
+		switch h.State {
+		case store.HandoverAwaitingPayment:
+			v.Done = "The project " + h.NewProject + " is yours, as the account " + h.NewOwner + "."
+			if _, open, ok, err := s.Store.PaymentSessions(ctx, id, time.Now()); err == nil && ok {
+				v.PayURL = open.URL
+				return h, v
+			}
+		case store.HandoverCompleted:
+			v.Done = "The project " + h.NewProject + " is yours, as the account " + h.NewOwner + ", and your plan is in place."
+			return h, v
+		case store.HandoverFailed:
+			v.Done, v.SignedIn = "The handover could not be completed and was undone: "+h.Failure, ""
+			return h, v
+		default:
+			v.Done = "Accepted. The project and its adapters are being copied to the account " + h.NewOwner + "."
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			v.PayPending = true
+			return h, v
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // signedInAccount is the account a request is signed in as (API token or
@@ -275,7 +380,18 @@ func (s *Server) signedInAccount(r *http.Request) string {
 // handoverPage shows the offer with an accept form: as the signed-in
 // account, or as a new account for the recipient.
 func (s *Server) handoverPage(w http.ResponseWriter, r *http.Request) {
+	// The new owner, signed in, opening their link again: where it stands.
+	if h, err := s.Store.HandoverByToken(r.Context(), r.PathValue("token")); err == nil && h.NewOwner != "" &&
+		h.NewOwner == s.signedInAccount(r) {
+		h, v := s.accepted(r.Context(), h.ID, 0)
+		s.renderHandover(w, r, http.StatusOK, h, v)
+		return
+	}
 	if h, ok := s.handoverFor(w, r); ok {
+		// The funnel's "opened" step; a lost mark costs a count, not the page.
+		if !prefetch(r) {
+			_ = s.Store.MarkHandoverOpened(r.Context(), h.ID)
+		}
 		s.renderHandover(w, r, http.StatusOK, h, handoverView{SignedIn: s.signedInAccount(r)})
 	}
 }
@@ -336,21 +452,38 @@ func (s *Server) handoverAnswer(w http.ResponseWriter, r *http.Request) {
 			s.renderHandover(w, r, http.StatusConflict, h, handoverView{Error: runner.Cause(err).Error(), SignedIn: signedIn})
 			return
 		}
-		v := handoverView{Done: "Accepted. The project and its adapters are being copied to the account " + req.Account +
-			"; an email to " + h.Recipient + " will say when it is ready."}
-		if req.NewAccount {
-			// The new account's way in: this browser is signed in, and
-			// an API token is shown this once.
-			tok, err := s.Store.CreateAPIToken(r.Context(), req.Account, "handover "+h.ID)
+		// The new owner's way in: this browser is signed in (a new account
+		// is also shown an API token, this once).
+		var tok, signInFailed string
+		switch {
+		case req.NewAccount:
+			t, err := s.Store.CreateAPIToken(r.Context(), req.Account, "handover "+h.ID)
 			if err == nil {
-				v.Token = tok
-				_, err = s.startBrowserSession(w, r, tok)
+				tok = t
+				_, err = s.startBrowserSession(w, r, t)
 			}
 			if err != nil {
-				v.Done += " Signing you in failed; ask the operator for an API token for " + req.Account + "."
+				signInFailed = " Signing you in failed; ask the operator for an API token for " + req.Account + "."
+			}
+		case signedIn == "":
+			// Accepted with an API token in the form: sign this browser in with it.
+			if _, err := s.startBrowserSession(w, r, strings.TrimSpace(r.PostForm.Get("token"))); err != nil {
+				signInFailed = " Signing this browser in failed: sign in again with your API token."
 			}
 		}
-		s.renderHandover(w, r, http.StatusOK, h, v)
+		// Wait briefly for the copy and the payment page, so that the
+		// page can show it.
+		row, v := s.accepted(ctx, h.ID, 10*time.Second)
+		if row.ID == "" {
+			row = h
+		}
+		if v.Error != "" {
+			v = handoverView{Done: "Accepted. The project and its adapters are being copied to the account " + req.Account +
+				"; an email to " + h.Recipient + " will say when it is ready.", SignedIn: req.Account}
+		}
+		v.Done += signInFailed
+		v.Token = tok
+		s.renderHandover(w, r, http.StatusOK, row, v)
 	default:
 		httpjson.Error(w, http.StatusBadRequest, "invalid_form", "answer must be accept or decline")
 	}

@@ -79,7 +79,7 @@ func TestStripeSetupCreatesOnceWithTheRightShape(t *testing.T) {
 		}
 	}
 	slices.Sort(events)
-	if want := []string{"invoice.paid", "invoice.payment_failed", "invoice.voided"}; !slices.Equal(events, want) {
+	if want := []string{"checkout.session.completed", "invoice.paid", "invoice.payment_failed", "invoice.voided"}; !slices.Equal(events, want) {
 		t.Errorf("enabled events %v, want %v", events, want)
 	}
 

@@ -122,10 +122,7 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 				return fmt.Errorf("consensus %s failed: %w", id, err)
 			}
 			if asJSON {
-				return printJSON(env.Stdout, struct {
-					WorkflowID string `json:"workflow_id"`
-					workflows.ConsensusState
-				}{id, st})
+				return printJSON(env.Stdout, askJSON{id, st})
 			}
 			rounds := 0
 			if len(st.Rounds) > 0 {
@@ -133,12 +130,18 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 			}
 			fmt.Fprintf(env.Stdout, "\nstatus    %s\nscore     %.4f (threshold %.2f)\nrounds    %d\n", st.Status, st.Score, st.Threshold, rounds)
 			if st.Arbiter != nil {
-				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, st.Arbiter.Note)
+				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, printable(st.Arbiter.Note))
 			}
-			fmt.Fprintf(env.Stdout, "answer    %s\nworkflow  %s\n", st.Answer, id)
+			fmt.Fprintf(env.Stdout, "answer    %s\nworkflow  %s\n", printable(st.Answer), id)
 			return nil
 		},
 	}
+}
+
+// askJSON is what si ask --json prints: the run's final state.
+type askJSON struct {
+	WorkflowID string `json:"workflow_id"`
+	workflows.ConsensusState
 }
 
 // failureText is the innermost message of a run's error as Temporal wraps
@@ -184,7 +187,7 @@ func (p *progress) show(st workflows.ConsensusState) {
 	}
 	if st.Manifest != nil && !p.manifest {
 		p.manifest = true
-		fmt.Fprintf(p.w, "  pathos     intent: %s (domain %s, confidence %.2f)\n", st.Manifest.Intent, st.Manifest.Domain, st.Manifest.Confidence)
+		fmt.Fprintf(p.w, "  pathos     intent: %s (domain %s, confidence %.2f)\n", oneLine(st.Manifest.Intent, 100), oneLine(st.Manifest.Domain, 40), st.Manifest.Confidence)
 	}
 	for _, r := range st.Rounds {
 		if r.Solution != nil && !p.solutions[r.Round] {
@@ -211,10 +214,10 @@ func (p *progress) show(st workflows.ConsensusState) {
 	}
 }
 
+// oneLine is s on one line for a progress line: whitespace runs become one
+// space, control characters are dropped, and past n columns it is cut
+// between characters and ends in "...".
 func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		s = s[:n] + "..."
-	}
-	return s
+	s = strings.Join(strings.Fields(strings.Map(dropControl, s)), " ")
+	return truncateWidth(s, n)
 }

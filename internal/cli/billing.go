@@ -90,7 +90,7 @@ func describe(a store.Account) string {
 		status += " (" + strings.ReplaceAll(a.SuspendedReason, "_", " ") + ")"
 	}
 	return fmt.Sprintf("account   %s\ntier      %s\ncredits   %s\nunbilled  %s\nceiling   %s\nflush at  %s\nstatus    %s\n",
-		a.ID, a.Tier, a.Credits, a.Unbilled, a.CreditCeiling, a.FlushThreshold, status)
+		a.ID, a.Tier, a.Credits.Dollars(), a.Unbilled.Dollars(), a.CreditCeiling.Dollars(), a.FlushThreshold.Dollars(), status)
 }
 
 func accountCommand() *Command {
@@ -130,7 +130,7 @@ func accountCommand() *Command {
 				if err != nil {
 					return nil, "", err
 				}
-				text := describe(a) + fmt.Sprintf("charged   %s in all, %s of it flushed to Stripe\n", b.Charged, b.Flushed)
+				text := describe(a) + fmt.Sprintf("charged   %s in all, %s of it flushed to Stripe\n", b.Charged.Dollars(), b.Flushed.Dollars())
 				return map[string]any{"account": toJSON(a), "charged_micros": int64(b.Charged), "flushed_micros": int64(b.Flushed), "balanced": b.Balanced()}, text, nil
 			}),
 		}, {
@@ -262,7 +262,7 @@ on. Money is shown in dollars; --json gives micro-dollars.`,
 				status += " (" + strings.ReplaceAll(b.SuspendedReason, "_", " ") + ")"
 			}
 			fmt.Fprintf(env.Stdout, "account   %s\ntier      %s\ncredits   %s\nunbilled  %s\nceiling   %s\nstatus    %s\n",
-				b.Account, b.Tier, money.Micros(b.Credits), money.Micros(b.Unbilled), money.Micros(b.CreditCeiling), status)
+				b.Account, b.Tier, money.Micros(b.Credits).Dollars(), money.Micros(b.Unbilled).Dollars(), money.Micros(b.CreditCeiling).Dollars(), status)
 			return nil
 		},
 	}
@@ -312,7 +312,7 @@ func usageCommand() *Command {
 			fmt.Fprintln(tw, "TIME\tEVENT\tPROJECT\tMODEL\tTOKENS\tCREDITS\tCHARGED")
 			for _, e := range events {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d+%d\t%s\t%s\n", e.At.Local().Format("15:04:05"), e.EventID, e.Project, e.Model,
-					e.PromptTokens, e.CompletionTokens, money.Micros(e.CreditsApplied), money.Micros(e.Charged))
+					e.PromptTokens, e.CompletionTokens, money.Micros(e.CreditsApplied).Dollars(), money.Micros(e.Charged).Dollars())
 			}
 			return tw.Flush()
 		},
@@ -540,8 +540,12 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 					}
 					notBillable = fmt.Sprintf("not billable, no flush until subscribed to the metered price (run si stripe setup): %s\n", strings.Join(nb, ", "))
 				}
+				rows := make([]flushRow, 0, len(fs))
+				for _, f := range fs {
+					rows = append(rows, newFlushRow(f))
+				}
 				if len(fs) == 0 {
-					return []store.Flush{}, "no flushes\n" + notBillable, nil
+					return rows, "no flushes\n" + notBillable, nil
 				}
 				tw := tabwriter.NewWriter(&sb, 0, 2, 2, ' ', 0)
 				fmt.Fprintln(tw, "FLUSH\tACCOUNT\tAMOUNT\tSTATE\tATTEMPTS\tUPDATED\tERROR")
@@ -562,24 +566,48 @@ drill shortens them; the billing sweep's flushes keep the defaults).`,
 					fmt.Fprintf(&sb, "%s charged twice: Stripe holds copies of sent flushes it refused to cancel (see ERROR); credit the customers back\n", dollars(overbilled))
 				}
 				fmt.Fprint(&sb, notBillable)
-				return fs, sb.String(), nil
+				return rows, sb.String(), nil
 			}),
 		}},
 	}
 }
 
-func dollars(cents int64) string { return fmt.Sprintf("$%d.%02d", cents/100, cents%100) }
+// dollars formats a whole number of cents, as Stripe holds them.
+func dollars(cents int64) string { return (money.Micros(cents) * money.Cent).Dollars() }
+
+// flushRow is a flush as --json prints it (store.Flush has no JSON names:
+// it travels in workflow payloads, whose encoding stays as it is).
+type flushRow struct {
+	ID               string    `json:"id"`
+	Account          string    `json:"account"`
+	AmountCents      int64     `json:"amount_cents"`
+	State            string    `json:"state"`
+	StripeIdentifier string    `json:"stripe_identifier,omitempty"`
+	Attempts         int       `json:"attempts"`
+	Error            string    `json:"error,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+	MeterAt          time.Time `json:"meter_at,omitzero"`
+	FirstAttemptAt   time.Time `json:"first_attempt_at,omitzero"`
+	OverbilledCents  int64     `json:"overbilled_cents,omitempty"`
+}
+
+func newFlushRow(f store.Flush) flushRow {
+	return flushRow{ID: f.ID, Account: f.Account, AmountCents: f.AmountCents, State: f.State, StripeIdentifier: f.StripeIdentifier,
+		Attempts: f.Attempts, Error: f.Error, CreatedAt: f.CreatedAt, UpdatedAt: f.UpdatedAt, MeterAt: f.MeterAt,
+		FirstAttemptAt: f.FirstAttemptAt, OverbilledCents: f.OverbilledCents}
+}
 
 // flushJSON is what si billing flush --json prints.
 type flushJSON struct {
 	Account string `json:"account"`
 	// Outcome: nothing_to_flush, not_billable (no subscription to the
 	// metered price once si stripe setup has run), sent, failed, in_doubt, pending.
-	Outcome        string       `json:"outcome"`
-	Flush          *store.Flush `json:"flush,omitempty"`
-	AlreadyOpen    bool         `json:"already_open,omitempty"`
-	UnbilledMicros int64        `json:"unbilled_micros"`
-	Reason         string       `json:"reason,omitempty"`
+	Outcome        string    `json:"outcome"`
+	Flush          *flushRow `json:"flush,omitempty"`
+	AlreadyOpen    bool      `json:"already_open,omitempty"`
+	UnbilledMicros int64     `json:"unbilled_micros"`
+	Reason         string    `json:"reason,omitempty"`
 }
 
 // reportFlush waits up to wait for the flush's workflow and says what
@@ -602,12 +630,13 @@ func reportFlush(ctx context.Context, c sdkclient.Client, st *store.Store, s act
 	if err != nil {
 		return nil, "", err
 	}
-	out := flushJSON{Account: f.Account, Outcome: f.State, Flush: &f, AlreadyOpen: !s.Reserved, UnbilledMicros: int64(a.Unbilled), Reason: f.Error}
+	row := newFlushRow(f)
+	out := flushJSON{Account: f.Account, Outcome: f.State, Flush: &row, AlreadyOpen: !s.Reserved, UnbilledMicros: int64(a.Unbilled), Reason: f.Error}
 	switch f.State {
 	case store.FlushSent:
-		fmt.Fprintf(&text, "flush %s: %s sent to Stripe after %d attempt(s); %s unbilled\n", f.ID, dollars(f.AmountCents), f.Attempts, a.Unbilled)
+		fmt.Fprintf(&text, "flush %s: %s sent to Stripe after %d attempt(s); %s unbilled\n", f.ID, dollars(f.AmountCents), f.Attempts, a.Unbilled.Dollars())
 	case store.FlushFailed:
-		fmt.Fprintf(&text, "flush %s: %s refused by Stripe: %s; the cents are unbilled again (%s)\n", f.ID, dollars(f.AmountCents), f.Error, a.Unbilled)
+		fmt.Fprintf(&text, "flush %s: %s refused by Stripe: %s; the cents are unbilled again (%s)\n", f.ID, dollars(f.AmountCents), f.Error, a.Unbilled.Dollars())
 		return out, text.String(), runner.Cause(werr)
 	case store.FlushInDoubt:
 		fmt.Fprintf(&text, "flush %s: %s is in doubt after %d attempt(s) (last: %s): Stripe may hold it; it is retried under the same identifier until Stripe answers (si billing flushes)\n",

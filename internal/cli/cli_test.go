@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"flag"
 	"strings"
 	"testing"
 )
@@ -54,17 +53,6 @@ func TestAskValidatesBeforeDialling(t *testing.T) {
 		if code == 0 || !strings.Contains(errb.String(), want) {
 			t.Errorf("si %s: exit %d, stderr %q, want %q", args, code, errb.String(), want)
 		}
-	}
-}
-
-func TestInterspersedFlags(t *testing.T) {
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	fs.Bool("json", false, "")
-	fs.Int("max-rounds", 3, "")
-	got := interspersed(fs, []string{"why", "--json", "is", "--max-rounds", "2", "it", "--", "--json"})
-	want := "--json --max-rounds 2 why is it --json"
-	if strings.Join(got, " ") != want {
-		t.Fatalf("got %q, want %q", strings.Join(got, " "), want)
 	}
 }
 

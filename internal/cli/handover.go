@@ -139,7 +139,15 @@ func handoverListCommand() *Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Role, h.Project, h.Host, h.Recipient, h.State,
 					h.ExpiresAt.Local().Format(time.DateTime))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, h := range hs {
+				if h.PaymentURL != "" {
+					fmt.Fprintf(env.Stdout, "%s: %s is yours; your plan starts once you give a payment method: %s\n", h.ID, h.NewProject, h.PaymentURL)
+				}
+			}
+			return nil
 		},
 	}
 }
@@ -167,7 +175,8 @@ func handoverAcceptCommand() *Command {
 email, or its token) for the account your token names (si login). That
 account's email must be the one the handover was sent to; to take it with
 a new account, open the link in a browser. It waits (up to --wait) while
-the project and its adapters are cloned and the subscription is set up.
+the project and its adapters are cloned; the plan subscription starts once
+you give a payment method on the Stripe page it prints (and emails).
 
   si handover accept https://mesh.example.com/handover/si_ho_...`,
 		Flags: func(fs *flag.FlagSet) {
@@ -191,7 +200,7 @@ the project and its adapters are cloned and the subscription is set up.
 				fmt.Fprintf(env.Stdout, "accepted handover %s of project %s as %s\n", h.ID, h.Project, h.NewOwner)
 			}
 			deadline := time.Now().Add(wait)
-			for seen := h.State; wait > 0 && !final(h.State); {
+			for seen := h.State; wait > 0 && !final(h.State) && h.State != "awaiting_payment"; {
 				if time.Now().After(deadline) {
 					return fmt.Errorf("handover %s is still %s after %s: si handover ls shows when it is done", h.ID, h.State, wait)
 				}
@@ -220,6 +229,12 @@ the project and its adapters are cloned and the subscription is set up.
 			switch h.State {
 			case "completed":
 				fmt.Fprintf(env.Stdout, "project %s is yours; subscription schedule %s\n", h.NewProject, h.Schedule)
+			case "awaiting_payment":
+				pay := h.PaymentURL
+				if pay == "" {
+					pay = "the link is in your email"
+				}
+				fmt.Fprintf(env.Stdout, "project %s is yours; your plan starts once you give a payment method on Stripe's page: %s\n", h.NewProject, pay)
 			case "failed":
 				return fmt.Errorf("handover %s failed and was undone: %s", h.ID, h.Failure)
 			}

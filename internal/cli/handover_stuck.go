@@ -28,7 +28,8 @@ func handoverStuckCommand() *Command {
 		Short:    "operator: list stuck handovers from Temporal's visibility store (--all: every one)",
 		Long: `si handover stuck lists handover workflows by their search attributes, for
 the operator (it reads Temporal directly; customers see their own with si
-handover ls). It lists open handovers that are pending past --older-than,
+handover ls). It lists open handovers that are pending (or, accepted,
+awaiting the new owner's payment method) past --older-than,
 or whose activities have failed --failing times or more in a row (a mail
 server or Stripe that keeps refusing, say), with the last error; --all lists
 every handover workflow.`,
@@ -49,8 +50,8 @@ every handover workflow.`,
 			defer c.Close()
 			q := "WorkflowType = 'HandoverWorkflow'"
 			if stuck {
-				q += fmt.Sprintf(" AND ExecutionStatus = 'Running' AND %s IN ('%s', '%s')", workflows.HandoverStatusAttr.GetName(),
-					store.HandoverPending, workflows.HandoverStatusAccepting)
+				q += fmt.Sprintf(" AND ExecutionStatus = 'Running' AND %s IN ('%s', '%s', '%s')", workflows.HandoverStatusAttr.GetName(),
+					store.HandoverPending, workflows.HandoverStatusAccepting, store.HandoverAwaitingPayment)
 			}
 			if project != "" {
 				if err := store.ValidProjectID(project); err != nil {

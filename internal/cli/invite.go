@@ -70,7 +70,7 @@ it is spent the guest's requests are refused.
 				return printJSON(env.Stdout, inv)
 			}
 			fmt.Fprintf(env.Stdout, "invite %s: %s of project %s, quota %s billed to you, expires %s\n", inv.ID, inv.Role, inv.Project,
-				money.Micros(inv.Quota), inv.ExpiresAt.Local().Format(time.RFC3339))
+				money.Micros(inv.Quota).Dollars(), inv.ExpiresAt.Local().Format(time.RFC3339))
 			fmt.Fprintf(env.Stdout, "link:  %s\n", inv.Link)
 			fmt.Fprintf(env.Stdout, "or:    si join %s\n", inv.Token)
 			return nil
@@ -78,8 +78,19 @@ it is spent the guest's requests are refused.
 	}
 }
 
+// revoked is what si invite revoke --json prints: the invite or the guest
+// session and its state now.
+type revoked struct {
+	Invite  string `json:"invite_id,omitempty"`
+	Session string `json:"guest_session_id,omitempty"`
+	State   string `json:"state"`
+}
+
 func inviteRevokeCommand() *Command {
-	var api apiFlags
+	var (
+		api    apiFlags
+		asJSON bool
+	)
 	return &Command{
 		Name:  "revoke",
 		Args:  "INVITE-ID|GUEST-SESSION-ID",
@@ -88,7 +99,10 @@ func inviteRevokeCommand() *Command {
 project's owner) or ends a guest session (gs_..., by its host or an owner or
 editor of its project): the guest's cookie stops working at once and no new
 run starts with it. si invite ls lists both.`,
-		Flags: func(fs *flag.FlagSet) { api.register(fs) },
+		Flags: func(fs *flag.FlagSet) {
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print the invite's or session's new state as JSON")
+		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) != 1 {
 				return errors.New("usage: si invite revoke INVITE-ID|GUEST-SESSION-ID")
@@ -105,6 +119,9 @@ run starts with it. si invite ls lists both.`,
 				if err != nil {
 					return err
 				}
+				if asJSON {
+					return printJSON(env.Stdout, revoked{Session: g.Session, State: g.State})
+				}
 				fmt.Fprintf(env.Stdout, "guest session %s: %s\n", g.Session, g.State)
 				return nil
 			}
@@ -115,18 +132,33 @@ run starts with it. si invite ls lists both.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(env.Stdout, revoked{Invite: inv.ID, State: inv.State})
+			}
 			fmt.Fprintf(env.Stdout, "invite %s: %s\n", inv.ID, inv.State)
 			return nil
 		},
 	}
 }
 
+// inviteList is what si invite ls --json prints.
+type inviteList struct {
+	Invites []client.Invite `json:"invites"`
+	Guests  []client.Guest  `json:"guests"`
+}
+
 func inviteListCommand() *Command {
-	var api apiFlags
+	var (
+		api    apiFlags
+		asJSON bool
+	)
 	return &Command{
 		Name:  "ls",
 		Short: "list your invites, and the guest sessions of their projects with their remaining quota",
-		Flags: func(fs *flag.FlagSet) { api.register(fs) },
+		Flags: func(fs *flag.FlagSet) {
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print the invites and guest sessions as JSON (quotas in micro-dollars)")
+		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			c, err := api.client()
 			if err != nil {
@@ -136,16 +168,16 @@ func inviteListCommand() *Command {
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "INVITE\tPROJECT\tROLE\tQUOTA\tSTATE\tEXPIRES")
+			out := inviteList{Invites: invs, Guests: []client.Guest{}}
+			if out.Invites == nil {
+				out.Invites = []client.Invite{}
+			}
 			var projects []string
 			for _, i := range invs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Project, i.Role, money.Micros(i.Quota), i.State, i.ExpiresAt.Local().Format(time.DateTime))
 				if !slices.Contains(projects, i.Project) {
 					projects = append(projects, i.Project)
 				}
 			}
-			fmt.Fprintln(tw, "\nGUEST SESSION\tPROJECT\tROLE\tQUOTA\tREMAINING\tSINCE")
 			for _, p := range projects {
 				gs, err := c.ProjectGuests(ctx, p)
 				if client.NotFound(err) {
@@ -154,10 +186,20 @@ func inviteListCommand() *Command {
 				if err != nil {
 					return err
 				}
-				for _, g := range gs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Session, g.Project, g.Role, money.Micros(g.Quota), money.Micros(g.Remaining),
-						g.Since.Local().Format(time.DateTime))
-				}
+				out.Guests = append(out.Guests, gs...)
+			}
+			if asJSON {
+				return printJSON(env.Stdout, out)
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "INVITE\tPROJECT\tROLE\tQUOTA\tSTATE\tEXPIRES")
+			for _, i := range out.Invites {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Project, i.Role, money.Micros(i.Quota).Dollars(), i.State, i.ExpiresAt.Local().Format(time.DateTime))
+			}
+			fmt.Fprintln(tw, "\nGUEST SESSION\tPROJECT\tROLE\tQUOTA\tREMAINING\tSINCE")
+			for _, g := range out.Guests {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Session, g.Project, g.Role, money.Micros(g.Quota).Dollars(), money.Micros(g.Remaining).Dollars(),
+					g.Since.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
@@ -202,7 +244,7 @@ link names.`,
 			if asJSON {
 				return printJSON(env.Stdout, g)
 			}
-			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s, until %s\n", g.Project, g.Role, money.Micros(g.Remaining), g.Host,
+			fmt.Fprintf(env.Stdout, "joined project %s as %s; %s of quota, billed to %s, until %s\n", g.Project, g.Role, money.Micros(g.Remaining).Dollars(), g.Host,
 				g.ExpiresAt.Local().Format(time.DateTime))
 			fmt.Fprintf(env.Stdout, "guest session %s (give this id to the host to revoke it)\n", g.SessionID)
 			fmt.Fprintf(env.Stdout, "secret (shown once; the HTTP API's si_guest cookie): %s\n", g.Secret)

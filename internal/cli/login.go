@@ -102,11 +102,15 @@ work without logging in; si dev logs you in to its own mesh as "dev".`,
 }
 
 func logoutCommand() *Command {
+	var asJSON bool
 	return &Command{
 		Name:  "logout",
 		Short: "forget the stored API token",
 		Long: `si logout removes the credentials si login (or si dev) stored. The token itself
 stays valid until an operator revokes it.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&asJSON, "json", false, `print {"logged_out": true|false}`)
+		},
 		Run: func(_ context.Context, env *Env, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q", args[0])
@@ -114,6 +118,9 @@ stays valid until an operator revokes it.`,
 			removed, err := client.RemoveCredentials()
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				return printJSON(env.Stdout, map[string]bool{"logged_out": removed})
 			}
 			if !removed {
 				fmt.Fprintln(env.Stdout, "not logged in")

@@ -265,7 +265,7 @@ func loraCommand() *Command {
 			Name:  "rm",
 			Args:  "ID",
 			Short: "unload an adapter, unregister it and delete its object (its owner, or an owner or editor of its project)",
-			Flags: func(fs *flag.FlagSet) { api.register(fs) },
+			Flags: common,
 			Run: func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 {
 					return errors.New("usage: si lora rm ID")
@@ -280,6 +280,9 @@ func loraCommand() *Command {
 				}
 				if err != nil {
 					return err
+				}
+				if asJSON {
+					return printJSON(env.Stdout, loraRemoved{ID: args[0], Removed: true})
 				}
 				fmt.Fprintf(env.Stdout, "removed %s (unloaded, unregistered, object deleted)\n", args[0])
 				return nil
@@ -297,6 +300,7 @@ trained adapter.`,
 				fs.IntVar(&scaffold.Rank, "rank", 8, "LoRA rank")
 				fs.IntVar(&scaffold.Hidden, "hidden", 1024, "hidden size of the base model")
 				fs.Float64Var(&sizeMiB, "size", 1, "approximate size of the weights in MiB")
+				fs.BoolVar(&asJSON, "json", false, "print what was written as JSON")
 			},
 			Run: func(ctx context.Context, env *Env, args []string) error {
 				if len(args) != 1 || strings.ContainsAny(args[0], `/\`) || args[0] == "." || args[0] == ".." {
@@ -307,11 +311,28 @@ trained adapter.`,
 				if err := lora.Scaffold(dir, scaffold); err != nil {
 					return err
 				}
+				if asJSON {
+					return printJSON(env.Stdout, loraWritten{Name: args[0], Dir: dir, BaseModel: scaffold.BaseModel, Rank: scaffold.Rank})
+				}
 				fmt.Fprintf(env.Stdout, "wrote %s (base %s, rank %d); push it with: si push --expert %s\n", dir, scaffold.BaseModel, scaffold.Rank, args[0])
 				return nil
 			},
 		}},
 	}
+}
+
+// loraRemoved is what si lora rm --json prints.
+type loraRemoved struct {
+	ID      string `json:"id"`
+	Removed bool   `json:"removed"`
+}
+
+// loraWritten is what si lora new --json prints.
+type loraWritten struct {
+	Name      string `json:"name"`
+	Dir       string `json:"dir"`
+	BaseModel string `json:"base_model"`
+	Rank      int    `json:"rank"`
 }
 
 func dash(s string) string {

@@ -12,14 +12,28 @@ import (
 	"github.com/superinstance/mesh/internal/pki"
 )
 
+// certJSON is what si ca init and si device enroll, renew and revoke print
+// with --json: where the files are, never what the key holds.
+type certJSON struct {
+	Device   string    `json:"device,omitempty"`
+	Account  string    `json:"account,omitempty"`
+	State    string    `json:"state,omitempty"` // enrolled, renewed, revoked
+	Dir      string    `json:"dir,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	Cert     string    `json:"cert_path,omitempty"`
+	Key      string    `json:"key_path,omitempty"`
+	CA       string    `json:"ca_path,omitempty"`
+}
+
 func defaultCADir() string { return filepath.Join(config.HomeDir(), "ca") }
 
 func deviceDir(id string) string { return filepath.Join(config.HomeDir(), "devices", id) }
 
 func caCommand() *Command {
 	var (
-		dir   string
-		force bool
+		dir    string
+		force  bool
+		asJSON bool
 	)
 	return &Command{
 		Name:  "ca",
@@ -30,11 +44,16 @@ func caCommand() *Command {
 			Flags: func(fs *flag.FlagSet) {
 				fs.StringVar(&dir, "ca-dir", defaultCADir(), "where the CA's certificate and key are kept")
 				fs.BoolVar(&force, "force", false, "replace an existing CA (every certificate it issued stops working)")
+				fs.BoolVar(&asJSON, "json", false, "print the CA's files as JSON")
 			},
 			Run: func(_ context.Context, env *Env, _ []string) error {
 				ca, err := pki.InitCA(dir, force, time.Now())
 				if err != nil {
 					return err
+				}
+				if asJSON {
+					return printJSON(env.Stdout, certJSON{Dir: dir, NotAfter: ca.Cert.NotAfter, Cert: filepath.Join(dir, pki.CACertFile),
+						Key: filepath.Join(dir, pki.CAKeyFile)})
 				}
 				fmt.Fprintf(env.Stdout, "mesh CA created in %s (valid until %s)\n  certificate %s\n  key         %s (keep it secret)\n",
 					dir, ca.Cert.NotAfter.Format("2006-01-02"), filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
@@ -49,10 +68,12 @@ func deviceCommand() *Command {
 		id, account, caDir, out string
 		ttl                     time.Duration
 		db                      config.Database
+		asJSON                  bool
 	)
 	common := func(fs *flag.FlagSet) {
 		fs.StringVar(&id, "id", "", "device id (lower-case letters, digits, '.', '_', '-')")
 		db.Register(fs)
+		fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	}
 	issueFlags := func(fs *flag.FlagSet) {
 		common(fs)
@@ -107,6 +128,10 @@ func deviceCommand() *Command {
 		if renew {
 			verb = "renewed"
 		}
+		if asJSON {
+			return printJSON(env.Stdout, certJSON{Device: id, Account: account, State: verb, Dir: out, NotAfter: is.Cert.NotAfter,
+				Cert: filepath.Join(out, pki.CertFile), Key: filepath.Join(out, pki.KeyFile), CA: filepath.Join(out, pki.CACertFile)})
+		}
 		fmt.Fprintf(env.Stdout, "device %s %s for account %s; certificate valid until %s\n  %s\nrun the hub with:\n  si hub --bridge HOST:7443 --cert %s --key %s --ca %s\n",
 			id, verb, account, is.Cert.NotAfter.Format(time.RFC3339), out,
 			filepath.Join(out, pki.CertFile), filepath.Join(out, pki.KeyFile), filepath.Join(out, pki.CACertFile))
@@ -146,6 +171,9 @@ func deviceCommand() *Command {
 					defer st.Close()
 					if err := st.RevokeDevice(ctx, id); err != nil {
 						return fmt.Errorf("revoke %s: %w", id, err)
+					}
+					if asJSON {
+						return printJSON(env.Stdout, certJSON{Device: id, State: "revoked"})
 					}
 					fmt.Fprintf(env.Stdout, "device %s revoked\n", id)
 					return nil

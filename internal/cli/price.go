@@ -38,7 +38,7 @@ func pricesTable(ps []store.ModelPrice) ([]priceJSON, string) {
 		if name == "*" {
 			name = "* (any other model)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, p.PromptPerMTok, p.CompletionPerMTok)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, p.PromptPerMTok.Dollars(), p.CompletionPerMTok.Dollars())
 	}
 	_ = tw.Flush()
 	return out, sb.String()
@@ -181,7 +181,7 @@ func thresholdCommand() *Command {
 				}
 				text := describe(a)
 				if a.FlushThreshold >= a.CreditCeiling {
-					text += fmt.Sprintf("note      the threshold is not under the credit ceiling (%s): the account is suspended before its balance is flushed\n", a.CreditCeiling)
+					text += fmt.Sprintf("note      the threshold is not under the credit ceiling (%s): the account is suspended before its balance is flushed\n", a.CreditCeiling.Dollars())
 				}
 				return toJSON(a), text, nil
 			}),

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+
+	"golang.org/x/text/width"
 )
 
 // transferBar draws a bar for a long transfer: redrawn in place on a terminal,
@@ -88,4 +91,56 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// dropControl removes control characters (a model's answer could carry
+// terminal escape sequences); whitespace stays for strings.Fields.
+func dropControl(r rune) rune {
+	if unicode.IsControl(r) && !unicode.IsSpace(r) {
+		return -1
+	}
+	return r
+}
+
+// printable is a model's text without control characters, line breaks and
+// tabs kept: what the terminal shows is what the model wrote.
+func printable(s string) string { return strings.Map(dropControl, s) }
+
+// runeWidth is how many terminal columns r takes: two for wide East Asian
+// characters and most emoji, none for combining marks and zero-width ones.
+func runeWidth(r rune) int {
+	switch {
+	case unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf) || r == 0x200b:
+		return 0
+	}
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianWide, width.EastAsianFullwidth:
+		return 2
+	}
+	return 1
+}
+
+func displayWidth(s string) int {
+	n := 0
+	for _, r := range s {
+		n += runeWidth(r)
+	}
+	return n
+}
+
+// truncateWidth cuts s to at most n columns, between characters (a
+// combining mark stays with its letter), and marks the cut with "...".
+func truncateWidth(s string, n int) string {
+	if displayWidth(s) <= n {
+		return s
+	}
+	cols := 0
+	for i, r := range s {
+		w := runeWidth(r)
+		if cols+w > n && w > 0 {
+			return s[:i] + "..."
+		}
+		cols += w
+	}
+	return s
 }

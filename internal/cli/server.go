@@ -47,7 +47,8 @@ activities in flight.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&roles, "roles", "api,bridge,worker,ca", "roles to run: api, bridge, worker, ca (ca signs hubs' certificate renewals and is the only role that reads the CA key)")
 			fs.DurationVar(&o.DeviceCertTTL, "device-cert-ttl", pki.DefaultDeviceTTL, "with the ca role, how long the certificates it signs for renewing hubs last (hubs renew at two thirds of it)")
-			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address")
+			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address; the TCP fallback listens on the same port")
+			fs.BoolVar(&o.BridgeLimits.NoTCP, "bridge-no-tcp", false, "do not listen on TCP for hubs whose UDP is blocked")
 			fs.StringVar(&hosts, "bridge-hosts", "", "comma-separated names and IPs for the bridge certificate (default: hostname, localhost, 127.0.0.1)")
 			fs.StringVar(&o.CADir, "ca-dir", defaultCADir(), "the mesh CA's directory")
 			fs.DurationVar(&o.BridgeLimits.Recheck, "bridge-recheck", 30*time.Second, "how often the bridge closes the connections of devices revoked or expired since they connected")

@@ -22,6 +22,9 @@ type Handover struct {
 	CreatedAt  time.Time `json:"created_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
 	Role       string    `json:"role"`
+	// PaymentURL: where the new owner saves a payment method to start
+	// their plan (to the new owner, while awaiting_payment).
+	PaymentURL string `json:"payment_url,omitempty"`
 }
 
 // StartHandover hands a project the token's account owns over to the

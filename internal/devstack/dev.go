@@ -355,7 +355,8 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	n, err := node.Start(node.Options{
 		Agent: agent.Options{Bridge: d.State.BridgeAddress, TLS: tc, Vitals: vr.Read, DeviceID: o.HubID,
 			Version: "dev", Hostname: "si-dev", Logger: logger},
-		APIListen: o.HubAPIListen, APISecretFile: filepath.Join(o.DataDir, "hub", agent.SecretFile), Inference: inf, Namespace: o.Temporal.Namespace, DeviceID: o.HubID,
+		APIListen: o.HubAPIListen, APISecretFile: filepath.Join(o.DataDir, "hub", agent.SecretFile),
+		OutboxFile: filepath.Join(o.DataDir, "hub", agent.OutboxFile), Inference: inf, Namespace: o.Temporal.Namespace, DeviceID: o.HubID,
 	})
 	if err != nil {
 		return nil, err

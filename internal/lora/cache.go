@@ -22,13 +22,19 @@ type Backend interface {
 // used first out. Loading goes through Fetch, which puts the adapter's files
 // in a directory the backend can read, then Backend.LoadLoRA.
 //
-// Each cloud worker has its own Cache; when several share one backend they
-// may unload each other's adapters, which the next use loads again.
+// With Shared set, the loaded set lives there (PostgreSQL), so the worker
+// replicas in front of one backend keep one set within Capacity between
+// them; without it each Cache keeps its own in memory, and several over one
+// backend may unload each other's adapters.
 type Cache struct {
 	Backend  Backend
 	Capacity int
 	// Fetch materializes adapter id's files and returns their directory.
 	Fetch func(ctx context.Context, id string) (dir string, err error)
+	// Shared, when set, holds the loaded set of the backend called Name
+	// (its base URL) for every replica. Nil keeps the set in this Cache.
+	Shared Shared
+	Name   string
 
 	mu       sync.Mutex
 	order    *list.List // of string ids, most recently used at the front
@@ -58,6 +64,9 @@ func (c *Cache) init() {
 // Ensure makes id loaded and most recently used. It reports whether this
 // call loaded it. Concurrent calls for one id share one load.
 func (c *Cache) Ensure(ctx context.Context, id string) (bool, error) {
+	if c.Shared != nil {
+		return c.ensureShared(ctx, id)
+	}
 	c.mu.Lock()
 	c.init()
 	if e, ok := c.loaded[id]; ok {
@@ -121,6 +130,12 @@ func (c *Cache) load(ctx context.Context, id string, victims []string) error {
 // Forget drops id from the loaded set without asking the backend, for when
 // the backend has lost it (it restarted, or another worker unloaded it).
 func (c *Cache) Forget(id string) {
+	if c.Shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		defer cancel()
+		_ = c.Shared.DropLoRA(ctx, c.Name, id)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.init()
@@ -132,6 +147,11 @@ func (c *Cache) Forget(id string) {
 
 // Evict unloads id from the backend if this cache loaded it.
 func (c *Cache) Evict(ctx context.Context, id string) error {
+	if c.Shared != nil {
+		if err := c.Shared.DropLoRA(ctx, c.Name, id); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	c.init()
 	e, ok := c.loaded[id]
@@ -149,6 +169,12 @@ func (c *Cache) Evict(ctx context.Context, id string) error {
 
 // Loaded lists the loaded adapters, most recently used first.
 func (c *Cache) Loaded() []string {
+	if c.Shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		defer cancel()
+		ids, _ := c.Shared.LoadedLoRAs(ctx, c.Name)
+		return ids
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.init()

@@ -1,6 +1,8 @@
 // Package money is the mesh's only arithmetic on money. Amounts are integer
 // micro-dollars; multipliers are integer parts per million. There are no
-// floats here, and rounding happens in exactly one place, Apply.
+// floats here, and rounding happens in exactly one place, Apply. The ledger's
+// database function prices with a copy of Apply, mesh_money_apply (store
+// migration 0016), which store's TestSQLApplyMatchesApply holds to it.
 //
 // The rounding rule: a product of an amount and a multiplier is rounded to
 // the nearest micro-dollar, halves away from zero. Stripe receives whole
@@ -163,17 +165,4 @@ func (m PPM) String() string {
 	s := fmt.Sprintf("%s%d.%06d", sign, abs(int64(m))/1_000_000, abs(int64(m))%1_000_000)
 	s = strings.TrimRight(s, "0")
 	return strings.TrimSuffix(s, ".")
-}
-
-// Dollars formats a for people: dollars and cents ("$30.00", "-$2.25")
-// when the sub-cent part is zero, else the decimals down to the last
-// non-zero one ("$0.000412", "$1.2345"). Nothing is rounded.
-func (a Micros) Dollars() string {
-	s := a.String()
-	whole, frac, _ := strings.Cut(s, ".")
-	frac = strings.TrimRight(frac, "0")
-	for len(frac) < 2 {
-		frac += "0"
-	}
-	return whole + "." + frac
 }

@@ -115,12 +115,3 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
-
-func TestDollars(t *testing.T) {
-	for in, want := range map[Micros]string{0: "$0.00", 30 * Dollar: "$30.00", -225 * Cent: "-$2.25", 412: "$0.000412",
-		1_234_500: "$1.2345", 1: "$0.000001", -1: "-$0.000001", 10 * Cent: "$0.10"} {
-		if got := in.Dollars(); got != want {
-			t.Errorf("%d: %s, want %s", int64(in), got, want)
-		}
-	}
-}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
@@ -202,4 +203,22 @@ func JoinInvite(ctx context.Context, st *store.Store, c client.Client, inviteID 
 		return g, "", fmt.Errorf("accepting the invite: %w", Cause(err))
 	}
 	return g, secret, nil
+}
+
+// PaymentSaved returns what the Stripe webhook calls when handovers'
+// new owners saved a payment method: a signal to each handover's workflow,
+// which then checks the record and subscribes them. A workflow that has
+// ended already is no error.
+func PaymentSaved(c client.Client) func(ctx context.Context, handovers []string) error {
+	return func(ctx context.Context, handovers []string) error {
+		var errs []error
+		for _, id := range handovers {
+			err := c.SignalWorkflow(ctx, workflows.HandoverWorkflowID(id), "", workflows.HandoverPaymentSignal, nil)
+			var nf *serviceerror.NotFound
+			if err != nil && !errors.As(err, &nf) {
+				errs = append(errs, fmt.Errorf("handover %s: %w", id, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
 }

@@ -69,8 +69,9 @@ func Resume(ctx context.Context, c client.Client, id string) (*workflows.Resume,
 
 // Watch follows the workflow id until it closes, calling onChange with each
 // new state (polled every interval through the state query) and once more
-// with the final one. It returns the final state, or the workflow's failure
-// with the last state seen.
+// with the final one. It returns the final state, as soon as a query shows
+// it (ConsensusState.Final) or the workflow closes, or the workflow's
+// failure with the last state seen.
 func Watch(ctx context.Context, c client.Client, id string, interval time.Duration, onChange func(workflows.ConsensusState)) (workflows.ConsensusState, error) {
 	run := c.GetWorkflow(ctx, id, "")
 	var (
@@ -78,8 +79,10 @@ func Watch(ctx context.Context, c client.Client, id string, interval time.Durati
 		runErr error
 		done   = make(chan struct{})
 	)
+	gctx, stop := context.WithCancel(ctx) // ends the wait for the close when the state says final first
+	defer stop()
 	go func() {
-		runErr = run.Get(ctx, &final)
+		runErr = run.Get(gctx, &final)
 		close(done)
 	}()
 	last := workflows.ConsensusState{Steps: -1}
@@ -106,6 +109,11 @@ func Watch(ctx context.Context, c client.Client, id string, interval time.Durati
 		case <-t.C:
 			if st, err := query(ctx, c, id); err == nil {
 				emit(st)
+				if st.Final {
+					// The outcome is settled: no need to wait for the close
+					// to reach us (a long poll can miss it by a second).
+					return st, nil
+				}
 			}
 		case <-ctx.Done():
 			return last, ctx.Err()

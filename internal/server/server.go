@@ -28,6 +28,7 @@ import (
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/mail"
 	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
@@ -68,6 +69,8 @@ type BridgeLimits struct {
 	ConnsPerDevice    int
 	StreamsPerConn    int
 	StreamReadTimeout time.Duration
+	// NoTCP turns off the TCP fallback listener.
+	NoTCP bool
 }
 
 // Options configures a server.
@@ -237,7 +240,7 @@ func Start(o Options) (s *Server, err error) {
 			Renewer:         &bridge.Temporal{Client: o.Temporal},
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,
 			MaxStreamsPerConn: o.BridgeLimits.StreamsPerConn, StreamReadTimeout: o.BridgeLimits.StreamReadTimeout,
-			Proxy: px,
+			NoTCP: o.BridgeLimits.NoTCP, Proxy: px,
 		})
 		if err != nil {
 			return nil, err
@@ -263,7 +266,8 @@ func Start(o Options) (s *Server, err error) {
 		mux.Handle("GET /metrics", metrics.Handler())
 		var webhook http.Handler
 		if o.WebhookSecret != "" {
-			webhook = &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Logger: o.Logger}
+			webhook = &billing.Webhook{Secret: o.WebhookSecret, Accounts: o.Store, Payments: o.Store, Logger: o.Logger,
+				PaymentSaved: runner.PaymentSaved(o.Temporal)}
 		}
 		if o.Roles[RoleAPI] {
 			as := &api.Server{Store: o.Store, Temporal: o.Temporal, Webhook: webhook, PublicURL: o.PublicURL, Blob: o.Blob,
@@ -276,19 +280,7 @@ func Start(o Options) (s *Server, err error) {
 			mux.Handle("POST /v1/stripe/webhook", webhook)
 		}
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := o.Store.Pool.Ping(ctx); err != nil {
-				http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			if _, err := o.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
-				http.Error(w, "temporal: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ready\n"))
-		})
+		mux.HandleFunc("GET /ready", readiness(o.Logger, dependencies(o.Store, o.Temporal, o.Blob)))
 		// Stopping ends the event streams (their requests' context is
 		// base's), then waits for requests in flight.
 		base, endStreams := context.WithCancel(context.Background())

@@ -4,16 +4,20 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/superinstance/mesh/internal/server"
 	"github.com/superinstance/mesh/internal/simulator"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/test/harness"
 	"github.com/superinstance/mesh/workflows"
 )
@@ -125,5 +129,46 @@ func TestGracefulStop(t *testing.T) {
 	}
 	if final.Status != workflows.StatusConsensus {
 		t.Fatalf("final %+v", final)
+	}
+}
+
+// /ready's 503 names the dependency that is down and nothing an attacker
+// reading it could use: no user, password, database name, host or port.
+func TestReadyNamesTheDependencyNotItsAddress(t *testing.T) {
+	c := harness.Client(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	pool, err := pgxpool.New(context.Background(), "postgres://meshuser:s3cretpw@127.0.0.1:"+port+"/meshdb?connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s, err := server.Start(server.Options{Roles: map[string]bool{}, MetricsListen: "127.0.0.1:0", Temporal: c,
+		Store: &store.Store{Pool: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	resp, err := http.Get(strings.TrimSuffix(s.MetricsURL, "/metrics") + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "database") {
+		t.Fatalf("/ready: %d %q, want 503 naming the database", resp.StatusCode, body)
+	}
+	if strings.Contains(body, "temporal") {
+		t.Fatalf("/ready blames Temporal, which is up: %q", body)
+	}
+	for _, secret := range []string{"meshuser", "s3cretpw", "meshdb", "127.0.0.1", port, "postgres://"} {
+		if strings.Contains(body, secret) {
+			t.Fatalf("/ready's body names %q: %q", secret, body)
+		}
 	}
 }

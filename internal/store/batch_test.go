@@ -5,9 +5,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/store"
@@ -197,5 +201,74 @@ func TestLogUsageBatchErrorsLogNothing(t *testing.T) {
 	}
 	if b, err := s.Books(ctx, "rb-host"); err != nil || b.Charged != cs[0].Charged || !b.Balanced() {
 		t.Fatalf("books: %+v, %v", b, err)
+	}
+}
+
+// TestSQLApplyMatchesApply holds the database's copy of the rounding rule
+// (mesh_money_apply, which log_usage_batch prices with) to package money's
+// Apply: the same micro-dollar for every amount and multiplier, halves and
+// signs and the edges of int64 included, and an out-of-range error exactly
+// where Apply reports ErrOverflow.
+func TestSQLApplyMatchesApply(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(13, 17))
+	edges := []int64{0, 1, -1, 499_999, 500_000, 500_001, 999_999, 1_000_000, 1_030_000, 1_300_000, 1 << 31, 1<<62 + 1,
+		math.MaxInt64, math.MinInt64, math.MaxInt64 / 1_000_000, -math.MaxInt64 / 999_999}
+	var as, ms []int64
+	for _, a := range edges {
+		for _, m := range edges {
+			as, ms = append(as, a), append(ms, m)
+		}
+	}
+	for range 20_000 {
+		a, m := r.Int64()>>r.IntN(64), r.Int64()>>r.IntN(64)
+		if r.IntN(2) == 0 {
+			a = -a
+		}
+		if r.IntN(4) == 0 {
+			m = -m
+		}
+		// Halves: a times m ends in exactly 500,000.
+		if r.IntN(8) == 0 {
+			a, m = 2*r.Int64N(1<<40)+1, 500_000
+		}
+		as, ms = append(as, a), append(ms, m)
+	}
+	var okA, okM []int64
+	var want []money.Micros
+	overflows := 0
+	for i := range as {
+		w, err := money.Apply(money.Micros(as[i]), money.PPM(ms[i]))
+		if errors.Is(err, money.ErrOverflow) {
+			overflows++
+			var got int64
+			err := s.Pool.QueryRow(ctx, `SELECT mesh_money_apply($1, $2)`, as[i], ms[i]).Scan(&got)
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "22003" {
+				t.Fatalf("mesh_money_apply(%d, %d) = %d, %v; Apply overflows", as[i], ms[i], got, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		okA, okM, want = append(okA, as[i]), append(okM, ms[i]), append(want, w)
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT mesh_money_apply(a, m) FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS t(a, m, o) ORDER BY o`, okA, okM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("%d results for %d pairs: %v", len(got), len(want), err)
+	}
+	for i := range got {
+		if money.Micros(got[i]) != want[i] {
+			t.Fatalf("mesh_money_apply(%d, %d) = %d, Apply says %d", okA[i], okM[i], got[i], want[i])
+		}
+	}
+	if overflows == 0 || len(want) < 10_000 {
+		t.Fatalf("%d overflows, %d in range: the cases do not reach both sides", overflows, len(want))
 	}
 }

@@ -12,10 +12,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/superinstance/mesh/internal/money"
 )
 
 // Handover states. Pending waits for the recipient; accepted is cloning;
-// completed, declined, cancelled, expired and failed are final.
+// awaiting_payment (HandoverAwaitingPayment) waits for the new owner's
+// payment method; completed, declined, cancelled, expired and failed are
+// final.
 const (
 	HandoverPending   = "pending"
 	HandoverAccepted  = "accepted"
@@ -49,6 +53,15 @@ type Snapshot struct {
 	TakenAt  time.Time         `json:"taken_at"`
 	Members  int               `json:"members"`
 	Adapters []SnapshotAdapter `json:"adapters"`
+	// Plan is the price offered with the project (absent from snapshots
+	// taken before offers carried it).
+	Plan *PlanPrice `json:"plan,omitempty"`
+}
+
+// PlanPrice is a plan's yearly price: Intro for the first year, then Standard.
+type PlanPrice struct {
+	Intro    money.Micros `json:"intro_micros"`
+	Standard money.Micros `json:"standard_micros"`
 }
 
 // SnapshotAdapter is one adapter in a snapshot.
@@ -204,7 +217,7 @@ func (h Handover) ClosedReason(now time.Time) string {
 			return "this handover has expired"
 		}
 		return ""
-	case HandoverAccepted, HandoverCompleted:
+	case HandoverAccepted, HandoverAwaitingPayment, HandoverCompleted:
 		return "this handover has already been accepted"
 	case HandoverFailed:
 		return "this handover was accepted but could not be completed"
@@ -297,9 +310,9 @@ func (s *Store) CloseHandover(ctx context.Context, id, state, failure string) (b
 	switch state {
 	case HandoverDeclined, HandoverCancelled, HandoverExpired:
 	case HandoverFailed:
-		from = append(from, HandoverAccepted)
+		from = append(from, HandoverAccepted, HandoverAwaitingPayment)
 	case HandoverCompleted:
-		from = []string{HandoverAccepted}
+		from = []string{HandoverAccepted, HandoverAwaitingPayment}
 	default:
 		return false, fmt.Errorf("cannot close a handover as %q", state)
 	}
@@ -331,14 +344,77 @@ func (s *Store) RecordMail(ctx context.Context, id, kind, messageID string) erro
 	return err
 }
 
-// CloneProject creates newProject owned by the handover's new owner, with
-// a copy of each snapshot adapter (objects already copied to the keys in
-// keys, by snapshot key), all in one transaction. A retry returns the
-// project created the first time.
-func (s *Store) CloneProject(ctx context.Context, id, newProject string, ids, keys map[string]string) (string, error) {
-	if err := ValidProjectID(newProject); err != nil {
-		return "", err
+// RenameReason says why a copy of project is not named project: the name
+// is heldBy's project (host is the handover's host, owner its new owner).
+func RenameReason(project, heldBy, host, owner string) string {
+	switch heldBy {
+	case owner:
+		return "you already have " + project
+	case host:
+		return project + " stays with " + host + " (project names are unique on the mesh)"
 	}
+	return "the name " + project + " is taken on the mesh"
+}
+
+// CloneNames are the names a copy of project may take, in order: its own
+// name, then project-2, project-3 ... (trimmed to fit a project id).
+func CloneNames(project string) []string {
+	names := []string{project}
+	for i := 2; i <= 99; i++ {
+		suffix := fmt.Sprintf("-%d", i)
+		base := project
+		if len(base)+len(suffix) > 63 {
+			base = strings.TrimRight(base[:63-len(suffix)], "-._")
+		}
+		names = append(names, base+suffix)
+	}
+	return names
+}
+
+// FreeCloneName is the name a copy of project would take now: the first of
+// CloneNames that no project has, and the owner of the project that holds
+// the name asked for ("" when the copy keeps it).
+func (s *Store) FreeCloneName(ctx context.Context, project string) (name, heldBy string, err error) {
+	names := CloneNames(project)
+	rows, err := s.Pool.Query(ctx, `SELECT id, coalesce(owner_id, '') FROM projects WHERE id = ANY($1)`, names)
+	if err != nil {
+		return "", "", err
+	}
+	taken := map[string]string{}
+	for rows.Next() {
+		var id, owner string
+		if err := rows.Scan(&id, &owner); err != nil {
+			rows.Close()
+			return "", "", err
+		}
+		taken[id] = owner
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", "", err
+	}
+	heldBy, held := taken[project]
+	if !held {
+		return project, "", nil
+	}
+	if heldBy == "" {
+		heldBy = "someone"
+	}
+	for _, n := range names[1:] {
+		if _, ok := taken[n]; !ok {
+			return n, heldBy, nil
+		}
+	}
+	return "", heldBy, fmt.Errorf("every name from %s to %s is taken: %w", names[1], names[len(names)-1], ErrExists)
+}
+
+// CloneProject creates a project owned by the handover's new owner, named
+// after the snapshot's project (the first of CloneNames that is free),
+// with a copy of each snapshot adapter (objects already copied to the keys
+// in keys, by snapshot key), all in one transaction. A retry returns the
+// project created the first time.
+func (s *Store) CloneProject(ctx context.Context, id string, ids, keys map[string]string) (string, error) {
+	var newProject string
 	snap, err := s.HandoverSnapshot(ctx, id)
 	if err != nil {
 		return "", err
@@ -355,12 +431,18 @@ func (s *Store) CloneProject(ctx context.Context, id, newProject string, ids, ke
 		if h.State != HandoverAccepted || h.NewOwner == "" {
 			return &HandoverError{Reason: "handover " + id + " is " + h.State + ", not accepted"}
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO projects (id, owner_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, newProject, h.NewOwner)
-		if err != nil {
-			return err
+		for _, name := range CloneNames(snap.Project) {
+			tag, err := tx.Exec(ctx, `INSERT INTO projects (id, owner_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, name, h.NewOwner)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 1 {
+				newProject = name
+				break
+			}
 		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("project %s: %w", newProject, ErrExists)
+		if newProject == "" {
+			return fmt.Errorf("project %s: every name for its copy is taken: %w", snap.Project, ErrExists)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO project_members (project_id, account_id, role) VALUES ($1, $2, 'owner')`, newProject, h.NewOwner); err != nil {
 			return err
@@ -466,7 +548,7 @@ func (s *Store) Conversion(ctx context.Context, host string) (Conversion, error)
 	if err != nil {
 		return c, err
 	}
-	err = s.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN ('accepted', 'completed')),
+	err = s.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE state IN ('accepted', 'awaiting_payment', 'completed')),
 		count(*) FILTER (WHERE state = 'declined'), count(*) FILTER (WHERE state = 'expired'),
 		count(*) FILTER (WHERE state = 'cancelled'), count(*) FILTER (WHERE state = 'failed'),
 		count(*) FILTER (WHERE state = 'pending')

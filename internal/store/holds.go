@@ -24,7 +24,10 @@ import (
 // LogUsage with a hold moves a charge from the hold's open part to the
 // balance, which leaves the sum unchanged while the charge is within the
 // hold. So the ceiling and the quota are passed only by charges beyond their
-// hold's bound (see the package workflows' admission notes).
+// hold's bound (see the package workflows' admission notes), and by calls
+// logged outside any hold (a hub's own usage, Usage.Served): the first of
+// those that leaves the left side at the ceiling suspends the account, so
+// no hold is taken or raised after it.
 
 // TokenBound is the most tokens one usage event may count.
 type TokenBound struct {
@@ -253,4 +256,14 @@ func settleHold(ctx context.Context, tx pgx.Tx, u Usage, gross money.Micros) err
 	_, err := tx.Exec(ctx, `UPDATE holds SET settled = settled + $2, updated_at = now()
 		WHERE id = $1 AND account_id = $3 AND coalesce(guest_session, '') = $4`, u.Hold, gross, u.Account, u.GuestSession)
 	return err
+}
+
+// ActiveHoldIDs lists the ids of an account's active, unexpired holds (its
+// runs in progress, its guests' included), newest first, at most limit.
+func (s *Store) ActiveHoldIDs(ctx context.Context, account string, limit int) ([]string, error) {
+	return queryAll(ctx, s, func(row pgx.Row) (string, error) {
+		var id string
+		return id, row.Scan(&id)
+	}, `SELECT id FROM holds WHERE account_id = $1 AND state = 'active' AND expires_at > now()
+		ORDER BY created_at DESC, id LIMIT $2`, account, limit)
 }

@@ -58,10 +58,11 @@ type HubUsage struct {
 }
 
 // RecordHubUsage stores a usage record once: a second copy of the same
-// event id changes nothing and is not an error.
+// device's event id changes nothing and is not an error. Event ids are the
+// hub's own, so another device's record under the same id is another record.
 func (s *Store) RecordHubUsage(ctx context.Context, u HubUsage) error {
 	_, err := s.Pool.Exec(ctx, `INSERT INTO hub_usage (event_id, device_id, project, model, prompt_tokens, completion_tokens, served_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device_id, event_id) DO NOTHING`,
 		u.EventID, u.DeviceID, u.Project, u.Model, u.PromptTokens, u.CompletionTokens, u.ServedAt)
 	return err
 }
@@ -122,7 +123,79 @@ func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
 			AS b(id, at, rtt, gpus, load, temp, cpu, nvml, vitals)
 		WHERE h.device_id = b.id AND h.last_seen <= b.at`,
 		ids, at, rtt, gpus, load, temp, cpu, nvml, vit)
+	if err != nil {
+		return err
+	}
+	// The history keeps one reading per hub per VitalsInterval, so its size
+	// is bounded by hubs x retention / interval however often hubs beat.
+	_, err = s.Pool.Exec(ctx, `
+		INSERT INTO hub_vitals (device_id, at, gpu_load, gpu_temp_c, cpu_load, rtt_micros)
+		SELECT b.id, b.at, b.load, b.temp, b.cpu, b.rtt
+		FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::float8[], $5::float8[], $6::float8[]) AS b(id, at, rtt, load, temp, cpu)
+		WHERE EXISTS (SELECT 1 FROM hubs h WHERE h.device_id = b.id)
+			AND NOT EXISTS (SELECT 1 FROM hub_vitals v WHERE v.device_id = b.id AND v.at > b.at - $7::interval)
+		ON CONFLICT DO NOTHING`,
+		ids, at, rtt, load, temp, cpu, VitalsInterval.String())
+	if err != nil {
+		return err
+	}
+	return s.pruneVitals(ctx)
+}
+
+// The vitals history: one reading per hub every VitalsInterval at most,
+// kept for VitalsRetention.
+const (
+	VitalsInterval  = time.Minute
+	VitalsRetention = 24 * time.Hour
+)
+
+// pruneVitals deletes readings older than VitalsRetention, at most once a
+// VitalsInterval per process.
+func (s *Store) pruneVitals(ctx context.Context) error {
+	now := time.Now().UnixNano()
+	last := s.vitalsPruned.Load()
+	if now-last < int64(VitalsInterval) || !s.vitalsPruned.CompareAndSwap(last, now) {
+		return nil
+	}
+	_, err := s.Pool.Exec(ctx, `DELETE FROM hub_vitals WHERE at < now() - $1::interval`, VitalsRetention.String())
 	return err
+}
+
+// VitalsPoint is one reading in a hub's vitals history.
+type VitalsPoint struct {
+	At        time.Time `json:"at"`
+	GPULoad   float64   `json:"gpu_load"`
+	GPUTempC  float64   `json:"gpu_temp_c"`
+	CPULoad   float64   `json:"cpu_load"`
+	RTTMicros int       `json:"rtt_micros"`
+}
+
+// HubsOf lists an account's hubs, most recently seen first.
+func (s *Store) HubsOf(ctx context.Context, account string) ([]Hub, error) {
+	return queryAll(ctx, s, scanHub, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id
+		WHERE d.account = $1 ORDER BY h.last_seen DESC, h.device_id LIMIT 100`, account)
+}
+
+// VitalsHistory returns the readings since t of an account's hubs, oldest
+// first, by device id.
+func (s *Store) VitalsHistory(ctx context.Context, account string, since time.Time) (map[string][]VitalsPoint, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT v.device_id, v.at, v.gpu_load, v.gpu_temp_c, v.cpu_load, v.rtt_micros
+		FROM hub_vitals v JOIN devices d ON d.id = v.device_id
+		WHERE d.account = $1 AND v.at >= $2 ORDER BY v.device_id, v.at LIMIT 20000`, account, since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]VitalsPoint{}
+	for rows.Next() {
+		var id string
+		var p VitalsPoint
+		if err := rows.Scan(&id, &p.At, &p.GPULoad, &p.GPUTempC, &p.CPULoad, &p.RTTMicros); err != nil {
+			return nil, err
+		}
+		out[id] = append(out[id], p)
+	}
+	return out, rows.Err()
 }
 
 const hubColumns = `h.device_id, d.account, h.version, h.hostname, h.bridge, h.connected, h.connected_at, h.last_seen,
@@ -138,6 +211,25 @@ func scanHub(row pgx.Row) (Hub, error) {
 // Hubs lists every hub the bridge has seen, most recently seen first.
 func (s *Store) Hubs(ctx context.Context) ([]Hub, error) {
 	return queryAll(ctx, s, scanHub, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id ORDER BY h.last_seen DESC, h.device_id`)
+}
+
+// EnrolledDevice is a device with a certificate whose hub has never connected.
+type EnrolledDevice struct {
+	DeviceID   string
+	Account    string
+	EnrolledAt time.Time
+}
+
+// NeverConnected lists unrevoked devices whose hub has never connected to a
+// bridge, oldest enrollment first.
+func (s *Store) NeverConnected(ctx context.Context) ([]EnrolledDevice, error) {
+	return queryAll(ctx, s, func(row pgx.Row) (EnrolledDevice, error) {
+		var d EnrolledDevice
+		err := row.Scan(&d.DeviceID, &d.Account, &d.EnrolledAt)
+		return d, err
+	}, `SELECT d.id, d.account, d.created_at FROM devices d
+		WHERE d.revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM hubs h WHERE h.device_id = d.id)
+		ORDER BY d.created_at, d.id`)
 }
 
 // PreferredHub is where an account's inference should go: its connected,

@@ -154,6 +154,13 @@ type Usage struct {
 	// charge settles against it, and a call that ran is billed even when the
 	// account reached its ceiling or the session its quota meanwhile.
 	Hold string
+	// Served is true for a call that already ran without a hold: a hub's
+	// own record of inference it served locally. It is billed even on a
+	// suspended account (it ran; it is never dropped), and like any call
+	// outside a hold it counts against the ceiling together with the open
+	// holds, so the record that spends the headroom runs reserved suspends
+	// the account at once.
+	Served bool
 }
 
 // Charge is what LogUsage recorded for an event.
@@ -167,7 +174,9 @@ type Charge struct {
 	// Duplicate is true when the event had been logged before; the other
 	// fields are then the first logging's.
 	Duplicate bool
-	// Suspended is true when this event brought the balance to the ceiling.
+	// Suspended is true when this event brought the balance to the ceiling,
+	// or, outside a hold, the balance less credits plus the account's open
+	// holds to it.
 	Suspended bool
 	// Unbilled is the account's unbilled balance after the event.
 	Unbilled money.Micros
@@ -182,10 +191,13 @@ type Charge struct {
 // LogUsage bills one inference call in one transaction: cost basis from the
 // model's prices, times the tier's multiplier (the one rounding rule in
 // package money), knowledge credits spent first, the rest added to the
-// unbilled balance. At the ceiling the account is suspended; a suspended
+// unbilled balance. At the ceiling the account is suspended, and so it is
+// when a call outside a hold leaves the balance less credits plus the open
+// holds at the ceiling (it spent headroom runs reserved). A suspended
 // account's usage is refused with a *SuspendedError and nothing is written,
-// unless it ran under an active hold of the same account and session: that
-// call was admitted, ran, and is billed.
+// unless it ran under a hold of the same account and session, or was served
+// already (Served): that call ran, and is billed. LogUsageBatch is the same
+// rules, many events in one round trip.
 func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 	if u.EventID == "" || u.Account == "" || u.Model == "" {
 		return Charge{}, errors.New("usage needs an event id, an account and a model")
@@ -227,7 +239,7 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 				return err
 			}
 		}
-		if a.Status == "suspended" && !held {
+		if a.Status == "suspended" && !held && !u.Served {
 			return &SuspendedError{Account: u.Account, Reason: a.SuspendedReason, Unbilled: a.Unbilled, Ceiling: a.CreditCeiling}
 		}
 		var promptPrice, completionPrice money.Micros
@@ -255,7 +267,7 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 			if err != nil {
 				return err
 			}
-			if remaining <= 0 && !held {
+			if remaining <= 0 && !held && !u.Served {
 				return &GuestQuotaError{Session: u.GuestSession}
 			}
 			// The host never pays beyond the quota: the call that crosses it
@@ -274,6 +286,15 @@ func (s *Store) LogUsage(ctx context.Context, u Usage) (Charge, error) {
 			return err
 		}
 		c.Suspended = c.Unbilled >= a.CreditCeiling
+		if !c.Suspended && !held && c.Gross > 0 {
+			// Outside a hold, the call may have spent headroom that open
+			// holds reserved: then no run may start until it is back.
+			open, err := openHolds(ctx, tx, u.Account, "", "")
+			if err != nil {
+				return err
+			}
+			c.Suspended = c.Unbilled-(a.Credits-c.CreditsApplied)+open >= a.CreditCeiling
+		}
 		c.FlushDue = c.Unbilled >= a.FlushThreshold
 		hold := ""
 		if held {
@@ -387,4 +408,34 @@ func (s *Store) Multipliers(ctx context.Context) (map[string]money.PPM, error) {
 		out[t] = m
 	}
 	return out, rows.Err()
+}
+
+// UsageBucket is what an account was charged in one period for one model
+// in one project.
+type UsageBucket struct {
+	Start            time.Time    `json:"start"`
+	Model            string       `json:"model"`
+	Project          string       `json:"project"`
+	Calls            int64        `json:"calls"`
+	PromptTokens     int64        `json:"prompt_tokens"`
+	CompletionTokens int64        `json:"completion_tokens"`
+	Gross            money.Micros `json:"gross_micros"`
+	Charged          money.Micros `json:"charged_micros"`
+}
+
+// UsageSeries sums an account's usage since t by period (a day or an hour,
+// in UTC), model and project, oldest first. It returns at most 5,000 rows.
+func (s *Store) UsageSeries(ctx context.Context, account string, since time.Time, period string) ([]UsageBucket, error) {
+	if period != "day" && period != "hour" {
+		return nil, fmt.Errorf("usage period %q: use day or hour", period)
+	}
+	return queryAll(ctx, s, func(row pgx.Row) (UsageBucket, error) {
+		var b UsageBucket
+		err := row.Scan(&b.Start, &b.Model, &b.Project, &b.Calls, &b.PromptTokens, &b.CompletionTokens, &b.Gross, &b.Charged)
+		b.Start = b.Start.UTC()
+		return b, err
+	}, `SELECT date_trunc($3, created_at AT TIME ZONE 'UTC'), model, project_id, count(*), sum(prompt_tokens)::bigint,
+			sum(completion_tokens)::bigint, sum(gross)::bigint, sum(charged)::bigint
+		FROM usage_events WHERE account_id = $1 AND created_at >= $2
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LIMIT 5000`, account, since, period)
 }

@@ -127,7 +127,9 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 	}
 	h := m.holds[u.Hold]
 	held := h != nil && h.guest == u.GuestSession
-	if m.suspended && !held {
+	// A call under a hold, or one a hub served already, ran: it is billed.
+	admitted := held || u.Served
+	if m.suspended && !admitted {
 		return store.Charge{}, store.ErrSuspended
 	}
 	p, ok := prices[u.Model]
@@ -139,7 +141,7 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 	g := gross(p, multipliers[m.tier], u.PromptTokens, u.CompletionTokens)
 	c := store.Charge{EventID: u.EventID, CostBasis: cost, Multiplier: multipliers[m.tier]}
 	if u.GuestSession != "" {
-		if m.guestLeft <= 0 && !held {
+		if m.guestLeft <= 0 && !admitted {
 			return store.Charge{}, &store.GuestQuotaError{Session: u.GuestSession}
 		}
 		if g > m.guestLeft {
@@ -157,7 +159,9 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 	m.unbilled += c.Charged
 	m.charged += c.Charged
 	c.Unbilled = m.unbilled
-	c.Suspended = m.unbilled >= m.ceiling
+	// At the ceiling; or, outside a hold, when the call spent headroom that
+	// open holds reserved.
+	c.Suspended = m.unbilled >= m.ceiling || (!held && g > 0 && m.unbilled-m.credits+m.openHolds("", "") >= m.ceiling)
 	c.FlushDue = m.unbilled >= m.threshold
 	if c.Suspended {
 		m.suspended = true
@@ -168,7 +172,8 @@ func (m *model) logUsage(t *testing.T, u store.Usage) (store.Charge, error) {
 
 // TestLedgerMatchesReferenceModel runs 1,000 random sequences, one per
 // account, of about 30 operations each (usage from three models with some
-// duplicates, some by a guest and some under a hold, credits, tier and
+// duplicates, some by a guest, some under a hold and some a hub's own
+// records, logged one at a time or as a batch, credits, tier and
 // ceiling changes, holds reserved, raised and released, flushes that
 // succeed, are reported twice, or fail), interleaved, and checks the store
 // against the reference model and the books after every step.
@@ -233,9 +238,27 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 				// A hold of this account, or a made-up id that holds nothing.
 				u.Hold = m.pickHold(r)
 			}
+			if r.IntN(5) == 0 {
+				// A hub's own record: served already, no hold, no guest.
+				u.EventID, u.Served, u.Hold, u.GuestSession = "hub/"+eid, true, "", ""
+			}
+			wasSuspended, openBefore := m.suspended, m.openHolds("", "")
 			want, wantErr := m.logUsage(t, u)
-			got, err := s.LogUsage(ctx, u)
+			var got store.Charge
+			var err error
+			if r.IntN(2) == 0 {
+				got, err = s.LogUsage(ctx, u)
+			} else {
+				var cs []store.Charge
+				if cs, err = s.LogUsageBatch(ctx, []store.Usage{u}); err == nil {
+					got = cs[0]
+				}
+			}
 			switch h := m.holds[u.Hold]; {
+			case u.Served && wasSuspended:
+				seen["hub usage on a suspended account"]++
+			case u.Served && want.Suspended && want.Unbilled < m.ceiling && openBefore > 0:
+				seen["hub usage spent reserved headroom"]++
 			case wantErr != nil:
 				seen["usage refused"]++
 			case want.Duplicate:
@@ -397,8 +420,10 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 	// spend no more than the headroom the model says each account (or
 	// session) had, every step of an admitted run is billed, and the books
 	// still balance.
+	// Every fourth of them has its hub report usage meanwhile: billed in
+	// full (it ran), and the runs still spend no more than their room.
 	var wg sync.WaitGroup
-	for _, id := range ids[:40] {
+	for n, id := range ids[:40] {
 		m := models[id]
 		room := m.ceiling + m.credits - m.unbilled - m.openHolds("", "")
 		guest := ""
@@ -411,7 +436,25 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 		for i := range results {
 			wg.Go(func() { results[i] = holdRun(ctx, s, fmt.Sprintf("run-%s-%d", id, i), id, guest, 3, uint64(i)) })
 		}
+		var hubGross money.Micros
+		var hubErr error
+		if n%4 == 1 {
+			wg.Go(func() {
+				for i := range 3 {
+					cs, err := s.LogUsageBatch(ctx, []store.Usage{{EventID: fmt.Sprintf("hub/%s/burst-%d", id, i), Account: id, Project: "p",
+						Model: "si-simulator-large", PromptTokens: 4_000, CompletionTokens: 1_000, Served: true}})
+					if err != nil || len(cs) != 1 {
+						hubErr = fmt.Errorf("hub record %d: %v %v", i, cs, err)
+						return
+					}
+					hubGross += cs[0].Gross
+				}
+			})
+		}
 		wg.Wait()
+		if hubErr != nil {
+			t.Fatalf("%s: %v", id, hubErr)
+		}
 		var spent money.Micros
 		for i, res := range results {
 			if res.err != nil || (res.admitted && res.steps != 3) {
@@ -425,11 +468,11 @@ func TestLedgerMatchesReferenceModel(t *testing.T) {
 			}
 		}
 		after, _ := s.Books(ctx, id)
-		if spent > max(room, 0) || !after.Balanced() || after.Charged-before.Charged+(before.Credits-after.Credits) != spent {
+		if spent > max(room, 0) || !after.Balanced() || after.Charged-before.Charged+(before.Credits-after.Credits) != spent+hubGross {
 			t.Fatalf("%s: concurrent runs spent %s with %s of room; books %+v then %+v", id, spent, room, before, after)
 		}
 	}
-	for _, k := range []string{"usage refused", "held usage past the ceiling", "reserve (guest true) error *store.HeadroomError",
+	for _, k := range []string{"usage refused", "held usage past the ceiling", "hub usage on a suspended account", "hub usage spent reserved headroom", "reserve (guest true) error *store.HeadroomError",
 		"reserve (guest false) error *store.HeadroomError", "reserve (guest false) error <nil>"} {
 		if seen[k] == 0 {
 			t.Errorf("no %q in the run", k)

@@ -81,3 +81,19 @@ func (s *Store) AddMember(ctx context.Context, project, account, role string) er
 		ON CONFLICT (project_id, account_id) DO UPDATE SET role = EXCLUDED.role`, project, account, role)
 	return err
 }
+
+// Membership is one project an account belongs to, and its role there.
+type Membership struct {
+	Project string `json:"project"`
+	Role    string `json:"role"`
+}
+
+// Memberships lists the projects an account is a member of, by name, at
+// most 200.
+func (s *Store) Memberships(ctx context.Context, account string) ([]Membership, error) {
+	return queryAll(ctx, s, func(row pgx.Row) (Membership, error) {
+		var m Membership
+		err := row.Scan(&m.Project, &m.Role)
+		return m, err
+	}, `SELECT project_id, role FROM project_members WHERE account_id = $1 ORDER BY project_id LIMIT 200`, account)
+}

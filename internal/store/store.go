@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +21,8 @@ var ErrNotFound = errors.New("not found")
 // Store holds the connection pool. Its methods are safe for concurrent use.
 type Store struct {
 	Pool *pgxpool.Pool
+	// vitalsPruned is when the vitals history was last pruned (Unix ns).
+	vitalsPruned atomic.Int64
 }
 
 // Open connects to url and applies any pending migrations.

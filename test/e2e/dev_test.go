@@ -176,10 +176,10 @@ func TestDevAskAndTemporalCLI(t *testing.T) {
 		t.Fatalf("si hubs: %v", err)
 	}
 	var hubs []struct {
-		DeviceID  string
-		Account   string
-		Connected bool
-		Healthy   bool `json:"healthy"`
+		DeviceID  string `json:"device_id"`
+		Account   string `json:"account"`
+		Connected bool   `json:"connected"`
+		Healthy   bool   `json:"healthy"`
 	}
 	if err := json.Unmarshal(hubsOut, &hubs); err != nil || len(hubs) != 1 || hubs[0].DeviceID != "e2e" || hubs[0].Account != "acme" ||
 		!hubs[0].Connected || !hubs[0].Healthy {

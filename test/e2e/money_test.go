@@ -35,18 +35,18 @@ func (m *devMesh) jsonOf(t *testing.T, v any, args ...string) {
 type flushOut struct {
 	Outcome string `json:"outcome"`
 	Flush   *struct {
-		ID          string
-		AmountCents int64
-		State       string
+		ID          string `json:"id"`
+		AmountCents int64  `json:"amount_cents"`
+		State       string `json:"state"`
 	} `json:"flush"`
 	Unbilled int64 `json:"unbilled_micros"`
 }
 
 type flushRow struct {
-	ID          string
-	AmountCents int64
-	State       string
-	Attempts    int
+	ID          string `json:"id"`
+	AmountCents int64  `json:"amount_cents"`
+	State       string `json:"state"`
+	Attempts    int    `json:"attempts"`
 }
 
 type balanceOut struct {

@@ -149,12 +149,17 @@ func StartAgent(t testing.TB, opts agent.Options) *agent.Agent {
 
 // StartHubNode runs a hub as si hub does, until cleanup: its agent dials
 // the bridge at addr with tc, and its worker (m's inference) reaches
-// Temporal only through the bridge. It returns once the worker polls.
-func StartHubNode(t testing.TB, m *Mesh, addr string, tc *tls.Config, deviceID string, vitals func() *meshv1.HardwareVitals) *node.Node {
+// Temporal only through the bridge. It returns once the worker polls. mods
+// change the agent's options.
+func StartHubNode(t testing.TB, m *Mesh, addr string, tc *tls.Config, deviceID string, vitals func() *meshv1.HardwareVitals, mods ...func(*agent.Options)) *node.Node {
 	t.Helper()
+	ao := agent.Options{Bridge: addr, TLS: tc, DeviceID: deviceID, Vitals: vitals, Interval: 100 * time.Millisecond,
+		Backoff: agent.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}}
+	for _, mod := range mods {
+		mod(&ao)
+	}
 	n, err := node.Start(node.Options{
-		Agent: agent.Options{Bridge: addr, TLS: tc, DeviceID: deviceID, Vitals: vitals, Interval: 100 * time.Millisecond,
-			Backoff: agent.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}},
+		Agent:     ao,
 		Inference: m.Inference, Namespace: devstack.Namespace, DeviceID: deviceID,
 		Worker: worker.Options{WorkerStopTimeout: 5 * time.Second},
 	})

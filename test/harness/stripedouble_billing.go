@@ -46,9 +46,11 @@ type doubleWebhook struct {
 // DoubleSubscription is one subscription the double holds.
 type DoubleSubscription struct {
 	ID, Customer string
-	Prices       []string // one item per price
-	Metadata     map[string]string
-	Start        time.Time // the current period's start, by the double's clock (whole seconds)
+	// Schedule is the subscription schedule that made it, if one did.
+	Schedule string
+	Prices   []string // one item per price
+	Metadata map[string]string
+	Start    time.Time // the current period's start, by the double's clock (whole seconds)
 }
 
 func (d *StripeDouble) addBillingRoutes() {
@@ -66,6 +68,7 @@ func (d *StripeDouble) addBillingRoutes() {
 	d.Handle("POST /v1/subscriptions", d.createSubscription)
 	d.Handle("GET /v1/invoices/upcoming", d.upcomingInvoice)
 	d.Handle("POST /v1/checkout/sessions", d.createCheckout)
+	d.Handle("POST /v1/subscription_schedules", d.createSchedule)
 }
 
 // Checkouts returns the Checkout Sessions made for customer (all when
@@ -474,4 +477,59 @@ func (d *StripeDouble) upcomingInvoice(r *doubleRequest) (int, any) {
 		inv["subscription"] = subs[0].ID
 	}
 	return 200, inv
+}
+
+// createSchedule makes a subscription schedule that starts now: a
+// subscription to its first phase's price (made from the phase's
+// price_data, recurring yearly, licensed).
+func (d *StripeDouble) createSchedule(r *doubleRequest) (int, any) {
+	f := r.Form
+	customer := f.Get("customer")
+	if _, ok := d.customers[customer]; !ok {
+		return 400, stripeErrorParam("invalid_request_error", "resource_missing", "No such customer: "+strconv.Quote(customer), "customer")
+	}
+	if f.Get("start_date") != "now" {
+		return 400, stripeErrorParam("invalid_request_error", "", "The double makes schedules that start now.", "start_date")
+	}
+	item := "phases[0][items][0][price_data]"
+	product, amount := f.Get(item+"[product]"), f.Get(item+"[unit_amount]")
+	cents, err := strconv.ParseInt(amount, 10, 64)
+	if _, ok := d.bill.products[product]; !ok || err != nil || cents <= 0 || f.Get(item+"[recurring][interval]") == "" {
+		return 400, stripeErrorParam("invalid_request_error", "", "The first phase needs price_data with a known product, a unit_amount and an interval.", item)
+	}
+	meta := map[string]string{}
+	for k, vs := range f {
+		if key, ok := strings.CutPrefix(k, "metadata["); ok && strings.HasSuffix(key, "]") && len(vs) > 0 {
+			meta[strings.TrimSuffix(key, "]")] = vs[0]
+		}
+	}
+	d.seq++
+	price := &doublePrice{ID: fmt.Sprintf("price_double%04d", d.seq), Product: product, Currency: f.Get(item + "[currency]"),
+		UnitAmount: cents, Interval: f.Get(item + "[recurring][interval]"), UsageType: "licensed", Active: true, Created: r.Now.Unix()}
+	d.bill.prices[price.ID] = price
+	d.bill.priceOrder = append(d.bill.priceOrder, price.ID)
+	d.seq++
+	sched := fmt.Sprintf("sub_sched_double%04d", d.seq)
+	sub := &DoubleSubscription{ID: fmt.Sprintf("sub_double%04d", d.seq), Customer: customer, Schedule: sched, Prices: []string{price.ID},
+		Metadata: meta, Start: r.Now.Truncate(time.Second)}
+	d.bill.subscriptions = append(d.bill.subscriptions, sub)
+	return 200, map[string]any{"id": sched, "object": "subscription_schedule", "customer": customer, "status": "active",
+		"subscription": sub.ID, "metadata": meta, "end_behavior": f.Get("end_behavior")}
+}
+
+// CompletedCheckoutEvent is the checkout.session.completed event Stripe
+// sends when the customer of session id finishes it (the session must be
+// the double's), as the JSON a webhook receives, with event id eventID.
+func (d *StripeDouble) CompletedCheckoutEvent(eventID, session string) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.bill.checkouts {
+		if c.ID == session || c.URL == session {
+			return mustJSON(map[string]any{"id": eventID, "object": "event", "type": "checkout.session.completed",
+				"created": time.Now().Add(d.offset).Unix(), "api_version": "2023-10-16",
+				"data": map[string]any{"object": map[string]any{"id": c.ID, "object": "checkout.session", "mode": c.Mode,
+					"status": "complete", "customer": c.Customer, "setup_intent": "seti_" + strings.TrimPrefix(c.ID, "cs_")}}})
+		}
+	}
+	return nil
 }

@@ -147,8 +147,22 @@ func TestHandoverAndJoinThroughTheCLI(t *testing.T) {
 	}
 	out, err = siAs(t, url, adaTok, "handover", "accept", link, "--json")
 	var done client.Handover
-	if err != nil || json.Unmarshal([]byte(out), &done) != nil || done.State != store.HandoverCompleted || done.NewOwner != ada || done.NewProject == "" {
+	// The project is ada's; her plan waits for the payment method she
+	// gives on the Stripe page the command prints.
+	if err != nil || json.Unmarshal([]byte(out), &done) != nil || done.State != store.HandoverAwaitingPayment || done.NewOwner != ada ||
+		done.NewProject == "" || !strings.HasPrefix(done.PaymentURL, "https://checkout.stripe.com/") {
 		t.Fatalf("si handover accept: %v\n%s", err, out)
+	}
+	if hs := list(host); len(hs) != 1 || hs[0].State != store.HandoverAwaitingPayment || hs[0].PaymentURL != "" {
+		t.Fatalf("the host lists %+v: the payment page is ada's alone", hs)
+	}
+	if out, err := siAs(t, url, adaTok, "handover", "ls"); err != nil || !strings.Contains(out, "awaiting_payment") ||
+		!strings.Contains(out, "give a payment method: "+done.PaymentURL) {
+		t.Fatalf("si handover ls for the new owner: %v\n%s", err, out)
+	}
+	hm.pay(t, h.ID)
+	if st, err := hm.result(t, h.ID); err != nil || st.Status != store.HandoverCompleted {
+		t.Fatalf("after the payment method: %+v %v", st, err)
 	}
 
 	// The host cancels a second handover; the recipient declines a third.

@@ -18,9 +18,13 @@ func TestHandoversShareOneSubscriptionPerOwner(t *testing.T) {
 	var schedules []string
 	to := harness.UniqueID("dee") + "@example.com"
 	for i := 0; i < 2; i++ {
-		h, _ := hm.offerTo(t, to, 2*i+1)
+		h, _ := hm.offerTo(t, to, 3*i+1)
 		if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "dee", NewAccount: i == 0}); err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			// The second handover finds the payment method saved for the first.
+			hm.pay(t, h.ID)
 		}
 		st, err := hm.result(t, h.ID)
 		if err != nil || st.Status != store.HandoverCompleted {

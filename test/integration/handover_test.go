@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stripe/stripe-go/v76/webhook"
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/superinstance/mesh/activities"
@@ -31,17 +33,40 @@ type handoverMesh struct {
 	*harness.Mesh
 	mail    *harness.Mailbox
 	stripe  *harness.StripeProxy
+	double  *harness.StripeDouble
+	hook    *httptest.Server
 	project string
 	loras   []string
 }
 
+// hookSecret signs the test's webhook events.
+const hookSecret = "whsec_handover_test"
+
+// startHandoverMesh starts the mesh with Stripe played by the double
+// (customers, sessions and subscriptions with ids of their own) behind the
+// fault-injecting proxy, and the webhook as `si server` serves it.
 func startHandoverMesh(t *testing.T) *handoverMesh {
 	t.Helper()
-	proxy := harness.NewStripeProxy(t, harness.StripeMock(t))
+	d := harness.NewStripeDouble(t)
+	hm := startHandoverMeshOn(t, d.URL)
+	hm.double = d
+	return hm
+}
+
+// startHandoverMeshOn is startHandoverMesh with Stripe at upstream
+// (stripe-mock, which checks every request against Stripe's API, but
+// answers every customer and session with the same ids: one new owner per
+// test there).
+func startHandoverMeshOn(t *testing.T, upstream string) *handoverMesh {
+	t.Helper()
+	proxy := harness.NewStripeProxy(t, upstream)
 	mb := harness.Mailpit(t)
 	m := harness.StartMesh(t, simulator.Options{}, harness.WithAdapters(t, 4), harness.WithStripe(proxy.URL), harness.WithHandovers(mb))
 	m.Account(t, "host")
-	hm := &handoverMesh{Mesh: m, mail: mb, stripe: proxy, project: harness.UniqueID("atlas")}
+	hook := httptest.NewServer(&billing.Webhook{Secret: hookSecret, Accounts: m.Store, Payments: m.Store,
+		PaymentSaved: runner.PaymentSaved(m.Client)})
+	t.Cleanup(hook.Close)
+	hm := &handoverMesh{Mesh: m, mail: mb, stripe: proxy, hook: hook, project: harness.UniqueID("atlas")}
 	for i, name := range []string{"tone", "legal"} {
 		hm.loras = append(hm.loras, mustPush(t, m, adapter(t, name, 4+i, 64<<10), "host", hm.project))
 	}
@@ -87,6 +112,65 @@ func (hm *handoverMesh) result(t *testing.T, id string) (workflows.HandoverState
 	return st, err
 }
 
+// awaiting waits until the handover waits for a payment method and
+// returns its newest payment page.
+func (hm *handoverMesh) awaiting(t *testing.T, id string) store.PaymentSession {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		row, err := hm.Store.HandoverByID(context.Background(), id)
+		if err == nil && row.State == store.HandoverAwaitingPayment {
+			if _, open, ok, err := hm.Store.PaymentSessions(context.Background(), id, time.Now()); err == nil && ok {
+				return open
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handover %s never awaited a payment method: %+v %v", id, row, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// webhook posts a signed Stripe event and returns the status and answer.
+func (hm *handoverMesh) webhook(t *testing.T, body []byte) (int, map[string]any) {
+	t.Helper()
+	if body == nil {
+		t.Fatal("no event to post")
+	}
+	sig := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: hookSecret, Timestamp: time.Now()}).Header
+	req, _ := http.NewRequest("POST", hm.hook.URL, strings.NewReader(string(body)))
+	req.Header.Set("Stripe-Signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// completed is Stripe's checkout.session.completed for a setup session.
+func completed(evt, session, customer string) []byte {
+	b, _ := json.Marshal(map[string]any{"id": evt, "object": "event", "type": "checkout.session.completed",
+		"created": time.Now().Unix(), "data": map[string]any{"object": map[string]any{"id": session, "object": "checkout.session",
+			"mode": "setup", "status": "complete", "customer": customer}}})
+	return b
+}
+
+// pay completes the handover's newest payment page, as the new owner does
+// on Stripe's page, and delivers Stripe's event.
+func (hm *handoverMesh) pay(t *testing.T, id string) string {
+	t.Helper()
+	ps := hm.awaiting(t, id)
+	evt := harness.UniqueID("evt")
+	code, out := hm.webhook(t, completed(evt, ps.ID, ps.Customer))
+	if code != http.StatusOK || out["outcome"] != "applied" {
+		t.Fatalf("checkout.session.completed for %s: %d %v", ps.ID, code, out)
+	}
+	return evt
+}
+
 func tokenHash(link string) []byte {
 	h := sha256.Sum256([]byte(link[strings.LastIndex(link, "/")+1:]))
 	return h[:]
@@ -113,6 +197,7 @@ func TestHandoverClonesProjectAndSubscribes(t *testing.T) {
 	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "ada", NewAccount: true}); err != nil {
 		t.Fatal(err)
 	}
+	hm.pay(t, h.ID)
 	st, err := hm.result(t, h.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -162,22 +247,34 @@ func TestHandoverClonesProjectAndSubscribes(t *testing.T) {
 	if keys := hm.stripe.Keys("POST /v1/subscription_schedules"); len(keys) != 1 || keys[billing.ScheduleKey("ada")] != 1 {
 		t.Fatalf("schedule requests by key: %v", keys)
 	}
-	msgs := hm.mail.WaitFor(t, to, 2, 30*time.Second)
-	if !strings.Contains(msgs[1].Subject, st.NewProject) {
-		t.Fatalf("completion email %q", msgs[1].Subject)
+	msgs := hm.mail.WaitFor(t, to, 3, 30*time.Second)
+	if !strings.Contains(msgs[1].Subject, st.NewProject) || !strings.Contains(msgs[2].Subject, st.NewProject) {
+		t.Fatalf("ready and completion emails %q, %q", msgs[1].Subject, msgs[2].Subject)
 	}
-	// It carries the Stripe-hosted page where ada's customer saves a
-	// payment method before the first invoice: one setup-mode session.
+	// The ready email carries the Stripe-hosted page where ada's customer
+	// saves a payment method: one setup-mode session; the completion email,
+	// sent once it was saved, carries none.
 	co := hm.stripe.Requests("POST /v1/checkout/sessions")
 	if len(co) != 1 || co[0].Form.Get("mode") != "setup" || co[0].Form.Get("customer") != acct.StripeCustomerID ||
 		co[0].Form.Get("currency") != "usd" || !strings.HasPrefix(co[0].Form.Get("success_url"), "http") {
 		t.Fatalf("checkout session requests %+v; want one in setup mode for %s", co, acct.StripeCustomerID)
 	}
-	if keys := hm.stripe.Keys("POST /v1/checkout/sessions"); keys[billing.SetupCheckoutKey("handover-"+h.ID)] != 1 {
+	if keys := hm.stripe.Keys("POST /v1/checkout/sessions"); keys[billing.SetupCheckoutKey("handover-"+h.ID+"-1")] != 1 {
 		t.Fatalf("checkout session requests by key: %v", keys)
 	}
-	if !strings.Contains(msgs[1].Text, "payment method") || !strings.Contains(msgs[1].Text, "https://checkout.stripe.com/") {
-		t.Fatalf("completion email carries no payment page:\n%s", msgs[1].Text)
+	if !strings.Contains(msgs[1].Text, "payment method") || !strings.Contains(msgs[1].Text, "https://checkout.stripe.com/") ||
+		!strings.Contains(msgs[1].Text, "$30.00, then $60.00 a year") {
+		t.Fatalf("ready email carries no payment page or price:\n%s", msgs[1].Text)
+	}
+	if strings.Contains(msgs[2].Text, "https://checkout.stripe.com/") || strings.Contains(msgs[2].Text, "0000") {
+		t.Fatalf("completion email:\n%s", msgs[2].Text)
+	}
+	if strings.Contains(msgs[0].Text, ".000000") || !strings.Contains(msgs[0].Text, "$30.00, then $60.00 a year") {
+		t.Fatalf("offer email prices:\n%s", msgs[0].Text)
+	}
+	// The copy is named after the project; acme stays with its host.
+	if st.NewProject != hm.project+"-2" || !strings.Contains(msgs[1].Text, "named "+st.NewProject+" because "+hm.project+" stays with host") {
+		t.Fatalf("copy %s, ready email:\n%s", st.NewProject, msgs[1].Text)
 	}
 	// Used: the link is refused with the reason.
 	row, _ = hm.Store.HandoverByTokenHash(ctx, tokenHash(link))
@@ -214,9 +311,11 @@ func waitForStatus(t *testing.T, hm *handoverMesh, id, status string) {
 
 // Stripe commits the customer and the schedule but the replies are lost:
 // the activity retries with the same idempotency keys, the new owner ends
-// with one customer and one subscription schedule.
+// with one customer and one subscription schedule. Against stripe-mock, so
+// that every request (customer, Checkout Session, schedule) has Stripe's
+// shape.
 func TestHandoverStripeFailuresDuringAccept(t *testing.T) {
-	hm := startHandoverMesh(t)
+	hm := startHandoverMeshOn(t, harness.StripeMock(t))
 	ctx := context.Background()
 	h, _, _ := hm.offer(t)
 	hm.stripe.Fail("POST /v1/customers", 2)
@@ -224,6 +323,7 @@ func TestHandoverStripeFailuresDuringAccept(t *testing.T) {
 	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "bo", NewAccount: true}); err != nil {
 		t.Fatal(err)
 	}
+	hm.pay(t, h.ID)
 	st, err := hm.result(t, h.ID)
 	if err != nil || st.Status != store.HandoverCompleted {
 		t.Fatalf("result %+v, %v", st, err)
@@ -252,6 +352,7 @@ func TestHandoverStripeRefusalLeavesNoClone(t *testing.T) {
 	if err := runner.AcceptHandover(ctx, hm.Client, h.ID, workflows.HandoverAccept{Account: "cy", NewAccount: true}); err != nil {
 		t.Fatal(err)
 	}
+	hm.pay(t, h.ID)
 	if _, err := hm.result(t, h.ID); err == nil {
 		t.Fatal("the handover completed with a refused subscription")
 	}
@@ -259,7 +360,7 @@ func TestHandoverStripeRefusalLeavesNoClone(t *testing.T) {
 	if row.State != store.HandoverFailed || row.NewProject != "" || row.Failure == "" {
 		t.Fatalf("row %+v", row)
 	}
-	if _, err := hm.Store.ProjectRole(ctx, activities.NewProjectID(hm.project, h.ID), "cy"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := hm.Store.ProjectRole(ctx, hm.project+"-2", "cy"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the clone was left behind: %v", err)
 	}
 	mine, err := hm.Store.LoRAs(ctx, "cy")
@@ -454,11 +555,12 @@ func TestHandoverAcceptOnlyByTheRecipient(t *testing.T) {
 	if resp.StatusCode == http.StatusOK || strings.Contains(body, "api-token") {
 		t.Fatalf("a second accept for the same account: %d %s", resp.StatusCode, body)
 	}
+	hm.pay(t, h.ID)
 	st, err := hm.result(t, h.ID)
 	if err != nil || st.Status != store.HandoverCompleted || st.NewOwner != newName {
 		t.Fatalf("result %+v, %v", st, err)
 	}
-	if msgs := hm.mail.WaitFor(t, to, 2, 30*time.Second); !strings.Contains(msgs[1].Subject, "is yours") {
+	if msgs := hm.mail.WaitFor(t, to, 3, 30*time.Second); !strings.Contains(msgs[2].Subject, "is yours") {
 		t.Fatalf("completion email %q", msgs[1].Subject)
 	}
 
@@ -486,10 +588,11 @@ func TestHandoverAcceptOnlyByTheRecipient(t *testing.T) {
 	if resp, body := answer(t, srv, link2, url.Values{"answer": {"accept"}}, boTok); resp.StatusCode != 200 || strings.Contains(body, "api-token") {
 		t.Fatalf("signed-in accept: %d %s", resp.StatusCode, body)
 	}
+	hm.pay(t, h2.ID)
 	if st, err := hm.result(t, h2.ID); err != nil || st.Status != store.HandoverCompleted || st.NewOwner != bo {
 		t.Fatalf("result %+v, %v", st, err)
 	}
-	if msgs := hm.mail.WaitFor(t, to2, 2, 30*time.Second); !strings.Contains(msgs[len(msgs)-1].Subject, "is yours") {
+	if msgs := hm.mail.WaitFor(t, to2, 3, 30*time.Second); !strings.Contains(msgs[len(msgs)-1].Subject, "is yours") {
 		t.Fatalf("completion email %q", msgs[len(msgs)-1].Subject)
 	}
 }
