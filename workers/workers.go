@@ -77,6 +77,7 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterWorkflow(workflows.ConsensusWorkflow)
 	r.RegisterWorkflow(workflows.RecordRunWorkflow)
 	r.RegisterWorkflow(workflows.WarmupWorkflow)
+	r.RegisterWorkflow(workflows.RenewCertWorkflow)
 	r.RegisterActivity(deps.Inference)
 	r.RegisterActivity(deps.Placement)
 	r.RegisterActivity(deps.Records)

@@ -45,8 +45,11 @@ type Options struct {
 	// QUICRetry is how often a hub on the TCP fallback tries QUIC again,
 	// switching back once it connects. Default 30s.
 	QUICRetry time.Duration
-	// TLS comes from pki.ClientTLS.
+	// TLS comes from pki.ClientTLS, or Certs.TLS when Certs is set.
 	TLS *tls.Config
+	// Certs, when set, is renewed over the link at two thirds of its life
+	// (see renew.go); nil leaves renewal to the operator.
+	Certs *Certs
 	// Vitals reads the hardware; nil sends heartbeats without vitals.
 	Vitals func() *meshv1.HardwareVitals
 	// Interval between heartbeats. Default 5s; the bridge's hello ack may set it.
@@ -136,6 +139,9 @@ func New(opts Options) *Agent {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Certs != nil && opts.TLS != nil {
+		opts.TLS = opts.Certs.TLS(opts.TLS)
 	}
 	if opts.Protocol == "" {
 		opts.Protocol = ProtocolAuto
@@ -405,6 +411,9 @@ func (a *Agent) session(ctx context.Context) error {
 	go func() { errc <- a.readAcks(r, &acked) }()
 	if conn.Transport() == "tcp" && a.opts.Protocol != ProtocolTCP {
 		go func() { errc <- a.probeQUIC(sctx, addr) }()
+	}
+	if a.opts.Certs != nil {
+		go a.renewLoop(sctx, conn)
 	}
 	select {
 	case err := <-errc:

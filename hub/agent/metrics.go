@@ -58,8 +58,13 @@ func OpsHandler(a *Agent, extra *prometheus.Registry) http.Handler {
 }
 
 // CertNotAfter is when the device certificate the agent dials with
-// expires; zero when it has none.
-func (a *Agent) CertNotAfter() time.Time { return leafNotAfter(a.opts.TLS) }
+// expires (the renewed one, once renewed); zero when it has none.
+func (a *Agent) CertNotAfter() time.Time {
+	if a.opts.Certs != nil {
+		return a.opts.Certs.Leaf().NotAfter
+	}
+	return leafNotAfter(a.opts.TLS)
+}
 
 func leafNotAfter(tc *tls.Config) time.Time {
 	if tc == nil || len(tc.Certificates) == 0 || len(tc.Certificates[0].Certificate) == 0 {

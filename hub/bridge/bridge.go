@@ -83,6 +83,9 @@ type Options struct {
 	// Escalator and Prewarmer act on hub requests; nil refuses them.
 	Escalator Escalator
 	Prewarmer Prewarmer
+	// Renewer relays certificate renewals (StreamRenew) to the CA role;
+	// nil refuses them.
+	Renewer Renewer
 	// Proxy serves the hubs' Temporal workers (StreamTemporal streams);
 	// nil refuses them.
 	Proxy *Proxy
@@ -150,6 +153,8 @@ type peer struct {
 	id       pki.Identity
 	serial   string
 	notAfter time.Time
+	// notBefore lets renew refuse a renewal asked for too early.
+	notBefore time.Time
 }
 
 // Listen opens the bridge's UDP socket.
@@ -404,7 +409,8 @@ func (b *Bridge) serveConn(ctx context.Context, c Conn) {
 		return
 	}
 	log := b.opts.Logger.With("device", id.DeviceID, "account", id.Account, "remote", c.RemoteAddr().String())
-	if err := b.admit(c, peer{id: id, serial: serial, notAfter: c.TLS().PeerCertificates[0].NotAfter}); err != nil {
+	leaf := c.TLS().PeerCertificates[0]
+	if err := b.admit(c, peer{id: id, serial: serial, notAfter: leaf.NotAfter, notBefore: leaf.NotBefore}); err != nil {
 		log.Warn("connection refused", "error", err)
 		_ = c.CloseWithError(CodeTooMany, err.Error())
 		return
@@ -436,6 +442,12 @@ func (b *Bridge) serveConn(ctx context.Context, c Conn) {
 			go func() {
 				defer b.wg.Done()
 				b.escalation(ctx, s, id, log)
+			}()
+		case StreamRenew:
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.renew(ctx, c, s, id, log)
 			}()
 		case StreamTemporal:
 			if b.opts.Proxy == nil {

@@ -37,6 +37,7 @@ func hubCommand() *Command {
 		outboxFile         string
 		l                  config.LLM
 		noWorker           bool
+		noRenew            bool
 		tr                 telemetry.Tracing
 	)
 	return &Command{
@@ -79,6 +80,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
 			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:7451", "serve /metrics (Prometheus) and /ready here, without the API secret (they start nothing and hold no secret); empty serves neither")
 			tr.Register(fs)
+			fs.BoolVar(&noRenew, "no-renew", false, "do not renew the device certificate over the link (by default it is renewed at two thirds of its life with a new key made here, and --cert and --key are rewritten)")
 			fs.StringVar(&o.Namespace, "namespace", "default", "the mesh's Temporal namespace (the bridge refuses any other)")
 			l.Register(fs, "http://127.0.0.1:8300/v1")
 		},
@@ -96,6 +98,11 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 				return err
 			}
 			o.DeviceID, o.Agent.TLS, o.Agent.DeviceID = id.DeviceID, tc, id.DeviceID
+			if !noRenew {
+				if o.Agent.Certs, err = hubCerts(id.DeviceID, certPath, keyPath, caPath); err != nil {
+					return err
+				}
+			}
 			o.APISecretFile = secretFile
 			if o.APISecretFile == "" {
 				dir := deviceDir(id.DeviceID)

@@ -59,7 +59,7 @@ func caCommand() *Command {
 					dir, ca.Cert.NotAfter.Format("2006-01-02"), filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
 				return nil
 			},
-		}},
+		}, caServerCertCommand(&dir)},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
+	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/server"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/telemetry"
@@ -36,12 +37,16 @@ func serverCommand() *Command {
 		Name:  "server",
 		Short: "run the cloud's roles (bridge, worker) against real services",
 		Long: `si server is the production cloud process. Its roles run together or alone
-(--roles api,bridge,worker) so each scales on its own: the HTTP API, the
-bridge hubs dial over QUIC, and the cloud worker on task queue "cloud". It serves /metrics, /healthz
+(--roles api,bridge,worker,ca) so each scales on its own: the HTTP API, the
+bridge hubs dial over QUIC, the cloud worker on task queue "cloud", and the
+CA on task queue "ca", which signs hubs' certificate renewals and is the only
+role that needs the CA's private key (a bridge given --server-cert and
+--server-key reads only ca.pem). It serves /metrics, /healthz
 and /ready, and on SIGTERM stops the bridge, then lets the worker finish the
 activities in flight.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&roles, "roles", "api,bridge,worker", "roles to run: api, bridge, worker")
+			fs.StringVar(&roles, "roles", "api,bridge,worker,ca", "roles to run: api, bridge, worker, ca (ca signs hubs' certificate renewals and is the only role that reads the CA key)")
+			fs.DurationVar(&o.DeviceCertTTL, "device-cert-ttl", pki.DefaultDeviceTTL, "with the ca role, how long the certificates it signs for renewing hubs last (hubs renew at two thirds of it)")
 			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address; the TCP fallback listens on the same port")
 			fs.BoolVar(&o.BridgeLimits.NoTCP, "bridge-no-tcp", false, "do not listen on TCP for hubs whose UDP is blocked")
 			fs.StringVar(&hosts, "bridge-hosts", "", "comma-separated names and IPs for the bridge certificate (default: hostname, localhost, 127.0.0.1)")
@@ -169,6 +174,9 @@ func stoppingMessage(roles map[string]bool) string {
 	}
 	if roles[server.RoleWorker] {
 		steps = append(steps, "the worker's activities in flight")
+	}
+	if roles[server.RoleCA] {
+		steps = append(steps, "the CA's signing")
 	}
 	return "stopping: " + strings.Join(steps, ", then ")
 }

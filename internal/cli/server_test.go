@@ -15,6 +15,7 @@ func TestStoppingMessageNamesOnlyItsRoles(t *testing.T) {
 	}{
 		{map[string]bool{server.RoleAPI: true}, "stopping: the API's requests and event streams"},
 		{map[string]bool{server.RoleWorker: true}, "stopping: the worker's activities in flight"},
+		{map[string]bool{server.RoleBridge: true, server.RoleCA: true}, "stopping: the bridge, then the CA's signing"},
 		{map[string]bool{server.RoleAPI: true, server.RoleBridge: true, server.RoleWorker: true},
 			"stopping: the API's requests and event streams, then the bridge, then the worker's activities in flight"},
 	} {

@@ -30,8 +30,9 @@ import (
 // ALPN is the protocol hubs and the bridge speak.
 const ALPN = "si-mesh/1"
 
-// DefaultDeviceTTL is how long a device certificate is valid.
-const DefaultDeviceTTL = 7 * 24 * time.Hour
+// DefaultDeviceTTL is how long a device certificate is valid. Hubs renew
+// theirs over the tunnel at two thirds of its life.
+const DefaultDeviceTTL = 24 * time.Hour
 
 // Files of a CA directory and of a device directory.
 const (
@@ -198,7 +199,9 @@ func (ca *CA) issue(tmpl *x509.Certificate, key crypto.Signer, ttl time.Duration
 		key = k
 	}
 	tmpl.SerialNumber = serial()
-	tmpl.NotBefore = now.Add(-time.Minute)
+	// Backdated for clocks a little behind, by no more than a tenth of the
+	// life, so that two thirds of it is still ahead when the hub receives it.
+	tmpl.NotBefore = now.Add(-min(time.Minute, ttl/10))
 	tmpl.NotAfter = now.Add(ttl)
 	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
 		tmpl.NotAfter = ca.Cert.NotAfter
@@ -212,11 +215,13 @@ func (ca *CA) issue(tmpl *x509.Certificate, key crypto.Signer, ttl time.Duration
 	if err != nil {
 		return Issued{}, err
 	}
-	keyPEM, err := keyToPEM(key)
-	if err != nil {
-		return Issued{}, err
+	is := Issued{Cert: cert, CertPEM: pemBlock("CERTIFICATE", der)}
+	if _, signed := key.(publicOnly); !signed {
+		if is.KeyPEM, err = keyToPEM(key); err != nil {
+			return Issued{}, err
+		}
 	}
-	return Issued{Cert: cert, CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: keyPEM}, nil
+	return is, nil
 }
 
 // Serial is a certificate's serial number as the registry stores it.

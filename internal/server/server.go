@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -39,6 +40,9 @@ const (
 	RoleAPI    = "api"
 	RoleBridge = "bridge"
 	RoleWorker = "worker"
+	// RoleCA signs device certificates (renewals) on the ca task queue:
+	// the only role that needs the CA's private key.
+	RoleCA = "ca"
 )
 
 // ParseRoles reads a comma-separated role list.
@@ -46,11 +50,11 @@ func ParseRoles(s string) (map[string]bool, error) {
 	roles := map[string]bool{}
 	for _, r := range strings.Split(s, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case RoleAPI, RoleBridge, RoleWorker:
+		case RoleAPI, RoleBridge, RoleWorker, RoleCA:
 			roles[r] = true
 		case "":
 		default:
-			return nil, fmt.Errorf("unknown role %q: use api, bridge and/or worker", r)
+			return nil, fmt.Errorf("unknown role %q: use api, bridge, worker and/or ca", r)
 		}
 	}
 	if len(roles) == 0 {
@@ -85,6 +89,9 @@ type Options struct {
 	// ServerCertFile, gets its certificate from it.
 	CADir                         string
 	ServerCertFile, ServerKeyFile string
+	// DeviceCertTTL is how long the certificates the CA role signs for
+	// renewing hubs last. Default pki.DefaultDeviceTTL (24h).
+	DeviceCertTTL time.Duration
 	// MetricsListen serves /metrics, /healthz, /ready, the Stripe webhook and,
 	// with the api role, the HTTP API; empty disables it.
 	MetricsListen string
@@ -161,6 +168,17 @@ func Start(o Options) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Roles[RoleCA] {
+		ca, err := pki.LoadCA(o.CADir)
+		if err != nil {
+			return nil, fmt.Errorf("the ca role signs with the CA's key: %w", err)
+		}
+		w := workers.NewCA(o.Temporal, &activities.CA{CA: ca, Store: o.Store, TTL: o.DeviceCertTTL}, worker.Options{WorkerStopTimeout: o.StopTimeout})
+		if err := w.Start(); err != nil {
+			return nil, fmt.Errorf("ca worker: %w", err)
+		}
+		s.stops = append(s.stops, w.Stop)
+	}
 	if o.Roles[RoleWorker] {
 		inf := *o.Inference
 		inf.Metrics = own
@@ -219,6 +237,7 @@ func Start(o Options) (s *Server, err error) {
 		b, err := bridge.Listen(bridge.Options{
 			Addr: o.BridgeListen, TLS: tc, Store: o.Store, Metrics: metrics, Logger: o.Logger,
 			Escalator: &bridge.Temporal{Client: o.Temporal}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
+			Renewer:         &bridge.Temporal{Client: o.Temporal},
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,
 			MaxStreamsPerConn: o.BridgeLimits.StreamsPerConn, StreamReadTimeout: o.BridgeLimits.StreamReadTimeout,
 			NoTCP: o.BridgeLimits.NoTCP, Proxy: px,
@@ -306,16 +325,24 @@ func ensureSweep(c client.Client, every time.Duration) error {
 }
 
 func bridgeTLS(o Options) (*tls.Config, error) {
-	ca, err := pki.LoadCA(o.CADir)
-	if err != nil {
-		return nil, err
-	}
 	var pair tls.Certificate
+	var caPEM []byte
 	if o.ServerCertFile != "" {
+		// Given its certificate, a bridge needs only the CA's certificate,
+		// never its key.
+		var err error
+		if caPEM, err = os.ReadFile(filepath.Join(o.CADir, pki.CACertFile)); err != nil {
+			return nil, fmt.Errorf("the mesh CA's certificate (si ca init writes it): %w", err)
+		}
 		if pair, err = tls.LoadX509KeyPair(o.ServerCertFile, o.ServerKeyFile); err != nil {
 			return nil, fmt.Errorf("bridge certificate: %w", err)
 		}
 	} else {
+		ca, err := pki.LoadCA(o.CADir)
+		if err != nil {
+			return nil, fmt.Errorf("%w (or give the bridge --server-cert and --server-key, and it needs no CA key)", err)
+		}
+		caPEM = ca.CertPEM
 		hosts := o.BridgeHosts
 		if len(hosts) == 0 {
 			h, _ := os.Hostname()
@@ -330,7 +357,7 @@ func bridgeTLS(o Options) (*tls.Config, error) {
 		}
 	}
 	st := o.Store
-	return pki.ServerTLS(ca.CertPEM, pair, func(ctx context.Context, id pki.Identity, serial string) error {
+	return pki.ServerTLS(caPEM, pair, func(ctx context.Context, id pki.Identity, serial string) error {
 		return st.CheckCert(ctx, id.DeviceID, id.Account, serial)
 	})
 }

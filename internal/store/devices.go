@@ -21,22 +21,26 @@ var ErrCertRefused = errors.New("certificate refused")
 // on first enrollment. A device id belongs to one account for good.
 func (s *Store) RegisterCert(ctx context.Context, deviceID, account, serial string, notAfter time.Time) error {
 	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var owner string
-		var revoked *time.Time
-		err := tx.QueryRow(ctx, `INSERT INTO devices (id, account) VALUES ($1, $2)
-			ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING account, revoked_at`, deviceID, account).Scan(&owner, &revoked)
-		if err != nil {
-			return err
-		}
-		if owner != account {
-			return fmt.Errorf("device %s is enrolled to account %s, not %s", deviceID, owner, account)
-		}
-		if revoked != nil {
-			return fmt.Errorf("device %s was revoked on %s: enroll it under a new id", deviceID, revoked.Format(time.RFC3339))
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO device_certs (serial, device_id, not_after) VALUES ($1, $2, $3)`, serial, deviceID, notAfter)
-		return err
+		return registerCert(ctx, tx, deviceID, account, serial, notAfter)
 	})
+}
+
+func registerCert(ctx context.Context, tx pgx.Tx, deviceID, account, serial string, notAfter time.Time) error {
+	var owner string
+	var revoked *time.Time
+	err := tx.QueryRow(ctx, `INSERT INTO devices (id, account) VALUES ($1, $2)
+		ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING account, revoked_at`, deviceID, account).Scan(&owner, &revoked)
+	if err != nil {
+		return err
+	}
+	if owner != account {
+		return fmt.Errorf("device %s is enrolled to account %s, not %s", deviceID, owner, account)
+	}
+	if revoked != nil {
+		return fmt.Errorf("device %s was revoked on %s: enroll it under a new id", deviceID, revoked.Format(time.RFC3339))
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO device_certs (serial, device_id, not_after) VALUES ($1, $2, $3)`, serial, deviceID, notAfter)
+	return err
 }
 
 // DeviceAccount returns the account a device is enrolled to.

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EnrollTokenPrefix starts every enrollment token, so one pasted in the
+// wrong place is recognised.
+const EnrollTokenPrefix = "si_enroll_"
+
+// EnrollRefusedError is an enrollment token that cannot be redeemed:
+// unknown, used, expired, or issued for another device.
+type EnrollRefusedError struct{ Reason string }
+
+func (e *EnrollRefusedError) Error() string { return "enrollment refused: " + e.Reason }
+
+// CreateEnrollmentToken issues a one-time token that enrolls deviceID into
+// account until ttl passes. Only its SHA-256 is stored.
+func (s *Store) CreateEnrollmentToken(ctx context.Context, account, deviceID string, ttl time.Duration) (token string, expires time.Time, err error) {
+	if ttl <= 0 {
+		return "", time.Time{}, errors.New("an enrollment token needs a positive lifetime")
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", time.Time{}, err
+	}
+	token = EnrollTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(token))
+	err = s.Pool.QueryRow(ctx, `INSERT INTO enrollment_tokens (hash, account, device_id, expires_at)
+		VALUES ($1, $2, $3, $4) RETURNING expires_at`, sum[:], account, deviceID, time.Now().Add(ttl)).Scan(&expires)
+	return token, expires, err
+}
+
+// RedeemEnrollmentToken spends token for deviceID and, in the same
+// transaction, registers the certificate issue makes for the token's
+// account: a failure anywhere leaves the token unspent, and a token is
+// spent once.
+func (s *Store) RedeemEnrollmentToken(ctx context.Context, token, deviceID string, issue func(account string) (serial string, notAfter time.Time, err error)) (account string, err error) {
+	sum := sha256.Sum256([]byte(token))
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var dev string
+		var expires time.Time
+		var used *time.Time
+		err := tx.QueryRow(ctx, `SELECT account, device_id, expires_at, used_at FROM enrollment_tokens WHERE hash = $1 FOR UPDATE`, sum[:]).
+			Scan(&account, &dev, &expires, &used)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return &EnrollRefusedError{"unknown token: ask the operator for one (si device enroll --token-only)"}
+		case err != nil:
+			return err
+		case used != nil:
+			return &EnrollRefusedError{fmt.Sprintf("the token was used on %s: ask the operator for a new one", used.UTC().Format(time.RFC3339))}
+		case time.Now().After(expires):
+			return &EnrollRefusedError{fmt.Sprintf("the token expired on %s: ask the operator for a new one", expires.UTC().Format(time.RFC3339))}
+		case dev != deviceID:
+			return &EnrollRefusedError{fmt.Sprintf("the token enrolls device %s, not %s", dev, deviceID)}
+		}
+		serial, notAfter, err := issue(account)
+		if err != nil {
+			return err
+		}
+		if err := registerCert(ctx, tx, deviceID, account, serial, notAfter); err != nil {
+			return &EnrollRefusedError{err.Error()}
+		}
+		_, err = tx.Exec(ctx, `UPDATE enrollment_tokens SET used_at = now(), serial = $2 WHERE hash = $1`, sum[:], serial)
+		return err
+	})
+	return account, err
+}
