@@ -70,7 +70,7 @@ func renewingAgent(t *testing.T, p *harness.PKI, addr, dir string, is pki.Issued
 func TestRenewalKeepsTheLinkUp(t *testing.T) {
 	m := harness.StartMesh(t, simulator.Options{})
 	p := harness.NewPKI(t)
-	ttl := 6 * time.Second
+	ttl := 12 * time.Second // renewed at 8 s: 4 s for the CA role to answer on a loaded machine
 	// The CA role signs on its own queue; the bridge holds no CA key and
 	// asks it through Temporal, as in production.
 	w := workers.NewCA(m.Client, &activities.CA{CA: p.CA, Store: m.Store, TTL: ttl}, worker.Options{})
