@@ -344,36 +344,129 @@ func (s *tcpStream) Read(b []byte) (int, error) {
 func (s *tcpStream) Context() context.Context { return s.ctx }
 
 // tcpListener accepts the fallback's connections beside the QUIC socket.
+// Before the TLS handshake proves who a client is, the listener bounds what
+// an unauthenticated source may hold: handshakes in progress per source
+// address and in all, and how long a connection may stay silent.
 type tcpListener struct {
 	ln net.Listener
-	// handshakes bounds the TLS handshakes in progress: past it a new
-	// connection is closed at once, so half-open connections cannot pile up.
+	// handshakes bounds the TLS handshakes in progress in all; past it a new
+	// connection waits up to handshakeWait for one to end, then is closed.
 	handshakes chan struct{}
 	tls        *tls.Config
 	maxStreams int
-	handshake  time.Duration
+	// handshake bounds the whole TLS handshake; hello (default 1s) bounds
+	// the wait for the client's first bytes, so a silent connection gives
+	// its slot back long before a slow but live one.
+	handshake time.Duration
+	hello     time.Duration
+	// perSource bounds the handshakes in progress from one IP address
+	// (default 8): one client cannot take every slot.
+	perSource int
+
+	mu      sync.Mutex
+	sources map[string]int
+}
+
+// Defaults of the fallback's pre-authentication bounds.
+const (
+	tcpHelloTimeout   = time.Second
+	tcpHandshakeWait  = time.Second
+	tcpPerSourceLimit = 8
+)
+
+// claimSource counts a handshake from nc's address; false when that
+// source has perSource in progress already.
+func (l *tcpListener) claimSource(nc net.Conn) (string, bool) {
+	src := nc.RemoteAddr().String()
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		src = ta.IP.String()
+	}
+	max := l.perSource
+	if max <= 0 {
+		max = tcpPerSourceLimit
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sources == nil {
+		l.sources = map[string]int{}
+	}
+	if l.sources[src] >= max {
+		return src, false
+	}
+	l.sources[src]++
+	return src, true
+}
+
+func (l *tcpListener) releaseSource(src string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sources[src]--; l.sources[src] <= 0 {
+		delete(l.sources, src)
+	}
+}
+
+// helloConn lifts the short deadline for the client's first bytes once
+// they arrive; the handshake's own deadline still applies.
+type helloConn struct {
+	net.Conn
+	heard bool // read only by the handshake's goroutine, then by yamux's
+}
+
+func (c *helloConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.heard {
+		c.heard = true
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // accept returns the next connection whose TLS handshake (and so the client
 // certificate check) succeeded; failed handshakes are dropped.
 func (l *tcpListener) accept(ctx context.Context, out chan<- Conn) error {
+	hello := l.hello
+	if hello <= 0 {
+		hello = tcpHelloTimeout
+	}
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
 			return err
 		}
-		select {
-		case l.handshakes <- struct{}{}:
-		default:
+		src, ok := l.claimSource(nc)
+		if !ok {
 			_ = nc.Close()
 			continue
 		}
+		// The accept loop itself waits for a slot: the connections behind
+		// this one stay in the kernel's backlog meanwhile, and silent
+		// connections give their slots back within hello.
+		select {
+		case l.handshakes <- struct{}{}:
+		default:
+			t := time.NewTimer(tcpHandshakeWait)
+			select {
+			case l.handshakes <- struct{}{}:
+				t.Stop()
+			case <-t.C:
+				l.releaseSource(src)
+				_ = nc.Close()
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				l.releaseSource(src)
+				_ = nc.Close()
+				continue // the listener's close ends Accept
+			}
+		}
 		go func() {
 			defer func() { <-l.handshakes }()
-			tc := tls.Server(nc, l.tls)
+			_ = nc.SetReadDeadline(time.Now().Add(hello))
+			tc := tls.Server(&helloConn{Conn: nc}, l.tls)
 			hctx, cancel := context.WithTimeout(ctx, l.handshake)
 			err := tc.HandshakeContext(hctx)
 			cancel()
+			l.releaseSource(src)
 			if err != nil {
 				_ = nc.Close()
 				return
