@@ -48,8 +48,10 @@ type Outbox struct {
 	// Loaded at open: what the last process left waiting.
 	escalations []queuedEscalation
 	usage       []queuedUsage
-	// Skipped counts stored entries that did not decode (a damaged file):
-	// they stay on disk for inspection and are not sent.
+	// Skipped counts stored entries that did not decode at this open (a
+	// damaged or crafted file): they move to the outbox_quarantine table,
+	// kept for inspection, never sent and not counted against
+	// MaxOutboxEntries.
 	Skipped int
 }
 
@@ -110,33 +112,93 @@ func (o *Outbox) init() error {
 		UNIQUE (kind, id))`); err != nil {
 		return err
 	}
-	rows, err := o.db.QueryContext(ctx, `SELECT kind, id, body, queued_unix_nano FROM outbox ORDER BY seq`)
+	if _, err := o.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS outbox_quarantine (
+		seq INTEGER PRIMARY KEY,
+		kind TEXT NOT NULL,
+		id TEXT NOT NULL,
+		body BLOB NOT NULL,
+		queued_unix_nano INTEGER NOT NULL,
+		reason TEXT NOT NULL,
+		quarantined_unix_nano INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	bad, err := o.load(ctx)
 	if err != nil {
 		return err
 	}
+	return o.quarantine(ctx, bad)
+}
+
+// damaged is a stored entry that did not decode, and why.
+type damaged struct {
+	seq    int64
+	reason string
+}
+
+// load reads what the file holds, at most MaxOutboxEntries of each kind,
+// and returns the entries that do not decode. The rows cursor holds the
+// only connection, so moving those waits until it is closed.
+func (o *Outbox) load(ctx context.Context) ([]damaged, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT seq, kind, id, body, queued_unix_nano FROM outbox ORDER BY seq`)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
+	var bad []damaged
 	for rows.Next() {
+		if len(o.escalations) >= MaxOutboxEntries && len(o.usage) >= MaxOutboxEntries {
+			break // full either way; the rest waits for the next open
+		}
 		var (
+			seq, at  int64
 			kind, id string
 			body     []byte
-			at       int64
 		)
-		if err := rows.Scan(&kind, &id, &body, &at); err != nil {
-			return err
+		if err := rows.Scan(&seq, &kind, &id, &body, &at); err != nil {
+			return nil, err
 		}
 		m, err := decodeEntry(kind, id, body)
 		if err != nil {
 			o.Skipped++
+			bad = append(bad, damaged{seq, err.Error()})
 			continue
 		}
 		switch r := m.(type) {
 		case *meshv1.EscalationRequest:
-			o.escalations = append(o.escalations, queuedEscalation{r, time.Unix(0, at)})
+			if len(o.escalations) < MaxOutboxEntries {
+				o.escalations = append(o.escalations, queuedEscalation{r, time.Unix(0, at)})
+			}
 		case *meshv1.UsageRecord:
-			o.usage = append(o.usage, queuedUsage{r, time.Unix(0, at)})
+			if len(o.usage) < MaxOutboxEntries {
+				o.usage = append(o.usage, queuedUsage{r, time.Unix(0, at)})
+			}
 		}
 	}
-	return rows.Err()
+	return bad, rows.Err()
+}
+
+// quarantine moves entries that do not decode out of the outbox, in one
+// transaction, so that they no longer count against MaxOutboxEntries.
+func (o *Outbox) quarantine(ctx context.Context, bad []damaged) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	now := time.Now().UnixNano()
+	for _, d := range bad {
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO outbox_quarantine (seq, kind, id, body, queued_unix_nano, reason, quarantined_unix_nano)
+			SELECT seq, kind, id, body, queued_unix_nano, ?, ? FROM outbox WHERE seq = ?`, d.reason, now, d.seq); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, d.seq); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // decodeEntry decodes one stored entry: bounded in size, and valid as the
