@@ -357,21 +357,19 @@ func (c *tcpConn) OpenStreamSync(ctx context.Context) (Stream, error) {
 }
 
 func (c *tcpConn) AcceptStream(ctx context.Context) (Stream, error) {
-	for {
-		s, err := c.sess.AcceptStreamWithContext(ctx)
-		if err != nil {
-			return nil, c.linkErr(err)
-		}
-		if c.maxStreams > 0 && c.sess.NumStreams() > c.maxStreams {
-			// The hub was told the bound (its dialer waits for a free
-			// stream), so past it is a hub holding the bridge's buffers.
-			_ = s.Close()
-			msg := fmt.Sprintf("more than %d streams open", c.maxStreams)
-			_ = c.CloseWithError(CodeProtocol, msg)
-			return nil, &quic.ApplicationError{ErrorCode: CodeProtocol, ErrorMessage: msg}
-		}
-		return c.wrap(s), nil
+	s, err := c.sess.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return nil, c.linkErr(err)
 	}
+	if c.maxStreams > 0 && c.sess.NumStreams() > c.maxStreams {
+		// The hub was told the bound (its dialer waits for a free
+		// stream), so past it is a hub holding the bridge's buffers.
+		_ = s.Close()
+		msg := fmt.Sprintf("more than %d streams open", c.maxStreams)
+		_ = c.CloseWithError(CodeProtocol, msg)
+		return nil, &quic.ApplicationError{ErrorCode: CodeProtocol, ErrorMessage: msg}
+	}
+	return c.wrap(s), nil
 }
 
 // linkErr prefers the link's cause (a peer's close reason) to yamux's error.
