@@ -168,7 +168,7 @@ func New(opts Options) *Agent {
 			opts.Logger.Info("outbox: resending what waited before the restart", "escalations", len(a.order), "usage_records", len(a.usageOrd), "file", o.Path())
 		}
 		if o.Skipped > 0 {
-			opts.Logger.Warn("outbox: entries that do not decode are kept on disk and not sent", "entries", o.Skipped, "file", o.Path())
+			opts.Logger.Warn("outbox: entries that do not decode were moved to its outbox_quarantine table and are not sent", "entries", o.Skipped, "file", o.Path())
 		}
 	}
 	return a

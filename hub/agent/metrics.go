@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -55,6 +56,25 @@ func OpsHandler(a *Agent, extra *prometheus.Registry) http.Handler {
 			"queued_escalations": st.Queued, "queued_usage": st.QueuedUsage})
 	})
 	return mux
+}
+
+// GuardOps refuses what a web page could send to the ops address: any
+// request with an Origin header and, when the address is a loopback one
+// (loopback true), any whose Host is not localhost, 127.0.0.1 or [::1], so
+// that a page DNS-rebinding its own name to the hub reads nothing. An ops
+// address on another interface serves the names operators scrape it by.
+func GuardOps(next http.Handler, loopback bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if loopback && !loopbackHost(r.Host) {
+			apiError(w, http.StatusMisdirectedRequest, fmt.Sprintf("the hub's metrics address is on loopback and answers only for localhost, not Host %q: scrape http://127.0.0.1:<port>/", r.Host))
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			apiError(w, http.StatusForbidden, fmt.Sprintf("requests from web pages (Origin %q) are refused: scrape /metrics and /ready from a monitoring agent", o))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // CertNotAfter is when the device certificate the agent dials with

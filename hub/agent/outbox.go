@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -48,9 +49,13 @@ type Outbox struct {
 	// Loaded at open: what the last process left waiting.
 	escalations []queuedEscalation
 	usage       []queuedUsage
-	// Skipped counts stored entries that did not decode (a damaged file):
-	// they stay on disk for inspection and are not sent.
+	// Skipped counts stored entries that did not decode at this open (a
+	// damaged or crafted file): they move to the outbox_quarantine table,
+	// kept for inspection, never sent and not counted against
+	// MaxOutboxEntries.
 	Skipped int
+	// max is MaxOutboxEntries (smaller in tests).
+	max int
 }
 
 type queuedEscalation struct {
@@ -66,7 +71,9 @@ type queuedUsage struct {
 // OpenOutbox opens (creating it if needed, mode 0600) the outbox at path
 // and reads what it holds. A second process opening the same outbox is
 // refused: two hubs sending one queue would race each other.
-func OpenOutbox(path string) (*Outbox, error) {
+func OpenOutbox(path string) (*Outbox, error) { return openOutbox(path, MaxOutboxEntries) }
+
+func openOutbox(path string, max int) (*Outbox, error) {
 	if path == "" {
 		return nil, errors.New("outbox: a file path is required")
 	}
@@ -90,7 +97,7 @@ func OpenOutbox(path string) (*Outbox, error) {
 		return nil, fmt.Errorf("outbox %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	o := &Outbox{db: db, path: path, unlock: unlock}
+	o := &Outbox{db: db, path: path, unlock: unlock, max: max}
 	if err := o.init(); err != nil {
 		_ = o.Close()
 		return nil, fmt.Errorf("outbox %s: %w (move the file aside to start with an empty outbox)", path, err)
@@ -110,33 +117,114 @@ func (o *Outbox) init() error {
 		UNIQUE (kind, id))`); err != nil {
 		return err
 	}
-	rows, err := o.db.QueryContext(ctx, `SELECT kind, id, body, queued_unix_nano FROM outbox ORDER BY seq`)
+	if _, err := o.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS outbox_quarantine (
+		seq INTEGER PRIMARY KEY,
+		kind TEXT NOT NULL,
+		id TEXT NOT NULL,
+		body BLOB NOT NULL,
+		queued_unix_nano INTEGER NOT NULL,
+		reason TEXT NOT NULL,
+		quarantined_unix_nano INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	bad, err := o.load(ctx)
 	if err != nil {
 		return err
 	}
+	return o.quarantine(ctx, bad)
+}
+
+// damaged is a stored entry that did not decode, and why.
+type damaged struct {
+	seq    int64
+	reason string
+}
+
+// load reads what the file holds, at most MaxOutboxEntries of each kind,
+// and returns the entries that do not decode. The rows cursor holds the
+// only connection, so moving those waits until it is closed.
+func (o *Outbox) load(ctx context.Context) ([]damaged, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT seq, kind, id, body, queued_unix_nano FROM outbox ORDER BY seq`)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
+	var bad []damaged
 	for rows.Next() {
+		if len(o.escalations) >= o.max && len(o.usage) >= o.max {
+			break // full either way; the rest waits for the next open
+		}
 		var (
+			seq, at  int64
 			kind, id string
 			body     []byte
-			at       int64
 		)
-		if err := rows.Scan(&kind, &id, &body, &at); err != nil {
-			return err
+		if err := rows.Scan(&seq, &kind, &id, &body, &at); err != nil {
+			return nil, err
 		}
 		m, err := decodeEntry(kind, id, body)
 		if err != nil {
 			o.Skipped++
+			bad = append(bad, damaged{seq, err.Error()})
 			continue
 		}
 		switch r := m.(type) {
 		case *meshv1.EscalationRequest:
-			o.escalations = append(o.escalations, queuedEscalation{r, time.Unix(0, at)})
+			if len(o.escalations) < o.max {
+				o.escalations = append(o.escalations, queuedEscalation{r, time.Unix(0, at)})
+			}
 		case *meshv1.UsageRecord:
-			o.usage = append(o.usage, queuedUsage{r, time.Unix(0, at)})
+			if len(o.usage) < o.max {
+				o.usage = append(o.usage, queuedUsage{r, time.Unix(0, at)})
+			}
 		}
 	}
-	return rows.Err()
+	return bad, rows.Err()
+}
+
+// quarantineBatch is how many entries one statement moves (SQLite allows
+// 32766 parameters; each entry takes three).
+const quarantineBatch = 1000
+
+// quarantine moves entries that do not decode out of the outbox, in one
+// transaction, so that they no longer count against MaxOutboxEntries.
+func (o *Outbox) quarantine(ctx context.Context, bad []damaged) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	now := time.Now().UnixNano()
+	// In batches: one statement per row is minutes for a crafted file.
+	for len(bad) > 0 {
+		batch := bad[:min(len(bad), quarantineBatch)]
+		bad = bad[len(batch):]
+		reasons := make([]any, 0, 2*len(batch)+1)
+		seqs := make([]any, 0, len(batch))
+		var when, in strings.Builder
+		for i, d := range batch {
+			if i > 0 {
+				in.WriteString(",")
+			}
+			in.WriteString("?")
+			when.WriteString(" WHEN ? THEN ?")
+			reasons = append(reasons, d.seq, d.reason)
+			seqs = append(seqs, d.seq)
+		}
+		reasons = append(reasons, now)
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO outbox_quarantine (seq, kind, id, body, queued_unix_nano, reason, quarantined_unix_nano)
+			SELECT seq, kind, id, body, queued_unix_nano, CASE seq`+when.String()+` END, ? FROM outbox WHERE seq IN (`+in.String()+`)`,
+			append(reasons, seqs...)...); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq IN (`+in.String()+`)`, seqs...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // decodeEntry decodes one stored entry: bounded in size, and valid as the
@@ -195,7 +283,7 @@ func (o *Outbox) put(kind, id string, m proto.Message, at time.Time) error {
 	if err := o.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE kind = ?`, kind).Scan(&n); err != nil {
 		return &outboxError{fmt.Errorf("outbox %s: %w", o.path, err)}
 	}
-	if n >= MaxOutboxEntries {
+	if n >= o.max {
 		return ErrOutboxFull
 	}
 	if _, err := o.db.ExecContext(ctx, `INSERT INTO outbox (kind, id, body, queued_unix_nano) VALUES (?, ?, ?, ?)

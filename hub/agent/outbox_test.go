@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,4 +183,93 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("decoded %T", m)
 		}
 	})
+}
+
+// testOutboxMax stands for MaxOutboxEntries where a test fills the outbox
+// (100,000 rows take minutes under -race with the pure-Go SQLite).
+const testOutboxMax = 2000
+
+// TestOutboxQuarantinesDamagedEntries: a crafted file holding
+// as many usage rows as the bound that do not decode does not make the hub
+// refuse new work: they move to the quarantine table at open and no
+// longer count, and open loads no more than testOutboxMax of a kind.
+func TestOutboxQuarantinesDamagedEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), OutboxFile)
+	ob, err := openOutbox(path, testOutboxMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := ob.db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range testOutboxMax {
+		if _, err := tx.Exec(`INSERT INTO outbox (kind, id, body, queued_unix_nano) VALUES (?, ?, ?, 0)`,
+			kindUsage, fmt.Sprintf("bad-%d", i), []byte{0xff, 0xff, 0xff}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	_ = ob.Close()
+
+	ob, err = openOutbox(path, testOutboxMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ob.Skipped != testOutboxMax || len(ob.usage) != 0 {
+		t.Fatalf("skipped %d, loaded %d", ob.Skipped, len(ob.usage))
+	}
+	if err := ob.put(kindUsage, "new", &meshv1.UsageRecord{EventId: "new", Model: "m"}, time.Now()); err != nil {
+		t.Fatalf("new work behind %d damaged rows: %v", testOutboxMax, err)
+	}
+	var q int
+	if err := ob.db.QueryRow(`SELECT count(*) FROM outbox_quarantine`).Scan(&q); err != nil || q != testOutboxMax {
+		t.Fatalf("quarantined %d: %v", q, err)
+	}
+	_ = ob.Close()
+
+	// A second open finds only the valid row and quarantines nothing more.
+	ob, err = openOutbox(path, testOutboxMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	if ob.Skipped != 0 || len(ob.usage) != 1 {
+		t.Fatalf("after quarantine: skipped %d, loaded %d", ob.Skipped, len(ob.usage))
+	}
+}
+
+// TestOutboxLoadsAtMostTheBound: a file holding more valid rows of a kind
+// than the bound loads only that many at open.
+func TestOutboxLoadsAtMostTheBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), OutboxFile)
+	ob, err := openOutbox(path, testOutboxMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := ob.db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range testOutboxMax + 10 {
+		id := fmt.Sprintf("u-%d", i)
+		body, _ := proto.Marshal(&meshv1.UsageRecord{EventId: id, Model: "m"})
+		if _, err := tx.Exec(`INSERT INTO outbox (kind, id, body, queued_unix_nano) VALUES (?, ?, ?, 0)`, kindUsage, id, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	_ = ob.Close()
+	ob, err = openOutbox(path, testOutboxMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	if len(ob.usage) != testOutboxMax {
+		t.Fatalf("loaded %d usage records, want at most %d", len(ob.usage), testOutboxMax)
+	}
 }

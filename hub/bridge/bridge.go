@@ -230,12 +230,13 @@ func Listen(opts Options) (*Bridge, error) {
 		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
-			handshakes: make(chan struct{}, maxTCPHandshakes)}
+			hello: tcpHelloTimeout, perSource: tcpPerSourceLimit, handshakes: make(chan struct{}, maxTCPHandshakes)}
 	}
 	return b, nil
 }
 
-// maxTCPHandshakes bounds the fallback's TLS handshakes in progress.
+// maxTCPHandshakes bounds the fallback's TLS handshakes in progress from
+// every source together.
 const maxTCPHandshakes = 1024
 
 // udpBuffer is the socket buffer quic-go asks for (7 MiB, its wiki's

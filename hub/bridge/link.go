@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -88,11 +89,36 @@ func (c quicConn) Transport() string        { return "quic" }
 // kind uses it.
 const closeMagic byte = 0xCC
 
+// boundMagic starts the stream on which the bridge announces, first thing
+// on a link, how many streams the hub may have open (4 bytes, big-endian).
+// yamux has no stream limit of its own: a hub that opens more loses the
+// link, so the hub's dialer waits for a free one as QUIC's does.
+const boundMagic byte = 0xCB
+
+// boundWait bounds how long DialTCP waits for the bridge's bound; a bridge
+// that announces none (an older one) leaves the hub unbounded.
+const boundWait = 2 * time.Second
+
+// streamPoll is how often a hub waiting for a free stream looks again:
+// yamux says how many streams are open but not when one ends.
+const streamPoll = 5 * time.Millisecond
+
 // maxCloseMsg bounds the close reason a peer may send.
 const maxCloseMsg = 1024
 
-func yamuxConfig() *yamux.Config {
+func yamuxConfig(server bool, maxStreams int) *yamux.Config {
 	c := yamux.DefaultConfig()
+	if server {
+		// A stream the bridge has closed and the hub has not lingers this
+		// long (yamux's default is 5 minutes) and counts against the bound.
+		c.StreamCloseTimeout = 30 * time.Second
+		if maxStreams > 0 {
+			// More unaccepted streams than the bound is a hub past it.
+			c.AcceptBacklog = maxStreams + 1
+		}
+		// MaxStreamWindowSize stays at yamux's minimum, 256 KiB: with the
+		// bound, what one link may buffer is maxStreams times that.
+	}
 	// The agent's heartbeats and their acks find a dead link; yamux's own
 	// keepalive is a backstop for a link idle beyond them.
 	c.KeepAliveInterval = 10 * time.Second
@@ -110,6 +136,9 @@ type tcpConn struct {
 	maxStreams int // 0: no bound
 	server     bool
 	once       sync.Once
+	// opening lets one OpenStreamSync at a time count the open streams
+	// and open one, so that concurrent callers cannot pass the bound.
+	opening chan struct{}
 }
 
 // newTCPConn runs a yamux session over an established TLS connection.
@@ -117,15 +146,16 @@ func newTCPConn(tc *tls.Conn, server bool, maxStreams int) (*tcpConn, error) {
 	var sess *yamux.Session
 	var err error
 	if server {
-		sess, err = yamux.Server(tc, yamuxConfig())
+		sess, err = yamux.Server(tc, yamuxConfig(true, maxStreams))
 	} else {
-		sess, err = yamux.Client(tc, yamuxConfig())
+		sess, err = yamux.Client(tc, yamuxConfig(false, 0))
 	}
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	c := &tcpConn{tls: tc, sess: sess, ctx: ctx, cancel: cancel, maxStreams: maxStreams, server: server}
+	c := &tcpConn{tls: tc, sess: sess, ctx: ctx, cancel: cancel, maxStreams: maxStreams, server: server,
+		opening: make(chan struct{}, 1)}
 	go func() {
 		<-sess.CloseChan()
 		cancel(errors.New("link closed (TCP)"))
@@ -148,9 +178,51 @@ func DialTCP(ctx context.Context, addr string, tc *tls.Config) (Conn, error) {
 		_ = nc.Close()
 		return nil, err
 	}
-	// The hub opens every stream but the bridge's close notice.
+	if err := c.readBound(ctx); err != nil {
+		c.closeLocal(err)
+		return nil, err
+	}
+	// The hub opens every stream but the bridge's notices.
 	go c.acceptClose()
 	return c, nil
+}
+
+// readBound takes the bridge's stream bound, the first stream it opens.
+func (c *tcpConn) readBound(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, boundWait)
+	defer cancel()
+	s, err := c.sess.AcceptStreamWithContext(wctx)
+	if err != nil {
+		if ctx.Err() == nil && c.ctx.Err() == nil {
+			return nil // a bridge that announces no bound
+		}
+		return c.linkErr(err)
+	}
+	defer s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(boundWait))
+	n, ae, err := readNotice(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("the bridge's first notice: %w", err)
+	case ae != nil:
+		return ae
+	}
+	c.maxStreams = n
+	return nil
+}
+
+// announceBound tells the hub the link's stream bound.
+func (c *tcpConn) announceBound() {
+	s, err := c.sess.OpenStream()
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	var b [5]byte
+	b[0] = boundMagic
+	binary.BigEndian.PutUint32(b[1:], uint32(c.maxStreams))
+	_ = s.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = s.Write(b[:])
 }
 
 // acceptClose waits for the peer's close notice and ends the link with its
@@ -164,14 +236,42 @@ func (c *tcpConn) acceptClose() {
 		go func() {
 			defer s.Close()
 			_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
-			ae, err := readCloseNotice(s)
-			if err != nil {
+			_, ae, err := readNotice(s)
+			if err != nil || ae == nil {
 				return
 			}
 			c.closeLocal(ae)
 		}()
 	}
 }
+
+// readNotice decodes a bridge's notice: a stream bound (at most
+// maxNoticeBound) or a close notice.
+func readNotice(r io.Reader) (int, *quic.ApplicationError, error) {
+	var kind [1]byte
+	if _, err := io.ReadFull(r, kind[:]); err != nil {
+		return 0, nil, err
+	}
+	switch kind[0] {
+	case boundMagic:
+		var b [4]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n := binary.BigEndian.Uint32(b[:])
+		if n == 0 || n > maxNoticeBound {
+			return 0, nil, fmt.Errorf("stream bound %d, want 1 to %d", n, maxNoticeBound)
+		}
+		return int(n), nil, nil
+	case closeMagic:
+		ae, err := readCloseNotice(io.MultiReader(bytes.NewReader(kind[:]), r))
+		return 0, ae, err
+	}
+	return 0, nil, errors.New("not a notice")
+}
+
+// maxNoticeBound is the largest stream bound a hub accepts.
+const maxNoticeBound = 1 << 16
 
 // readCloseNotice decodes a close notice: closeMagic, the code (4 bytes,
 // big-endian), the message's length (2 bytes) and at most maxCloseMsg bytes
@@ -205,6 +305,31 @@ func (c *tcpConn) closeLocal(cause error) {
 }
 
 func (c *tcpConn) OpenStreamSync(ctx context.Context) (Stream, error) {
+	select {
+	case c.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, context.Cause(c.ctx)
+	}
+	release := func() { <-c.opening }
+	if c.maxStreams > 0 && c.sess.NumStreams() >= c.maxStreams {
+		t := time.NewTicker(streamPoll)
+		for c.sess.NumStreams() >= c.maxStreams {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				release()
+				return nil, ctx.Err()
+			case <-c.ctx.Done():
+				t.Stop()
+				release()
+				return nil, context.Cause(c.ctx)
+			}
+		}
+		t.Stop()
+	}
 	type res struct {
 		s   *yamux.Stream
 		err error
@@ -212,6 +337,7 @@ func (c *tcpConn) OpenStreamSync(ctx context.Context) (Stream, error) {
 	ch := make(chan res, 1)
 	go func() {
 		s, err := c.sess.OpenStream()
+		release()
 		ch <- res{s, err}
 	}()
 	select {
@@ -231,19 +357,19 @@ func (c *tcpConn) OpenStreamSync(ctx context.Context) (Stream, error) {
 }
 
 func (c *tcpConn) AcceptStream(ctx context.Context) (Stream, error) {
-	for {
-		s, err := c.sess.AcceptStreamWithContext(ctx)
-		if err != nil {
-			return nil, c.linkErr(err)
-		}
-		if c.maxStreams > 0 && c.sess.NumStreams() > c.maxStreams {
-			// As QUIC's MaxIncomingStreams would: past the bound a stream
-			// does not open.
-			_ = s.Close()
-			continue
-		}
-		return c.wrap(s), nil
+	s, err := c.sess.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return nil, c.linkErr(err)
 	}
+	if c.maxStreams > 0 && c.sess.NumStreams() > c.maxStreams {
+		// The hub was told the bound (its dialer waits for a free
+		// stream), so past it is a hub holding the bridge's buffers.
+		_ = s.Close()
+		msg := fmt.Sprintf("more than %d streams open", c.maxStreams)
+		_ = c.CloseWithError(CodeProtocol, msg)
+		return nil, &quic.ApplicationError{ErrorCode: CodeProtocol, ErrorMessage: msg}
+	}
+	return c.wrap(s), nil
 }
 
 // linkErr prefers the link's cause (a peer's close reason) to yamux's error.
@@ -344,36 +470,129 @@ func (s *tcpStream) Read(b []byte) (int, error) {
 func (s *tcpStream) Context() context.Context { return s.ctx }
 
 // tcpListener accepts the fallback's connections beside the QUIC socket.
+// Before the TLS handshake proves who a client is, the listener bounds what
+// an unauthenticated source may hold: handshakes in progress per source
+// address and in all, and how long a connection may stay silent.
 type tcpListener struct {
 	ln net.Listener
-	// handshakes bounds the TLS handshakes in progress: past it a new
-	// connection is closed at once, so half-open connections cannot pile up.
+	// handshakes bounds the TLS handshakes in progress in all; past it a new
+	// connection waits up to handshakeWait for one to end, then is closed.
 	handshakes chan struct{}
 	tls        *tls.Config
 	maxStreams int
-	handshake  time.Duration
+	// handshake bounds the whole TLS handshake; hello (default 1s) bounds
+	// the wait for the client's first bytes, so a silent connection gives
+	// its slot back long before a slow but live one.
+	handshake time.Duration
+	hello     time.Duration
+	// perSource bounds the handshakes in progress from one IP address
+	// (default 8): one client cannot take every slot.
+	perSource int
+
+	mu      sync.Mutex
+	sources map[string]int
+}
+
+// Defaults of the fallback's pre-authentication bounds.
+const (
+	tcpHelloTimeout   = time.Second
+	tcpHandshakeWait  = time.Second
+	tcpPerSourceLimit = 8
+)
+
+// claimSource counts a handshake from nc's address; false when that
+// source has perSource in progress already.
+func (l *tcpListener) claimSource(nc net.Conn) (string, bool) {
+	src := nc.RemoteAddr().String()
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		src = ta.IP.String()
+	}
+	max := l.perSource
+	if max <= 0 {
+		max = tcpPerSourceLimit
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sources == nil {
+		l.sources = map[string]int{}
+	}
+	if l.sources[src] >= max {
+		return src, false
+	}
+	l.sources[src]++
+	return src, true
+}
+
+func (l *tcpListener) releaseSource(src string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sources[src]--; l.sources[src] <= 0 {
+		delete(l.sources, src)
+	}
+}
+
+// helloConn lifts the short deadline for the client's first bytes once
+// they arrive; the handshake's own deadline still applies.
+type helloConn struct {
+	net.Conn
+	heard bool // read only by the handshake's goroutine, then by yamux's
+}
+
+func (c *helloConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.heard {
+		c.heard = true
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // accept returns the next connection whose TLS handshake (and so the client
 // certificate check) succeeded; failed handshakes are dropped.
 func (l *tcpListener) accept(ctx context.Context, out chan<- Conn) error {
+	hello := l.hello
+	if hello <= 0 {
+		hello = tcpHelloTimeout
+	}
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
 			return err
 		}
-		select {
-		case l.handshakes <- struct{}{}:
-		default:
+		src, ok := l.claimSource(nc)
+		if !ok {
 			_ = nc.Close()
 			continue
 		}
+		// The accept loop itself waits for a slot: the connections behind
+		// this one stay in the kernel's backlog meanwhile, and silent
+		// connections give their slots back within hello.
+		select {
+		case l.handshakes <- struct{}{}:
+		default:
+			t := time.NewTimer(tcpHandshakeWait)
+			select {
+			case l.handshakes <- struct{}{}:
+				t.Stop()
+			case <-t.C:
+				l.releaseSource(src)
+				_ = nc.Close()
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				l.releaseSource(src)
+				_ = nc.Close()
+				continue // the listener's close ends Accept
+			}
+		}
 		go func() {
 			defer func() { <-l.handshakes }()
-			tc := tls.Server(nc, l.tls)
+			_ = nc.SetReadDeadline(time.Now().Add(hello))
+			tc := tls.Server(&helloConn{Conn: nc}, l.tls)
 			hctx, cancel := context.WithTimeout(ctx, l.handshake)
 			err := tc.HandshakeContext(hctx)
 			cancel()
+			l.releaseSource(src)
 			if err != nil {
 				_ = nc.Close()
 				return
@@ -388,6 +607,9 @@ func (l *tcpListener) accept(ctx context.Context, out chan<- Conn) error {
 			if err != nil {
 				_ = nc.Close()
 				return
+			}
+			if c.maxStreams > 0 {
+				go c.announceBound()
 			}
 			select {
 			case out <- c:

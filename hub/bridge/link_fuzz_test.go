@@ -30,3 +30,27 @@ func FuzzCloseNotice(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNotice: a bridge's first notice yields a stream bound within
+// 1..maxNoticeBound or a close notice, never both, never a panic.
+func FuzzNotice(f *testing.F) {
+	f.Add([]byte{boundMagic, 0, 0, 0, 100})
+	f.Add([]byte{boundMagic, 0, 0, 0, 0})
+	f.Add([]byte{boundMagic, 0xff, 0xff, 0xff, 0xff})
+	f.Add(append([]byte{closeMagic, 0, 0, 0, 4, 0, 7}, "revoked"...))
+	f.Add([]byte{0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, ae, err := readNotice(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		switch {
+		case ae != nil && n != 0:
+			t.Fatalf("both a bound %d and a close %+v from %x", n, ae, b)
+		case ae == nil && (n < 1 || n > maxNoticeBound || b[0] != boundMagic):
+			t.Fatalf("bound %d from %x", n, b)
+		case ae != nil && !utf8.ValidString(ae.ErrorMessage):
+			t.Fatalf("close %+v from %x", ae, b)
+		}
+	})
+}

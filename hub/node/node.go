@@ -44,7 +44,9 @@ type Options struct {
 	Worker   worker.Options
 	DeviceID string
 	// MetricsListen serves /metrics and /ready (agent.OpsHandler), without
-	// the API's secret; empty serves neither.
+	// the API's secret; empty serves neither. Requests with an Origin
+	// header are refused, and on a loopback address so is any Host but
+	// localhost's (agent.GuardOps).
 	MetricsListen string
 	// Tracer receives the spans of the local API's requests; nil records none.
 	Tracer trace.TracerProvider
@@ -110,7 +112,9 @@ func Start(o Options) (n *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub metrics on %s: %w", o.MetricsListen, err)
 		}
-		srv := &http.Server{Handler: agent.OpsHandler(n.Agent, nil), ReadHeaderTimeout: 10 * time.Second}
+		ta, _ := l.Addr().(*net.TCPAddr)
+		ops := agent.GuardOps(agent.OpsHandler(n.Agent, nil), ta != nil && ta.IP.IsLoopback())
+		srv := &http.Server{Handler: ops, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(l) }()
 		n.metricsAddr = l.Addr().String()
 		n.stops = append(n.stops, func() { _ = srv.Close() })

@@ -30,6 +30,48 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// TestMetricsRefusePages: a web page that DNS-rebinds its own name to the
+// hub's loopback metrics address (so the browser sends Host: its name),
+// or that calls it across origins, reads neither /metrics nor /ready.
+func TestMetricsRefusePages(t *testing.T) {
+	p := harness.NewPKI(t)
+	c := p.Enroll(t, harness.Store(t), pki.Identity{DeviceID: "gpu-ops-page", Account: "acme"}, time.Hour)
+	n, err := node.Start(node.Options{
+		Agent:         agent.Options{Bridge: "127.0.0.1:9", TLS: c, DeviceID: "gpu-ops-page"},
+		MetricsListen: "127.0.0.1:0", DeviceID: "gpu-ops-page",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	for _, path := range []string{"/metrics", "/ready"} {
+		for name, h := range map[string]http.Header{
+			"rebound Host":   {"Host": {"evil.example:" + n.MetricsAddr()[strings.LastIndex(n.MetricsAddr(), ":")+1:]}},
+			"another origin": {"Origin": {"https://evil.example"}},
+		} {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+n.MetricsAddr()+path, nil)
+			req.Header = h
+			if host := h.Get("Host"); host != "" {
+				req.Host = host
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode < 400 || strings.Contains(string(b), "si_hub") || strings.Contains(string(b), "certificate") {
+				t.Errorf("%s %s: %d %s", name, path, resp.StatusCode, b)
+			}
+		}
+		// The operator's own scrape still works (/ready: 503, the link is down).
+		want := map[string]int{"/metrics": http.StatusOK, "/ready": http.StatusServiceUnavailable}[path]
+		if code, body := get(t, "http://"+n.MetricsAddr()+path); code != want {
+			t.Errorf("%s from the hub itself: %d %s", path, code, body)
+		}
+	}
+}
+
 // TestMetricsAndReady: /ready is 503 until the link is up, then 200;
 // /metrics shows the link, the outbox and the certificate. Neither needs
 // the API secret, so neither may show it, the bridge's address or an
