@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/superinstance/mesh/internal/config"
 )
@@ -525,6 +527,16 @@ func versionCommand() *Command {
 }
 
 // printJSON writes v as indented JSON, the shape every --json flag prints.
+// printProtoJSON prints m as printJSON does, under its proto field names.
+// protojson's own spacing varies on purpose; this output does not.
+func printProtoJSON(w io.Writer, m proto.Message, emitUnpopulated bool) error {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: emitUnpopulated}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return printJSON(w, json.RawMessage(b))
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

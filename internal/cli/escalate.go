@@ -207,9 +207,7 @@ func (e *escalation) attempt(ctx context.Context) (done bool, err error) {
 		case *meshv1.EscalationResponse_Result:
 			res := b.Result
 			if e.asJSON {
-				j, _ := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(res)
-				fmt.Fprintln(out, string(j))
-				return true, nil
+				return true, printProtoJSON(out, res, false)
 			}
 			fmt.Fprintf(out, "\nstatus    %s\nscore     %.4f\nrounds    %d\nanswer    %s\nworkflow  %s\n",
 				res.GetStatus(), res.GetScore(), res.GetRounds(), res.GetAnswer(), res.GetWorkflowId())

@@ -15,8 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/superinstance/mesh/hub"
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
@@ -348,12 +346,7 @@ still prints CPU and memory.`,
 			defer r.Close()
 			v := r.Read()
 			if asJSON {
-				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true, UseProtoNames: true}.Marshal(v)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(env.Stdout, string(b))
-				return nil
+				return printProtoJSON(env.Stdout, v, true)
 			}
 			fmt.Fprintf(env.Stdout, "cpu: load %.2f over %d CPUs, memory %.1f/%.1f GiB used\n", v.CpuLoad, v.CpuCount,
 				float64(v.MemoryUsedBytes)/(1<<30), float64(v.MemoryTotalBytes)/(1<<30))
