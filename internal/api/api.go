@@ -412,7 +412,7 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 
 func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, c Caller) {
 	if st, ok := s.visibleState(w, r, c, r.PathValue("id")); ok {
-		httpjson.Write(w, http.StatusOK, s.view(r.Context(), r.PathValue("id"), st))
+		httpjson.Write(w, http.StatusOK, s.viewFor(r.Context(), c, r.PathValue("id"), st))
 	}
 }
 
