@@ -306,7 +306,10 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 			c.state.Error, c.state.ErrorType = ae.Message(), ae.Type()
 		}
 		c.release(ctx)
-		c.record(ctx)
+		// A run whose guest check failed is no one's to record.
+		if !c.refused || workflow.GetVersion(ctx, versionRefusedKey, workflow.DefaultVersion, versionRefused) != versionRefused {
+			c.record(ctx)
+		}
 		return nil, err
 	}
 	c.release(ctx)
@@ -324,6 +327,8 @@ type consensus struct {
 	stepIDs []string
 	stepID  string // the id of the step in progress
 	billed  int    // steps already billed
+	// refused marks a run whose guest check failed: it is not recorded.
+	refused bool
 	// stepIDs0 marks a run recorded before versionStepIDs: the SDK picks
 	// activity ids and nothing is billed.
 	stepIDs0 bool
@@ -371,6 +376,12 @@ const versionLedgerDown = 1
 
 const versionLedgerDownKey = "ledger-unreachable-record-later"
 
+// versionRefused is the workflow version that records nothing of a run
+// whose guest check failed.
+const versionRefused = 1
+
+const versionRefusedKey = "refused-unrecorded"
+
 // versionStepIDs is the workflow version that names each step's activity
 // (r<round>-<agent>) and bills it; runs recorded before it replay without.
 const versionStepIDs = 1
@@ -388,6 +399,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 		// A guest runs on the host's account, which the session names.
 		var g store.GuestSession
 		if err := workflow.ExecuteActivity(actx, r.CheckGuest, c.in.GuestSession, c.in.Account).Get(ctx, &g); err != nil {
+			c.refuse(true)
 			return passType(err, "guest check")
 		}
 		c.in.Account, c.in.Project = g.Host, g.Project
@@ -395,12 +407,14 @@ func (c *consensus) run(ctx workflow.Context) error {
 	}
 	if c.in.Account != "" && !c.stepIDs0 {
 		if err := workflow.ExecuteActivity(actx, r.CheckAccount, c.in.Account).Get(ctx, nil); err != nil {
+			c.refuse(false)
 			return passType(err, "account check")
 		}
 		// The caller must own or edit a named project (a new one becomes
 		// theirs); a guest's role was checked with the session.
 		if c.in.GuestSession == "" && workflow.GetVersion(ctx, "project-roles", workflow.DefaultVersion, 1) == 1 {
 			if err := workflow.ExecuteActivity(actx, r.CheckProject, c.in.Account, c.in.Project).Get(ctx, nil); err != nil {
+				c.refuse(false)
 				return passType(err, "project check")
 			}
 		}
@@ -902,6 +916,16 @@ func (c *consensus) run0(ctx workflow.Context) store.ConsensusRun {
 		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
 		Placement: c.state.Placement, Account: c.in.Account,
 	}
+}
+
+// refuse marks the run refused by a check (or one that could not be made).
+// From then on it names no project, so that no member of the project it
+// named reads it, and it is recorded, if at all, under the default project
+// of the account it named: the caller's own. A refused guest's run is not
+// recorded (it would land on the host's page with the guest's text).
+func (c *consensus) refuse(guest bool) {
+	c.refused = guest
+	c.in.Project, c.state.Project = DefaultProject, DefaultProject
 }
 
 // record stores the outcome; the answer stands even if the database is down.

@@ -29,6 +29,12 @@ var (
 // simulator and whose placement and record activities are mocked.
 func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 	t.Helper()
+	return newEnvRecording(t, nil)
+}
+
+// newEnvRecording is newEnv, with record called for each run recorded.
+func newEnvRecording(t *testing.T, record func(store.ConsensusRun)) *testsuite.TestWorkflowEnvironment {
+	t.Helper()
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	sim := httptest.NewServer(simulator.New(simulator.Options{}))
@@ -41,7 +47,12 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 	env.RegisterActivity(&activities.Placement{})
 	env.RegisterActivity(&activities.Records{})
 	env.RegisterActivity(&activities.Ledger{})
-	env.OnActivity(rec.RecordConsensus, mock.Anything, mock.Anything).Return(nil)
+	env.OnActivity(rec.RecordConsensus, mock.Anything, mock.Anything).Return(func(_ context.Context, r store.ConsensusRun) error {
+		if record != nil {
+			record(r)
+		}
+		return nil
+	})
 	return env
 }
 
@@ -446,5 +457,47 @@ func TestFailedStateSaysWhatFailedOnce(t *testing.T) {
 		if strings.Contains(st.Error, internal) {
 			t.Fatalf("the failure names SDK internals (%s): %q", internal, st.Error)
 		}
+	}
+}
+
+// A run whose project check fails was never the project's: it is kept, if
+// at all, under the caller's own default project, and its state names no
+// project whose members could read it.
+func TestRefusedProjectRunIsNotTheProjects(t *testing.T) {
+	var got []store.ConsensusRun
+	env := newEnvRecording(t, func(r store.ConsensusRun) { got = append(got, r) })
+	env.OnActivity(rec.CheckAccount, mock.Anything, "mallory").Return(nil)
+	env.OnActivity(rec.CheckProject, mock.Anything, "mallory", "acme").Return(
+		temporal.NewNonRetryableApplicationError("project acme: no such project of yours", activities.ErrProjectForbidden, nil))
+	if _, err := run(t, env, ConsensusInput{Prompt: "planted text", Project: "acme", Account: "mallory"}); err == nil {
+		t.Fatal("the run succeeded")
+	}
+	for _, r := range got {
+		if r.Project != DefaultProject || r.Account != "mallory" {
+			t.Fatalf("the refused run is recorded as %+v", r)
+		}
+	}
+	v, err := env.QueryWorkflow(QueryState)
+	var st ConsensusState
+	if err == nil {
+		err = v.Get(&st)
+	}
+	if err != nil || st.Project != DefaultProject {
+		t.Fatalf("state of the refused run names project %q (%v)", st.Project, err)
+	}
+}
+
+// A run whose guest check fails is not recorded at all: not on the host's
+// pages, which would show the guest's text.
+func TestRefusedGuestRunIsNotRecorded(t *testing.T) {
+	recorded := 0
+	env := newEnvRecording(t, func(store.ConsensusRun) { recorded++ })
+	env.OnActivity(rec.CheckGuest, mock.Anything, "gs-1", "host").Return(store.GuestSession{},
+		temporal.NewNonRetryableApplicationError("guest session revoked", "GuestRevoked", nil))
+	if _, err := run(t, env, ConsensusInput{Prompt: "planted text", Account: "host", GuestSession: "gs-1"}); err == nil {
+		t.Fatal("the run succeeded")
+	}
+	if recorded != 0 {
+		t.Fatalf("the refused guest's run was recorded %d times", recorded)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/internal/store"
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
@@ -24,7 +25,20 @@ type Temporal struct {
 	Client client.Client
 	// Poll is how often an escalation's progress is read. Default 100ms.
 	Poll time.Duration
+	// Projects checks that a device's account may start runs in the
+	// project a request names (a project new to the mesh becomes the
+	// account's). Nil leaves the check to the consensus workflow alone,
+	// which refuses such a run and records nothing of it.
+	Projects ProjectClaimer
 }
+
+// ProjectClaimer returns account's role in project, claiming a project new
+// to the mesh for it; store.ErrNotFound for another account's project.
+type ProjectClaimer interface {
+	ClaimProject(ctx context.Context, project, account string) (string, error)
+}
+
+var _ ProjectClaimer = (*store.Store)(nil)
 
 var (
 	_ Escalator = (*Temporal)(nil)
@@ -64,7 +78,11 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 		Prompt: req.GetPrompt(), Project: req.GetProject(), Account: id.Account, MaxRounds: int(req.GetMaxRounds()),
 		Threshold: req.GetThreshold(), LoRA: req.GetLora(), Placement: workflows.PlacementCloud, CloudQueue: workers.CloudQueue,
 	}
-	if _, err := in.Normalize(); err != nil {
+	norm, err := in.Normalize()
+	if err != nil {
+		return err
+	}
+	if err := t.checkProject(ctx, id, norm.Project); err != nil {
 		return err
 	}
 	wid := EscalationWorkflowID(id.DeviceID, req.GetRequestId())
@@ -121,6 +139,25 @@ func (t *Temporal) Escalate(ctx context.Context, id pki.Identity, req *meshv1.Es
 	return send(&meshv1.EscalationResponse{Body: &meshv1.EscalationResponse_Result{Result: &meshv1.EscalationResult{
 		WorkflowId: wid, Status: st.Status, Score: st.Score, Rounds: uint32(rounds), Answer: st.Answer,
 	}}})
+}
+
+// checkProject refuses, before any workflow starts, a request that names a
+// project the device's account may not start runs in: one of another
+// account is as absent as one that never was.
+func (t *Temporal) checkProject(ctx context.Context, id pki.Identity, project string) error {
+	if t.Projects == nil || project == workflows.DefaultProject {
+		return nil
+	}
+	role, err := t.Projects.ClaimProject(ctx, project, id.Account)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &RefusedError{Reason: "no project " + project + " of account " + id.Account + ": name a project of yours, or ask its owner for editor access"}
+	case err != nil:
+		return &UnavailableError{Err: fmt.Errorf("check project %s: %w", project, err)}
+	case !store.CanWrite(role):
+		return &RefusedError{Reason: "a " + role + " of project " + project + " can watch its runs but not start one"}
+	}
+	return nil
 }
 
 // checkOwner reads the run's first event and refuses it unless it is a

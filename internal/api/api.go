@@ -412,7 +412,7 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 
 func (s *Server) getConsensus(w http.ResponseWriter, r *http.Request, c Caller) {
 	if st, ok := s.visibleState(w, r, c, r.PathValue("id")); ok {
-		httpjson.Write(w, http.StatusOK, s.view(r.Context(), r.PathValue("id"), st))
+		httpjson.Write(w, http.StatusOK, s.viewFor(r.Context(), c, r.PathValue("id"), st))
 	}
 }
 
@@ -445,17 +445,24 @@ func (s *Server) queryState(ctx context.Context, id string) (workflows.Consensus
 
 // maySee reports whether the caller may read a run: a guest, the runs of
 // their project paid by their host; an account, its own runs and those of
-// the named projects it is a member of.
+// the named projects it is a member of. Another account's run is shown in
+// a project only while that account may write there, so that a run
+// started by anyone else (refused, but named the project) is no one's to
+// read but its own account's.
 func (s *Server) maySee(ctx context.Context, c Caller, st workflows.ConsensusState) bool {
-	if c.Guest != nil {
-		return st.Project == c.Guest.Project && st.Account == c.Guest.Host
-	}
-	if st.Account == c.Account {
+	if c.Guest == nil && st.Account == c.Account {
 		return true
 	}
 	if st.Project == "" || st.Project == workflows.DefaultProject {
 		return false
 	}
-	_, err := s.Store.ProjectRole(ctx, st.Project, c.Account)
-	return err == nil
+	if c.Guest != nil {
+		if st.Project != c.Guest.Project || st.Account != c.Guest.Host {
+			return false
+		}
+	} else if _, err := s.Store.ProjectRole(ctx, st.Project, c.Account); err != nil {
+		return false
+	}
+	role, err := s.Store.ProjectRole(ctx, st.Project, st.Account)
+	return err == nil && store.CanWrite(role)
 }

@@ -32,9 +32,10 @@ type Dashboard struct {
 	Projects  []ProjectInfo       `json:"projects"`
 	Invites   []InviteInfo        `json:"invites"`
 	Guests    []*GuestInfo        `json:"guests"`
-	// Handovers are those in flight (pending or accepted) that the account
-	// hosts or is offered.
-	Handovers []store.Handover `json:"handovers"`
+	// Handovers are those in flight (pending, accepted or awaiting the new
+	// owner's payment method) that the account hosts or is offered; the
+	// payment link is the new owner's alone.
+	Handovers []HandoverInfo `json:"handovers"`
 	// Funnel is the account's own invites and handovers over all time;
 	// FunnelWeeks by week of start, the latest first.
 	Funnel      store.Funnel       `json:"funnel"`
@@ -106,7 +107,7 @@ const (
 func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, error) {
 	// Lists are [] rather than null when empty.
 	d := Dashboard{Account: account, UsageDays: dashUsageDays, Flushes: []FlushInfo{}, Hubs: []HubInfo{}, Invites: []InviteInfo{},
-		Guests: []*GuestInfo{}, Handovers: []store.Handover{}}
+		Guests: []*GuestInfo{}, Handovers: []HandoverInfo{}}
 	a, err := s.Store.AccountByID(ctx, account)
 	if err != nil {
 		return d, dashUnavailable("the ledger is unreachable")
@@ -163,14 +164,12 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 	for _, g := range gs {
 		d.Guests = append(d.Guests, guestInfo(g))
 	}
-	hs, err := s.Store.HandoversOf(ctx, account)
+	hs, err := s.Store.HandoversInFlight(ctx, account, dashListMax)
 	if err != nil {
 		return d, dashUnavailable("the handover store is unreachable")
 	}
 	for _, h := range hs {
-		if (h.State == store.HandoverPending || h.State == store.HandoverAccepted) && len(d.Handovers) < dashListMax {
-			d.Handovers = append(d.Handovers, h)
-		}
+		d.Handovers = append(d.Handovers, s.handoverAs(ctx, h, account))
 	}
 	if d.Funnel, d.FunnelWeeks, err = s.Store.Funnels(ctx, account, 12); err != nil {
 		return d, dashUnavailable("the conversion figures are unreachable")

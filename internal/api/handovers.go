@@ -37,6 +37,18 @@ func handoverInfo(h store.Handover, account string) HandoverInfo {
 	return HandoverInfo{Handover: h, Role: role}
 }
 
+// handoverAs is h as account sees it: with the open payment link when
+// the handover awaits account's own payment method.
+func (s *Server) handoverAs(ctx context.Context, h store.Handover, account string) HandoverInfo {
+	info := handoverInfo(h, account)
+	if h.State == store.HandoverAwaitingPayment && h.NewOwner == account {
+		if _, open, ok, err := s.Store.PaymentSessions(ctx, h.ID, time.Now()); err == nil && ok {
+			info.PaymentURL = open.URL
+		}
+	}
+	return info
+}
+
 // startHandover hands a project the caller owns over to an email address.
 // A project the caller does not own answers 404, as if it did not exist.
 func (s *Server) startHandover(w http.ResponseWriter, r *http.Request, c Caller) {
@@ -91,13 +103,7 @@ func (s *Server) listHandovers(w http.ResponseWriter, r *http.Request, c Caller)
 	}
 	out := make([]HandoverInfo, 0, len(hs))
 	for _, h := range hs {
-		info := handoverInfo(h, c.Account)
-		if h.State == store.HandoverAwaitingPayment && h.NewOwner == c.Account {
-			if _, open, ok, err := s.Store.PaymentSessions(r.Context(), h.ID, time.Now()); err == nil && ok {
-				info.PaymentURL = open.URL
-			}
-		}
-		out = append(out, info)
+		out = append(out, s.handoverAs(r.Context(), h, c.Account))
 	}
 	httpjson.Write(w, http.StatusOK, map[string]any{"handovers": out})
 }

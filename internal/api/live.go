@@ -253,11 +253,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 		return nil
 	}
 	if st.Status != workflows.StatusRunning {
-		b, _ := json.Marshal(s.view(r.Context(), id, st))
+		b, _ := json.Marshal(s.viewFor(r.Context(), c, id, st))
 		_ = send("state", b)
 		_ = send("end", []byte(`{}`))
 		return
 	}
+	own := ownRun(c, st)
 	ch, cancel := s.Hub.Watch(id)
 	defer cancel()
 	ping := time.NewTicker(15 * time.Second)
@@ -277,7 +278,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 				_ = send("error", b)
 				return
 			}
-			if _, err := w.Write(ev.Frame); err != nil {
+			frame := ev.Frame
+			if own && len(ev.Data) > 0 {
+				frame = []byte("event: state\ndata: " + string(s.withTemporalURL(ev.Data, id)) + "\n\n")
+			}
+			if _, err := w.Write(frame); err != nil {
 				return
 			}
 			fl.Flush()

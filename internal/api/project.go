@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
@@ -113,12 +114,19 @@ func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		costs = nil
 	}
-	running, err := s.running(r.Context(), project)
-	if err != nil {
+	var running []runningRun
+	if project == workflows.DefaultProject && c.Guest == nil {
+		// Every account's default runs share the project's name: the
+		// caller's own runs in progress are those it holds headroom for.
+		if running, err = s.ownRunning(r.Context(), c.Account); err != nil {
+			s.errorPage(w, unavailable("The ledger"))
+			return
+		}
+	} else if running, err = s.running(r.Context(), project); err != nil {
 		s.errorPage(w, unavailable("Temporal"))
 		return
 	}
-	rows := s.visibleRuns(r.Context(), c, running)
+	rows := s.visibleRuns(r.Context(), c, project, running)
 	for _, run := range runs {
 		rows = append(rows, projectRow{ID: run.WorkflowID, Question: run.Prompt, Answer: run.Answer, Status: run.Status,
 			StatusText: strings.ReplaceAll(run.Status, "_", " "), At: run.FinishedAt, Cost: costs[run.WorkflowID]})
@@ -128,23 +136,56 @@ func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
 		"AnyRunning": len(running) > 0, "CanAsk": canAsk, "Viewer": viewerLine(c)})
 }
 
-// visibleRuns keeps the runs in progress that the caller may see, as rows.
-func (s *Server) visibleRuns(ctx context.Context, c Caller, runs []runningRun) []projectRow {
+// visibleRuns keeps the runs in progress of project that the caller may
+// see, as rows, querying at most runningMax of them, a few at a time.
+func (s *Server) visibleRuns(ctx context.Context, c Caller, project string, runs []runningRun) []projectRow {
+	runs = runs[:min(len(runs), runningMax)]
+	seen := make([]bool, len(runs))
+	states := make([]workflows.ConsensusState, len(runs))
+	sem := make(chan struct{}, runningQueries)
+	var wg sync.WaitGroup
+	for i, run := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			st, err := s.queryState(qctx, run.ID)
+			if err == nil && st.Project == project && s.maySee(ctx, c, st) {
+				seen[i], states[i] = true, st
+			}
+		}()
+	}
+	wg.Wait()
 	var out []projectRow
-	for _, run := range runs {
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		v, err := s.Temporal.QueryWorkflow(qctx, run.ID, "", workflows.QueryState)
-		var st workflows.ConsensusState
-		if err == nil {
-			err = v.Get(&st)
-		}
-		cancel()
-		if err == nil && s.maySee(ctx, c, st) {
-			out = append(out, projectRow{ID: run.ID, Question: st.Question, Status: workflows.StatusRunning,
+	for i, run := range runs {
+		if seen[i] {
+			out = append(out, projectRow{ID: run.ID, Question: states[i].Question, Status: workflows.StatusRunning,
 				StatusText: "running", At: run.Started, Running: true})
 		}
 	}
 	return out
+}
+
+const (
+	// runningMax bounds the runs in progress a project page lists.
+	runningMax = 20
+	// runningQueries bounds the state queries a page makes at once.
+	runningQueries = 4
+)
+
+// ownRunning lists an account's runs in progress, from its active holds.
+func (s *Server) ownRunning(ctx context.Context, account string) ([]runningRun, error) {
+	hs, err := s.Store.ActiveHolds(ctx, account, runningMax)
+	if err != nil {
+		return nil, err
+	}
+	var out []runningRun
+	for _, h := range hs {
+		out = append(out, runningRun{ID: h.ID, Started: h.Created})
+	}
+	return out, nil
 }
 
 // runningRun is a consensus run in progress.
@@ -160,7 +201,7 @@ func (s *Server) running(ctx context.Context, project string) ([]runningRun, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := s.Temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{PageSize: 20,
+	resp, err := s.Temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{PageSize: runningMax,
 		Query: fmt.Sprintf("WorkflowType = 'ConsensusWorkflow' AND ExecutionStatus = 'Running' AND %s = '%s'",
 			workflows.ConsensusProjectAttr.GetName(), project)})
 	if err != nil {

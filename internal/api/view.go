@@ -23,15 +23,45 @@ type RunView struct {
 	StepCosts map[string]int64 `json:"step_costs_micros"`
 	// Now is the server's time when the view was made.
 	Now time.Time `json:"now"`
-	// TemporalURL links to the run in the Temporal Web UI; absent unless
-	// Server.TemporalUIURL is set.
+	// TemporalURL links to the run in the Temporal Web UI, for the run's
+	// own account alone; absent unless Server.TemporalUIURL is set.
 	TemporalURL string `json:"temporal_url,omitempty"`
 }
 
-// view makes the RunView of run id. The costs are left out when the ledger
-// cannot be read: the progress matters more than its price.
+// viewFor is the RunView of run id as the caller gets it: with the
+// Temporal link only when the run is the caller's account's own (a
+// member of its project or a guest is no operator of it).
+func (s *Server) viewFor(ctx context.Context, c Caller, id string, st workflows.ConsensusState) RunView {
+	v := s.view(ctx, id, st)
+	if ownRun(c, st) {
+		v.TemporalURL = s.temporalURL(id)
+	}
+	return v
+}
+
+// ownRun reports whether st is a run of the caller's own account.
+func ownRun(c Caller, st workflows.ConsensusState) bool {
+	return c.Guest == nil && c.Account != "" && st.Account == c.Account
+}
+
+// withTemporalURL adds the run's Temporal link to a RunView's JSON shared
+// by every viewer (which carries none), for a viewer who owns the run.
+func (s *Server) withTemporalURL(data []byte, id string) []byte {
+	u := s.temporalURL(id)
+	if u == "" || len(data) < 2 || data[len(data)-1] != '}' {
+		return data
+	}
+	q, _ := json.Marshal(u)
+	out := make([]byte, 0, len(data)+len(q)+20)
+	out = append(out, data[:len(data)-1]...)
+	return append(append(append(out, `,"temporal_url":`...), q...), '}')
+}
+
+// view makes the RunView of run id that any viewer may get (no Temporal
+// link). The costs are left out when the ledger cannot be read: the
+// progress matters more than its price.
 func (s *Server) view(ctx context.Context, id string, st workflows.ConsensusState) RunView {
-	v := RunView{ConsensusState: st, StepCosts: map[string]int64{}, Now: time.Now().UTC(), TemporalURL: s.temporalURL(id)}
+	v := RunView{ConsensusState: st, StepCosts: map[string]int64{}, Now: time.Now().UTC()}
 	if st.Account == "" || s.Store == nil {
 		return v
 	}

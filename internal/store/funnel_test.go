@@ -171,3 +171,53 @@ func TestRatio(t *testing.T) {
 		t.Fatalf("1/4 = %v", r)
 	}
 }
+
+// A handover's first paid invoice is one the new owner paid after
+// accepting it, while it waits for their payment method too: an invoice
+// from before the handover does not count it as converted.
+func TestFirstPaidIsAfterAcceptanceAndWhileAwaitingPayment(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	harness.EnsureAccount(t, s, "host")
+	if _, err := s.CreateAccount(ctx, "ada", "ada@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetStripeCustomer(ctx, "ada", "cus_ada"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimProject(ctx, "atlas", "host"); err != nil {
+		t.Fatal(err)
+	}
+	h := handover(t, s, "ho1", "atlas", time.Now().Add(time.Hour))
+	if _, err := s.AcceptHandover(ctx, h.ID, store.HandoverAcceptance{Account: "ada", Request: "r-ho1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	firstPaid := func() *time.Time {
+		t.Helper()
+		var at *time.Time
+		if err := s.Pool.QueryRow(ctx, `SELECT first_paid_at FROM handovers WHERE id = $1`, h.ID).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	paid := func(invoice string, at time.Time) {
+		t.Helper()
+		if _, err := s.ApplyInvoiceEvent(ctx, store.InvoiceEvent{ID: "evt_" + invoice, Type: store.InvoicePaid, Customer: "cus_ada",
+			Invoice: invoice, Created: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stripe delivers, late, an invoice ada paid a day before the handover.
+	paid("in_before", time.Now().Add(-24*time.Hour))
+	if at := firstPaid(); at != nil {
+		t.Fatalf("an invoice paid before the handover was accepted counts as its first paid one (%v)", at)
+	}
+	if _, err := s.AwaitPayment(ctx, h.ID); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Now().Add(time.Minute).UTC().Truncate(time.Microsecond)
+	paid("in_after", when)
+	if at := firstPaid(); at == nil || !at.Equal(when) {
+		t.Fatalf("the first invoice paid while the handover awaits payment: first_paid_at %v, want %v", at, when)
+	}
+}

@@ -557,6 +557,17 @@ func (s *Store) Conversion(ctx context.Context, host string) (Conversion, error)
 	return c, err
 }
 
+// HandoversInFlight lists, newest first and at most limit, the handovers
+// an account hosts or is offered (sent to its email, or accepted by it)
+// that are still under way: pending, accepted or awaiting the new owner's
+// payment method.
+func (s *Store) HandoversInFlight(ctx context.Context, account string, limit int) ([]Handover, error) {
+	return queryAll(ctx, s, scanHandover, `SELECT `+handoverColumns+` FROM handovers
+		WHERE state IN ($3, $4, $5) AND (host_id = $1 OR new_owner_id = $1
+			OR lower(recipient_email) = (SELECT lower(email) FROM accounts WHERE id = $1 AND email <> ''))
+		ORDER BY created_at DESC LIMIT $2`, account, limit, HandoverPending, HandoverAccepted, HandoverAwaitingPayment)
+}
+
 // HandoversOf lists the handovers an account hosts or is offered (sent to
 // its email), newest first.
 func (s *Store) HandoversOf(ctx context.Context, account string) ([]Handover, error) {

@@ -258,6 +258,21 @@ func settleHold(ctx context.Context, tx pgx.Tx, u Usage, gross money.Micros) err
 	return err
 }
 
+// ActiveHold is the id of a run in progress and when its hold was taken.
+type ActiveHold struct {
+	ID      string
+	Created time.Time
+}
+
+// ActiveHolds is ActiveHoldIDs with when each hold was taken.
+func (s *Store) ActiveHolds(ctx context.Context, account string, limit int) ([]ActiveHold, error) {
+	return queryAll(ctx, s, func(row pgx.Row) (ActiveHold, error) {
+		var h ActiveHold
+		return h, row.Scan(&h.ID, &h.Created)
+	}, `SELECT id, created_at FROM holds WHERE account_id = $1 AND state = 'active' AND expires_at > now()
+		ORDER BY created_at DESC, id LIMIT $2`, account, limit)
+}
+
 // ActiveHoldIDs lists the ids of an account's active, unexpired holds (its
 // runs in progress, its guests' included), newest first, at most limit.
 func (s *Store) ActiveHoldIDs(ctx context.Context, account string, limit int) ([]string, error) {

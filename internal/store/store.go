@@ -116,12 +116,16 @@ func (s *Store) ConsensusRun(ctx context.Context, workflowID string) (ConsensusR
 }
 
 // RecentRuns returns a project's latest finished runs, newest first; only
-// those billed to account when account is not "".
+// those billed to account when account is not "". A named project's runs
+// are those of accounts that own or edit it now: a run another account
+// recorded under it is not the project's.
 func (s *Store) RecentRuns(ctx context.Context, project, account string, limit int) ([]ConsensusRun, error) {
 	rows, err := s.Pool.Query(ctx, `
 		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, finished_at
-		FROM consensus_runs WHERE project_id = $1 AND ($2 = '' OR account = $2)
-		ORDER BY finished_at DESC LIMIT $3`, project, account, limit)
+		FROM consensus_runs r WHERE project_id = $1 AND ($2 = '' OR account = $2)
+		  AND (project_id = $4 OR EXISTS (SELECT 1 FROM project_members m
+		       WHERE m.project_id = r.project_id AND m.account_id = r.account AND m.role IN ($5, $6)))
+		ORDER BY finished_at DESC LIMIT $3`, project, account, limit, DefaultProject, RoleOwner, RoleEditor)
 	if err != nil {
 		return nil, err
 	}

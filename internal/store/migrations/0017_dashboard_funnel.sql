@@ -78,14 +78,18 @@ CREATE TRIGGER usage_events_first_run AFTER INSERT ON usage_events
     FOR EACH ROW WHEN (NEW.guest_session IS NOT NULL) EXECUTE FUNCTION usage_events_first_run();
 
 -- A paid invoice of a handover's new owner is the handover's first paid
--- one if none was paid since it was accepted (a handover that failed while
--- copying gave them nothing, and does not count).
+-- one if none was paid since it was accepted and the invoice's event came
+-- after the acceptance (an invoice from before, delivered late, is no
+-- conversion). The handover counts while it is accepted, awaits the new
+-- owner's payment method (0015) or is completed; one that failed while
+-- copying gave them nothing, and does not count.
 CREATE FUNCTION stripe_invoices_first_paid() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE handovers h SET first_paid_at = NEW.event_created
     FROM accounts a
     WHERE a.stripe_customer_id = NEW.customer AND h.new_owner_id = a.id
-        AND h.accepted_at IS NOT NULL AND h.first_paid_at IS NULL AND h.state IN ('accepted', 'completed');
+        AND h.accepted_at IS NOT NULL AND NEW.event_created >= h.accepted_at AND h.first_paid_at IS NULL
+        AND h.state IN ('accepted', 'awaiting_payment', 'completed');
     RETURN NULL;
 END
 $$;
