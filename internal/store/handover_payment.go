@@ -166,12 +166,11 @@ func (s *Store) ApplyPaymentEvent(ctx context.Context, ev PaymentEvent) (Payment
 				outcome = "applied"
 			}
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO stripe_events (event_id, type, customer, invoice, created, outcome)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING`, ev.ID, CheckoutSessionCompleted, ev.Customer, ev.Session, ev.Created, outcome)
+		first, err := logStripeEvent(ctx, tx, ev.ID, CheckoutSessionCompleted, ev.Customer, ev.Session, ev.Created, outcome)
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
+		if !first {
 			out.Outcome = "duplicate"
 			return nil
 		}

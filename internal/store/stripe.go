@@ -179,12 +179,11 @@ func (s *Store) ApplyInvoiceEvent(ctx context.Context, ev InvoiceEvent) (Invoice
 				outcome = "stale"
 			}
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO stripe_events (event_id, type, customer, invoice, created, outcome)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING`, ev.ID, ev.Type, ev.Customer, ev.Invoice, ev.Created, outcome)
+		first, err := logStripeEvent(ctx, tx, ev.ID, ev.Type, ev.Customer, ev.Invoice, ev.Created, outcome)
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
+		if !first {
 			out.Outcome = "duplicate"
 			return nil
 		}
@@ -242,4 +241,13 @@ func (s *Store) UnsubscribedCustomers(ctx context.Context) ([][2]string, error) 
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// logStripeEvent records a Stripe event and what it did, once per event id
+// (ref is the invoice or session it names); first is false for an id seen
+// before, which then changes nothing.
+func logStripeEvent(ctx context.Context, tx pgx.Tx, id, typ, customer, ref string, created time.Time, outcome string) (first bool, err error) {
+	tag, err := tx.Exec(ctx, `INSERT INTO stripe_events (event_id, type, customer, invoice, created, outcome)
+		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING`, id, typ, customer, ref, created, outcome)
+	return err == nil && tag.RowsAffected() == 1, err
 }

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,20 +16,6 @@ import (
 
 	"net/http/httptest"
 )
-
-// screenshot keeps the page as artifacts/name.
-func screenshot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	var shot []byte
-	if err := chromedp.Run(ctx, chromedp.FullScreenshot(&shot, 100)); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(artifacts(t), name)
-	if err := os.WriteFile(out, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", out, len(shot))
-}
 
 // The recipient opens the handover link in headless Chromium: the offer
 // says what they get (their copy's name, and why it is not the project's)
@@ -77,7 +61,7 @@ func TestBrowserHandoverOfferAndAccept(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	screenshot(t, bctx, "browser-handover-offer.png")
+	shot(t, bctx, "browser-handover-offer.png")
 	if !strings.Contains(price, "$30.00 for the first year, then $60.00 a year") || strings.Contains(price, "0000") {
 		t.Fatalf("offer price %q", price)
 	}
@@ -99,7 +83,7 @@ func TestBrowserHandoverOfferAndAccept(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	screenshot(t, bctx, "browser-handover-accepted.png")
+	shot(t, bctx, "browser-handover-accepted.png")
 	if !strings.Contains(result, "is yours") || !strings.Contains(renamed, project+"-2 because "+project+" stays with host") {
 		t.Fatalf("accepted: %q, %q", result, renamed)
 	}
