@@ -104,6 +104,8 @@ echo "   Accept it with: $SI handover accept LINK   (logged in as the account wi
 echo "   The operator's view of stuck handovers: $SI handover stuck"
 "$SI" stats --dev-dir "$DEMO_DIR"
 echo
+echo "The dev account's dashboard (balance, usage, flushes, hubs, guests, the funnel): $SI_API_URL/"
+echo "   sign in there with the API token in $DEMO_DIR/dev-token"
 echo "All runs are in the Temporal UI: http://127.0.0.1:8233/namespaces/default/workflows"
 echo "The stack keeps running (pid $(cat "$PIDFILE")). Try: $SI ask \"your question\""
 echo "Stop it with: make demo-stop"
