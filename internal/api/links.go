@@ -202,17 +202,16 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 
 var pages = template.Must(template.New("").Parse(`
 {{define "head"}}<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>{{.Title}} · SuperInstance</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:3rem auto;padding:0 1rem;color:#1b1b1f}
-.muted{color:#666}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}
-input,button{font:inherit;padding:.4rem .7rem}.error{color:#a40000}</style></head><body>{{end}}
+<title>{{.Title}} · SuperInstance</title><link rel="stylesheet" href="/assets/style.css">
+<style>form input{width:auto;min-width:14rem}form button{margin-left:.3rem}</style></head>
+<body><header><a class="brand" href="/">SuperInstance</a></header><main>{{end}}
 {{define "join"}}{{template "head" .}}
 <h1>Join project {{.I.Project}}</h1>
 <p><b>{{.I.Host}}</b> invites you to the project <b>{{.I.Project}}</b> as a <b>{{.I.Role}}</b>,
 with up to {{.I.Quota}} of usage billed to {{.I.Host}}. The invite can be used once and expires
 {{.I.ExpiresAt.Format "2 Jan 2006 15:04 MST"}}.</p>
 <form method="post"><button id="join" type="submit">Join {{.I.Project}}</button></form>
-</body></html>{{end}}
+</main></body></html>{{end}}
 {{define "handover"}}{{template "head" .}}
 <h1>Take over project {{.H.Project}}</h1>
 {{if .Error}}<p class="error">{{.Error}}</p>{{end}}
@@ -251,7 +250,7 @@ method on Stripe's own page, after you accept; nothing is charged before.</p>
 <label>API token <input name="token" type="password" required autocomplete="off"></label>
 <button name="answer" value="accept">Sign in and accept</button></form>{{end}}
 {{end}}
-</body></html>{{end}}`))
+</main></body></html>{{end}}`))
 
 // handoverFor finds the handover a link names, answering the error
 // itself: a page to a browser, the JSON error to an API client.
