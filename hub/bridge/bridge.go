@@ -86,6 +86,10 @@ type Options struct {
 	// Renewer relays certificate renewals (StreamRenew) to the CA role;
 	// nil refuses them.
 	Renewer Renewer
+	// Flush starts a flush of the account's unbilled usage when a hub's
+	// record brings it to its flush threshold, as the cloud's ledger
+	// activity does; nil leaves it to the hourly sweep.
+	Flush func(ctx context.Context, account string) error
 	// Proxy serves the hubs' Temporal workers (StreamTemporal streams);
 	// nil refuses them.
 	Proxy *Proxy
@@ -603,6 +607,13 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 				if err == nil && len(cs) == 1 && cs[0].Suspended {
 					log.Warn("hub usage brought its account to the credit ceiling; new runs are refused", "event", u.GetEventId(),
 						"unbilled", cs[0].Unbilled.String())
+				}
+				if err == nil && len(cs) == 1 && cs[0].FlushDue && b.opts.Flush != nil {
+					// The usage is logged whatever this answers; the sweep
+					// flushes what a failed start leaves.
+					if ferr := b.opts.Flush(ctx, id.Account); ferr != nil {
+						log.Warn("starting a flush after hub usage", "error", ferr)
+					}
 				}
 			}
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/bridge"
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/simulator"
@@ -104,5 +105,54 @@ func TestHubUsageCountsAgainstReservedHeadroom(t *testing.T) {
 	if over := acct.Unbilled - ceiling; over > hubCharged || !bk.Balanced() {
 		t.Fatalf("unbilled %s, %s over the %s ceiling; the hub records after the headroom ran out came to %s; books %+v",
 			acct.Unbilled, over, ceiling, hubCharged, bk)
+	}
+}
+
+// A hub's record that brings its account to the flush threshold starts a
+// flush of that account, as a consensus's usage does; one under it starts
+// none, and another account's threshold is not this one's.
+func TestHubUsageAtTheThresholdStartsAFlush(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	flushed := make(chan string, 8)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) {
+		o.Flush = func(_ context.Context, account string) error { flushed <- account; return nil }
+	})
+	const account = "hub-flush"
+	harness.EnsureAccount(t, m.Store, account)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// One record of 100,000 si-simulator-large prompt tokens bills 25.75
+	// cents: the first stays under a 40-cent threshold, the second passes it.
+	if _, err := m.Store.SetFlushThreshold(ctx, account, 40*money.Cent); err != nil {
+		t.Fatal(err)
+	}
+	c := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-flush", Account: account}, time.Hour)
+	a := harness.StartAgent(t, agent.Options{Bridge: b.Addr().String(), TLS: c})
+	if err := a.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	record := func(i int) {
+		t.Helper()
+		if err := a.RecordUsage(&meshv1.UsageRecord{EventId: fmt.Sprintf("flush-%d", i), Project: "p", Model: "si-simulator-large",
+			PromptTokens: 100_000, AtUnixNano: time.Now().UnixNano()}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the record acked", func() bool { return a.Status().QueuedUsage == 0 })
+	}
+	record(1)
+	select {
+	case got := <-flushed:
+		t.Fatalf("a flush of %s started under the threshold", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	record(2)
+	select {
+	case got := <-flushed:
+		if got != account {
+			t.Fatalf("flushed %s, want %s", got, account)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no flush started past the threshold")
 	}
 }

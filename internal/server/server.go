@@ -238,6 +238,7 @@ func Start(o Options) (s *Server, err error) {
 			Addr: o.BridgeListen, TLS: tc, Store: o.Store, Metrics: metrics, Logger: o.Logger,
 			Escalator: &bridge.Temporal{Client: o.Temporal, Projects: o.Store}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
 			Renewer:         &bridge.Temporal{Client: o.Temporal},
+			Flush:           flushStarter(o.Temporal, o.Store),
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,
 			MaxStreamsPerConn: o.BridgeLimits.StreamsPerConn, StreamReadTimeout: o.BridgeLimits.StreamReadTimeout,
 			NoTCP: o.BridgeLimits.NoTCP, Proxy: px,
@@ -369,4 +370,18 @@ func (s *Server) Stop() {
 		s.stops[i]()
 	}
 	s.stops = nil
+}
+
+// flushStarter starts an account's flush as the ledger activity does; an
+// account with nothing to flush, no Stripe customer or no usage
+// subscription is not an error (nothing is billable yet).
+func flushStarter(c client.Client, st *store.Store) func(context.Context, string) error {
+	f := workers.Flushes(c, st)
+	return func(ctx context.Context, account string) error {
+		_, err := f.Start(ctx, account)
+		if errors.Is(err, store.ErrNothingToFlush) || errors.Is(err, store.ErrNoStripeCustomer) || errors.Is(err, store.ErrNoUsageSubscription) {
+			return nil
+		}
+		return err
+	}
 }
