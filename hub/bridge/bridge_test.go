@@ -72,40 +72,11 @@ func TestMutualTLS(t *testing.T) {
 	p := harness.NewPKI(t)
 	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
 	addr := b.Addr().String()
-	good := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-ok", Account: "acme"}, time.Hour)
-
-	other := harness.NewPKI(t)
-	foreign := other.Enroll(t, harness.Store(t), pki.Identity{DeviceID: "gpu-foreign", Account: "acme"}, time.Hour)
-	foreign.RootCAs = good.RootCAs // it trusts our bridge, but its certificate is from another CA
-
-	expiredIs, err := p.CA.IssueDevice(pki.Identity{DeviceID: "gpu-old", Account: "acme"}, nil, time.Minute, time.Now().Add(-2*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Store.RegisterCert(context.Background(), "gpu-old", "acme", pki.Serial(expiredIs.Cert), expiredIs.Cert.NotAfter); err != nil {
-		t.Fatal(err)
-	}
-	expired, _ := pki.ClientTLS(p.CA.CertPEM, expiredIs.CertPEM, expiredIs.KeyPEM, "127.0.0.1")
-
-	revoked := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-revoked", Account: "acme"}, time.Hour)
-	if err := m.Store.RevokeDevice(context.Background(), "gpu-revoked"); err != nil {
-		t.Fatal(err)
-	}
-
-	unregisteredIs, _ := p.CA.IssueDevice(pki.Identity{DeviceID: "gpu-unknown", Account: "acme"}, nil, time.Hour, time.Now())
-	unregistered, _ := pki.ClientTLS(p.CA.CertPEM, unregisteredIs.CertPEM, unregisteredIs.KeyPEM, "127.0.0.1")
-
-	noCert := good.Clone()
-	noCert.Certificates = nil
+	good, refused := strangers(t, m, p, "gpu")
 	tls12 := good.Clone()
 	tls12.MinVersion, tls12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
-	wrongALPN := good.Clone()
-	wrongALPN.NextProtos = []string{"h3"}
-
-	for name, c := range map[string]*tls.Config{
-		"no client certificate": noCert, "another CA": foreign, "expired": expired, "revoked": revoked,
-		"not registered": unregistered, "TLS 1.2": tls12, "wrong ALPN": wrongALPN,
-	} {
+	refused["TLS 1.2"] = tls12
+	for name, c := range refused {
 		if err := handshake(addr, c); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
@@ -113,6 +84,37 @@ func TestMutualTLS(t *testing.T) {
 	if err := handshake(addr, good); err != nil {
 		t.Fatalf("valid certificate refused: %v", err)
 	}
+}
+
+// strangers enrolls a good client (prefix-ok) and makes the clients a
+// bridge must refuse, by what is wrong with them: no certificate, another
+// CA's, an expired, a revoked or an unregistered one, a wrong ALPN.
+func strangers(t *testing.T, m *harness.Mesh, p *harness.PKI, prefix string) (good *tls.Config, refused map[string]*tls.Config) {
+	t.Helper()
+	ctx := context.Background()
+	good = p.Enroll(t, m.Store, pki.Identity{DeviceID: prefix + "-ok", Account: "acme"}, time.Hour)
+	foreign := harness.NewPKI(t).Enroll(t, harness.Store(t), pki.Identity{DeviceID: prefix + "-foreign", Account: "acme"}, time.Hour)
+	foreign.RootCAs = good.RootCAs // it trusts our bridge, but its certificate is from another CA
+	expiredIs, err := p.CA.IssueDevice(pki.Identity{DeviceID: prefix + "-old", Account: "acme"}, nil, time.Minute, time.Now().Add(-2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Store.RegisterCert(ctx, prefix+"-old", "acme", pki.Serial(expiredIs.Cert), expiredIs.Cert.NotAfter); err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := pki.ClientTLS(p.CA.CertPEM, expiredIs.CertPEM, expiredIs.KeyPEM, "127.0.0.1")
+	revoked := p.Enroll(t, m.Store, pki.Identity{DeviceID: prefix + "-revoked", Account: "acme"}, time.Hour)
+	if err := m.Store.RevokeDevice(ctx, prefix+"-revoked"); err != nil {
+		t.Fatal(err)
+	}
+	unregisteredIs, _ := p.CA.IssueDevice(pki.Identity{DeviceID: prefix + "-unknown", Account: "acme"}, nil, time.Hour, time.Now())
+	unregistered, _ := pki.ClientTLS(p.CA.CertPEM, unregisteredIs.CertPEM, unregisteredIs.KeyPEM, "127.0.0.1")
+	noCert := good.Clone()
+	noCert.Certificates = nil
+	wrongALPN := good.Clone()
+	wrongALPN.NextProtos = []string{"h3"}
+	return good, map[string]*tls.Config{"no client certificate": noCert, "another CA": foreign, "expired": expired,
+		"revoked": revoked, "not registered": unregistered, "wrong ALPN": wrongALPN}
 }
 
 func TestRevokedWhileConnectedIsDropped(t *testing.T) {
@@ -502,28 +504,7 @@ func dial(t *testing.T, addr string, c *tls.Config) *quic.Conn {
 // escalateRaw runs one escalation on its own stream of conn and returns the last response.
 func escalateRaw(t *testing.T, conn *quic.Conn, req *meshv1.EscalationRequest) *meshv1.EscalationResponse {
 	t.Helper()
-	s, err := conn.OpenStreamSync(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Write([]byte{bridge.StreamEscalation}); err != nil {
-		t.Fatal(err)
-	}
-	if err := wire.Write(s, req); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.Close()
-	_ = s.SetReadDeadline(time.Now().Add(time.Minute))
-	r := wire.NewReader(s)
-	for {
-		var resp meshv1.EscalationResponse
-		if err := r.Read(&resp); err != nil {
-			t.Fatalf("escalation %s: %v", req.GetRequestId(), err)
-		}
-		if resp.GetProgress() == nil {
-			return &resp
-		}
-	}
+	return escalateOn(t, bridge.QUICConn(conn), req)
 }
 
 // closedWith waits for conn to be closed by the bridge and returns the application error.

@@ -70,38 +70,11 @@ func TestTCPFallbackMutualTLS(t *testing.T) {
 	if want := b.Addr().(interface{ String() string }).String(); addr != want {
 		t.Fatalf("TCP listens on %s, UDP on %s: want the same port", addr, want)
 	}
-	good := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-tcp-ok", Account: "acme"}, time.Hour)
-
-	other := harness.NewPKI(t)
-	foreign := other.Enroll(t, harness.Store(t), pki.Identity{DeviceID: "gpu-tcp-foreign", Account: "acme"}, time.Hour)
-	foreign.RootCAs = good.RootCAs
-
-	expiredIs, err := p.CA.IssueDevice(pki.Identity{DeviceID: "gpu-tcp-old", Account: "acme"}, nil, time.Minute, time.Now().Add(-2*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Store.RegisterCert(context.Background(), "gpu-tcp-old", "acme", pki.Serial(expiredIs.Cert), expiredIs.Cert.NotAfter); err != nil {
-		t.Fatal(err)
-	}
-	expired, _ := pki.ClientTLS(p.CA.CertPEM, expiredIs.CertPEM, expiredIs.KeyPEM, "127.0.0.1")
-
-	revoked := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-tcp-revoked", Account: "acme"}, time.Hour)
-	if err := m.Store.RevokeDevice(context.Background(), "gpu-tcp-revoked"); err != nil {
-		t.Fatal(err)
-	}
-	unregisteredIs, _ := p.CA.IssueDevice(pki.Identity{DeviceID: "gpu-tcp-unknown", Account: "acme"}, nil, time.Hour, time.Now())
-	unregistered, _ := pki.ClientTLS(p.CA.CertPEM, unregisteredIs.CertPEM, unregisteredIs.KeyPEM, "127.0.0.1")
-	noCert := good.Clone()
-	noCert.Certificates = nil
-	wrongALPN := good.Clone()
-	wrongALPN.NextProtos = []string{"h2"}
+	good, refused := strangers(t, m, p, "gpu-tcp")
 	noALPN := good.Clone()
 	noALPN.NextProtos = nil
-
-	for name, c := range map[string]*tls.Config{
-		"no client certificate": noCert, "another CA": foreign, "expired": expired, "revoked": revoked,
-		"not registered": unregistered, "wrong ALPN": wrongALPN, "no ALPN": noALPN,
-	} {
+	refused["no ALPN"] = noALPN
+	for name, c := range refused {
 		// Clones share the good client's session cache: a ticket from one
 		// case would let the next resume as that client.
 		c.ClientSessionCache = nil
