@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.temporal.io/sdk/client"
+
 	"github.com/superinstance/mesh/internal/server"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
@@ -34,6 +36,18 @@ func TestMetricsShowFlushesInDoubt(t *testing.T) {
 	if err := st.FlushAttempt(ctx, f.ID, "stripe 500", true); err != nil {
 		t.Fatal(err)
 	}
+	body := apiMetrics(t, c, st)
+	for _, want := range []string{`si_flushes_open{state="in_doubt"} 1`, `si_flushes_open{state="pending"} 0`,
+		fmt.Sprintf(`si_flushes_open_cents{state="in_doubt"} %d`, f.AmountCents), "si_flushes_up 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// apiMetrics starts an API role on st and returns what its /metrics serves.
+func apiMetrics(t *testing.T, c client.Client, st *store.Store) string {
+	t.Helper()
 	_, llmURL := harness.Simulator(t, simulator.Options{})
 	s, err := server.Start(server.Options{Roles: map[string]bool{server.RoleAPI: true}, MetricsListen: "127.0.0.1:0",
 		Temporal: c, Store: st, Inference: harness.Inference(llmURL)})
@@ -45,12 +59,10 @@ func TestMetricsShowFlushesInDoubt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{`si_flushes_open{state="in_doubt"} 1`, `si_flushes_open{state="pending"} 0`,
-		fmt.Sprintf(`si_flushes_open_cents{state="in_doubt"} %d`, f.AmountCents), "si_flushes_up 1"} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %q", want)
-		}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return string(body)
 }

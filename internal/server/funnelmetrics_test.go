@@ -3,14 +3,10 @@ package server_test
 import (
 	"context"
 	"crypto/sha256"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/superinstance/mesh/internal/server"
-	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/test/harness"
 )
@@ -41,20 +37,7 @@ func TestMetricsShowTheFunnel(t *testing.T) {
 		ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	_, llmURL := harness.Simulator(t, simulator.Options{})
-	s, err := server.Start(server.Options{Roles: map[string]bool{server.RoleAPI: true}, MetricsListen: "127.0.0.1:0",
-		Temporal: c, Store: st, Inference: harness.Inference(llmURL)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	resp, err := http.Get(s.MetricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := string(body)
+	m := apiMetrics(t, c, st)
 	for _, want := range []string{`si_funnel_invites_total{step="sent"} 1`, `si_funnel_invites_total{step="opened"} 1`,
 		`si_funnel_invites_total{step="accepted"} 0`, `si_funnel_handovers_total{step="started"} 1`,
 		`si_funnel_handovers_total{step="first_paid"} 0`, `si_conversion_ratio{kind="invite"} 0`, "# TYPE si_funnel_invites_total counter"} {
