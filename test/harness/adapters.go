@@ -64,8 +64,8 @@ func Cold(t testing.TB, m *Mesh, id string) {
 
 // Warmup waits up to limit for the warm-up workflow the bridge started for
 // deviceID's pre-warm signal (at since or later) to finish, and returns its
-// result.
-func Warmup(t testing.TB, m *Mesh, deviceID string, since time.Time, limit time.Duration) workflows.WarmupResult {
+// result and when it closed.
+func Warmup(t testing.TB, m *Mesh, deviceID string, since time.Time, limit time.Duration) (workflows.WarmupResult, time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
@@ -79,7 +79,11 @@ func Warmup(t testing.TB, m *Mesh, deviceID string, since time.Time, limit time.
 			if err := m.Client.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
 				t.Fatalf("warm-up %s: %v", id, err)
 			}
-			return res
+			d, err := m.Client.DescribeWorkflowExecution(ctx, id, "")
+			if err != nil {
+				t.Fatalf("warm-up %s: %v", id, err)
+			}
+			return res, d.GetWorkflowExecutionInfo().GetCloseTime().AsTime()
 		}
 		select {
 		case <-ctx.Done():
