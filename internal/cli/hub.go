@@ -45,8 +45,10 @@ func hubCommand() *Command {
 		Long: `si hub dials the cloud bridge over QUIC with the device certificate
 (si device enroll issues it), says hello, sends a heartbeat with NVML vitals
 every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
-over 80°C, with hysteresis), and carries escalations (si escalate) and usage
-records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
+over 80°C, with hysteresis) naming the adapters of its latest escalations
+(--prewarm-recent; else --prewarm-lora), which the cloud loads ahead of need
+if this device's account may use them, and carries escalations (si escalate)
+and usage records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
 port (--protocol) and returns to QUIC once it can. A heartbeat not acked
 within one interval ends the link; it then dials the next --bridge address,
 waiting at most --redial-max. It reconnects by itself after any interruption;
