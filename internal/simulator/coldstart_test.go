@@ -86,3 +86,31 @@ func TestWithoutLoRADirAnUnloadedAdapterIsNotFound(t *testing.T) {
 		t.Fatalf("unknown adapter: %v", err)
 	}
 }
+
+// FuzzColdStartName sends arbitrary model names to a simulator with a
+// resolver directory holding one adapter, and another adapter beside that
+// directory: only the one inside is ever loaded, under its own name.
+func FuzzColdStartName(f *testing.F) {
+	parent := f.TempDir()
+	root := filepath.Join(parent, "adapters")
+	for _, dir := range []string{filepath.Join(root, "lora_in"), filepath.Join(parent, "lora_out")} {
+		if err := lora.Scaffold(dir, lora.ScaffoldOptions{BaseModel: ModelSmall, Rank: 2, Hidden: 8}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	s := New(Options{LoRADir: root})
+	for _, n := range []string{"lora_in", "../lora_out", "lora_in/", "..", "", "lora_in\x00", `..\lora_out`} {
+		f.Add(n)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		ok := s.resolve(context.Background(), name)
+		if ok != (name == "lora_in") {
+			t.Fatalf("resolve(%q) = %v", name, ok)
+		}
+		for _, l := range s.LoadedLoRAs() {
+			if l != "lora_in" {
+				t.Fatalf("resolve(%q) loaded %q", name, l)
+			}
+		}
+	})
+}
