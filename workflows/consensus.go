@@ -237,11 +237,11 @@ type ConsensusState struct {
 	Score float64                 `json:"score"`
 	Usage []activities.AgentUsage `json:"usage"`
 	// Tokens is the prompt and completion tokens of every step that ran;
-	// Cost what the ledger priced them at (cost basis times the tier
-	// multiplier, before credits) and Charged what it charged, in
-	// micro-dollars, for the steps billed so far.
+	// Gross what the ledger priced the steps billed so far at (cost basis
+	// times the tier multiplier, before credits) and Charged what it
+	// charged for them (after credits), in micro-dollars.
 	Tokens  int64        `json:"tokens"`
-	Cost    money.Micros `json:"cost_micros"`
+	Gross   money.Micros `json:"gross_micros"`
 	Charged money.Micros `json:"charged_micros"`
 	// Error is the failure in one sentence (no activity or task internals);
 	// ErrorType is its type (CreditCeiling, RoundFailed, ...).
@@ -630,7 +630,7 @@ func (c *consensus) bill(ctx workflow.Context) error {
 // state: the run's cost and each step's row. It issues no command.
 func (c *consensus) priced(wid string, charges []store.Charge) {
 	for _, ch := range charges {
-		c.state.Cost += ch.Gross
+		c.state.Gross += ch.Gross
 		c.state.Charged += ch.Charged
 		for i := range c.state.StepLog {
 			if wid+"/"+c.state.StepLog[i].ID == ch.EventID {

@@ -142,8 +142,8 @@ func TestVoteTieGoesToTheLowestSample(t *testing.T) {
 		steps += r.Charged
 		tokens += int64(r.PromptTokens + r.CompletionTokens)
 	}
-	if st.Charged != f.charged || steps != f.charged || st.Cost != f.charged || st.Tokens != tokens {
-		t.Fatalf("run charged %s, cost %s, steps %s, ledger %s; tokens %d of %d", st.Charged, st.Cost, steps, f.charged, st.Tokens, tokens)
+	if st.Charged != f.charged || steps != f.charged || st.Gross != f.charged || st.Tokens != tokens {
+		t.Fatalf("run charged %s, gross %s, steps %s, ledger %s; tokens %d of %d", st.Charged, st.Gross, steps, f.charged, st.Tokens, tokens)
 	}
 }
 

@@ -164,7 +164,7 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 			if st.Arbiter != nil {
 				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, printable(st.Arbiter.Note))
 			}
-			fmt.Fprintf(env.Stdout, "answer    %s\ntokens    %d (cost %s)\nworkflow  %s\n", printable(st.Answer), st.Tokens, st.Cost, id)
+			fmt.Fprintf(env.Stdout, "answer    %s\ntokens    %d (charged %s)\nworkflow  %s\n", printable(st.Answer), st.Tokens, st.Charged, id)
 			return nil
 		},
 	}
