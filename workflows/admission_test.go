@@ -28,7 +28,7 @@ type fakeLedger struct {
 	released int
 	events   []store.Usage
 	charged  money.Micros // the sum of every event's charge
-	refuse   error // Reserve answers this when set
+	refuse   error        // Reserve answers this when set
 	// firstTTL, when set, is how long the admission's hold lasts (a run
 	// that stalled since); later reservations last their TTL.
 	firstTTL time.Duration
