@@ -277,3 +277,36 @@ func TestContinueFromAFailedRun(t *testing.T) {
 		t.Fatalf("continued from %q, rounds %+v", st.ContinuedFrom, st.Rounds)
 	}
 }
+
+// TestFailedSampleIsBilled: a vote's third sample runs and fails after
+// use, is billed under its id and retried under a new one; a fourth whose
+// output is unusable fails the run, and every call that ran is billed
+// (the ones before it too), the hold released.
+func TestFailedSampleIsBilled(t *testing.T) {
+	env := newEnv(t)
+	f := newLedger(env)
+	calls := map[int64]int{}
+	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.LogosInput) (activities.LogosOutput, error) {
+		calls[*in.Seed]++
+		u := activities.AgentUsage{Role: synapse.Logos, Model: "m", PromptTokens: 200, CompletionTokens: 20}
+		switch {
+		case *in.Seed == 3 && calls[3] == 1:
+			return activities.LogosOutput{}, temporal.NewNonRetryableApplicationError("inference server answered 503", activities.ErrFailedAfterUse, nil, u)
+		case *in.Seed == 4:
+			return activities.LogosOutput{}, temporal.NewNonRetryableApplicationError("logos's output is unusable after one repair attempt", activities.ErrMalformedOutput, nil, u)
+		}
+		return activities.LogosOutput{Solution: synapse.Solution{Answer: "7", Confidence: 0.5}, Usage: u}, nil
+	})
+	st, err := run(t, env, ConsensusInput{Prompt: "q", Strategy: StrategyVote, Account: "acme"})
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) || ae.Type() != ErrRoundFailed || st != nil {
+		t.Fatalf("error %v, want %s", err, ErrRoundFailed)
+	}
+	want := []string{"r1-logos-s1", "r1-logos-s2", "r1-logos-s3", "r1-logos-s3-retry1", "r1-logos-s4"}
+	if ids := f.eventIDs(); strings.Join(ids, " ") != strings.Join(want, " ") {
+		t.Fatalf("billed %v, want %v", ids, want)
+	}
+	if f.released != 1 || calls[5] != 0 {
+		t.Fatalf("released %d, sample 5 ran %d times", f.released, calls[5])
+	}
+}
