@@ -713,12 +713,20 @@ func (c *consensus) pick(ctx workflow.Context) error {
 // placement allows. From versionAdmission on, the hold covers the step's
 // bound b before it starts, a failed step's usage is billed, and a step
 // whose call ran and then failed is run again under a new id.
+//
+// A vote's samples run as steps side by side (in coroutines, which yield
+// only where they block): the step keeps its own id, bound and record in
+// locals and makes them the step in progress's again after every call that
+// blocks, so that what it bills, and the done that follows its return
+// (which does not block), are its own.
 func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg any, b activities.Budget, out any) error {
+	sample := c.sample
 	name := agent
-	if c.sample > 0 {
-		name = fmt.Sprintf("%s-s%d", agent, c.sample)
+	if sample > 0 {
+		name = fmt.Sprintf("%s-s%d", agent, sample)
 	}
-	c.stepID = fmt.Sprintf("r%d-%s", round, name)
+	id := fmt.Sprintf("r%d-%s", round, name)
+	c.stepID = id
 	if c.perStep && !(agent == "logos" && c.in.LoRA != "") {
 		if err := c.pick(ctx); err != nil {
 			return err
@@ -748,19 +756,20 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			},
 		}
 		if !c.stepIDs0 {
-			opts.ActivityID = c.stepID
+			opts.ActivityID = id
 		}
 		onHub := queue != c.cloud
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
 		}
-		c.stepBudget, c.stepOnHub = b, onHub
-		c.state.Current = &StepRecord{ID: c.stepID, Round: round, Agent: agent, Queue: queue, Why: c.state.PlacementNote, Hub: hubOf(queue), StartedAt: workflow.Now(ctx),
-			Sample: c.sample}
+		cur := &StepRecord{ID: id, Round: round, Agent: agent, Queue: queue, Why: c.state.PlacementNote, Hub: hubOf(queue), StartedAt: workflow.Now(ctx),
+			Sample: sample}
 		if agent == "logos" {
-			c.state.Current.Adapter = c.in.LoRA
+			cur.Adapter = c.in.LoRA
 		}
+		c.stepID, c.stepBudget, c.stepOnHub, c.state.Current = id, b, onHub, cur
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, arg).Get(ctx, out)
+		c.stepID, c.stepBudget, c.stepOnHub, c.state.Current = id, b, onHub, cur
 		if err == nil {
 			return nil
 		}
@@ -776,7 +785,8 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			}
 			if ae.Type() == activities.ErrFailedAfterUse && retries < stepRetries {
 				retries++
-				c.stepID = fmt.Sprintf("r%d-%s-retry%d", round, name, retries)
+				id = fmt.Sprintf("r%d-%s-retry%d", round, name, retries)
+				c.stepID = id
 				continue
 			}
 		}
@@ -784,7 +794,8 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		if onHub && c.in.Placement == PlacementAuto && errors.As(err, &te) &&
 			te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
 			// A new activity id: the abandoned one may still run on the hub.
-			c.stepID = fmt.Sprintf("r%d-%s-cloud", round, name)
+			id = fmt.Sprintf("r%d-%s-cloud", round, name)
+			c.stepID = id
 			c.queue = c.cloud
 			c.state.Placement = c.cloud
 			c.state.PlacementNote = "hub did not pick up work within " + hubStartTimeout.String() + "; moved to " + c.cloud
@@ -948,15 +959,21 @@ func (c *consensus) cover(ctx workflow.Context, b activities.Budget) error {
 	if need <= c.hold.Amount && !c.hold.ExpiresAt.IsZero() && c.hold.ExpiresAt.Sub(workflow.Now(ctx)) < holdTTL(c.in, 1) {
 		renew = workflow.GetVersion(ctx, holdRenew, workflow.DefaultVersion, 1) == 1
 	}
+	// Claimed before the reservation blocks, so that a sample side by side
+	// prices its step on top of this one.
+	c.holdUsed = need
 	if need > c.hold.Amount || renew {
 		in := activities.ReserveInput{Hold: c.hold.ID, Account: c.in.Account, GuestSession: c.in.GuestSession, Target: need,
 			TTL: holdTTL(c.in, maxSteps(c.in))}
 		var l *activities.Ledger
-		if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &c.hold); err != nil {
+		var h store.Hold
+		if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &h); err != nil {
 			return passType(err, "raising the run's hold")
 		}
+		if h.Amount >= c.hold.Amount {
+			c.hold = h
+		}
 	}
-	c.holdUsed = need
 	return nil
 }
 

@@ -166,36 +166,51 @@ func sampleSeed(i int) *int64 {
 }
 
 // runSamples is the vote and single strategies: Samples answers from
-// Logos (one for single), the majority among them, and for vote Ethos's
-// check of the winner. Every sample is a step of its own (r<round>-logos-s<i>
-// for a vote), billed with the others.
+// Logos (one for single), side by side, the majority among them, and for
+// vote Ethos's check of the winner. Every sample is a step of its own
+// (r<round>-logos-s<i> for a vote), billed with the others. The run waits
+// for every sample, even after one failed, so that each call that ran is
+// billed before the run ends; then it fails with the lowest sample's error.
 func (c *consensus) runSamples(ctx workflow.Context, round int, feedback, earlier string) error {
 	var inf *activities.Inference
 	c.state.Round, c.state.LastRound = round, round
 	c.state.Rounds = append(c.state.Rounds, RoundState{Round: round})
 	vote := c.in.Strategy == StrategyVote
-	sols := make([]synapse.Solution, 0, c.in.Samples)
-	for i := 1; i <= c.in.Samples; i++ {
+	k := c.in.Samples
+	sols := make([]*synapse.Solution, k)
+	errs := make([]error, k)
+	wg := workflow.NewWaitGroup(ctx)
+	for i := 1; i <= k; i++ {
 		li := c.logosInput(round, synapse.Manifest{}, feedback, earlier)
 		li.Temperature = *c.in.Temperature
 		if vote {
 			li.Seed = sampleSeed(i)
-			c.sample = i
 		}
-		var lo activities.LogosOutput
-		if err := c.step(ctx, round, "logos", inf.Logos, li, li.Budget, &lo); err != nil {
+		wg.Add(1)
+		workflow.Go(ctx, func(ctx workflow.Context) {
+			defer wg.Done()
+			if vote {
+				c.sample = i // read by step before it first blocks
+			}
+			var lo activities.LogosOutput
+			if err := c.step(ctx, round, "logos", inf.Logos, li, li.Budget, &lo); err != nil {
+				errs[i-1] = err
+				return
+			}
+			c.done(ctx, lo.Usage)
+			sols[i-1] = &lo.Solution
+		})
+	}
+	wg.Wait(ctx)
+	c.sample = 0
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
-		c.done(ctx, lo.Usage)
-		sols = append(sols, lo.Solution)
-		if vote {
-			c.state.Votes = append(c.state.Votes, Vote{Sample: i, Answer: lo.Solution.Answer, Confidence: lo.Solution.Confidence, Key: MajorityKey(lo.Solution.Answer)})
-		}
 	}
-	c.sample = 0
 	rs := &c.state.Rounds[len(c.state.Rounds)-1]
 	if !vote {
-		rs.Solution = &sols[0]
+		rs.Solution = sols[0]
 		rs.Score = sols[0].Confidence
 		c.state.Score = rs.Score
 		c.state.Answer = sols[0].Answer
@@ -205,14 +220,18 @@ func (c *consensus) runSamples(ctx workflow.Context, round int, feedback, earlie
 		c.state.Status = StatusConsensus
 		return nil
 	}
+	for i, sol := range sols {
+		c.state.Votes = append(c.state.Votes, Vote{Sample: i + 1, Answer: sol.Answer, Confidence: sol.Confidence, Key: MajorityKey(sol.Answer)})
+	}
 	w, n := Majority(c.state.Votes)
 	c.state.Winner, c.state.WinnerVotes = c.state.Votes[w].Sample, n
-	rs.Solution = &sols[w]
+	win := *sols[w]
+	rs.Solution = &win
 	if err := c.bill(ctx); err != nil {
 		return err
 	}
 	var eo activities.EthosOutput
-	ei := activities.EthosInput{Question: c.in.Prompt, Solution: sols[w], Round: round}
+	ei := activities.EthosInput{Question: c.in.Prompt, Solution: win, Round: round}
 	ei.Budget = c.budget(synapse.EthosPrompt(ei.Question, ei.Manifest, ei.Solution, ei.Round))
 	if err := c.step(ctx, round, "ethos", inf.Ethos, ei, ei.Budget, &eo); err != nil {
 		return err
@@ -221,7 +240,7 @@ func (c *consensus) runSamples(ctx workflow.Context, round int, feedback, earlie
 	rs.Score = VoteScore(eo.Verification)
 	c.state.Score = rs.Score
 	c.done(ctx, eo.Usage)
-	c.state.Answer = sols[w].Answer
+	c.state.Answer = win.Answer
 	if err := c.bill(ctx); err != nil {
 		return err
 	}
