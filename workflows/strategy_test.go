@@ -335,3 +335,32 @@ func TestFailedSampleIsBilled(t *testing.T) {
 		t.Fatalf("released %d, sample 5 ran %d times, error %v", f.released, calls[5], err)
 	}
 }
+
+// FuzzMajorityKey: model output of any bytes keys without a panic; case
+// and white space around or inside an answer do not change its key; and the
+// majority is the first sample of the most common key.
+func FuzzMajorityKey(f *testing.F) {
+	for _, s := range []string{"42", " Paris. ", "4.2E1", "1,000", "-0", "0x2a", "1e400", "nan", "a  b", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k := MajorityKey(s)
+		for _, r := range s {
+			if r > 127 {
+				return // case mapping of the rest of Unicode is not one to one
+			}
+		}
+		if k2 := MajorityKey("  " + strings.ToUpper(strings.ReplaceAll(s, " ", "\t ")) + "\n"); k2 != k {
+			t.Fatalf("%q keys %q, its upper case with more white space %q", s, k, k2)
+		}
+		vs := votes("other", s, s, "other")
+		w, n := Majority(vs)
+		if MajorityKey("other") == k {
+			if w != 0 || n != 4 {
+				t.Fatalf("one key: winner %d with %d", w, n)
+			}
+		} else if w != 0 || n != 2 {
+			t.Fatalf("a 2-2 tie: winner %d with %d, want sample 1", w, n)
+		}
+	})
+}
