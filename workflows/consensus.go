@@ -213,8 +213,9 @@ type ConsensusState struct {
 	Strategy    Strategy `json:"strategy"`
 	Samples     int      `json:"samples,omitempty"`
 	Temperature *float64 `json:"temperature,omitempty"`
-	// Votes are a vote's samples in order; Winner is the winning sample's
-	// index and WinnerVotes how many samples gave its answer.
+	// Votes are a vote's samples, as they end while the samples run and in
+	// sample order once they all have; Winner is the winning sample's index
+	// and WinnerVotes how many samples gave its answer.
 	Votes       []Vote `json:"votes,omitempty"`
 	Winner      int    `json:"winner,omitempty"`
 	WinnerVotes int    `json:"winner_votes,omitempty"`

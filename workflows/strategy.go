@@ -1,8 +1,10 @@
 package workflows
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -199,6 +201,10 @@ func (c *consensus) runSamples(ctx workflow.Context, round int, feedback, earlie
 			}
 			c.done(ctx, lo.Usage)
 			sols[i-1] = &lo.Solution
+			if vote { // shown as each sample ends; in sample order below
+				c.state.Votes = append(c.state.Votes, Vote{Sample: i, Answer: lo.Solution.Answer, Confidence: lo.Solution.Confidence,
+					Key: MajorityKey(lo.Solution.Answer)})
+			}
 		})
 	}
 	wg.Wait(ctx)
@@ -220,9 +226,7 @@ func (c *consensus) runSamples(ctx workflow.Context, round int, feedback, earlie
 		c.state.Status = StatusConsensus
 		return nil
 	}
-	for i, sol := range sols {
-		c.state.Votes = append(c.state.Votes, Vote{Sample: i + 1, Answer: sol.Answer, Confidence: sol.Confidence, Key: MajorityKey(sol.Answer)})
-	}
+	slices.SortFunc(c.state.Votes, func(a, b Vote) int { return cmp.Compare(a.Sample, b.Sample) })
 	w, n := Majority(c.state.Votes)
 	c.state.Winner, c.state.WinnerVotes = c.state.Votes[w].Sample, n
 	win := *sols[w]

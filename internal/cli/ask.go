@@ -226,7 +226,7 @@ type progress struct {
 	solutions map[int]bool
 	verdicts  map[int]bool
 	arbiter   bool
-	votes     int
+	samples   map[int]bool
 }
 
 func (p *progress) show(st workflows.ConsensusState) {
@@ -234,7 +234,7 @@ func (p *progress) show(st workflows.ConsensusState) {
 		return
 	}
 	if p.solutions == nil {
-		p.solutions, p.verdicts = map[int]bool{}, map[int]bool{}
+		p.solutions, p.verdicts, p.samples = map[int]bool{}, map[int]bool{}, map[int]bool{}
 	}
 	if st.Placement != "" && st.Placement != p.placement {
 		p.placement = st.Placement
@@ -244,10 +244,12 @@ func (p *progress) show(st workflows.ConsensusState) {
 		p.manifest = true
 		fmt.Fprintf(p.w, "  pathos     intent: %s (domain %s, confidence %.2f)\n", oneLine(st.Manifest.Intent, 100), oneLine(st.Manifest.Domain, 40), st.Manifest.Confidence)
 	}
-	for _, v := range st.Votes[min(p.votes, len(st.Votes)):] {
-		fmt.Fprintf(p.w, "  sample %-2d  logos   %s (confidence %.2f)\n", v.Sample, oneLine(v.Answer, 100), v.Confidence)
+	for _, v := range st.Votes {
+		if !p.samples[v.Sample] {
+			p.samples[v.Sample] = true
+			fmt.Fprintf(p.w, "  sample %-2d  logos   %s (confidence %.2f)\n", v.Sample, oneLine(v.Answer, 100), v.Confidence)
+		}
 	}
-	p.votes = max(p.votes, len(st.Votes))
 	for _, r := range st.Rounds {
 		if r.Solution != nil && !p.solutions[r.Round] {
 			p.solutions[r.Round] = true
