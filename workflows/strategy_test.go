@@ -14,6 +14,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/money"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/internal/synapse"
 )
 
@@ -363,4 +364,46 @@ func FuzzMajorityKey(f *testing.F) {
 			t.Fatalf("a 2-2 tie: winner %d with %d, want sample 1", w, n)
 		}
 	})
+}
+
+// TestHubCannotBillAVotePastItsBounds: a hub (which holds only its device
+// certificate and reports its own counts) answers every sample of a vote
+// side by side claiming 2^40 prompt tokens; each sample is billed at most
+// its own step's bound, and all of them together within the hold.
+func TestHubCannotBillAVotePastItsBounds(t *testing.T) {
+	env := newEnv(t)
+	f := newLedger(env)
+	env.OnActivity(pl.PickHub, mock.Anything, mock.Anything).Return(activities.HubChoice{Queue: "hub.gpu1", Note: "gpu1: the only healthy hub of 1"}, nil)
+	var mu sync.Mutex
+	bounds := map[int64]activities.Budget{}
+	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.LogosInput) (activities.LogosOutput, error) {
+		mu.Lock()
+		bounds[*in.Seed] = in.Budget
+		mu.Unlock()
+		return activities.LogosOutput{Solution: synapse.Solution{Answer: "a", Confidence: 0.9},
+			Usage: activities.AgentUsage{Model: "m", PromptTokens: 1 << 40, CompletionTokens: 1 << 40, RanOn: "cloud"}}, nil
+	})
+	st, err := run(t, env, ConsensusInput{Prompt: "q", Strategy: StrategyVote, Samples: 4, Account: "acme", HubQueue: "hub.gpu1", CloudQueue: "cloud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var charged money.Micros
+	samples := 0
+	for _, e := range f.events {
+		c, _ := f.hold.Price(store.TokenBound{PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens})
+		charged += c
+		_, id, _ := strings.Cut(e.EventID, "/")
+		var i int64
+		if _, err := fmt.Sscanf(id, "r1-logos-s%d", &i); err != nil {
+			continue
+		}
+		samples++
+		pt, ct := bounds[i].EventBound()
+		if e.PromptTokens != pt || e.CompletionTokens != ct {
+			t.Fatalf("sample %d billed %d+%d tokens, its bound is %d+%d", i, e.PromptTokens, e.CompletionTokens, pt, ct)
+		}
+	}
+	if samples != 4 || charged > f.hold.Amount || st.StepLog[0].Hub != "gpu1" {
+		t.Fatalf("%d samples billed %s against a %s hold; step log %+v", samples, charged, f.hold.Amount, st.StepLog)
+	}
 }
