@@ -148,6 +148,17 @@ type LogosInput struct {
 	// Account is who the consensus runs for; it must be allowed to use LoRA.
 	Account string
 	Budget  Budget
+	// Earlier is the answer of the run this one continues, for context.
+	Earlier string `json:",omitempty"`
+	// Temperature and Seed sample the call (a vote's samples); zero values
+	// ask for the most likely output with no seed, as every debate step does.
+	Temperature float64 `json:",omitempty"`
+	Seed        *int64  `json:",omitempty"`
+}
+
+// Prompt is the prompt in asks Logos.
+func (in LogosInput) Prompt() synapse.Prompt {
+	return synapse.LogosPrompt(in.Question, in.Manifest, in.Round, in.Feedback, in.LoRA).WithEarlier(in.Earlier)
 }
 
 // LogosOutput is Logos's solution.
@@ -188,7 +199,7 @@ type ArbiterOutput struct {
 // Pathos extracts the intent manifest.
 func (a *Inference) Pathos(ctx context.Context, in PathosInput) (PathosOutput, error) {
 	var out PathosOutput
-	u, err := a.ask(ctx, synapse.Pathos, a.Models.Pathos, synapse.PathosPrompt(in.Question), &out.Manifest, in.Budget)
+	u, err := a.ask(ctx, synapse.Pathos, a.Models.Pathos, synapse.PathosPrompt(in.Question), &out.Manifest, in.Budget, sampling{})
 	out.Usage = u
 	return out, err
 }
@@ -203,7 +214,8 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 	if in.LoRA != "" {
 		model = in.LoRA
 	}
-	p := synapse.LogosPrompt(in.Question, in.Manifest, in.Round, in.Feedback, in.LoRA)
+	p := in.Prompt()
+	smp := sampling{temperature: in.Temperature, seed: in.Seed}
 	use := func() error {
 		if in.LoRA == "" || a.Adapters == nil {
 			return nil
@@ -214,7 +226,7 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 	if err := use(); err != nil {
 		return out, err
 	}
-	u, err := a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget)
+	u, err := a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget, smp)
 	if err != nil && u.tokens() == 0 && in.LoRA != "" && a.Adapters != nil && lora.IsNotLoaded(err) {
 		// The backend lost the adapter (a restart, or another worker's
 		// eviction): load it again and retry once.
@@ -222,7 +234,7 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 		if err := use(); err != nil {
 			return out, err
 		}
-		u, err = a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget)
+		u, err = a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget, smp)
 	}
 	out.Usage = u
 	return out, err
@@ -231,7 +243,7 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 // Ethos verifies a solution.
 func (a *Inference) Ethos(ctx context.Context, in EthosInput) (EthosOutput, error) {
 	var out EthosOutput
-	u, err := a.ask(ctx, synapse.Ethos, a.Models.Ethos, synapse.EthosPrompt(in.Question, in.Manifest, in.Solution, in.Round), &out.Verification, in.Budget)
+	u, err := a.ask(ctx, synapse.Ethos, a.Models.Ethos, synapse.EthosPrompt(in.Question, in.Manifest, in.Solution, in.Round), &out.Verification, in.Budget, sampling{})
 	out.Usage = u
 	return out, err
 }
@@ -239,12 +251,18 @@ func (a *Inference) Ethos(ctx context.Context, in EthosInput) (EthosOutput, erro
 // Arbiter decides after the last round.
 func (a *Inference) Arbiter(ctx context.Context, in ArbiterInput) (ArbiterOutput, error) {
 	var out ArbiterOutput
-	u, err := a.ask(ctx, synapse.Arbiter, a.Models.Arbiter, synapse.ArbiterPrompt(in.Question, in.Manifest, in.Rounds), &out.Verdict, in.Budget)
+	u, err := a.ask(ctx, synapse.Arbiter, a.Models.Arbiter, synapse.ArbiterPrompt(in.Question, in.Manifest, in.Rounds), &out.Verdict, in.Budget, sampling{})
 	out.Usage = u
 	return out, err
 }
 
 type validated interface{ Validate() error }
+
+// sampling is how a call samples; the zero value is temperature 0, no seed.
+type sampling struct {
+	temperature float64
+	seed        *int64
+}
 
 // ask sends p, parses the reply into out, and on an unusable reply asks once
 // more with a repair prompt. Usage covers both calls. Every error after a
@@ -252,7 +270,7 @@ type validated interface{ Validate() error }
 // caller can bill what ran; a failure that a retry may mend becomes a
 // non-retryable ErrFailedAfterUse, because Temporal's own retry would hide
 // the usage of the attempt that failed.
-func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated, b Budget) (AgentUsage, error) {
+func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated, b Budget, smp sampling) (AgentUsage, error) {
 	start := time.Now()
 	defer func() { a.Metrics.Stage(string(role), time.Since(start)) }()
 	defer heartbeat(ctx)()
@@ -265,7 +283,7 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 		return u, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s's prompt may be %d tokens, over the step's bound of %d: shorten the prompt", role, n, b.MaxPromptTokens), ErrPromptTooLarge, nil)
 	}
-	resp, err := a.chat(ctx, model, msgs, b.MaxTokens)
+	resp, err := a.chat(ctx, model, msgs, b.MaxTokens, smp)
 	if err != nil {
 		return u, err
 	}
@@ -279,7 +297,7 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 		return u, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s's output is unusable and too long to repair within the step's bound: %v", role, perr), ErrMalformedOutput, perr, u)
 	}
-	resp, err = a.chat(ctx, model, msgs, b.MaxTokens)
+	resp, err = a.chat(ctx, model, msgs, b.MaxTokens, smp)
 	if err != nil {
 		return u, withUsage(err, u)
 	}
@@ -301,8 +319,8 @@ func withUsage(err error, u AgentUsage) error {
 	return temporal.NewNonRetryableApplicationError(err.Error(), ErrFailedAfterUse, err, u)
 }
 
-func (a *Inference) chat(ctx context.Context, model string, msgs []llm.Message, maxTokens int) (llm.Response, error) {
-	resp, err := a.LLM.Chat(ctx, llm.Request{Model: model, Messages: msgs, JSON: true, MaxTokens: maxTokens})
+func (a *Inference) chat(ctx context.Context, model string, msgs []llm.Message, maxTokens int, smp sampling) (llm.Response, error) {
+	resp, err := a.LLM.Chat(ctx, llm.Request{Model: model, Messages: msgs, JSON: true, MaxTokens: maxTokens, Temperature: smp.temperature, Seed: smp.seed})
 	var he *llm.HTTPError
 	if errors.As(err, &he) && !he.Temporary() {
 		return resp, temporal.NewNonRetryableApplicationError(he.Error(), ErrInferenceRejected, err)

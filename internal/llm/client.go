@@ -41,6 +41,9 @@ type Request struct {
 	Messages    []Message
 	MaxTokens   int     // 0 leaves it to the server
 	Temperature float64 // sent as given; 0 asks for the most likely output
+	// Seed, when set, is sent as "seed" so that a server that supports it
+	// (vLLM, llama.cpp's server, OpenAI) samples reproducibly.
+	Seed *int64
 	// JSON asks the server for a JSON object (response_format json_object).
 	JSON bool
 }
@@ -79,6 +82,7 @@ type chatRequest struct {
 	Messages       []Message       `json:"messages"`
 	MaxTokens      int             `json:"max_tokens,omitempty"`
 	Temperature    float64         `json:"temperature"`
+	Seed           *int64          `json:"seed,omitempty"`
 	ResponseFormat *responseFormat `json:"response_format,omitempty"`
 }
 
@@ -99,7 +103,7 @@ func (c *Client) Chat(ctx context.Context, req Request) (Response, error) {
 	if req.Model == "" {
 		return Response{}, errors.New("llm: model is required")
 	}
-	body := chatRequest{Model: req.Model, Messages: req.Messages, MaxTokens: req.MaxTokens, Temperature: req.Temperature}
+	body := chatRequest{Model: req.Model, Messages: req.Messages, MaxTokens: req.MaxTokens, Temperature: req.Temperature, Seed: req.Seed}
 	if req.JSON {
 		body.ResponseFormat = &responseFormat{Type: "json_object"}
 	}
