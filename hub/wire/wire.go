@@ -33,17 +33,52 @@ var ErrTooLarge = errors.New("wire: message exceeds size limit")
 
 // Write frames m onto w.
 func Write(w io.Writer, m proto.Message) error {
-	b, err := proto.Marshal(m)
+	b, err := appendFrame(nil, m)
 	if err != nil {
 		return err
 	}
-	if len(b) > MaxMessageBytes {
-		return ErrTooLarge
+	_, err = w.Write(b)
+	return err
+}
+
+// appendFrame appends m's frame to dst, sizing it once: one allocation at
+// most, none when dst has room.
+func appendFrame(dst []byte, m proto.Message) ([]byte, error) {
+	n := proto.Size(m)
+	if n > MaxMessageBytes {
+		return dst, ErrTooLarge
 	}
-	buf := make([]byte, binary.MaxVarintLen64+len(b))
-	n := binary.PutUvarint(buf, uint64(len(b)))
-	n += copy(buf[n:], b)
-	_, err = w.Write(buf[:n])
+	if dst == nil {
+		dst = make([]byte, 0, binary.MaxVarintLen64+n)
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	return proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(dst, m)
+}
+
+// Writer frames messages onto a stream through a buffer it keeps, so that a
+// stream carrying many small messages (heartbeat acks) allocates nothing per
+// frame. A buffer over keepBytes is dropped after its frame. A Writer is not
+// safe for concurrent use.
+type Writer struct {
+	w   io.Writer
+	buf []byte
+}
+
+// NewWriter wraps w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Write frames m onto the stream.
+func (w *Writer) Write(m proto.Message) error {
+	b, err := appendFrame(w.buf[:0], m)
+	if err != nil {
+		return err
+	}
+	if cap(b) <= keepBytes {
+		w.buf = b
+	} else {
+		w.buf = nil
+	}
+	_, err = w.w.Write(b)
 	return err
 }
 

@@ -116,6 +116,49 @@ func TestLargeFrameGrows(t *testing.T) {
 	}
 }
 
+// TestWriterFramesAsWrite checks that a Writer puts the same bytes on the
+// stream as Write, keeps no large buffer, refuses an oversized message
+// without writing any of it, and allocates nothing per heartbeat ack.
+func TestWriterFramesAsWrite(t *testing.T) {
+	msgs := []proto.Message{
+		&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: &meshv1.HeartbeatAck{Seq: 1, EchoSentUnixNano: 12345}}},
+		&meshv1.EscalationRequest{RequestId: "r", Prompt: strings.Repeat("p", 2*keepBytes)},
+		&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: &meshv1.HeartbeatAck{Seq: 1 << 40}}},
+		&meshv1.BridgeMessage{},
+	}
+	var want, got bytes.Buffer
+	w := NewWriter(&got)
+	for _, m := range msgs {
+		if err := Write(&want, m); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		if cap(w.buf) > keepBytes {
+			t.Fatalf("writer keeps a buffer of %d bytes, over %d", cap(w.buf), keepBytes)
+		}
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("writer framed %d bytes, Write %d, or they differ", got.Len(), want.Len())
+	}
+	got.Reset()
+	if err := w.Write(&meshv1.EscalationRequest{Prompt: strings.Repeat("p", MaxMessageBytes)}); !errors.Is(err, ErrTooLarge) || got.Len() != 0 {
+		t.Fatalf("oversized message: %v, %d bytes written", err, got.Len())
+	}
+	ack := &meshv1.HeartbeatAck{}
+	m := &meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: ack}}
+	if n := testing.AllocsPerRun(100, func() {
+		got.Reset()
+		ack.Seq++
+		if err := w.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per heartbeat ack, want 0", n)
+	}
+}
+
 func allocated(f func()) uint64 {
 	var before, after runtime.MemStats
 	runtime.GC()
