@@ -697,33 +697,52 @@ func (b *Bridge) recheck(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	now := time.Now()
-	checked := map[peer]error{} // one query per certificate, however many connections it holds
+	live := conns[:0]
+	seen := map[store.CertRef]bool{}
+	var refs []store.CertRef // each certificate once, however many connections it holds
 	for _, o := range conns {
 		if now.After(o.notAfter) {
 			b.opts.Logger.Warn("closing a hub whose certificate expired", "device", o.id.DeviceID, "not_after", o.notAfter)
 			_ = o.conn.CloseWithError(CodeExpired, "certificate expired on "+o.notAfter.UTC().Format(time.RFC3339)+": renew it (si device renew)")
 			continue
 		}
-		err, done := checked[o.peer]
-		if !done {
-			err = b.opts.Store.CheckCert(ctx, o.id.DeviceID, o.id.Account, o.serial)
-			if ctx.Err() != nil {
-				return
-			}
-			checked[o.peer] = err
+		live = append(live, o)
+		if r := o.ref(); !seen[r] {
+			seen[r] = true
+			refs = append(refs, r)
 		}
-		if err == nil {
-			continue
+	}
+	// One query per recheckBatch certificates, not one per hub.
+	refused := map[store.CertRef]error{}
+	for len(refs) > 0 {
+		n := min(len(refs), recheckBatch)
+		got, err := b.opts.Store.CheckCerts(ctx, refs[:n])
+		if ctx.Err() != nil {
+			return
 		}
-		if !errors.Is(err, store.ErrCertRefused) {
+		if err != nil {
 			// The registry could not be asked (the database is down): a blip
 			// must not drop every hub; the next re-check asks again.
-			b.opts.Logger.Warn("re-checking a hub's certificate failed; keeping the connection", "device", o.id.DeviceID, "error", err)
-			continue
+			b.opts.Logger.Warn("re-checking hubs' certificates failed; keeping their connections", "certificates", n, "error", err)
 		}
-		b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", o.id.DeviceID, "error", err)
-		_ = o.conn.CloseWithError(CodeRevoked, "certificate revoked")
+		for r, err := range got {
+			refused[r] = err
+		}
+		refs = refs[n:]
 	}
+	for _, o := range live {
+		if err := refused[o.ref()]; err != nil {
+			b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", o.id.DeviceID, "error", err)
+			_ = o.conn.CloseWithError(CodeRevoked, "certificate revoked")
+		}
+	}
+}
+
+// recheckBatch bounds the certificates one re-check query asks about.
+const recheckBatch = 5000
+
+func (p peer) ref() store.CertRef {
+	return store.CertRef{DeviceID: p.id.DeviceID, Account: p.id.Account, Serial: p.serial}
 }
 
 // beat is a hub's latest heartbeat, kept until the next flush.

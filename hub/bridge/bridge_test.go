@@ -767,3 +767,35 @@ func TestSilentControlStreamIsClosed(t *testing.T) {
 		t.Fatalf("the beating hub lost its connection: %v", context.Cause(beating.Context()))
 	}
 }
+
+// TestRecheckDropsOnlyTheRevoked: the re-check asks about every connected
+// certificate at once; of many hubs on one bridge, the revoked device's
+// connections (two of them, one certificate) are closed and every other
+// hub's stays up through later re-checks.
+func TestRecheckDropsOnlyTheRevoked(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
+	var others []*quic.Conn
+	for i := range 6 {
+		c := p.Enroll(t, m.Store, pki.Identity{DeviceID: fmt.Sprintf("gpu-fleet-%d", i), Account: "acme"}, time.Hour)
+		others = append(others, dial(t, b.Addr().String(), c))
+	}
+	stolen := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-fleet-stolen", Account: "acme"}, time.Hour)
+	first, second := dial(t, b.Addr().String(), stolen), dial(t, b.Addr().String(), stolen)
+	time.Sleep(300 * time.Millisecond) // re-checks with nothing revoked
+	if err := m.Store.RevokeDevice(context.Background(), "gpu-fleet-stolen"); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range []*quic.Conn{first, second} {
+		if ae := closedWith(t, conn, 5*time.Second); ae.ErrorCode != bridge.CodeRevoked {
+			t.Fatalf("the revoked device was closed with %v, want CodeRevoked", ae)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	for i, conn := range others {
+		if conn.Context().Err() != nil {
+			t.Fatalf("hub %d lost its connection: %v", i, context.Cause(conn.Context()))
+		}
+	}
+}
