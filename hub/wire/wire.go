@@ -193,19 +193,29 @@ func ValidateVitals(v *meshv1.HardwareVitals) error {
 	if len(v.GetGpus()) > MaxGPUs {
 		return fmt.Errorf("vitals list %d GPUs, more than %d", len(v.GetGpus()), MaxGPUs)
 	}
-	errs := []error{str("no_gpu_reason", v.GetNoGpuReason(), MaxTextLen), str("driver_version", v.GetDriverVersion(), MaxTextLen),
-		finite("cpu_load", v.GetCpuLoad())}
-	for _, g := range v.GetGpus() {
-		errs = append(errs, str("gpu uuid", g.GetUuid(), MaxTextLen), str("gpu name", g.GetName(), MaxTextLen))
-		if g.GetUtilizationPercent() > 100 || g.GetMemoryUtilizationPercent() > 100 {
-			errs = append(errs, fmt.Errorf("gpu %d utilization over 100%%", g.GetIndex()))
+	// Only what fails is collected: a valid reading (every heartbeat's)
+	// allocates nothing.
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
 		}
-		for _, l := range [][]string{g.GetThrottleReasonNames(), g.GetUnsupported(), g.GetErrors()} {
+	}
+	add(str("no_gpu_reason", v.GetNoGpuReason(), MaxTextLen))
+	add(str("driver_version", v.GetDriverVersion(), MaxTextLen))
+	add(finite("cpu_load", v.GetCpuLoad()))
+	for _, g := range v.GetGpus() {
+		add(str("gpu uuid", g.GetUuid(), MaxTextLen))
+		add(str("gpu name", g.GetName(), MaxTextLen))
+		if g.GetUtilizationPercent() > 100 || g.GetMemoryUtilizationPercent() > 100 {
+			add(fmt.Errorf("gpu %d utilization over 100%%", g.GetIndex()))
+		}
+		for _, l := range [3][]string{g.GetThrottleReasonNames(), g.GetUnsupported(), g.GetErrors()} {
 			if len(l) > MaxListLen {
-				errs = append(errs, fmt.Errorf("gpu %d lists %d entries, more than %d", g.GetIndex(), len(l), MaxListLen))
+				add(fmt.Errorf("gpu %d lists %d entries, more than %d", g.GetIndex(), len(l), MaxListLen))
 			}
 			for _, s := range l {
-				errs = append(errs, str("gpu list entry", s, MaxTextLen))
+				add(str("gpu list entry", s, MaxTextLen))
 			}
 		}
 	}

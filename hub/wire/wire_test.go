@@ -159,6 +159,29 @@ func TestWriterFramesAsWrite(t *testing.T) {
 	}
 }
 
+// TestValidHeartbeatAllocatesNothing: the bridge validates every heartbeat;
+// a valid one costs no allocation, and an invalid one still names each
+// fault.
+func TestValidHeartbeatAllocatesNothing(t *testing.T) {
+	v := &meshv1.HardwareVitals{NvmlAvailable: true, CpuCount: 2, Gpus: []*meshv1.GPUVitals{
+		{Index: 0, Name: "gpu", UtilizationPercent: 40, TemperatureC: 60, ThrottleReasonNames: []string{"idle"}},
+		{Index: 1, Name: "gpu", UtilizationPercent: 90, TemperatureC: 70}}}
+	m := &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: v}}}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := ValidateHub(m); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations to validate a heartbeat, want 0", n)
+	}
+	v.Gpus[0].UtilizationPercent = 101
+	v.Gpus[1].Name = strings.Repeat("n", MaxTextLen+1)
+	err := ValidateHub(m)
+	if err == nil || !strings.Contains(err.Error(), "gpu 0 utilization over 100%") || !strings.Contains(err.Error(), "gpu name is") {
+		t.Fatalf("two faults reported as %v", err)
+	}
+}
+
 func allocated(f func()) uint64 {
 	var before, after runtime.MemStats
 	runtime.GC()
