@@ -266,9 +266,39 @@ type swarmPeer interface {
 
 func (h *tunnelHub) link() bridge.Conn { return h.conn }
 
-// echoHub does a tunnel hub's work (frame a heartbeat, decode the reply)
-// against a bare quic-go echo, so that the two peers see the same clients.
-type echoHub struct{ tunnelHub }
+// echoPeer does a tunnel hub's work (frame a heartbeat, decode the reply)
+// against an echo of the bytes, so that every peer is measured with the
+// same client.
+type echoPeer struct {
+	w   io.Writer
+	r   *wire.Reader
+	seq uint64
+}
+
+func (h *echoPeer) beat(v *meshv1.HardwareVitals) (time.Duration, error) {
+	h.seq++
+	start := time.Now()
+	if err := wire.Write(h.w, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{
+		Seq: h.seq, SentUnixNano: start.UnixNano(), Vitals: v}}}); err != nil {
+		return 0, err
+	}
+	var echo meshv1.HubMessage
+	if err := h.r.Read(&echo); err != nil {
+		return 0, err
+	}
+	if echo.GetHeartbeat().GetSeq() != h.seq {
+		return 0, fmt.Errorf("echo of %d, want %d", echo.GetHeartbeat().GetSeq(), h.seq)
+	}
+	return time.Since(start), nil
+}
+
+// echoHub is an echoPeer on a bare quic-go connection's stream.
+type echoHub struct {
+	conn bridge.Conn
+	echoPeer
+}
+
+func (h *echoHub) link() bridge.Conn { return h.conn }
 
 func dialEcho(ctx context.Context, tr *quic.Transport, addr string, c *tls.Config) (*echoHub, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)
@@ -284,24 +314,7 @@ func dialEcho(ctx context.Context, tr *quic.Transport, addr string, c *tls.Confi
 	if err != nil {
 		return nil, err
 	}
-	return &echoHub{tunnelHub{conn: conn, s: s, r: wire.NewReader(s)}}, nil
-}
-
-func (h *echoHub) beat(v *meshv1.HardwareVitals) (time.Duration, error) {
-	h.seq++
-	start := time.Now()
-	if err := wire.Write(h.s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{
-		Seq: h.seq, SentUnixNano: start.UnixNano(), Vitals: v}}}); err != nil {
-		return 0, err
-	}
-	var echo meshv1.HubMessage
-	if err := h.r.Read(&echo); err != nil {
-		return 0, err
-	}
-	if echo.GetHeartbeat().GetSeq() != h.seq {
-		return 0, fmt.Errorf("echo of %d, want %d", echo.GetHeartbeat().GetSeq(), h.seq)
-	}
-	return time.Since(start), nil
+	return &echoHub{conn: conn, echoPeer: echoPeer{w: s, r: wire.NewReader(s)}}, nil
 }
 
 // quicEchoServer is the bare quic-go peer of the held-hubs benchmark: the
@@ -441,7 +454,7 @@ type levelResult struct {
 	// serverUs and hubsUs are the CPU microseconds per heartbeat of the
 	// server process (beyond what it spends with no hub) and of the
 	// simulated hubs.
-	serverUs, hubsUs float64
+	serverUs, hubsUs, postgresUs float64
 }
 
 func (l levelResult) held() bool {
@@ -496,7 +509,8 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			self, pg, all := (cpuSelf() - mSelf).Seconds(), (pgCPU() - mPG).Seconds(), (machineCPU() - mAll).Seconds()
 			res = levelResult{hubs: level, beats: r.Beats, p50: time.Duration(r.P50us * 1e3), p99: time.Duration(r.P99us * 1e3), errors: r.Errors,
 				cpu:      cpuSplit{hubs: r.CPUs / secs, server: self / secs, postgres: pg / secs, others: max(0, all-self-pg-r.CPUs) / secs},
-				serverUs: max(0, self-idle*secs) * 1e6 / float64(max(1, r.Beats)), hubsUs: r.CPUs * 1e6 / float64(max(1, r.Beats))}
+				serverUs: max(0, self-idle*secs) * 1e6 / float64(max(1, r.Beats)), hubsUs: r.CPUs * 1e6 / float64(max(1, r.Beats)),
+				postgresUs: pg * 1e6 / float64(max(1, r.Beats))}
 			b.Logf("%s, %d hubs: %d heartbeats in %v, p50 %v p99 %v, errors %d; %v", peer, level, res.beats, window,
 				res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors, res.cpu)
 			if res.held() || res.errors > 0 || res.cpu.others < 0.5 {
