@@ -328,7 +328,7 @@ func (b *Bridge) Serve(ctx context.Context) error {
 		defer t.Stop()
 		recheck := time.NewTicker(b.opts.RecheckInterval)
 		defer recheck.Stop()
-		sweep := time.NewTicker(b.controlIdle() / 8)
+		sweep := time.NewTicker(max(b.controlIdle()/8, time.Millisecond))
 		defer sweep.Stop()
 		for {
 			select {
