@@ -1,6 +1,7 @@
 package synapse
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,21 @@ func TestParseManyBraces(t *testing.T) {
 	var s Solution
 	if err := Parse(strings.Repeat("{", MaxOutputBytes-1), &s); err == nil {
 		t.Fatal("accepted braces")
+	}
+}
+
+// Every schema is valid JSON and requires at least what Parse requires.
+func TestSchemasRequireWhatParseRequires(t *testing.T) {
+	for _, out := range []requirer{&Manifest{}, &Solution{}, &Verification{}, &Verdict{}} {
+		_, s, ok := SchemaOf(out)
+		if !ok || !json.Valid([]byte(s)) {
+			t.Fatalf("%T: schema %v %s", out, ok, s)
+		}
+		for _, f := range out.required() {
+			leaf := f.path[strings.LastIndex(f.path, ".")+1:]
+			if !strings.Contains(s, `"`+leaf+`"]`) && !strings.Contains(s, `"`+leaf+`",`) {
+				t.Errorf("%T: schema does not require %s", out, f.path)
+			}
+		}
 	}
 }
