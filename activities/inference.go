@@ -134,6 +134,19 @@ type Inference struct {
 	Metrics *telemetry.Metrics
 }
 
+// Clients lists every distinct backend client: LLM and each agent's own.
+func (a *Inference) Clients() []*llm.Client {
+	var out []*llm.Client
+	seen := map[*llm.Client]bool{}
+	for _, c := range []*llm.Client{a.LLM, a.Backends[synapse.Pathos].LLM, a.Backends[synapse.Logos].LLM, a.Backends[synapse.Ethos].LLM, a.Backends[synapse.Arbiter].LLM} {
+		if c != nil && !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // AgentUsage is what one agent call consumed and where it ran.
 type AgentUsage struct {
 	Role             synapse.Role `json:"role"`

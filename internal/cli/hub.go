@@ -136,11 +136,13 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 						return err
 					}
 					o.Interceptors = append(o.Interceptors, ic)
-					hc := o.Inference.LLM.HTTP
-					if hc == nil {
-						hc = &http.Client{Timeout: 5 * time.Minute}
+					for _, lc := range o.Inference.Clients() {
+						hc := lc.HTTP
+						if hc == nil {
+							hc = &http.Client{Timeout: 5 * time.Minute}
+						}
+						lc.HTTP = telemetry.HTTPClient(tp, hc)
 					}
-					o.Inference.LLM.HTTP = telemetry.HTTPClient(tp, hc)
 				}
 			}
 			n, err := node.Start(o)
