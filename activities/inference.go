@@ -134,8 +134,10 @@ type Inference struct {
 	Metrics *telemetry.Metrics
 }
 
-// Clients lists every distinct backend client: LLM and each agent's own.
-func (a *Inference) Clients() []*llm.Client {
+// Clients lists every distinct backend client of a: LLM and each agent's
+// own. It is a function, not a method: every exported method of Inference
+// is registered as an activity.
+func Clients(a *Inference) []*llm.Client {
 	var out []*llm.Client
 	seen := map[*llm.Client]bool{}
 	for _, c := range []*llm.Client{a.LLM, a.Backends[synapse.Pathos].LLM, a.Backends[synapse.Logos].LLM, a.Backends[synapse.Ethos].LLM, a.Backends[synapse.Arbiter].LLM} {

@@ -19,6 +19,7 @@ import (
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
@@ -136,7 +137,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 						return err
 					}
 					o.Interceptors = append(o.Interceptors, ic)
-					for _, lc := range o.Inference.Clients() {
+					for _, lc := range activities.Clients(o.Inference) {
 						hc := lc.HTTP
 						if hc == nil {
 							hc = &http.Client{Timeout: 5 * time.Minute}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"testing"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/synapse"
 )
 
@@ -43,8 +44,8 @@ func TestBackendPerAgent(t *testing.T) {
 	if _, ok := inf.Backends[synapse.Pathos]; ok {
 		t.Fatal("pathos has no flags of its own and needs no backend entry")
 	}
-	if len(inf.Clients()) != 3 {
-		t.Fatalf("%d distinct clients, want 3", len(inf.Clients()))
+	if len(activities.Clients(inf)) != 3 {
+		t.Fatalf("%d distinct clients, want 3", len(activities.Clients(inf)))
 	}
 	for _, role := range Roles {
 		for _, f := range []string{"-llm-base-url", "-llm-api-key", "-max-tokens"} {
