@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -147,6 +148,34 @@ func Clients(a *Inference) []*llm.Client {
 		}
 	}
 	return out
+}
+
+// WrapHTTP returns a copy of a whose every backend client sends through
+// wrap of its http.Client (a tracing transport, say); a client that serves
+// several roles is still one client.
+func WrapHTTP(a *Inference, wrap func(*http.Client) *http.Client) *Inference {
+	out := *a
+	wrapped := map[*llm.Client]*llm.Client{}
+	w := func(c *llm.Client) *llm.Client {
+		if c == nil {
+			return nil
+		}
+		if n, ok := wrapped[c]; ok {
+			return n
+		}
+		n := c.WithHTTP(wrap(c.HTTPClient()))
+		wrapped[c] = n
+		return n
+	}
+	out.LLM = w(a.LLM)
+	if a.Backends != nil {
+		out.Backends = map[synapse.Role]Backend{}
+		for role, b := range a.Backends {
+			b.LLM = w(b.LLM)
+			out.Backends[role] = b
+		}
+	}
+	return &out
 }
 
 // AgentUsage is what one agent call consumed and where it ran.

@@ -190,3 +190,24 @@ func TestStepsStream(t *testing.T) {
 		t.Fatalf("NoStream: %v, streamed %v", err, streamed)
 	}
 }
+
+// Tracing wraps every backend's client, the agents' own too, and keeps
+// a client shared by several roles one client (its refusals stay shared).
+func TestWrapHTTPWrapsEveryBackend(t *testing.T) {
+	shared, own := &llm.Client{BaseURL: "http://a/v1"}, &llm.Client{BaseURL: "http://b/v1", APIKey: "k"}
+	a := &Inference{LLM: shared, Backends: map[synapse.Role]Backend{synapse.Ethos: {LLM: shared, MaxTokens: 9}, synapse.Arbiter: {LLM: own}}}
+	marked := &http.Client{}
+	w := WrapHTTP(a, func(*http.Client) *http.Client { return marked })
+	if w.LLM.HTTP != marked || w.Backends[synapse.Arbiter].LLM.HTTP != marked || w.Backends[synapse.Arbiter].LLM.APIKey != "k" {
+		t.Fatalf("not every client wrapped: %+v", w)
+	}
+	if w.Backends[synapse.Ethos].LLM != w.LLM || w.Backends[synapse.Ethos].MaxTokens != 9 {
+		t.Fatal("a shared client became two")
+	}
+	if a.LLM.HTTP != nil || a.Backends[synapse.Arbiter].LLM.HTTP != nil {
+		t.Fatal("the original was changed")
+	}
+	if len(Clients(w)) != 2 {
+		t.Fatalf("%d clients", len(Clients(w)))
+	}
+}

@@ -15,11 +15,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
-	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
@@ -137,13 +137,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 						return err
 					}
 					o.Interceptors = append(o.Interceptors, ic)
-					for _, lc := range activities.Clients(o.Inference) {
-						hc := lc.HTTP
-						if hc == nil {
-							hc = &http.Client{Timeout: 5 * time.Minute}
-						}
-						lc.HTTP = telemetry.HTTPClient(tp, hc)
-					}
+					o.Inference = activities.WrapHTTP(o.Inference, func(hc *http.Client) *http.Client { return telemetry.HTTPClient(tp, hc) })
 				}
 			}
 			n, err := node.Start(o)

@@ -34,6 +34,20 @@ type Client struct {
 	refused Refusals
 }
 
+// WithHTTP returns a client of the same backend that sends through hc, with
+// nothing yet refused.
+func (c *Client) WithHTTP(hc *http.Client) *Client {
+	return &Client{BaseURL: c.BaseURL, APIKey: c.APIKey, HTTP: hc}
+}
+
+// HTTPClient is the http.Client c sends through: HTTP, or the default.
+func (c *Client) HTTPClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return defaultHTTP
+}
+
 // Message is one chat message.
 type Message struct {
 	Role    string `json:"role"`
@@ -182,8 +196,9 @@ func (c *Client) Chat(ctx context.Context, req Request) (Response, error) {
 	if req.Model == "" {
 		return Response{}, errors.New("llm: model is required")
 	}
-	// Each refusal turns one feature off, so three tries reach the plain request.
-	for range 3 {
+	// Each refusal turns one of three features off (json_object,
+	// json_schema, stream), so the fourth try is the plain request.
+	for range 4 {
 		body, stream := c.body(req)
 		var resp Response
 		var err error
@@ -204,6 +219,12 @@ func (c *Client) Chat(ctx context.Context, req Request) (Response, error) {
 		}
 		if resp.Usage.PromptTokens+resp.Usage.CompletionTokens <= 0 {
 			resp.Usage, resp.UsageEstimated = EstimateUsage(req.Messages, resp.Reasoning+resp.Text, resp.Chunks), true
+			if req.MaxTokens > 0 && resp.Usage.CompletionTokens > req.MaxTokens {
+				// A server that honours max_tokens made no more; a stream
+				// of one-byte chunks does not bill beyond it.
+				resp.Usage.CompletionTokens = req.MaxTokens
+				resp.Usage.TotalTokens = resp.Usage.PromptTokens + req.MaxTokens
+			}
 		}
 		return resp, nil
 	}

@@ -290,3 +290,38 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// An estimate never bills a completion beyond the max_tokens asked for,
+// however many chunks a server splits it into.
+func TestEstimateIsBoundedByMaxTokens(t *testing.T) {
+	var b strings.Builder
+	for range 500 {
+		b.WriteString(`data: {"choices":[{"delta":{"content":"x"},"finish_reason":null}]}` + "\n\n")
+	}
+	b.WriteString(`data: {"choices":[{"delta":{},"finish_reason":"length"}]}` + "\n\ndata: [DONE]\n\n")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write([]byte(b.String()))
+	}))
+	defer srv.Close()
+	got, err := (&Client{BaseURL: srv.URL}).Chat(context.Background(), Request{Model: "m", Messages: askFor, MaxTokens: 64, Stream: true})
+	if err != nil || !got.UsageEstimated || got.Chunks != 500 || got.Usage.CompletionTokens != 64 {
+		t.Fatalf("%+v %v", got, err)
+	}
+}
+
+// A server that refuses everything in turn still gets the plain request.
+func TestEveryRefusalInTurnEndsAtThePlainRequest(t *testing.T) {
+	c, rp := replaying(t,
+		replay{status: 400, file: "hosted_400_response_format.json"},
+		replay{status: 400, file: "hosted_400_response_format.json"},
+		replay{status: 400, file: "openai_400_stream.json"},
+		replay{file: "openai_nonstream.json"})
+	got, err := c.Chat(context.Background(), request(true))
+	if err != nil || got.Text != answer || len(rp.requests) != 4 {
+		t.Fatalf("%+v %v after %d requests", got, err, len(rp.requests))
+	}
+	if last := rp.requests[3]; last["stream"] != nil || last["response_format"] != nil {
+		t.Fatalf("last request %v", last)
+	}
+}
