@@ -273,6 +273,17 @@ func TestContractErrors(t *testing.T) {
 			t.Fatal("an error event is not a refusal of stream")
 		}
 	})
+	t.Run("vLLM's bare error object mid-stream", func(t *testing.T) {
+		c, _ := replaying(t, replay{file: "vllm_stream_error_object.sse"})
+		_, err := c.Chat(context.Background(), request(true))
+		var he *HTTPError
+		if !errors.As(err, &he) || !he.InStream || he.Status != 400 || he.Temporary() || !strings.Contains(he.Message, "maximum context length") {
+			t.Fatalf("%#v", err)
+		}
+		if c.Refused() != (Refusals{}) {
+			t.Fatalf("refused %+v", c.Refused())
+		}
+	})
 }
 
 func TestParseRetryAfter(t *testing.T) {

@@ -18,6 +18,8 @@ import (
 var ErrStreamCut = errors.New("inference stream ended before the completion finished")
 
 type streamChunk struct {
+	// Object is "error" for the bare error object vLLM streams.
+	Object  string `json:"object"`
 	Model   string `json:"model"`
 	Choices []struct {
 		Delta        chatMessage `json:"delta"`
@@ -101,7 +103,8 @@ func startsObject(r *bufio.Reader) bool {
 // ReadStream assembles a chat completion from its event stream: the
 // content and reasoning deltas of the first choice, the finish reason, and
 // the last usage reported. It stops at "data: [DONE]"; an error event (an
-// "error" event type, or a chunk holding "error") becomes an *HTTPError; a
+// "error" event type, a chunk holding "error", or vLLM's bare
+// {"object":"error",...}) becomes an *HTTPError; a
 // stream that ends before a finish reason or [DONE] is ErrStreamCut. The
 // stream is bounded by MaxResponseBytes and each line by MaxEventLine.
 func ReadStream(r io.Reader, onChunk func()) (Response, error) {
@@ -132,7 +135,7 @@ func ReadStream(r io.Reader, onChunk func()) (Response, error) {
 		if err := json.Unmarshal(data, &ch); err != nil {
 			return out, fmt.Errorf("inference stream chunk is not valid JSON: %w", err)
 		}
-		if len(ch.Error) > 0 && string(ch.Error) != "null" {
+		if ch.Object == "error" || (len(ch.Error) > 0 && string(ch.Error) != "null") {
 			return out, streamError(data)
 		}
 		if ch.Model != "" {
