@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
@@ -147,11 +148,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 						return err
 					}
 					o.Interceptors = append(o.Interceptors, ic)
-					hc := o.Inference.LLM.HTTP
-					if hc == nil {
-						hc = &http.Client{Timeout: 5 * time.Minute}
-					}
-					o.Inference.LLM.HTTP = telemetry.HTTPClient(tp, hc)
+					o.Inference = activities.WrapHTTP(o.Inference, func(hc *http.Client) *http.Client { return telemetry.HTTPClient(tp, hc) })
 				}
 			}
 			n, err := node.Start(o)

@@ -183,13 +183,7 @@ func Start(o Options) (s *Server, err error) {
 		inf := *o.Inference
 		inf.Metrics = own
 		if o.Tracer != nil {
-			llmc := *inf.LLM
-			hc := llmc.HTTP
-			if hc == nil {
-				hc = &http.Client{Timeout: 5 * time.Minute}
-			}
-			llmc.HTTP = telemetry.HTTPClient(o.Tracer, hc)
-			inf.LLM = &llmc
+			inf = *activities.WrapHTTP(&inf, func(hc *http.Client) *http.Client { return telemetry.HTTPClient(o.Tracer, hc) })
 		}
 		o.Inference = &inf
 		deps := workers.CloudDeps(o.Temporal, o.Store, o.Inference)

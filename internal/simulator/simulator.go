@@ -130,6 +130,9 @@ type chatRequest struct {
 	Model     string        `json:"model"`
 	Messages  []llm.Message `json:"messages"`
 	MaxTokens int           `json:"max_tokens"`
+	// Stream and StreamOptions ask for server-sent events (stream.go).
+	Stream        bool           `json:"stream"`
+	StreamOptions *streamOptions `json:"stream_options"`
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
@@ -160,6 +163,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	finish := "stop"
 	if req.MaxTokens > 0 && completion > req.MaxTokens {
 		text, completion, finish = text[:4*(req.MaxTokens-1)], req.MaxTokens, "length"
+	}
+	if req.Stream {
+		s.stream(w, r, req, text, prompt, completion, finish)
+		return
 	}
 	if err := sleep(r.Context(), s.opts.Latency+time.Duration(completion)*s.opts.TokenLatency); err != nil {
 		return
