@@ -60,7 +60,12 @@ func TestBounds(t *testing.T) {
 		"too many gpus": {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Gpus: make([]*meshv1.GPUInfo, MaxGPUs+1)}}},
 		"util > 100": {Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Vitals: &meshv1.HardwareVitals{
 			Gpus: []*meshv1.GPUVitals{{UtilizationPercent: 101}}}}}},
-		"usage without id": {Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{}}},
+		"usage without id":  {Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{}}},
+		"too many features": {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: make([]string, MaxFeatures+1)}}},
+		"long feature":      {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: []string{strings.Repeat("f", MaxIDLen+1)}}}},
+	}
+	if err := ValidateHub(&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: HubFeatures()}}}); err != nil {
+		t.Errorf("this build's hello refused: %v", err)
 	}
 	for name, m := range cases {
 		if ValidateHub(m) == nil {
@@ -152,7 +157,7 @@ func fuzzRead[T proto.Message](f *testing.F, newMsg func() T, validate func(T) e
 
 func FuzzHubMessage(f *testing.F) {
 	fuzzRead(f, func() *meshv1.HubMessage { return &meshv1.HubMessage{} }, ValidateHub,
-		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}}}},
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}, Features: HubFeatures()}}},
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: &meshv1.HardwareVitals{Gpus: []*meshv1.GPUVitals{{TemperatureC: 80}}}}}},
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", GpuLoad: 0.9}}})
 }
