@@ -24,15 +24,21 @@ const (
 // staleSQL is true for a bridge_beats row bb whose bridge is dead.
 var staleSQL = fmt.Sprintf(`(bb.stopped OR bb.last_beat < now() - interval '%d milliseconds')`, BridgeStale.Milliseconds())
 
+// ownRegistrationSQL is true when hub h's bridge_instance and features
+// were written by its latest registration; false after a bridge that
+// predates them registered it (a rolling upgrade), which sets only
+// connected_at.
+const ownRegistrationSQL = `(h.instance_at IS NOT DISTINCT FROM h.connected_at)`
+
 // linkDeadSQL is true for a hub h the registry has connected through a
 // bridge instance that is dead; false for a hub registered by a bridge
 // that predates instances (its heartbeat age still applies).
-var linkDeadSQL = `(h.connected AND coalesce((SELECT ` + staleSQL + ` FROM bridge_beats bb WHERE bb.instance = h.bridge_instance), false))`
+var linkDeadSQL = `(h.connected AND ` + ownRegistrationSQL + ` AND coalesce((SELECT ` + staleSQL + ` FROM bridge_beats bb WHERE bb.instance = h.bridge_instance), false))`
 
 // bridgeDeadSQL is true for a hub offline because its bridge died: still
 // marked connected on a dead bridge, or marked disconnected for that by a
 // survivor's sweep.
-var bridgeDeadSQL = `(h.bridge_lost_at IS NOT NULL OR ` + linkDeadSQL + `)`
+var bridgeDeadSQL = `((h.bridge_lost_at IS NOT NULL AND ` + ownRegistrationSQL + `) OR ` + linkDeadSQL + `)`
 
 // hubLiveSQL is true for a hub connected through a live bridge.
 var hubLiveSQL = `(h.connected AND NOT ` + linkDeadSQL + `)`
@@ -63,7 +69,7 @@ func (s *Store) BridgeStopped(ctx context.Context, instance string) error {
 // dead for an hour, and returns how many hubs it marked.
 func (s *Store) SweepDeadBridges(ctx context.Context, self string) (int64, error) {
 	tag, err := s.Pool.Exec(ctx, `UPDATE hubs h SET connected = false, bridge_lost_at = now()
-		WHERE h.connected AND h.bridge_instance IN (SELECT bb.instance FROM bridge_beats bb WHERE bb.instance <> $1 AND `+staleSQL+`)`, self)
+		WHERE h.connected AND `+ownRegistrationSQL+` AND h.bridge_instance IN (SELECT bb.instance FROM bridge_beats bb WHERE bb.instance <> $1 AND `+staleSQL+`)`, self)
 	if err != nil {
 		return 0, err
 	}
@@ -79,7 +85,7 @@ func (s *Store) ReclaimHubs(ctx context.Context, instance string, deviceIDs []st
 		return nil
 	}
 	_, err := s.Pool.Exec(ctx, `UPDATE hubs SET connected = true, bridge_lost_at = NULL
-		WHERE bridge_instance = $1 AND device_id = ANY($2) AND NOT connected`,
+		WHERE bridge_instance = $1 AND instance_at IS NOT DISTINCT FROM connected_at AND device_id = ANY($2) AND NOT connected`,
 		instance, deviceIDs)
 	return err
 }

@@ -111,3 +111,65 @@ func TestBridgeLiveness(t *testing.T) {
 		}
 	}
 }
+
+// A rolling upgrade: a hub registered by a new bridge reconnects through
+// a bridge that predates liveness rows, whose registration sets neither the
+// instance nor the features. The new bridge's later death must not take the
+// hub offline (it is on the older bridge now, judged by its age), and the
+// features the hub said through the new bridge no longer count.
+func TestAnOlderBridgesRegistrationIsNotJudgedByANewOnesLiveness(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	harness.EnsureAccount(t, s, "acme")
+	if err := s.RegisterCert(ctx, "gpu-roll", "acme", "serial-roll", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.BridgeBeat(ctx, "new", "b-new"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.HubConnected(ctx, store.Hub{DeviceID: "gpu-roll", Bridge: "b-new", BridgeInstance: "new", Features: []string{"step-heartbeat"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The older bridge's HubConnected, as it was before liveness rows.
+	if _, err := s.Pool.Exec(ctx, `INSERT INTO hubs (device_id, version, hostname, bridge, connected, connected_at, last_seen)
+		VALUES ($1, $2, $3, $4, true, now(), now())
+		ON CONFLICT (device_id) DO UPDATE SET version = excluded.version, hostname = excluded.hostname,
+			bridge = excluded.bridge, connected = true, connected_at = now(), last_seen = now(),
+			reconnects = hubs.reconnects + 1`, "gpu-roll", "v0", "h", "b-old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BridgeStopped(ctx, "new"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.SweepDeadBridges(ctx, "other"); err != nil || n != 0 {
+		t.Fatalf("swept %d (%v) hubs the older bridge holds", n, err)
+	}
+	h, err := s.HubByID(ctx, "gpu-roll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Connected || h.BridgeDead || h.BridgeInstance != "" || len(h.Features) != 0 {
+		t.Fatalf("hub on the older bridge: connected %v, bridge dead %v, instance %q, features %v; want connected, judged by its age, no features",
+			h.Connected, h.BridgeDead, h.BridgeInstance, h.Features)
+	}
+	// Swept while on a new bridge that died, then registered by an older
+	// one: connected there, and not reported lost to the dead bridge.
+	if _, err := s.BridgeBeat(ctx, "new2", "b-new2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.HubConnected(ctx, store.Hub{DeviceID: "gpu-roll", Bridge: "b-new2", BridgeInstance: "new2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BridgeStopped(ctx, "new2"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.SweepDeadBridges(ctx, "other"); err != nil || n != 1 {
+		t.Fatalf("swept %d (%v), want the hub of the stopped bridge", n, err)
+	}
+	if _, err := s.Pool.Exec(ctx, `UPDATE hubs SET bridge = 'b-old', connected = true, connected_at = now() WHERE device_id = 'gpu-roll'`); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.HubByID(ctx, "gpu-roll"); err != nil || !h.Connected || h.BridgeDead {
+		t.Fatalf("hub back on the older bridge after a sweep: %+v %v", h, err)
+	}
+}

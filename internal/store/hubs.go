@@ -49,10 +49,11 @@ func (s *Store) HubConnected(ctx context.Context, h Hub) (time.Time, bool, error
 	var seen bool
 	var at time.Time
 	err := s.Pool.QueryRow(ctx, `
-		INSERT INTO hubs (device_id, version, hostname, bridge, bridge_instance, features, connected, connected_at, last_seen)
-		VALUES ($1, $2, $3, $4, nullif($5, ''), $6, true, now(), now())
+		INSERT INTO hubs (device_id, version, hostname, bridge, bridge_instance, instance_at, features, connected, connected_at, last_seen)
+		VALUES ($1, $2, $3, $4, nullif($5, ''), now(), $6, true, now(), now())
 		ON CONFLICT (device_id) DO UPDATE SET version = excluded.version, hostname = excluded.hostname,
-			bridge = excluded.bridge, bridge_instance = excluded.bridge_instance, bridge_lost_at = NULL, features = excluded.features,
+			bridge = excluded.bridge, bridge_instance = excluded.bridge_instance, instance_at = now(), bridge_lost_at = NULL,
+			features = excluded.features,
 			connected = true, connected_at = now(), last_seen = now(), reconnects = hubs.reconnects + 1
 		RETURNING connected_at, xmax <> 0`,
 		h.DeviceID, h.Version, h.Hostname, h.Bridge, h.BridgeInstance, nonNil(h.Features)).Scan(&at, &seen)
@@ -211,8 +212,9 @@ func (s *Store) VitalsHistory(ctx context.Context, account string, since time.Ti
 	return out, rows.Err()
 }
 
-var hubColumns = `h.device_id, d.account, h.version, h.hostname, h.bridge, coalesce(h.bridge_instance, ''), ` + hubLiveSQL + `, ` + bridgeDeadSQL + `,
-	h.connected_at, h.last_seen, h.rtt_micros, h.gpu_count, h.gpu_load, h.gpu_temp_c, h.cpu_load, h.nvml, h.vitals, h.reconnects, h.features`
+var hubColumns = `h.device_id, d.account, h.version, h.hostname, h.bridge, CASE WHEN ` + ownRegistrationSQL + ` THEN coalesce(h.bridge_instance, '') ELSE '' END, ` +
+	hubLiveSQL + `, ` + bridgeDeadSQL + `, h.connected_at, h.last_seen, h.rtt_micros, h.gpu_count, h.gpu_load, h.gpu_temp_c, h.cpu_load, h.nvml,
+	h.vitals, h.reconnects, CASE WHEN ` + ownRegistrationSQL + ` THEN h.features ELSE '{}' END`
 
 func scanHub(row pgx.Row) (Hub, error) {
 	var h Hub

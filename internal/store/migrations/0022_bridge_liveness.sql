@@ -12,8 +12,12 @@ CREATE TABLE bridge_beats (
 );
 
 -- The bridge process a hub's control stream is on (bridge_beats.instance);
--- NULL for a hub registered by a bridge that predates this.
+-- NULL for a hub registered by a bridge that predates this. instance_at is
+-- the connected_at of the registration that wrote bridge_instance and
+-- features: a bridge that predates them (a rolling upgrade) sets
+-- connected_at alone, and then neither counts.
 ALTER TABLE hubs ADD COLUMN bridge_instance text;
+ALTER TABLE hubs ADD COLUMN instance_at timestamptz;
 -- When a surviving bridge marked the hub disconnected because its bridge
 -- died (NULL otherwise); cleared when the hub connects again.
 ALTER TABLE hubs ADD COLUMN bridge_lost_at timestamptz;
