@@ -423,6 +423,10 @@ type consensus struct {
 	perStep bool
 	// sample is the vote sample the step in progress draws, 0 for none.
 	sample int
+	// queueNoHeartbeat: placement said the hub behind queue does not
+	// heartbeat its steps (an older hub), so they run without a heartbeat
+	// timeout. Results recorded before it say false: the same commands.
+	queueNoHeartbeat bool
 }
 
 // versionAdmission is the workflow version that reserves the run's worst
@@ -668,6 +672,7 @@ func (c *consensus) place(ctx workflow.Context) error {
 		switch {
 		case st.Healthy:
 			c.queue = c.in.HubQueue
+			c.queueNoHeartbeat = st.NoHeartbeat
 			c.state.PlacementNote = "hub is healthy"
 		case c.in.Placement == PlacementHub:
 			return temporal.NewNonRetryableApplicationError("hub unavailable: "+st.Reason, ErrHubUnavailable, nil)
@@ -701,7 +706,7 @@ func (c *consensus) pick(ctx workflow.Context) error {
 	if ch.Queue == "" && c.in.Placement == PlacementHub {
 		return temporal.NewNonRetryableApplicationError("hub unavailable: "+strings.TrimPrefix(ch.Note, "cloud: "), ErrHubUnavailable, nil)
 	}
-	c.queue = ch.Queue
+	c.queue, c.queueNoHeartbeat = ch.Queue, ch.Queue != "" && ch.NoHeartbeat
 	if c.queue == "" {
 		c.queue = c.cloud
 	}
@@ -762,6 +767,12 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		onHub := queue != c.cloud
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
+			if c.queueNoHeartbeat && queue == c.queue {
+				// An older hub's steps never heartbeat: with a heartbeat
+				// timeout each one longer than it would fail. StartToClose
+				// bounds them, as it did before heartbeats.
+				opts.HeartbeatTimeout = 0
+			}
 		}
 		cur := &StepRecord{ID: id, Round: round, Agent: agent, Queue: queue, Why: c.state.PlacementNote, Hub: hubOf(queue), StartedAt: workflow.Now(ctx),
 			Sample: sample}

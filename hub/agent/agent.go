@@ -357,7 +357,7 @@ func (a *Agent) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hello := &meshv1.Hello{DeviceId: a.opts.DeviceID, Version: a.opts.Version, Hostname: a.opts.Hostname}
+	hello := &meshv1.Hello{DeviceId: a.opts.DeviceID, Version: a.opts.Version, Hostname: a.opts.Hostname, Features: wire.HubFeatures()}
 	if a.opts.Vitals != nil {
 		hello.Vitals = a.opts.Vitals()
 		for _, g := range hello.Vitals.GetGpus() {

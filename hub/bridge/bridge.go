@@ -136,6 +136,8 @@ type Bridge struct {
 	ln   *quic.Listener
 	tcp  *tcpListener // nil with Options.NoTCP
 	m    *Metrics
+	// instance names this process in the registry's bridge_beats.
+	instance string
 
 	mu    sync.Mutex
 	conns map[string]*hubConn // by device id, once a control stream said hello
@@ -240,7 +242,7 @@ func Listen(opts Options) (*Bridge, error) {
 	if opts.Name == "" {
 		opts.Name = ln.Addr().String()
 	}
-	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, conns: map[string]*hubConn{},
+	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(), conns: map[string]*hubConn{},
 		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
@@ -321,6 +323,10 @@ func (b *Bridge) Metrics() *Metrics { return b.m }
 // Serve accepts hubs until ctx is cancelled, then closes every connection
 // and writes the last heartbeats.
 func (b *Bridge) Serve(ctx context.Context) error {
+	// Alive in the registry before the first hub registers on it.
+	b.beat(ctx)
+	liveDone := make(chan struct{})
+	go func() { defer close(liveDone); b.live(ctx) }()
 	flushDone := make(chan struct{})
 	go func() {
 		defer close(flushDone)
@@ -414,6 +420,8 @@ loop:
 	_ = b.udp.Close()
 	<-flushDone
 	b.flush(context.Background())
+	<-liveDone
+	b.stopped()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -527,7 +535,8 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 		// The certificate decides who this is; a payload claiming otherwise changes nothing.
 		log.Warn("hello claims another device id; using the certificate's", "claimed", hello.GetDeviceId())
 	}
-	now, seenBefore, err := b.opts.Store.HubConnected(ctx, store.Hub{DeviceID: id.DeviceID, Version: hello.GetVersion(), Hostname: hello.GetHostname(), Bridge: b.opts.Name})
+	now, seenBefore, err := b.opts.Store.HubConnected(ctx, store.Hub{DeviceID: id.DeviceID, Version: hello.GetVersion(), Hostname: hello.GetHostname(), Bridge: b.opts.Name,
+		BridgeInstance: b.instance, Features: hello.GetFeatures()})
 	if err != nil {
 		log.Error("register hub", "error", err)
 		_ = c.CloseWithError(CodeUnexpected, "registry unavailable")

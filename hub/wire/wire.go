@@ -163,6 +163,14 @@ func ValidateHub(m *meshv1.HubMessage) error {
 		if len(h.GetGpus()) > MaxGPUs {
 			return fmt.Errorf("hello lists %d GPUs, more than %d", len(h.GetGpus()), MaxGPUs)
 		}
+		if len(h.GetFeatures()) > MaxFeatures {
+			return fmt.Errorf("hello names %d features, more than %d", len(h.GetFeatures()), MaxFeatures)
+		}
+		for _, f := range h.GetFeatures() {
+			if err := str("feature", f, MaxIDLen); err != nil {
+				return err
+			}
+		}
 		for _, g := range h.GetGpus() {
 			if err := errors.Join(str("gpu uuid", g.GetUuid(), MaxTextLen), str("gpu name", g.GetName(), MaxTextLen)); err != nil {
 				return err

@@ -65,6 +65,11 @@ func TestBounds(t *testing.T) {
 		"prewarm, long adapter id": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{
 			Loras: []string{"lora-1", strings.Repeat("x", MaxIDLen+1)}}}},
 		"prewarm, empty adapter id": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Loras: []string{""}}}},
+		"too many features":         {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: make([]string, MaxFeatures+1)}}},
+		"long feature":              {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: []string{strings.Repeat("f", MaxIDLen+1)}}}},
+	}
+	if err := ValidateHub(&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: HubFeatures()}}}); err != nil {
+		t.Errorf("this build's hello refused: %v", err)
 	}
 	for name, m := range cases {
 		if ValidateHub(m) == nil {
@@ -222,7 +227,7 @@ func fuzzRead[T proto.Message](f *testing.F, newMsg func() T, validate func(T) e
 
 func FuzzHubMessage(f *testing.F) {
 	fuzzRead(f, func() *meshv1.HubMessage { return &meshv1.HubMessage{} }, ValidateHub,
-		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}}}},
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}, Features: HubFeatures()}}},
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: &meshv1.HardwareVitals{Gpus: []*meshv1.GPUVitals{{TemperatureC: 80}}}}}},
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", GpuLoad: 0.9}}},
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", Lora: "lora-a", Loras: []string{"lora-a", "lora-b"}}}})

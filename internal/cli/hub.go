@@ -248,8 +248,9 @@ func hubsCommand() *Command {
 		Name:  "hubs",
 		Short: "list hubs with their vitals and health, as the bridge sees them, and enrolled devices that never connected",
 		Long: `si hubs lists every hub a bridge has seen: its link (online, or offline
-once the registry says so or it has been silent longer than --max-silence,
-which is how a hub whose bridge died without closing its link goes offline),
+once the registry says so, once its bridge process has stopped beating for
+3 s, which is how a hub whose bridge died without closing its link goes
+offline, or once it has been silent longer than --max-silence),
 its smoothed heartbeat round trip (none while offline), vitals and health.
 Devices enrolled (si device enroll) whose hub has never connected follow,
 with the link "never connected".`,

@@ -244,12 +244,15 @@ func (*BridgeMessage_UsageAck) isBridgeMessage_Body() {}
 // Hello opens a control stream. The device id is informational: the bridge
 // takes the device's identity from its certificate, never from a payload.
 type Hello struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Hostname      string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Gpus          []*GPUInfo             `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
-	Vitals        *HardwareVitals        `protobuf:"bytes,5,opt,name=vitals,proto3" json:"vitals,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Version  string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Hostname string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Gpus     []*GPUInfo             `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	Vitals   *HardwareVitals        `protobuf:"bytes,5,opt,name=vitals,proto3" json:"vitals,omitempty"`
+	// What this hub's code does that an older hub's does not (see
+	// hub/wire's Feature constants). A hub that names none is an older one.
+	Features      []string `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,6 +318,13 @@ func (x *Hello) GetGpus() []*GPUInfo {
 func (x *Hello) GetVitals() *HardwareVitals {
 	if x != nil {
 		return x.Vitals
+	}
+	return nil
+}
+
+func (x *Hello) GetFeatures() []string {
+	if x != nil {
+		return x.Features
 	}
 	return nil
 }
@@ -1523,13 +1533,14 @@ const file_proto_mesh_proto_rawDesc = "" +
 	"\thello_ack\x18\x01 \x01(\v2\x14.si.mesh.v1.HelloAckH\x00R\bhelloAck\x12?\n" +
 	"\rheartbeat_ack\x18\x02 \x01(\v2\x18.si.mesh.v1.HeartbeatAckH\x00R\fheartbeatAck\x123\n" +
 	"\tusage_ack\x18\x03 \x01(\v2\x14.si.mesh.v1.UsageAckH\x00R\busageAckB\x06\n" +
-	"\x04body\"\xb7\x01\n" +
+	"\x04body\"\xd3\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12'\n" +
 	"\x04gpus\x18\x04 \x03(\v2\x13.si.mesh.v1.GPUInfoR\x04gpus\x122\n" +
-	"\x06vitals\x18\x05 \x01(\v2\x1a.si.mesh.v1.HardwareVitalsR\x06vitals\"u\n" +
+	"\x06vitals\x18\x05 \x01(\v2\x1a.si.mesh.v1.HardwareVitalsR\x06vitals\x12\x1a\n" +
+	"\bfeatures\x18\x06 \x03(\tR\bfeatures\"u\n" +
 	"\aGPUInfo\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
