@@ -16,7 +16,7 @@ import (
 // on the database's clock alone, so bridges' clocks need not agree.
 const (
 	BridgeBeatEvery = time.Second
-	BridgeStale     = 3 * time.Second
+	BridgeStale     = 4 * time.Second
 	// bridgeForget is how long a dead bridge's row is kept.
 	bridgeForget = time.Hour
 )
