@@ -154,3 +154,29 @@ func TestEvalRequestIsValidated(t *testing.T) {
 		t.Fatalf("no token: %d", rec.Code)
 	}
 }
+
+// FuzzEvalRequest: any body is a 200 or a JSON 4xx, and one that passes
+// holds every question once per strategy it names.
+func FuzzEvalRequest(f *testing.F) {
+	f.Add([]byte(evalBody(2, 1, "consensus-x", 0, eval.Debate, eval.Vote)))
+	f.Add([]byte(`{"dataset":"arithmetic","questions":1,"budget":3072,"results":[{"question":"q","strategy":"single","expected":1,"got":1,"correct":true}]}`))
+	f.Add([]byte(`{"results":null}`))
+	h := api.ValidateEvalOnly()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := send(h, "POST", "/v1/evals", string(body), nil, nil)
+		switch {
+		case rec.Code == http.StatusOK:
+			var ok struct {
+				Strategies []string `json:"strategies"`
+				Results    int      `json:"results"`
+			}
+			var req api.EvalRequest
+			if json.Unmarshal(rec.Body.Bytes(), &ok) != nil || json.Unmarshal(body, &req) != nil || ok.Results != req.Questions*len(ok.Strategies) {
+				t.Fatalf("passed %s -> %s", body, rec.Body)
+			}
+		case rec.Code >= 400 && rec.Code < 500 && strings.Contains(rec.Body.String(), `"error"`):
+		default:
+			t.Fatalf("%d %s for %q", rec.Code, rec.Body, body)
+		}
+	})
+}
