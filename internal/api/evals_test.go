@@ -10,6 +10,7 @@ import (
 
 	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/eval"
+	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/test/harness"
 )
@@ -179,4 +180,32 @@ func FuzzEvalRequest(f *testing.F) {
 			t.Fatalf("%d %s for %q", rec.Code, rec.Body, body)
 		}
 	})
+}
+
+// A guest of alice's project neither reads nor records her evaluations,
+// and a page on another origin cannot record one with her session cookie.
+func TestEvalsRefuseGuestsAndOtherOrigins(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	m.Account(t, "alice")
+	a := harness.SeedDashboard(t, m, "alice")
+	h := (&api.Server{Store: m.Store, Temporal: m.Client}).Handler()
+	session := signInAccount(t, m, h, "alice")
+	if rec := send(h, "POST", "/v1/evals", evalBody(1, 1, "consensus-a", 0, eval.Single), []*http.Cookie{session}, nil); rec.Code != http.StatusCreated {
+		t.Fatalf("alice's own POST: %d %s", rec.Code, rec.Body)
+	}
+	guest := &http.Cookie{Name: api.GuestCookie, Value: a.GuestSecret}
+	for _, method := range []string{"GET", "POST"} {
+		rec := send(h, method, "/v1/evals", evalBody(1, 1, "consensus-g", 0, eval.Single), []*http.Cookie{guest}, nil)
+		if rec.Code != http.StatusForbidden || strings.Contains(rec.Body.String(), "eval-") {
+			t.Errorf("%s /v1/evals as alice's guest: %d %s", method, rec.Code, rec.Body)
+		}
+	}
+	rec := send(h, "POST", "/v1/evals", evalBody(1, 1, "consensus-x", 0, eval.Single), []*http.Cookie{session},
+		map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("a cross-origin POST with alice's cookie: %d %s", rec.Code, rec.Body)
+	}
+	if evals, err := m.Store.Evals(context.Background(), "alice", 10); err != nil || len(evals) != 1 {
+		t.Fatalf("alice holds %d evaluations, want her own one: %v", len(evals), err)
+	}
 }
