@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/superinstance/mesh/internal/eval"
@@ -36,6 +37,15 @@ type EvalInfo struct {
 	Questions int            `json:"questions"`
 	Budget    int            `json:"budget"`
 	Summaries []eval.Summary `json:"summaries"`
+	// Models answered the runs, according to the ledger; Simulated is
+	// true when one of them is the inference simulator's.
+	Models    []string `json:"models"`
+	Simulated bool     `json:"simulated"`
+}
+
+// simulated reports whether a model of models is the simulator's.
+func simulated(models []string) bool {
+	return slices.ContainsFunc(models, func(m string) bool { return strings.HasPrefix(m, "si-simulator-") })
 }
 
 // Bounds of an evaluation's record.
@@ -119,6 +129,7 @@ func (s *Server) recordEval(w http.ResponseWriter, r *http.Request, c Caller) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	since := time.Now().Add(-evalCostWindow)
+	models := []string{}
 	for i := range req.Results {
 		res := &req.Results[i]
 		res.Cost = 0
@@ -126,27 +137,31 @@ func (s *Server) recordEval(w http.ResponseWriter, r *http.Request, c Caller) {
 			continue
 		}
 		// Only the caller's own usage events count: a run of another
-		// account costs this one nothing.
-		costs, err := s.Store.StepCosts(ctx, c.Account, res.WorkflowID, since)
+		// account costs this one nothing and names no model.
+		cost, ms, err := s.Store.RunUsage(ctx, c.Account, res.WorkflowID, since)
 		if err != nil {
 			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
 			return
 		}
-		for _, step := range costs {
-			res.Cost += step
+		res.Cost = cost
+		for _, m := range ms {
+			if !slices.Contains(models, m) {
+				models = append(models, m)
+			}
 		}
 	}
+	slices.Sort(models)
 	sums := eval.Summarize(strategies, req.Results)
 	sb, _ := json.Marshal(sums)
 	rb, _ := json.Marshal(req.Results)
 	rec, err := s.Store.RecordEval(ctx, store.EvalRun{Account: c.Account, Dataset: req.Dataset, Seed: req.Seed, Questions: req.Questions,
-		Budget: req.Budget, Summaries: sb, Results: rb})
+		Budget: req.Budget, Summaries: sb, Results: rb, Models: models})
 	if err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the evaluation could not be stored")
 		return
 	}
 	httpjson.Write(w, http.StatusCreated, EvalInfo{ID: rec.ID, CreatedAt: rec.CreatedAt, Dataset: rec.Dataset, Seed: rec.Seed,
-		Questions: rec.Questions, Budget: rec.Budget, Summaries: sums})
+		Questions: rec.Questions, Budget: rec.Budget, Summaries: sums, Models: models, Simulated: simulated(models)})
 }
 
 // listEvals is GET /v1/evals: the account's own evaluations, newest first.
@@ -179,7 +194,8 @@ func (s *Server) evals(ctx context.Context, account string, limit int) ([]EvalIn
 	}
 	out := make([]EvalInfo, 0, len(rows))
 	for _, e := range rows {
-		info := EvalInfo{ID: e.ID, CreatedAt: e.CreatedAt, Dataset: e.Dataset, Seed: e.Seed, Questions: e.Questions, Budget: e.Budget}
+		info := EvalInfo{ID: e.ID, CreatedAt: e.CreatedAt, Dataset: e.Dataset, Seed: e.Seed, Questions: e.Questions, Budget: e.Budget,
+			Models: e.Models, Simulated: simulated(e.Models)}
 		if err := json.Unmarshal(e.Summaries, &info.Summaries); err != nil {
 			return nil, dashUnavailable("an evaluation in the store cannot be read")
 		}

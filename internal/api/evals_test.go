@@ -75,6 +75,9 @@ func TestEvalsAreTheAccountsOwn(t *testing.T) {
 	if s.Correct != 3 || s.Questions != 4 || s.Accuracy != 0.75 || s.Cost <= 0 || s.Cost == 4*999_999 || s.P50LatencyMS != 20 {
 		t.Fatalf("alice's summary: %+v", s)
 	}
+	if !mine.Simulated || len(mine.Models) != 1 || mine.Models[0] != "si-simulator-small" {
+		t.Fatalf("alice's runs were answered by the simulator: %+v", mine)
+	}
 
 	// Bob names alice's runs and claims a cost: the mesh reads his ledger.
 	rec = send(h, "POST", "/v1/evals", evalBody(4, 4, "consensus-alice", 0, eval.Debate, eval.Single), nil, bearer("bob"))
@@ -83,7 +86,7 @@ func TestEvalsAreTheAccountsOwn(t *testing.T) {
 	}
 	var bobs api.EvalInfo
 	_ = json.Unmarshal(rec.Body.Bytes(), &bobs)
-	if len(bobs.Summaries) != 2 || bobs.Summaries[0].Cost != 0 || bobs.Summaries[1].Strategy != eval.Single {
+	if len(bobs.Summaries) != 2 || bobs.Summaries[0].Cost != 0 || bobs.Summaries[1].Strategy != eval.Single || bobs.Simulated || len(bobs.Models) != 0 {
 		t.Fatalf("bob's summary: %+v", bobs)
 	}
 
@@ -110,7 +113,7 @@ func TestEvalsAreTheAccountsOwn(t *testing.T) {
 		if !strings.Contains(page, `id="evals"`) || !strings.Contains(page, `aria-label="accuracy per strategy"`) || !strings.Contains(page, `aria-label="cost per question per strategy"`) {
 			t.Fatalf("%s's dashboard has no evaluation chart:\n%s", who, page)
 		}
-		if who == "alice" && (!strings.Contains(page, "3/4 (75%)") || strings.Contains(page, "<td>single</td>")) {
+		if who == "alice" && (!strings.Contains(page, "3/4 (75%)") || strings.Contains(page, "<td>single</td>") || !strings.Contains(page, `id="eval-simulated"`)) {
 			t.Fatalf("alice's dashboard shows another's evaluation or not hers:\n%s", page)
 		}
 	}

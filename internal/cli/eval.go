@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -137,7 +138,8 @@ listed with its error.`,
 				return err
 			}
 			rep := evalJSON{Dataset: dataset, Seed: seed, Questions: len(qs), Budget: budget, API: c.BaseURL, Settings: settings,
-				Summaries: eval.Summarize(strats, results), Results: results}
+				Summaries: eval.Summarize(strats, results), Results: results, Models: e.modelList()}
+			rep.Simulated = slices.ContainsFunc(rep.Models, func(m string) bool { return strings.HasPrefix(m, simulatorModelPrefix) })
 			var recordErr error
 			if !noRecord {
 				sent := make([]eval.Result, len(results))
@@ -186,11 +188,20 @@ type evalJSON struct {
 	Settings  []eval.Setting `json:"settings"`
 	Summaries []eval.Summary `json:"summaries"`
 	Results   []eval.Result  `json:"results"`
+	// Models answered the runs; Simulated is true when one of them is the
+	// inference simulator's (its answers follow a rule, not a model).
+	Models    []string `json:"models"`
+	Simulated bool     `json:"simulated"`
 	// Recorded is the report's id on the mesh; empty with --no-record.
 	Recorded string `json:"recorded,omitempty"`
 }
 
 func printEvalTable(w io.Writer, rep evalJSON) {
+	if rep.Simulated {
+		fmt.Fprintln(w, "backend   the inference SIMULATOR: its answers follow a documented rule (README), so these figures measure the mesh, not a model")
+	} else if len(rep.Models) > 0 {
+		fmt.Fprintf(w, "models    %s\n", strings.Join(rep.Models, ", "))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "strategy\tsetting\taccuracy\ttokens/q\tcost/q\tp50 latency\tfailed")
 	for i, s := range rep.Summaries {
@@ -221,9 +232,38 @@ type evaluator struct {
 	timeout   time.Duration
 	progress  io.Writer // nil: none
 
-	mu    sync.Mutex
-	done  int
-	total int
+	mu     sync.Mutex
+	done   int
+	total  int
+	models map[string]bool
+}
+
+// simulatorModelPrefix starts the inference simulator's model names.
+const simulatorModelPrefix = "si-simulator-"
+
+func (e *evaluator) sawModels(st workflows.ConsensusState) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.models == nil {
+		e.models = map[string]bool{}
+	}
+	for _, u := range st.Usage {
+		if u.Model != "" {
+			e.models[u.Model] = true
+		}
+	}
+}
+
+// modelList is every model that answered a run, sorted.
+func (e *evaluator) modelList() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := []string{}
+	for m := range e.models {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // errRefused is a run the mesh refused to start: every other run would be
@@ -368,6 +408,7 @@ func (e *evaluator) one(ctx context.Context, q eval.Question, s eval.Setting) (e
 	for _, u := range st.Usage {
 		res.Tokens += int64(u.PromptTokens + u.CompletionTokens)
 	}
+	e.sawModels(st)
 	res.Rounds = len(st.Rounds)
 	if res.Error == "" {
 		res.Answer = truncateWidth(oneLine(st.Answer, evalAnswerMax), evalAnswerMax)

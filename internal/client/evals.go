@@ -28,6 +28,9 @@ type Eval struct {
 	Questions int            `json:"questions"`
 	Budget    int            `json:"budget"`
 	Summaries []eval.Summary `json:"summaries"`
+	// Models answered the runs, by the ledger; Simulated: one is the simulator.
+	Models    []string `json:"models"`
+	Simulated bool     `json:"simulated"`
 }
 
 // RecordEval stores an evaluation for the token's account.

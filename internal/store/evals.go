@@ -8,6 +8,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"github.com/superinstance/mesh/internal/money"
 )
 
 // EvalRun is one si eval report of an account. Summaries and Results are
@@ -22,6 +24,8 @@ type EvalRun struct {
 	Budget    int             `json:"budget"`
 	Summaries json.RawMessage `json:"summaries"`
 	Results   json.RawMessage `json:"results,omitempty"`
+	// Models are the models that answered the runs, sorted.
+	Models []string `json:"models"`
 }
 
 // RecordEval stores r under a new id (eval-<hex>) for r.Account and returns
@@ -32,9 +36,12 @@ func (s *Store) RecordEval(ctx context.Context, r EvalRun) (EvalRun, error) {
 		return r, err
 	}
 	r.ID = "eval-" + hex.EncodeToString(b[:])
-	err := s.Pool.QueryRow(ctx, `INSERT INTO eval_runs (id, account_id, dataset, seed, questions, budget, summaries, results)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at`,
-		r.ID, r.Account, r.Dataset, r.Seed, r.Questions, r.Budget, string(r.Summaries), string(r.Results)).Scan(&r.CreatedAt)
+	if r.Models == nil {
+		r.Models = []string{}
+	}
+	err := s.Pool.QueryRow(ctx, `INSERT INTO eval_runs (id, account_id, dataset, seed, questions, budget, summaries, results, models)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING created_at`,
+		r.ID, r.Account, r.Dataset, r.Seed, r.Questions, r.Budget, string(r.Summaries), string(r.Results), r.Models).Scan(&r.CreatedAt)
 	if err != nil && strings.Contains(err.Error(), "eval_runs_account_id_fkey") {
 		return r, ErrNotFound
 	}
@@ -47,7 +54,7 @@ func (s *Store) Evals(ctx context.Context, account string, limit int) ([]EvalRun
 	if limit <= 0 {
 		return nil, errors.New("store: Evals needs a positive limit")
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT id, account_id, created_at, dataset, seed, questions, budget, summaries
+	rows, err := s.Pool.Query(ctx, `SELECT id, account_id, created_at, dataset, seed, questions, budget, summaries, models
 		FROM eval_runs WHERE account_id = $1 ORDER BY created_at DESC, id LIMIT $2`, account, limit)
 	if err != nil {
 		return nil, err
@@ -57,11 +64,23 @@ func (s *Store) Evals(ctx context.Context, account string, limit int) ([]EvalRun
 	for rows.Next() {
 		var r EvalRun
 		var sums []byte
-		if err := rows.Scan(&r.ID, &r.Account, &r.CreatedAt, &r.Dataset, &r.Seed, &r.Questions, &r.Budget, &sums); err != nil {
+		if err := rows.Scan(&r.ID, &r.Account, &r.CreatedAt, &r.Dataset, &r.Seed, &r.Questions, &r.Budget, &sums, &r.Models); err != nil {
 			return nil, err
 		}
 		r.Summaries = json.RawMessage(sums)
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// RunUsage is what the run of account (its usage events since since) cost,
+// credits included, and the models that answered it, sorted.
+func (s *Store) RunUsage(ctx context.Context, account, run string, since time.Time) (money.Micros, []string, error) {
+	var (
+		gross  int64
+		models []string
+	)
+	err := s.Pool.QueryRow(ctx, `SELECT coalesce(sum(gross), 0), coalesce(array_agg(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL), '{}')
+		FROM usage_events WHERE account_id = $1 AND created_at >= $3 AND split_part(event_id, '/', 1) = $2`, account, run, since).Scan(&gross, &models)
+	return money.Micros(gross), models, err
 }
