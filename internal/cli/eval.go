@@ -397,11 +397,16 @@ func (e *evaluator) one(ctx context.Context, q eval.Question, s eval.Setting) (e
 	if err == nil && st.Status == workflows.StatusFailed {
 		err = errors.New(failureText(st.Error))
 	}
+	if errors.Is(rctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("the run did not finish within --run-timeout %v; it may still be running (si ask --follow %s)", e.timeout, started.WorkflowID)
+	}
 	if err != nil {
 		res.Error = err.Error()
 	}
 	// The ledger's cost and the tokens of every call, a failed run's too.
-	if v, verr := e.c.Run(rctx, started.WorkflowID); verr == nil {
+	vctx, vcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer vcancel()
+	if v, verr := e.c.Run(vctx, started.WorkflowID); verr == nil {
 		res.Cost = money.Micros(v.CostMicros)
 		st = v.ConsensusState
 	}

@@ -28,6 +28,8 @@ type fakeEvalAPI struct {
 	mu       sync.Mutex
 	runs     map[string]int // workflow id -> question index
 	recorded []byte
+	// delay holds each event stream open this long first.
+	delay time.Duration
 }
 
 func (f *fakeEvalAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +61,11 @@ func (f *fakeEvalAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer f.inFlight.Add(-1)
 		for p := f.peak.Load(); n > p && !f.peak.CompareAndSwap(p, n); p = f.peak.Load() {
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-time.After(20*time.Millisecond + f.delay):
+		case <-r.Context().Done():
+			return
+		}
 		b, _ := json.Marshal(f.state(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/consensus/"), "/events")))
 		fmt.Fprintf(w, "event: state\ndata: %s\n\nevent: end\ndata: {}\n\n", b)
 	case r.Method == "GET" && strings.HasPrefix(r.URL.Path, "/v1/consensus/"):
@@ -156,6 +162,14 @@ func TestEvalCommandAgainstAnAPI(t *testing.T) {
 		!strings.Contains(out, "failed    debate arithmetic-1-4") || !strings.Contains(errOut, "[4/4]") || strings.Contains(out, "recorded") {
 		t.Fatalf("table: %v\n%s\n%s", err, out, errOut)
 	}
+
+	// A run that outlasts --run-timeout fails with what to do.
+	f.delay = 5 * time.Second
+	out, _, err = runSI(t, append([]string{"eval", "--json", "--n", "1", "--strategies", "debate", "--run-timeout", "200ms", "--no-record"}, api...)...)
+	if err != nil || !strings.Contains(out, "did not finish within --run-timeout 200ms") || !strings.Contains(out, "si ask --follow consensus-0") {
+		t.Fatalf("a run past --run-timeout: %v\n%s", err, out)
+	}
+	f.delay = 0
 
 	// A mesh without strategies refuses vote: the evaluation stops and says what to do.
 	_, _, err = runSI(t, append([]string{"eval", "--n", "2", "--strategies", "debate,vote"}, api...)...)
