@@ -57,3 +57,20 @@ func TestReplayHandoverHistories(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayWarmupHistories replays warm-ups recorded from a real server: v1
+// loaded the one adapter the signal named (warmup-loads-lora version 1;
+// such runs in flight keep that path), v2 the recent adapters in order, one
+// of them refused (re-record it with SI_WRITE_HISTORY=1 go test -run
+// TestLiveWarmupHistoryReplays ./test/integration/).
+func TestReplayWarmupHistories(t *testing.T) {
+	for _, f := range []string{"testdata/warmup_history_v1.json", "testdata/warmup_history_v2.json"} {
+		t.Run(f, func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflow(WarmupWorkflow)
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

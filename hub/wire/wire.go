@@ -26,6 +26,8 @@ const (
 	MaxAnswerLen = 256 << 10
 	MaxGPUs      = 64
 	MaxListLen   = 64
+	// MaxPrewarmLoRAs bounds the adapters one pre-warm signal names.
+	MaxPrewarmLoRAs = 8
 )
 
 // ErrTooLarge is returned for a frame over MaxMessageBytes.
@@ -136,8 +138,19 @@ func ValidateHub(m *meshv1.HubMessage) error {
 		return ValidateVitals(b.Heartbeat.GetVitals())
 	case *meshv1.HubMessage_Prewarm:
 		p := b.Prewarm
-		return errors.Join(str("reason", p.GetReason(), MaxTextLen), str("lora", p.GetLora(), MaxIDLen), finite("gpu_load", p.GetGpuLoad()),
-			finite("temperature_c", p.GetTemperatureC()))
+		errs := []error{str("reason", p.GetReason(), MaxTextLen), str("lora", p.GetLora(), MaxIDLen), finite("gpu_load", p.GetGpuLoad()),
+			finite("temperature_c", p.GetTemperatureC())}
+		if len(p.GetLoras()) > MaxPrewarmLoRAs {
+			return fmt.Errorf("pre-warm names %d adapters, more than %d", len(p.GetLoras()), MaxPrewarmLoRAs)
+		}
+		for _, l := range p.GetLoras() {
+			if l == "" {
+				errs = append(errs, errors.New("pre-warm names an empty adapter id"))
+				break
+			}
+			errs = append(errs, str("loras entry", l, MaxIDLen))
+		}
+		return errors.Join(errs...)
 	case *meshv1.HubMessage_Usage:
 		u := b.Usage
 		if u.GetEventId() == "" {

@@ -60,7 +60,11 @@ func TestBounds(t *testing.T) {
 		"too many gpus": {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Gpus: make([]*meshv1.GPUInfo, MaxGPUs+1)}}},
 		"util > 100": {Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Vitals: &meshv1.HardwareVitals{
 			Gpus: []*meshv1.GPUVitals{{UtilizationPercent: 101}}}}}},
-		"usage without id": {Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{}}},
+		"usage without id":           {Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{}}},
+		"prewarm, too many adapters": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Loras: make([]string, 100)}}},
+		"prewarm, long adapter id": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{
+			Loras: []string{"lora-1", strings.Repeat("x", MaxIDLen+1)}}}},
+		"prewarm, empty adapter id": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Loras: []string{""}}}},
 	}
 	for name, m := range cases {
 		if ValidateHub(m) == nil {
@@ -154,7 +158,8 @@ func FuzzHubMessage(f *testing.F) {
 	fuzzRead(f, func() *meshv1.HubMessage { return &meshv1.HubMessage{} }, ValidateHub,
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}}}},
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: &meshv1.HardwareVitals{Gpus: []*meshv1.GPUVitals{{TemperatureC: 80}}}}}},
-		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", GpuLoad: 0.9}}})
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", GpuLoad: 0.9}}},
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", Lora: "lora-a", Loras: []string{"lora-a", "lora-b"}}}})
 }
 
 func FuzzBridgeMessage(f *testing.F) {

@@ -19,6 +19,7 @@ import (
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
+	"github.com/superinstance/mesh/hub/wire"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
@@ -44,8 +45,10 @@ func hubCommand() *Command {
 		Long: `si hub dials the cloud bridge over QUIC with the device certificate
 (si device enroll issues it), says hello, sends a heartbeat with NVML vitals
 every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
-over 80°C, with hysteresis), and carries escalations (si escalate) and usage
-records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
+over 80°C, with hysteresis) naming the adapters of its latest escalations
+(--prewarm-recent; else --prewarm-lora), which the cloud loads ahead of need
+if this device's account may use them, and carries escalations (si escalate)
+and usage records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
 port (--protocol) and returns to QUIC once it can. A heartbeat not acked
 within one interval ends the link; it then dials the next --bridge address,
 waiting at most --redial-max. It reconnects by itself after any interruption;
@@ -76,6 +79,8 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.StringVar(&outboxFile, "outbox", "", "file that keeps escalations and usage records until the bridge answers or acks them, so a restart loses none (default: "+agent.OutboxFile+" beside --api-secret-file)")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
+			fs.IntVar(&o.Agent.Prewarm.Recent, "prewarm-recent", agent.DefaultPrewarmRecent, fmt.Sprintf("how many adapters of the latest escalations a pre-warm signal asks the cloud to load, most recent first (at most %d)", wire.MaxPrewarmLoRAs))
+			fs.StringVar(&o.Agent.Prewarm.LoRA, "prewarm-lora", "", "adapter id a pre-warm signal names while no recent escalation named one (your project's adapter); the cloud loads it only if this device's account may use it")
 			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:7451", "serve /metrics (Prometheus) and /ready here, without the API secret (they start nothing and hold no secret); empty serves neither")
 			tr.Register(fs)
 			fs.BoolVar(&noRenew, "no-renew", false, "do not renew the device certificate over the link (by default it is renewed at two thirds of its life with a new key made here, and --cert and --key are rewritten)")
@@ -85,6 +90,12 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			if o.Agent.Prewarm.Recent < 1 || o.Agent.Prewarm.Recent > wire.MaxPrewarmLoRAs {
+				return fmt.Errorf("--prewarm-recent %d: want 1 to %d", o.Agent.Prewarm.Recent, wire.MaxPrewarmLoRAs)
+			}
+			if len(o.Agent.Prewarm.LoRA) > wire.MaxIDLen {
+				return fmt.Errorf("--prewarm-lora is %d bytes: an adapter id is at most %d (see si lora ls)", len(o.Agent.Prewarm.LoRA), wire.MaxIDLen)
 			}
 			switch o.Agent.Protocol {
 			case agent.ProtocolAuto, agent.ProtocolQUIC, agent.ProtocolTCP:

@@ -236,7 +236,7 @@ func Start(o Options) (s *Server, err error) {
 		s.stops = append(s.stops, px.Close)
 		b, err := bridge.Listen(bridge.Options{
 			Addr: o.BridgeListen, TLS: tc, Store: o.Store, Metrics: metrics, Logger: o.Logger,
-			Escalator: &bridge.Temporal{Client: o.Temporal, Projects: o.Store}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
+			Escalator: &bridge.Temporal{Client: o.Temporal, Projects: o.Store}, Prewarmer: &bridge.Temporal{Client: o.Temporal, LoRAs: o.Store},
 			Renewer:         &bridge.Temporal{Client: o.Temporal},
 			Flush:           flushStarter(o.Temporal, o.Store),
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,

@@ -62,8 +62,15 @@ type Options struct {
 	Latency time.Duration
 	// TokenLatency is added per completion token.
 	TokenLatency time.Duration
-	// LoadDelay is how long loading a LoRA adapter takes.
+	// LoadDelay is how long loading a LoRA adapter takes, through the load
+	// endpoint or on a request's cold start (LoRADir). Zero loads at once;
+	// the commands default to DefaultLoRALoadLatency.
 	LoadDelay time.Duration
+	// LoRADir, when set, is where a request naming an adapter that is not
+	// loaded finds it (LoRADir/<name>, as vLLM's filesystem resolver
+	// does): it is loaded first, taking LoadDelay. Empty answers such a
+	// request 404, as vLLM without a resolver does.
+	LoRADir string
 	// FailLoad makes every adapter load fail (for compensation tests).
 	FailLoad bool
 }
@@ -76,6 +83,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	loras map[string]adapter
+	// resolving and coldStarts belong to the resolver (coldstart.go).
+	resolving  map[string]chan struct{}
+	coldStarts int
 }
 
 type adapter struct{ path, base string }
@@ -146,7 +156,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		_, ok := s.loras[req.Model]
 		s.mu.Unlock()
-		if !ok {
+		if !ok && !s.resolve(r.Context(), req.Model) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("The model `%s` does not exist.", req.Model))
 			return
 		}
