@@ -8,12 +8,9 @@ import (
 	"go.temporal.io/sdk/activity"
 )
 
-// ActivityRunCommand is the activity's name on a hub's worker (the methods
-// of Hub are registered with the prefix "Hub.").
-const (
-	ActivityPrefix     = "Hub."
-	ActivityRunCommand = ActivityPrefix + "RunCommand"
-)
+// ActivityRunCommand is the name Hub.RunCommand is registered under on a
+// hub's worker (workers.RegisterHubCommands registers that method alone).
+const ActivityRunCommand = "Hub.RunCommand"
 
 // WorkflowType is the one workflow whose activities a hub runs commands for.
 const WorkflowType = "HubCommandWorkflow"
@@ -58,7 +55,7 @@ func (h *Hub) RunCommand(ctx context.Context, in RunInput) (RunResult, error) {
 	if info.WorkflowType != nil {
 		c.WorkflowType = info.WorkflowType.Name
 	}
-	res, err := h.Handle(ctx, c, in)
+	res, err := h.handle(ctx, c, in)
 	if err != nil {
 		activity.GetLogger(ctx).Warn("hub command not run", "error", err)
 	}
@@ -71,8 +68,8 @@ type Caller struct {
 	WorkflowID, RunID, WorkflowType string
 }
 
-// Handle is RunCommand for the caller c.
-func (h *Hub) Handle(ctx context.Context, c Caller, in RunInput) (RunResult, error) {
+// handle is RunCommand for the caller c.
+func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, error) {
 	line := AuditLine{WorkflowID: c.WorkflowID, RunID: c.RunID, WorkflowType: c.WorkflowType,
 		Account: in.Account, AskedBy: in.AskedBy, Command: in.Command, Args: in.Args}
 	refuse := func(why string) (RunResult, error) {

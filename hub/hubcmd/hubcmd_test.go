@@ -44,7 +44,7 @@ func audit(t *testing.T, h *Hub) []AuditLine {
 func refused(t *testing.T, h *Hub, c Caller, in RunInput, want string) {
 	t.Helper()
 	before := len(audit(t, h))
-	res, err := h.Handle(context.Background(), c, in)
+	res, err := h.handle(context.Background(), c, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,14 +131,14 @@ func TestRefusals(t *testing.T) {
 func TestAdmittedCommandRunsAndIsAudited(t *testing.T) {
 	l, dir := listIn(t)
 	h := hubWith(t, l)
-	res, err := h.Handle(context.Background(), asked, RunInput{Account: "acme", AskedBy: "operator alice", Command: "touch", Args: []string{"made"}})
+	res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", AskedBy: "operator alice", Command: "touch", Args: []string{"made"}})
 	if err != nil || res.Refused != "" || res.ExitCode != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "made")); err != nil {
 		t.Fatalf("touch did not run in its dir: %v", err)
 	}
-	res, err = h.Handle(context.Background(), asked, RunInput{Account: "acme", Command: "false"})
+	res, err = h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "false"})
 	if err != nil || res.Refused != "" || res.ExitCode != 1 {
 		t.Fatalf("false: %+v %v", res, err)
 	}
@@ -167,7 +167,7 @@ func TestTenMegabytesAreBounded(t *testing.T) {
 	l, _ := listIn(t)
 	h := hubWith(t, l)
 	for _, args := range [][]string{{"-c", "10485760", "/dev/zero"}, {"--bytes=10485760", "/dev/zero"}} {
-		res, err := h.Handle(context.Background(), asked, RunInput{Account: "acme", Command: "head", Args: args})
+		res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "head", Args: args})
 		if err != nil || res.Refused != "" {
 			t.Fatalf("%+v %v", res, err)
 		}
@@ -190,7 +190,7 @@ func TestTimeoutKillsTheProcessGroup(t *testing.T) {
 	l, _ := listIn(t)
 	h := hubWith(t, l)
 	start := time.Now()
-	res, err := h.Handle(context.Background(), asked, RunInput{Account: "acme", Command: "sleep", Args: []string{"30"}})
+	res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "sleep", Args: []string{"30"}})
 	if err != nil || res.Refused != "" {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -198,11 +198,11 @@ func TestTimeoutKillsTheProcessGroup(t *testing.T) {
 		t.Fatalf("sleep 30 with a 300ms timeout: %+v after %s", res, time.Since(start))
 	}
 	// A shorter timeout from the request wins; a longer one does not.
-	res, _ = h.Handle(context.Background(), asked, RunInput{Account: "acme", Command: "sleep", Args: []string{"30"}, Timeout: 50 * time.Millisecond})
+	res, _ = h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "sleep", Args: []string{"30"}, Timeout: 50 * time.Millisecond})
 	if !res.TimedOut || res.Duration > 250*time.Millisecond+killGrace {
 		t.Fatalf("request timeout: %+v", res)
 	}
-	res, err = h.Handle(context.Background(), asked, RunInput{Account: "acme", Command: "family", Args: []string{"-c", "sleep 30 & echo $!; wait"}})
+	res, err = h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "family", Args: []string{"-c", "sleep 30 & echo $!; wait"}})
 	if err != nil || !res.TimedOut {
 		t.Fatalf("family: %+v %v", res, err)
 	}
@@ -230,7 +230,7 @@ func TestEnvironmentIsEmptyByDefault(t *testing.T) {
 	t.Setenv("SI_SECRET_FOR_TEST", "hunter2")
 	l, _ := listIn(t)
 	h := hubWith(t, l)
-	res, err := h.Handle(context.Background(), asked, RunInput{Account: "acme", Command: "env"})
+	res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "env"})
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -247,7 +247,7 @@ func TestAnEditTakesEffectAtTheNextRequest(t *testing.T) {
 	if err := os.WriteFile(h.AllowList, []byte(`{"commands": [{"name": "env", "path": "/usr/bin/env"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := h.Handle(context.Background(), asked, in); err != nil || res.Refused != "" {
+	if res, err := h.handle(context.Background(), asked, in); err != nil || res.Refused != "" {
 		t.Fatalf("after the edit: %+v %v", res, err)
 	}
 	if err := os.WriteFile(h.AllowList, []byte(`{"commands": [{"name": "env", "path": "/usr/bin/env", "shell": true}]}`), 0o600); err != nil {
