@@ -41,12 +41,12 @@ type HubCommandInput struct {
 // RefusedBy says by whom, "cloud" or "hub") when nothing ran; Error when
 // the hub gave no answer, and the command may or may not have run.
 type HubCommandResult struct {
-	ID        string
-	Device    string
-	Account   string
-	Refused   string
-	RefusedBy string
-	Error     string
+	ID        string `json:"id"`
+	Device    string `json:"device"`
+	Account   string `json:"account,omitempty"`
+	Refused   string `json:"refused,omitempty"`
+	RefusedBy string `json:"refused_by,omitempty"`
+	Error     string `json:"error,omitempty"`
 	hubcmd.Outcome
 }
 

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/hubcmd"
 	"github.com/superinstance/mesh/hub/node"
+	"github.com/superinstance/mesh/internal/cli"
 	"github.com/superinstance/mesh/internal/devstack"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/runner"
@@ -224,6 +226,51 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 		res, row = hubExec(t, m, workflows.HubCommandInput{Device: off, AskedBy: "operator", Command: "echo", Args: []string{"x"}, Pickup: time.Second})
 		if !strings.Contains(res.Error, "did not take the request") || row.Error != res.Error || row.ExitCode != nil {
 			t.Fatalf("%+v %+v", res, row)
+		}
+	})
+	t.Run("si hub exec and si hub commands", func(t *testing.T) {
+		si := func(args ...string) (string, string, int) {
+			var out, errb strings.Builder
+			code := cli.Main(args, &out, &errb)
+			return out.String(), errb.String(), code
+		}
+		tmp := []string{"--temporal-address", harness.Temporal(t), "--namespace", devstack.Namespace, "--device", dev}
+		out, errs, code := si(append(append([]string{"hub", "exec"}, tmp...), "--asked-by", "cli test", "--", "echo", "cli")...)
+		if code != 0 || out != "cli\n" {
+			t.Fatalf("exec: exit %d %q %q", code, out, errs)
+		}
+		out, errs, code = si(append(append([]string{"hub", "exec"}, tmp...), "--", "echo", "-n")...)
+		if code != 3 || out != "" || !strings.Contains(errs, "refused by the hub") || !strings.Contains(errs, "match none") {
+			t.Fatalf("a flag smuggled as the word: exit %d %q %q", code, out, errs)
+		}
+		out, errs, code = si(append(append([]string{"hub", "exec"}, tmp...), "--account", bob, "--json", "--", "echo", "x")...)
+		var res workflows.HubCommandResult
+		if code != 3 || json.Unmarshal([]byte(out), &res) != nil || res.RefusedBy != "cloud" {
+			t.Fatalf("bob with --json: exit %d %q %q", code, out, errs)
+		}
+		out, errs, code = si(append(append([]string{"hub", "exec"}, tmp...), "--timeout", "200ms", "--", "sleep", "5")...)
+		if code != 1 || !strings.Contains(errs, "killed at its timeout") {
+			t.Fatalf("timeout: exit %d %q %q", code, out, errs)
+		}
+		out, errs, code = si("hub", "commands", "--commands", h.AllowList, "--json")
+		var v struct {
+			Commands []hubcmd.Entry     `json:"commands"`
+			Recent   []hubcmd.AuditLine `json:"recent"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &v) != nil || len(v.Commands) != 3 || len(v.Recent) == 0 {
+			t.Fatalf("commands --json: exit %d %q %q", code, out, errs)
+		}
+		last := v.Recent[len(v.Recent)-1]
+		if last.Event != hubcmd.EventFinished || !last.TimedOut || last.Command != "sleep" {
+			t.Fatalf("last audit line %+v", last)
+		}
+		out, errs, code = si("hub", "commands", "--commands", h.AllowList)
+		if code != 0 || !strings.Contains(out, "zeros") || !strings.Contains(out, "cli test") || !strings.Contains(out, "killed at its timeout") {
+			t.Fatalf("commands: exit %d %q %q", code, out, errs)
+		}
+		out, _, code = si("hub", "commands", "--commands", hb.AllowList)
+		if code != 0 || !strings.HasPrefix(out, "nothing runs: no allow-list") {
+			t.Fatalf("commands without a list: exit %d %q", code, out)
 		}
 	})
 	if r := b.Proxy.Refused(); len(r) > 0 {
