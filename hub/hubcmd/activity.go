@@ -1,8 +1,12 @@
 package hubcmd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -44,6 +48,12 @@ type Hub struct {
 	AllowList string
 	// Audit receives every request, run or refused; required.
 	Audit *Audit
+	// MaxRunning bounds the commands running at once; past it a request
+	// is refused. Default 4.
+	MaxRunning int
+
+	once    sync.Once
+	running chan struct{}
 }
 
 // RunCommand runs one command of the hub's allow-list, for a
@@ -102,6 +112,16 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	if err != nil {
 		return refuse(err.Error())
 	}
+	if err := checkExecutable(e.Path); err != nil {
+		return refuse(err.Error())
+	}
+	h.once.Do(func() { h.running = make(chan struct{}, cmp.Or(h.MaxRunning, 4)) })
+	select {
+	case h.running <- struct{}{}:
+		defer func() { <-h.running }()
+	default:
+		return refuse(fmt.Sprintf("%d commands are running on this hub already: ask again later", cap(h.running)))
+	}
 	line.Event, line.Path = EventStarted, e.Path
 	if err := h.Audit.Append(line); err != nil {
 		return RunResult{}, fmt.Errorf("not run: %w", err)
@@ -123,4 +143,23 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 		o.Stderr = append(o.Stderr, "\n[hub: the audit log could not record this run's end: "+trunc(auditErr.Error(), 200)+"]\n"...)
 	}
 	return RunResult{Outcome: o}, nil
+}
+
+// checkExecutable refuses a command file that others than its owner could
+// replace or change: writable by group or others, itself or its directory.
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("command %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("command %s is not an executable file", path)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("command %s is writable by others than its owner (mode %v): nothing runs it", path, fi.Mode().Perm())
+	}
+	if di, err := os.Stat(filepath.Dir(path)); err == nil && di.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("command %s is in a directory others than its owner may write (%s, mode %v): nothing runs it", path, filepath.Dir(path), di.Mode().Perm())
+	}
+	return nil
 }

@@ -376,3 +376,64 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+// TestAReplaceableExecutableIsRefused: a command file someone else could
+// rewrite (or whose directory they could write) is not run.
+func TestAReplaceableExecutableIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "tool")
+	b, err := os.ReadFile("/usr/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := hubWith(t, `{"commands": [{"name": "tool", "path": "`+exe+`"}]}`)
+	in := RunInput{Account: "acme", Command: "tool"}
+	if res, err := h.handle(context.Background(), asked, in); err != nil || res.Refused != "" {
+		t.Fatalf("0755 in a 0700 directory: %+v %v", res, err)
+	}
+	if err := os.Chmod(exe, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, h, asked, in, "writable by others")
+	if err := os.Chmod(exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
+	refused(t, h, asked, in, "in a directory others")
+}
+
+// TestRunningCommandsAreBounded: past MaxRunning a request is refused, not queued.
+func TestRunningCommandsAreBounded(t *testing.T) {
+	l, _ := listIn(t)
+	h := hubWith(t, l)
+	h.MaxRunning = 1
+	done := make(chan RunResult)
+	go func() {
+		res, _ := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "sleep", Args: []string{"30"}})
+		done <- res
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines := audit(t, h)
+		if len(lines) > 0 && lines[len(lines)-1].Event == EventStarted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first command did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	refused(t, h, asked, RunInput{Account: "acme", Command: "env"}, "running on this hub already")
+	if res := <-done; !res.TimedOut {
+		t.Fatalf("first: %+v", res)
+	}
+	if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "env"}); err != nil || res.Refused != "" {
+		t.Fatalf("after the first ended: %+v %v", res, err)
+	}
+}

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,6 +227,45 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 		res, row = hubExec(t, m, workflows.HubCommandInput{Device: off, AskedBy: "operator", Command: "echo", Args: []string{"x"}, Pickup: time.Second})
 		if !strings.Contains(res.Error, "did not take the request") || row.Error != res.Error || row.ExitCode != nil {
 			t.Fatalf("%+v %+v", res, row)
+		}
+	})
+	t.Run("through the API the account comes from the token", func(t *testing.T) {
+		url, tokens := customerAPI(t, m, acme, bob)
+		post := func(token, device, body string) (int, map[string]any) {
+			req, _ := http.NewRequest(http.MethodPost, url+"/v1/hubs/"+device+"/commands", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var v map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&v)
+			return resp.StatusCode, v
+		}
+		code, v := post(tokens[acme], dev, `{"command": "echo", "args": ["api"]}`)
+		if code != 200 || v["stdout"] != "YXBpCg==" || v["exit_code"] != 0.0 {
+			t.Fatalf("owner: %d %v", code, v)
+		}
+		before, _ := m.Store.HubCommands(context.Background(), dev, 1000)
+		code, v = post(tokens[bob], dev, `{"command": "echo", "args": ["pwned"]}`)
+		code2, v2 := post(tokens[bob], "no-such-gpu", `{"command": "echo", "args": ["pwned"]}`)
+		msg := func(v map[string]any) string { e, _ := v["error"].(map[string]any); s, _ := e["message"].(string); return s }
+		if code != 404 || code2 != 404 || msg(v) != "no device "+dev+" in account "+bob || msg(v2) != "no device no-such-gpu in account "+bob {
+			t.Fatalf("bob: %d %v; unknown device: %d %v", code, v, code2, v2)
+		}
+		after, _ := m.Store.HubCommands(context.Background(), dev, 1000)
+		if len(after) != len(before)+1 || after[0].Account != bob || after[0].RefusedBy != store.RefusedByCloud || after[0].AskedBy != "account "+bob+" (API)" {
+			t.Fatalf("bob's request is not audited: %+v", after[0])
+		}
+		code, v = post(tokens[acme], dev, `{"command": "echo", "args": ["a;b"]}`)
+		if code != 403 || !strings.Contains(msg(v), "match none") {
+			t.Fatalf("outside the pattern: %d %v", code, v)
+		}
+		code, v = post(tokens[acme], dev, `{"command": "echo", "shell": true}`)
+		if code != 400 {
+			t.Fatalf("unknown field: %d %v", code, v)
 		}
 	})
 	t.Run("si hub exec and si hub commands", func(t *testing.T) {
