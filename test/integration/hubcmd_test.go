@@ -251,7 +251,11 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 		before, _ := m.Store.HubCommands(context.Background(), dev, 1000)
 		code, v = post(tokens[bob], dev, `{"command": "echo", "args": ["pwned"]}`)
 		code2, v2 := post(tokens[bob], "no-such-gpu", `{"command": "echo", "args": ["pwned"]}`)
-		msg := func(v map[string]any) string { e, _ := v["error"].(map[string]any); s, _ := e["message"].(string); return s }
+		msg := func(v map[string]any) string {
+			e, _ := v["error"].(map[string]any)
+			s, _ := e["message"].(string)
+			return s
+		}
 		if code != 404 || code2 != 404 || msg(v) != "no device "+dev+" in account "+bob || msg(v2) != "no device no-such-gpu in account "+bob {
 			t.Fatalf("bob: %d %v; unknown device: %d %v", code, v, code2, v2)
 		}
