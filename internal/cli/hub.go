@@ -176,7 +176,7 @@ hub's allow-list admits it; without the file nothing runs.
 			<-ctx.Done()
 			return nil
 		},
-		Sub: []*Command{hubVitalsCommand(), hubCommandsCommand(), hubExecCommand()},
+		Sub: []*Command{hubVitalsCommand(), hubCommandsCommand(), hubExecCommand(), hubAuditCommand()},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/superinstance/mesh/hub/hubcmd"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/runner"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workflows"
 )
 
@@ -285,4 +286,84 @@ func hubCommands(device, account, list, audit string) (*hubcmd.Hub, string) {
 		note += " (absent: nothing runs)"
 	}
 	return h, note
+}
+
+func hubAuditCommand() *Command {
+	var (
+		db     config.Database
+		device string
+		limit  int
+		asJSON bool
+	)
+	return &Command{
+		Name:     "audit",
+		Operator: true,
+		Short:    "operator: the cloud's audit of commands asked of a hub (hub_commands), newest first",
+		Long: `si hub audit lists the requests to run a command on --device that the cloud
+recorded (si hub exec, POST /v1/hubs/{device}/commands, workflows): who
+asked, for which account, the command and arguments, and what came of it:
+the exit code and bytes out, or the refusal and whether the cloud or the
+hub refused, or why the hub gave no answer. The hub keeps its own log (si
+hub commands, on the hub).`,
+		Flags: func(fs *flag.FlagSet) {
+			db.Register(fs)
+			fs.StringVar(&device, "device", "", "the hub's device id")
+			fs.IntVar(&limit, "limit", 50, "at most this many requests")
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			if device == "" {
+				return errors.New("--device is required: the hub's device id (si hubs lists them)")
+			}
+			if limit <= 0 || limit > 10000 {
+				return fmt.Errorf("--limit %d: want 1 to 10000", limit)
+			}
+			st, err := db.Open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			rows, err := st.HubCommands(ctx, device, limit)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if rows == nil {
+					rows = []store.HubCommand{}
+				}
+				return printJSON(env.Stdout, rows)
+			}
+			if len(rows) == 0 {
+				fmt.Fprintf(env.Stdout, "no command was asked of %s\n", device)
+				return nil
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "STARTED\tASKED BY\tACCOUNT\tCOMMAND\tEXIT\tBYTES\tOUTCOME")
+			for _, r := range rows {
+				exit, outcome := "-", "ran"
+				if r.ExitCode != nil {
+					exit = fmt.Sprint(*r.ExitCode)
+				}
+				switch {
+				case r.Refused != "":
+					outcome = "refused by the " + r.RefusedBy + ": " + r.Refused
+				case r.Error != "":
+					outcome = r.Error
+				case r.FinishedAt == nil:
+					outcome = "in flight"
+				case r.TimedOut:
+					outcome = "killed at its timeout"
+				}
+				if r.Truncated {
+					outcome += "; output cut"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.StartedAt.Local().Format(time.DateTime), r.AskedBy, r.Account,
+					strings.TrimSpace(r.Command+" "+strings.Join(r.Args, " ")), exit, r.BytesOut, outcome)
+			}
+			return tw.Flush()
+		},
+	}
 }

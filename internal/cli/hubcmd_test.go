@@ -13,6 +13,9 @@ func TestHubExecIsAnOperatorCommand(t *testing.T) {
 	if !find(t, []string{"hub", "exec"}).Operator {
 		t.Fatal("si hub exec is not marked an operator command")
 	}
+	if !find(t, []string{"hub", "audit"}).Operator {
+		t.Fatal("si hub audit is not marked an operator command")
+	}
 	if find(t, []string{"hub", "commands"}).Operator {
 		t.Fatal("si hub commands is marked an operator command")
 	}

@@ -312,6 +312,15 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "zeros") || !strings.Contains(out, "cli test") || !strings.Contains(out, "killed at its timeout") {
 			t.Fatalf("commands: exit %d %q %q", code, out, errs)
 		}
+		out, errs, code = si("hub", "audit", "--device", dev, "--database-url", m.Store.Pool.Config().ConnString(), "--json")
+		var rows []store.HubCommand
+		if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) < 5 || rows[0].Command != "sleep" || !rows[0].TimedOut {
+			t.Fatalf("audit --json: exit %d %q %q", code, out, errs)
+		}
+		out, errs, code = si("hub", "audit", "--device", dev, "--database-url", m.Store.Pool.Config().ConnString())
+		if code != 0 || !strings.Contains(out, "refused by the cloud: no device "+dev+" in account "+bob) || !strings.Contains(out, "cli test") {
+			t.Fatalf("audit: exit %d %q %q", code, out, errs)
+		}
 		out, _, code = si("hub", "commands", "--commands", hb.AllowList)
 		if code != 0 || !strings.HasPrefix(out, "nothing runs: no allow-list") {
 			t.Fatalf("commands without a list: exit %d %q", code, out)
