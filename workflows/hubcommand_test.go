@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/hubcmd"
@@ -89,5 +90,32 @@ func TestReplayHubCommandHistory(t *testing.T) {
 	r.RegisterWorkflow(HubCommandWorkflow)
 	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/hubcommand_history_v0.json"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A workflow of an account (a consensus, say) asks a hub as a child: the
+// child's own id is the audit's, and the account is the parent's.
+func TestHubCommandWorkflowAsAChild(t *testing.T) {
+	var got hubcmd.RunInput
+	env, outs, calls := hubCommandEnv(t, activities.HubCommandAdmit{Account: "acme"}, func(_ context.Context, in hubcmd.RunInput) (hubcmd.RunResult, error) {
+		got = in
+		return hubcmd.RunResult{Outcome: hubcmd.Outcome{Stdout: []byte("ok")}}, nil
+	})
+	parent := func(ctx workflow.Context) (HubCommandResult, error) {
+		var res HubCommandResult
+		ctx = workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: "parent-1/hubcmd"})
+		err := workflow.ExecuteChildWorkflow(ctx, HubCommandWorkflow, HubCommandInput{Device: "gpu-1", Account: "acme",
+			AskedBy: "consensus parent-1", Command: "echo"}).Get(ctx, &res)
+		return res, err
+	}
+	env.RegisterWorkflow(HubCommandWorkflow)
+	env.RegisterWorkflowWithOptions(parent, workflow.RegisterOptions{Name: "Parent"})
+	env.ExecuteWorkflow("Parent")
+	var res HubCommandResult
+	if err := env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if *calls != 1 || res.ID != "parent-1/hubcmd" || string(res.Stdout) != "ok" || got.AskedBy != "consensus parent-1" || len(*outs) != 1 || (*outs)[0].ID != "parent-1/hubcmd" {
+		t.Fatalf("calls %d result %+v input %+v outcomes %+v", *calls, res, got, *outs)
 	}
 }
