@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -130,13 +131,13 @@ see si hub commands on the hub).`,
 					return err
 				}
 			} else {
-				_, _ = env.Stdout.Write(res.Stdout)
-				_, _ = env.Stderr.Write(res.Stderr)
+				writeOutput(env.Stdout, res.Stdout)
+				writeOutput(env.Stderr, res.Stderr)
 			}
 			switch {
 			case res.Refused != "":
 				if !asJSON {
-					fmt.Fprintf(env.Stderr, "si: refused by the %s: %s\n", res.RefusedBy, res.Refused)
+					fmt.Fprintf(env.Stderr, "si: refused by the %s: %s\n", res.RefusedBy, printable(res.Refused))
 					if res.RefusedBy == "hub" {
 						fmt.Fprintln(env.Stderr, "The hub's owner admits commands in its allow-list (si hub commands on the hub shows it).")
 					}
@@ -144,7 +145,7 @@ see si hub commands on the hub).`,
 				return ExitError{Code: 3}
 			case res.Error != "":
 				if !asJSON {
-					fmt.Fprintln(env.Stderr, "si: "+res.Error)
+					fmt.Fprintln(env.Stderr, "si: "+printable(res.Error))
 				}
 				return ExitError{Code: 4}
 			}
@@ -228,7 +229,7 @@ exec), as the hub itself reads them, and the last lines of its audit log.
 				return printJSON(env.Stdout, v)
 			}
 			if v.Problem != "" {
-				fmt.Fprintf(env.Stdout, "nothing runs: %s\n", v.Problem)
+				fmt.Fprintf(env.Stdout, "nothing runs: %s\n", printable(v.Problem))
 			} else if len(v.Commands) == 0 {
 				fmt.Fprintf(env.Stdout, "allow-list %s admits no command: nothing runs\n", list)
 			} else {
@@ -270,8 +271,8 @@ exec), as the hub itself reads them, and the last lines of its audit log.
 				if r.Error != "" {
 					note = r.Error
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Time.Local().Format(time.DateTime), r.Event, r.AskedBy, r.Account,
-					strings.TrimSpace(r.Command+" "+strings.Join(r.Args, " ")), exit, r.BytesOut, note)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Time.Local().Format(time.DateTime), r.Event, cell(r.AskedBy), cell(r.Account),
+					cell(strings.TrimSpace(r.Command+" "+strings.Join(r.Args, " "))), exit, r.BytesOut, cell(note))
 			}
 			return tw.Flush()
 		},
@@ -360,10 +361,34 @@ hub commands, on the hub).`,
 				if r.Truncated {
 					outcome += "; output cut"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.StartedAt.Local().Format(time.DateTime), r.AskedBy, r.Account,
-					strings.TrimSpace(r.Command+" "+strings.Join(r.Args, " ")), exit, r.BytesOut, outcome)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.StartedAt.Local().Format(time.DateTime), cell(r.AskedBy), cell(r.Account),
+					cell(strings.TrimSpace(r.Command+" "+strings.Join(r.Args, " "))), exit, r.BytesOut, cell(outcome))
 			}
 			return tw.Flush()
 		},
 	}
+}
+
+// writeOutput writes a hub command's output: as it is to a file or a pipe,
+// without control characters to a terminal (a hub's output could carry
+// escape sequences meant for the operator's terminal).
+func writeOutput(w io.Writer, b []byte) {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			_, _ = io.WriteString(w, printable(strings.ToValidUTF8(string(b), "?")))
+			return
+		}
+	}
+	_, _ = w.Write(b)
+}
+
+// cell is one table cell of text others wrote (arguments, refusals): on
+// one line, without control characters.
+func cell(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return dropControl(r)
+	}, strings.ToValidUTF8(s, "?"))
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/superinstance/mesh/hub/hubcmd"
 )
 
 // si hub exec holds Temporal credentials: it is the operator's; si hub
@@ -61,5 +63,24 @@ func TestHubCommandsShowsWhatTheHubReads(t *testing.T) {
 	if code := Main([]string{"hub", "commands", "--commands", list}, &out, &errb); code != 0 || !strings.Contains(out.String(), "/usr/bin/uptime") ||
 		!strings.Contains(out.String(), "no request yet") {
 		t.Fatalf("a file: exit %d %q", code, out.String())
+	}
+}
+
+// Arguments a requester chose reach the hub owner's terminal without their
+// escape sequences.
+func TestHubCommandsPrintsNoEscapeSequences(t *testing.T) {
+	dir := t.TempDir()
+	list := filepath.Join(dir, "commands.json")
+	a := hubcmd.NewAudit(filepath.Join(dir, hubcmd.AuditFile))
+	if err := a.Append(hubcmd.AuditLine{Event: hubcmd.EventRefused, Command: "x", Args: []string{"\x1b]0;pwned\x07\x1b[2J"},
+		AskedBy: "evil\x1b[31m", Refused: "no\ttab\nline"}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb strings.Builder
+	if code := Main([]string{"hub", "commands", "--commands", list}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d %s", code, errb.String())
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), "]0;pwned") || !strings.Contains(out.String(), "no tab line") {
+		t.Fatalf("%q", out.String())
 	}
 }
