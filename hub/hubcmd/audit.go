@@ -45,11 +45,17 @@ type AuditLine struct {
 	Error        string   `json:"error,omitempty"`
 }
 
+// DefaultAuditMaxBytes is the size past which the audit log is rotated.
+const DefaultAuditMaxBytes = 64 << 20
+
 // Audit appends lines to the hub's audit log, a JSONL file opened for
-// append only (0600).
+// append only (0600). Past MaxBytes the file is moved to path.1 (replacing
+// the one before) and a new one started, so requests cannot fill the disk.
 type Audit struct {
 	path string
-	mu   sync.Mutex
+	// MaxBytes is the rotation size; zero means DefaultAuditMaxBytes.
+	MaxBytes int64
+	mu       sync.Mutex
 }
 
 // NewAudit returns the audit log at path; the file is created at the first line.
@@ -73,6 +79,15 @@ func (a *Audit) Append(l AuditLine) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	limit := a.MaxBytes
+	if limit <= 0 {
+		limit = DefaultAuditMaxBytes
+	}
+	if fi, err := os.Stat(a.path); err == nil && fi.Size()+int64(len(b)) >= limit {
+		if err := os.Rename(a.path, a.path+".1"); err != nil {
+			return fmt.Errorf("audit log %s: rotate: %w", a.path, err)
+		}
+	}
 	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit log %s: %w", a.path, err)

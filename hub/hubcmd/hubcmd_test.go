@@ -437,3 +437,25 @@ func TestRunningCommandsAreBounded(t *testing.T) {
 		t.Fatalf("after the first ended: %+v %v", res, err)
 	}
 }
+
+// TestAuditLogIsRotated: a flood of requests keeps the log near its bound,
+// with the previous file kept beside it.
+func TestAuditLogIsRotated(t *testing.T) {
+	h := hubWith(t, "")
+	h.Audit.MaxBytes = 4096
+	for range 100 {
+		res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "env", Args: []string{strings.Repeat("a", 200)}})
+		if err != nil || res.Refused == "" {
+			t.Fatalf("%+v %v", res, err)
+		}
+	}
+	if lines := audit(t, h); len(lines) == 0 || lines[len(lines)-1].Event != EventRefused {
+		t.Fatalf("the current log: %+v", lines)
+	}
+	for _, p := range []string{h.Audit.Path(), h.Audit.Path() + ".1"} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Size() > 4096 {
+			t.Fatalf("%s: %v %v", p, fi, err)
+		}
+	}
+}
