@@ -22,12 +22,15 @@ type HubCommandAsk struct {
 	// ID is the HubCommandWorkflow's id: the audit row's.
 	ID     string
 	Device string
-	// Account is the account that asks; empty when the operator asks, for
-	// the device's own account.
+	// Account is the account that asks.
 	Account string
-	AskedBy string
-	Command string
-	Args    []string
+	// Operator asks instead of an account, for the device's own account.
+	// With neither the request is refused: an empty account is never the
+	// operator's by accident.
+	Operator bool
+	AskedBy  string
+	Command  string
+	Args     []string
 }
 
 // HubCommandAdmit is the cloud's decision: the device's account, or why not.
@@ -56,6 +59,12 @@ func (a *HubCommands) AskHubCommand(ctx context.Context, in HubCommandAsk) (HubC
 	}
 	if err := hubcmd.ValidRequest(in.Command, in.Args); err != nil {
 		return refuse(err.Error())
+	}
+	if in.Account == "" && !in.Operator {
+		return refuse("no account asks: a request names the asking account, or comes from the operator")
+	}
+	if in.Account != "" && in.Operator {
+		return refuse("a request comes from an account or from the operator, not both")
 	}
 	owner, revoked, err := a.Store.DeviceOwner(ctx, in.Device)
 	switch {

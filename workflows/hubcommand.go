@@ -22,9 +22,12 @@ const (
 // HubCommandInput asks one hub to run one command of its allow-list.
 type HubCommandInput struct {
 	Device string
-	// Account is the account that asks (a consensus's, a customer's);
-	// empty when the operator asks. Only the device's own account may.
+	// Account is the account that asks (a consensus's, a customer's).
+	// Only the device's own account may.
 	Account string
+	// Operator asks instead of an account (si hub exec), for the device's
+	// own account; an input with neither is refused.
+	Operator bool
 	// AskedBy says who asked, for both audit logs.
 	AskedBy string
 	Command string
@@ -72,7 +75,7 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 	var a *activities.HubCommands
 	var admit activities.HubCommandAdmit
 	if err := workflow.ExecuteActivity(cloud, a.AskHubCommand, activities.HubCommandAsk{ID: id, Device: in.Device, Account: in.Account,
-		AskedBy: in.AskedBy, Command: in.Command, Args: in.Args}).Get(ctx, &admit); err != nil {
+		Operator: in.Operator, AskedBy: in.AskedBy, Command: in.Command, Args: in.Args}).Get(ctx, &admit); err != nil {
 		return res, err
 	}
 	res.Account = admit.Account

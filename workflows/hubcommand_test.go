@@ -54,7 +54,7 @@ func TestHubCommandWorkflowRunsOnceAndRecords(t *testing.T) {
 		return hubcmd.RunResult{Outcome: hubcmd.Outcome{ExitCode: 3, BytesOut: 7, Stdout: []byte("x")}}, nil
 	})
 	// The asker's account is not what the hub sees: the cloud's answer is.
-	env.ExecuteWorkflow(HubCommandWorkflow, HubCommandInput{Device: "gpu-1", AskedBy: "operator", Command: "echo", Args: []string{"a"}, Timeout: 2 * time.Second})
+	env.ExecuteWorkflow(HubCommandWorkflow, HubCommandInput{Device: "gpu-1", Operator: true, AskedBy: "operator", Command: "echo", Args: []string{"a"}, Timeout: 2 * time.Second})
 	var res HubCommandResult
 	if err := env.GetWorkflowResult(&res); err != nil {
 		t.Fatal(err)

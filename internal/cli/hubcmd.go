@@ -121,7 +121,7 @@ see si hub commands on the hub).`,
 				return err
 			}
 			defer c.Close()
-			res, err := runner.HubCommand(ctx, c, workflows.HubCommandInput{Device: device, Account: account, AskedBy: askedBy,
+			res, err := runner.HubCommand(ctx, c, workflows.HubCommandInput{Device: device, Account: account, Operator: account == "", AskedBy: askedBy,
 				Command: args[0], Args: args[1:], Timeout: timeout, Pickup: pickup})
 			if err != nil {
 				return fmt.Errorf("hub command: %w", err)

@@ -143,9 +143,18 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 		}
 	})
 	t.Run("the operator asks for the device's account", func(t *testing.T) {
-		res, row := hubExec(t, m, workflows.HubCommandInput{Device: dev, AskedBy: "operator", Command: "echo", Args: []string{"op"}})
+		res, row := hubExec(t, m, workflows.HubCommandInput{Device: dev, Operator: true, AskedBy: "operator", Command: "echo", Args: []string{"op"}})
 		if res.Refused != "" || string(res.Stdout) != "op\n" || row.Account != acme {
 			t.Fatalf("%+v %+v", res, row)
+		}
+	})
+	t.Run("neither an account nor the operator is refused by the cloud", func(t *testing.T) {
+		res, row := hubExec(t, m, workflows.HubCommandInput{Device: dev, AskedBy: "a workflow without an account", Command: "echo", Args: []string{"x"}})
+		if res.RefusedBy != "cloud" || !strings.Contains(res.Refused, "no account asks") || row.RefusedBy != store.RefusedByCloud {
+			t.Fatalf("%+v %+v", res, row)
+		}
+		if lines := hubLines(t, h, res.ID); len(lines) != 0 {
+			t.Fatalf("it reached the hub: %+v", lines)
 		}
 	})
 	t.Run("another account is refused by the cloud, as if the hub did not exist", func(t *testing.T) {
@@ -218,13 +227,13 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 		}
 	})
 	t.Run("a hub that is offline: nothing ran, and the error says so", func(t *testing.T) {
-		res, row := hubExec(t, m, workflows.HubCommandInput{Device: harness.UniqueID("gpu-off"), AskedBy: "operator", Command: "echo", Args: []string{"x"}})
+		res, row := hubExec(t, m, workflows.HubCommandInput{Device: harness.UniqueID("gpu-off"), Operator: true, AskedBy: "operator", Command: "echo", Args: []string{"x"}})
 		if res.RefusedBy != "cloud" {
 			t.Fatalf("unknown device: %+v", res)
 		}
 		off := harness.UniqueID("gpu-off")
 		p.Enroll(t, m.Store, pki.Identity{DeviceID: off, Account: acme}, time.Hour)
-		res, row = hubExec(t, m, workflows.HubCommandInput{Device: off, AskedBy: "operator", Command: "echo", Args: []string{"x"}, Pickup: time.Second})
+		res, row = hubExec(t, m, workflows.HubCommandInput{Device: off, Operator: true, AskedBy: "operator", Command: "echo", Args: []string{"x"}, Pickup: time.Second})
 		if !strings.Contains(res.Error, "did not take the request") || row.Error != res.Error || row.ExitCode != nil {
 			t.Fatalf("%+v %+v", res, row)
 		}
