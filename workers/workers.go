@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/interceptor"
 	sdklog "go.temporal.io/sdk/log"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
+	"github.com/superinstance/mesh/hub/hubcmd"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/workflows"
@@ -42,6 +44,9 @@ type Cloud struct {
 	Adapters *activities.Adapters
 	// Handovers runs project handovers; nil leaves them unregistered.
 	Handovers *activities.Handovers
+	// HubCommands keeps the audit of commands asked of hubs; nil leaves
+	// HubCommandWorkflow unregistered.
+	HubCommands *activities.HubCommands
 }
 
 // CloudDeps builds the cloud worker's activities over one Temporal client,
@@ -49,13 +54,14 @@ type Cloud struct {
 func CloudDeps(c client.Client, st *store.Store, inf *activities.Inference) Cloud {
 	flushes := Flushes(c, st)
 	return Cloud{
-		Inference: inf,
-		Placement: &activities.Placement{Temporal: c, Hubs: st, Accounts: st},
-		Records:   &activities.Records{Store: st},
-		Ledger:    &activities.Ledger{Store: st, Flushes: flushes},
-		Flushes:   flushes,
-		Invites:   &activities.Invites{Store: st},
-		Handovers: &activities.Handovers{Store: st, Plan: billing.DefaultPlan},
+		Inference:   inf,
+		Placement:   &activities.Placement{Temporal: c, Hubs: st, Accounts: st},
+		Records:     &activities.Records{Store: st},
+		Ledger:      &activities.Ledger{Store: st, Flushes: flushes},
+		Flushes:     flushes,
+		Invites:     &activities.Invites{Store: st},
+		Handovers:   &activities.Handovers{Store: st, Plan: billing.DefaultPlan},
+		HubCommands: &activities.HubCommands{Store: st},
 	}
 }
 
@@ -98,6 +104,10 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 		r.RegisterActivity(deps.Handovers)
 		r.RegisterWorkflow(workflows.HandoverWorkflow)
 	}
+	if deps.HubCommands != nil {
+		r.RegisterActivity(deps.HubCommands)
+		r.RegisterWorkflow(workflows.HubCommandWorkflow)
+	}
 	if deps.Adapters != nil {
 		r.RegisterActivity(deps.Adapters)
 		r.RegisterWorkflow(workflows.LoRAPushWorkflow)
@@ -112,6 +122,12 @@ func NewHub(c client.Client, deviceID string, inf *activities.Inference, opts wo
 	w := worker.New(c, HubQueue(deviceID), opts)
 	w.RegisterActivity(inf)
 	return w
+}
+
+// RegisterHubCommands registers Hub.RunCommand (h's allow-list) on a hub's worker.
+func RegisterHubCommands(r worker.ActivityRegistry, h *hubcmd.Hub) {
+	// The method alone: no other method of h is reachable from the cloud.
+	r.RegisterActivityWithOptions(h.RunCommand, activity.RegisterOptions{Name: hubcmd.ActivityRunCommand})
 }
 
 // HubClient is a hub's Temporal client: it reaches the bridge's Temporal

@@ -19,6 +19,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/hubcmd"
 	"github.com/superinstance/mesh/workers"
 )
 
@@ -34,6 +35,9 @@ type Options struct {
 	// bridge answers or acks them (agent.OpenOutbox); what a previous run
 	// left there is sent again. Empty keeps them in memory only.
 	OutboxFile string
+	// Commands, when set, registers Hub.RunCommand on the hub's worker:
+	// the cloud may ask for what its allow-list admits, and nothing else.
+	Commands *hubcmd.Hub
 	// Inference runs the hub's worker on hub.<device-id>; nil runs none.
 	// The worker dials Temporal through the bridge's proxy on the tunnel.
 	Inference *activities.Inference
@@ -152,6 +156,9 @@ func (n *Node) runWorker(ctx context.Context, c client.Client, o Options, wo wor
 				return
 			}
 			hw := workers.NewHub(c, o.DeviceID, o.Inference, wo)
+			if o.Commands != nil {
+				workers.RegisterHubCommands(hw, o.Commands)
+			}
 			mu.Lock()
 			if stopped {
 				mu.Unlock()

@@ -113,6 +113,7 @@ func (s *Server) Routes() []Route {
 		{"POST", "/v1/handovers", s.auth(s.startHandover)},
 		{"GET", "/v1/handovers", s.auth(s.listHandovers)},
 		{"POST", "/v1/handovers/{id}/cancel", s.auth(s.cancelHandover)},
+		{"POST", "/v1/hubs/{device}/commands", s.auth(s.hubCommand)},
 		{"POST", "/v1/adapters/uploads", s.auth(s.startUpload)},
 		{"POST", "/v1/adapters", s.auth(s.pushAdapter)},
 		{"GET", "/v1/adapters", s.auth(s.listAdapters)},

@@ -18,6 +18,7 @@ import (
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
 	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/hubcmd"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
 	"github.com/superinstance/mesh/hub/wire"
@@ -39,6 +40,8 @@ func hubCommand() *Command {
 		noWorker           bool
 		noRenew            bool
 		tr                 telemetry.Tracing
+		commandsFile       string
+		commandsAudit      string
 	)
 	return &Command{
 		Name:  "hub",
@@ -64,7 +67,11 @@ answers only requests that carry the secret in --api-secret-file (created
 
 The worker holds no Temporal address or credential: it reaches Temporal
 through the bridge, over the same tunnel and device certificate, and the
-bridge lets it poll and answer hub.<device-id> and nothing else.`,
+bridge lets it poll and answer hub.<device-id> and nothing else.
+
+The cloud may ask the hub to run a command (si hub exec) only when the
+hub's allow-list admits it; without the file nothing runs.
+` + allowListHelp,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.Agent.Bridge, "bridge", "127.0.0.1:7443", "the bridge's host:port (QUIC over UDP, TLS over TCP on the same port as the fallback); several comma separated: after a link fails the hub dials the next")
 			fs.StringVar(&o.Agent.Protocol, "protocol", agent.ProtocolAuto, "auto (QUIC, falling back to TLS over TCP on the same port when QUIC cannot connect), quic (never TCP) or tcp (only TCP, where UDP is known to be blocked)")
@@ -80,6 +87,8 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.StringVar(&outboxFile, "outbox", "", "file that keeps escalations and usage records until the bridge answers or acks them, so a restart loses none (default: "+agent.OutboxFile+" beside --api-secret-file)")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
+			fs.StringVar(&commandsFile, "commands", "", "the allow-list of commands the cloud may ask this hub to run, read at every request; absent: nothing runs (default: "+hubcmd.AllowListFile+" in ~/.si/devices/<id>/, or beside --cert)")
+			fs.StringVar(&commandsAudit, "commands-audit", "", "the append-only audit log of those requests (default: "+hubcmd.AuditFile+" beside --commands)")
 			fs.IntVar(&o.Agent.Prewarm.Recent, "prewarm-recent", agent.DefaultPrewarmRecent, fmt.Sprintf("how many adapters of the latest escalations a pre-warm signal asks the cloud to load, most recent first (at most %d)", wire.MaxPrewarmLoRAs))
 			fs.StringVar(&o.Agent.Prewarm.LoRA, "prewarm-lora", "", "adapter id a pre-warm signal names while no recent escalation named one (your project's adapter); the cloud loads it only if this device's account may use it")
 			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:7451", "serve /metrics (Prometheus) and /ready here, without the API secret (they start nothing and hold no secret); empty serves neither")
@@ -113,13 +122,19 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 					return err
 				}
 			}
+			dir := deviceDir(id.DeviceID)
+			if certPath != "" {
+				dir = filepath.Dir(certPath)
+			}
 			o.APISecretFile = secretFile
 			if o.APISecretFile == "" {
-				dir := deviceDir(id.DeviceID)
-				if certPath != "" {
-					dir = filepath.Dir(certPath)
-				}
 				o.APISecretFile = filepath.Join(dir, agent.SecretFile)
+			}
+			commandsNote := ""
+			if !noWorker {
+				list, audit := hubCommandFiles(dir, commandsFile, commandsAudit)
+				o.Commands, commandsNote = hubCommands(id.DeviceID, id.Account, list, audit)
+				commandsNote = "; " + commandsNote
 			}
 			o.OutboxFile = outboxFile
 			if o.OutboxFile == "" {
@@ -164,12 +179,12 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			if n.MetricsAddr() != "" {
 				metrics = "; metrics http://" + n.MetricsAddr() + "/metrics"
 			}
-			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s%s; %s\n",
-				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), metrics, worker)
+			fmt.Fprintf(env.Stdout, "hub %s (account %s) -> bridge %s; local API http://%s%s; %s%s\n",
+				id.DeviceID, id.Account, o.Agent.Bridge, n.APIAddr(), metrics, worker, commandsNote)
 			<-ctx.Done()
 			return nil
 		},
-		Sub: []*Command{hubVitalsCommand()},
+		Sub: []*Command{hubVitalsCommand(), hubCommandsCommand(), hubExecCommand(), hubAuditCommand()},
 	}
 }
 

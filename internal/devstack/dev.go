@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/superinstance/mesh/hub/agent"
+	"github.com/superinstance/mesh/hub/hubcmd"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
 	"github.com/superinstance/mesh/internal/billing"
@@ -357,6 +358,9 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 			Version: "dev", Hostname: "si-dev", Logger: logger},
 		APIListen: o.HubAPIListen, APISecretFile: filepath.Join(o.DataDir, "hub", agent.SecretFile),
 		OutboxFile: filepath.Join(o.DataDir, "hub", agent.OutboxFile), Inference: inf, Namespace: o.Temporal.Namespace, DeviceID: o.HubID,
+		// Cloud-to-local commands: only what hub/commands.json admits; without it nothing runs.
+		Commands: &hubcmd.Hub{Device: o.HubID, Account: o.Account, AllowList: filepath.Join(o.DataDir, "hub", hubcmd.AllowListFile),
+			Audit: hubcmd.NewAudit(filepath.Join(o.DataDir, "hub", hubcmd.AuditFile))},
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,165 @@
+package hubcmd
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+)
+
+// ActivityRunCommand is the name Hub.RunCommand is registered under on a
+// hub's worker (workers.RegisterHubCommands registers that method alone).
+const ActivityRunCommand = "Hub.RunCommand"
+
+// WorkflowType is the one workflow whose activities a hub runs commands for.
+const WorkflowType = "HubCommandWorkflow"
+
+// RunInput asks a hub to run one command of its allow-list.
+type RunInput struct {
+	// Account is the account the request is made for; the hub refuses any
+	// but its own (the certificate's).
+	Account string `json:"account"`
+	// AskedBy says who asked ("operator alice", "consensus <id>").
+	AskedBy string   `json:"asked_by"`
+	Command string   `json:"command"`
+	Args    []string `json:"args,omitempty"`
+	// Timeout, when shorter than the allow-list's, bounds the run.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// RunResult is the hub's answer. Refused is set, and nothing ran, when the
+// hub refused the request.
+type RunResult struct {
+	Refused string `json:"refused,omitempty"`
+	Outcome
+}
+
+// Hub holds what RunCommand needs; the zero AllowList path admits nothing.
+type Hub struct {
+	// Device and Account are the hub's own, from its certificate.
+	Device, Account string
+	// AllowList is the allow-list file, read at every request (so an edit
+	// takes effect at once); missing means nothing runs.
+	AllowList string
+	// Audit receives every request, run or refused; required.
+	Audit *Audit
+	// MaxRunning bounds the commands running at once; past it a request
+	// is refused. Default 4.
+	MaxRunning int
+
+	once    sync.Once
+	running chan struct{}
+}
+
+// RunCommand runs one command of the hub's allow-list, for a
+// HubCommandWorkflow of the hub's own account. Every request is audited
+// before anything runs; a request that cannot be audited does not run.
+func (h *Hub) RunCommand(ctx context.Context, in RunInput) (RunResult, error) {
+	info := activity.GetInfo(ctx)
+	c := Caller{WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID}
+	if info.WorkflowType != nil {
+		c.WorkflowType = info.WorkflowType.Name
+	}
+	res, err := h.handle(ctx, c, in)
+	if err != nil {
+		activity.GetLogger(ctx).Warn("hub command not run", "error", err)
+	}
+	return res, err
+}
+
+// Caller is the workflow a request comes from, as Temporal (not the
+// request) says.
+type Caller struct {
+	WorkflowID, RunID, WorkflowType string
+}
+
+// handle is RunCommand for the caller c.
+func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, error) {
+	line := AuditLine{WorkflowID: c.WorkflowID, RunID: c.RunID, WorkflowType: c.WorkflowType,
+		Account: in.Account, AskedBy: in.AskedBy, Command: in.Command, Args: in.Args}
+	refuse := func(why string) (RunResult, error) {
+		line.Event, line.Refused = EventRefused, why
+		if err := h.Audit.Append(line); err != nil {
+			return RunResult{}, err
+		}
+		return RunResult{Refused: why, Outcome: Outcome{ExitCode: -1}}, nil
+	}
+	if line.WorkflowType != WorkflowType {
+		return refuse(fmt.Sprintf("workflow %q may not run commands on a hub (only %s)", trunc(line.WorkflowType, 64), WorkflowType))
+	}
+	if in.Account != h.Account {
+		return refuse(fmt.Sprintf("account %q is not this hub's", trunc(in.Account, 64)))
+	}
+	if err := ValidRequest(in.Command, in.Args); err != nil {
+		return refuse(err.Error())
+	}
+	if in.Timeout < 0 {
+		return refuse("a negative timeout")
+	}
+	if h.AllowList == "" {
+		return refuse("no allow-list is configured on this hub: nothing runs")
+	}
+	l, err := Load(h.AllowList)
+	if err != nil {
+		return refuse(err.Error())
+	}
+	e, err := l.Admit(in.Command, in.Args)
+	if err != nil {
+		return refuse(err.Error())
+	}
+	if err := checkExecutable(e.Path); err != nil {
+		return refuse(err.Error())
+	}
+	h.once.Do(func() { h.running = make(chan struct{}, cmp.Or(h.MaxRunning, 4)) })
+	select {
+	case h.running <- struct{}{}:
+		defer func() { <-h.running }()
+	default:
+		return refuse(fmt.Sprintf("%d commands are running on this hub already: ask again later", cap(h.running)))
+	}
+	line.Event, line.Path = EventStarted, e.Path
+	if err := h.Audit.Append(line); err != nil {
+		return RunResult{}, fmt.Errorf("not run: %w", err)
+	}
+	o, runErr := Run(ctx, e, in.Args, in.Timeout)
+	line.Event, line.Time = EventFinished, time.Time{}
+	code := o.ExitCode
+	line.ExitCode, line.BytesOut, line.Truncated, line.TimedOut, line.DurationMS = &code, o.BytesOut, o.Truncated, o.TimedOut, o.Duration.Milliseconds()
+	if runErr != nil {
+		line.Error = runErr.Error()
+	}
+	auditErr := h.Audit.Append(line)
+	if runErr != nil {
+		// It could not start (the path is gone, say): an answer, not a retry.
+		return RunResult{Refused: runErr.Error(), Outcome: o}, nil
+	}
+	if auditErr != nil {
+		// It ran; the answer still goes back (the cloud records it), with the hub's failure in it.
+		o.Stderr = append(o.Stderr, "\n[hub: the audit log could not record this run's end: "+trunc(auditErr.Error(), 200)+"]\n"...)
+	}
+	return RunResult{Outcome: o}, nil
+}
+
+// checkExecutable refuses a command file that others than its owner could
+// replace or change: writable by group or others, itself or its directory.
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("command %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("command %s is not an executable file", path)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("command %s is writable by others than its owner (mode %v): nothing runs it", path, fi.Mode().Perm())
+	}
+	if di, err := os.Stat(filepath.Dir(path)); err == nil && di.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("command %s is in a directory others than its owner may write (%s, mode %v): nothing runs it", path, filepath.Dir(path), di.Mode().Perm())
+	}
+	return nil
+}
