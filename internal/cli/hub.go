@@ -161,7 +161,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			<-ctx.Done()
 			return nil
 		},
-		Sub: []*Command{hubVitalsCommand()},
+		Sub: []*Command{hubVitalsCommand(), hubEnrollCommand()},
 	}
 }
 
