@@ -90,7 +90,7 @@ func Enroll(ctx context.Context, o EnrollOptions) (Enrolled, error) {
 	out := Enrolled{DeviceID: o.DeviceID, Dir: o.Dir, Cert: filepath.Join(o.Dir, pki.CertFile), Key: filepath.Join(o.Dir, pki.KeyFile),
 		CA: filepath.Join(o.Dir, pki.CACertFile), CAFingerprint: fmt.Sprintf("%x", o.Token.CA)}
 	if !o.Force {
-		if done, ok := enrolledAlready(out, o.Token); ok {
+		if done, ok := enrolledAlready(out, &o.Token.CA); ok {
 			return done, nil
 		}
 	}
@@ -308,17 +308,27 @@ func checkEnrollment(certPEM, caPEM []byte, key crypto.Signer, o EnrollOptions) 
 	return leaf, nil
 }
 
+// EnrolledIn reports whether dir holds a valid certificate for deviceID
+// over the key beside it (a node enrolled before, whose token is spent or
+// gone).
+func EnrolledIn(dir, deviceID string) (Enrolled, bool) {
+	return enrolledAlready(Enrolled{DeviceID: deviceID, Dir: dir, Cert: filepath.Join(dir, pki.CertFile), Key: filepath.Join(dir, pki.KeyFile),
+		CA: filepath.Join(dir, pki.CACertFile)}, nil)
+}
+
 // enrolledAlready reports a directory that holds a certificate for the
-// device, from the token's CA, over the key beside it, still valid: run
-// again (a restarted init container), enrollment keeps it and asks nothing.
-func enrolledAlready(out Enrolled, tok pki.EnrollToken) (Enrolled, bool) {
+// device, from the token's CA (ca, when not nil), over the key beside it,
+// still valid: run again (a restarted init container), enrollment keeps it
+// and asks nothing.
+func enrolledAlready(out Enrolled, ca *[32]byte) (Enrolled, bool) {
 	certPEM, err1 := os.ReadFile(out.Cert)
 	keyPEM, err2 := os.ReadFile(out.Key)
 	caPEM, err3 := os.ReadFile(out.CA)
 	if err1 != nil || err2 != nil || err3 != nil {
 		return Enrolled{}, false
 	}
-	if sum, err := pki.CAFingerprint(caPEM); err != nil || sum != tok.CA {
+	sum, err := pki.CAFingerprint(caPEM)
+	if err != nil || ca != nil && sum != *ca {
 		return Enrolled{}, false
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -329,10 +339,15 @@ func enrolledAlready(out Enrolled, tok pki.EnrollToken) (Enrolled, bool) {
 	if err != nil || time.Now().After(leaf.NotAfter) {
 		return Enrolled{}, false
 	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return Enrolled{}, false
+	}
 	id, err := pki.IdentityOf(leaf)
 	if err != nil || id.DeviceID != out.DeviceID {
 		return Enrolled{}, false
 	}
-	out.Account, out.NotAfter, out.Already = id.Account, leaf.NotAfter, true
+	out.Account, out.NotAfter, out.Already, out.CAFingerprint = id.Account, leaf.NotAfter, true, fmt.Sprintf("%x", sum)
 	return out, true
 }

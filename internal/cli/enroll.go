@@ -139,14 +139,6 @@ token, one for another device, or a bridge from another CA is refused at once.`,
 			fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
-			raw, err := enrollTokenArg(args, tokenFile)
-			if err != nil {
-				return err
-			}
-			tok, err := pki.ParseEnrollToken(raw)
-			if err != nil {
-				return err
-			}
 			if o.DeviceID == "" && o.Dir != "" {
 				o.DeviceID = filepath.Base(filepath.Clean(o.Dir))
 			}
@@ -159,8 +151,24 @@ token, one for another device, or a bridge from another CA is refused at once.`,
 			if o.Dir == "" {
 				o.Dir = deviceDir(o.DeviceID)
 			}
-			o.Token = tok
-			res, err := agent.Enroll(ctx, o)
+			res, err := func() (agent.Enrolled, error) {
+				raw, err := enrollTokenArg(args, tokenFile)
+				if errors.Is(err, os.ErrNotExist) && !o.Force {
+					// A node enrolled before needs no token (its Secret
+					// key may be gone once spent).
+					if done, ok := agent.EnrolledIn(o.Dir, o.DeviceID); ok {
+						return done, nil
+					}
+					return agent.Enrolled{}, fmt.Errorf("%w, and %s holds no valid certificate for %s", err, o.Dir, o.DeviceID)
+				}
+				if err != nil {
+					return agent.Enrolled{}, err
+				}
+				if o.Token, err = pki.ParseEnrollToken(raw); err != nil {
+					return agent.Enrolled{}, err
+				}
+				return agent.Enroll(ctx, o)
+			}()
 			if err != nil {
 				return fmt.Errorf("enroll %s: %w", o.DeviceID, err)
 			}
