@@ -20,6 +20,10 @@ import (
 // --token-only is valid unless --ttl says otherwise.
 const defaultEnrollTokenTTL = time.Hour
 
+// maxEnrollTokenTTL bounds a token's life: one left lying in a Secret or a
+// file enrolls a machine only this long.
+const maxEnrollTokenTTL = 7 * 24 * time.Hour
+
 // trackedDuration is a duration flag that records whether it was given,
 // so that one flag can have two defaults (a certificate's, a token's).
 type trackedDuration struct {
@@ -63,8 +67,8 @@ func issueEnrollToken(ctx context.Context, env *Env, db config.Database, id, acc
 	if err := pki.ValidID("account", account); err != nil {
 		return fmt.Errorf("--account: %w", err)
 	}
-	if ttl <= 0 {
-		return fmt.Errorf("--ttl %s: an enrollment token needs a positive lifetime, such as 1h", ttl)
+	if ttl <= 0 || ttl > maxEnrollTokenTTL {
+		return fmt.Errorf("--ttl %s: an enrollment token lives from a second to %s; 1h is the default", ttl, maxEnrollTokenTTL)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(caDir, pki.CACertFile))
 	if err != nil {
