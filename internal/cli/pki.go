@@ -10,6 +10,7 @@ import (
 
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/store"
 )
 
 // certJSON is what si ca init and si device enroll, renew and revoke print
@@ -172,7 +173,7 @@ func deviceCommand() *Command {
 			},
 			{
 				Name:  "revoke",
-				Short: "revoke a device: the bridge refuses its certificates from now on",
+				Short: "revoke a device: the bridge refuses its certificates, and its unused enrollment tokens, from now on",
 				Flags: common,
 				Run: func(ctx context.Context, env *Env, _ []string) error {
 					if id == "" {
@@ -183,7 +184,19 @@ func deviceCommand() *Command {
 						return err
 					}
 					defer st.Close()
-					if err := st.RevokeDevice(ctx, id); err != nil {
+					// Its unused enrollment tokens end too, so a token issued
+					// for it (si device enroll --token-only) enrolls nothing.
+					tokens, err := st.RevokeEnrollmentTokens(ctx, id)
+					if err != nil {
+						return fmt.Errorf("revoke %s's enrollment tokens: %w", id, err)
+					}
+					if err := st.RevokeDevice(ctx, id); errors.Is(err, store.ErrNotFound) && tokens > 0 {
+						if asJSON {
+							return printJSON(env.Stdout, certJSON{Device: id, State: "tokens revoked"})
+						}
+						fmt.Fprintf(env.Stdout, "device %s was not enrolled yet; its %d unused enrollment token(s) are revoked\n", id, tokens)
+						return nil
+					} else if err != nil {
 						return fmt.Errorf("revoke %s: %w", id, err)
 					}
 					if asJSON {

@@ -113,3 +113,11 @@ func enrollRefusal(err error, dev, deviceID string, expires time.Time, used *tim
 	}
 	return nil
 }
+
+// RevokeEnrollmentTokens ends now every unused enrollment token for
+// deviceID, and returns how many it ended.
+func (s *Store) RevokeEnrollmentTokens(ctx context.Context, deviceID string) (int64, error) {
+	tag, err := s.Pool.Exec(ctx, `UPDATE enrollment_tokens SET expires_at = now()
+		WHERE device_id = $1 AND used_at IS NULL AND expires_at > now()`, deviceID)
+	return tag.RowsAffected(), err
+}

@@ -69,6 +69,22 @@ func TestHubEnrollsWithAToken(t *testing.T) {
 		t.Fatalf("token %q", issued.Token)
 	}
 
+	if out, err := run(t, si, opEnv, "", "device", "enroll", "--token-only", "--id", "gpu-x", "--account", "nobody", "--ca-dir", caDir); err == nil || !strings.Contains(out, "account nobody does not exist") {
+		t.Fatalf("a token for an account that does not exist: %v\n%s", err, out)
+	}
+	// A token revoked before use (si device revoke) enrolls nothing.
+	revoked, err := run(t, si, opEnv, "", "device", "enroll", "--token-only", "--id", "gpu-revoked", "--account", account, "--ca-dir", caDir, "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, revoked)
+	}
+	var rv struct{ Token string }
+	if err := json.Unmarshal([]byte(revoked), &rv); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, si, opEnv, "", "device", "revoke", "--id", "gpu-revoked"); err != nil || !strings.Contains(out, "enrollment token(s) are revoked") {
+		t.Fatalf("si device revoke of a device with only a token: %v\n%s", err, out)
+	}
+
 	// The hub's side: no database, no CA.
 	hubHome := t.TempDir()
 	hubEnv := append(cleanEnv(), "HOME="+hubHome)
@@ -87,6 +103,9 @@ func TestHubEnrollsWithAToken(t *testing.T) {
 	out, err = run(t, si, hubEnv, "", "hub", "enroll", forged.String(), "--bridge", addr, "--id", device)
 	if err == nil || !strings.Contains(out, "the bridge's CA is not the one this token names") {
 		t.Fatalf("a token naming another CA: %v\n%s", err, out)
+	}
+	if out, err := run(t, si, hubEnv, "", "hub", "enroll", rv.Token, "--bridge", addr, "--id", "gpu-revoked"); err == nil || !strings.Contains(out, "the token expired") {
+		t.Fatalf("a revoked token: %v\n%s", err, out)
 	}
 	out, err = run(t, si, hubEnv, "", "hub", "enroll", "--token-file", tokenFile, "--bridge", addr, "--id", device, "--json")
 	if err != nil {
