@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/activities"
@@ -283,6 +284,31 @@ func TestEnrollConnectionDoesNothingElse(t *testing.T) {
 		ae := closedWith(t, conn, 5*time.Second)
 		if ae.ErrorCode != bridge.CodeProtocol || !strings.Contains(ae.ErrorMessage, "only enrolls") {
 			t.Fatalf("stream kind %q: closed with %d %q", kind, ae.ErrorCode, ae.ErrorMessage)
+		}
+	}
+	// The same over the TCP fallback.
+	for _, kind := range []byte{bridge.StreamControl, bridge.StreamTemporal} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := bridge.DialTCP(ctx, b.TCPAddr().String(), enrollClient(p))
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		s, err := c.OpenStreamSync(ctx)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		_, _ = s.Write([]byte{kind})
+		select {
+		case <-c.Context().Done():
+		case <-ctx.Done():
+			t.Fatalf("TCP, stream kind %q: still connected", kind)
+		}
+		cancel()
+		var ae *quic.ApplicationError
+		if cause := context.Cause(c.Context()); !errors.As(cause, &ae) || ae.ErrorCode != bridge.CodeProtocol || !strings.Contains(ae.ErrorMessage, "only enrolls") {
+			t.Fatalf("TCP, stream kind %q: closed with %v", kind, cause)
 		}
 	}
 	hubs, err := m.Store.Hubs(context.Background())
