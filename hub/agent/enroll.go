@@ -232,7 +232,12 @@ func enrollOnce(ctx context.Context, o EnrollOptions, addr string, req bridge.En
 		return nil, nil, fmt.Errorf("enroll over %s: %w", addr, err)
 	}
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(enrollAnswerWait))
+	asked := time.Now()
+	dl := asked.Add(enrollAnswerWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	_ = s.SetDeadline(dl)
 	if err := bridge.WriteEnrollRequest(s, req); err != nil {
 		return nil, nil, fmt.Errorf("enroll over %s: %w", addr, linkCause(c, err))
 	}
@@ -241,6 +246,9 @@ func enrollOnce(ctx context.Context, o EnrollOptions, addr string, req bridge.En
 		var refused *bridge.EnrollRefusedError
 		if errors.As(err, &refused) {
 			return nil, nil, err
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, nil, fmt.Errorf("the bridge at %s did not answer within %s: the mesh's CA role may be down (ask the operator), or give --wait more", addr, time.Since(asked).Round(time.Second))
 		}
 		return nil, nil, fmt.Errorf("enroll over %s: %w", addr, linkCause(c, err))
 	}

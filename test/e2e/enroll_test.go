@@ -14,6 +14,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub/bridge"
+	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/test/harness"
@@ -161,5 +162,31 @@ func TestHubEnrollsWithAToken(t *testing.T) {
 	out, err = run(t, si, hubEnv, "", "hub", "enroll", "--token-file", tokenFile, "--bridge", addr, "--id", device, "--dir", t.TempDir()+"/"+device)
 	if err == nil || !strings.Contains(out, "the token was used") {
 		t.Fatalf("the token used twice: %v\n%s", err, out)
+	}
+}
+
+// TestDevEnrollsAHubWithAToken: si dev runs the CA role with its bridge,
+// so a second hub enrolls there with a token, as against si server.
+func TestDevEnrollsAHubWithAToken(t *testing.T) {
+	si, _ := binaries(t)
+	m := startDev(t, si, "dev-enroll")
+	b, err := os.ReadFile(filepath.Join(m.dataDir, "dev.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st config.DevState
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	opEnv := append(cleanEnv(), "HOME="+t.TempDir(), "SI_DATABASE_URL="+st.DatabaseURL)
+	tok, err := run(t, si, opEnv, "", "device", "enroll", "--token-only", "--id", "gpu-dev-second", "--account", "acme", "--ca-dir", st.CADir)
+	if err != nil {
+		t.Fatalf("si device enroll --token-only: %v\n%s", err, tok)
+	}
+	tok = strings.Fields(tok)[0] // the token; the hint follows on stderr
+	out, err := run(t, si, append(cleanEnv(), "HOME="+t.TempDir()), "", "hub", "enroll", tok, "--bridge", st.BridgeAddress,
+		"--id", "gpu-dev-second", "--wait", "30s")
+	if err != nil || !strings.Contains(out, "device gpu-dev-second enrolled for account acme") {
+		t.Fatalf("si hub enroll at si dev's bridge: %v\n%s", err, out)
 	}
 }
