@@ -4,8 +4,10 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -34,6 +36,9 @@ const (
 	ErrLedgerUnreachable = "LedgerUnreachable"
 	// ErrPromptTooLarge: the prompt is over the step's bound; nothing ran.
 	ErrPromptTooLarge = "PromptTooLarge"
+	// ErrInferenceBusy: the backend answered 429 or 503 with a Retry-After;
+	// the activity is retried after it (at most MaxRetryAfter).
+	ErrInferenceBusy = "InferenceBusy"
 	// ErrFailedAfterUse: a call ran and a later one failed in a way a retry
 	// may mend; the details carry the AgentUsage of what ran, which the
 	// caller bills before it retries under a new id.
@@ -99,16 +104,78 @@ type Models struct {
 	Pathos, Logos, Ethos, Arbiter string
 }
 
+// MaxRetryAfter bounds how long a backend's Retry-After delays a step's
+// next attempt.
+const MaxRetryAfter = 30 * time.Second
+
+// Backend is one agent's inference backend and completion bound.
+type Backend struct {
+	// LLM is the agent's server; nil uses Inference.LLM.
+	LLM *llm.Client
+	// MaxTokens caps the agent's max_tokens below the run's; 0 leaves the run's.
+	MaxTokens int
+}
+
 // Inference runs the Cloud Synapse agents against an OpenAI-compatible server.
 type Inference struct {
+	// LLM serves every agent that Backends gives no server of its own.
 	LLM    *llm.Client
 	Models Models
+	// Backends gives an agent its own server or completion bound; a role
+	// it leaves out uses LLM and the run's bound.
+	Backends map[synapse.Role]Backend
+	// NoStream asks for whole responses; by default completions stream, and
+	// the step heartbeats as chunks arrive.
+	NoStream bool
 	// Adapters, when set, loads a LoRA on first use after checking the
 	// account may use it (the cloud worker); without it the adapter is
 	// taken as a model the backend already serves (a hub).
 	Adapters *Adapters
 	// Metrics records each step's latency; nil records nothing.
 	Metrics *telemetry.Metrics
+}
+
+// Clients lists every distinct backend client of a: LLM and each agent's
+// own. It is a function, not a method: every exported method of Inference
+// is registered as an activity.
+func Clients(a *Inference) []*llm.Client {
+	var out []*llm.Client
+	seen := map[*llm.Client]bool{}
+	for _, c := range []*llm.Client{a.LLM, a.Backends[synapse.Pathos].LLM, a.Backends[synapse.Logos].LLM, a.Backends[synapse.Ethos].LLM, a.Backends[synapse.Arbiter].LLM} {
+		if c != nil && !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// WrapHTTP returns a copy of a whose every backend client sends through
+// wrap of its http.Client (a tracing transport, say); a client that serves
+// several roles is still one client.
+func WrapHTTP(a *Inference, wrap func(*http.Client) *http.Client) *Inference {
+	out := *a
+	wrapped := map[*llm.Client]*llm.Client{}
+	w := func(c *llm.Client) *llm.Client {
+		if c == nil {
+			return nil
+		}
+		if n, ok := wrapped[c]; ok {
+			return n
+		}
+		n := c.WithHTTP(wrap(c.HTTPClient()))
+		wrapped[c] = n
+		return n
+	}
+	out.LLM = w(a.LLM)
+	if a.Backends != nil {
+		out.Backends = map[synapse.Role]Backend{}
+		for role, b := range a.Backends {
+			b.LLM = w(b.LLM)
+			out.Backends[role] = b
+		}
+	}
+	return &out
 }
 
 // AgentUsage is what one agent call consumed and where it ran.
@@ -123,6 +190,9 @@ type AgentUsage struct {
 	Failed bool `json:"failed,omitempty"`
 	// RanOn is the task queue of the worker that ran the call.
 	RanOn string `json:"ran_on"`
+	// UsageEstimated is true when a server reported no usage for a call and
+	// its tokens are llm.EstimateUsage's estimate, which is what is billed.
+	UsageEstimated bool `json:"usage_estimated,omitempty"`
 }
 
 // PathosInput asks for the intent manifest of Question.
@@ -148,6 +218,17 @@ type LogosInput struct {
 	// Account is who the consensus runs for; it must be allowed to use LoRA.
 	Account string
 	Budget  Budget
+	// Earlier is the answer of the run this one continues, for context.
+	Earlier string `json:",omitempty"`
+	// Temperature and Seed sample the call (a vote's samples); zero values
+	// ask for the most likely output with no seed, as every debate step does.
+	Temperature float64 `json:",omitempty"`
+	Seed        *int64  `json:",omitempty"`
+}
+
+// Prompt is the prompt in asks Logos.
+func (in LogosInput) Prompt() synapse.Prompt {
+	return synapse.LogosPrompt(in.Question, in.Manifest, in.Round, in.Feedback, in.LoRA).WithEarlier(in.Earlier)
 }
 
 // LogosOutput is Logos's solution.
@@ -188,7 +269,7 @@ type ArbiterOutput struct {
 // Pathos extracts the intent manifest.
 func (a *Inference) Pathos(ctx context.Context, in PathosInput) (PathosOutput, error) {
 	var out PathosOutput
-	u, err := a.ask(ctx, synapse.Pathos, a.Models.Pathos, synapse.PathosPrompt(in.Question), &out.Manifest, in.Budget)
+	u, err := a.ask(ctx, synapse.Pathos, a.Models.Pathos, synapse.PathosPrompt(in.Question), &out.Manifest, in.Budget, sampling{})
 	out.Usage = u
 	return out, err
 }
@@ -203,7 +284,8 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 	if in.LoRA != "" {
 		model = in.LoRA
 	}
-	p := synapse.LogosPrompt(in.Question, in.Manifest, in.Round, in.Feedback, in.LoRA)
+	p := in.Prompt()
+	smp := sampling{temperature: in.Temperature, seed: in.Seed}
 	use := func() error {
 		if in.LoRA == "" || a.Adapters == nil {
 			return nil
@@ -214,7 +296,7 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 	if err := use(); err != nil {
 		return out, err
 	}
-	u, err := a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget)
+	u, err := a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget, smp)
 	if err != nil && u.tokens() == 0 && in.LoRA != "" && a.Adapters != nil && lora.IsNotLoaded(err) {
 		// The backend lost the adapter (a restart, or another worker's
 		// eviction): load it again and retry once.
@@ -222,7 +304,7 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 		if err := use(); err != nil {
 			return out, err
 		}
-		u, err = a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget)
+		u, err = a.ask(ctx, synapse.Logos, model, p, &out.Solution, in.Budget, smp)
 	}
 	out.Usage = u
 	return out, err
@@ -231,7 +313,7 @@ func (a *Inference) Logos(ctx context.Context, in LogosInput) (LogosOutput, erro
 // Ethos verifies a solution.
 func (a *Inference) Ethos(ctx context.Context, in EthosInput) (EthosOutput, error) {
 	var out EthosOutput
-	u, err := a.ask(ctx, synapse.Ethos, a.Models.Ethos, synapse.EthosPrompt(in.Question, in.Manifest, in.Solution, in.Round), &out.Verification, in.Budget)
+	u, err := a.ask(ctx, synapse.Ethos, a.Models.Ethos, synapse.EthosPrompt(in.Question, in.Manifest, in.Solution, in.Round), &out.Verification, in.Budget, sampling{})
 	out.Usage = u
 	return out, err
 }
@@ -239,12 +321,18 @@ func (a *Inference) Ethos(ctx context.Context, in EthosInput) (EthosOutput, erro
 // Arbiter decides after the last round.
 func (a *Inference) Arbiter(ctx context.Context, in ArbiterInput) (ArbiterOutput, error) {
 	var out ArbiterOutput
-	u, err := a.ask(ctx, synapse.Arbiter, a.Models.Arbiter, synapse.ArbiterPrompt(in.Question, in.Manifest, in.Rounds), &out.Verdict, in.Budget)
+	u, err := a.ask(ctx, synapse.Arbiter, a.Models.Arbiter, synapse.ArbiterPrompt(in.Question, in.Manifest, in.Rounds), &out.Verdict, in.Budget, sampling{})
 	out.Usage = u
 	return out, err
 }
 
 type validated interface{ Validate() error }
+
+// sampling is how a call samples; the zero value is temperature 0, no seed.
+type sampling struct {
+	temperature float64
+	seed        *int64
+}
 
 // ask sends p, parses the reply into out, and on an unusable reply asks once
 // more with a repair prompt. Usage covers both calls. Every error after a
@@ -252,7 +340,7 @@ type validated interface{ Validate() error }
 // caller can bill what ran; a failure that a retry may mend becomes a
 // non-retryable ErrFailedAfterUse, because Temporal's own retry would hide
 // the usage of the attempt that failed.
-func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated, b Budget) (AgentUsage, error) {
+func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p synapse.Prompt, out validated, b Budget, smp sampling) (AgentUsage, error) {
 	start := time.Now()
 	defer func() { a.Metrics.Stage(string(role), time.Since(start)) }()
 	defer heartbeat(ctx)()
@@ -265,11 +353,12 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 		return u, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s's prompt may be %d tokens, over the step's bound of %d: shorten the prompt", role, n, b.MaxPromptTokens), ErrPromptTooLarge, nil)
 	}
-	resp, err := a.chat(ctx, model, msgs, b.MaxTokens)
+	call := a.call(ctx, role, model, out, b, smp)
+	resp, err := call(msgs)
 	if err != nil {
 		return u, err
 	}
-	u.add(resp.Usage)
+	u.add(ctx, resp)
 	perr := synapse.Parse(resp.Text, out)
 	if perr == nil {
 		return u, nil
@@ -279,11 +368,11 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 		return u, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s's output is unusable and too long to repair within the step's bound: %v", role, perr), ErrMalformedOutput, perr, u)
 	}
-	resp, err = a.chat(ctx, model, msgs, b.MaxTokens)
+	resp, err = call(msgs)
 	if err != nil {
 		return u, withUsage(err, u)
 	}
-	u.add(resp.Usage)
+	u.add(ctx, resp)
 	u.Repaired = true
 	if err := synapse.Parse(resp.Text, out); err != nil {
 		return u, temporal.NewNonRetryableApplicationError(
@@ -301,18 +390,80 @@ func withUsage(err error, u AgentUsage) error {
 	return temporal.NewNonRetryableApplicationError(err.Error(), ErrFailedAfterUse, err, u)
 }
 
-func (a *Inference) chat(ctx context.Context, model string, msgs []llm.Message, maxTokens int) (llm.Response, error) {
-	resp, err := a.LLM.Chat(ctx, llm.Request{Model: model, Messages: msgs, JSON: true, MaxTokens: maxTokens})
-	var he *llm.HTTPError
-	if errors.As(err, &he) && !he.Temporary() {
-		return resp, temporal.NewNonRetryableApplicationError(he.Error(), ErrInferenceRejected, err)
+// call returns the function that sends one chat call of role's step: to
+// role's backend, with max_tokens the smaller of the step's and the
+// role's, JSON mode with out's schema to fall back on, streamed unless
+// NoStream, heartbeating as chunks arrive.
+func (a *Inference) call(ctx context.Context, role synapse.Role, model string, out any, b Budget, smp sampling) func([]llm.Message) (llm.Response, error) {
+	be := a.Backends[role]
+	c := be.LLM
+	if c == nil {
+		c = a.LLM
 	}
-	return resp, err
+	maxTokens := b.MaxTokens
+	if be.MaxTokens > 0 && (maxTokens == 0 || be.MaxTokens < maxTokens) {
+		maxTokens = be.MaxTokens
+	}
+	var schema *llm.Schema
+	if name, s, ok := synapse.SchemaOf(out); ok {
+		schema = &llm.Schema{Name: name, Schema: json.RawMessage(s)}
+	}
+	return func(msgs []llm.Message) (llm.Response, error) {
+		resp, err := c.Chat(ctx, llm.Request{Model: model, Messages: msgs, JSON: true, Schema: schema, MaxTokens: maxTokens,
+			Temperature: smp.temperature, Seed: smp.seed, Stream: !a.NoStream, OnChunk: chunkHeartbeat(ctx)})
+		var he *llm.HTTPError
+		switch {
+		case errors.As(err, &he) && he.Temporary() && he.RetryAfter > 0:
+			return resp, temporal.NewApplicationErrorWithOptions(he.Error(), ErrInferenceBusy,
+				temporal.ApplicationErrorOptions{NextRetryDelay: min(he.RetryAfter, MaxRetryAfter), Cause: err})
+		case errors.As(err, &he) && !he.Temporary():
+			return resp, temporal.NewNonRetryableApplicationError(he.Error(), ErrInferenceRejected, err)
+		}
+		return resp, err
+	}
 }
 
-func (u *AgentUsage) add(x llm.Usage) {
-	u.PromptTokens += x.PromptTokens
-	u.CompletionTokens += x.CompletionTokens
+// StreamProgress is the heartbeat detail of a step whose completion is
+// streaming: how many chunks have arrived.
+type StreamProgress struct {
+	Chunks int `json:"chunks"`
+}
+
+// chunkHeartbeat heartbeats, with the chunks so far, at most every
+// HeartbeatEvery as a streamed completion's chunks arrive; outside an
+// activity it is nil.
+func chunkHeartbeat(ctx context.Context) func() {
+	if !activity.IsActivity(ctx) {
+		return nil
+	}
+	return throttled(HeartbeatEvery, time.Now, func(p StreamProgress) { activity.RecordHeartbeat(ctx, p) })
+}
+
+// throttled counts calls and passes the count to record on the first call
+// and then at most once every interval.
+func throttled(every time.Duration, now func() time.Time, record func(StreamProgress)) func() {
+	var last time.Time
+	n := 0
+	return func() {
+		n++
+		if t := now(); n == 1 || t.Sub(last) >= every {
+			last = t
+			record(StreamProgress{Chunks: n})
+		}
+	}
+}
+
+// add counts resp's usage; an estimated one is marked and warned of.
+func (u *AgentUsage) add(ctx context.Context, resp llm.Response) {
+	u.PromptTokens += resp.Usage.PromptTokens
+	u.CompletionTokens += resp.Usage.CompletionTokens
+	if resp.UsageEstimated {
+		u.UsageEstimated = true
+		if activity.IsActivity(ctx) {
+			activity.GetLogger(ctx).Warn("the inference server reported no usage; billing an estimate of four bytes a token, rounded up",
+				"role", u.Role, "model", u.Model, "prompt_tokens", resp.Usage.PromptTokens, "completion_tokens", resp.Usage.CompletionTokens)
+		}
+	}
 }
 
 func (u AgentUsage) tokens() int { return u.PromptTokens + u.CompletionTokens }

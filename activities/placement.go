@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/superinstance/mesh/hub"
+	"github.com/superinstance/mesh/hub/wire"
 	"github.com/superinstance/mesh/internal/store"
 )
 
@@ -53,11 +54,17 @@ type Placement struct {
 type HubStatus struct {
 	Healthy bool
 	Reason  string
+	// NoHeartbeat: the hub's hello did not say its steps heartbeat (an
+	// older hub), so its steps must run without a heartbeat timeout. False
+	// for a hub the registry does not know (a worker the operator runs,
+	// with the mesh's own code) and in every result recorded before it.
+	NoHeartbeat bool
 }
 
 // HubAvailable reports whether the hub behind queue is healthy in the
 // bridge's view and has a live activity poller.
 func (p *Placement) HubAvailable(ctx context.Context, queue string) (HubStatus, error) {
+	noHeartbeat := false
 	if id := hub.DeviceOf(queue); p.Hubs != nil && id != "" {
 		h, err := p.Hubs.HubByID(ctx, id)
 		switch {
@@ -65,6 +72,7 @@ func (p *Placement) HubAvailable(ctx context.Context, queue string) (HubStatus, 
 			if ok, why := p.Policy.Check(h, time.Now()); !ok {
 				return HubStatus{Reason: why}, nil
 			}
+			noHeartbeat = !heartbeats(h)
 		case !errors.Is(err, store.ErrNotFound):
 			return HubStatus{}, err
 		}
@@ -78,10 +86,17 @@ func (p *Placement) HubAvailable(ctx context.Context, queue string) (HubStatus, 
 		fresh = 70 * time.Second
 	}
 	if livePoller(resp.GetPollers(), time.Now().Add(-fresh)) {
-		return HubStatus{Healthy: true}, nil
+		return HubStatus{Healthy: true, NoHeartbeat: noHeartbeat}, nil
 	}
 	return HubStatus{Reason: "no live worker polls " + queue}, nil
 }
+
+// heartbeats says whether a registered hub's steps heartbeat: its hello
+// said so. An older hub's steps get no heartbeat timeout.
+func heartbeats(h store.Hub) bool { return wire.HasFeature(h.Features, wire.FeatureStepHeartbeat) }
+
+// noHeartbeatNote is added to a choice's note for an older hub.
+const noHeartbeatNote = "; its version does not heartbeat its steps, so they run without a heartbeat timeout"
 
 func livePoller(ps []*taskqueuepb.PollerInfo, since time.Time) bool {
 	for _, p := range ps {
@@ -108,6 +123,8 @@ type HubChoice struct {
 	// Note says why, e.g. "hub-b: lowest GPU load (12%) of 2 healthy hubs"
 	// or "cloud: no healthy hub (hub-a silent for 20s)".
 	Note string
+	// NoHeartbeat: as HubStatus.NoHeartbeat, for the chosen hub.
+	NoHeartbeat bool
 }
 
 // PickHub chooses the least loaded healthy hub of in.Account: connected,
@@ -175,5 +192,9 @@ func (p *Placement) PickHub(ctx context.Context, in PickHubInput) (HubChoice, er
 	if healthy == 1 {
 		note = fmt.Sprintf("%s: the only healthy hub of %d (GPU load %.0f%%)", best.DeviceID, len(hubs), best.GPULoad*100)
 	}
-	return HubChoice{Queue: hub.Queue(best.DeviceID), Note: note}, nil
+	ch := HubChoice{Queue: hub.Queue(best.DeviceID), Note: note, NoHeartbeat: !heartbeats(*best)}
+	if ch.NoHeartbeat {
+		ch.Note += noHeartbeatNote
+	}
+	return ch, nil
 }

@@ -34,10 +34,11 @@ func (p Policy) withDefaults() Policy {
 	return p
 }
 
-// Online says whether h's link is up at now: the registry says connected and
-// the hub was heard from within MaxSilence. A bridge killed without closing
-// its links leaves them marked connected; the age rule takes them offline
-// within MaxSilence all the same.
+// Online says whether h's link is up at now: the registry says connected
+// through a live bridge and the hub was heard from within MaxSilence. A
+// bridge killed without closing its links stops beating, and its hubs are
+// offline within store.BridgeStale (h.Connected is false); a bridge that
+// predates the liveness beat leaves them to the age rule.
 func (p Policy) Online(h store.Hub, now time.Time) bool {
 	p = p.withDefaults()
 	return h.Connected && now.Sub(h.LastSeen) <= p.MaxSilence
@@ -47,6 +48,8 @@ func (p Policy) Online(h store.Hub, now time.Time) bool {
 func (p Policy) Check(h store.Hub, now time.Time) (bool, string) {
 	p = p.withDefaults()
 	switch {
+	case h.BridgeDead:
+		return false, fmt.Sprintf("hub %s is offline: its bridge %s stopped (no liveness beat for %s)", h.DeviceID, h.Bridge, store.BridgeStale)
 	case !h.Connected:
 		return false, "hub " + h.DeviceID + " is offline"
 	case now.Sub(h.LastSeen) > p.MaxSilence:

@@ -27,7 +27,8 @@ type fakeLedger struct {
 	hold     store.Hold
 	released int
 	events   []store.Usage
-	refuse   error // Reserve answers this when set
+	charged  money.Micros // the sum of every event's charge
+	refuse   error        // Reserve answers this when set
 	// firstTTL, when set, is how long the admission's hold lasts (a run
 	// that stalled since); later reservations last their TTL.
 	firstTTL time.Duration
@@ -72,9 +73,19 @@ func newLedger(env *testsuite.TestWorkflowEnvironment) *fakeLedger {
 	}).Maybe()
 	env.OnActivity(led.LogUsage, mock.Anything, mock.Anything).Return(func(_ context.Context, evs []store.Usage) ([]store.Charge, error) {
 		f.mu.Lock()
+		defer f.mu.Unlock()
 		f.events = append(f.events, evs...)
-		f.mu.Unlock()
-		return nil, nil
+		// Priced as the hold prices (no credits): what each event costs.
+		var cs []store.Charge
+		for _, e := range evs {
+			p, err := f.hold.Price(store.TokenBound{PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens})
+			if err != nil {
+				return nil, err
+			}
+			cs = append(cs, store.Charge{EventID: e.EventID, Gross: p, Charged: p})
+			f.charged += p
+		}
+		return cs, nil
 	}).Maybe()
 	return f
 }

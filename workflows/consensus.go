@@ -80,12 +80,29 @@ func ParsePlacement(s string) (Placement, error) {
 }
 
 // Resume continues a conversation from an earlier consensus: its last round,
-// Ethos's feedback from that round, and Pathos's manifest.
+// Ethos's feedback from that round, its answer, and Pathos's manifest (with
+// a manifest Pathos does not run; without one it reads the new prompt).
 type Resume struct {
 	From     string            `json:"from,omitempty"` // the earlier workflow's id
 	Round    int               `json:"round"`
 	Feedback string            `json:"feedback,omitempty"`
 	Manifest *synapse.Manifest `json:"manifest,omitempty"`
+	// Answer is the earlier run's answer (its last solution when it failed),
+	// which Logos reads beside the new prompt.
+	Answer string `json:"answer,omitempty"`
+}
+
+// ErrRunInProgress says a run to continue from has not finished.
+var ErrRunInProgress = errors.New("the run is still in progress: continue from it once it has finished")
+
+// ResumeFrom is the Resume of a new request that continues from the run id
+// whose state is st: any finished run, a failed one too. Pathos reads the
+// new prompt; Logos reads the earlier answer and Ethos's last feedback.
+func ResumeFrom(id string, st ConsensusState) (*Resume, error) {
+	if st.Status == StatusRunning || st.Status == "" {
+		return nil, ErrRunInProgress
+	}
+	return &Resume{From: id, Round: st.Round, Feedback: st.Feedback(), Answer: st.LastAnswer()}, nil
 }
 
 // ConsensusInput starts a ConsensusWorkflow. Zero fields take their defaults.
@@ -117,6 +134,14 @@ type ConsensusInput struct {
 	// MaxTokens bounds each agent call's completion (max_tokens), 16 to
 	// 32768; admission prices the run's worst case with it. Default 1024.
 	MaxTokens int
+	// Strategy is debate (default), vote or single.
+	Strategy Strategy `json:",omitempty"`
+	// Samples is how many answers a vote draws, 1 to 15 (default 5); single
+	// takes 1; debate none.
+	Samples int `json:",omitempty"`
+	// Temperature samples Logos in a vote (default 0.7) or single run
+	// (default 0), 0 to 2; debate calls run at 0 and take none.
+	Temperature *float64 `json:",omitempty"`
 }
 
 // Normalize applies defaults and validates the input.
@@ -165,6 +190,9 @@ func (in ConsensusInput) Normalize() (ConsensusInput, error) {
 	if in.Resume != nil && in.Resume.Round < 0 {
 		return in, fmt.Errorf("resume round %d is negative", in.Resume.Round)
 	}
+	if err := in.normalizeStrategy(); err != nil {
+		return in, err
+	}
 	return in, nil
 }
 
@@ -178,11 +206,24 @@ type RoundState struct {
 
 // ConsensusState is the live and final state of a consensus.
 type ConsensusState struct {
-	Status    string  `json:"status"`
-	Question  string  `json:"question"`
-	Project   string  `json:"project"`
-	Account   string  `json:"account,omitempty"`
-	Threshold float64 `json:"threshold"`
+	Status   string `json:"status"`
+	Question string `json:"question"`
+	// Strategy is how the run answers (debate, vote or single); Samples and
+	// Temperature how a vote or single run samples Logos.
+	Strategy    Strategy `json:"strategy"`
+	Samples     int      `json:"samples,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	// Votes are a vote's samples, as they end while the samples run and in
+	// sample order once they all have; Winner is the winning sample's index
+	// and WinnerVotes how many samples gave its answer.
+	Votes       []Vote `json:"votes,omitempty"`
+	Winner      int    `json:"winner,omitempty"`
+	WinnerVotes int    `json:"winner_votes,omitempty"`
+	// ContinuedFrom is the run this one continues.
+	ContinuedFrom string  `json:"continued_from,omitempty"`
+	Project       string  `json:"project"`
+	Account       string  `json:"account,omitempty"`
+	Threshold     float64 `json:"threshold"`
 	// Round is the round in progress, or the last one.
 	Round     int    `json:"round"`
 	LastRound int    `json:"last_round"`
@@ -196,6 +237,13 @@ type ConsensusState struct {
 	// Score is the consensus score of the last round.
 	Score float64                 `json:"score"`
 	Usage []activities.AgentUsage `json:"usage"`
+	// Tokens is the prompt and completion tokens of every step that ran;
+	// Gross what the ledger priced the steps billed so far at (cost basis
+	// times the tier multiplier, before credits) and Charged what it
+	// charged for them (after credits), in micro-dollars.
+	Tokens  int64        `json:"tokens"`
+	Gross   money.Micros `json:"gross_micros"`
+	Charged money.Micros `json:"charged_micros"`
 	// Error is the failure in one sentence (no activity or task internals);
 	// ErrorType is its type (CreditCeiling, RoundFailed, ...).
 	Error     string `json:"error,omitempty"`
@@ -242,6 +290,10 @@ type StepRecord struct {
 	DurationMS int64 `json:"duration_ms"`
 	// Failed marks a call that ran in a step that failed (it is billed).
 	Failed bool `json:"failed,omitempty"`
+	// Sample is a vote's sample index (1 to Samples), 0 for other steps.
+	Sample int `json:"sample,omitempty"`
+	// Charged is what the ledger charged for the step, once billed.
+	Charged money.Micros `json:"charged_micros,omitempty"`
 }
 
 // hubOf is the device id of a hub task queue, or "".
@@ -263,6 +315,20 @@ func (s *ConsensusState) Feedback() string {
 	return ""
 }
 
+// LastAnswer is the run's answer, or for a run that failed the last
+// solution it reached, for Resume.
+func (s *ConsensusState) LastAnswer() string {
+	if s.Answer != "" {
+		return s.Answer
+	}
+	for i := len(s.Rounds) - 1; i >= 0; i-- {
+		if sol := s.Rounds[i].Solution; sol != nil {
+			return sol.Answer
+		}
+	}
+	return ""
+}
+
 // ConsensusWorkflow is the Cloud Synapse: Pathos reads the intent, then each
 // round Logos answers and Ethos verifies, until the score reaches the
 // threshold or the rounds run out and the Arbiter decides.
@@ -276,7 +342,14 @@ func ConsensusWorkflow(ctx workflow.Context, in ConsensusInput) (*ConsensusState
 		c.cloud = workflow.GetInfo(ctx).TaskQueueName
 	}
 	c.state = ConsensusState{Status: StatusRunning, Question: in.Prompt, Project: in.Project, Account: in.Account, Threshold: in.Threshold,
-		Rounds: []RoundState{}, Usage: []activities.AgentUsage{}, StepLog: []StepRecord{}}
+		Rounds: []RoundState{}, Usage: []activities.AgentUsage{}, StepLog: []StepRecord{},
+		Strategy: in.Strategy, Temperature: in.Temperature}
+	if in.Strategy != StrategyDebate {
+		c.state.Samples = in.Samples
+	}
+	if in.Resume != nil {
+		c.state.ContinuedFrom = in.Resume.From
+	}
 	if err := workflow.SetQueryHandler(ctx, QueryState, func() (ConsensusState, error) { return c.state, nil }); err != nil {
 		return nil, err
 	}
@@ -348,6 +421,12 @@ type consensus struct {
 	// perStep marks a run from versionPerStep on that places each step
 	// among its account's hubs.
 	perStep bool
+	// sample is the vote sample the step in progress draws, 0 for none.
+	sample int
+	// queueNoHeartbeat: placement said the hub behind queue does not
+	// heartbeat its steps (an older hub), so they run without a heartbeat
+	// timeout. Results recorded before it say false: the same commands.
+	queueNoHeartbeat bool
 }
 
 // versionAdmission is the workflow version that reserves the run's worst
@@ -423,9 +502,9 @@ func (c *consensus) run(ctx workflow.Context) error {
 		return err
 	}
 	var inf *activities.Inference
-	first, feedback := 1, ""
+	first, feedback, earlier := 1, "", ""
 	if r := c.in.Resume; r != nil {
-		first, feedback = r.Round+1, r.Feedback
+		first, feedback, earlier = r.Round+1, r.Feedback, r.Answer
 		if r.Manifest != nil {
 			m := *r.Manifest
 			c.state.Manifest = &m
@@ -433,8 +512,14 @@ func (c *consensus) run(ctx workflow.Context) error {
 	}
 	last := first + c.in.MaxRounds - 1
 	c.state.LastRound = last
+	if c.in.Strategy != StrategyDebate {
+		c.state.LastRound = first
+	}
 	if err := c.admitRun(ctx); err != nil {
 		return err
+	}
+	if c.in.Strategy != StrategyDebate {
+		return c.runSamples(ctx, first, feedback, earlier)
 	}
 	if c.state.Manifest == nil {
 		var out activities.PathosOutput
@@ -453,8 +538,7 @@ func (c *consensus) run(ctx workflow.Context) error {
 		rs := &c.state.Rounds[len(c.state.Rounds)-1]
 
 		var lo activities.LogosOutput
-		li := activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round, Feedback: feedback, LoRA: c.in.LoRA, Account: c.in.Account}
-		li.Budget = c.budget(synapse.LogosPrompt(li.Question, li.Manifest, li.Round, li.Feedback, li.LoRA))
+		li := c.logosInput(round, m, feedback, earlier)
 		if err := c.step(ctx, round, "logos", inf.Logos, li, li.Budget, &lo); err != nil {
 			return err
 		}
@@ -505,6 +589,13 @@ func (c *consensus) run(ctx workflow.Context) error {
 	return nil
 }
 
+// logosInput asks Logos for round's answer.
+func (c *consensus) logosInput(round int, m synapse.Manifest, feedback, earlier string) activities.LogosInput {
+	li := activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round, Feedback: feedback, LoRA: c.in.LoRA, Account: c.in.Account, Earlier: earlier}
+	li.Budget = c.budget(li.Prompt())
+	return li
+}
+
 // bill logs the usage of the steps since the last bill, one event a step,
 // with event ids made of the workflow id and the step's activity id, so a
 // retry of either activity never charges twice.
@@ -531,11 +622,27 @@ func (c *consensus) bill(ctx workflow.Context) error {
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaximumInterval: 10 * time.Second},
 	})
 	var l *activities.Ledger
-	if err := workflow.ExecuteActivity(actx, l.LogUsage, events).Get(ctx, nil); err != nil {
+	var charges []store.Charge
+	if err := workflow.ExecuteActivity(actx, l.LogUsage, events).Get(ctx, &charges); err != nil {
 		return passType(err, "billing")
 	}
 	c.billed = len(c.state.Usage)
+	c.priced(wid, charges)
 	return nil
+}
+
+// priced adds what the ledger charged for the steps just billed to the
+// state: the run's cost and each step's row. It issues no command.
+func (c *consensus) priced(wid string, charges []store.Charge) {
+	for _, ch := range charges {
+		c.state.Gross += ch.Gross
+		c.state.Charged += ch.Charged
+		for i := range c.state.StepLog {
+			if wid+"/"+c.state.StepLog[i].ID == ch.EventID {
+				c.state.StepLog[i].Charged = ch.Charged
+			}
+		}
+	}
 }
 
 // place picks the task queue inference runs on.
@@ -565,6 +672,7 @@ func (c *consensus) place(ctx workflow.Context) error {
 		switch {
 		case st.Healthy:
 			c.queue = c.in.HubQueue
+			c.queueNoHeartbeat = st.NoHeartbeat
 			c.state.PlacementNote = "hub is healthy"
 		case c.in.Placement == PlacementHub:
 			return temporal.NewNonRetryableApplicationError("hub unavailable: "+st.Reason, ErrHubUnavailable, nil)
@@ -598,7 +706,7 @@ func (c *consensus) pick(ctx workflow.Context) error {
 	if ch.Queue == "" && c.in.Placement == PlacementHub {
 		return temporal.NewNonRetryableApplicationError("hub unavailable: "+strings.TrimPrefix(ch.Note, "cloud: "), ErrHubUnavailable, nil)
 	}
-	c.queue = ch.Queue
+	c.queue, c.queueNoHeartbeat = ch.Queue, ch.Queue != "" && ch.NoHeartbeat
 	if c.queue == "" {
 		c.queue = c.cloud
 	}
@@ -611,8 +719,20 @@ func (c *consensus) pick(ctx workflow.Context) error {
 // placement allows. From versionAdmission on, the hold covers the step's
 // bound b before it starts, a failed step's usage is billed, and a step
 // whose call ran and then failed is run again under a new id.
+//
+// A vote's samples run as steps side by side (in coroutines, which yield
+// only where they block): the step keeps its own id, bound and record in
+// locals and makes them the step in progress's again after every call that
+// blocks, so that what it bills, and the done that follows its return
+// (which does not block), are its own.
 func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg any, b activities.Budget, out any) error {
-	c.stepID = fmt.Sprintf("r%d-%s", round, agent)
+	sample := c.sample
+	name := agent
+	if sample > 0 {
+		name = fmt.Sprintf("%s-s%d", agent, sample)
+	}
+	id := fmt.Sprintf("r%d-%s", round, name)
+	c.stepID = id
 	if c.perStep && !(agent == "logos" && c.in.LoRA != "") {
 		if err := c.pick(ctx); err != nil {
 			return err
@@ -642,18 +762,26 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			},
 		}
 		if !c.stepIDs0 {
-			opts.ActivityID = c.stepID
+			opts.ActivityID = id
 		}
 		onHub := queue != c.cloud
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
+			if c.queueNoHeartbeat && queue == c.queue {
+				// An older hub's steps never heartbeat: with a heartbeat
+				// timeout each one longer than it would fail. StartToClose
+				// bounds them, as it did before heartbeats.
+				opts.HeartbeatTimeout = 0
+			}
 		}
-		c.stepBudget, c.stepOnHub = b, onHub
-		c.state.Current = &StepRecord{ID: c.stepID, Round: round, Agent: agent, Queue: queue, Why: c.state.PlacementNote, Hub: hubOf(queue), StartedAt: workflow.Now(ctx)}
+		cur := &StepRecord{ID: id, Round: round, Agent: agent, Queue: queue, Why: c.state.PlacementNote, Hub: hubOf(queue), StartedAt: workflow.Now(ctx),
+			Sample: sample}
 		if agent == "logos" {
-			c.state.Current.Adapter = c.in.LoRA
+			cur.Adapter = c.in.LoRA
 		}
+		c.stepID, c.stepBudget, c.stepOnHub, c.state.Current = id, b, onHub, cur
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, arg).Get(ctx, out)
+		c.stepID, c.stepBudget, c.stepOnHub, c.state.Current = id, b, onHub, cur
 		if err == nil {
 			return nil
 		}
@@ -669,7 +797,8 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			}
 			if ae.Type() == activities.ErrFailedAfterUse && retries < stepRetries {
 				retries++
-				c.stepID = fmt.Sprintf("r%d-%s-retry%d", round, agent, retries)
+				id = fmt.Sprintf("r%d-%s-retry%d", round, name, retries)
+				c.stepID = id
 				continue
 			}
 		}
@@ -677,7 +806,8 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		if onHub && c.in.Placement == PlacementAuto && errors.As(err, &te) &&
 			te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
 			// A new activity id: the abandoned one may still run on the hub.
-			c.stepID = fmt.Sprintf("r%d-%s-cloud", round, agent)
+			id = fmt.Sprintf("r%d-%s-cloud", round, name)
+			c.stepID = id
 			c.queue = c.cloud
 			c.state.Placement = c.cloud
 			c.state.PlacementNote = "hub did not pick up work within " + hubStartTimeout.String() + "; moved to " + c.cloud
@@ -718,17 +848,19 @@ func (c *consensus) budget(p synapse.Prompt) activities.Budget {
 }
 
 // WorstCase is what admission reserves for a run of normalized input in: a
-// token bound per step it may take (every round's Logos and Ethos, Pathos
-// unless resumed with a manifest, and the Arbiter, each model output taken
-// at four bytes a token of MaxTokens), and how long the hold lasts. The API
+// token bound per step it may take (for a debate every round's Logos and
+// Ethos, Pathos unless resumed with a manifest, and the Arbiter; for a vote
+// every sample and Ethos; for single the one Logos answer; each model output
+// taken at four bytes a token of MaxTokens), and how long the hold lasts. The API
 // reserves the same before it starts the workflow. A step whose exact bound
 // turns out larger raises the hold before it starts.
 func WorstCase(in ConsensusInput) ([]store.TokenBound, time.Duration) {
 	first := 1
 	m := synapse.Manifest{}
 	resumed := false
+	feedback, earlier := "", ""
 	if r := in.Resume; r != nil {
-		first = r.Round + 1
+		first, feedback, earlier = r.Round+1, r.Feedback, r.Answer
 		if r.Manifest != nil {
 			m, resumed = *r.Manifest, true
 		}
@@ -745,17 +877,45 @@ func WorstCase(in ConsensusInput) ([]store.TokenBound, time.Duration) {
 		pt, ct := activities.StepBudget(p, in.MaxTokens).EventBound()
 		bs = append(bs, store.TokenBound{PromptTokens: pt, CompletionTokens: ct})
 	}
+	if in.Strategy == StrategyVote || in.Strategy == StrategySingle {
+		for range in.Samples {
+			add(synapse.LogosPrompt(in.Prompt, synapse.Manifest{}, first, feedback, in.LoRA).WithEarlier(earlier))
+		}
+		if in.Strategy == StrategyVote {
+			add(synapse.EthosPrompt(in.Prompt, synapse.Manifest{}, sol, first))
+		}
+		return bs, holdTTL(in, len(bs))
+	}
 	if !resumed {
 		add(synapse.PathosPrompt(in.Prompt))
 	}
 	var records []synapse.RoundRecord
 	for round := first; round <= last; round++ {
-		add(synapse.LogosPrompt(in.Prompt, m, round, out, in.LoRA))
+		add(synapse.LogosPrompt(in.Prompt, m, round, longer(out, feedback), in.LoRA).WithEarlier(earlier))
 		add(synapse.EthosPrompt(in.Prompt, m, sol, round))
 		records = append(records, synapse.RoundRecord{Round: round, Solution: sol, Verification: ver})
 	}
 	add(synapse.ArbiterPrompt(in.Prompt, m, records))
 	return bs, holdTTL(in, len(bs))
+}
+
+// longer is the longer of a and b.
+func longer(a, b string) string {
+	if len(b) > len(a) {
+		return b
+	}
+	return a
+}
+
+// maxSteps is how many steps a run of in may take, retries aside.
+func maxSteps(in ConsensusInput) int {
+	switch in.Strategy {
+	case StrategyVote:
+		return in.Samples + 1
+	case StrategySingle:
+		return in.Samples
+	}
+	return 2*in.MaxRounds + 2
 }
 
 // holdTTL is how long a hold lasts: every step and its retries at their
@@ -811,15 +971,21 @@ func (c *consensus) cover(ctx workflow.Context, b activities.Budget) error {
 	if need <= c.hold.Amount && !c.hold.ExpiresAt.IsZero() && c.hold.ExpiresAt.Sub(workflow.Now(ctx)) < holdTTL(c.in, 1) {
 		renew = workflow.GetVersion(ctx, holdRenew, workflow.DefaultVersion, 1) == 1
 	}
+	// Claimed before the reservation blocks, so that a sample side by side
+	// prices its step on top of this one.
+	c.holdUsed = need
 	if need > c.hold.Amount || renew {
 		in := activities.ReserveInput{Hold: c.hold.ID, Account: c.in.Account, GuestSession: c.in.GuestSession, Target: need,
-			TTL: holdTTL(c.in, 2*c.in.MaxRounds+2)}
+			TTL: holdTTL(c.in, maxSteps(c.in))}
 		var l *activities.Ledger
-		if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &c.hold); err != nil {
+		var h store.Hold
+		if err := workflow.ExecuteActivity(c.ledgerCtx(ctx), l.Reserve, in).Get(ctx, &h); err != nil {
 			return passType(err, "raising the run's hold")
 		}
+		if h.Amount >= c.hold.Amount {
+			c.hold = h
+		}
 	}
-	c.holdUsed = need
 	return nil
 }
 
@@ -883,6 +1049,7 @@ func (c *consensus) logStep(ctx workflow.Context, u activities.AgentUsage) {
 	rec.RanOn, rec.Hub = u.RanOn, hubOf(rec.Queue)
 	rec.Model, rec.Failed = u.Model, u.Failed
 	rec.PromptTokens, rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+	c.state.Tokens += int64(u.PromptTokens) + int64(u.CompletionTokens)
 	rec.DurationMS = workflow.Now(ctx).Sub(rec.StartedAt).Milliseconds()
 	c.state.StepLog = append(c.state.StepLog, rec)
 }

@@ -6,13 +6,15 @@ import (
 	"go.temporal.io/sdk/worker"
 )
 
-// TestReplayCommittedHistories replays two-round consensuses that ended with
-// the arbiter, recorded from a real server: v0 before steps had named
-// activity ids and billing, v1 with them (re-record it with `make history`).
-// A change that makes the workflow non-deterministic for runs already in
-// flight fails here.
+// TestReplayCommittedHistories replays consensuses recorded from a real
+// server: two-round debates that ended with the arbiter, v0 before steps had
+// named activity ids and billing, v1 with them (re-record it with `make
+// history`), and a three-sample vote (re-record it with SI_WRITE_HISTORY=1
+// go test -run TestLiveVoteHistoryReplays ./test/integration/). A change
+// that makes the workflow non-deterministic for runs already in flight
+// fails here.
 func TestReplayCommittedHistories(t *testing.T) {
-	for _, f := range []string{"testdata/consensus_history_v0.json", "testdata/consensus_history_v1.json"} {
+	for _, f := range []string{"testdata/consensus_history_v0.json", "testdata/consensus_history_v1.json", "testdata/consensus_history_vote.json"} {
 		t.Run(f, func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			r.RegisterWorkflow(ConsensusWorkflow)
@@ -51,6 +53,23 @@ func TestReplayHandoverHistories(t *testing.T) {
 		t.Run(f, func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			r.RegisterWorkflow(HandoverWorkflow)
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestReplayWarmupHistories replays warm-ups recorded from a real server: v1
+// loaded the one adapter the signal named (warmup-loads-lora version 1;
+// such runs in flight keep that path), v2 the recent adapters in order, one
+// of them refused (re-record it with SI_WRITE_HISTORY=1 go test -run
+// TestLiveWarmupHistoryReplays ./test/integration/).
+func TestReplayWarmupHistories(t *testing.T) {
+	for _, f := range []string{"testdata/warmup_history_v1.json", "testdata/warmup_history_v2.json"} {
+		t.Run(f, func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflow(WarmupWorkflow)
 			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
 				t.Fatal(err)
 			}

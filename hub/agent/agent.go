@@ -116,6 +116,7 @@ type Agent struct {
 	next          int         // index in addrs of the next dial; only Run's goroutine touches it
 	predialed     bridge.Conn // a.mu; a QUIC link the fallback's probe opened, for the next session
 	predialedAddr string      // a.mu; the address predialed went to
+	recent        recentLoRAs // the adapters of the latest escalations, for pre-warm signals
 }
 
 type escalation struct {
@@ -157,6 +158,7 @@ func New(opts Options) *Agent {
 	if o := opts.Outbox; o != nil {
 		for _, q := range o.escalations {
 			a.pending[q.req.GetRequestId()] = &escalation{req: q.req, queued: q.at, wake: make(chan struct{})}
+			a.recent.note(q.req.GetLora())
 			a.order = append(a.order, q.req.GetRequestId())
 		}
 		for _, q := range o.usage {
@@ -355,7 +357,7 @@ func (a *Agent) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hello := &meshv1.Hello{DeviceId: a.opts.DeviceID, Version: a.opts.Version, Hostname: a.opts.Hostname}
+	hello := &meshv1.Hello{DeviceId: a.opts.DeviceID, Version: a.opts.Version, Hostname: a.opts.Hostname, Features: wire.HubFeatures()}
 	if a.opts.Vitals != nil {
 		hello.Vitals = a.opts.Vitals()
 		for _, g := range hello.Vitals.GetGpus() {
@@ -470,6 +472,7 @@ func (a *Agent) heartbeats(ctx context.Context, interval time.Duration, send fun
 			}
 		}
 		if sig := a.opts.Prewarm.Observe(hb.Vitals, time.Now()); sig != nil {
+			a.namePrewarm(sig)
 			if err := send(&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: sig}}); err != nil {
 				return err
 			}
@@ -565,6 +568,7 @@ func (a *Agent) EscalateContext(ctx context.Context, req *meshv1.EscalationReque
 		return "", nil, err
 	}
 	id := req.GetRequestId()
+	a.recent.note(req.GetLora())
 	a.mu.Lock()
 	if e, ok := a.pending[id]; ok {
 		a.mu.Unlock()

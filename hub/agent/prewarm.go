@@ -12,10 +12,17 @@ import (
 // every GPU is back under LoadLow and TempLow (hysteresis), and signals at
 // most once per MinInterval while hot. The zero value uses 0.8/0.7,
 // 80/75 °C and one minute.
+//
+// A signal names the adapters of the hub's Recent latest escalations (most
+// recent first; default DefaultPrewarmRecent, at most wire.MaxPrewarmLoRAs),
+// or LoRA when none named one; empty LoRA names nothing then. The cloud
+// loads only those the device's account may use.
 type Prewarm struct {
 	LoadHigh, LoadLow float64
 	TempHigh, TempLow float64
 	MinInterval       time.Duration
+	Recent            int
+	LoRA              string
 
 	hot  bool
 	last time.Time

@@ -15,8 +15,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -150,13 +150,25 @@ type Bridge struct {
 	m    *Metrics
 	// enrollLim bounds enrollment connections (pki.EnrollALPN).
 	enrollLim *enrollLimits
+	// instance names this process in the registry's bridge_beats.
+	instance string
 
 	mu    sync.Mutex
 	conns map[string]*hubConn // by device id, once a control stream said hello
 	all   map[Conn]struct{}
 	peers map[string]map[Conn]peer // every connection, by device id, from accept on
 	beats map[string]beat
-	wg    sync.WaitGroup
+	// controls are the control streams past their hello; one sweep ends
+	// those silent for longer than the idle bound, so a heartbeat arms no
+	// read deadline (a timer per hub) of its own.
+	controls map[*controlStream]struct{}
+	wg       sync.WaitGroup
+}
+
+// controlStream is what the idle sweep knows of a control stream.
+type controlStream struct {
+	conn Conn
+	last atomic.Int64 // when its last message arrived, Unix nanoseconds
 }
 
 type hubConn struct {
@@ -254,8 +266,9 @@ func Listen(opts Options) (*Bridge, error) {
 	if opts.Name == "" {
 		opts.Name = ln.Addr().String()
 	}
-	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, enrollLim: newEnrollLimits(opts.EnrollPerMinute, opts.EnrollConcurrent), conns: map[string]*hubConn{},
-		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}}
+	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(),
+		enrollLim: newEnrollLimits(opts.EnrollPerMinute, opts.EnrollConcurrent), conns: map[string]*hubConn{},
+		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
 			hello: tcpHelloTimeout, perSource: tcpPerSourceLimit, handshakes: make(chan struct{}, maxTCPHandshakes)}
@@ -335,6 +348,10 @@ func (b *Bridge) Metrics() *Metrics { return b.m }
 // Serve accepts hubs until ctx is cancelled, then closes every connection
 // and writes the last heartbeats.
 func (b *Bridge) Serve(ctx context.Context) error {
+	// Alive in the registry before the first hub registers on it.
+	b.beat(ctx)
+	liveDone := make(chan struct{})
+	go func() { defer close(liveDone); b.live(ctx) }()
 	flushDone := make(chan struct{})
 	go func() {
 		defer close(flushDone)
@@ -342,6 +359,8 @@ func (b *Bridge) Serve(ctx context.Context) error {
 		defer t.Stop()
 		recheck := time.NewTicker(b.opts.RecheckInterval)
 		defer recheck.Stop()
+		sweep := time.NewTicker(max(b.controlIdle()/8, time.Millisecond))
+		defer sweep.Stop()
 		for {
 			select {
 			case <-ctx.Done():
@@ -350,6 +369,8 @@ func (b *Bridge) Serve(ctx context.Context) error {
 				b.flush(ctx)
 			case <-recheck.C:
 				b.recheck(ctx)
+			case now := <-sweep.C:
+				b.sweepIdle(now)
 			}
 		}
 	}()
@@ -424,6 +445,8 @@ loop:
 	_ = b.udp.Close()
 	<-flushDone
 	b.flush(context.Background())
+	<-liveDone
+	b.stopped()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -533,7 +556,6 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 		_ = c.CloseWithError(CodeProtocol, "no hello")
 		return
 	}
-	idle := max(b.opts.StreamReadTimeout, 12*b.opts.HeartbeatInterval)
 	hello := first.GetHello()
 	if hello == nil || wire.ValidateHub(&first) != nil {
 		_ = c.CloseWithError(CodeProtocol, "first message must be a valid hello")
@@ -543,7 +565,8 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 		// The certificate decides who this is; a payload claiming otherwise changes nothing.
 		log.Warn("hello claims another device id; using the certificate's", "claimed", hello.GetDeviceId())
 	}
-	now, seenBefore, err := b.opts.Store.HubConnected(ctx, store.Hub{DeviceID: id.DeviceID, Version: hello.GetVersion(), Hostname: hello.GetHostname(), Bridge: b.opts.Name})
+	now, seenBefore, err := b.opts.Store.HubConnected(ctx, store.Hub{DeviceID: id.DeviceID, Version: hello.GetVersion(), Hostname: hello.GetHostname(), Bridge: b.opts.Name,
+		BridgeInstance: b.instance, Features: hello.GetFeatures()})
 	if err != nil {
 		log.Error("register hub", "error", err)
 		_ = c.CloseWithError(CodeUnexpected, "registry unavailable")
@@ -573,10 +596,11 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 		b.note(id.DeviceID, hello.GetVitals(), 0)
 	}
 	var mu sync.Mutex // one writer at a time on the stream
+	w := wire.NewWriter(s)
 	send := func(m *meshv1.BridgeMessage) error {
 		mu.Lock()
 		defer mu.Unlock()
-		return wire.Write(s, m)
+		return w.Write(m)
 	}
 	if err := send(&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HelloAck{HelloAck: &meshv1.HelloAck{
 		DeviceId: id.DeviceID, Account: id.Account, ServerTimeUnixNano: time.Now().UnixNano(),
@@ -584,15 +608,27 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 	}}}); err != nil {
 		return
 	}
+	// One ack message, refilled for every heartbeat by this goroutine.
+	ack := &meshv1.HeartbeatAck{}
+	ackMsg := &meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: ack}}
+	// From here the idle sweep bounds the silence, not a read deadline.
+	cs := &controlStream{conn: c}
+	cs.last.Store(time.Now().UnixNano())
+	b.mu.Lock()
+	b.controls[cs] = struct{}{}
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.controls, cs)
+		b.mu.Unlock()
+	}()
+	_ = s.SetReadDeadline(time.Time{})
 	for {
-		_ = s.SetReadDeadline(time.Now().Add(idle))
 		var m meshv1.HubMessage
 		if err := r.Read(&m); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				_ = c.CloseWithError(CodeProtocol, fmt.Sprintf("no message on the control stream for %s", idle))
-			}
 			return
 		}
+		cs.last.Store(time.Now().UnixNano())
 		if err := wire.ValidateHub(&m); err != nil {
 			log.Warn("invalid message from hub", "error", err)
 			_ = c.CloseWithError(CodeProtocol, "invalid message: "+err.Error())
@@ -601,9 +637,8 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 		switch body := m.GetBody().(type) {
 		case *meshv1.HubMessage_Heartbeat:
 			hb := body.Heartbeat
-			if err := send(&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: &meshv1.HeartbeatAck{
-				Seq: hb.GetSeq(), EchoSentUnixNano: hb.GetSentUnixNano(), ServerTimeUnixNano: time.Now().UnixNano(),
-			}}}); err != nil {
+			ack.Seq, ack.EchoSentUnixNano, ack.ServerTimeUnixNano = hb.GetSeq(), hb.GetSentUnixNano(), time.Now().UnixNano()
+			if err := send(ackMsg); err != nil {
 				return
 			}
 			b.m.heartbeat(hb.GetLastRttMicros())
@@ -659,6 +694,31 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 	}
 }
 
+// controlIdle is how long a control stream may go without a message after
+// its hello.
+func (b *Bridge) controlIdle() time.Duration {
+	return max(b.opts.StreamReadTimeout, 12*b.opts.HeartbeatInterval)
+}
+
+// sweepIdle closes the connection of every control stream that has had no
+// message for controlIdle: at most an eighth of it late, from one ticker
+// for every hub.
+func (b *Bridge) sweepIdle(now time.Time) {
+	idle := b.controlIdle()
+	var silent []Conn
+	b.mu.Lock()
+	for cs := range b.controls {
+		if now.UnixNano()-cs.last.Load() > int64(idle) {
+			silent = append(silent, cs.conn)
+			delete(b.controls, cs)
+		}
+	}
+	b.mu.Unlock()
+	for _, c := range silent {
+		_ = c.CloseWithError(CodeProtocol, fmt.Sprintf("no message on the control stream for %s", idle))
+	}
+}
+
 // recheck closes every connection whose certificate has expired or no
 // longer passes the registry's check (revoked since it connected), whatever
 // streams it opened.
@@ -676,33 +736,52 @@ func (b *Bridge) recheck(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	now := time.Now()
-	checked := map[peer]error{} // one query per certificate, however many connections it holds
+	live := conns[:0]
+	seen := map[store.CertRef]bool{}
+	var refs []store.CertRef // each certificate once, however many connections it holds
 	for _, o := range conns {
 		if now.After(o.notAfter) {
 			b.opts.Logger.Warn("closing a hub whose certificate expired", "device", o.id.DeviceID, "not_after", o.notAfter)
 			_ = o.conn.CloseWithError(CodeExpired, "certificate expired on "+o.notAfter.UTC().Format(time.RFC3339)+": renew it (si device renew)")
 			continue
 		}
-		err, done := checked[o.peer]
-		if !done {
-			err = b.opts.Store.CheckCert(ctx, o.id.DeviceID, o.id.Account, o.serial)
-			if ctx.Err() != nil {
-				return
-			}
-			checked[o.peer] = err
+		live = append(live, o)
+		if r := o.ref(); !seen[r] {
+			seen[r] = true
+			refs = append(refs, r)
 		}
-		if err == nil {
-			continue
+	}
+	// One query per recheckBatch certificates, not one per hub.
+	refused := map[store.CertRef]error{}
+	for len(refs) > 0 {
+		n := min(len(refs), recheckBatch)
+		got, err := b.opts.Store.CheckCerts(ctx, refs[:n])
+		if ctx.Err() != nil {
+			return
 		}
-		if !errors.Is(err, store.ErrCertRefused) {
+		if err != nil {
 			// The registry could not be asked (the database is down): a blip
 			// must not drop every hub; the next re-check asks again.
-			b.opts.Logger.Warn("re-checking a hub's certificate failed; keeping the connection", "device", o.id.DeviceID, "error", err)
-			continue
+			b.opts.Logger.Warn("re-checking hubs' certificates failed; keeping their connections", "certificates", n, "error", err)
 		}
-		b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", o.id.DeviceID, "error", err)
-		_ = o.conn.CloseWithError(CodeRevoked, "certificate revoked")
+		for r, err := range got {
+			refused[r] = err
+		}
+		refs = refs[n:]
 	}
+	for _, o := range live {
+		if err := refused[o.ref()]; err != nil {
+			b.opts.Logger.Warn("closing a hub whose certificate no longer passes", "device", o.id.DeviceID, "error", err)
+			_ = o.conn.CloseWithError(CodeRevoked, "certificate revoked")
+		}
+	}
+}
+
+// recheckBatch bounds the certificates one re-check query asks about.
+const recheckBatch = 5000
+
+func (p peer) ref() store.CertRef {
+	return store.CertRef{DeviceID: p.id.DeviceID, Account: p.id.Account, Serial: p.serial}
 }
 
 // beat is a hub's latest heartbeat, kept until the next flush.

@@ -700,3 +700,102 @@ func TestTimedOutStreamsFreeTheirSlots(t *testing.T) {
 		t.Fatalf("escalation after the stalled streams: %v", r)
 	}
 }
+
+// TestSilentControlStreamIsClosed: a hub that says hello and then falls
+// silent on its control stream, keeping the connection alive with QUIC's
+// own keep-alives, loses the connection once the idle bound passes, while a
+// hub that goes on beating on the same bridge keeps its own.
+func TestSilentControlStreamIsClosed(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	// The idle bound is max(StreamReadTimeout, 12 x HeartbeatInterval): 400 ms.
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) {
+		o.StreamReadTimeout = 400 * time.Millisecond
+		o.HeartbeatInterval = 10 * time.Millisecond
+	})
+	hello := func(id string) (*quic.Conn, *quic.Stream) {
+		t.Helper()
+		conn := dial(t, b.Addr().String(), p.Enroll(t, m.Store, pki.Identity{DeviceID: id, Account: "acme"}, time.Hour))
+		s, err := conn.OpenStreamSync(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte{bridge.StreamControl}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wire.Write(s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{}}}); err != nil {
+			t.Fatal(err)
+		}
+		var ack meshv1.BridgeMessage
+		if err := wire.NewReader(s).Read(&ack); err != nil || ack.GetHelloAck() == nil {
+			t.Fatalf("hello: %v, %v", &ack, err)
+		}
+		return conn, s
+	}
+	silent, _ := hello("gpu-mute")
+	start := time.Now()
+	beating, s := hello("gpu-live")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for seq := uint64(1); ; seq++ {
+			if wire.Write(s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: seq}}}) != nil {
+				return
+			}
+			select {
+			case <-t.C:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	go func() { _, _ = io.Copy(io.Discard, s) }() // the acks
+	ae := closedWith(t, silent, 5*time.Second)
+	if ae.ErrorCode != bridge.CodeProtocol || !strings.Contains(ae.ErrorMessage, "no message on the control stream") {
+		t.Fatalf("the silent hub was closed with %v", ae)
+	}
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Fatalf("the silent hub was closed after %v, before its idle bound", waited)
+	}
+	time.Sleep(time.Second) // more than twice the bound, beating every 100 ms
+	close(stop)
+	<-done
+	if err := beating.Context().Err(); err != nil {
+		t.Fatalf("the beating hub lost its connection: %v", context.Cause(beating.Context()))
+	}
+}
+
+// TestRecheckDropsOnlyTheRevoked: the re-check asks about every connected
+// certificate at once; of many hubs on one bridge, the revoked device's
+// connections (two of them, one certificate) are closed and every other
+// hub's stays up through later re-checks.
+func TestRecheckDropsOnlyTheRevoked(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.RecheckInterval = 100 * time.Millisecond })
+	var others []*quic.Conn
+	for i := range 6 {
+		c := p.Enroll(t, m.Store, pki.Identity{DeviceID: fmt.Sprintf("gpu-fleet-%d", i), Account: "acme"}, time.Hour)
+		others = append(others, dial(t, b.Addr().String(), c))
+	}
+	stolen := p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-fleet-stolen", Account: "acme"}, time.Hour)
+	first, second := dial(t, b.Addr().String(), stolen), dial(t, b.Addr().String(), stolen)
+	time.Sleep(300 * time.Millisecond) // re-checks with nothing revoked
+	if err := m.Store.RevokeDevice(context.Background(), "gpu-fleet-stolen"); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range []*quic.Conn{first, second} {
+		if ae := closedWith(t, conn, 5*time.Second); ae.ErrorCode != bridge.CodeRevoked {
+			t.Fatalf("the revoked device was closed with %v, want CodeRevoked", ae)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	for i, conn := range others {
+		if conn.Context().Err() != nil {
+			t.Fatalf("hub %d lost its connection: %v", i, context.Cause(conn.Context()))
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -12,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/superinstance/mesh/hub/wire"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
@@ -30,7 +32,20 @@ type Temporal struct {
 	// account's). Nil leaves the check to the consensus workflow alone,
 	// which refuses such a run and records nothing of it.
 	Projects ProjectClaimer
+	// LoRAs checks that a device's account may use the adapters its
+	// pre-warm signal names (its own, or one of a project it is a member
+	// of: the rule an escalation's adapter meets). Nil leaves the check to
+	// the warm-up workflow alone, which makes the same one before loading.
+	LoRAs LoRAChecker
 }
+
+// LoRAChecker returns the adapter if account may use it, store.ErrNotFound
+// if it may not (or no such adapter exists).
+type LoRAChecker interface {
+	LoRAFor(ctx context.Context, account, id string) (store.LoRA, error)
+}
+
+var _ LoRAChecker = (*store.Store)(nil)
 
 // ProjectClaimer returns account's role in project, claiming a project new
 // to the mesh for it; store.ErrNotFound for another account's project.
@@ -222,21 +237,68 @@ func Steps(s workflows.ConsensusState) []*meshv1.EscalationProgress {
 	return out
 }
 
-// Prewarm starts the device's warm-up workflow for this minute; more signals
-// in the same minute find it already started.
+// WarmupWorkflowID is the warm-up workflow of deviceID's pre-warm signals
+// in the minute of at.
+func WarmupWorkflowID(deviceID string, at time.Time) string {
+	return "warmup-" + deviceID + "-" + at.UTC().Format("200601021504")
+}
+
+// Prewarm starts the device's warm-up workflow for this minute, loading the
+// adapters the signal names that the device's account may use; more
+// signals in the same minute find it already started. Adapters the account
+// may not use are left out, and the error names them (the bridge logs it).
 func (t *Temporal) Prewarm(ctx context.Context, id pki.Identity, sig *meshv1.PrewarmSignal) error {
-	wid := "warmup-" + id.DeviceID + "-" + time.Now().UTC().Format("200601021504")
-	_, err := t.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	loras, refused, err := t.prewarmLoRAs(ctx, id, sig)
+	if err != nil {
+		return err
+	}
+	wid := WarmupWorkflowID(id.DeviceID, time.Now())
+	in := workflows.WarmupInput{
+		DeviceID: id.DeviceID, Account: id.Account, Reason: sig.GetReason(), GPULoad: sig.GetGpuLoad(),
+		TempC: sig.GetTemperatureC(), LoRAs: loras,
+	}
+	if len(loras) > 0 {
+		in.LoRA = loras[0]
+	}
+	_, err = t.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: wid, TaskQueue: workers.CloudQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-	}, workflows.WarmupWorkflow, workflows.WarmupInput{
-		DeviceID: id.DeviceID, Account: id.Account, Reason: sig.GetReason(), GPULoad: sig.GetGpuLoad(),
-		TempC: sig.GetTemperatureC(), LoRA: sig.GetLora(),
-	})
+	}, workflows.WarmupWorkflow, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &started) {
-		return nil
+	if err != nil && !errors.As(err, &started) {
+		return err
 	}
-	return err
+	if len(refused) > 0 {
+		return &RefusedError{Reason: fmt.Sprintf("pre-warm: not loading adapters %v: account %s may not use them (neither its own nor of a project it is a member of)",
+			refused, id.Account)}
+	}
+	return nil
+}
+
+// prewarmLoRAs lists the adapters sig names (lora, then loras), each once
+// and at most wire.MaxPrewarmLoRAs, split into those id's account may use
+// and those it may not.
+func (t *Temporal) prewarmLoRAs(ctx context.Context, id pki.Identity, sig *meshv1.PrewarmSignal) (ok, refused []string, err error) {
+	var named []string
+	for _, l := range append([]string{sig.GetLora()}, sig.GetLoras()...) {
+		if l != "" && !slices.Contains(named, l) && len(named) < wire.MaxPrewarmLoRAs {
+			named = append(named, l)
+		}
+	}
+	if t.LoRAs == nil {
+		return named, nil, nil
+	}
+	for _, l := range named {
+		_, err := t.LoRAs.LoRAFor(ctx, id.Account, l)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			refused = append(refused, l)
+		case err != nil:
+			return nil, nil, &UnavailableError{Err: fmt.Errorf("check adapter %s: %w", l, err)}
+		default:
+			ok = append(ok, l)
+		}
+	}
+	return ok, refused, nil
 }

@@ -26,6 +26,8 @@ const (
 	MaxAnswerLen = 256 << 10
 	MaxGPUs      = 64
 	MaxListLen   = 64
+	// MaxPrewarmLoRAs bounds the adapters one pre-warm signal names.
+	MaxPrewarmLoRAs = 8
 )
 
 // ErrTooLarge is returned for a frame over MaxMessageBytes.
@@ -33,17 +35,52 @@ var ErrTooLarge = errors.New("wire: message exceeds size limit")
 
 // Write frames m onto w.
 func Write(w io.Writer, m proto.Message) error {
-	b, err := proto.Marshal(m)
+	b, err := appendFrame(nil, m)
 	if err != nil {
 		return err
 	}
-	if len(b) > MaxMessageBytes {
-		return ErrTooLarge
+	_, err = w.Write(b)
+	return err
+}
+
+// appendFrame appends m's frame to dst, sizing it once: one allocation at
+// most, none when dst has room.
+func appendFrame(dst []byte, m proto.Message) ([]byte, error) {
+	n := proto.Size(m)
+	if n > MaxMessageBytes {
+		return dst, ErrTooLarge
 	}
-	buf := make([]byte, binary.MaxVarintLen64+len(b))
-	n := binary.PutUvarint(buf, uint64(len(b)))
-	n += copy(buf[n:], b)
-	_, err = w.Write(buf[:n])
+	if dst == nil {
+		dst = make([]byte, 0, binary.MaxVarintLen64+n)
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	return proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(dst, m)
+}
+
+// Writer frames messages onto a stream through a buffer it keeps, so that a
+// stream carrying many small messages (heartbeat acks) allocates nothing per
+// frame. A buffer over keepBytes is dropped after its frame. A Writer is not
+// safe for concurrent use.
+type Writer struct {
+	w   io.Writer
+	buf []byte
+}
+
+// NewWriter wraps w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Write frames m onto the stream.
+func (w *Writer) Write(m proto.Message) error {
+	b, err := appendFrame(w.buf[:0], m)
+	if err != nil {
+		return err
+	}
+	if cap(b) <= keepBytes {
+		w.buf = b
+	} else {
+		w.buf = nil
+	}
+	_, err = w.w.Write(b)
 	return err
 }
 
@@ -126,6 +163,14 @@ func ValidateHub(m *meshv1.HubMessage) error {
 		if len(h.GetGpus()) > MaxGPUs {
 			return fmt.Errorf("hello lists %d GPUs, more than %d", len(h.GetGpus()), MaxGPUs)
 		}
+		if len(h.GetFeatures()) > MaxFeatures {
+			return fmt.Errorf("hello names %d features, more than %d", len(h.GetFeatures()), MaxFeatures)
+		}
+		for _, f := range h.GetFeatures() {
+			if err := str("feature", f, MaxIDLen); err != nil {
+				return err
+			}
+		}
 		for _, g := range h.GetGpus() {
 			if err := errors.Join(str("gpu uuid", g.GetUuid(), MaxTextLen), str("gpu name", g.GetName(), MaxTextLen)); err != nil {
 				return err
@@ -136,8 +181,19 @@ func ValidateHub(m *meshv1.HubMessage) error {
 		return ValidateVitals(b.Heartbeat.GetVitals())
 	case *meshv1.HubMessage_Prewarm:
 		p := b.Prewarm
-		return errors.Join(str("reason", p.GetReason(), MaxTextLen), str("lora", p.GetLora(), MaxIDLen), finite("gpu_load", p.GetGpuLoad()),
-			finite("temperature_c", p.GetTemperatureC()))
+		errs := []error{str("reason", p.GetReason(), MaxTextLen), str("lora", p.GetLora(), MaxIDLen), finite("gpu_load", p.GetGpuLoad()),
+			finite("temperature_c", p.GetTemperatureC())}
+		if len(p.GetLoras()) > MaxPrewarmLoRAs {
+			return fmt.Errorf("pre-warm names %d adapters, more than %d", len(p.GetLoras()), MaxPrewarmLoRAs)
+		}
+		for _, l := range p.GetLoras() {
+			if l == "" {
+				errs = append(errs, errors.New("pre-warm names an empty adapter id"))
+				break
+			}
+			errs = append(errs, str("loras entry", l, MaxIDLen))
+		}
+		return errors.Join(errs...)
 	case *meshv1.HubMessage_Usage:
 		u := b.Usage
 		if u.GetEventId() == "" {
@@ -158,19 +214,29 @@ func ValidateVitals(v *meshv1.HardwareVitals) error {
 	if len(v.GetGpus()) > MaxGPUs {
 		return fmt.Errorf("vitals list %d GPUs, more than %d", len(v.GetGpus()), MaxGPUs)
 	}
-	errs := []error{str("no_gpu_reason", v.GetNoGpuReason(), MaxTextLen), str("driver_version", v.GetDriverVersion(), MaxTextLen),
-		finite("cpu_load", v.GetCpuLoad())}
-	for _, g := range v.GetGpus() {
-		errs = append(errs, str("gpu uuid", g.GetUuid(), MaxTextLen), str("gpu name", g.GetName(), MaxTextLen))
-		if g.GetUtilizationPercent() > 100 || g.GetMemoryUtilizationPercent() > 100 {
-			errs = append(errs, fmt.Errorf("gpu %d utilization over 100%%", g.GetIndex()))
+	// Only what fails is collected: a valid reading (every heartbeat's)
+	// allocates nothing.
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
 		}
-		for _, l := range [][]string{g.GetThrottleReasonNames(), g.GetUnsupported(), g.GetErrors()} {
+	}
+	add(str("no_gpu_reason", v.GetNoGpuReason(), MaxTextLen))
+	add(str("driver_version", v.GetDriverVersion(), MaxTextLen))
+	add(finite("cpu_load", v.GetCpuLoad()))
+	for _, g := range v.GetGpus() {
+		add(str("gpu uuid", g.GetUuid(), MaxTextLen))
+		add(str("gpu name", g.GetName(), MaxTextLen))
+		if g.GetUtilizationPercent() > 100 || g.GetMemoryUtilizationPercent() > 100 {
+			add(fmt.Errorf("gpu %d utilization over 100%%", g.GetIndex()))
+		}
+		for _, l := range [3][]string{g.GetThrottleReasonNames(), g.GetUnsupported(), g.GetErrors()} {
 			if len(l) > MaxListLen {
-				errs = append(errs, fmt.Errorf("gpu %d lists %d entries, more than %d", g.GetIndex(), len(l), MaxListLen))
+				add(fmt.Errorf("gpu %d lists %d entries, more than %d", g.GetIndex(), len(l), MaxListLen))
 			}
 			for _, s := range l {
-				errs = append(errs, str("gpu list entry", s, MaxTextLen))
+				add(str("gpu list entry", s, MaxTextLen))
 			}
 		}
 	}

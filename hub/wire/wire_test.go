@@ -60,7 +60,16 @@ func TestBounds(t *testing.T) {
 		"too many gpus": {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Gpus: make([]*meshv1.GPUInfo, MaxGPUs+1)}}},
 		"util > 100": {Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Vitals: &meshv1.HardwareVitals{
 			Gpus: []*meshv1.GPUVitals{{UtilizationPercent: 101}}}}}},
-		"usage without id": {Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{}}},
+		"usage without id":           {Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{}}},
+		"prewarm, too many adapters": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Loras: make([]string, 100)}}},
+		"prewarm, long adapter id": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{
+			Loras: []string{"lora-1", strings.Repeat("x", MaxIDLen+1)}}}},
+		"prewarm, empty adapter id": {Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Loras: []string{""}}}},
+		"too many features":         {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: make([]string, MaxFeatures+1)}}},
+		"long feature":              {Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: []string{strings.Repeat("f", MaxIDLen+1)}}}},
+	}
+	if err := ValidateHub(&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{Features: HubFeatures()}}}); err != nil {
+		t.Errorf("this build's hello refused: %v", err)
 	}
 	for name, m := range cases {
 		if ValidateHub(m) == nil {
@@ -116,6 +125,72 @@ func TestLargeFrameGrows(t *testing.T) {
 	}
 }
 
+// TestWriterFramesAsWrite checks that a Writer puts the same bytes on the
+// stream as Write, keeps no large buffer, refuses an oversized message
+// without writing any of it, and allocates nothing per heartbeat ack.
+func TestWriterFramesAsWrite(t *testing.T) {
+	msgs := []proto.Message{
+		&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: &meshv1.HeartbeatAck{Seq: 1, EchoSentUnixNano: 12345}}},
+		&meshv1.EscalationRequest{RequestId: "r", Prompt: strings.Repeat("p", 2*keepBytes)},
+		&meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: &meshv1.HeartbeatAck{Seq: 1 << 40}}},
+		&meshv1.BridgeMessage{},
+	}
+	var want, got bytes.Buffer
+	w := NewWriter(&got)
+	for _, m := range msgs {
+		if err := Write(&want, m); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		if cap(w.buf) > keepBytes {
+			t.Fatalf("writer keeps a buffer of %d bytes, over %d", cap(w.buf), keepBytes)
+		}
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("writer framed %d bytes, Write %d, or they differ", got.Len(), want.Len())
+	}
+	got.Reset()
+	if err := w.Write(&meshv1.EscalationRequest{Prompt: strings.Repeat("p", MaxMessageBytes)}); !errors.Is(err, ErrTooLarge) || got.Len() != 0 {
+		t.Fatalf("oversized message: %v, %d bytes written", err, got.Len())
+	}
+	ack := &meshv1.HeartbeatAck{}
+	m := &meshv1.BridgeMessage{Body: &meshv1.BridgeMessage_HeartbeatAck{HeartbeatAck: ack}}
+	if n := testing.AllocsPerRun(100, func() {
+		got.Reset()
+		ack.Seq++
+		if err := w.Write(m); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per heartbeat ack, want 0", n)
+	}
+}
+
+// TestValidHeartbeatAllocatesNothing: the bridge validates every heartbeat;
+// a valid one costs no allocation, and an invalid one still names each
+// fault.
+func TestValidHeartbeatAllocatesNothing(t *testing.T) {
+	v := &meshv1.HardwareVitals{NvmlAvailable: true, CpuCount: 2, Gpus: []*meshv1.GPUVitals{
+		{Index: 0, Name: "gpu", UtilizationPercent: 40, TemperatureC: 60, ThrottleReasonNames: []string{"idle"}},
+		{Index: 1, Name: "gpu", UtilizationPercent: 90, TemperatureC: 70}}}
+	m := &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: v}}}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := ValidateHub(m); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations to validate a heartbeat, want 0", n)
+	}
+	v.Gpus[0].UtilizationPercent = 101
+	v.Gpus[1].Name = strings.Repeat("n", MaxTextLen+1)
+	err := ValidateHub(m)
+	if err == nil || !strings.Contains(err.Error(), "gpu 0 utilization over 100%") || !strings.Contains(err.Error(), "gpu name is") {
+		t.Fatalf("two faults reported as %v", err)
+	}
+}
+
 func allocated(f func()) uint64 {
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -152,9 +227,10 @@ func fuzzRead[T proto.Message](f *testing.F, newMsg func() T, validate func(T) e
 
 func FuzzHubMessage(f *testing.F) {
 	fuzzRead(f, func() *meshv1.HubMessage { return &meshv1.HubMessage{} }, ValidateHub,
-		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}}}},
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{DeviceId: "d", Gpus: []*meshv1.GPUInfo{{Name: "H100"}}, Features: HubFeatures()}}},
 		&meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, Vitals: &meshv1.HardwareVitals{Gpus: []*meshv1.GPUVitals{{TemperatureC: 80}}}}}},
-		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", GpuLoad: 0.9}}})
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", GpuLoad: 0.9}}},
+		&meshv1.HubMessage{Body: &meshv1.HubMessage_Prewarm{Prewarm: &meshv1.PrewarmSignal{Reason: "hot", Lora: "lora-a", Loras: []string{"lora-a", "lora-b"}}}})
 }
 
 func FuzzBridgeMessage(f *testing.F) {

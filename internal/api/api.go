@@ -261,9 +261,16 @@ type ConsensusRequest struct {
 	// MaxTokens bounds each agent call's completion (16-32768); the run is
 	// admitted only if its worst case at this bound fits. Default 1024.
 	MaxTokens int `json:"max_tokens,omitempty"`
-	// Continue starts from the final state of this run, which the caller
-	// may see (its project too, unless Project names another).
+	// Continue starts from this finished run (a failed one too), which the
+	// caller may see: Pathos reads the new prompt, Logos the earlier answer
+	// and Ethos's last feedback; its project too, unless Project names another.
 	Continue string `json:"continue,omitempty"`
+	// Strategy is debate (default), vote or single; Samples (vote: 1-15,
+	// default 5) and Temperature (0-2; vote default 0.7, single 0) say how
+	// Logos is sampled.
+	Strategy    string   `json:"strategy,omitempty"`
+	Samples     int      `json:"samples,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, c Caller)
@@ -305,7 +312,8 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 		return
 	}
 	in := workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, Account: account, MaxRounds: req.MaxRounds,
-		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, MaxTokens: req.MaxTokens}
+		Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, MaxTokens: req.MaxTokens,
+		Strategy: workflows.Strategy(req.Strategy), Samples: req.Samples, Temperature: req.Temperature}
 	if g := c.Guest; g != nil {
 		if req.Project != "" && req.Project != g.Project {
 			httpjson.Error(w, http.StatusNotFound, "not_found", "no project "+req.Project)
@@ -326,7 +334,11 @@ func (s *Server) startConsensus(w http.ResponseWriter, r *http.Request, c Caller
 		if !ok {
 			return
 		}
-		in.Resume = &workflows.Resume{From: req.Continue, Round: prev.Round, Feedback: prev.Feedback(), Manifest: prev.Manifest}
+		in.Resume, err = workflows.ResumeFrom(req.Continue, prev)
+		if err != nil {
+			httpjson.Error(w, http.StatusConflict, "run_in_progress", "consensus "+req.Continue+" is still running: continue from it once it has finished (si ask --follow "+req.Continue+")")
+			return
+		}
 		if in.Project == "" {
 			in.Project = prev.Project
 		}

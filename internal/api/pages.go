@@ -171,6 +171,7 @@ Quota remaining: <b id="remaining">{{dollars .Remaining}}</b> of {{dollars .Quot
 {{if .AnyRunning}}<p class="muted"><small>Runs in progress: this page refreshes itself.</small></p><meta http-equiv="refresh" content="5">{{end}}
 {{if .CanAsk}}<section id="ask" class="card"><h2>Ask</h2>
 <form id="ask-form" data-project="{{.Project}}"><textarea id="prompt" rows="3" required placeholder="A question for the consensus"></textarea>
+<label for="strategy">Strategy <select id="strategy" name="strategy"><option value="debate" selected>debate: Pathos, Logos and Ethos in rounds, then the Arbiter</option><option value="vote">vote: the majority of 5 sampled answers, checked by Ethos</option><option value="single">single: one answer</option></select></label>
 <button>Start a consensus</button></form><p id="ask-error" class="error"></p></section><script src="/assets/ask.js"></script>{{end}}
 {{template "bottom"}}{{end}}
 `))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,12 +23,14 @@ func askCommand() *Command {
 		guest     string
 		placement string
 		follow    string
+		strategy  string
+		temp      string
 		asJSON    bool
 	)
 	return &Command{
 		Name:  "ask",
 		Args:  `"prompt"`,
-		Short: "run a consensus (Pathos, Logos, Ethos, Arbiter) and print it as it happens",
+		Short: "run a consensus (debate, vote or single) and print it as it happens",
 		Long: `si ask starts a consensus for the prompt through the mesh's API, billed to the
 account your token names, and prints each agent's step as it completes (from
 the run's event stream), then the answer with its status, score, rounds and
@@ -35,7 +38,19 @@ workflow id.
 
   si ask "Why is the sky blue?"
   si ask --follow consensus-20261124-101500-1a2b3c4d   re-attach to a run
-  si ask --continue consensus-... "and at sunset?"     continue from a run's state
+  si ask --continue consensus-... "and at sunset?"     continue from a finished run
+  si ask --strategy vote --samples 7 "What is 17*23?"   majority of 7 sampled answers
+  si ask --strategy single "What is 17*23?"            one Logos answer
+
+Strategies: debate (the default) is Pathos, then rounds of Logos and Ethos
+until the score reaches --threshold, then the Arbiter. vote draws --samples
+answers from Logos at --temperature (sample i with seed i), takes the answer
+most samples give (compared trimmed, in lower case, numbers as numbers; a
+tie goes to the lowest sample), and has Ethos check it once. single is one
+Logos answer. Every sample is a step of its own, billed as such.
+
+--continue works from any finished run, a failed one too: Pathos reads the
+new prompt, and Logos the earlier answer and Ethos's last feedback.
 
 A run is admitted only when the account (and, for --guest, the session's
 quota) can cover its worst case: every round's agent calls at --max-tokens,
@@ -56,7 +71,11 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 			fs.StringVar(&req.LoRA, "lora", "", "LoRA adapter id for Logos")
 			fs.StringVar(&guest, "guest", "", "run as a guest with this session secret (si_gs_..., which si join prints once); the host pays")
 			fs.StringVar(&follow, "follow", "", "re-attach to the consensus with this workflow id")
-			fs.StringVar(&req.Continue, "continue", "", "continue from the final state of this workflow id")
+			fs.StringVar(&req.Continue, "continue", "", "continue from this finished run's workflow id (a failed one too)")
+			fs.StringVar(&strategy, "strategy", string(workflows.StrategyDebate), "how the run answers: debate, vote (majority of sampled answers) or single (one answer)")
+			fs.IntVar(&req.Samples, "samples", 0, fmt.Sprintf("answers a vote draws, 1-%d (default %d)", workflows.MaxSamples, workflows.DefaultSamples))
+			fs.StringVar(&temp, "temperature", "", fmt.Sprintf("sampling temperature of a vote or single run, 0-%g (default %g for vote, 0 for single)",
+				workflows.MaxTemperature, workflows.DefaultTemperature))
 			fs.BoolVar(&asJSON, "json", false, "print the final state as JSON only")
 		},
 		Run: func(ctx context.Context, env *Env, args []string) error {
@@ -79,10 +98,23 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 				if req.Threshold <= 0 || req.Threshold > 1 {
 					return fmt.Errorf("threshold %v is outside (0, 1]", req.Threshold)
 				}
+				st, err := workflows.ParseStrategy(strategy)
+				if err != nil {
+					return err
+				}
+				req.Strategy = string(st)
+				if temp != "" {
+					t, err := strconv.ParseFloat(temp, 64)
+					if err != nil {
+						return fmt.Errorf("--temperature %q is not a number: give one from 0 to %g", temp, workflows.MaxTemperature)
+					}
+					req.Temperature = &t
+				}
 				// The server checks it again; bad input is told before a request.
 				// (Which hub a run may use is the mesh's to say.)
 				if _, err := (workflows.ConsensusInput{Prompt: req.Prompt, Project: req.Project, MaxRounds: req.MaxRounds,
-					Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, HubQueue: "hub.mesh"}).Normalize(); err != nil {
+					Threshold: req.Threshold, Placement: p, LoRA: req.LoRA, HubQueue: "hub.mesh",
+					Strategy: st, Samples: req.Samples, Temperature: req.Temperature}).Normalize(); err != nil {
 					return err
 				}
 			}
@@ -128,14 +160,36 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 			if len(st.Rounds) > 0 {
 				rounds = st.Rounds[len(st.Rounds)-1].Round
 			}
-			fmt.Fprintf(env.Stdout, "\nstatus    %s\nscore     %.4f (threshold %.2f)\nrounds    %d\n", st.Status, st.Score, st.Threshold, rounds)
+			fmt.Fprintf(env.Stdout, "\nstatus    %s\nstrategy  %s\nscore     %.4f (threshold %.2f)\nrounds    %d\n", st.Status, strategyLine(st), st.Score, st.Threshold, rounds)
 			if st.Arbiter != nil {
 				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, printable(st.Arbiter.Note))
 			}
-			fmt.Fprintf(env.Stdout, "answer    %s\nworkflow  %s\n", printable(st.Answer), id)
+			fmt.Fprintf(env.Stdout, "answer    %s\ntokens    %d (charged %s)\nworkflow  %s\n", printable(st.Answer), st.Tokens, st.Charged, id)
 			return nil
 		},
 	}
+}
+
+// strategyLine names a run's strategy and how it sampled.
+func strategyLine(st workflows.ConsensusState) string {
+	s := string(st.Strategy)
+	if s == "" {
+		s = string(workflows.StrategyDebate)
+	}
+	t := 0.0
+	if st.Temperature != nil {
+		t = *st.Temperature
+	}
+	switch st.Strategy {
+	case workflows.StrategyVote:
+		s += fmt.Sprintf(" (%d samples at temperature %.2f; sample %d won with %d of %d)", st.Samples, t, st.Winner, st.WinnerVotes, len(st.Votes))
+	case workflows.StrategySingle:
+		s += fmt.Sprintf(" (one answer at temperature %.2f)", t)
+	}
+	if st.ContinuedFrom != "" {
+		s += ", continued from " + st.ContinuedFrom
+	}
+	return s
 }
 
 // askJSON is what si ask --json prints: the run's final state.
@@ -172,6 +226,7 @@ type progress struct {
 	solutions map[int]bool
 	verdicts  map[int]bool
 	arbiter   bool
+	samples   map[int]bool
 }
 
 func (p *progress) show(st workflows.ConsensusState) {
@@ -179,7 +234,7 @@ func (p *progress) show(st workflows.ConsensusState) {
 		return
 	}
 	if p.solutions == nil {
-		p.solutions, p.verdicts = map[int]bool{}, map[int]bool{}
+		p.solutions, p.verdicts, p.samples = map[int]bool{}, map[int]bool{}, map[int]bool{}
 	}
 	if st.Placement != "" && st.Placement != p.placement {
 		p.placement = st.Placement
@@ -188,6 +243,12 @@ func (p *progress) show(st workflows.ConsensusState) {
 	if st.Manifest != nil && !p.manifest {
 		p.manifest = true
 		fmt.Fprintf(p.w, "  pathos     intent: %s (domain %s, confidence %.2f)\n", oneLine(st.Manifest.Intent, 100), oneLine(st.Manifest.Domain, 40), st.Manifest.Confidence)
+	}
+	for _, v := range st.Votes {
+		if !p.samples[v.Sample] {
+			p.samples[v.Sample] = true
+			fmt.Fprintf(p.w, "  sample %-2d  logos   %s (confidence %.2f)\n", v.Sample, oneLine(v.Answer, 100), v.Confidence)
+		}
 	}
 	for _, r := range st.Rounds {
 		if r.Solution != nil && !p.solutions[r.Round] {

@@ -40,6 +40,7 @@ otherwise).`,
 			fs.StringVar(&o.SimulatorListen, "sim-listen", "127.0.0.1:8300", "address of the inference simulator (when --llm-base-url is empty)")
 			fs.DurationVar(&o.Simulator.Latency, "sim-latency", 0, "simulator latency per request")
 			fs.DurationVar(&o.Simulator.TokenLatency, "sim-token-latency", 0, "simulator latency per completion token")
+			fs.DurationVar(&o.Simulator.LoadDelay, "sim-lora-load-latency", simulator.DefaultLoRALoadLatency, "how long the simulator takes to load a LoRA adapter (about vLLM's for a small one; 0 loads at once)")
 			fs.StringVar(&o.HubID, "hub-id", "local", "device id of the local hub (its task queue is hub.<id>)")
 			fs.StringVar(&o.Account, "account", "dev", "account the local hub's escalations bill to")
 			fs.StringVar(&o.BridgeListen, "bridge-listen", "127.0.0.1:7443", "the bridge's UDP address")
@@ -83,12 +84,15 @@ func simulatorCommand() *Command {
 		Short: "serve the inference simulator (OpenAI-compatible, not a language model)",
 		Long: `si simulator serves the mesh's inference SIMULATOR on its own: the OpenAI
 chat-completions API and vLLM's LoRA load/unload endpoints, with deterministic
-replies shaped for the Cloud Synapse agents. It is a test double, not a model.`,
+replies shaped for the Cloud Synapse agents. It is a test double, not a model.
+An adapter load takes --lora-load-latency (2 s by default, about what vLLM
+takes for a small adapter), so a cold start costs what it would.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&listen, "listen", "127.0.0.1:8300", "address to serve on")
 			fs.DurationVar(&opts.Latency, "latency", 0, "latency per request")
 			fs.DurationVar(&opts.TokenLatency, "token-latency", 0, "latency per completion token")
-			fs.DurationVar(&opts.LoadDelay, "load-delay", 0, "time to load a LoRA adapter")
+			fs.DurationVar(&opts.LoadDelay, "lora-load-latency", simulator.DefaultLoRALoadLatency, "how long loading a LoRA adapter takes, through /v1/load_lora_adapter or on a cold start (about vLLM's for a small one; 0 loads at once)")
+			fs.StringVar(&opts.LoRADir, "lora-dir", "", "where a request naming an adapter that is not loaded finds it (<dir>/<name>, as vLLM's filesystem resolver) and loads it first, taking --lora-load-latency; empty answers such a request 404")
 		},
 		Run: func(ctx context.Context, env *Env, _ []string) error {
 			l, err := net.Listen("tcp", listen)

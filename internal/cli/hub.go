@@ -15,10 +15,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/hub"
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/node"
 	"github.com/superinstance/mesh/hub/vitals"
+	"github.com/superinstance/mesh/hub/wire"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
@@ -45,8 +47,10 @@ func hubCommand() *Command {
 (si hub enroll redeems a one-time token for it; si device enroll issues one
 on the operator's side), says hello, sends a heartbeat with NVML vitals
 every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
-over 80°C, with hysteresis), and carries escalations (si escalate) and usage
-records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
+over 80°C, with hysteresis) naming the adapters of its latest escalations
+(--prewarm-recent; else --prewarm-lora), which the cloud loads ahead of need
+if this device's account may use them, and carries escalations (si escalate)
+and usage records. Where UDP is blocked it falls back to TLS 1.3 over TCP on the same
 port (--protocol) and returns to QUIC once it can. A heartbeat not acked
 within one interval ends the link; it then dials the next --bridge address,
 waiting at most --redial-max. It reconnects by itself after any interruption;
@@ -77,6 +81,8 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 			fs.StringVar(&secretFile, "api-secret-file", "", "the local API's secret, created 0600 if missing; si escalate reads it (default: "+agent.SecretFile+" beside --cert, ~/.si/devices/<id>/"+agent.SecretFile+")")
 			fs.StringVar(&outboxFile, "outbox", "", "file that keeps escalations and usage records until the bridge answers or acks them, so a restart loses none (default: "+agent.OutboxFile+" beside --api-secret-file)")
 			fs.BoolVar(&noWorker, "no-worker", false, "do not run the hub's Temporal worker")
+			fs.IntVar(&o.Agent.Prewarm.Recent, "prewarm-recent", agent.DefaultPrewarmRecent, fmt.Sprintf("how many adapters of the latest escalations a pre-warm signal asks the cloud to load, most recent first (at most %d)", wire.MaxPrewarmLoRAs))
+			fs.StringVar(&o.Agent.Prewarm.LoRA, "prewarm-lora", "", "adapter id a pre-warm signal names while no recent escalation named one (your project's adapter); the cloud loads it only if this device's account may use it")
 			fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:7451", "serve /metrics (Prometheus) and /ready here, without the API secret (they start nothing and hold no secret); empty serves neither")
 			tr.Register(fs)
 			fs.BoolVar(&noRenew, "no-renew", false, "do not renew the device certificate over the link (by default it is renewed at two thirds of its life with a new key made here, and --cert and --key are rewritten)")
@@ -86,6 +92,12 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 		Run: func(ctx context.Context, env *Env, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			if o.Agent.Prewarm.Recent < 1 || o.Agent.Prewarm.Recent > wire.MaxPrewarmLoRAs {
+				return fmt.Errorf("--prewarm-recent %d: want 1 to %d", o.Agent.Prewarm.Recent, wire.MaxPrewarmLoRAs)
+			}
+			if len(o.Agent.Prewarm.LoRA) > wire.MaxIDLen {
+				return fmt.Errorf("--prewarm-lora is %d bytes: an adapter id is at most %d (see si lora ls)", len(o.Agent.Prewarm.LoRA), wire.MaxIDLen)
 			}
 			switch o.Agent.Protocol {
 			case agent.ProtocolAuto, agent.ProtocolQUIC, agent.ProtocolTCP:
@@ -137,11 +149,7 @@ bridge lets it poll and answer hub.<device-id> and nothing else.`,
 						return err
 					}
 					o.Interceptors = append(o.Interceptors, ic)
-					hc := o.Inference.LLM.HTTP
-					if hc == nil {
-						hc = &http.Client{Timeout: 5 * time.Minute}
-					}
-					o.Inference.LLM.HTTP = telemetry.HTTPClient(tp, hc)
+					o.Inference = activities.WrapHTTP(o.Inference, func(hc *http.Client) *http.Client { return telemetry.HTTPClient(tp, hc) })
 				}
 			}
 			n, err := node.Start(o)
@@ -241,8 +249,9 @@ func hubsCommand() *Command {
 		Name:  "hubs",
 		Short: "list hubs with their vitals and health, as the bridge sees them, and enrolled devices that never connected",
 		Long: `si hubs lists every hub a bridge has seen: its link (online, or offline
-once the registry says so or it has been silent longer than --max-silence,
-which is how a hub whose bridge died without closing its link goes offline),
+once the registry says so, once its bridge process has stopped beating for
+3 s, which is how a hub whose bridge died without closing its link goes
+offline, or once it has been silent longer than --max-silence),
 its smoothed heartbeat round trip (none while offline), vitals and health.
 Devices enrolled (si device enroll) whose hub has never connected follow,
 with the link "never connected".`,

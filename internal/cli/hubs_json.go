@@ -18,6 +18,8 @@ type hubRow struct {
 	Link           string          `json:"link"` // online, offline or never connected
 	NeverConnected bool            `json:"never_connected,omitempty"`
 	Connected      bool            `json:"connected"`
+	BridgeDead     bool            `json:"bridge_dead,omitempty"` // its bridge stopped beating
+	Features       []string        `json:"features,omitempty"`
 	ConnectedAt    *time.Time      `json:"connected_at,omitempty"`
 	LastSeen       time.Time       `json:"last_seen"`
 	RTTMicros      int             `json:"rtt_micros"`
@@ -34,7 +36,7 @@ type hubRow struct {
 
 func newHubRow(h store.Hub, healthy bool, health string) hubRow {
 	return hubRow{DeviceID: h.DeviceID, Account: h.Account, Version: h.Version, Hostname: h.Hostname, Bridge: h.Bridge,
-		Connected: h.Connected, ConnectedAt: h.ConnectedAt, LastSeen: h.LastSeen, RTTMicros: h.RTTMicros, GPUCount: h.GPUCount,
+		Connected: h.Connected, BridgeDead: h.BridgeDead, Features: h.Features, ConnectedAt: h.ConnectedAt, LastSeen: h.LastSeen, RTTMicros: h.RTTMicros, GPUCount: h.GPUCount,
 		GPULoad: h.GPULoad, GPUTempC: h.GPUTempC, CPULoad: h.CPULoad, NVML: h.NVML, Vitals: h.Vitals, Reconnects: h.Reconnects,
 		Healthy: healthy, Health: health}
 }

@@ -187,3 +187,22 @@ func TestSharedFlagVariableTakesTheRunningCommandsDefault(t *testing.T) {
 		t.Fatalf("defaults seen %v, want alpha then beta", got)
 	}
 }
+
+// A bad strategy, sample count or temperature is told before any request.
+func TestAskStrategyFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ask", "--strategy", "poll", "q"}, `invalid strategy "poll": use debate, vote or single`},
+		{[]string{"ask", "--strategy", "vote", "--samples", "16", "q"}, "samples 16 is outside 1..15"},
+		{[]string{"ask", "--strategy", "vote", "--temperature", "warm", "q"}, `--temperature "warm" is not a number`},
+		{[]string{"ask", "--strategy", "single", "--temperature", "3", "q"}, "temperature 3 is outside 0..2"},
+		{[]string{"ask", "--samples", "3", "q"}, "samples and temperature apply to the vote and single strategies"},
+	} {
+		var out, errb bytes.Buffer
+		if code := Main(tc.args, &out, &errb); code == 0 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("si %q: exit %d, %s; want %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}

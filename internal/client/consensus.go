@@ -25,8 +25,14 @@ type ConsensusRequest struct {
 	LoRA      string  `json:"lora,omitempty"`
 	// MaxTokens bounds each agent call's completion; zero takes the mesh's default.
 	MaxTokens int `json:"max_tokens,omitempty"`
-	// Continue starts from the final state of this run.
+	// Continue starts from this finished run (a failed one too).
 	Continue string `json:"continue,omitempty"`
+	// Strategy is debate (the default), vote or single; Samples and
+	// Temperature say how a vote or single run samples Logos (zero and nil
+	// take the strategy's defaults).
+	Strategy    string   `json:"strategy,omitempty"`
+	Samples     int      `json:"samples,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
 }
 
 // Started says where a new run is.

@@ -23,6 +23,7 @@ import (
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/llm"
 	"github.com/superinstance/mesh/internal/simulator"
+	"github.com/superinstance/mesh/internal/synapse"
 )
 
 // EnvName is the environment variable that sets a flag: SI_ and the flag's
@@ -155,12 +156,27 @@ func (t *Temporal) Dial(timeout time.Duration) (client.Client, error) {
 	return c, nil
 }
 
-// LLM holds the flags that reach the inference backend.
+// LLM holds the flags that reach the inference backend: a shared one, and
+// optionally a server, key and completion bound of each agent's own.
 type LLM struct {
 	BaseURL                       string
 	APIKey                        string
 	Pathos, Logos, Ethos, Arbiter string
+	// Roles holds each agent's own backend flags; an empty field takes the
+	// shared value.
+	Roles map[synapse.Role]*RoleLLM
+	// NoStream asks every backend for whole responses instead of streams.
+	NoStream bool
 }
+
+// RoleLLM is one agent's backend flags.
+type RoleLLM struct {
+	BaseURL, APIKey string
+	MaxTokens       int
+}
+
+// Roles are the agents, in the order their flags are listed.
+var Roles = []synapse.Role{synapse.Pathos, synapse.Logos, synapse.Ethos, synapse.Arbiter}
 
 // Register adds the flags to fs. defaultURL is the base URL when none is given.
 func (l *LLM) Register(fs *flag.FlagSet, defaultURL string) {
@@ -170,14 +186,54 @@ func (l *LLM) Register(fs *flag.FlagSet, defaultURL string) {
 	fs.StringVar(&l.Logos, "model-logos", simulator.ModelSmall, "model for Logos (solution)")
 	fs.StringVar(&l.Ethos, "model-ethos", simulator.ModelSmall, "model for Ethos (verification)")
 	fs.StringVar(&l.Arbiter, "model-arbiter", simulator.ModelLarge, "model for the Arbiter (a stronger one)")
+	fs.BoolVar(&l.NoStream, "llm-no-stream", false, "ask the inference backends for whole responses instead of streams (a backend that refuses stream is detected without it)")
+	l.Roles = map[synapse.Role]*RoleLLM{}
+	for _, role := range Roles {
+		r := &RoleLLM{}
+		l.Roles[role] = r
+		fs.StringVar(&r.BaseURL, string(role)+"-llm-base-url", "", fmt.Sprintf("OpenAI-compatible base URL for %s alone (default --llm-base-url)", role))
+		fs.StringVar(&r.APIKey, string(role)+"-llm-api-key", "", fmt.Sprintf("bearer token for %s's backend (default --llm-api-key when %s has no base URL of its own)", role, role))
+		fs.IntVar(&r.MaxTokens, string(role)+"-max-tokens", 0, fmt.Sprintf("cap on %s's max_tokens per call, below the run's --max-tokens (0: the run's)", role))
+	}
 }
 
-// Inference builds the inference activities.
+// Inference builds the inference activities: one client per distinct
+// backend (base URL and key), so what a backend refuses is remembered
+// across the agents it serves.
 func (l *LLM) Inference() *activities.Inference {
-	return &activities.Inference{
-		LLM:    &llm.Client{BaseURL: l.BaseURL, APIKey: l.APIKey},
-		Models: activities.Models{Pathos: l.Pathos, Logos: l.Logos, Ethos: l.Ethos, Arbiter: l.Arbiter},
+	clients := map[[2]string]*llm.Client{}
+	client := func(url, key string) *llm.Client {
+		k := [2]string{url, key}
+		if c, ok := clients[k]; ok {
+			return c
+		}
+		c := &llm.Client{BaseURL: url, APIKey: key}
+		clients[k] = c
+		return c
 	}
+	inf := &activities.Inference{
+		LLM:      client(l.BaseURL, l.APIKey),
+		Models:   activities.Models{Pathos: l.Pathos, Logos: l.Logos, Ethos: l.Ethos, Arbiter: l.Arbiter},
+		NoStream: l.NoStream,
+	}
+	for role, r := range l.Roles {
+		if r == nil || (r.BaseURL == "" && r.APIKey == "" && r.MaxTokens <= 0) {
+			continue
+		}
+		url, key := l.BaseURL, l.APIKey
+		if r.BaseURL != "" {
+			// Another server does not get the shared server's key.
+			url, key = r.BaseURL, ""
+		}
+		if r.APIKey != "" {
+			key = r.APIKey
+		}
+		if inf.Backends == nil {
+			inf.Backends = map[synapse.Role]activities.Backend{}
+		}
+		inf.Backends[role] = activities.Backend{LLM: client(url, key), MaxTokens: max(r.MaxTokens, 0)}
+	}
+	return inf
 }
 
 func firstLine(s string) string {

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,6 +29,23 @@ type Client struct {
 	APIKey string
 	// HTTP defaults to a client with a 5-minute timeout.
 	HTTP *http.Client
+
+	mu      sync.Mutex
+	refused Refusals
+}
+
+// WithHTTP returns a client of the same backend that sends through hc, with
+// nothing yet refused.
+func (c *Client) WithHTTP(hc *http.Client) *Client {
+	return &Client{BaseURL: c.BaseURL, APIKey: c.APIKey, HTTP: hc}
+}
+
+// HTTPClient is the http.Client c sends through: HTTP, or the default.
+func (c *Client) HTTPClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return defaultHTTP
 }
 
 // Message is one chat message.
@@ -35,14 +54,35 @@ type Message struct {
 	Content string `json:"content"`
 }
 
+// Schema is the JSON schema of the object a request asks for, sent as
+// response_format json_schema to a server that refuses json_object.
+type Schema struct {
+	Name   string
+	Schema json.RawMessage
+}
+
 // Request is one chat completion.
 type Request struct {
 	Model       string
 	Messages    []Message
 	MaxTokens   int     // 0 leaves it to the server
 	Temperature float64 // sent as given; 0 asks for the most likely output
+	// Seed, when set, is sent as "seed" so that a server that supports it
+	// (vLLM, llama.cpp's server, OpenAI) samples reproducibly.
+	Seed *int64
 	// JSON asks the server for a JSON object (response_format json_object).
-	JSON bool
+	// A backend that refuses it (a 400 naming response_format) is asked with
+	// Schema (json_schema) when set, then with neither; the client
+	// remembers what the backend refused.
+	JSON   bool
+	Schema *Schema
+	// Stream asks for the completion as server-sent events, with usage in
+	// the last chunk (stream_options.include_usage). A backend that refuses
+	// it (a 400 naming stream) is asked again without, and remembered.
+	Stream bool
+	// OnChunk, when set, is called as each streamed chunk arrives (from the
+	// goroutine that called Chat).
+	OnChunk func()
 }
 
 // Usage is the token accounting a server reports for one completion.
@@ -55,17 +95,36 @@ type Usage struct {
 // Response is a completion's text and usage.
 type Response struct {
 	Model string
-	Text  string
-	Usage Usage
+	// Text is the answer; Reasoning is what the server returned apart as
+	// reasoning_content (or reasoning), which is not part of the answer.
+	Text         string
+	Reasoning    string
+	FinishReason string
+	Usage        Usage
+	// UsageEstimated is true when the server reported no usage and Usage
+	// is EstimateUsage's estimate.
+	UsageEstimated bool
+	// Streamed is true when the completion arrived as a stream of Chunks.
+	Streamed bool
+	Chunks   int
 }
 
 // HTTPError is a non-2xx answer from the server.
 type HTTPError struct {
 	Status  int
 	Message string
+	// RetryAfter is the server's Retry-After (seconds or an HTTP date) on a
+	// 429 or 503, at most MaxRetryAfterHeader; 0 when it named none.
+	RetryAfter time.Duration
+	// InStream is true for an error event inside a streamed response (the
+	// HTTP status was 200; Status is the event's code, or 502).
+	InStream bool
 }
 
 func (e *HTTPError) Error() string {
+	if e.InStream {
+		return fmt.Sprintf("inference server sent an error mid-response (%d): %s", e.Status, e.Message)
+	}
 	return fmt.Sprintf("inference server answered %d: %s", e.Status, e.Message)
 }
 
@@ -74,24 +133,66 @@ func (e *HTTPError) Temporary() bool {
 	return e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout || e.Status >= 500
 }
 
+// MaxRetryAfterHeader bounds the Retry-After the client reports.
+const MaxRetryAfterHeader = time.Hour
+
 type chatRequest struct {
 	Model          string          `json:"model"`
 	Messages       []Message       `json:"messages"`
 	MaxTokens      int             `json:"max_tokens,omitempty"`
 	Temperature    float64         `json:"temperature"`
+	Seed           *int64          `json:"seed,omitempty"`
 	ResponseFormat *responseFormat `json:"response_format,omitempty"`
+	Stream         bool            `json:"stream,omitempty"`
+	StreamOptions  *streamOptions  `json:"stream_options,omitempty"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
 }
 
 type responseFormat struct {
-	Type string `json:"type"`
+	Type       string      `json:"type"`
+	JSONSchema *jsonSchema `json:"json_schema,omitempty"`
+}
+
+type jsonSchema struct {
+	Name   string          `json:"name"`
+	Schema json.RawMessage `json:"schema"`
+}
+
+type chatMessage struct {
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content"`
+	Reasoning        string `json:"reasoning"`
 }
 
 type chatResponse struct {
 	Model   string `json:"model"`
 	Choices []struct {
-		Message Message `json:"message"`
+		Message      chatMessage `json:"message"`
+		FinishReason string      `json:"finish_reason"`
 	} `json:"choices"`
-	Usage Usage `json:"usage"`
+	Usage *Usage `json:"usage"`
+}
+
+// JSON modes, in the order the client falls back through them.
+const (
+	formatObject = "json_object"
+	formatSchema = "json_schema"
+)
+
+// Refusals is what a backend has refused so far; the client asks it no
+// more and falls back as Request describes.
+type Refusals struct {
+	Stream, JSONObject, JSONSchema bool
+}
+
+// Refused reports what this backend has refused.
+func (c *Client) Refused() Refusals {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refused
 }
 
 // Chat runs one completion.
@@ -99,19 +200,128 @@ func (c *Client) Chat(ctx context.Context, req Request) (Response, error) {
 	if req.Model == "" {
 		return Response{}, errors.New("llm: model is required")
 	}
-	body := chatRequest{Model: req.Model, Messages: req.Messages, MaxTokens: req.MaxTokens, Temperature: req.Temperature}
+	// Each refusal turns one of three features off (json_object,
+	// json_schema, stream), so the fourth try is the plain request.
+	for range 4 {
+		body, stream := c.body(req)
+		var resp Response
+		var err error
+		if stream {
+			resp, err = c.stream(ctx, body, req.OnChunk)
+		} else {
+			var out chatResponse
+			if err = c.post(ctx, "/chat/completions", body, &out); err == nil {
+				resp, err = out.response()
+			}
+		}
+		var he *HTTPError
+		if errors.As(err, &he) && c.refuse(he, body) {
+			continue
+		}
+		if err != nil {
+			return resp, err
+		}
+		if resp.Usage.PromptTokens+resp.Usage.CompletionTokens <= 0 {
+			resp.Usage, resp.UsageEstimated = EstimateUsage(req.Messages, resp.Reasoning+resp.Text, resp.Chunks), true
+			if req.MaxTokens > 0 && resp.Usage.CompletionTokens > req.MaxTokens {
+				// A server that honours max_tokens made no more; a stream
+				// of one-byte chunks does not bill beyond it.
+				resp.Usage.CompletionTokens = req.MaxTokens
+				resp.Usage.TotalTokens = resp.Usage.PromptTokens + req.MaxTokens
+			}
+		}
+		return resp, nil
+	}
+	return Response{}, fmt.Errorf("inference server %s refused the request with streaming and JSON mode off", c.BaseURL)
+}
+
+// body is the request to send given what the backend has refused.
+func (c *Client) body(req Request) (chatRequest, bool) {
+	c.mu.Lock()
+	r := c.refused
+	c.mu.Unlock()
+	body := chatRequest{Model: req.Model, Messages: req.Messages, MaxTokens: req.MaxTokens, Temperature: req.Temperature, Seed: req.Seed}
 	if req.JSON {
-		body.ResponseFormat = &responseFormat{Type: "json_object"}
+		switch {
+		case !r.JSONObject:
+			body.ResponseFormat = &responseFormat{Type: formatObject}
+		case !r.JSONSchema && req.Schema != nil:
+			body.ResponseFormat = &responseFormat{Type: formatSchema, JSONSchema: &jsonSchema{Name: req.Schema.Name, Schema: req.Schema.Schema}}
+		}
 	}
-	var out chatResponse
-	if err := c.post(ctx, "/chat/completions", body, &out); err != nil {
-		return Response{}, err
+	stream := req.Stream && !r.Stream
+	if stream {
+		body.Stream, body.StreamOptions = true, &streamOptions{IncludeUsage: true}
 	}
-	if len(out.Choices) == 0 {
+	return body, stream
+}
+
+// refuse records that the backend refused a feature body used, when he is
+// such a refusal (a 400 or 422 whose message names the feature), and
+// reports whether it was.
+func (c *Client) refuse(he *HTTPError, body chatRequest) bool {
+	if he.InStream || (he.Status != http.StatusBadRequest && he.Status != http.StatusUnprocessableEntity) {
+		return false
+	}
+	msg := strings.ToLower(he.Message)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := body.ResponseFormat; f != nil && namesJSONMode(msg) {
+		if f.Type == formatObject {
+			c.refused.JSONObject = true
+		} else {
+			c.refused.JSONSchema = true
+		}
+		return true
+	}
+	if body.Stream && strings.Contains(msg, "stream") {
+		c.refused.Stream = true
+		return true
+	}
+	return false
+}
+
+func namesJSONMode(msg string) bool {
+	for _, w := range []string{"response_format", "response format", "json_object", "json_schema", "json mode", "responseformat"} {
+		if strings.Contains(msg, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r chatResponse) response() (Response, error) {
+	if len(r.Choices) == 0 {
 		return Response{}, errors.New("inference server returned no choices")
 	}
-	return Response{Model: out.Model, Text: out.Choices[0].Message.Content, Usage: out.Usage}, nil
+	ch := r.Choices[0]
+	out := Response{Model: r.Model, Text: ch.Message.Content, Reasoning: ch.Message.ReasoningContent + ch.Message.Reasoning, FinishReason: ch.FinishReason}
+	if r.Usage != nil {
+		out.Usage = *r.Usage
+	}
+	return out, nil
 }
+
+// EstimateUsage is the tokenizer-free estimate of a completion's usage when
+// a server reports none: EstimateTokens of every message's role and content
+// plus MessageOverhead a message, and of the completion (reasoning and
+// text), or the number of streamed chunks when larger (servers stream about
+// one token a chunk). It errs high, never low, for the English and code a
+// BPE tokenizer makes about four bytes a token.
+func EstimateUsage(msgs []Message, completion string, chunks int) Usage {
+	p := MessageOverhead
+	for _, m := range msgs {
+		p += EstimateTokens(m.Role) + EstimateTokens(m.Content) + MessageOverhead
+	}
+	c := max(EstimateTokens(completion), chunks)
+	return Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c}
+}
+
+// EstimateTokens is ceil(len(s)/4): four bytes a token, rounded up.
+func EstimateTokens(s string) int { return (len(s) + 3) / 4 }
+
+// MessageOverhead is what EstimateUsage adds a message for its chat template.
+const MessageOverhead = 4
 
 // LoadLoRA asks the server to load an adapter under name (vLLM's
 // /v1/load_lora_adapter; the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING).
@@ -196,7 +406,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("inference server response exceeds %d bytes", MaxResponseBytes)
 	}
 	if resp.StatusCode/100 != 2 {
-		return &HTTPError{Status: resp.StatusCode, Message: errorMessage(data)}
+		return httpError(resp, data)
 	}
 	if out == nil {
 		return nil
@@ -205,6 +415,34 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("inference server response is not valid JSON: %w", err)
 	}
 	return nil
+}
+
+func httpError(resp *http.Response, data []byte) *HTTPError {
+	e := &HTTPError{Status: resp.StatusCode, Message: errorMessage(data)}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return e
+}
+
+// ParseRetryAfter reads a Retry-After header: delay seconds or an HTTP
+// date, relative to now, at most MaxRetryAfterHeader; 0 when absent,
+// malformed or past.
+func ParseRetryAfter(h string, now time.Time) time.Duration {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(h, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		d = time.Duration(min(n, int64(MaxRetryAfterHeader/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), MaxRetryAfterHeader)
 }
 
 var defaultHTTP = &http.Client{Timeout: 5 * time.Minute}

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -63,5 +64,31 @@ func TestRequestShapeAndBounds(t *testing.T) {
 	}
 	if _, err := c.Chat(context.Background(), Request{}); err == nil {
 		t.Fatal("a request without a model must fail")
+	}
+}
+
+// A sampled call sends its temperature and seed; a call without a seed
+// sends none, so servers that reject unknown fields see today's body.
+func TestSeedAndTemperature(t *testing.T) {
+	var bodies []map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		bodies = append(bodies, b)
+		_, _ = w.Write([]byte(`{"choices":[{"message":{"content":"hi"}}]}`))
+	}))
+	defer srv.Close()
+	c := &Client{BaseURL: srv.URL + "/v1"}
+	seed := int64(3)
+	for _, req := range []Request{{Model: "m", Temperature: 0.7, Seed: &seed}, {Model: "m"}} {
+		if _, err := c.Chat(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bodies[0]["seed"] != float64(3) || bodies[0]["temperature"] != 0.7 {
+		t.Fatalf("sampled body %v", bodies[0])
+	}
+	if _, ok := bodies[1]["seed"]; ok || bodies[1]["temperature"] != float64(0) {
+		t.Fatalf("unseeded body %v", bodies[1])
 	}
 }

@@ -58,13 +58,22 @@ func Start(ctx context.Context, c client.Client, id string, in workflows.Consens
 	return run, err
 }
 
-// Resume builds the Resume of a new request from a finished consensus.
+// Resume builds the Resume of a new request from a finished consensus, a
+// failed one too (its state query answers after it closed).
 func Resume(ctx context.Context, c client.Client, id string) (*workflows.Resume, workflows.ConsensusState, error) {
 	var st workflows.ConsensusState
-	if err := c.GetWorkflow(ctx, id, "").Get(ctx, &st); err != nil {
+	v, err := c.QueryWorkflow(ctx, id, "", workflows.QueryState)
+	if err == nil {
+		err = v.Get(&st)
+	}
+	if err != nil {
 		return nil, st, fmt.Errorf("cannot continue from %s: %w", id, Cause(err))
 	}
-	return &workflows.Resume{From: id, Round: st.Round, Feedback: st.Feedback(), Manifest: st.Manifest}, st, nil
+	r, err := workflows.ResumeFrom(id, st)
+	if err != nil {
+		return nil, st, fmt.Errorf("cannot continue from %s: %w", id, err)
+	}
+	return r, st, nil
 }
 
 // Watch follows the workflow id until it closes, calling onChange with each

@@ -187,13 +187,7 @@ func Start(o Options) (s *Server, err error) {
 		inf := *o.Inference
 		inf.Metrics = own
 		if o.Tracer != nil {
-			llmc := *inf.LLM
-			hc := llmc.HTTP
-			if hc == nil {
-				hc = &http.Client{Timeout: 5 * time.Minute}
-			}
-			llmc.HTTP = telemetry.HTTPClient(o.Tracer, hc)
-			inf.LLM = &llmc
+			inf = *activities.WrapHTTP(&inf, func(hc *http.Client) *http.Client { return telemetry.HTTPClient(o.Tracer, hc) })
 		}
 		o.Inference = &inf
 		deps := workers.CloudDeps(o.Temporal, o.Store, o.Inference)
@@ -248,7 +242,7 @@ func Start(o Options) (s *Server, err error) {
 		s.stops = append(s.stops, px.Close)
 		b, err := bridge.Listen(bridge.Options{
 			Addr: o.BridgeListen, TLS: tc, Store: o.Store, Metrics: metrics, Logger: o.Logger,
-			Escalator: &bridge.Temporal{Client: o.Temporal, Projects: o.Store}, Prewarmer: &bridge.Temporal{Client: o.Temporal},
+			Escalator: &bridge.Temporal{Client: o.Temporal, Projects: o.Store}, Prewarmer: &bridge.Temporal{Client: o.Temporal, LoRAs: o.Store},
 			Renewer:         &bridge.Temporal{Client: o.Temporal},
 			Flush:           flushStarter(o.Temporal, o.Store),
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,

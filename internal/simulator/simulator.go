@@ -54,8 +54,15 @@ type Options struct {
 	Latency time.Duration
 	// TokenLatency is added per completion token.
 	TokenLatency time.Duration
-	// LoadDelay is how long loading a LoRA adapter takes.
+	// LoadDelay is how long loading a LoRA adapter takes, through the load
+	// endpoint or on a request's cold start (LoRADir). Zero loads at once;
+	// the commands default to DefaultLoRALoadLatency.
 	LoadDelay time.Duration
+	// LoRADir, when set, is where a request naming an adapter that is not
+	// loaded finds it (LoRADir/<name>, as vLLM's filesystem resolver
+	// does): it is loaded first, taking LoadDelay. Empty answers such a
+	// request 404, as vLLM without a resolver does.
+	LoRADir string
 	// FailLoad makes every adapter load fail (for compensation tests).
 	FailLoad bool
 }
@@ -68,6 +75,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	loras map[string]adapter
+	// resolving and coldStarts belong to the resolver (coldstart.go).
+	resolving  map[string]chan struct{}
+	coldStarts int
 }
 
 type adapter struct{ path, base string }
@@ -120,6 +130,9 @@ type chatRequest struct {
 	Model     string        `json:"model"`
 	Messages  []llm.Message `json:"messages"`
 	MaxTokens int           `json:"max_tokens"`
+	// Stream and StreamOptions ask for server-sent events (stream.go).
+	Stream        bool           `json:"stream"`
+	StreamOptions *streamOptions `json:"stream_options"`
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
@@ -135,7 +148,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		_, ok := s.loras[req.Model]
 		s.mu.Unlock()
-		if !ok {
+		if !ok && !s.resolve(r.Context(), req.Model) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("The model `%s` does not exist.", req.Model))
 			return
 		}
@@ -150,6 +163,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	finish := "stop"
 	if req.MaxTokens > 0 && completion > req.MaxTokens {
 		text, completion, finish = text[:4*(req.MaxTokens-1)], req.MaxTokens, "length"
+	}
+	if req.Stream {
+		s.stream(w, r, req, text, prompt, completion, finish)
+		return
 	}
 	if err := sleep(r.Context(), s.opts.Latency+time.Duration(completion)*s.opts.TokenLatency); err != nil {
 		return

@@ -71,22 +71,84 @@ func (s *Store) RevokeDevice(ctx context.Context, deviceID string) error {
 // CheckCert says whether a certificate may connect: it must be registered to
 // this device and account, and neither it nor the device may be revoked.
 func (s *Store) CheckCert(ctx context.Context, deviceID, account, serial string) error {
-	var owner string
-	var devRevoked, certRevoked *time.Time
+	var reg certRow
 	err := s.Pool.QueryRow(ctx, `
-		SELECT d.account, d.revoked_at, c.revoked_at FROM device_certs c JOIN devices d ON d.id = c.device_id
-		WHERE c.serial = $1 AND c.device_id = $2`, serial, deviceID).Scan(&owner, &devRevoked, &certRevoked)
+		SELECT d.account, d.revoked_at IS NOT NULL, c.revoked_at IS NOT NULL FROM device_certs c JOIN devices d ON d.id = c.device_id
+		WHERE c.serial = $1 AND c.device_id = $2`, serial, deviceID).Scan(&reg.owner, &reg.deviceRevoked, &reg.certRevoked)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("certificate %s of device %s is not registered: %w", serial, deviceID, ErrCertRefused)
+		return CertRef{DeviceID: deviceID, Account: account, Serial: serial}.verdict(nil)
 	}
 	if err != nil {
 		return err
 	}
-	if owner != account {
-		return fmt.Errorf("device %s belongs to another account: %w", deviceID, ErrCertRefused)
-	}
-	if devRevoked != nil || certRevoked != nil {
-		return fmt.Errorf("device %s: %w (%w)", deviceID, ErrRevoked, ErrCertRefused)
+	return CertRef{DeviceID: deviceID, Account: account, Serial: serial}.verdict(&reg)
+}
+
+// CertRef names a certificate a hub presented: its device, its account and
+// its serial.
+type CertRef struct{ DeviceID, Account, Serial string }
+
+// certRow is what the registry holds of a certificate.
+type certRow struct {
+	owner                      string
+	deviceRevoked, certRevoked bool
+}
+
+// verdict is CheckCert's answer for r given its registry row (nil: none).
+func (r CertRef) verdict(reg *certRow) error {
+	switch {
+	case reg == nil:
+		return fmt.Errorf("certificate %s of device %s is not registered: %w", r.Serial, r.DeviceID, ErrCertRefused)
+	case reg.owner != r.Account:
+		return fmt.Errorf("device %s belongs to another account: %w", r.DeviceID, ErrCertRefused)
+	case reg.deviceRevoked || reg.certRevoked:
+		return fmt.Errorf("device %s: %w (%w)", r.DeviceID, ErrRevoked, ErrCertRefused)
 	}
 	return nil
+}
+
+// CheckCerts answers CheckCert for many certificates in one query (the
+// bridge's re-check of every connected hub): refused holds each refused
+// certificate with CheckCert's error for it; err is the registry's own
+// failure (the database unreachable), which refuses none of them.
+func (s *Store) CheckCerts(ctx context.Context, refs []CertRef) (refused map[CertRef]error, err error) {
+	ids, serials := make([]string, len(refs)), make([]string, len(refs))
+	for i, r := range refs {
+		ids[i], serials[i] = r.DeviceID, r.Serial
+	}
+	rows, err := s.Pool.Query(ctx, `
+		SELECT c.device_id, c.serial, d.account, d.revoked_at IS NOT NULL, c.revoked_at IS NOT NULL
+		FROM unnest($1::text[], $2::text[]) AS r(device_id, serial)
+		JOIN device_certs c ON c.serial = r.serial AND c.device_id = r.device_id
+		JOIN devices d ON d.id = c.device_id`, ids, serials)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type key struct{ device, serial string }
+	found := map[key]certRow{}
+	for rows.Next() {
+		var k key
+		var reg certRow
+		if err := rows.Scan(&k.device, &k.serial, &reg.owner, &reg.deviceRevoked, &reg.certRevoked); err != nil {
+			return nil, err
+		}
+		found[k] = reg
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	refused = map[CertRef]error{}
+	for _, r := range refs {
+		var v error
+		if reg, ok := found[key{r.DeviceID, r.Serial}]; ok {
+			v = r.verdict(&reg)
+		} else {
+			v = r.verdict(nil)
+		}
+		if v != nil {
+			refused[r] = v
+		}
+	}
+	return refused, nil
 }

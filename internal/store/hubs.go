@@ -11,12 +11,22 @@ import (
 
 // Hub is the bridge's view of one hub.
 type Hub struct {
-	DeviceID    string
-	Account     string
-	Version     string
-	Hostname    string
-	Bridge      string
+	DeviceID string
+	Account  string
+	Version  string
+	Hostname string
+	Bridge   string
+	// BridgeInstance is the bridge process the hub's control stream is on
+	// (see BridgeBeat); empty when a bridge that predates it registered
+	// the hub.
+	BridgeInstance string
+	// Connected: the registry says the hub's link is up and its bridge
+	// process is alive (it beat within BridgeStale). A hub whose bridge died
+	// without closing its links is not connected, though its row says so
+	// until a surviving bridge's sweep. BridgeDead says that is why: its
+	// bridge is dead, or a surviving bridge marked it disconnected for that.
 	Connected   bool
+	BridgeDead  bool
 	ConnectedAt *time.Time
 	LastSeen    time.Time
 	RTTMicros   int
@@ -27,6 +37,9 @@ type Hub struct {
 	NVML        bool
 	Vitals      json.RawMessage // protojson HardwareVitals
 	Reconnects  int
+	// Features are what the hub's code said it does in its hello (hub/wire's
+	// Feature constants); none for an older hub.
+	Features []string
 }
 
 // HubConnected records a hub's control stream opening. It returns the
@@ -36,13 +49,14 @@ func (s *Store) HubConnected(ctx context.Context, h Hub) (time.Time, bool, error
 	var seen bool
 	var at time.Time
 	err := s.Pool.QueryRow(ctx, `
-		INSERT INTO hubs (device_id, version, hostname, bridge, connected, connected_at, last_seen)
-		VALUES ($1, $2, $3, $4, true, now(), now())
+		INSERT INTO hubs (device_id, version, hostname, bridge, bridge_instance, instance_at, features, connected, connected_at, last_seen)
+		VALUES ($1, $2, $3, $4, nullif($5, ''), now(), $6, true, now(), now())
 		ON CONFLICT (device_id) DO UPDATE SET version = excluded.version, hostname = excluded.hostname,
-			bridge = excluded.bridge, connected = true, connected_at = now(), last_seen = now(),
-			reconnects = hubs.reconnects + 1
+			bridge = excluded.bridge, bridge_instance = excluded.bridge_instance, instance_at = now(), bridge_lost_at = NULL,
+			features = excluded.features,
+			connected = true, connected_at = now(), last_seen = now(), reconnects = hubs.reconnects + 1
 		RETURNING connected_at, xmax <> 0`,
-		h.DeviceID, h.Version, h.Hostname, h.Bridge).Scan(&at, &seen)
+		h.DeviceID, h.Version, h.Hostname, h.Bridge, h.BridgeInstance, nonNil(h.Features)).Scan(&at, &seen)
 	return at, seen, err
 }
 
@@ -198,14 +212,22 @@ func (s *Store) VitalsHistory(ctx context.Context, account string, since time.Ti
 	return out, rows.Err()
 }
 
-const hubColumns = `h.device_id, d.account, h.version, h.hostname, h.bridge, h.connected, h.connected_at, h.last_seen,
-	h.rtt_micros, h.gpu_count, h.gpu_load, h.gpu_temp_c, h.cpu_load, h.nvml, h.vitals, h.reconnects`
+var hubColumns = `h.device_id, d.account, h.version, h.hostname, h.bridge, CASE WHEN ` + ownRegistrationSQL + ` THEN coalesce(h.bridge_instance, '') ELSE '' END, ` +
+	hubLiveSQL + `, ` + bridgeDeadSQL + `, h.connected_at, h.last_seen, h.rtt_micros, h.gpu_count, h.gpu_load, h.gpu_temp_c, h.cpu_load, h.nvml,
+	h.vitals, h.reconnects, CASE WHEN ` + ownRegistrationSQL + ` THEN h.features ELSE '{}' END`
 
 func scanHub(row pgx.Row) (Hub, error) {
 	var h Hub
-	err := row.Scan(&h.DeviceID, &h.Account, &h.Version, &h.Hostname, &h.Bridge, &h.Connected, &h.ConnectedAt, &h.LastSeen,
-		&h.RTTMicros, &h.GPUCount, &h.GPULoad, &h.GPUTempC, &h.CPULoad, &h.NVML, &h.Vitals, &h.Reconnects)
+	err := row.Scan(&h.DeviceID, &h.Account, &h.Version, &h.Hostname, &h.Bridge, &h.BridgeInstance, &h.Connected, &h.BridgeDead,
+		&h.ConnectedAt, &h.LastSeen, &h.RTTMicros, &h.GPUCount, &h.GPULoad, &h.GPUTempC, &h.CPULoad, &h.NVML, &h.Vitals, &h.Reconnects, &h.Features)
 	return h, err
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // Hubs lists every hub the bridge has seen, most recently seen first.
@@ -237,7 +259,7 @@ func (s *Store) NeverConnected(ctx context.Context) ([]EnrolledDevice, error) {
 // equals). ErrNotFound when the account has none.
 func (s *Store) PreferredHub(ctx context.Context, account string) (Hub, error) {
 	h, err := scanHub(s.Pool.QueryRow(ctx, `SELECT `+hubColumns+` FROM hubs h JOIN devices d ON d.id = h.device_id
-		WHERE d.account = $1 AND h.connected AND d.revoked_at IS NULL
+		WHERE d.account = $1 AND `+hubLiveSQL+` AND d.revoked_at IS NULL
 		ORDER BY h.gpu_load, h.last_seen DESC, h.device_id LIMIT 1`, account))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return h, ErrNotFound

@@ -50,7 +50,7 @@ func PathosPrompt(question string) Prompt {
 func LogosPrompt(question string, m Manifest, round int, feedback, lora string) Prompt {
 	var b strings.Builder
 	b.WriteString(questionBlock(question))
-	fmt.Fprintf(&b, "\n<manifest>\n%s\n</manifest>\nRound: %d\n", mustJSON(m), round)
+	fmt.Fprintf(&b, "\n%sRound: %d\n", manifestBlock(m), round)
 	if feedback != "" {
 		fmt.Fprintf(&b, "<feedback>\n%s\n</feedback>\n", feedback)
 	}
@@ -62,8 +62,8 @@ func LogosPrompt(question string, m Manifest, round int, feedback, lora string) 
 
 // EthosPrompt asks for a verification of s.
 func EthosPrompt(question string, m Manifest, s Solution, round int) Prompt {
-	return Prompt{System: ethosSystem, User: fmt.Sprintf("%s\n<manifest>\n%s\n</manifest>\n<solution>\n%s\n</solution>\nRound: %d\n",
-		questionBlock(question), mustJSON(m), mustJSON(s), round)}
+	return Prompt{System: ethosSystem, User: fmt.Sprintf("%s\n%s<solution>\n%s\n</solution>\nRound: %d\n",
+		questionBlock(question), manifestBlock(m), mustJSON(s), round)}
 }
 
 // RoundRecord is one round as the Arbiter reads it.
@@ -78,6 +78,24 @@ type RoundRecord struct {
 func ArbiterPrompt(question string, m Manifest, rounds []RoundRecord) Prompt {
 	return Prompt{System: arbiterSystem, User: fmt.Sprintf("%s\n<manifest>\n%s\n</manifest>\n<rounds>\n%s\n</rounds>\n",
 		questionBlock(question), mustJSON(m), mustJSON(rounds))}
+}
+
+// manifestBlock is m for a prompt, or nothing for the zero manifest of a
+// run without Pathos (the vote and single strategies).
+func manifestBlock(m Manifest) string {
+	if m.Intent == "" && m.Domain == "" && len(m.Constraints) == 0 && len(m.SuccessCriteria) == 0 && m.Confidence == 0 {
+		return ""
+	}
+	return "<manifest>\n" + mustJSON(m) + "\n</manifest>\n"
+}
+
+// WithEarlier adds the answer of the run a conversation continues from, so
+// that the model reads the new request in its light; "" leaves p as it is.
+func (p Prompt) WithEarlier(answer string) Prompt {
+	if answer != "" {
+		p.User += "<earlier_answer>\n" + answer + "\n</earlier_answer>\n"
+	}
+	return p
 }
 
 func questionBlock(q string) string { return "<question>\n" + q + "\n</question>" }

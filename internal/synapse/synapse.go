@@ -5,7 +5,6 @@
 package synapse
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -135,30 +134,31 @@ type validator interface{ Validate() error }
 // MaxOutputBytes bounds the model output Parse accepts.
 const MaxOutputBytes = 256 << 10
 
-// Parse decodes a model's reply into out and validates it. It accepts the
-// JSON object alone or wrapped in prose or a Markdown code fence, as models
-// often do, and rejects anything else with an error fit for a repair prompt.
+// Parse decodes a model's reply into out and validates it. It drops
+// reasoning blocks (StripReasoning), then takes the first balanced JSON
+// object in what is left that holds every field the agent must return, in
+// its kind, and validates; the object may stand alone or sit in prose or a
+// Markdown code fence, as models often write. Anything else is an error fit
+// for a repair prompt: the first candidate object's problem, or that there
+// is no object. Unknown fields are ignored; missing ones are errors, never
+// zeros.
 func Parse(text string, out validator) error {
 	if len(text) > MaxOutputBytes {
 		return fmt.Errorf("reply is %d bytes, more than %d", len(text), MaxOutputBytes)
 	}
-	obj, err := extractObject(text)
-	if err != nil {
-		return err
+	cands := objects(StripReasoning(text))
+	if len(cands) == 0 {
+		return errors.New("reply contains no JSON object")
 	}
-	dec := json.NewDecoder(strings.NewReader(obj))
-	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("reply is not the JSON object asked for: %w", err)
+	var first error
+	for _, obj := range cands {
+		err := decodeInto(obj, out)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
 	}
-	return out.Validate()
-}
-
-// extractObject returns the outermost {...} in text.
-func extractObject(text string) (string, error) {
-	start := strings.IndexByte(text, '{')
-	end := strings.LastIndexByte(text, '}')
-	if start < 0 || end < start {
-		return "", errors.New("reply contains no JSON object")
-	}
-	return text[start : end+1], nil
+	return first
 }

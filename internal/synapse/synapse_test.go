@@ -45,7 +45,7 @@ func TestParse(t *testing.T) {
 		{"fenced", "```json\n{\"answer\":\"a\",\"confidence\":0.5}\n```", ""},
 		{"prose around", "Here you go: {\"answer\":\"a\",\"confidence\":1} hope it helps", ""},
 		{"no object", "I think the answer is 4.", "no JSON object"},
-		{"wrong type", `{"answer":4,"confidence":0.5}`, "not the JSON object"},
+		{"wrong type", `{"answer":4,"confidence":0.5}`, `"answer" must be a string`},
 		{"empty answer", `{"answer":"  ","confidence":0.5}`, `"answer" is empty`},
 		{"confidence above 1", `{"answer":"a","confidence":1.5}`, "between 0 and 1"},
 		{"negative confidence", `{"answer":"a","confidence":-0.1}`, "between 0 and 1"},

@@ -244,12 +244,15 @@ func (*BridgeMessage_UsageAck) isBridgeMessage_Body() {}
 // Hello opens a control stream. The device id is informational: the bridge
 // takes the device's identity from its certificate, never from a payload.
 type Hello struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Hostname      string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Gpus          []*GPUInfo             `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
-	Vitals        *HardwareVitals        `protobuf:"bytes,5,opt,name=vitals,proto3" json:"vitals,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Version  string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Hostname string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Gpus     []*GPUInfo             `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	Vitals   *HardwareVitals        `protobuf:"bytes,5,opt,name=vitals,proto3" json:"vitals,omitempty"`
+	// What this hub's code does that an older hub's does not (see
+	// hub/wire's Feature constants). A hub that names none is an older one.
+	Features      []string `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,6 +318,13 @@ func (x *Hello) GetGpus() []*GPUInfo {
 func (x *Hello) GetVitals() *HardwareVitals {
 	if x != nil {
 		return x.Vitals
+	}
+	return nil
+}
+
+func (x *Hello) GetFeatures() []string {
+	if x != nil {
+		return x.Features
 	}
 	return nil
 }
@@ -1280,13 +1290,19 @@ func (x *EscalationError) GetMessage() string {
 // PrewarmSignal says a hub is running hot and the cloud should get ready to
 // take its work.
 type PrewarmSignal struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
-	GpuIndex      uint32                 `protobuf:"varint,2,opt,name=gpu_index,json=gpuIndex,proto3" json:"gpu_index,omitempty"`
-	GpuLoad       float64                `protobuf:"fixed64,3,opt,name=gpu_load,json=gpuLoad,proto3" json:"gpu_load,omitempty"`
-	TemperatureC  float64                `protobuf:"fixed64,4,opt,name=temperature_c,json=temperatureC,proto3" json:"temperature_c,omitempty"`
-	SentUnixNano  int64                  `protobuf:"varint,5,opt,name=sent_unix_nano,json=sentUnixNano,proto3" json:"sent_unix_nano,omitempty"`
-	Lora          string                 `protobuf:"bytes,6,opt,name=lora,proto3" json:"lora,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Reason       string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	GpuIndex     uint32                 `protobuf:"varint,2,opt,name=gpu_index,json=gpuIndex,proto3" json:"gpu_index,omitempty"`
+	GpuLoad      float64                `protobuf:"fixed64,3,opt,name=gpu_load,json=gpuLoad,proto3" json:"gpu_load,omitempty"`
+	TemperatureC float64                `protobuf:"fixed64,4,opt,name=temperature_c,json=temperatureC,proto3" json:"temperature_c,omitempty"`
+	SentUnixNano int64                  `protobuf:"varint,5,opt,name=sent_unix_nano,json=sentUnixNano,proto3" json:"sent_unix_nano,omitempty"`
+	// lora is the adapter the hub expects to hand over: the one its latest
+	// escalation named, else the one its owner configured (si hub --prewarm-lora).
+	Lora string `protobuf:"bytes,6,opt,name=lora,proto3" json:"lora,omitempty"`
+	// loras are the adapters of the hub's recent escalations, most recent
+	// first, without repeats; lora is the first of them when they are set.
+	// The bridge takes at most wire.MaxPrewarmLoRAs.
+	Loras         []string `protobuf:"bytes,7,rep,name=loras,proto3" json:"loras,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1361,6 +1377,13 @@ func (x *PrewarmSignal) GetLora() string {
 		return x.Lora
 	}
 	return ""
+}
+
+func (x *PrewarmSignal) GetLoras() []string {
+	if x != nil {
+		return x.Loras
+	}
+	return nil
 }
 
 // UsageRecord is one inference the hub served locally, for the ledger.
@@ -1510,13 +1533,14 @@ const file_proto_mesh_proto_rawDesc = "" +
 	"\thello_ack\x18\x01 \x01(\v2\x14.si.mesh.v1.HelloAckH\x00R\bhelloAck\x12?\n" +
 	"\rheartbeat_ack\x18\x02 \x01(\v2\x18.si.mesh.v1.HeartbeatAckH\x00R\fheartbeatAck\x123\n" +
 	"\tusage_ack\x18\x03 \x01(\v2\x14.si.mesh.v1.UsageAckH\x00R\busageAckB\x06\n" +
-	"\x04body\"\xb7\x01\n" +
+	"\x04body\"\xd3\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12'\n" +
 	"\x04gpus\x18\x04 \x03(\v2\x13.si.mesh.v1.GPUInfoR\x04gpus\x122\n" +
-	"\x06vitals\x18\x05 \x01(\v2\x1a.si.mesh.v1.HardwareVitalsR\x06vitals\"u\n" +
+	"\x06vitals\x18\x05 \x01(\v2\x1a.si.mesh.v1.HardwareVitalsR\x06vitals\x12\x1a\n" +
+	"\bfeatures\x18\x06 \x03(\tR\bfeatures\"u\n" +
 	"\aGPUInfo\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x12\n" +
@@ -1598,14 +1622,15 @@ const file_proto_mesh_proto_rawDesc = "" +
 	"\x06answer\x18\x05 \x01(\tR\x06answer\"?\n" +
 	"\x0fEscalationError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xbe\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xd4\x01\n" +
 	"\rPrewarmSignal\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1b\n" +
 	"\tgpu_index\x18\x02 \x01(\rR\bgpuIndex\x12\x19\n" +
 	"\bgpu_load\x18\x03 \x01(\x01R\agpuLoad\x12#\n" +
 	"\rtemperature_c\x18\x04 \x01(\x01R\ftemperatureC\x12$\n" +
 	"\x0esent_unix_nano\x18\x05 \x01(\x03R\fsentUnixNano\x12\x12\n" +
-	"\x04lora\x18\x06 \x01(\tR\x04lora\"\xcc\x01\n" +
+	"\x04lora\x18\x06 \x01(\tR\x04lora\x12\x14\n" +
+	"\x05loras\x18\a \x03(\tR\x05loras\"\xcc\x01\n" +
 	"\vUsageRecord\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x14\n" +

@@ -99,7 +99,7 @@ func StartBridge(t testing.TB, m *Mesh, p *PKI, addr string, mods ...func(*bridg
 	t.Cleanup(px.Close)
 	opts := bridge.Options{
 		Addr: addr, TLS: p.ServerTLS(t, m.Store), Store: m.Store,
-		Escalator: &bridge.Temporal{Client: m.Client, Poll: 20 * time.Millisecond, Projects: m.Store}, Prewarmer: &bridge.Temporal{Client: m.Client},
+		Escalator: &bridge.Temporal{Client: m.Client, Poll: 20 * time.Millisecond, Projects: m.Store}, Prewarmer: &bridge.Temporal{Client: m.Client, LoRAs: m.Store},
 		Proxy:         px,
 		FlushInterval: 100 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
 	}

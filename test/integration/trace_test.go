@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/devstack"
 	"github.com/superinstance/mesh/internal/runner"
@@ -42,11 +43,9 @@ func TestTraceFollowsAskToInference(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	m := harness.StartMeshOn(t, c, simulator.Options{}, func(_ *harness.Mesh, deps *workers.Cloud) {
-		inf := *deps.Inference
-		llmc := *inf.LLM
-		llmc.HTTP = telemetry.HTTPClient(tp, &http.Client{Timeout: time.Minute})
-		inf.LLM = &llmc
-		deps.Inference = &inf
+		deps.Inference = activities.WrapHTTP(deps.Inference, func(*http.Client) *http.Client {
+			return telemetry.HTTPClient(tp, &http.Client{Timeout: time.Minute})
+		})
 	})
 	ctx, root := tp.Tracer("test").Start(context.Background(), "si ask")
 	id := runner.NewWorkflowID(time.Now())

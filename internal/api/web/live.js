@@ -29,7 +29,33 @@ function where(step) {
   if (step.queue && step.queue.startsWith("hub.")) return `hub ${step.queue.slice(4)}`;
   return "cloud";
 }
-function stepName(s) { return s.agent === "pathos" ? "Pathos" : `Round ${s.round} · ${title(s.agent)}`; }
+function stepName(s) {
+  if (s.agent === "pathos") return "Pathos";
+  return `Round ${s.round} · ${title(s.agent)}` + (s.sample ? ` · sample ${s.sample}` : "");
+}
+
+// strategyText names how the run answers, for the header.
+function strategyText(st) {
+  const t = st.temperature != null ? ` at temperature ${st.temperature}` : "";
+  const from = st.continued_from ? ` · continued from ${st.continued_from}` : "";
+  if (st.strategy === "vote") return `vote of ${st.samples} samples${t}${from}`;
+  if (st.strategy === "single") return `single answer${t}${from}`;
+  return `debate${from}`;
+}
+
+function renderVotes(st) {
+  const votes = st.votes || [];
+  $("votes").hidden = !votes.length;
+  const list = $("vote-list");
+  list.replaceChildren();
+  for (const v of votes) {
+    const li = document.createElement("li");
+    li.className = "vote" + (v.sample === st.winner ? " winner" : "");
+    li.dataset.sample = v.sample;
+    text(li, `${v.answer} (confidence ${pct(v.confidence)})` + (v.sample === st.winner ? ` · the majority, ${st.winner_votes} of ${votes.length}` : ""));
+    list.append(li);
+  }
+}
 
 async function getJSON(url) {
   const r = await fetch(url, { credentials: "same-origin" });
@@ -227,6 +253,7 @@ function render(st) {
   text($("run-id"), id);
   text($("question"), st.question);
   text($("placement"), st.placement_note || st.placement || "");
+  text($("strategy-line"), strategyText(st));
   const status = $("status");
   text(status, st.status.replace("_", " "));
   status.className = "status " + st.status;
@@ -248,13 +275,17 @@ function render(st) {
   if (st.answer) {
     $("final").hidden = false;
     text($("answer"), st.answer);
-    text($("answer-note"), st.status === "consensus" ? `Agreed in round ${st.round} (score ${st.score.toFixed(3)}).` :
+    text($("answer-note"), st.strategy === "vote" && st.status === "consensus" ?
+      `Sample ${st.winner}'s answer, given by ${st.winner_votes} of ${(st.votes || []).length} samples; Ethos scored it ${st.score.toFixed(3)}.` :
+      st.strategy === "single" && st.status === "consensus" ? "One answer from Logos, unchecked." :
+      st.status === "consensus" ? `Agreed in round ${st.round} (score ${st.score.toFixed(3)}).` :
       st.status === "arbiter_resolved" ? "No round reached the threshold; the Arbiter decided." : "");
   }
   renderCurrent(st);
   renderFailure(st);
   renderChart(st);
   renderSteps(st);
+  renderVotes(st);
   if (st.manifest) {
     $("pathos").hidden = false;
     text($("intent"), st.manifest.intent);
@@ -315,7 +346,8 @@ $("ask-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   if (!mayAsk) return;
   const r = await fetch("/v1/consensus", { method: "POST", headers: { "Content-Type": "application/json" },
-    credentials: "same-origin", body: JSON.stringify({ prompt: $("prompt").value, project: project || undefined }) });
+    credentials: "same-origin", body: JSON.stringify({ prompt: $("prompt").value, project: project || undefined,
+      strategy: $("strategy").value, continue: $("continue").checked ? id : undefined }) });
   const body = await r.json().catch(() => ({}));
   if (r.status === 202) { location.href = body.page_url; return; }
   text($("ask-error"), (body.error && body.error.message) || `error ${r.status}`);

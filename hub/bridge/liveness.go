@@ -1,0 +1,90 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/superinstance/mesh/internal/store"
+)
+
+// newInstance names one bridge process in the registry: replicas often
+// share a name (the listen address 0.0.0.0:7443), a restart must not pass
+// for the process it replaces, and a dead one's hubs are told apart by it.
+func newInstance() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Instance is this bridge process's id in the registry (bridge_beats).
+func (b *Bridge) Instance() string { return b.instance }
+
+// live beats for this bridge every store.BridgeBeatEvery until ctx ends, and
+// marks offline the hubs of bridges that stopped beating: a bridge killed
+// without closing its links takes its hubs offline within
+// store.BridgeStale, for every reader of the registry, whether or not
+// their own heartbeat age has run out.
+func (b *Bridge) live(ctx context.Context) {
+	t := time.NewTicker(store.BridgeBeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.beat(ctx)
+		}
+	}
+}
+
+// beat writes this bridge's liveness row once and sweeps the dead bridges'
+// hubs. A write that cannot finish within the stale age is given up: the
+// next tick tries again.
+func (b *Bridge) beat(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, store.BridgeStale)
+	defer cancel()
+	wasDead, err := b.opts.Store.BridgeBeat(ctx, b.instance, b.opts.Name)
+	if err != nil {
+		if !errors.Is(ctx.Err(), context.Canceled) { // not the bridge shutting down
+			b.opts.Logger.Warn("bridge liveness beat failed; its hubs go offline for the others after "+store.BridgeStale.String(), "error", err)
+		}
+		return
+	}
+	if wasDead {
+		// Other bridges may have marked this one's hubs disconnected while
+		// it could not beat (a stall, the database out of reach); the hubs
+		// still on it are connected again.
+		b.mu.Lock()
+		ids := make([]string, 0, len(b.conns))
+		for id := range b.conns {
+			ids = append(ids, id)
+		}
+		b.mu.Unlock()
+		if err := b.opts.Store.ReclaimHubs(ctx, b.instance, ids); err != nil {
+			b.opts.Logger.Warn("reclaiming this bridge's hubs after a missed beat", "error", err, "hubs", len(ids))
+		} else {
+			b.opts.Logger.Warn("this bridge had missed its liveness beats; its hubs are connected again", "hubs", len(ids))
+		}
+	}
+	n, err := b.opts.Store.SweepDeadBridges(ctx, b.instance)
+	if err != nil {
+		b.opts.Logger.Warn("marking the hubs of dead bridges offline", "error", err)
+		return
+	}
+	if n > 0 {
+		b.opts.Logger.Info("marked the hubs of bridges that stopped beating offline", "hubs", n)
+	}
+}
+
+// stopped records this bridge's clean stop, so a hub still registered on
+// it is offline at once.
+func (b *Bridge) stopped() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := b.opts.Store.BridgeStopped(ctx, b.instance); err != nil {
+		b.opts.Logger.Warn("recording the bridge's stop", "error", err)
+	}
+}
