@@ -18,6 +18,8 @@
 //	                          signed-in recipient or a new account, or declines;
 //	                          with a JSON body it answers JSON)
 //	GET  /p/{project}         the project page a guest lands on
+//	POST /v1/evals            record an si eval report (costs from the
+//	                          ledger); GET lists the account's own
 //	GET  /                    the signed-in account's dashboard (else a
 //	                          sign-in page); GET /v1/dashboard as JSON
 //
@@ -101,6 +103,8 @@ func (s *Server) Routes() []Route {
 		{"GET", "/v1/balance", s.auth(s.balance)},
 		{"GET", "/v1/dashboard", s.auth(s.getDashboard)},
 		{"GET", "/v1/usage", s.auth(s.usage)},
+		{"POST", "/v1/evals", s.auth(s.recordEval)},
+		{"GET", "/v1/evals", s.auth(s.listEvals)},
 		{"POST", "/v1/invites", s.auth(s.createInvite)},
 		{"GET", "/v1/invites", s.auth(s.listInvites)},
 		{"POST", "/v1/invites/{id}/revoke", s.auth(s.revokeInvite)},

@@ -40,6 +40,8 @@ type Dashboard struct {
 	// FunnelWeeks by week of start, the latest first.
 	Funnel      store.Funnel       `json:"funnel"`
 	FunnelWeeks []store.FunnelWeek `json:"funnel_weeks"`
+	// Evals are the account's latest si eval reports, newest first.
+	Evals []EvalInfo `json:"evals"`
 }
 
 // FlushInfo is one flush of unbilled balance to Stripe: what was sent (a
@@ -101,6 +103,7 @@ const (
 	dashUsageDays = 14
 	dashListMax   = 50
 	dashRunsMax   = 20
+	dashEvalsMax  = 5
 )
 
 // dashboard gathers the account's dashboard.
@@ -173,6 +176,9 @@ func (s *Server) dashboard(ctx context.Context, account string) (Dashboard, erro
 	}
 	if d.Funnel, d.FunnelWeeks, err = s.Store.Funnels(ctx, account, 12); err != nil {
 		return d, dashUnavailable("the conversion figures are unreachable")
+	}
+	if d.Evals, err = s.evals(ctx, account, dashEvalsMax); err != nil {
+		return d, err
 	}
 	return d, nil
 }

@@ -19,6 +19,8 @@ var palette = []string{"#3b5bdb", "#2b8a3e", "#e8590c", "#ae3ec9", "#1098ad", "#
 
 // barChart is a stacked bar chart: one bar per period, one segment per series.
 type barChart struct {
+	// Label names the chart for screen readers; default "usage per day".
+	Label  string
 	W, H   int
 	Base   int // the bars' baseline
 	Bars   []bar
@@ -206,6 +208,8 @@ type dashView struct {
 	InviteFunnel    []funnelStep
 	HandoverFunnel  []funnelStep
 	RunningProjects int
+	// EvalAccuracy and EvalCost chart the latest evaluation (D.Evals[0]).
+	EvalAccuracy, EvalCost barChart
 }
 
 type hubView struct {
@@ -241,6 +245,9 @@ func newDashView(d Dashboard, now time.Time) dashView {
 		[]int64{f.Invites.Sent, f.Invites.Opened, f.Invites.Accepted, f.Invites.FirstRun})
 	v.HandoverFunnel = funnelSteps([]string{"started", "opened", "accepted", "first invoice paid"},
 		[]int64{f.Handovers.Started, f.Handovers.Opened, f.Handovers.Accepted, f.Handovers.FirstPaid})
+	if len(d.Evals) > 0 {
+		v.EvalAccuracy, v.EvalCost = evalCharts(d.Evals[0])
+	}
 	for _, p := range d.Projects {
 		if len(p.Running) > 0 {
 			v.RunningProjects++

@@ -16,3 +16,20 @@ func (s *Server) DecodeOnly() http.Handler {
 		}
 	})
 }
+
+// ValidateEvalOnly serves POST /v1/evals's decoding and validation alone,
+// for fuzzing without a mesh: 200 with the strategies when the body passes.
+func ValidateEvalOnly() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req EvalRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		strategies, err := req.validate()
+		if err != nil {
+			httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+		httpjson.Write(w, http.StatusOK, map[string]any{"strategies": strategies, "results": len(req.Results)})
+	})
+}

@@ -20,7 +20,7 @@ import (
 
 // customer lists the commands a customer runs; they reach the mesh through
 // the API alone.
-var customer = [][]string{{"ask"}, {"push"}, {"lora", "ls"}, {"lora", "show"}, {"lora", "rm"}, {"balance"}, {"usage"},
+var customer = [][]string{{"ask"}, {"eval"}, {"push"}, {"lora", "ls"}, {"lora", "show"}, {"lora", "rm"}, {"balance"}, {"usage"},
 	{"login"}, {"logout"}, {"whoami"}, {"invite"}, {"invite", "ls"}, {"invite", "revoke"},
 	{"join"}, {"handover", "start"}, {"handover", "ls"}, {"handover", "accept"}, {"handover", "decline"}, {"handover", "cancel"}}
 
@@ -62,7 +62,7 @@ func TestCustomerCommandsTakeNoOperatorSettings(t *testing.T) {
 // runner, the object store nor a Temporal client.
 func TestCustomerCommandFilesImportOnlyTheClient(t *testing.T) {
 	fset := token.NewFileSet()
-	for _, file := range []string{"ask.go", "lora.go", "login.go", "invite.go", "handover.go"} {
+	for _, file := range []string{"ask.go", "eval.go", "lora.go", "login.go", "invite.go", "handover.go"} {
 		f, err := parser.ParseFile(fset, file, nil, parser.ImportsOnly)
 		if err != nil {
 			t.Fatal(err)

@@ -102,7 +102,7 @@ Stripe credentials.
 Every flag can also be set with an SI_ environment variable: --api-url reads
 SI_API_URL, --temporal-address reads SI_TEMPORAL_ADDRESS. Flags win.
 Commands that print a result take --json (money in micro-dollars there).`,
-		Sub: []*Command{loginCommand(), logoutCommand(), whoamiCommand(), devCommand(), askCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
+		Sub: []*Command{loginCommand(), logoutCommand(), whoamiCommand(), devCommand(), askCommand(), evalCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
 			serverCommand(), accountCommand(), balanceCommand(), usageCommand(), creditCommand(), tierCommand(), ceilingCommand(),
 			withSub(billingCommand(), thresholdCommand()), stripeCommand(), priceCommand(), simulatorCommand(), versionCommand(), completionCommand()},
 	}
@@ -230,6 +230,7 @@ func (t *tree) build(c *Command) *cobra.Command {
 // command path and flag name.
 var flagValues = map[string]map[string][]string{
 	"si ask":    {"placement": {"auto", "hub", "cloud"}},
+	"si eval":   {"dataset": {"arithmetic", "gsm-mini"}, "placement": {"auto", "hub", "cloud"}, "strategies": {"debate,vote,single", "debate", "vote", "single"}},
 	"si invite": {"role": {"viewer", "editor"}},
 	"si server": {"roles": {"api", "bridge", "worker", "api,bridge,worker"}},
 }

@@ -27,9 +27,10 @@ type ConsensusRequest struct {
 	MaxTokens int `json:"max_tokens,omitempty"`
 	// Continue starts from this finished run (a failed one too).
 	Continue string `json:"continue,omitempty"`
-	// Strategy is debate (the default), vote or single; Samples and
-	// Temperature say how a vote or single run samples Logos (zero and nil
-	// take the strategy's defaults).
+	// Strategy is debate (the default when empty), vote or single;
+	// Samples and Temperature are a vote's k and sampling temperature.
+	// Left empty they are not sent, so a request without them suits a mesh
+	// of any version.
 	Strategy    string   `json:"strategy,omitempty"`
 	Samples     int      `json:"samples,omitempty"`
 	Temperature *float64 `json:"temperature,omitempty"`
@@ -53,6 +54,19 @@ func (c *Client) StartConsensus(ctx context.Context, r ConsensusRequest) (Starte
 func (c *Client) Consensus(ctx context.Context, id string) (workflows.ConsensusState, error) {
 	var st workflows.ConsensusState
 	return st, c.do(ctx, "GET", "/v1/consensus/"+url.PathEscape(id), nil, &st)
+}
+
+// RunView is a run's state as GET /v1/consensus/{id} shows it, with what it
+// has cost according to the ledger (credits included).
+type RunView struct {
+	workflows.ConsensusState
+	CostMicros int64 `json:"cost_micros"`
+}
+
+// Run reads a run's state and cost once.
+func (c *Client) Run(ctx context.Context, id string) (RunView, error) {
+	var v RunView
+	return v, c.do(ctx, "GET", "/v1/consensus/"+url.PathEscape(id), nil, &v)
 }
 
 // ErrStreamEnded says the event stream closed before the run's final state.

@@ -1,6 +1,7 @@
 // Package money is the mesh's only arithmetic on money. Amounts are integer
 // micro-dollars; multipliers are integer parts per million. There are no
-// floats here, and rounding happens in exactly one place, Apply. The ledger's
+// floats here, and rounding happens in one place, Apply (and Per, a mean for
+// reports, rounds the same way and never enters the books). The ledger's
 // database function prices with a copy of Apply, mesh_money_apply (store
 // migration 0016), which store's TestSQLApplyMatchesApply holds to it.
 //

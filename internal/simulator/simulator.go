@@ -14,6 +14,14 @@
 //	[sim:malformed]      every agent replies with prose instead of JSON
 //	[sim:malformed-once] the first reply is prose; the repair prompt gets JSON
 //
+// The simulator is not accurate on si eval's data sets, and says so by a
+// rule: Logos answers the arithmetic task (a+b*c+d-e*f) right iff
+// H(question, seed, round) mod 100 < p, with p = 60 + 10 a round after the
+// first, + 5 with Ethos's feedback, − 10·temperature, at most 95; a wrong
+// answer is off by 1 to 5. It cannot read word problems and answers them
+// with a negative number. The Arbiter keeps the last round's answer. The
+// rule in full is in eval.go.
+//
 // Latency is configurable per request and per completion token. A request's
 // max_tokens is honoured as a server would: a longer reply is cut to that
 // many tokens (finish_reason "length").
@@ -133,6 +141,9 @@ type chatRequest struct {
 	// Stream and StreamOptions ask for server-sent events (stream.go).
 	Stream        bool           `json:"stream"`
 	StreamOptions *streamOptions `json:"stream_options"`
+	// Seed and Temperature feed the arithmetic rule (eval.go); absent is 0.
+	Seed        *int64   `json:"seed"`
+	Temperature *float64 `json:"temperature"`
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +165,14 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.requests.Add(1)
-	text := reply(req.Messages)
+	var sp sampling
+	if req.Seed != nil {
+		sp.seed = *req.Seed
+	}
+	if req.Temperature != nil {
+		sp.temperature = *req.Temperature
+	}
+	text := reply(req.Messages, sp)
 	prompt := 0
 	for _, m := range req.Messages {
 		prompt += tokens(m.Content)
@@ -243,7 +261,7 @@ func (s *Server) unloadLoRA(w http.ResponseWriter, r *http.Request) {
 }
 
 // reply is the deterministic answer to a conversation.
-func reply(msgs []llm.Message) string {
+func reply(msgs []llm.Message, sp sampling) string {
 	system, user := "", ""
 	repair := false
 	for _, m := range msgs {
@@ -274,6 +292,9 @@ func reply(msgs []llm.Message) string {
 			Confidence:      0.85 + 0.1*frac(h, 1),
 		})
 	case strings.HasPrefix(system, "You are Logos"):
+		if sol, ok := evalSolution(q, round, strings.Contains(user, "<feedback>"), sp); ok {
+			return marshal(sol)
+		}
 		answer := fmt.Sprintf("Simulated answer (round %d) to: %s", round, firstWords(q, 24))
 		if strings.Contains(user, "<feedback>") {
 			answer += " Revised to address the verifier's feedback."
@@ -299,6 +320,9 @@ func reply(msgs []llm.Message) string {
 		v.Scores = synapse.Scores{Accuracy: r(mean), Relevance: r(math.Min(mean+0.02, 1)), Safety: r(math.Max(mean-0.02, 0))}
 		return marshal(v)
 	case strings.HasPrefix(system, "You are the Arbiter"):
+		if v, ok := evalVerdict(q, user); ok {
+			return marshal(v)
+		}
 		return marshal(synapse.Verdict{
 			Answer:     "Arbiter's decision on: " + firstWords(q, 24),
 			Confidence: 0.7 + 0.2*frac(h, 4),
