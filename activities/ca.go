@@ -73,11 +73,14 @@ func (a *CA) RenewDevice(ctx context.Context, id pki.Identity, serial string, cs
 // certificate is signed.
 const CAQueue = "ca"
 
-// EnrollInput is a new hub's first request: its one-time token, the device
-// name it asks for and a certificate request for the key it made.
+// EnrollInput is a new hub's first request: the SHA-256 of its one-time
+// token (store.EnrollTokenHash; a workflow input never holds the token
+// itself), the device name it asks for and a certificate request for the
+// key it made.
 type EnrollInput struct {
-	Token, DeviceID string
-	CSR             []byte
+	TokenHash []byte
+	DeviceID  string
+	CSR       []byte
 }
 
 // EnrollResult is the hub's first certificate and the CA's, PEM-encoded.
@@ -100,7 +103,7 @@ func (a *CA) Enroll(ctx context.Context, in EnrollInput) (EnrollResult, error) {
 		ttl = pki.DefaultDeviceTTL
 	}
 	var is pki.Issued
-	account, err := a.Store.RedeemEnrollmentToken(ctx, in.Token, in.DeviceID, func(account string) (string, time.Time, error) {
+	account, err := a.Store.RedeemEnrollmentTokenHash(ctx, in.TokenHash, in.DeviceID, func(account string) (string, time.Time, error) {
 		var err error
 		is, err = a.CA.SignDeviceCSR(in.CSR, pki.Identity{DeviceID: in.DeviceID, Account: account}, ttl, time.Now())
 		if err != nil {

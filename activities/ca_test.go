@@ -11,6 +11,7 @@ import (
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/test/harness"
 )
 
@@ -32,10 +33,10 @@ func TestEnrollWithToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Enroll(ctx, activities.EnrollInput{Token: tok, DeviceID: "gpu-other", CSR: csr}); err == nil || !strings.Contains(err.Error(), "enrolls device gpu-new") {
+	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash(tok), DeviceID: "gpu-other", CSR: csr}); err == nil || !strings.Contains(err.Error(), "enrolls device gpu-new") {
 		t.Fatalf("a token for another device: %v", err)
 	}
-	res, err := a.Enroll(ctx, activities.EnrollInput{Token: tok, DeviceID: "gpu-new", CSR: csr})
+	res, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash(tok), DeviceID: "gpu-new", CSR: csr})
 	if err != nil {
 		t.Fatalf("a good token (not spent by the refused try): %v", err)
 	}
@@ -49,21 +50,21 @@ func TestEnrollWithToken(t *testing.T) {
 	if err := s.CheckCert(ctx, "gpu-new", "acme", pki.Serial(cert)); err != nil {
 		t.Fatalf("the enrolled certificate does not pass: %v", err)
 	}
-	if _, err := a.Enroll(ctx, activities.EnrollInput{Token: tok, DeviceID: "gpu-new", CSR: csr}); err == nil || !strings.Contains(err.Error(), "was used") {
+	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash(tok), DeviceID: "gpu-new", CSR: csr}); err == nil || !strings.Contains(err.Error(), "was used") {
 		t.Fatalf("a used token: %v", err)
 	}
 
 	short, _, _ := s.CreateEnrollmentToken(ctx, "acme", "gpu-late", time.Millisecond)
 	time.Sleep(20 * time.Millisecond)
-	if _, err := a.Enroll(ctx, activities.EnrollInput{Token: short, DeviceID: "gpu-late", CSR: csr}); err == nil || !strings.Contains(err.Error(), "expired") {
+	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash(short), DeviceID: "gpu-late", CSR: csr}); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("an expired token: %v", err)
 	}
-	if _, err := a.Enroll(ctx, activities.EnrollInput{Token: "si_enroll_guess", DeviceID: "gpu-new", CSR: csr}); err == nil || !strings.Contains(err.Error(), "unknown token") {
+	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash("si_enroll_guess"), DeviceID: "gpu-new", CSR: csr}); err == nil || !strings.Contains(err.Error(), "unknown token") {
 		t.Fatalf("an unknown token: %v", err)
 	}
 	// Another account's token cannot take over a device acme holds.
 	theirs, _, _ := s.CreateEnrollmentToken(ctx, "evil", "gpu-new", time.Hour)
-	if _, err := a.Enroll(ctx, activities.EnrollInput{Token: theirs, DeviceID: "gpu-new", CSR: csr}); err == nil || !strings.Contains(err.Error(), "enrolled to account acme") {
+	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash(theirs), DeviceID: "gpu-new", CSR: csr}); err == nil || !strings.Contains(err.Error(), "enrolled to account acme") {
 		t.Fatalf("another account's token for an enrolled device: %v", err)
 	}
 	var used *time.Time

@@ -84,6 +84,7 @@ func RegisterCloud(r worker.Registry, deps Cloud) {
 	r.RegisterWorkflow(workflows.RecordRunWorkflow)
 	r.RegisterWorkflow(workflows.WarmupWorkflow)
 	r.RegisterWorkflow(workflows.RenewCertWorkflow)
+	r.RegisterWorkflow(workflows.EnrollWorkflow)
 	r.RegisterActivity(deps.Inference)
 	r.RegisterActivity(deps.Placement)
 	r.RegisterActivity(deps.Records)

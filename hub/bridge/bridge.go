@@ -86,6 +86,18 @@ type Options struct {
 	// Renewer relays certificate renewals (StreamRenew) to the CA role;
 	// nil refuses them.
 	Renewer Renewer
+	// Enroller relays a new hub's enrollment (pki.EnrollALPN, a one-time
+	// token and a certificate request) to the CA role. With EnrollCA, the
+	// mesh CA's certificate PEM that the bridge shows such hubs after its
+	// own, the bridge takes enrollments; without either it does not, and
+	// a hello offering that ALPN fails its handshake.
+	Enroller Enroller
+	EnrollCA []byte
+	// EnrollPerMinute bounds the enrollment attempts one source (an IP
+	// address, an IPv6 /64) may make a minute. Default 6.
+	EnrollPerMinute int
+	// EnrollConcurrent bounds the enrollments in progress in all. Default 32.
+	EnrollConcurrent int
 	// Flush starts a flush of the account's unbilled usage when a hub's
 	// record brings it to its flush threshold, as the cloud's ledger
 	// activity does; nil leaves it to the hourly sweep.
@@ -136,6 +148,8 @@ type Bridge struct {
 	ln   *quic.Listener
 	tcp  *tcpListener // nil with Options.NoTCP
 	m    *Metrics
+	// enrollLim bounds enrollment connections (pki.EnrollALPN).
+	enrollLim *enrollLimits
 	// instance names this process in the registry's bridge_beats.
 	instance string
 
@@ -205,6 +219,16 @@ func Listen(opts Options) (*Bridge, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
 	}
+	if opts.EnrollPerMinute < 0 || opts.EnrollConcurrent < 0 {
+		return nil, errors.New("bridge: enrollment limits must be positive (0 takes the default)")
+	}
+	if opts.Enroller != nil && opts.EnrollCA != nil {
+		tc, err := enrollTLS(opts.TLS, opts.EnrollCA)
+		if err != nil {
+			return nil, err
+		}
+		opts.TLS = tc
+	}
 	resetKey := opts.StatelessResetKey
 	if resetKey == nil {
 		k, err := DeriveResetKey(opts.TLS)
@@ -242,7 +266,8 @@ func Listen(opts Options) (*Bridge, error) {
 	if opts.Name == "" {
 		opts.Name = ln.Addr().String()
 	}
-	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(), conns: map[string]*hubConn{},
+	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(),
+		enrollLim: newEnrollLimits(opts.EnrollPerMinute, opts.EnrollConcurrent), conns: map[string]*hubConn{},
 		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
@@ -429,6 +454,11 @@ loop:
 }
 
 func (b *Bridge) serveConn(ctx context.Context, c Conn) {
+	if c.TLS().NegotiatedProtocol == pki.EnrollALPN {
+		// A hub with no certificate yet: it may enroll, and nothing else.
+		b.enroll(ctx, c)
+		return
+	}
 	id, serial, err := pki.PeerIdentity(c.TLS())
 	if err != nil {
 		// The handshake's VerifyConnection already refused such peers.

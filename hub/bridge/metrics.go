@@ -18,6 +18,7 @@ type Metrics struct {
 	escalations *prometheus.CounterVec
 	prewarms    prometheus.Counter
 	links       *prometheus.CounterVec
+	enrolls     *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics in a registry of their own.
@@ -44,8 +45,10 @@ func NewMetricsIn(reg *prometheus.Registry) *Metrics {
 			Help: "Pre-warm signals received."}),
 		links: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "si_bridge_links_total",
 			Help: "Hub connections accepted, by transport (quic, or tcp: the fallback where UDP is blocked)."}, []string{"transport"}),
+		enrolls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "si_bridge_enrollments_total",
+			Help: "Enrollment requests (ALPN si-enroll/1), by outcome: enrolled, refused, limited."}, []string{"outcome"}),
 	}
-	m.Registry.MustRegister(m.connected, m.connects, m.reconnects, m.rtt, m.heartbeats, m.escalations, m.prewarms, m.links)
+	m.Registry.MustRegister(m.connected, m.connects, m.reconnects, m.rtt, m.heartbeats, m.escalations, m.prewarms, m.links, m.enrolls)
 	return m
 }
 
@@ -76,3 +79,5 @@ func (m *Metrics) escalation(outcome string) { m.escalations.WithLabelValues(out
 func (m *Metrics) prewarm() { m.prewarms.Inc() }
 
 func (m *Metrics) transport(t string) { m.links.WithLabelValues(t).Inc() }
+
+func (m *Metrics) enrollment(outcome string) { m.enrolls.WithLabelValues(outcome).Inc() }

@@ -47,7 +47,8 @@ func hubCommand() *Command {
 		Name:  "hub",
 		Short: "run this machine as a hub: tunnel to the bridge, vitals, local worker",
 		Long: `si hub dials the cloud bridge over QUIC with the device certificate
-(si device enroll issues it), says hello, sends a heartbeat with NVML vitals
+(si hub enroll redeems a one-time token for it; si device enroll issues one
+on the operator's side), says hello, sends a heartbeat with NVML vitals
 every interval and a pre-warm signal when a GPU runs hot (load over 0.8 or
 over 80°C, with hysteresis) naming the adapters of its latest escalations
 (--prewarm-recent; else --prewarm-lora), which the cloud loads ahead of need
@@ -184,7 +185,7 @@ hub's allow-list admits it; without the file nothing runs.
 			<-ctx.Done()
 			return nil
 		},
-		Sub: []*Command{hubVitalsCommand(), hubCommandsCommand(), hubExecCommand(), hubAuditCommand()},
+		Sub: []*Command{hubVitalsCommand(), hubEnrollCommand(), hubCommandsCommand(), hubExecCommand(), hubAuditCommand()},
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/superinstance/mesh/internal/config"
 	"github.com/superinstance/mesh/internal/pki"
+	"github.com/superinstance/mesh/internal/store"
 )
 
 // certJSON is what si ca init and si device enroll, renew and revoke print
@@ -69,6 +70,7 @@ func deviceCommand() *Command {
 		ttl                     time.Duration
 		db                      config.Database
 		asJSON                  bool
+		tokenOnly, ttlSet       bool
 	)
 	common := func(fs *flag.FlagSet) {
 		fs.StringVar(&id, "id", "", "device id (lower-case letters, digits, '.', '_', '-')")
@@ -78,7 +80,8 @@ func deviceCommand() *Command {
 	issueFlags := func(fs *flag.FlagSet) {
 		common(fs)
 		fs.StringVar(&caDir, "ca-dir", defaultCADir(), "the mesh CA's directory")
-		fs.DurationVar(&ttl, "ttl", pki.DefaultDeviceTTL, "how long the certificate is valid")
+		ttl, ttlSet = pki.DefaultDeviceTTL, false
+		fs.Var(trackedDuration{&ttl, &ttlSet}, "ttl", "how long the certificate is valid (with --token-only: the token, default 1h)")
 		fs.StringVar(&out, "out", "", "where to write cert.pem, key.pem and ca.pem (default ~/.si/devices/<id>)")
 	}
 	issue := func(ctx context.Context, env *Env, renew bool) error {
@@ -143,12 +146,24 @@ func deviceCommand() *Command {
 		Sub: []*Command{
 			{
 				Name:  "enroll",
-				Short: "issue a device key and short-lived certificate, and register the device",
+				Short: "issue a device key and short-lived certificate, and register the device; or, with --token-only, a one-time token the hub enrolls with",
 				Flags: func(fs *flag.FlagSet) {
 					issueFlags(fs)
 					fs.StringVar(&account, "account", "", "account the device's usage is billed to")
+					fs.BoolVar(&tokenOnly, "token-only", false, "issue a one-time enrollment token instead (needs the database and the CA's certificate, not its key); the hub redeems it with si hub enroll and makes its key itself")
 				},
-				Run: func(ctx context.Context, env *Env, _ []string) error { return issue(ctx, env, false) },
+				Run: func(ctx context.Context, env *Env, _ []string) error {
+					if tokenOnly {
+						if !ttlSet {
+							ttl = defaultEnrollTokenTTL
+						}
+						if out != "" {
+							return errors.New("--out does not apply to --token-only: the hub writes its own files (si hub enroll --dir)")
+						}
+						return issueEnrollToken(ctx, env, db, id, account, caDir, ttl, asJSON)
+					}
+					return issue(ctx, env, false)
+				},
 			},
 			{
 				Name:  "renew",
@@ -158,7 +173,7 @@ func deviceCommand() *Command {
 			},
 			{
 				Name:  "revoke",
-				Short: "revoke a device: the bridge refuses its certificates from now on",
+				Short: "revoke a device: the bridge refuses its certificates, and its unused enrollment tokens, from now on",
 				Flags: common,
 				Run: func(ctx context.Context, env *Env, _ []string) error {
 					if id == "" {
@@ -169,7 +184,19 @@ func deviceCommand() *Command {
 						return err
 					}
 					defer st.Close()
-					if err := st.RevokeDevice(ctx, id); err != nil {
+					// Its unused enrollment tokens end too, so a token issued
+					// for it (si device enroll --token-only) enrolls nothing.
+					tokens, err := st.RevokeEnrollmentTokens(ctx, id)
+					if err != nil {
+						return fmt.Errorf("revoke %s's enrollment tokens: %w", id, err)
+					}
+					if err := st.RevokeDevice(ctx, id); errors.Is(err, store.ErrNotFound) && tokens > 0 {
+						if asJSON {
+							return printJSON(env.Stdout, certJSON{Device: id, State: "tokens revoked"})
+						}
+						fmt.Fprintf(env.Stdout, "device %s was not enrolled yet; its %d unused enrollment token(s) are revoked\n", id, tokens)
+						return nil
+					} else if err != nil {
 						return fmt.Errorf("revoke %s: %w", id, err)
 					}
 					if asJSON {

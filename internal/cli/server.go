@@ -49,6 +49,8 @@ activities in flight.`,
 			fs.DurationVar(&o.DeviceCertTTL, "device-cert-ttl", pki.DefaultDeviceTTL, "with the ca role, how long the certificates it signs for renewing hubs last (hubs renew at two thirds of it)")
 			fs.StringVar(&o.BridgeListen, "bridge-listen", "0.0.0.0:7443", "the bridge's UDP address; the TCP fallback listens on the same port")
 			fs.BoolVar(&o.BridgeLimits.NoTCP, "bridge-no-tcp", false, "do not listen on TCP for hubs whose UDP is blocked")
+			fs.BoolVar(&o.BridgeLimits.NoEnroll, "bridge-no-enroll", false, "refuse new hubs' enrollment with one-time tokens (si hub enroll); they then need certificates from si device enroll")
+			fs.IntVar(&o.BridgeLimits.EnrollPerMinute, "bridge-enroll-per-minute", 6, "enrollment attempts one source (IP address, IPv6 /64) may make a minute")
 			fs.StringVar(&hosts, "bridge-hosts", "", "comma-separated names and IPs for the bridge certificate (default: hostname, localhost, 127.0.0.1)")
 			fs.StringVar(&o.CADir, "ca-dir", defaultCADir(), "the mesh CA's directory")
 			fs.DurationVar(&o.BridgeLimits.Recheck, "bridge-recheck", 30*time.Second, "how often the bridge closes the connections of devices revoked or expired since they connected")

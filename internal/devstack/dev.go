@@ -273,7 +273,9 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	}
 	d.State.PublicURL = "http://" + o.MetricsListen
 
-	// The cloud roles: the bridge (with certificates from a CA of its own) and the cloud worker.
+	// The cloud roles: the bridge (with certificates from a CA of its own),
+	// the cloud worker, and the CA role, which signs the hubs' renewals and
+	// enrollments (si hub enroll) on its own queue.
 	inf := o.LLM.Inference()
 	caDir := filepath.Join(o.DataDir, "ca")
 	ca, err := pki.LoadCA(caDir)
@@ -284,7 +286,7 @@ func StartDev(ctx context.Context, o DevOptions, out io.Writer) (d *Dev, err err
 	}
 	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := server.Start(server.Options{
-		Roles:        map[string]bool{server.RoleAPI: true, server.RoleBridge: true, server.RoleWorker: true},
+		Roles:        map[string]bool{server.RoleAPI: true, server.RoleBridge: true, server.RoleWorker: true, server.RoleCA: true},
 		BridgeListen: o.BridgeListen, BridgeHosts: []string{"127.0.0.1", "localhost"}, CADir: caDir,
 		MetricsListen: o.MetricsListen, Temporal: c, Store: st, Inference: inf, Logger: logger,
 		Stripe: stripeClient, FlushEvery: o.FlushEvery, WebhookSecret: o.WebhookSecret,

@@ -71,6 +71,10 @@ type BridgeLimits struct {
 	StreamReadTimeout time.Duration
 	// NoTCP turns off the TCP fallback listener.
 	NoTCP bool
+	// NoEnroll refuses new hubs' enrollment with a one-time token
+	// (pki.EnrollALPN); EnrollPerMinute bounds one source's attempts.
+	NoEnroll        bool
+	EnrollPerMinute int
 }
 
 // Options configures a server.
@@ -218,9 +222,17 @@ func Start(o Options) (s *Server, err error) {
 		s.stops = append(s.stops, w.Stop)
 	}
 	if o.Roles[RoleBridge] {
-		tc, err := bridgeTLS(o)
+		tc, caPEM, err := bridgeTLS(o)
 		if err != nil {
 			return nil, err
+		}
+		// New hubs enroll with a one-time token: the bridge relays it to
+		// the CA role (EnrollWorkflow) and holds no CA key for it.
+		var enroller bridge.Enroller
+		if o.BridgeLimits.NoEnroll {
+			caPEM = nil
+		} else {
+			enroller = &bridge.Temporal{Client: o.Temporal}
 		}
 		// Hub workers reach Temporal only through this proxy, for their own queue.
 		px, err := bridge.NewProxy(bridge.ProxyOptions{Upstream: o.Temporal.WorkflowService(), Namespace: o.Namespace, Logger: o.Logger})
@@ -236,6 +248,7 @@ func Start(o Options) (s *Server, err error) {
 			RecheckInterval: o.BridgeLimits.Recheck, MaxConnsPerDevice: o.BridgeLimits.ConnsPerDevice,
 			MaxStreamsPerConn: o.BridgeLimits.StreamsPerConn, StreamReadTimeout: o.BridgeLimits.StreamReadTimeout,
 			NoTCP: o.BridgeLimits.NoTCP, Proxy: px,
+			Enroller: enroller, EnrollCA: caPEM, EnrollPerMinute: o.BridgeLimits.EnrollPerMinute,
 		})
 		if err != nil {
 			return nil, err
@@ -319,7 +332,8 @@ func ensureSweep(c client.Client, every time.Duration) error {
 	return nil
 }
 
-func bridgeTLS(o Options) (*tls.Config, error) {
+// bridgeTLS is the bridge's TLS configuration and the mesh CA's certificate.
+func bridgeTLS(o Options) (*tls.Config, []byte, error) {
 	var pair tls.Certificate
 	var caPEM []byte
 	if o.ServerCertFile != "" {
@@ -327,15 +341,15 @@ func bridgeTLS(o Options) (*tls.Config, error) {
 		// never its key.
 		var err error
 		if caPEM, err = os.ReadFile(filepath.Join(o.CADir, pki.CACertFile)); err != nil {
-			return nil, fmt.Errorf("the mesh CA's certificate (si ca init writes it): %w", err)
+			return nil, nil, fmt.Errorf("the mesh CA's certificate (si ca init writes it): %w", err)
 		}
 		if pair, err = tls.LoadX509KeyPair(o.ServerCertFile, o.ServerKeyFile); err != nil {
-			return nil, fmt.Errorf("bridge certificate: %w", err)
+			return nil, nil, fmt.Errorf("bridge certificate: %w", err)
 		}
 	} else {
 		ca, err := pki.LoadCA(o.CADir)
 		if err != nil {
-			return nil, fmt.Errorf("%w (or give the bridge --server-cert and --server-key, and it needs no CA key)", err)
+			return nil, nil, fmt.Errorf("%w (or give the bridge --server-cert and --server-key, and it needs no CA key)", err)
 		}
 		caPEM = ca.CertPEM
 		hosts := o.BridgeHosts
@@ -345,16 +359,17 @@ func bridgeTLS(o Options) (*tls.Config, error) {
 		}
 		is, err := ca.IssueServer(hosts, 90*24*time.Hour, time.Now())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if pair, err = tls.X509KeyPair(is.CertPEM, is.KeyPEM); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	st := o.Store
-	return pki.ServerTLS(caPEM, pair, func(ctx context.Context, id pki.Identity, serial string) error {
+	tc, err := pki.ServerTLS(caPEM, pair, func(ctx context.Context, id pki.Identity, serial string) error {
 		return st.CheckCert(ctx, id.DeviceID, id.Account, serial)
 	})
+	return tc, caPEM, err
 }
 
 // Stop stops the roles: the bridge first (hubs reconnect elsewhere), then the
