@@ -66,9 +66,11 @@ func noProject(project string) problem {
 // projectRow is one run on the project page.
 type projectRow struct {
 	ID, Question, Answer, Status, StatusText string
-	At                                       time.Time
-	Cost                                     money.Micros
-	Running                                  bool
+	// Strategy is debate, vote or single; empty for a run in progress.
+	Strategy string
+	At       time.Time
+	Cost     money.Micros
+	Running  bool
 }
 
 // projectPage lists a project's runs, newest first, with their question,
@@ -129,7 +131,7 @@ func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
 	rows := s.visibleRuns(r.Context(), c, project, running)
 	for _, run := range runs {
 		rows = append(rows, projectRow{ID: run.WorkflowID, Question: run.Prompt, Answer: run.Answer, Status: run.Status,
-			StatusText: strings.ReplaceAll(run.Status, "_", " "), At: run.FinishedAt, Cost: costs[run.WorkflowID]})
+			StatusText: strings.ReplaceAll(run.Status, "_", " "), Strategy: run.Strategy, At: run.FinishedAt, Cost: costs[run.WorkflowID]})
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].At.After(rows[j].At) })
 	s.renderPage(w, "project", map[string]any{"Title": project, "Project": project, "Guest": c.Guest, "Runs": rows,
