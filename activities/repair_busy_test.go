@@ -2,9 +2,14 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/llm"
 )
@@ -62,5 +67,33 @@ func TestRepairCallBusyPastTheDeadlineGivesUp(t *testing.T) {
 	_, err := a.Logos(ctx, LogosInput{Question: "2+2?", Round: 1})
 	if err == nil || time.Since(start) > time.Second || len(b.requests) != 2 {
 		t.Fatalf("err %v after %v and %d requests: want a prompt failure", err, time.Since(start), len(b.requests))
+	}
+}
+
+// A backend that stalls mid-stream fails the step quickly with a retryable
+// error that says what happened, not at the step's timeout.
+func TestStalledBackendFailsTheStepRetryably(t *testing.T) {
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, c := range []string{`{"choices":[{"delta":{"content":"{\"answer\":"}}]}`, `{"choices":[{"delta":{"content":"\"4\""}}]}`} {
+			_, _ = w.Write([]byte("data: " + c + "\n\n"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+		case <-done:
+		}
+	}))
+	t.Cleanup(func() { close(done); srv.Close() })
+	a := &Inference{LLM: &llm.Client{BaseURL: srv.URL + "/v1", StallTimeout: 200 * time.Millisecond}, Models: Models{Logos: "m"}}
+	start := time.Now()
+	_, err := a.Logos(context.Background(), LogosInput{Question: "2+2?", Round: 1})
+	var ae *temporal.ApplicationError
+	if !errors.Is(err, llm.ErrStalled) || !strings.Contains(err.Error(), "sent nothing for 200ms") || (errors.As(err, &ae) && ae.NonRetryable()) {
+		t.Fatalf("err %v: want a retryable stall", err)
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Fatalf("the stall was cut after %v", time.Since(start))
 	}
 }
