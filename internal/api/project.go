@@ -66,7 +66,7 @@ func noProject(project string) problem {
 // projectRow is one run on the project page.
 type projectRow struct {
 	ID, Question, Answer, Status, StatusText string
-	// Strategy is debate, vote or single; empty for a run in progress.
+	// Strategy is debate, vote or single.
 	Strategy string
 	At       time.Time
 	Cost     money.Micros
@@ -164,7 +164,7 @@ func (s *Server) visibleRuns(ctx context.Context, c Caller, project string, runs
 	for i, run := range runs {
 		if seen[i] {
 			out = append(out, projectRow{ID: run.ID, Question: states[i].Question, Status: workflows.StatusRunning,
-				StatusText: "running", At: run.Started, Running: true})
+				StatusText: "running", Strategy: strategyName(states[i].Strategy), At: run.Started, Running: true})
 		}
 	}
 	return out
@@ -194,6 +194,15 @@ func (s *Server) ownRunning(ctx context.Context, account string) ([]runningRun, 
 type runningRun struct {
 	ID      string
 	Started time.Time
+}
+
+// strategyName is s's name; a run started before strategies (none in its
+// state) is a debate.
+func strategyName(s workflows.Strategy) string {
+	if s == "" {
+		return string(workflows.StrategyDebate)
+	}
+	return string(s)
 }
 
 // running lists a project's consensus runs in progress.
