@@ -368,7 +368,7 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 		return u, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s's output is unusable and too long to repair within the step's bound: %v", role, perr), ErrMalformedOutput, perr, u)
 	}
-	resp, err = call(msgs)
+	resp, err = callWaitingOut(ctx, call, msgs)
 	if err != nil {
 		return u, withUsage(err, u)
 	}
@@ -379,6 +379,37 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 			fmt.Sprintf("%s's output is unusable after one repair attempt: %v", role, err), ErrMalformedOutput, err, u)
 	}
 	return u, nil
+}
+
+// RepairBusyTries bounds how many times a repair call answered busy (429
+// or 503 with Retry-After) is sent within its step.
+const RepairBusyTries = 4
+
+// callWaitingOut sends msgs with call and, while the backend answers busy
+// with a Retry-After, waits that long (at most MaxRetryAfter) and sends
+// again, up to RepairBusyTries times, the step heartbeating meanwhile. It
+// serves the repair call: the first call ran and is billed, and Temporal's
+// retry would send it again under a new id. A wait that would pass ctx's
+// deadline is not begun.
+func callWaitingOut(ctx context.Context, call func([]llm.Message) (llm.Response, error), msgs []llm.Message) (llm.Response, error) {
+	for try := 1; ; try++ {
+		resp, err := call(msgs)
+		var ae *temporal.ApplicationError
+		if err == nil || try == RepairBusyTries || !errors.As(err, &ae) || ae.Type() != ErrInferenceBusy {
+			return resp, err
+		}
+		wait := ae.NextRetryDelay()
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+			return resp, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return resp, err
+		case <-t.C:
+		}
+	}
 }
 
 // withUsage makes err, which came after calls that used u, carry u.

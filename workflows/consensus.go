@@ -281,11 +281,14 @@ type StepRecord struct {
 	RanOn string `json:"ran_on,omitempty"`
 	Hub   string `json:"hub,omitempty"`
 	// Model is the model that answered; Adapter the LoRA Logos used, if any.
-	Model            string    `json:"model,omitempty"`
-	Adapter          string    `json:"adapter,omitempty"`
-	PromptTokens     int       `json:"prompt_tokens"`
-	CompletionTokens int       `json:"completion_tokens"`
-	StartedAt        time.Time `json:"started_at"`
+	Model            string `json:"model,omitempty"`
+	Adapter          string `json:"adapter,omitempty"`
+	PromptTokens     int    `json:"prompt_tokens"`
+	CompletionTokens int    `json:"completion_tokens"`
+	// UsageEstimated marks tokens the server did not report, estimated
+	// (and billed) at four bytes a token.
+	UsageEstimated bool      `json:"usage_estimated,omitempty"`
+	StartedAt      time.Time `json:"started_at"`
 	// DurationMS is how long the step took, in workflow time.
 	DurationMS int64 `json:"duration_ms"`
 	// Failed marks a call that ran in a step that failed (it is billed).
@@ -1048,7 +1051,7 @@ func (c *consensus) logStep(ctx workflow.Context, u activities.AgentUsage) {
 	// polls its queue), not whatever the reply claims.
 	rec.RanOn, rec.Hub = u.RanOn, hubOf(rec.Queue)
 	rec.Model, rec.Failed = u.Model, u.Failed
-	rec.PromptTokens, rec.CompletionTokens = u.PromptTokens, u.CompletionTokens
+	rec.PromptTokens, rec.CompletionTokens, rec.UsageEstimated = u.PromptTokens, u.CompletionTokens, u.UsageEstimated
 	c.state.Tokens += int64(u.PromptTokens) + int64(u.CompletionTokens)
 	rec.DurationMS = workflow.Now(ctx).Sub(rec.StartedAt).Milliseconds()
 	c.state.StepLog = append(c.state.StepLog, rec)
@@ -1081,7 +1084,7 @@ func (c *consensus) run0(ctx workflow.Context) store.ConsensusRun {
 	return store.ConsensusRun{
 		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Project: c.in.Project, Prompt: c.in.Prompt,
 		Status: c.state.Status, Score: c.state.Score, Rounds: len(c.state.Rounds), Answer: c.state.Answer,
-		Placement: c.state.Placement, Account: c.in.Account,
+		Placement: c.state.Placement, Account: c.in.Account, Strategy: string(c.state.Strategy),
 	}
 }
 

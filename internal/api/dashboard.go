@@ -89,7 +89,9 @@ type RunInfo struct {
 	Question  string `json:"question"`
 	Round     int    `json:"round"`
 	LastRound int    `json:"last_round"`
-	PageURL   string `json:"page_url"`
+	// Strategy is how the run answers: debate, vote or single.
+	Strategy string `json:"strategy"`
+	PageURL  string `json:"page_url"`
 }
 
 // dashUnavailable is a part of the dashboard that could not be read, said the
@@ -236,7 +238,7 @@ func (s *Server) dashboardProjects(ctx context.Context, account string) ([]Proje
 		if p == "" {
 			p = workflows.DefaultProject
 		}
-		byProject[p] = append(byProject[p], RunInfo{ID: id, Question: st.Question, Round: st.Round, LastRound: st.LastRound, PageURL: "/c/" + id})
+		byProject[p] = append(byProject[p], RunInfo{ID: id, Question: st.Question, Round: st.Round, LastRound: st.LastRound, Strategy: strategyName(st.Strategy), PageURL: "/c/" + id})
 	}
 	out := []ProjectInfo{}
 	seen := map[string]bool{}

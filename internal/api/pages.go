@@ -162,10 +162,10 @@ var pageTemplates = template.Must(template.New("").Funcs(pageFuncs).Parse(`
 {{with .Guest}}<p id="guest" class="card">You are a <b>{{.Role}}</b> guest of <b>{{.Host}}</b>.
 Quota remaining: <b id="remaining">{{dollars .Remaining}}</b> of {{dollars .Quota}}, billed to {{.Host}}.</p>{{end}}
 <h2>Runs</h2>
-{{if .Runs}}<table id="runs"><thead><tr><th>question</th><th>when</th><th>status</th><th class="num">cost</th></tr></thead><tbody>
+{{if .Runs}}<table id="runs"><thead><tr><th>question</th><th>when</th><th>strategy</th><th>status</th><th class="num">cost</th></tr></thead><tbody>
 {{range .Runs}}<tr class="run {{.Status}}" data-id="{{.ID}}"><td><a href="/c/{{.ID}}">{{.Question}}</a>{{if .Answer}}<br><small class="muted">{{.Answer}}</small>{{end}}</td>
 <td><time datetime="{{.At.Format "2006-01-02T15:04:05Z07:00"}}">{{.At.Format "2 Jan 15:04 MST"}}</time></td>
-<td><span class="status {{.Status}}">{{.StatusText}}</span></td><td class="num">{{if .Running}}…{{else}}{{dollars .Cost}}{{end}}</td></tr>{{end}}
+<td class="strategy">{{.Strategy}}</td><td><span class="status {{.Status}}">{{.StatusText}}</span></td><td class="num">{{if .Running}}…{{else}}{{dollars .Cost}}{{end}}</td></tr>{{end}}
 </tbody></table>
 {{else}}<p class="muted" id="no-runs">No runs yet{{if .CanAsk}}: ask a question below{{end}}.</p>{{end}}
 {{if .AnyRunning}}<p class="muted"><small>Runs in progress: this page refreshes itself.</small></p><meta http-equiv="refresh" content="5">{{end}}

@@ -66,9 +66,11 @@ func noProject(project string) problem {
 // projectRow is one run on the project page.
 type projectRow struct {
 	ID, Question, Answer, Status, StatusText string
-	At                                       time.Time
-	Cost                                     money.Micros
-	Running                                  bool
+	// Strategy is debate, vote or single.
+	Strategy string
+	At       time.Time
+	Cost     money.Micros
+	Running  bool
 }
 
 // projectPage lists a project's runs, newest first, with their question,
@@ -129,7 +131,7 @@ func (s *Server) projectPage(w http.ResponseWriter, r *http.Request) {
 	rows := s.visibleRuns(r.Context(), c, project, running)
 	for _, run := range runs {
 		rows = append(rows, projectRow{ID: run.WorkflowID, Question: run.Prompt, Answer: run.Answer, Status: run.Status,
-			StatusText: strings.ReplaceAll(run.Status, "_", " "), At: run.FinishedAt, Cost: costs[run.WorkflowID]})
+			StatusText: strings.ReplaceAll(run.Status, "_", " "), Strategy: run.Strategy, At: run.FinishedAt, Cost: costs[run.WorkflowID]})
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].At.After(rows[j].At) })
 	s.renderPage(w, "project", map[string]any{"Title": project, "Project": project, "Guest": c.Guest, "Runs": rows,
@@ -162,7 +164,7 @@ func (s *Server) visibleRuns(ctx context.Context, c Caller, project string, runs
 	for i, run := range runs {
 		if seen[i] {
 			out = append(out, projectRow{ID: run.ID, Question: states[i].Question, Status: workflows.StatusRunning,
-				StatusText: "running", At: run.Started, Running: true})
+				StatusText: "running", Strategy: strategyName(states[i].Strategy), At: run.Started, Running: true})
 		}
 	}
 	return out
@@ -192,6 +194,15 @@ func (s *Server) ownRunning(ctx context.Context, account string) ([]runningRun, 
 type runningRun struct {
 	ID      string
 	Started time.Time
+}
+
+// strategyName is s's name; a run started before strategies (none in its
+// state) is a debate.
+func strategyName(s workflows.Strategy) string {
+	if s == "" {
+		return string(workflows.StrategyDebate)
+	}
+	return string(s)
 }
 
 // running lists a project's consensus runs in progress.

@@ -110,3 +110,27 @@ func TestProjectPageForOwnerAndGuest(t *testing.T) {
 		t.Fatalf("owner with a guest cookie on their own project: %d", rec.Code)
 	}
 }
+
+// TestProjectPageShowsStrategy: each finished run's row names the strategy
+// it answered with; a run recorded without one (an older history) is a debate.
+func TestProjectPageShowsStrategy(t *testing.T) {
+	s := harness.Store(t)
+	harness.EnsureAccount(t, s, "owner")
+	ctx := context.Background()
+	tok, _ := s.CreateAPIToken(ctx, "owner", "")
+	for _, r := range []store.ConsensusRun{
+		{WorkflowID: "run-vote", Project: store.DefaultProject, Account: "owner", Prompt: "voted", Status: "consensus", Strategy: "vote"},
+		{WorkflowID: "run-old", Project: store.DefaultProject, Account: "owner", Prompt: "older", Status: "consensus"},
+	} {
+		if err := s.RecordConsensus(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := (&api.Server{Store: s}).Handler()
+	rec := send(h, "GET", "/p/default", "", []*http.Cookie{signIn(t, h, tok)}, browser)
+	body := rec.Body.String()
+	if rec.Code != 200 || !strings.Contains(body, "<th>strategy</th>") ||
+		!strings.Contains(body, `<td class="strategy">vote</td>`) || !strings.Contains(body, `<td class="strategy">debate</td>`) {
+		t.Fatalf("the page does not name each run's strategy: %d %s", rec.Code, body)
+	}
+}

@@ -165,9 +165,26 @@ Exits non-zero when the API cannot be reached or the consensus fails.`,
 				fmt.Fprintf(env.Stdout, "arbiter   confidence %.2f: %s\n", st.Arbiter.Confidence, printable(st.Arbiter.Note))
 			}
 			fmt.Fprintf(env.Stdout, "answer    %s\ntokens    %d (charged %s)\nworkflow  %s\n", printable(st.Answer), st.Tokens, st.Charged, id)
+			fmt.Fprint(env.Stderr, estimatedWarning(st))
 			return nil
 		},
 	}
+}
+
+// estimatedWarning is one line when the server reported no usage for some
+// of st's steps (their tokens, and what they were charged, are estimates),
+// else "".
+func estimatedWarning(st workflows.ConsensusState) string {
+	n := 0
+	for _, s := range st.StepLog {
+		if s.UsageEstimated {
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("warning: the inference server reported no usage for %d of %d steps; their tokens and charge are estimated at four bytes a token\n", n, len(st.StepLog))
 }
 
 // strategyLine names a run's strategy and how it sampled.

@@ -167,6 +167,9 @@ type LLM struct {
 	Roles map[synapse.Role]*RoleLLM
 	// NoStream asks every backend for whole responses instead of streams.
 	NoStream bool
+	// StallTimeout cuts a streamed response that sends nothing for longer;
+	// 0 is no bound (the flag defaults to llm.DefaultStallTimeout).
+	StallTimeout time.Duration
 }
 
 // RoleLLM is one agent's backend flags.
@@ -187,6 +190,8 @@ func (l *LLM) Register(fs *flag.FlagSet, defaultURL string) {
 	fs.StringVar(&l.Ethos, "model-ethos", simulator.ModelSmall, "model for Ethos (verification)")
 	fs.StringVar(&l.Arbiter, "model-arbiter", simulator.ModelLarge, "model for the Arbiter (a stronger one)")
 	fs.BoolVar(&l.NoStream, "llm-no-stream", false, "ask the inference backends for whole responses instead of streams (a backend that refuses stream is detected without it)")
+	fs.DurationVar(&l.StallTimeout, "llm-stall-timeout", llm.DefaultStallTimeout,
+		"cut a streamed completion whose server sends nothing for this long, with a retryable error, instead of waiting for the step's timeout (0: no bound)")
 	l.Roles = map[synapse.Role]*RoleLLM{}
 	for _, role := range Roles {
 		r := &RoleLLM{}
@@ -207,7 +212,10 @@ func (l *LLM) Inference() *activities.Inference {
 		if c, ok := clients[k]; ok {
 			return c
 		}
-		c := &llm.Client{BaseURL: url, APIKey: key}
+		c := &llm.Client{BaseURL: url, APIKey: key, StallTimeout: l.StallTimeout}
+		if l.StallTimeout <= 0 {
+			c.StallTimeout = -1 // the flag's 0 is no bound; the client's is the default
+		}
 		clients[k] = c
 		return c
 	}

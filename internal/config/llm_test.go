@@ -3,8 +3,10 @@ package config
 import (
 	"flag"
 	"testing"
+	"time"
 
 	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/internal/llm"
 	"github.com/superinstance/mesh/internal/synapse"
 )
 
@@ -52,6 +54,32 @@ func TestBackendPerAgent(t *testing.T) {
 			if fl := fs.Lookup(string(role) + f); fl == nil || fl.Usage == "" {
 				t.Errorf("flag --%s%s has no help", role, f)
 			}
+		}
+	}
+}
+
+// The stall bound reaches every backend's client: 30s by default, set by
+// --llm-stall-timeout or SI_LLM_STALL_TIMEOUT, 0 for none.
+func TestStallTimeoutFlag(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		want time.Duration
+	}{{"", llm.DefaultStallTimeout}, {"5s", 5 * time.Second}, {"0", -1}} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		var l LLM
+		l.Register(fs, "")
+		if c.env != "" {
+			t.Setenv("SI_LLM_STALL_TIMEOUT", c.env)
+		}
+		if err := fs.Parse([]string{"--logos-llm-base-url", "http://logos:8000/v1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := ApplyEnv(fs); err != nil {
+			t.Fatal(err)
+		}
+		inf := l.Inference()
+		if inf.LLM.StallTimeout != c.want || inf.Backends[synapse.Logos].LLM.StallTimeout != c.want {
+			t.Fatalf("SI_LLM_STALL_TIMEOUT=%q: shared %v, logos %v, want %v", c.env, inf.LLM.StallTimeout, inf.Backends[synapse.Logos].LLM.StallTimeout, c.want)
 		}
 	}
 }

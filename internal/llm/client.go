@@ -29,6 +29,10 @@ type Client struct {
 	APIKey string
 	// HTTP defaults to a client with a 5-minute timeout.
 	HTTP *http.Client
+	// StallTimeout cuts a streamed response that sends nothing for longer
+	// (from its headers on), with ErrStalled; 0 means DefaultStallTimeout,
+	// a negative value no bound.
+	StallTimeout time.Duration
 
 	mu      sync.Mutex
 	refused Refusals
@@ -37,7 +41,14 @@ type Client struct {
 // WithHTTP returns a client of the same backend that sends through hc, with
 // nothing yet refused.
 func (c *Client) WithHTTP(hc *http.Client) *Client {
-	return &Client{BaseURL: c.BaseURL, APIKey: c.APIKey, HTTP: hc}
+	return &Client{BaseURL: c.BaseURL, APIKey: c.APIKey, HTTP: hc, StallTimeout: c.StallTimeout}
+}
+
+func (c *Client) stallTimeout() time.Duration {
+	if c.StallTimeout == 0 {
+		return DefaultStallTimeout
+	}
+	return c.StallTimeout
 }
 
 // HTTPClient is the http.Client c sends through: HTTP, or the default.

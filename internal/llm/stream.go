@@ -11,11 +11,48 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // ErrStreamCut is returned when a stream ends before its completion did:
 // no [DONE] and no finish_reason. A retry may succeed.
 var ErrStreamCut = errors.New("inference stream ended before the completion finished")
+
+// ErrStalled is returned when a response sends nothing for longer than the
+// client's StallTimeout; the call was cut. A retry may succeed.
+var ErrStalled = errors.New("the inference stream stalled; the call was cut and a retry may succeed")
+
+// DefaultStallTimeout is the Client's StallTimeout when it is zero.
+const DefaultStallTimeout = 30 * time.Second
+
+// stallReader cuts a response body (through cancel, which ends the
+// request) when no byte of it arrives for d, and then reads as ErrStalled.
+type stallReader struct {
+	r       io.Reader
+	d       time.Duration
+	t       *time.Timer
+	stalled atomic.Bool
+}
+
+func newStallReader(r io.Reader, d time.Duration, cancel func()) *stallReader {
+	s := &stallReader{r: r, d: d}
+	s.t = time.AfterFunc(d, func() { s.stalled.Store(true); cancel() })
+	return s
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if s.stalled.Load() {
+		return 0, fmt.Errorf("the inference server sent nothing for %s: %w", s.d, ErrStalled)
+	}
+	if n > 0 {
+		s.t.Reset(s.d)
+	}
+	return n, err
+}
+
+func (s *stallReader) stop() { s.t.Stop() }
 
 type streamChunk struct {
 	// Object is "error" for the bare error object vLLM streams.
@@ -36,6 +73,8 @@ func (c *Client) stream(ctx context.Context, body chatRequest, onChunk func()) (
 	if err != nil {
 		return Response{}, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.BaseURL, "/")+"/chat/completions", bytes.NewReader(buf))
 	if err != nil {
 		return Response{}, err
@@ -58,7 +97,13 @@ func (c *Client) stream(ctx context.Context, body chatRequest, onChunk func()) (
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return Response{}, httpError(resp, data)
 	}
-	br := bufio.NewReader(resp.Body)
+	rb := io.Reader(resp.Body)
+	if d := c.stallTimeout(); d > 0 {
+		sr := newStallReader(resp.Body, d, cancel)
+		defer sr.stop()
+		rb = sr
+	}
+	br := bufio.NewReader(rb)
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" && startsObject(br) {
 		// A server that ignores stream answers in one piece.
 		data, err := io.ReadAll(io.LimitReader(br, MaxResponseBytes+1))

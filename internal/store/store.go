@@ -82,22 +82,29 @@ type ConsensusRun struct {
 	Answer     string
 	Placement  string
 	Account    string
+	// Strategy is debate, vote or single; empty (a record from a history
+	// older than strategies) is stored as debate.
+	Strategy   string
 	FinishedAt time.Time
 }
 
 // RecordConsensus stores a run's summary. Recording the same workflow twice
 // (an activity retry) keeps one row with the latest values.
 func (s *Store) RecordConsensus(ctx context.Context, r ConsensusRun) error {
+	strategy := r.Strategy
+	if strategy == "" {
+		strategy = "debate"
+	}
 	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO projects (id) VALUES ($1) ON CONFLICT DO NOTHING`, r.Project); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `
-			INSERT INTO consensus_runs (workflow_id, project_id, prompt, status, score, rounds, answer, placement, account)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			INSERT INTO consensus_runs (workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, strategy)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			ON CONFLICT (workflow_id) DO UPDATE SET status = excluded.status, score = excluded.score,
-				rounds = excluded.rounds, answer = excluded.answer, placement = excluded.placement`,
-			r.WorkflowID, r.Project, r.Prompt, r.Status, r.Score, r.Rounds, r.Answer, r.Placement, r.Account)
+				rounds = excluded.rounds, answer = excluded.answer, placement = excluded.placement, strategy = excluded.strategy`,
+			r.WorkflowID, r.Project, r.Prompt, r.Status, r.Score, r.Rounds, r.Answer, r.Placement, r.Account, strategy)
 		return err
 	})
 }
@@ -106,9 +113,9 @@ func (s *Store) RecordConsensus(ctx context.Context, r ConsensusRun) error {
 func (s *Store) ConsensusRun(ctx context.Context, workflowID string) (ConsensusRun, error) {
 	var r ConsensusRun
 	err := s.Pool.QueryRow(ctx, `
-		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, finished_at
+		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, strategy, finished_at
 		FROM consensus_runs WHERE workflow_id = $1`, workflowID).
-		Scan(&r.WorkflowID, &r.Project, &r.Prompt, &r.Status, &r.Score, &r.Rounds, &r.Answer, &r.Placement, &r.Account, &r.FinishedAt)
+		Scan(&r.WorkflowID, &r.Project, &r.Prompt, &r.Status, &r.Score, &r.Rounds, &r.Answer, &r.Placement, &r.Account, &r.Strategy, &r.FinishedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, ErrNotFound
 	}
@@ -121,7 +128,7 @@ func (s *Store) ConsensusRun(ctx context.Context, workflowID string) (ConsensusR
 // recorded under it is not the project's.
 func (s *Store) RecentRuns(ctx context.Context, project, account string, limit int) ([]ConsensusRun, error) {
 	rows, err := s.Pool.Query(ctx, `
-		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, finished_at
+		SELECT workflow_id, project_id, prompt, status, score, rounds, answer, placement, account, strategy, finished_at
 		FROM consensus_runs r WHERE project_id = $1 AND ($2 = '' OR account = $2)
 		  AND (project_id = $4 OR EXISTS (SELECT 1 FROM project_members m
 		       WHERE m.project_id = r.project_id AND m.account_id = r.account AND m.role IN ($5, $6)))
@@ -133,7 +140,7 @@ func (s *Store) RecentRuns(ctx context.Context, project, account string, limit i
 	var out []ConsensusRun
 	for rows.Next() {
 		var r ConsensusRun
-		if err := rows.Scan(&r.WorkflowID, &r.Project, &r.Prompt, &r.Status, &r.Score, &r.Rounds, &r.Answer, &r.Placement, &r.Account, &r.FinishedAt); err != nil {
+		if err := rows.Scan(&r.WorkflowID, &r.Project, &r.Prompt, &r.Status, &r.Score, &r.Rounds, &r.Answer, &r.Placement, &r.Account, &r.Strategy, &r.FinishedAt); err != nil {
 			return nil, err
 		}
 		out = append(out, r)

@@ -55,3 +55,36 @@ func TestProjectsAndRuns(t *testing.T) {
 		t.Fatal("a status outside the schema's set was stored")
 	}
 }
+
+func TestRunStrategyIsStored(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	for _, c := range []struct{ id, strategy, want string }{
+		{"s-vote", "vote", "vote"},
+		{"s-single", "single", "single"},
+		// A run recorded from a history older than strategies carries none: a debate.
+		{"s-old", "", "debate"},
+	} {
+		run := store.ConsensusRun{WorkflowID: c.id, Project: store.DefaultProject, Account: "acct", Prompt: "q", Status: "consensus", Strategy: c.strategy}
+		if err := s.RecordConsensus(ctx, run); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ConsensusRun(ctx, c.id)
+		if err != nil || got.Strategy != c.want {
+			t.Fatalf("%s: strategy %q, want %q (%v)", c.id, got.Strategy, c.want, err)
+		}
+	}
+	runs, err := s.RecentRuns(ctx, store.DefaultProject, "acct", 10)
+	if err != nil || len(runs) != 3 {
+		t.Fatalf("%+v %v", runs, err)
+	}
+	for _, r := range runs {
+		if r.Strategy == "" {
+			t.Fatalf("listed run %s without its strategy", r.WorkflowID)
+		}
+	}
+	bad := store.ConsensusRun{WorkflowID: "s-bad", Project: "p1", Prompt: "q", Status: "consensus", Strategy: "guess"}
+	if err := s.RecordConsensus(ctx, bad); err == nil {
+		t.Fatal("a strategy outside the schema's set was stored")
+	}
+}

@@ -210,7 +210,8 @@ function renderSteps(st) {
     const cost = costs[s.id];
     const model = s.adapter ? `adapter ${s.adapter}` : s.model;
     const cells = [stepName(s) + (s.failed ? " (failed, billed)" : ""), where(s), model,
-      `${s.prompt_tokens + s.completion_tokens} (${s.prompt_tokens} in, ${s.completion_tokens} out)`,
+      `${s.prompt_tokens + s.completion_tokens} (${s.prompt_tokens} in, ${s.completion_tokens} out)` +
+        (s.usage_estimated ? " estimated" : ""),
       cost == null ? "—" : dollars(cost), seconds(s.duration_ms)];
     cells.forEach((v, i) => {
       const td = document.createElement("td");
