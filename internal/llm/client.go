@@ -230,6 +230,11 @@ func (c *Client) Chat(ctx context.Context, req Request) (Response, error) {
 			continue
 		}
 		if err != nil {
+			if resp.Streamed && resp.Chunks > 0 {
+				// The stream was cut (or failed) after chunks arrived: the
+				// call ran, and the caller bills what arrived.
+				estimateMissing(req, &resp)
+			}
 			return resp, err
 		}
 		estimateMissing(req, &resp)

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -63,4 +64,25 @@ func TestPartialUsageIsEstimatedPerField(t *testing.T) {
 			t.Fatalf("usage %+v (estimated %v), error %v", got.Usage, got.UsageEstimated, err)
 		}
 	})
+}
+
+// A stream cut after chunks arrived returns the error with the estimated
+// usage of what arrived, so the caller can bill the call.
+func TestCutStreamCarriesEstimatedUsage(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for range 3 {
+			_, _ = w.Write([]byte(`data: {"model":"m","choices":[{"delta":{"content":"abcdefgh"},"finish_reason":null}]}` + "\n\n"))
+		}
+	}))
+	defer srv.Close()
+	req := Request{Model: "m", Messages: askFor, MaxTokens: 256, Stream: true}
+	got, err := (&Client{BaseURL: srv.URL}).Chat(context.Background(), req)
+	if !errors.Is(err, ErrStreamCut) {
+		t.Fatalf("error %v, want ErrStreamCut", err)
+	}
+	est := EstimateUsage(req.Messages, strings.Repeat("abcdefgh", 3), 3)
+	if got.Chunks != 3 || got.Text != strings.Repeat("abcdefgh", 3) || !got.UsageEstimated || got.Usage != est {
+		t.Fatalf("response %+v, want 3 chunks' text and the estimate %+v", got, est)
+	}
 }
