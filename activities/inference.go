@@ -356,6 +356,12 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 	call := a.call(ctx, role, model, out, b, smp)
 	resp, err := call(msgs)
 	if err != nil {
+		if resp.Usage.PromptTokens+resp.Usage.CompletionTokens > 0 {
+			// The call ran before it failed (a stream cut after chunks
+			// arrived): bill it, and retry under a new id.
+			u.add(ctx, resp)
+			return u, withUsage(err, u)
+		}
 		return u, err
 	}
 	u.add(ctx, resp)
@@ -370,6 +376,7 @@ func (a *Inference) ask(ctx context.Context, role synapse.Role, model string, p 
 	}
 	resp, err = callWaitingOut(ctx, call, msgs)
 	if err != nil {
+		u.add(ctx, resp) // a repair call cut mid-stream ran too
 		return u, withUsage(err, u)
 	}
 	u.add(ctx, resp)

@@ -128,3 +128,26 @@ func TestPromptTokensBoundCoversTheStepsPrompts(t *testing.T) {
 		t.Fatalf("default max tokens %d", d.MaxTokens)
 	}
 }
+
+// TestCutStreamIsBilledAndRetried: a backend that streams three chunks and
+// then cuts the connection ran the call; the step fails with the estimated
+// usage of what arrived, as ErrFailedAfterUse, so the workflow bills the
+// attempt and retries the step under a new id.
+func TestCutStreamIsBilledAndRetried(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for range 3 {
+			_, _ = w.Write([]byte(`data: {"model":"m","choices":[{"delta":{"content":"{\"intent\""},"finish_reason":null}]}` + "\n\n"))
+		}
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // cut the connection
+	}))
+	t.Cleanup(hs.Close)
+	a := &Inference{LLM: &llm.Client{BaseURL: hs.URL + "/v1"}, Models: Models{Pathos: "m", Logos: "m", Ethos: "m", Arbiter: "m"}}
+	b := StepBudget(synapse.PathosPrompt("2+2?"), 64)
+	_, err := a.Pathos(context.Background(), PathosInput{Question: "2+2?", Budget: b})
+	u := usageOf(t, err, ErrFailedAfterUse)
+	if u.PromptTokens <= 0 || u.CompletionTokens < 3 || !u.UsageEstimated {
+		t.Fatalf("usage %+v, want the cut call's estimate", u)
+	}
+}

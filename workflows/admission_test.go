@@ -304,3 +304,47 @@ func TestAHoldNearExpiryIsRenewed(t *testing.T) {
 		t.Fatalf("the hold expires at %v, now %v", f.hold.ExpiresAt, env.Now())
 	}
 }
+
+// TestCloudBackendCannotBillPastTheStepsBound: a cloud backend (or an
+// agent's own server) that reports a million completion tokens for a step
+// sent max_tokens 64 is billed at most the step's bound, and the step's row
+// says its usage was clipped.
+func TestCloudBackendCannotBillPastTheStepsBound(t *testing.T) {
+	env := newEnv(t)
+	f := newLedger(env)
+	var bound activities.Budget
+	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.LogosInput) (activities.LogosOutput, error) {
+		bound = in.Budget
+		return activities.LogosOutput{Solution: synapse.Solution{Answer: "a", Confidence: 0.9},
+			Usage: activities.AgentUsage{Model: "m", PromptTokens: 10, CompletionTokens: 1_000_000}}, nil
+	})
+	st, err := run(t, env, ConsensusInput{Prompt: "q [sim:agree]", Account: "acme", MaxTokens: 64, Placement: PlacementCloud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ct := bound.EventBound()
+	if bound.MaxTokens != 64 || ct <= 0 || ct >= 1_000_000 {
+		t.Fatalf("budget %+v, completion bound %d", bound, ct)
+	}
+	var logos *store.Usage
+	for i, e := range f.events {
+		if strings.HasSuffix(e.EventID, "/r1-logos") {
+			logos = &f.events[i]
+		}
+	}
+	if logos == nil || logos.CompletionTokens > ct || logos.PromptTokens != 10 {
+		t.Fatalf("logos billed %+v, want at most %d completion tokens (the bound) and the 10 prompt tokens", logos, ct)
+	}
+	var row *StepRecord
+	for i := range st.StepLog {
+		if st.StepLog[i].ID == "r1-logos" {
+			row = &st.StepLog[i]
+		}
+	}
+	if row == nil || !row.UsageClipped || row.CompletionTokens > int(ct) {
+		t.Fatalf("logos step row %+v, want its usage clipped to the bound", row)
+	}
+	if f.charged > f.hold.Amount {
+		t.Fatalf("the backend's claims cost %s, over the %s hold", f.charged, f.hold.Amount)
+	}
+}

@@ -287,8 +287,11 @@ type StepRecord struct {
 	CompletionTokens int    `json:"completion_tokens"`
 	// UsageEstimated marks tokens the server did not report, estimated
 	// (and billed) at four bytes a token.
-	UsageEstimated bool      `json:"usage_estimated,omitempty"`
-	StartedAt      time.Time `json:"started_at"`
+	UsageEstimated bool `json:"usage_estimated,omitempty"`
+	// UsageClipped marks a step whose worker reported more tokens than
+	// the step's bound: it is billed (and shows) the bound.
+	UsageClipped bool      `json:"usage_clipped,omitempty"`
+	StartedAt    time.Time `json:"started_at"`
 	// DurationMS is how long the step took, in workflow time.
 	DurationMS int64 `json:"duration_ms"`
 	// Failed marks a call that ran in a step that failed (it is billed).
@@ -421,6 +424,9 @@ type consensus struct {
 	// whether it ran on a hub's queue.
 	stepBudget activities.Budget
 	stepOnHub  bool
+	// clampAll marks a run from versionClampCloud on: every step's usage,
+	// a cloud backend's too, is billed at most the step's bound.
+	clampAll bool
 	// perStep marks a run from versionPerStep on that places each step
 	// among its account's hubs.
 	perStep bool
@@ -451,6 +457,13 @@ type consensus struct {
 // not billed: their usage is unknown.
 const versionAdmission = 1
 
+// versionClampCloud is the workflow version that bills every step, not
+// only a hub's, at most its Budget.EventBound: a cloud backend or an
+// agent's own server that over-reports is clipped too.
+const versionClampCloud = 1
+
+const versionClampCloudKey = "clamp-cloud-usage"
+
 // versionLedgerDown is the workflow version that fails a run whose
 // account check found PostgreSQL unreachable at once, and leaves recording
 // it (and releasing a hold the API may have taken) to RecordRunWorkflow.
@@ -471,6 +484,7 @@ const versionStepIDs = 1
 func (c *consensus) run(ctx workflow.Context) error {
 	c.stepIDs0 = workflow.GetVersion(ctx, "step-ids-and-billing", workflow.DefaultVersion, versionStepIDs) == workflow.DefaultVersion
 	c.admit = !c.stepIDs0 && workflow.GetVersion(ctx, "admission", workflow.DefaultVersion, versionAdmission) == versionAdmission
+	c.clampAll = c.admit && workflow.GetVersion(ctx, versionClampCloudKey, workflow.DefaultVersion, versionClampCloud) == versionClampCloud
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           c.cloud,
 		StartToCloseTimeout: 10 * time.Second,
@@ -794,9 +808,7 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 			if ae.HasDetails() && ae.Details(&u) == nil && u.PromptTokens+u.CompletionTokens > 0 {
 				// The call ran: it is billed with the steps, under this attempt's id.
 				u.Failed = true
-				c.state.Usage = append(c.state.Usage, c.trusted(u))
-				c.stepIDs = append(c.stepIDs, c.stepID)
-				c.logStep(ctx, c.trusted(u))
+				c.recordUsage(ctx, u)
 			}
 			if ae.Type() == activities.ErrFailedAfterUse && retries < stepRetries {
 				retries++
@@ -1016,25 +1028,40 @@ func (c *consensus) release(ctx workflow.Context) {
 }
 
 // trusted is the usage a step reported as the ledger may bill it: never
-// negative, and from a hub (which holds only its device certificate and
-// reports its own counts) never more than the step's bound, so a hub cannot
-// bill an account past the run's hold.
-func (c *consensus) trusted(u activities.AgentUsage) activities.AgentUsage {
+// negative, and never more than the step's bound: from a hub (which holds
+// only its device certificate and reports its own counts) always, from the
+// cloud's backend from versionClampCloud on, so no worker can bill an
+// account past the run's hold. clipped says whether the bound cut it.
+func (c *consensus) trusted(u activities.AgentUsage) (_ activities.AgentUsage, clipped bool) {
 	if !c.admit {
-		return u
+		return u, false
 	}
 	u.PromptTokens, u.CompletionTokens = max(u.PromptTokens, 0), max(u.CompletionTokens, 0)
-	if c.stepOnHub && c.stepBudget.MaxTokens > 0 {
+	if (c.stepOnHub || c.clampAll) && c.stepBudget.MaxTokens > 0 {
 		pt, ct := c.stepBudget.EventBound()
+		clipped = int64(u.PromptTokens) > pt || int64(u.CompletionTokens) > ct
 		u.PromptTokens, u.CompletionTokens = min(u.PromptTokens, int(pt)), min(u.CompletionTokens, int(ct))
 	}
-	return u
+	return u, clipped
+}
+
+// recordUsage adds a step's usage u, as trusted bills it, to the usage to bill
+// and the step log; a clipped count is logged and marked on the step's row.
+func (c *consensus) recordUsage(ctx workflow.Context, u activities.AgentUsage) {
+	t, clipped := c.trusted(u)
+	c.state.Usage = append(c.state.Usage, t)
+	c.stepIDs = append(c.stepIDs, c.stepID)
+	c.logStep(ctx, t)
+	if clipped {
+		workflow.GetLogger(ctx).Warn("a step reported more tokens than its bound; billed the bound", "step", c.stepID,
+			"prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens,
+			"billed_prompt_tokens", t.PromptTokens, "billed_completion_tokens", t.CompletionTokens)
+		c.state.StepLog[len(c.state.StepLog)-1].UsageClipped = true
+	}
 }
 
 func (c *consensus) done(ctx workflow.Context, u activities.AgentUsage) {
-	c.state.Usage = append(c.state.Usage, c.trusted(u))
-	c.stepIDs = append(c.stepIDs, c.stepID)
-	c.logStep(ctx, c.trusted(u))
+	c.recordUsage(ctx, u)
 	c.state.Current = nil
 	c.state.Steps++
 	c.state.UpdatedAt = workflow.Now(ctx)

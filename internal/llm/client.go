@@ -230,17 +230,14 @@ func (c *Client) Chat(ctx context.Context, req Request) (Response, error) {
 			continue
 		}
 		if err != nil {
+			if resp.Streamed && resp.Chunks > 0 {
+				// The stream was cut (or failed) after chunks arrived: the
+				// call ran, and the caller bills what arrived.
+				estimateMissing(req, &resp)
+			}
 			return resp, err
 		}
-		if resp.Usage.PromptTokens+resp.Usage.CompletionTokens <= 0 {
-			resp.Usage, resp.UsageEstimated = EstimateUsage(req.Messages, resp.Reasoning+resp.Text, resp.Chunks), true
-			if req.MaxTokens > 0 && resp.Usage.CompletionTokens > req.MaxTokens {
-				// A server that honours max_tokens made no more; a stream
-				// of one-byte chunks does not bill beyond it.
-				resp.Usage.CompletionTokens = req.MaxTokens
-				resp.Usage.TotalTokens = resp.Usage.PromptTokens + req.MaxTokens
-			}
-		}
+		estimateMissing(req, &resp)
 		return resp, nil
 	}
 	return Response{}, fmt.Errorf("inference server %s refused the request with streaming and JSON mode off", c.BaseURL)
@@ -311,6 +308,34 @@ func (r chatResponse) response() (Response, error) {
 		out.Usage = *r.Usage
 	}
 	return out, nil
+}
+
+// estimateMissing fills each usage field resp's server left at zero (or
+// below) with EstimateUsage's estimate, and marks resp estimated when it
+// filled one: a missing prompt count is the prompt's estimate; a missing
+// completion count, when the completion has text, reasoning or chunks, is
+// the larger of its estimate and the chunks, at most req.MaxTokens (a
+// server that honours max_tokens made no more, and a stream of one-byte
+// chunks does not bill beyond it).
+func estimateMissing(req Request, resp *Response) {
+	est := EstimateUsage(req.Messages, resp.Reasoning+resp.Text, resp.Chunks)
+	if req.MaxTokens > 0 {
+		est.CompletionTokens = min(est.CompletionTokens, req.MaxTokens)
+	}
+	u := resp.Usage
+	if u.PromptTokens <= 0 {
+		u.PromptTokens, resp.UsageEstimated = est.PromptTokens, true
+	}
+	if u.CompletionTokens <= 0 {
+		u.CompletionTokens = 0
+		if est.CompletionTokens > 0 {
+			u.CompletionTokens, resp.UsageEstimated = est.CompletionTokens, true
+		}
+	}
+	if resp.UsageEstimated {
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	resp.Usage = u
 }
 
 // EstimateUsage is the tokenizer-free estimate of a completion's usage when

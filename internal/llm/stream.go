@@ -152,10 +152,11 @@ func startsObject(r *bufio.Reader) bool {
 // {"object":"error",...}) becomes an *HTTPError; a
 // stream that ends before a finish reason or [DONE] is ErrStreamCut. The
 // stream is bounded by MaxResponseBytes and each line by MaxEventLine.
-func ReadStream(r io.Reader, onChunk func()) (Response, error) {
+func ReadStream(r io.Reader, onChunk func()) (out Response, _ error) {
 	sse := NewSSEReader(r)
-	var out Response
 	var text, reasoning strings.Builder
+	// On an error too, out holds what arrived: the caller bills it.
+	defer func() { out.Text, out.Reasoning = text.String(), reasoning.String() }()
 	out.Streamed = true
 	finished := false
 	for {
@@ -205,7 +206,6 @@ func ReadStream(r io.Reader, onChunk func()) (Response, error) {
 			onChunk()
 		}
 	}
-	out.Text, out.Reasoning = text.String(), reasoning.String()
 	return out, nil
 }
 

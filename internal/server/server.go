@@ -30,6 +30,7 @@ import (
 	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
+	"github.com/superinstance/mesh/internal/synapse"
 	"github.com/superinstance/mesh/internal/telemetry"
 	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
@@ -200,8 +201,7 @@ func Start(o Options) (s *Server, err error) {
 			if err != nil {
 				return nil, err
 			}
-			llmc := o.Inference.LLM
-			deps.Adapters = activities.NewAdapters(o.Store, o.Blob, llmc, o.LoRACacheDir, o.LoRACapacity, llmc.BaseModels)
+			deps.Adapters = newAdapters(o)
 			inf := *o.Inference
 			inf.Adapters = deps.Adapters
 			deps.Inference = &inf
@@ -393,4 +393,15 @@ func flushStarter(c client.Client, st *store.Store) func(context.Context, string
 		}
 		return err
 	}
+}
+
+// newAdapters is the worker's adapter registry and cache, over the backend
+// Logos asks with an adapter: its own (--logos-llm-base-url) when it has
+// one, else the shared one. Loads and base-model listings go there.
+func newAdapters(o Options) *activities.Adapters {
+	llmc := o.Inference.LLM
+	if c := o.Inference.Backends[synapse.Logos].LLM; c != nil {
+		llmc = c
+	}
+	return activities.NewAdapters(o.Store, o.Blob, llmc, o.LoRACacheDir, o.LoRACapacity, llmc.BaseModels)
 }

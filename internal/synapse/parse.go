@@ -12,30 +12,54 @@ import (
 // write before their answer; they are not part of it.
 var reasoningTags = [][2]string{{"<think>", "</think>"}, {"<thinking>", "</thinking>"}}
 
-// StripReasoning removes reasoning blocks from a reply: every
-// <think>...</think> (or <thinking>), an unclosed one to the end (a reply
-// cut short while reasoning), and everything before a closing tag whose
-// opening tag was in the chat template rather than the reply.
+// StripReasoning removes the reasoning a reply leads with: every
+// <think>...</think> (or <thinking>) block at its start, all of it when one
+// is unclosed (a reply cut short while reasoning), and otherwise everything
+// up to the last closing tag before the reply's first '{' (its opening tag
+// was in the chat template). Tags anywhere else, inside the answer's JSON
+// strings or after the object, are the answer's and are kept. It is one
+// linear pass.
 func StripReasoning(s string) string {
-	for _, tag := range reasoningTags {
-		open, closing := tag[0], tag[1]
-		for {
-			i := strings.Index(s, open)
-			if i < 0 {
-				break
-			}
-			j := strings.Index(s[i:], closing)
-			if j < 0 {
-				s = s[:i]
-				break
-			}
-			s = s[:i] + s[i+j+len(closing):]
+	stripped := false
+	for {
+		t := strings.TrimLeft(s, " \t\r\n")
+		open, closing, ok := leadingTag(t)
+		if !ok {
+			break
 		}
-		if j := strings.LastIndex(s, closing); j >= 0 {
-			s = s[j+len(closing):]
+		j := strings.Index(t[len(open):], closing)
+		if j < 0 {
+			return ""
+		}
+		s, stripped = t[len(open)+j+len(closing):], true
+	}
+	if stripped {
+		return s
+	}
+	head := s
+	if i := strings.IndexByte(s, '{'); i >= 0 {
+		head = s[:i]
+	}
+	cut := -1
+	for _, tag := range reasoningTags {
+		if j := strings.LastIndex(head, tag[1]); j >= 0 {
+			cut = max(cut, j+len(tag[1]))
 		}
 	}
+	if cut >= 0 {
+		return s[cut:]
+	}
 	return s
+}
+
+// leadingTag reports the reasoning tag pair whose opening tag s starts with.
+func leadingTag(s string) (open, closing string, ok bool) {
+	for _, tag := range reasoningTags {
+		if strings.HasPrefix(s, tag[0]) {
+			return tag[0], tag[1], true
+		}
+	}
+	return "", "", false
 }
 
 // maxCandidates bounds the '{' positions objects tries, so a reply of many

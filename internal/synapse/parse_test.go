@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Replies as real models write them: reasoning first, prose with braces,
@@ -84,5 +85,40 @@ func TestSchemasRequireWhatParseRequires(t *testing.T) {
 				t.Errorf("%T: schema does not require %s", out, f.path)
 			}
 		}
+	}
+}
+
+// Reasoning tags inside the answer are the answer's: only a reasoning block
+// that leads the reply (or closes before its first '{', its opening tag in
+// the chat template) is dropped, and a stray closing tag after the object
+// drops nothing.
+func TestReasoningTagsInTheAnswerAreKept(t *testing.T) {
+	for _, tc := range []struct{ name, text, answer string }{
+		{"open tag in a string", `{"answer":"Wrap the draft in a <think> tag","confidence":0.9}`, "Wrap the draft in a <think> tag"},
+		{"whole block in a string", `{"answer":"use <think>x</think> here","confidence":0.9}`, "use <think>x</think> here"},
+		{"closing tag in a string", `{"answer":"end it with </thinking>","confidence":0.9}`, "end it with </thinking>"},
+		{"stray closing tag after the object", `{"answer":"4","confidence":0.9}` + "\n</think>", "4"},
+		{"leading block, tag in the answer", `<think>draft {"answer":"5","confidence":0.1}</think>{"answer":"say <think>","confidence":0.9}`, "say <think>"},
+		{"template-opened block, tag in the answer", `reasoning here</think>{"answer":"a </think> b","confidence":0.9}`, "a </think> b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s Solution
+			if err := Parse(tc.text, &s); err != nil || s.Answer != tc.answer {
+				t.Fatalf("Parse: %v, answer %q, want %q", err, s.Answer, tc.answer)
+			}
+		})
+	}
+}
+
+// Stripping reasoning is one linear pass: a reply of the largest size made
+// of empty blocks is parsed at once, not in quadratic time.
+func TestStripReasoningIsLinear(t *testing.T) {
+	text := strings.Repeat("a<think></think>", MaxOutputBytes/len("a<think></think>"))
+	start := time.Now()
+	var s Solution
+	_ = Parse(text, &s)
+	_ = StripReasoning(text)
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Fatalf("%d bytes of empty blocks took %v", len(text), d)
 	}
 }

@@ -134,8 +134,9 @@ type validator interface{ Validate() error }
 // MaxOutputBytes bounds the model output Parse accepts.
 const MaxOutputBytes = 256 << 10
 
-// Parse decodes a model's reply into out and validates it. It drops
-// reasoning blocks (StripReasoning), then takes the first balanced JSON
+// Parse decodes a model's reply into out and validates it. It drops the
+// reasoning the reply leads with (StripReasoning; a reply that does not
+// lead with reasoning is read as it came), then takes the first balanced JSON
 // object in what is left that holds every field the agent must return, in
 // its kind, and validates; the object may stand alone or sit in prose or a
 // Markdown code fence, as models often write. Anything else is an error fit
