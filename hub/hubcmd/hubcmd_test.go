@@ -459,3 +459,59 @@ func TestAuditLogIsRotated(t *testing.T) {
 		}
 	}
 }
+
+// copyTrue writes an executable copy of /usr/bin/true at path.
+func copyTrue(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile("/usr/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestASymlinkedOrForeignExecutableIsRefused is the attacker's test: the
+// allow-list's path is a link, in a private directory, to a file in a
+// directory anyone may write; or the file (or a directory above it) belongs
+// to another user. Neither runs: the link is resolved and the file and
+// every directory above it must be root's or the hub's own, and writable
+// by their owner alone.
+func TestASymlinkedOrForeignExecutableIsRefused(t *testing.T) {
+	private, open := t.TempDir(), t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(open, 0o700) })
+	copyTrue(t, filepath.Join(open, "tool"), 0o755)
+	link := filepath.Join(private, "tool")
+	if err := os.Symlink(filepath.Join(open, "tool"), link); err != nil {
+		t.Fatal(err)
+	}
+	h := hubWith(t, `{"commands": [{"name": "tool", "path": "`+link+`"}]}`)
+	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "in a directory others")
+
+	if os.Getuid() != 0 {
+		t.Log("not root: the owner checks need a file of another user and are not exercised")
+		return
+	}
+	exe := filepath.Join(private, "theirs")
+	copyTrue(t, exe, 0o755)
+	h = hubWith(t, `{"commands": [{"name": "tool", "path": "`+exe+`"}]}`)
+	if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "tool"}); err != nil || res.Refused != "" {
+		t.Fatalf("the hub's own file: %+v %v", res, err)
+	}
+	if err := os.Chown(exe, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "owned by uid 65534")
+	if err := os.Chown(exe, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(private, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chown(private, 0, 0) })
+	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "owned by uid 65534")
+}
