@@ -515,3 +515,42 @@ func TestASymlinkedOrForeignExecutableIsRefused(t *testing.T) {
 	t.Cleanup(func() { _ = os.Chown(private, 0, 0) })
 	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "owned by uid 65534")
 }
+
+// TestRefusalsDoNotRotateRunsAway is the auditor's test: a command runs,
+// then a flood of refusals several times the log's bound follows; the
+// run's lines are still in the kept generations, and no more than
+// AuditGenerations old files are kept.
+func TestRefusalsDoNotRotateRunsAway(t *testing.T) {
+	l, _ := listIn(t)
+	h := hubWith(t, l)
+	h.Audit.MaxBytes = 4096
+	if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "env"}); err != nil || res.Refused != "" {
+		t.Fatalf("env: %+v %v", res, err)
+	}
+	for range 30 { // about 3 times MaxBytes
+		if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "nope", Args: []string{strings.Repeat("a", 200)}}); err != nil || res.Refused == "" {
+			t.Fatalf("%+v %v", res, err)
+		}
+	}
+	var started, finished bool
+	for g := range 7 {
+		p := h.Audit.Path()
+		if g > 0 {
+			p += "." + strconv.Itoa(g)
+		}
+		lines, err := Recent(p, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g > 5 && len(lines) > 0 {
+			t.Fatalf("generation %d kept", g)
+		}
+		for _, line := range lines {
+			started = started || line.Event == EventStarted
+			finished = finished || line.Event == EventFinished
+		}
+	}
+	if !started || !finished {
+		t.Fatalf("the run's lines were rotated away by refusals (started %v, finished %v)", started, finished)
+	}
+}
