@@ -162,7 +162,34 @@ type Bridge struct {
 	// those silent for longer than the idle bound, so a heartbeat arms no
 	// read deadline (a timer per hub) of its own.
 	controls map[*controlStream]struct{}
-	wg       sync.WaitGroup
+	// prewarmed is the minute (Unix minutes) of each device's last pre-warm
+	// signal acted on.
+	prewarmed map[string]int64
+	wg        sync.WaitGroup
+}
+
+// prewarmedMax bounds the prewarmed map: past it, entries of earlier
+// minutes are forgotten.
+const prewarmedMax = 4096
+
+// prewarmDue reports whether device's pre-warm signal at now is the first
+// of its minute, and records it.
+func (b *Bridge) prewarmDue(device string, now time.Time) bool {
+	minute := now.Unix() / 60
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if last, ok := b.prewarmed[device]; ok && last == minute {
+		return false
+	}
+	if len(b.prewarmed) >= prewarmedMax {
+		for d, m := range b.prewarmed {
+			if m != minute {
+				delete(b.prewarmed, d)
+			}
+		}
+	}
+	b.prewarmed[device] = minute
+	return true
 }
 
 // controlStream is what the idle sweep knows of a control stream.
@@ -268,7 +295,8 @@ func Listen(opts Options) (*Bridge, error) {
 	}
 	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(),
 		enrollLim: newEnrollLimits(opts.EnrollPerMinute, opts.EnrollConcurrent), conns: map[string]*hubConn{},
-		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{}}
+		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{},
+		prewarmed: map[string]int64{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
 			hello: tcpHelloTimeout, perSource: tcpPerSourceLimit, handshakes: make(chan struct{}, maxTCPHandshakes)}
@@ -645,7 +673,10 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 			b.note(id.DeviceID, hb.GetVitals(), hb.GetLastRttMicros())
 		case *meshv1.HubMessage_Prewarm:
 			b.m.prewarm()
-			if b.opts.Prewarmer != nil {
+			// One signal a minute per device is acted on (the warm-up
+			// workflow is the minute's anyway); later ones in that minute
+			// are dropped here, before any adapter lookup.
+			if b.opts.Prewarmer != nil && b.prewarmDue(id.DeviceID, time.Now()) {
 				if err := b.opts.Prewarmer.Prewarm(ctx, id, body.Prewarm); err != nil {
 					log.Warn("pre-warm", "error", err)
 				}

@@ -112,7 +112,7 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	if err != nil {
 		return refuse(err.Error())
 	}
-	if err := checkExecutable(e.Path); err != nil {
+	if e.resolved, err = checkExecutable(e.Path); err != nil {
 		return refuse(err.Error())
 	}
 	h.once.Do(func() { h.running = make(chan struct{}, cmp.Or(h.MaxRunning, 4)) })
@@ -145,21 +145,59 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	return RunResult{Outcome: o}, nil
 }
 
-// checkExecutable refuses a command file that others than its owner could
-// replace or change: writable by group or others, itself or its directory.
-func checkExecutable(path string) error {
-	fi, err := os.Stat(path)
+// checkExecutable refuses a command file that others than root or the
+// hub's own user could replace or change. Links are resolved first; the
+// file and every directory above it must be owned by root or the hub's
+// user and writable by their owner alone. A directory that others may
+// write passes only when it is root's and sticky (as /tmp): there nobody
+// may rename or remove another's entry.
+func checkExecutable(path string) (string, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err == nil {
+		real, err = filepath.Abs(real)
+	}
 	if err != nil {
-		return fmt.Errorf("command %s: %w", path, err)
+		return "", fmt.Errorf("command %s: %w", path, err)
+	}
+	fi, err := os.Lstat(real)
+	if err != nil {
+		return "", fmt.Errorf("command %s: %w", path, err)
 	}
 	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("command %s is not an executable file", path)
+		return "", fmt.Errorf("command %s is not an executable file", path)
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("command %s is writable by others than its owner (mode %v): nothing runs it", path, fi.Mode().Perm())
+		return "", fmt.Errorf("command %s is writable by others than its owner (mode %v): nothing runs it", path, fi.Mode().Perm())
 	}
-	if di, err := os.Stat(filepath.Dir(path)); err == nil && di.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("command %s is in a directory others than its owner may write (%s, mode %v): nothing runs it", path, filepath.Dir(path), di.Mode().Perm())
+	if err := trustedOwner(path, real, fi); err != nil {
+		return "", err
 	}
-	return nil
+	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
+		di, err := os.Lstat(dir)
+		if err != nil {
+			return "", fmt.Errorf("command %s: %w", path, err)
+		}
+		if err := trustedOwner(path, dir, di); err != nil {
+			return "", err
+		}
+		uid, _ := fileOwner(di)
+		sticky := di.Mode()&os.ModeSticky != 0 && uid == 0
+		if di.Mode().Perm()&0o022 != 0 && !sticky {
+			return "", fmt.Errorf("command %s is in a directory others than its owner may write (%s, mode %v): nothing runs it", path, dir, di.Mode().Perm())
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			break
+		}
+	}
+	return real, nil
+}
+
+// trustedOwner refuses p (on the way to command path) unless root or the
+// hub's own user owns it.
+func trustedOwner(path, p string, fi os.FileInfo) error {
+	uid, ok := fileOwner(fi)
+	if !ok || uid == 0 || uid == os.Getuid() {
+		return nil
+	}
+	return fmt.Errorf("command %s: %s is owned by uid %d, neither root nor this hub's user (uid %d): nothing runs it", path, p, uid, os.Getuid())
 }

@@ -49,8 +49,9 @@ type AuditLine struct {
 const DefaultAuditMaxBytes = 64 << 20
 
 // Audit appends lines to the hub's audit log, a JSONL file opened for
-// append only (0600). Past MaxBytes the file is moved to path.1 (replacing
-// the one before) and a new one started, so requests cannot fill the disk.
+// append only (0600). Past MaxBytes the file is moved to path.1 (the older
+// ones shifting up to path.5, the oldest dropped) and a new one started, so
+// requests cannot fill the disk.
 type Audit struct {
 	path string
 	// MaxBytes is the rotation size; zero means DefaultAuditMaxBytes.
@@ -84,7 +85,7 @@ func (a *Audit) Append(l AuditLine) error {
 		limit = DefaultAuditMaxBytes
 	}
 	if fi, err := os.Stat(a.path); err == nil && fi.Size()+int64(len(b)) >= limit {
-		if err := os.Rename(a.path, a.path+".1"); err != nil {
+		if err := a.rotate(); err != nil {
 			return fmt.Errorf("audit log %s: rotate: %w", a.path, err)
 		}
 	}
@@ -101,6 +102,22 @@ func (a *Audit) Append(l AuditLine) error {
 		return fmt.Errorf("audit log %s: %w", a.path, err)
 	}
 	return f.Close()
+}
+
+// AuditGenerations is how many full logs are kept beside the current one
+// (path.1, newest, to path.5), so that a flood of refused requests does not
+// rotate the record of a run away at once.
+const AuditGenerations = 5
+
+// rotate shifts path.N to path.N+1, dropping the oldest, and path to path.1.
+func (a *Audit) rotate() error {
+	for g := AuditGenerations; g > 1; g-- {
+		err := os.Rename(fmt.Sprintf("%s.%d", a.path, g-1), fmt.Sprintf("%s.%d", a.path, g))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return os.Rename(a.path, a.path+".1")
 }
 
 // tailBytes is how much of the log's end Recent reads.

@@ -459,3 +459,98 @@ func TestAuditLogIsRotated(t *testing.T) {
 		}
 	}
 }
+
+// copyTrue writes an executable copy of /usr/bin/true at path.
+func copyTrue(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile("/usr/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestASymlinkedOrForeignExecutableIsRefused is the attacker's test: the
+// allow-list's path is a link, in a private directory, to a file in a
+// directory anyone may write; or the file (or a directory above it) belongs
+// to another user. Neither runs: the link is resolved and the file and
+// every directory above it must be root's or the hub's own, and writable
+// by their owner alone.
+func TestASymlinkedOrForeignExecutableIsRefused(t *testing.T) {
+	private, open := t.TempDir(), t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(open, 0o700) })
+	copyTrue(t, filepath.Join(open, "tool"), 0o755)
+	link := filepath.Join(private, "tool")
+	if err := os.Symlink(filepath.Join(open, "tool"), link); err != nil {
+		t.Fatal(err)
+	}
+	h := hubWith(t, `{"commands": [{"name": "tool", "path": "`+link+`"}]}`)
+	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "in a directory others")
+
+	if os.Getuid() != 0 {
+		t.Log("not root: the owner checks need a file of another user and are not exercised")
+		return
+	}
+	exe := filepath.Join(private, "theirs")
+	copyTrue(t, exe, 0o755)
+	h = hubWith(t, `{"commands": [{"name": "tool", "path": "`+exe+`"}]}`)
+	if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "tool"}); err != nil || res.Refused != "" {
+		t.Fatalf("the hub's own file: %+v %v", res, err)
+	}
+	if err := os.Chown(exe, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "owned by uid 65534")
+	if err := os.Chown(exe, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(private, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chown(private, 0, 0) })
+	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "owned by uid 65534")
+}
+
+// TestRefusalsDoNotRotateRunsAway is the auditor's test: a command runs,
+// then a flood of refusals several times the log's bound follows; the
+// run's lines are still in the kept generations, and no more than
+// AuditGenerations old files are kept.
+func TestRefusalsDoNotRotateRunsAway(t *testing.T) {
+	l, _ := listIn(t)
+	h := hubWith(t, l)
+	h.Audit.MaxBytes = 4096
+	if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "env"}); err != nil || res.Refused != "" {
+		t.Fatalf("env: %+v %v", res, err)
+	}
+	for range 30 { // about 3 times MaxBytes
+		if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "nope", Args: []string{strings.Repeat("a", 200)}}); err != nil || res.Refused == "" {
+			t.Fatalf("%+v %v", res, err)
+		}
+	}
+	var started, finished bool
+	for g := range 7 {
+		p := h.Audit.Path()
+		if g > 0 {
+			p += "." + strconv.Itoa(g)
+		}
+		lines, err := Recent(p, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g > 5 && len(lines) > 0 {
+			t.Fatalf("generation %d kept", g)
+		}
+		for _, line := range lines {
+			started = started || line.Event == EventStarted
+			finished = finished || line.Event == EventFinished
+		}
+	}
+	if !started || !finished {
+		t.Fatalf("the run's lines were rotated away by refusals (started %v, finished %v)", started, finished)
+	}
+}

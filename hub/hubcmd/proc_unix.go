@@ -3,9 +3,19 @@
 package hubcmd
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 )
+
+// fileOwner is fi's owner's uid; ok is false where the system does not say.
+func fileOwner(fi os.FileInfo) (uid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
+}
 
 // ownGroup starts the command in a process group of its own, so that a
 // timeout kills everything it started, not only itself.

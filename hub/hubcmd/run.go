@@ -46,6 +46,10 @@ func Run(ctx context.Context, e Entry, args []string, limit time.Duration) (Outc
 		max = DefaultOutputBytes
 	}
 	cmd := exec.Command(e.Path, args...)
+	if e.resolved != "" {
+		// The file checked, not whatever the link names by now.
+		cmd.Path = e.resolved
+	}
 	cmd.Env = environ(e.Env)
 	cmd.Dir = e.Dir
 	if cmd.Dir == "" {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -68,6 +69,7 @@ func (r *EvalRequest) validate() ([]string, error) {
 		return nil, fieldErr("budget", fmt.Sprintf("budget must be %d to %d completion tokens", eval.MinBudget, eval.MaxBudget))
 	}
 	per := map[string]map[string]bool{}
+	runs := map[string]bool{}
 	for i, res := range r.Results {
 		p := fmt.Sprintf("results[%d]", i)
 		if !slices.Contains(eval.Strategies, res.Strategy) {
@@ -82,6 +84,16 @@ func (r *EvalRequest) validate() ([]string, error) {
 		if res.Correct != (res.Got != nil && *res.Got == res.Expected) {
 			return nil, fieldErr(p+".correct", p+".correct must say whether got equals expected")
 		}
+		// Each run is one question's under one strategy: a run named twice
+		// would count its cost twice, and a result with no run would cost
+		// nothing though it answered.
+		if res.WorkflowID == "" && res.Error == "" {
+			return nil, fieldErr(p+".workflow_id", p+" has no workflow_id: name the run that answered it, or say its error")
+		}
+		if res.WorkflowID != "" && runs[res.WorkflowID] {
+			return nil, fieldErr(p+".workflow_id", fmt.Sprintf("%s names run %s again: each result has its own run", p, res.WorkflowID))
+		}
+		runs[res.WorkflowID] = true
 		if per[res.Strategy] == nil {
 			per[res.Strategy] = map[string]bool{}
 		}
@@ -129,22 +141,26 @@ func (s *Server) recordEval(w http.ResponseWriter, r *http.Request, c Caller) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	since := time.Now().Add(-evalCostWindow)
+	var runs []string
+	for _, res := range req.Results {
+		if res.WorkflowID != "" {
+			runs = append(runs, res.WorkflowID)
+		}
+	}
+	// Only the caller's own usage events count: a run of another account
+	// costs this one nothing, used no tokens and names no model. Cost and
+	// tokens are the ledger's, never the body's.
+	usage, err := s.Store.RunsUsage(ctx, c.Account, runs, since)
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
+		return
+	}
 	models := []string{}
 	for i := range req.Results {
 		res := &req.Results[i]
-		res.Cost = 0
-		if res.WorkflowID == "" {
-			continue
-		}
-		// Only the caller's own usage events count: a run of another
-		// account costs this one nothing and names no model.
-		cost, ms, err := s.Store.RunUsage(ctx, c.Account, res.WorkflowID, since)
-		if err != nil {
-			httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the ledger is unreachable")
-			return
-		}
-		res.Cost = cost
-		for _, m := range ms {
+		u := usage[res.WorkflowID]
+		res.Cost, res.Tokens = u.Cost, u.Tokens
+		for _, m := range u.Models {
 			if !slices.Contains(models, m) {
 				models = append(models, m)
 			}
@@ -156,6 +172,12 @@ func (s *Server) recordEval(w http.ResponseWriter, r *http.Request, c Caller) {
 	rb, _ := json.Marshal(req.Results)
 	rec, err := s.Store.RecordEval(ctx, store.EvalRun{Account: c.Account, Dataset: req.Dataset, Seed: req.Seed, Questions: req.Questions,
 		Budget: req.Budget, Summaries: sb, Results: rb, Models: models})
+	if errors.Is(err, store.ErrEvalRateLimited) {
+		w.Header().Set("Retry-After", "60")
+		httpjson.Error(w, http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("this account recorded %d evaluations in the last minute; try again in a minute", store.EvalsPerMinute))
+		return
+	}
 	if err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the evaluation could not be stored")
 		return

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/eval"
@@ -137,6 +138,8 @@ func TestEvalRequestIsValidated(t *testing.T) {
 		"correct":       {strings.Replace(good, `"correct":true`, `"correct":false`, 1), "results[0].correct"},
 		"repeated":      {strings.Replace(good, `arithmetic-1-2`, `arithmetic-1-1`, 1), "results[1]"},
 		"tokens":        {strings.Replace(good, `"tokens":100`, `"tokens":-1`, 1), "results[0]"},
+		"same run":      {strings.Replace(good, `consensus-carol-vote-1`, `consensus-carol-vote-0`, 1), "results[1].workflow_id"},
+		"no run":        {strings.Replace(good, `"workflow_id":"consensus-carol-vote-1",`, ``, 1), "results[1].workflow_id"},
 		"empty":         {`{"dataset":"arithmetic","questions":1,"budget":3072,"results":[]}`, "results"},
 		"unknown field": {strings.Replace(good, `{"dataset"`, `{"account":"alice","dataset"`, 1), ""},
 	} {
@@ -210,5 +213,86 @@ func TestEvalsRefuseGuestsAndOtherOrigins(t *testing.T) {
 	}
 	if evals, err := m.Store.Evals(context.Background(), "alice", 10); err != nil || len(evals) != 1 {
 		t.Fatalf("alice holds %d evaluations, want her own one: %v", len(evals), err)
+	}
+}
+
+// An auditor's view of a report's numbers: each run's tokens, like its
+// cost, are what the ledger holds, not what the client claims, and a
+// result that failed without a run costs nothing.
+func TestEvalTokensComeFromTheLedger(t *testing.T) {
+	st := harness.Store(t)
+	ctx := context.Background()
+	harness.EnsureAccount(t, st, "dana")
+	tok, err := st.CreateAPIToken(ctx, "dana", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		for _, step := range []string{"a", "b"} {
+			if _, err := st.LogUsage(ctx, store.Usage{EventID: fmt.Sprintf("consensus-dana-single-%d/%s", i, step), Account: "dana",
+				Project: "default", Model: "si-simulator-small", PromptTokens: 1000, CompletionTokens: 500}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	h := (&api.Server{Store: st}).Handler()
+	body := strings.ReplaceAll(evalBody(2, 2, "consensus-dana", 0, eval.Single), `"tokens":100`, `"tokens":9223372036854775807`)
+	rec := send(h, "POST", "/v1/evals", body, nil, map[string]string{"Authorization": "Bearer " + tok})
+	var info api.EvalInfo
+	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &info) != nil || len(info.Summaries) != 1 {
+		t.Fatalf("POST /v1/evals: %d %s", rec.Code, rec.Body)
+	}
+	if s := info.Summaries[0]; s.Tokens != 2*2*1500 || s.TokensPerQuestion != 2*1500 || s.Cost <= 0 {
+		t.Fatalf("the summary's tokens are the client's, not the ledger's: %+v", s)
+	}
+	usage, err := st.RunsUsage(ctx, "dana", []string{"consensus-dana-single-0", "consensus-dana-single-1", "consensus-other"}, time.Now().Add(-time.Hour))
+	if err != nil || len(usage) != 2 || usage["consensus-dana-single-0"].Tokens != 3000 || len(usage["consensus-dana-single-1"].Models) != 1 {
+		t.Fatalf("RunsUsage: %v %+v", err, usage)
+	}
+}
+
+// An attacker's token records evaluations as fast as it can: the eleventh
+// within a minute is 429, and the account keeps only its newest
+// store.EvalsKept evaluations.
+func TestEvalRecordingIsBounded(t *testing.T) {
+	st := harness.Store(t)
+	ctx := context.Background()
+	harness.EnsureAccount(t, st, "eve")
+	tok, err := st.CreateAPIToken(ctx, "eve", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := (&api.Server{Store: st}).Handler()
+	body := evalBody(1, 1, "consensus-eve", 0, eval.Single)
+	for i := range store.EvalsPerMinute + 1 {
+		rec := send(h, "POST", "/v1/evals", body, nil, map[string]string{"Authorization": "Bearer " + tok})
+		want := http.StatusCreated
+		if i == store.EvalsPerMinute {
+			want = http.StatusTooManyRequests
+		}
+		if rec.Code != want || (want == http.StatusTooManyRequests && rec.Header().Get("Retry-After") == "") {
+			t.Fatalf("POST %d: %d %s", i+1, rec.Code, rec.Body)
+		}
+	}
+	// Older evaluations, more than the account keeps.
+	if _, err := st.Pool.Exec(ctx, `INSERT INTO eval_runs (id, account_id, created_at, dataset, seed, questions, budget, summaries, results, models)
+		SELECT 'eval-old-' || g, 'eve', now() - g * interval '1 hour', 'arithmetic', 1, 1, 3072, '[]', '[]', '{}' FROM generate_series(1, $1) g`,
+		store.EvalsKept); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Pool.Exec(ctx, `UPDATE eval_runs SET created_at = created_at - interval '2 minutes' WHERE account_id = 'eve'`); err != nil {
+		t.Fatal(err)
+	}
+	if rec := send(h, "POST", "/v1/evals", body, nil, map[string]string{"Authorization": "Bearer " + tok}); rec.Code != http.StatusCreated {
+		t.Fatalf("a POST a minute later: %d %s", rec.Code, rec.Body)
+	}
+	var n int
+	var oldest string
+	if err := st.Pool.QueryRow(ctx, `SELECT count(*), min(created_at)::text FROM eval_runs WHERE account_id = 'eve'`).Scan(&n, &oldest); err != nil || n != store.EvalsKept {
+		t.Fatalf("eve keeps %d evaluations (%v), not %d", n, err, store.EvalsKept)
+	}
+	var old int
+	if err := st.Pool.QueryRow(ctx, `SELECT count(*) FROM eval_runs WHERE id = 'eval-old-200' OR id = 'eval-old-199'`).Scan(&old); err != nil || old != 0 {
+		t.Fatalf("the oldest evaluations were kept: %d %v", old, err)
 	}
 }

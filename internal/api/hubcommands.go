@@ -7,6 +7,7 @@ import (
 
 	"github.com/superinstance/mesh/hub/hubcmd"
 	"github.com/superinstance/mesh/internal/httpjson"
+	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/workflows"
 )
@@ -31,6 +32,13 @@ func (s *Server) hubCommand(w http.ResponseWriter, r *http.Request, c Caller) {
 	if !accountOnly(w, c) {
 		return
 	}
+	// A device id follows the certificate's rule; anything else names no
+	// hub and would break the command record's CHECK inside the workflow.
+	device := r.PathValue("device")
+	if err := pki.ValidID("device id", device); err != nil {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
 	var req HubCommandRequest
 	if !decode(w, r, &req) {
 		return
@@ -50,7 +58,7 @@ func (s *Server) hubCommand(w http.ResponseWriter, r *http.Request, c Caller) {
 	const pickup = 30 * time.Second
 	ctx, cancel := context.WithTimeout(r.Context(), timeout+pickup+time.Minute)
 	defer cancel()
-	res, err := runner.HubCommand(ctx, s.Temporal, workflows.HubCommandInput{Device: r.PathValue("device"), Account: c.Account,
+	res, err := runner.HubCommand(ctx, s.Temporal, workflows.HubCommandInput{Device: device, Account: c.Account,
 		AskedBy: "account " + c.Account + " (API)", Command: req.Command, Args: req.Args, Timeout: timeout, Pickup: pickup})
 	switch {
 	case err != nil:
