@@ -468,9 +468,21 @@ const versionRefusedKey = "refused-unrecorded"
 // (r<round>-<agent>) and bills it; runs recorded before it replay without.
 const versionStepIDs = 1
 
+// versionStrategies is the workflow version that runs the vote and single
+// strategies. A worker from before it ran every input as a debate, so a
+// history without the marker replays as a debate whatever its input says;
+// a debate records no marker.
+const versionStrategies = 1
+
+const versionStrategiesKey = "strategies"
+
 func (c *consensus) run(ctx workflow.Context) error {
 	c.stepIDs0 = workflow.GetVersion(ctx, "step-ids-and-billing", workflow.DefaultVersion, versionStepIDs) == workflow.DefaultVersion
 	c.admit = !c.stepIDs0 && workflow.GetVersion(ctx, "admission", workflow.DefaultVersion, versionAdmission) == versionAdmission
+	if c.in.Strategy != StrategyDebate &&
+		workflow.GetVersion(ctx, versionStrategiesKey, workflow.DefaultVersion, versionStrategies) == workflow.DefaultVersion {
+		c.asDebate()
+	}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           c.cloud,
 		StartToCloseTimeout: 10 * time.Second,
@@ -590,6 +602,13 @@ func (c *consensus) run(ctx workflow.Context) error {
 	// at the final state sees every step's charge.
 	c.state.Status = StatusArbiter
 	return nil
+}
+
+// asDebate runs the input as the debate a worker from before strategies
+// ran it as.
+func (c *consensus) asDebate() {
+	c.in.Strategy, c.in.Samples, c.in.Temperature = StrategyDebate, 0, nil
+	c.state.Strategy, c.state.Samples, c.state.Temperature = StrategyDebate, 0, nil
 }
 
 // logosInput asks Logos for round's answer.
