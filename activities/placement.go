@@ -54,17 +54,20 @@ type Placement struct {
 type HubStatus struct {
 	Healthy bool
 	Reason  string
-	// NoHeartbeat: the hub's hello did not say its steps heartbeat (an
-	// older hub), so its steps must run without a heartbeat timeout. False
-	// for a hub the registry does not know (a worker the operator runs,
-	// with the mesh's own code) and in every result recorded before it.
-	NoHeartbeat bool
+	// Heartbeats: the hub's hello said its steps heartbeat, so they may
+	// have a heartbeat timeout. False (no timeout; StartToClose bounds the
+	// step) for an older hub, a hub the registry does not know, and every
+	// result an older worker returns or a recorded history holds.
+	Heartbeats bool
+	// Sampling: the hub's hello said it honours temperature and seed, so a
+	// vote's samples may run there. False as Heartbeats is.
+	Sampling bool
 }
 
 // HubAvailable reports whether the hub behind queue is healthy in the
 // bridge's view and has a live activity poller.
 func (p *Placement) HubAvailable(ctx context.Context, queue string) (HubStatus, error) {
-	noHeartbeat := false
+	var beats, sampled bool
 	if id := hub.DeviceOf(queue); p.Hubs != nil && id != "" {
 		h, err := p.Hubs.HubByID(ctx, id)
 		switch {
@@ -72,7 +75,7 @@ func (p *Placement) HubAvailable(ctx context.Context, queue string) (HubStatus, 
 			if ok, why := p.Policy.Check(h, time.Now()); !ok {
 				return HubStatus{Reason: why}, nil
 			}
-			noHeartbeat = !heartbeats(h)
+			beats, sampled = heartbeats(h), samples(h)
 		case !errors.Is(err, store.ErrNotFound):
 			return HubStatus{}, err
 		}
@@ -86,7 +89,7 @@ func (p *Placement) HubAvailable(ctx context.Context, queue string) (HubStatus, 
 		fresh = 70 * time.Second
 	}
 	if livePoller(resp.GetPollers(), time.Now().Add(-fresh)) {
-		return HubStatus{Healthy: true, NoHeartbeat: noHeartbeat}, nil
+		return HubStatus{Healthy: true, Heartbeats: beats, Sampling: sampled}, nil
 	}
 	return HubStatus{Reason: "no live worker polls " + queue}, nil
 }
@@ -94,6 +97,10 @@ func (p *Placement) HubAvailable(ctx context.Context, queue string) (HubStatus, 
 // heartbeats says whether a registered hub's steps heartbeat: its hello
 // said so. An older hub's steps get no heartbeat timeout.
 func heartbeats(h store.Hub) bool { return wire.HasFeature(h.Features, wire.FeatureStepHeartbeat) }
+
+// samples says whether a registered hub honours a call's temperature and
+// seed: its hello said so.
+func samples(h store.Hub) bool { return wire.HasFeature(h.Features, wire.FeatureSampling) }
 
 // noHeartbeatNote is added to a choice's note for an older hub.
 const noHeartbeatNote = "; its version does not heartbeat its steps, so they run without a heartbeat timeout"
@@ -115,6 +122,9 @@ type PickHubInput struct {
 	// operator runs, judged by its pollers alone); a registered device is a
 	// candidate only through its own account's list.
 	Prefer string
+	// Sampling: the step is a vote's sample; only a hub whose hello says it
+	// honours temperature and seed is a candidate.
+	Sampling bool
 }
 
 // HubChoice is where a step runs: a hub's queue, or "" for the cloud, and why.
@@ -123,8 +133,9 @@ type HubChoice struct {
 	// Note says why, e.g. "hub-b: lowest GPU load (12%) of 2 healthy hubs"
 	// or "cloud: no healthy hub (hub-a silent for 20s)".
 	Note string
-	// NoHeartbeat: as HubStatus.NoHeartbeat, for the chosen hub.
-	NoHeartbeat bool
+	// Heartbeats and Sampling: as HubStatus's, for the chosen hub.
+	Heartbeats bool
+	Sampling   bool
 }
 
 // PickHub chooses the least loaded healthy hub of in.Account: connected,
@@ -152,7 +163,7 @@ func (p *Placement) PickHub(ctx context.Context, in PickHubInput) (HubChoice, er
 			if err != nil {
 				return HubChoice{}, err
 			}
-			if livePoller(resp.GetPollers(), now.Add(-fresh)) {
+			if livePoller(resp.GetPollers(), now.Add(-fresh)) && !in.Sampling {
 				return HubChoice{Queue: in.Prefer, Note: id + ": the run's hub, not in the registry (judged by its pollers)"}, nil
 			}
 		case err != nil:
@@ -169,6 +180,10 @@ func (p *Placement) PickHub(ctx context.Context, in PickHubInput) (HubChoice, er
 		h := &hubs[i]
 		if ok, reason := p.Policy.Check(*h, now); !ok {
 			why = append(why, reason)
+			continue
+		}
+		if in.Sampling && !samples(*h) {
+			why = append(why, h.DeviceID+": its version ignores temperature and seed, so a vote's samples there would be copies")
 			continue
 		}
 		q := hub.Queue(h.DeviceID)
@@ -192,8 +207,8 @@ func (p *Placement) PickHub(ctx context.Context, in PickHubInput) (HubChoice, er
 	if healthy == 1 {
 		note = fmt.Sprintf("%s: the only healthy hub of %d (GPU load %.0f%%)", best.DeviceID, len(hubs), best.GPULoad*100)
 	}
-	ch := HubChoice{Queue: hub.Queue(best.DeviceID), Note: note, NoHeartbeat: !heartbeats(*best)}
-	if ch.NoHeartbeat {
+	ch := HubChoice{Queue: hub.Queue(best.DeviceID), Note: note, Heartbeats: heartbeats(*best), Sampling: samples(*best)}
+	if !ch.Heartbeats {
 		ch.Note += noHeartbeatNote
 	}
 	return ch, nil

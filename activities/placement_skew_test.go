@@ -13,10 +13,11 @@ import (
 	"github.com/superinstance/mesh/workers"
 )
 
-// A hub's hello decides whether its steps get a heartbeat timeout: one that
-// names the step-heartbeat feature does; an older one, which names none,
-// does not (its steps never heartbeat); a worker the registry does not
-// know (the operator's, running the mesh's code) does.
+// A hub's hello decides whether its steps get a heartbeat timeout and its
+// vote samples: one that names the step-heartbeat and sampling features
+// does; an older one, which names none, does not (its steps never
+// heartbeat, and it ignores a call's temperature and seed); nor does a
+// worker the registry does not know, whose code placement cannot vouch for.
 func TestPlacementSaysWhichHubsDoNotHeartbeat(t *testing.T) {
 	st := harness.Store(t)
 	ctx := context.Background()
@@ -35,27 +36,36 @@ func TestPlacementSaysWhichHubsDoNotHeartbeat(t *testing.T) {
 	}
 	connect("acme-old", "gpu-old", nil)
 	connect("acme-new", "gpu-new", wire.HubFeatures())
+	connect("acme-mid", "gpu-mid", []string{wire.FeatureStepHeartbeat})
 	p := &activities.Placement{Temporal: livePollers{}, Hubs: st, Accounts: st}
 	for _, tc := range []struct {
-		account, device string
-		noHeartbeat     bool
-	}{{"acme-old", "gpu-old", true}, {"acme-new", "gpu-new", false}} {
+		account, device      string
+		heartbeats, sampling bool
+	}{{"acme-old", "gpu-old", false, false}, {"acme-new", "gpu-new", true, true}, {"acme-mid", "gpu-mid", true, false}} {
 		ch, err := p.PickHub(ctx, activities.PickHubInput{Account: tc.account})
-		if err != nil || ch.Queue != workers.HubQueue(tc.device) || ch.NoHeartbeat != tc.noHeartbeat {
-			t.Errorf("%s: picked %+v (%v), want %s with NoHeartbeat %v", tc.device, ch, err, workers.HubQueue(tc.device), tc.noHeartbeat)
+		if err != nil || ch.Queue != workers.HubQueue(tc.device) || ch.Heartbeats != tc.heartbeats || ch.Sampling != tc.sampling {
+			t.Errorf("%s: picked %+v (%v), want %s with Heartbeats %v Sampling %v", tc.device, ch, err, workers.HubQueue(tc.device), tc.heartbeats, tc.sampling)
 		}
-		if tc.noHeartbeat && !strings.Contains(ch.Note, "does not heartbeat") {
+		if !tc.heartbeats && !strings.Contains(ch.Note, "does not heartbeat") {
 			t.Errorf("%s: the note %q does not say why its steps have no heartbeat timeout", tc.device, ch.Note)
 		}
 		hs, err := p.HubAvailable(ctx, workers.HubQueue(tc.device))
-		if err != nil || !hs.Healthy || hs.NoHeartbeat != tc.noHeartbeat {
-			t.Errorf("%s: available %+v (%v), want healthy with NoHeartbeat %v", tc.device, hs, err, tc.noHeartbeat)
+		if err != nil || !hs.Healthy || hs.Heartbeats != tc.heartbeats || hs.Sampling != tc.sampling {
+			t.Errorf("%s: available %+v (%v), want healthy with Heartbeats %v Sampling %v", tc.device, hs, err, tc.heartbeats, tc.sampling)
+		}
+		// A vote's sample is placed only on a hub that samples.
+		ch, err = p.PickHub(ctx, activities.PickHubInput{Account: tc.account, Sampling: true})
+		if want := map[bool]string{true: workers.HubQueue(tc.device), false: ""}[tc.sampling]; err != nil || ch.Queue != want {
+			t.Errorf("%s: a sample picked %+v (%v), want queue %q", tc.device, ch, err, want)
+		}
+		if !tc.sampling && !strings.Contains(ch.Note, "ignores temperature and seed") {
+			t.Errorf("%s: the note %q does not say why a sample runs in the cloud", tc.device, ch.Note)
 		}
 	}
 	// A queue the registry does not know: the operator's worker.
 	hs, err := p.HubAvailable(ctx, workers.HubQueue("operator-gpu"))
-	if err != nil || !hs.Healthy || hs.NoHeartbeat {
-		t.Errorf("unregistered worker: %+v (%v), want healthy with a heartbeat timeout", hs, err)
+	if err != nil || !hs.Healthy || hs.Heartbeats || hs.Sampling {
+		t.Errorf("unregistered worker: %+v (%v), want healthy with no heartbeat timeout and no samples", hs, err)
 	}
 }
 

@@ -432,10 +432,15 @@ type consensus struct {
 	perStep bool
 	// sample is the vote sample the step in progress draws, 0 for none.
 	sample int
-	// queueNoHeartbeat: placement said the hub behind queue does not
-	// heartbeat its steps (an older hub), so they run without a heartbeat
-	// timeout. Results recorded before it say false: the same commands.
-	queueNoHeartbeat bool
+	// queueHeartbeats: placement said the hub behind queue heartbeats its
+	// steps, so they get a heartbeat timeout. Without it (an older hub, a
+	// hub the registry does not know, an older worker's result) a hub step
+	// runs with none and StartToClose bounds it. Activity options are not
+	// compared on replay: recorded histories keep their commands.
+	queueHeartbeats bool
+	// queueSampling: placement said the hub behind queue honours a call's
+	// temperature and seed; without it a vote's samples run in the cloud.
+	queueSampling bool
 }
 
 // versionAdmission is the workflow version that reserves the run's worst
@@ -481,10 +486,22 @@ const versionRefusedKey = "refused-unrecorded"
 // (r<round>-<agent>) and bills it; runs recorded before it replay without.
 const versionStepIDs = 1
 
+// versionStrategies is the workflow version that runs the vote and single
+// strategies. A worker from before it ran every input as a debate, so a
+// history without the marker replays as a debate whatever its input says;
+// a debate records no marker.
+const versionStrategies = 1
+
+const versionStrategiesKey = "strategies"
+
 func (c *consensus) run(ctx workflow.Context) error {
 	c.stepIDs0 = workflow.GetVersion(ctx, "step-ids-and-billing", workflow.DefaultVersion, versionStepIDs) == workflow.DefaultVersion
 	c.admit = !c.stepIDs0 && workflow.GetVersion(ctx, "admission", workflow.DefaultVersion, versionAdmission) == versionAdmission
 	c.clampAll = c.admit && workflow.GetVersion(ctx, versionClampCloudKey, workflow.DefaultVersion, versionClampCloud) == versionClampCloud
+	if c.in.Strategy != StrategyDebate &&
+		workflow.GetVersion(ctx, versionStrategiesKey, workflow.DefaultVersion, versionStrategies) == workflow.DefaultVersion {
+		c.asDebate()
+	}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           c.cloud,
 		StartToCloseTimeout: 10 * time.Second,
@@ -606,6 +623,13 @@ func (c *consensus) run(ctx workflow.Context) error {
 	return nil
 }
 
+// asDebate runs the input as the debate a worker from before strategies
+// ran it as.
+func (c *consensus) asDebate() {
+	c.in.Strategy, c.in.Samples, c.in.Temperature = StrategyDebate, 0, nil
+	c.state.Strategy, c.state.Samples, c.state.Temperature = StrategyDebate, 0, nil
+}
+
 // logosInput asks Logos for round's answer.
 func (c *consensus) logosInput(round int, m synapse.Manifest, feedback, earlier string) activities.LogosInput {
 	li := activities.LogosInput{Question: c.in.Prompt, Manifest: m, Round: round, Feedback: feedback, LoRA: c.in.LoRA, Account: c.in.Account, Earlier: earlier}
@@ -689,7 +713,7 @@ func (c *consensus) place(ctx workflow.Context) error {
 		switch {
 		case st.Healthy:
 			c.queue = c.in.HubQueue
-			c.queueNoHeartbeat = st.NoHeartbeat
+			c.queueHeartbeats, c.queueSampling = st.Heartbeats, st.Sampling
 			c.state.PlacementNote = "hub is healthy"
 		case c.in.Placement == PlacementHub:
 			return temporal.NewNonRetryableApplicationError("hub unavailable: "+st.Reason, ErrHubUnavailable, nil)
@@ -708,8 +732,9 @@ const versionPerStep = 1
 
 const versionPerStepKey = "placement-per-step"
 
-// pick places the next step among the account's hubs, or in the cloud.
-func (c *consensus) pick(ctx workflow.Context) error {
+// pick places the next step among the account's hubs, or in the cloud; a
+// vote's sample (sampling) only on a hub that honours temperature and seed.
+func (c *consensus) pick(ctx workflow.Context, sampling bool) error {
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           c.cloud,
 		StartToCloseTimeout: 5 * time.Second,
@@ -717,13 +742,13 @@ func (c *consensus) pick(ctx workflow.Context) error {
 	})
 	var p *activities.Placement
 	var ch activities.HubChoice
-	if err := workflow.ExecuteActivity(actx, p.PickHub, activities.PickHubInput{Account: c.in.Account, Prefer: c.in.HubQueue}).Get(ctx, &ch); err != nil {
+	if err := workflow.ExecuteActivity(actx, p.PickHub, activities.PickHubInput{Account: c.in.Account, Prefer: c.in.HubQueue, Sampling: sampling}).Get(ctx, &ch); err != nil {
 		ch = activities.HubChoice{Note: "cloud: the hub check failed: " + cause(err)}
 	}
 	if ch.Queue == "" && c.in.Placement == PlacementHub {
 		return temporal.NewNonRetryableApplicationError("hub unavailable: "+strings.TrimPrefix(ch.Note, "cloud: "), ErrHubUnavailable, nil)
 	}
-	c.queue, c.queueNoHeartbeat = ch.Queue, ch.Queue != "" && ch.NoHeartbeat
+	c.queue, c.queueHeartbeats, c.queueSampling = ch.Queue, ch.Heartbeats, ch.Sampling
 	if c.queue == "" {
 		c.queue = c.cloud
 	}
@@ -750,8 +775,11 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 	}
 	id := fmt.Sprintf("r%d-%s", round, name)
 	c.stepID = id
+	// A vote's sample, or a Logos call at a temperature, needs a backend
+	// that honours temperature and seed.
+	sampled := sample > 0 || (agent == "logos" && c.in.Strategy != StrategyDebate && c.in.Temperature != nil && *c.in.Temperature > 0)
 	if c.perStep && !(agent == "logos" && c.in.LoRA != "") {
-		if err := c.pick(ctx); err != nil {
+		if err := c.pick(ctx, sampled); err != nil {
 			return err
 		}
 	}
@@ -760,7 +788,15 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		if err := c.cover(ctx, b); err != nil {
 			return err
 		}
-		queue := c.queue
+		queue, beats, why := c.queue, c.queueHeartbeats, c.state.PlacementNote
+		if sampled && queue != c.cloud && !c.queueSampling {
+			if c.in.Placement == PlacementHub {
+				return temporal.NewNonRetryableApplicationError("hub "+hubOf(queue)+" does not sample: its version ignores temperature and seed, "+
+					"so a vote's samples there would be copies; update the hub, or use placement auto to run the samples in the cloud", ErrHubUnavailable, nil)
+			}
+			why = hubOf(queue) + " does not sample (an older version ignores temperature and seed); this sample runs on " + c.cloud
+			queue = c.cloud
+		}
 		if agent == "logos" && c.in.LoRA != "" {
 			// Adapters live in the cloud registry and load into the cloud
 			// backend; a hub serves base models.
@@ -784,14 +820,14 @@ func (c *consensus) step(ctx workflow.Context, round int, agent string, fn, arg 
 		onHub := queue != c.cloud
 		if onHub {
 			opts.ScheduleToStartTimeout = hubStartTimeout
-			if c.queueNoHeartbeat && queue == c.queue {
-				// An older hub's steps never heartbeat: with a heartbeat
-				// timeout each one longer than it would fail. StartToClose
-				// bounds them, as it did before heartbeats.
+			if !beats {
+				// Only a hub that said so heartbeats its steps: with a
+				// heartbeat timeout an older hub's every step longer than it
+				// would fail. StartToClose bounds them, as before heartbeats.
 				opts.HeartbeatTimeout = 0
 			}
 		}
-		cur := &StepRecord{ID: id, Round: round, Agent: agent, Queue: queue, Why: c.state.PlacementNote, Hub: hubOf(queue), StartedAt: workflow.Now(ctx),
+		cur := &StepRecord{ID: id, Round: round, Agent: agent, Queue: queue, Why: why, Hub: hubOf(queue), StartedAt: workflow.Now(ctx),
 			Sample: sample}
 		if agent == "logos" {
 			cur.Adapter = c.in.LoRA

@@ -9,12 +9,14 @@ import (
 // TestReplayCommittedHistories replays consensuses recorded from a real
 // server: two-round debates that ended with the arbiter, v0 before steps had
 // named activity ids and billing, v1 with them (re-record it with `make
-// history`), and a three-sample vote (re-record it with SI_WRITE_HISTORY=1
+// history`), v1 again with an input naming strategy vote (a worker from
+// before strategies ran it as a debate, so it replays as one), and a
+// three-sample vote (re-record it with SI_WRITE_HISTORY=1
 // go test -run TestLiveVoteHistoryReplays ./test/integration/). A change
 // that makes the workflow non-deterministic for runs already in flight
 // fails here.
 func TestReplayCommittedHistories(t *testing.T) {
-	for _, f := range []string{"testdata/consensus_history_v0.json", "testdata/consensus_history_v1.json", "testdata/consensus_history_vote.json"} {
+	for _, f := range []string{"testdata/consensus_history_v0.json", "testdata/consensus_history_v1.json", "testdata/consensus_history_v1_vote_input.json", "testdata/consensus_history_vote.json"} {
 		t.Run(f, func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			r.RegisterWorkflow(ConsensusWorkflow)

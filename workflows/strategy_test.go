@@ -373,7 +373,8 @@ func FuzzMajorityKey(f *testing.F) {
 func TestHubCannotBillAVotePastItsBounds(t *testing.T) {
 	env := newEnv(t)
 	f := newLedger(env)
-	env.OnActivity(pl.PickHub, mock.Anything, mock.Anything).Return(activities.HubChoice{Queue: "hub.gpu1", Note: "gpu1: the only healthy hub of 1"}, nil)
+	env.OnActivity(pl.PickHub, mock.Anything, mock.Anything).Return(activities.HubChoice{Queue: "hub.gpu1", Note: "gpu1: the only healthy hub of 1",
+		Heartbeats: true, Sampling: true}, nil)
 	var mu sync.Mutex
 	bounds := map[int64]activities.Budget{}
 	env.OnActivity(inf.Logos, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.LogosInput) (activities.LogosOutput, error) {

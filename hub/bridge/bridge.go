@@ -152,6 +152,8 @@ type Bridge struct {
 	enrollLim *enrollLimits
 	// instance names this process in the registry's bridge_beats.
 	instance string
+	// reclaim stands in for the store's ReclaimHubs in tests; nil is the store's.
+	reclaim func(ctx context.Context, instance string, deviceIDs []string) (int64, error)
 
 	mu    sync.Mutex
 	conns map[string]*hubConn // by device id, once a control stream said hello

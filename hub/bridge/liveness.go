@@ -40,11 +40,12 @@ func (b *Bridge) live(ctx context.Context) {
 	}
 }
 
-// beat writes this bridge's liveness row once and sweeps the dead bridges'
-// hubs. A write that cannot finish within the stale age is given up: the
-// next tick tries again.
-func (b *Bridge) beat(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, store.BridgeStale)
+// beat writes this bridge's liveness row once, takes back its hubs that
+// another bridge's sweep marked lost, and sweeps the dead bridges' hubs. A
+// write that cannot finish within the stale age is given up: the next tick
+// tries again.
+func (b *Bridge) beat(parent context.Context) {
+	ctx, cancel := context.WithTimeout(parent, store.BridgeStale)
 	defer cancel()
 	wasDead, err := b.opts.Store.BridgeBeat(ctx, b.instance, b.opts.Name)
 	if err != nil {
@@ -53,22 +54,7 @@ func (b *Bridge) beat(ctx context.Context) {
 		}
 		return
 	}
-	if wasDead {
-		// Other bridges may have marked this one's hubs disconnected while
-		// it could not beat (a stall, the database out of reach); the hubs
-		// still on it are connected again.
-		b.mu.Lock()
-		ids := make([]string, 0, len(b.conns))
-		for id := range b.conns {
-			ids = append(ids, id)
-		}
-		b.mu.Unlock()
-		if err := b.opts.Store.ReclaimHubs(ctx, b.instance, ids); err != nil {
-			b.opts.Logger.Warn("reclaiming this bridge's hubs after a missed beat", "error", err, "hubs", len(ids))
-		} else {
-			b.opts.Logger.Warn("this bridge had missed its liveness beats; its hubs are connected again", "hubs", len(ids))
-		}
-	}
+	b.reclaimLost(parent, wasDead)
 	n, err := b.opts.Store.SweepDeadBridges(ctx, b.instance)
 	if err != nil {
 		b.opts.Logger.Warn("marking the hubs of dead bridges offline", "error", err)
@@ -76,6 +62,39 @@ func (b *Bridge) beat(ctx context.Context) {
 	}
 	if n > 0 {
 		b.opts.Logger.Info("marked the hubs of bridges that stopped beating offline", "hubs", n)
+	}
+}
+
+// reclaimLost marks connected again the hubs this bridge holds live links
+// for that another bridge's sweep marked lost (bridge_lost_at) while this
+// one could not beat. It runs on every beat, not only the first after a
+// stall, with a context of its own: a reclaim that failed, or a sweep that
+// committed after it (read before this bridge's beat), is put right on the
+// next beat instead of leaving the hubs offline while their links hold.
+func (b *Bridge) reclaimLost(parent context.Context, wasDead bool) {
+	b.mu.Lock()
+	ids := make([]string, 0, len(b.conns))
+	for id := range b.conns {
+		ids = append(ids, id)
+	}
+	b.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(parent, store.BridgeStale)
+	defer cancel()
+	reclaim := b.reclaim
+	if reclaim == nil {
+		reclaim = b.opts.Store.ReclaimHubs
+	}
+	n, err := reclaim(ctx, b.instance, ids)
+	switch {
+	case err != nil:
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			b.opts.Logger.Warn("reclaiming this bridge's hubs marked lost by another bridge; the next beat tries again", "error", err, "hubs", len(ids))
+		}
+	case n > 0 || wasDead:
+		b.opts.Logger.Warn("this bridge had missed its liveness beats; its hubs are connected again", "hubs", n)
 	}
 }
 

@@ -11,10 +11,15 @@ const (
 	// timeout. An older hub's steps must run without one, or every step
 	// longer than the timeout would fail.
 	FeatureStepHeartbeat = "step-heartbeat"
+	// FeatureSampling: the hub's Logos calls honour a step's temperature and
+	// seed, so a vote's samples there differ. An older hub ignores both and
+	// would return k copies of one answer, each billed: a vote's samples
+	// run in the cloud instead.
+	FeatureSampling = "sampling"
 )
 
 // HubFeatures are the features this build's hubs have.
-func HubFeatures() []string { return []string{FeatureStepHeartbeat} }
+func HubFeatures() []string { return []string{FeatureStepHeartbeat, FeatureSampling} }
 
 // MaxFeatures bounds how many features a hello may name.
 const MaxFeatures = 32

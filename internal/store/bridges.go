@@ -78,16 +78,18 @@ func (s *Store) SweepDeadBridges(ctx context.Context, self string) (int64, error
 }
 
 // ReclaimHubs marks connected again the hubs in deviceIDs that are still
-// registered on bridge instance (no other bridge has taken them since):
-// after a stall other bridges may have swept them while their links held.
-func (s *Store) ReclaimHubs(ctx context.Context, instance string, deviceIDs []string) error {
+// registered on bridge instance (no other bridge has taken them since) and
+// that a sweep marked lost (bridge_lost_at): after a stall other bridges
+// may have swept them while their links held. It returns how many it
+// marked; a bridge calls it on every beat with the hubs it holds links for.
+func (s *Store) ReclaimHubs(ctx context.Context, instance string, deviceIDs []string) (int64, error) {
 	if len(deviceIDs) == 0 {
-		return nil
+		return 0, nil
 	}
-	_, err := s.Pool.Exec(ctx, `UPDATE hubs SET connected = true, bridge_lost_at = NULL
-		WHERE bridge_instance = $1 AND instance_at IS NOT DISTINCT FROM connected_at AND device_id = ANY($2) AND NOT connected`,
+	tag, err := s.Pool.Exec(ctx, `UPDATE hubs SET connected = true, bridge_lost_at = NULL
+		WHERE bridge_instance = $1 AND instance_at IS NOT DISTINCT FROM connected_at AND device_id = ANY($2) AND NOT connected AND bridge_lost_at IS NOT NULL`,
 		instance, deviceIDs)
-	return err
+	return tag.RowsAffected(), err
 }
 
 // BridgeLiveness is one bridge process as the registry knows it.

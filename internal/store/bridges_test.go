@@ -85,7 +85,7 @@ func TestBridgeLiveness(t *testing.T) {
 	if err != nil || !dead {
 		t.Fatalf("bridge one's beat after its silence: dead %v, %v; want told it was dead", dead, err)
 	}
-	if err := s.ReclaimHubs(ctx, "one", []string{"gpu-stays", "gpu-moves"}); err != nil {
+	if _, err := s.ReclaimHubs(ctx, "one", []string{"gpu-stays", "gpu-moves"}); err != nil {
 		t.Fatal(err)
 	}
 	if h := hub("gpu-stays"); !h.Connected || h.BridgeDead {

@@ -85,6 +85,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	if current > len(ms) {
 		return 0, fmt.Errorf("database schema is at version %d, newer than this binary's %d: upgrade si", current, len(ms))
 	}
+	if err := checkApplied(ctx, conn, ms, current); err != nil {
+		return 0, err
+	}
 	applied := 0
 	for _, m := range ms[current:] {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -100,4 +103,40 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 		applied++
 	}
 	return applied, nil
+}
+
+// checkApplied refuses a database whose recorded migrations up to current
+// are not this binary's: one recorded under another name (two trees
+// numbered different changes alike), or one missing below the highest.
+// Applying on top of either would run changes against a schema they were
+// not written for.
+func checkApplied(ctx context.Context, conn *pgxpool.Conn, ms []Migration, current int) error {
+	rows, err := conn.Query(ctx, `SELECT version, name FROM schema_migrations WHERE version <= $1 ORDER BY version`, current)
+	if err != nil {
+		return err
+	}
+	recorded := make(map[int]string, current)
+	for rows.Next() {
+		var v int
+		var name string
+		if err := rows.Scan(&v, &name); err != nil {
+			rows.Close()
+			return err
+		}
+		recorded[v] = name
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, m := range ms[:current] {
+		name, ok := recorded[m.Version]
+		switch {
+		case !ok:
+			return fmt.Errorf("database schema records migrations up to %d but not %04d_%s: it was not migrated by si; restore it or migrate it by hand", current, m.Version, m.Name)
+		case name != m.Name:
+			return fmt.Errorf("database recorded migration %04d_%s where this binary's is %04d_%s: the database was migrated by another build; run the build that migrated it, or one whose migrations match", m.Version, name, m.Version, m.Name)
+		}
+	}
+	return nil
 }

@@ -16,9 +16,11 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/activities"
+	"github.com/superinstance/mesh/hub/wire"
 	"github.com/superinstance/mesh/internal/llm"
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/simulator"
+	"github.com/superinstance/mesh/internal/store"
 	"github.com/superinstance/mesh/test/harness"
 	"github.com/superinstance/mesh/workers"
 	"github.com/superinstance/mesh/workflows"
@@ -62,6 +64,18 @@ func TestWorkerKilledMidStreamResumesWithinTheHeartbeatTimeout(t *testing.T) {
 		}
 	}))
 	t.Cleanup(backend.Close)
+	// The hub is registered as a current one, whose hello says its steps
+	// heartbeat: only then do they get a heartbeat timeout.
+	harness.EnsureAccount(t, m.Store, "stream-kill")
+	if err := m.Store.RegisterCert(context.Background(), hub, "stream-kill", "serial-"+hub, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Store.HubConnected(context.Background(), store.Hub{DeviceID: hub, Version: "v", Features: wire.HubFeatures()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Store.SaveHeartbeats(context.Background(), []store.HubBeat{{DeviceID: hub, At: time.Now(), GPUCount: 1, GPULoad: 0.1, GPUTempC: 50}}); err != nil {
+		t.Fatal(err)
+	}
 	infA := &activities.Inference{LLM: &llm.Client{BaseURL: backend.URL + "/v1"}, Models: m.Inference.Models}
 	clientA := harness.ClientOf(t, harness.Temporal(t))
 	workerA := workers.NewHub(clientA, hub, infA, worker.Options{})
