@@ -477,3 +477,25 @@ func TestEnrollThroughTheCARole(t *testing.T) {
 		t.Fatal("no EnrollWorkflow history")
 	}
 }
+
+// TestEnrollIdleStrangersHoldNoSlot: strangers with no token who open
+// enrollment connections and send nothing take none of the CA role's
+// slots: with four slots and four idle connections open, a hub with a
+// valid token still enrolls.
+func TestEnrollIdleStrangersHoldNoSlot(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := enrollingBridge(t, m, p, func(o *bridge.Options) { o.EnrollConcurrent = 4 })
+	addr := b.Addr().String()
+	for range 4 {
+		conn := dial(t, addr, enrollClient(p))
+		if got := conn.ConnectionState().TLS.NegotiatedProtocol; got != pki.EnrollALPN {
+			t.Fatalf("negotiated %q", got)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	tok := newToken(t, m, p, "acme", "gpu-fifth", time.Hour)
+	if _, err := enrollAt(addr, tok, "gpu-fifth", t.TempDir(), func(o *agent.EnrollOptions) { o.Wait = time.Second }); err != nil {
+		t.Fatalf("a hub with a valid token behind four idle strangers: %v", err)
+	}
+}
