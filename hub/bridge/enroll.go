@@ -339,7 +339,14 @@ func (b *Bridge) enroll(ctx context.Context, c Conn) {
 	hash := store.EnrollTokenHash(req.Secret)
 	// The registry answers a spent, expired, unknown or other device's
 	// token at once: a flood of bad tokens never reaches the CA role.
-	if err := b.opts.Store.CheckEnrollmentToken(ctx, hash, req.DeviceID); err != nil {
+	csr, err := pki.ParseCSR(req.CSR)
+	if err != nil {
+		fail("enrollment request: " + err.Error())
+		return
+	}
+	// A token redeemed before for this device and key passes: the hub's
+	// first answer was lost, and the CA role returns the same certificate.
+	if err := b.opts.Store.CheckEnrollmentToken(ctx, hash, req.DeviceID, pki.PublicKeySum(csr.PublicKey)); err != nil {
 		var re *store.EnrollRefusedError
 		if errors.As(err, &re) {
 			log.Warn("enrollment refused", "reason", re.Reason)
