@@ -95,21 +95,23 @@ func (a *CA) Enroll(ctx context.Context, in EnrollInput) (EnrollResult, error) {
 	if err := pki.ValidID("device id", in.DeviceID); err != nil {
 		return EnrollResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrRenewRefused, err)
 	}
-	if _, err := pki.ParseCSR(in.CSR); err != nil {
+	csr, err := pki.ParseCSR(in.CSR)
+	if err != nil {
 		return EnrollResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrRenewRefused, err)
 	}
 	ttl := a.TTL
 	if ttl == 0 {
 		ttl = pki.DefaultDeviceTTL
 	}
-	var is pki.Issued
-	account, err := a.Store.RedeemEnrollmentTokenHash(ctx, in.TokenHash, in.DeviceID, func(account string) (string, time.Time, error) {
-		var err error
-		is, err = a.CA.SignDeviceCSR(in.CSR, pki.Identity{DeviceID: in.DeviceID, Account: account}, ttl, time.Now())
+	// Redeemed before with this key (this activity retried after its
+	// commit, or the hub's answer lost), the token returns the same
+	// certificate and nothing is signed.
+	account, certPEM, err := a.Store.RedeemEnrollmentTokenHash(ctx, in.TokenHash, in.DeviceID, pki.PublicKeySum(csr.PublicKey), func(account string) (store.EnrollIssue, error) {
+		is, err := a.CA.SignDeviceCSR(in.CSR, pki.Identity{DeviceID: in.DeviceID, Account: account}, ttl, time.Now())
 		if err != nil {
-			return "", time.Time{}, err
+			return store.EnrollIssue{}, err
 		}
-		return pki.Serial(is.Cert), is.Cert.NotAfter, nil
+		return store.EnrollIssue{Serial: pki.Serial(is.Cert), NotAfter: is.Cert.NotAfter, CertPEM: is.CertPEM}, nil
 	})
 	var re *store.EnrollRefusedError
 	if errors.As(err, &re) {
@@ -118,5 +120,5 @@ func (a *CA) Enroll(ctx context.Context, in EnrollInput) (EnrollResult, error) {
 	if err != nil {
 		return EnrollResult{}, err
 	}
-	return EnrollResult{Account: account, CertPEM: is.CertPEM, CAPEM: a.CA.CertPEM}, nil
+	return EnrollResult{Account: account, CertPEM: certPEM, CAPEM: a.CA.CertPEM}, nil
 }

@@ -50,8 +50,10 @@ func TestEnrollWithToken(t *testing.T) {
 	if err := s.CheckCert(ctx, "gpu-new", "acme", pki.Serial(cert)); err != nil {
 		t.Fatalf("the enrolled certificate does not pass: %v", err)
 	}
-	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash(tok), DeviceID: "gpu-new", CSR: csr}); err == nil || !strings.Contains(err.Error(), "was used") {
-		t.Fatalf("a used token: %v", err)
+	otherKey, _ := pki.NewDeviceKey()
+	otherCSR, _ := pki.NewCSR(otherKey)
+	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: store.EnrollTokenHash(tok), DeviceID: "gpu-new", CSR: otherCSR}); err == nil || !strings.Contains(err.Error(), "was used") {
+		t.Fatalf("a used token, another key: %v", err)
 	}
 
 	short, _, _ := s.CreateEnrollmentToken(ctx, "acme", "gpu-late", time.Millisecond)
@@ -79,4 +81,55 @@ func pkiParse(certPEM []byte) (*x509.Certificate, error) {
 		return nil, errors.New("no PEM certificate")
 	}
 	return x509.ParseCertificate(blk.Bytes)
+}
+
+// TestEnrollRetryAfterLostAnswer: the CA signed and committed but its
+// answer was lost (the activity is retried, or the hub asks again): the
+// same token with the same key gets the same certificate back, and nothing
+// new is signed; a second hub holding the token with another key is
+// refused.
+func TestEnrollRetryAfterLostAnswer(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	ca, err := pki.InitCA(t.TempDir(), false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &activities.CA{CA: ca, Store: s, TTL: time.Hour}
+	key, _ := pki.NewDeviceKey()
+	csr, _ := pki.NewCSR(key)
+	tok, _, err := s.CreateEnrollmentToken(ctx, "acme", "gpu-lost", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := activities.EnrollInput{TokenHash: store.EnrollTokenHash(tok), DeviceID: "gpu-lost", CSR: csr}
+	first, err := a.Enroll(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The answer never reached the hub; it asks again with the same key
+	// (a fresh CSR over it).
+	csr2, _ := pki.NewCSR(key)
+	again, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: in.TokenHash, DeviceID: "gpu-lost", CSR: csr2})
+	if err != nil {
+		t.Fatalf("the retry after a lost answer: %v", err)
+	}
+	if string(again.CertPEM) != string(first.CertPEM) || again.Account != "acme" || len(again.CAPEM) == 0 {
+		t.Fatal("the retry got another certificate than the one committed")
+	}
+	if err := s.CheckEnrollmentToken(ctx, in.TokenHash, "gpu-lost", pki.PublicKeySum(key.Public())); err != nil {
+		t.Fatalf("the bridge's pre-check refuses the retry: %v", err)
+	}
+	other, _ := pki.NewDeviceKey()
+	ocsr, _ := pki.NewCSR(other)
+	if _, err := a.Enroll(ctx, activities.EnrollInput{TokenHash: in.TokenHash, DeviceID: "gpu-lost", CSR: ocsr}); err == nil || !strings.Contains(err.Error(), "was used") {
+		t.Fatalf("a second hub with another key: %v", err)
+	}
+	if err := s.CheckEnrollmentToken(ctx, in.TokenHash, "gpu-lost", pki.PublicKeySum(other.Public())); err == nil || !strings.Contains(err.Error(), "was used") {
+		t.Fatalf("the pre-check for another key: %v", err)
+	}
+	var n int
+	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM device_certs WHERE device_id = 'gpu-lost'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d certificates registered for gpu-lost: %v", n, err)
+	}
 }

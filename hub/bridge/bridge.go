@@ -94,7 +94,7 @@ type Options struct {
 	Enroller Enroller
 	EnrollCA []byte
 	// EnrollPerMinute bounds the enrollment attempts one source (an IP
-	// address, an IPv6 /64) may make a minute. Default 6.
+	// address, an IPv6 /56) may make a minute. Default 6.
 	EnrollPerMinute int
 	// EnrollConcurrent bounds the enrollments in progress in all. Default 32.
 	EnrollConcurrent int

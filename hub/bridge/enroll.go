@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -56,11 +57,14 @@ const (
 	defaultEnrollPerMinute  = 6
 	defaultEnrollConcurrent = 32
 	// enrollSources bounds the sources the rate limiter remembers; past it
-	// (after forgetting the idle ones) new sources are refused.
+	// the least recently seen is forgotten.
 	enrollSources = 1 << 16
 	// enrollWait bounds a whole enrollment connection: a CA role that is
 	// down makes EnrollWorkflow give up after a minute.
 	enrollWait = 90 * time.Second
+	// enrollReadWait bounds the time from an enrollment connection's start
+	// to its whole request read.
+	enrollReadWait = 5 * time.Second
 )
 
 // Enroller has the CA role spend an enrollment token and sign a new hub's
@@ -202,13 +206,17 @@ type enrollLimits struct {
 	perMinute int
 	slots     chan struct{}
 
-	mu      sync.Mutex
-	sources map[string]*enrollSource
+	mu         sync.Mutex
+	maxSources int
+	sources    map[string]*list.Element // of *enrollSource
+	// recent orders the sources, the least recently seen first: a full
+	// table forgets that one, in constant time.
+	recent *list.List
 }
 
 type enrollSource struct {
-	lim  *rate.Limiter
-	seen time.Time
+	key string
+	lim *rate.Limiter
 }
 
 func newEnrollLimits(perMinute, concurrent int) *enrollLimits {
@@ -218,11 +226,12 @@ func newEnrollLimits(perMinute, concurrent int) *enrollLimits {
 	if concurrent <= 0 {
 		concurrent = defaultEnrollConcurrent
 	}
-	return &enrollLimits{perMinute: perMinute, slots: make(chan struct{}, concurrent), sources: map[string]*enrollSource{}}
+	return &enrollLimits{perMinute: perMinute, slots: make(chan struct{}, concurrent),
+		maxSources: enrollSources, sources: map[string]*list.Element{}, recent: list.New()}
 }
 
 // sourceOf is whom an attempt counts against: the IP address, an IPv6
-// address's /64 (one host holds a whole /64).
+// address's /56 (one site is commonly given a whole /56).
 func sourceOf(a net.Addr) string {
 	var ip net.IP
 	switch a := a.(type) {
@@ -243,33 +252,29 @@ func sourceOf(a net.Addr) string {
 	if v4 := ip.To4(); v4 != nil {
 		return v4.String()
 	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	return ip.Mask(net.CIDRMask(56, 128)).String() + "/56"
 }
 
 // allow counts an attempt from src at now; false when src made perMinute
-// in the last minute, or too many sources are remembered.
+// in the last minute. A full table forgets its least recently seen source
+// (its bucket, the fullest, is the cheapest to lose), so that filling the
+// table locks no new source out.
 func (l *enrollLimits) allow(src string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := l.sources[src]
-	if s == nil {
-		if len(l.sources) >= enrollSources {
-			// A bucket idle for a minute is full again: forgetting it
-			// changes nothing.
-			for k, v := range l.sources {
-				if now.Sub(v.seen) > time.Minute {
-					delete(l.sources, k)
-				}
-			}
-			if len(l.sources) >= enrollSources {
-				return false
-			}
+	e := l.sources[src]
+	if e == nil {
+		for len(l.sources) >= l.maxSources {
+			old := l.recent.Front()
+			l.recent.Remove(old)
+			delete(l.sources, old.Value.(*enrollSource).key)
 		}
-		s = &enrollSource{lim: rate.NewLimiter(rate.Limit(float64(l.perMinute)/60), l.perMinute)}
-		l.sources[src] = s
+		e = l.recent.PushBack(&enrollSource{key: src, lim: rate.NewLimiter(rate.Limit(float64(l.perMinute)/60), l.perMinute)})
+		l.sources[src] = e
+	} else {
+		l.recent.MoveToBack(e)
 	}
-	s.seen = now
-	return s.lim.AllowN(now, 1)
+	return e.Value.(*enrollSource).lim.AllowN(now, 1)
 }
 
 // enroll serves a connection that negotiated pki.EnrollALPN: one request,
@@ -285,15 +290,11 @@ func (b *Bridge) enroll(ctx context.Context, c Conn) {
 		_ = c.CloseWithError(CodeTooMany, fmt.Sprintf("more than %d enrollment attempts a minute from %s: wait a minute", b.enrollLim.perMinute, src))
 		return
 	}
-	select {
-	case b.enrollLim.slots <- struct{}{}:
-		defer func() { <-b.enrollLim.slots }()
-	default:
-		b.m.enrollment("limited")
-		_ = c.CloseWithError(CodeTooMany, "the bridge is busy with other enrollments: try again in a minute")
-		return
-	}
-	actx, acancel := context.WithTimeout(ctx, b.opts.StreamReadTimeout)
+	// The request is read under one deadline from the connection's start:
+	// a stranger who sends nothing holds nothing for long, and no CA slot
+	// at all (one is taken only once the token has been checked).
+	readBy := time.Now().Add(enrollReadWait)
+	actx, acancel := context.WithDeadline(ctx, readBy)
 	s, err := c.AcceptStream(actx)
 	acancel()
 	if err != nil {
@@ -301,7 +302,7 @@ func (b *Bridge) enroll(ctx context.Context, c Conn) {
 		return
 	}
 	defer s.Close()
-	_ = s.SetReadDeadline(time.Now().Add(b.opts.StreamReadTimeout))
+	_ = s.SetReadDeadline(readBy)
 	var kind [1]byte
 	if _, err := io.ReadFull(s, kind[:]); err != nil {
 		_ = c.CloseWithError(CodeProtocol, "no enrollment request")
@@ -338,7 +339,14 @@ func (b *Bridge) enroll(ctx context.Context, c Conn) {
 	hash := store.EnrollTokenHash(req.Secret)
 	// The registry answers a spent, expired, unknown or other device's
 	// token at once: a flood of bad tokens never reaches the CA role.
-	if err := b.opts.Store.CheckEnrollmentToken(ctx, hash, req.DeviceID); err != nil {
+	csr, err := pki.ParseCSR(req.CSR)
+	if err != nil {
+		fail("enrollment request: " + err.Error())
+		return
+	}
+	// A token redeemed before for this device and key passes: the hub's
+	// first answer was lost, and the CA role returns the same certificate.
+	if err := b.opts.Store.CheckEnrollmentToken(ctx, hash, req.DeviceID, pki.PublicKeySum(csr.PublicKey)); err != nil {
 		var re *store.EnrollRefusedError
 		if errors.As(err, &re) {
 			log.Warn("enrollment refused", "reason", re.Reason)
@@ -347,6 +355,15 @@ func (b *Bridge) enroll(ctx context.Context, c Conn) {
 		}
 		log.Error("checking an enrollment token", "error", err)
 		fail("the mesh cannot check the token now: try again in a minute")
+		return
+	}
+	select {
+	case b.enrollLim.slots <- struct{}{}:
+		defer func() { <-b.enrollLim.slots }()
+	default:
+		b.m.enrollment("limited")
+		log.Warn("enrollment refused: every CA slot is taken")
+		fail("the bridge is busy with other enrollments: try again in a minute")
 		return
 	}
 	res, err := b.opts.Enroller.Enroll(ctx, activities.EnrollInput{TokenHash: hash, DeviceID: req.DeviceID, CSR: req.CSR})

@@ -80,11 +80,38 @@ func TestEnrollLimits(t *testing.T) {
 	}{
 		{&net.UDPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}, "192.0.2.7"},
 		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 2}, "192.0.2.7"},
-		{&net.UDPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 3}, "2001:db8:1:2::/64"},
-		{&net.UDPAddr{IP: net.ParseIP("2001:db8:1:2:ffff::1"), Port: 4}, "2001:db8:1:2::/64"},
+		{&net.UDPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 3}, "2001:db8:1::/56"},
+		{&net.UDPAddr{IP: net.ParseIP("2001:db8:1:ff:ffff::1"), Port: 4}, "2001:db8:1::/56"},
+		{&net.UDPAddr{IP: net.ParseIP("2001:db8:1:100::1"), Port: 5}, "2001:db8:1:100::/56"},
 	} {
 		if got := sourceOf(tc.addr); got != tc.want {
 			t.Errorf("sourceOf(%v) = %q, want %q", tc.addr, got, tc.want)
 		}
+	}
+}
+
+// TestEnrollLimitsFullTable: a stranger who fills the per-source table
+// with fresh sources does not lock new sources out; the oldest entries go.
+func TestEnrollLimitsFullTable(t *testing.T) {
+	l := newEnrollLimits(2, 1)
+	l.maxSources = 3
+	now := time.Now()
+	for _, src := range []string{"a", "b", "c"} {
+		if !l.allow(src, now) {
+			t.Fatalf("source %s refused", src)
+		}
+	}
+	_ = l.allow("a", now) // a is now the most recent
+	if !l.allow("d", now) {
+		t.Fatal("a new source was refused while the table was full")
+	}
+	if len(l.sources) != 3 {
+		t.Fatalf("the table holds %d sources, bound 3", len(l.sources))
+	}
+	if _, ok := l.sources["b"]; ok {
+		t.Fatal("the least recently seen source was kept")
+	}
+	if l.allow("a", now) {
+		t.Fatal("a's bucket was forgotten while it was in use")
 	}
 }

@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -419,7 +420,7 @@ func TestEnrollFloodIsRateLimited(t *testing.T) {
 	if n := enrollCount(t, b, "limited"); n < 1 {
 		t.Fatalf("limited attempts counted: %v", n)
 	}
-	if err := m.Store.CheckEnrollmentToken(context.Background(), store.EnrollTokenHash(tok.Secret), "gpu-flood"); err != nil {
+	if err := m.Store.CheckEnrollmentToken(context.Background(), store.EnrollTokenHash(tok.Secret), "gpu-flood", bytes.Repeat([]byte{1}, 32)); err != nil {
 		t.Fatalf("the limited attempt touched the token: %v", err)
 	}
 }
@@ -475,5 +476,62 @@ func TestEnrollThroughTheCARole(t *testing.T) {
 	}
 	if events == 0 {
 		t.Fatal("no EnrollWorkflow history")
+	}
+}
+
+// TestEnrollIdleStrangersHoldNoSlot: strangers with no token who open
+// enrollment connections and send nothing take none of the CA role's
+// slots: with four slots and four idle connections open, a hub with a
+// valid token still enrolls.
+func TestEnrollIdleStrangersHoldNoSlot(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := enrollingBridge(t, m, p, func(o *bridge.Options) { o.EnrollConcurrent = 4 })
+	addr := b.Addr().String()
+	for range 4 {
+		conn := dial(t, addr, enrollClient(p))
+		if got := conn.ConnectionState().TLS.NegotiatedProtocol; got != pki.EnrollALPN {
+			t.Fatalf("negotiated %q", got)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	tok := newToken(t, m, p, "acme", "gpu-fifth", time.Hour)
+	if _, err := enrollAt(addr, tok, "gpu-fifth", t.TempDir(), func(o *agent.EnrollOptions) { o.Wait = time.Second }); err != nil {
+		t.Fatalf("a hub with a valid token behind four idle strangers: %v", err)
+	}
+}
+
+// TestEnrollRepeatGetsTheSameCertificate: a hub whose answer was lost asks
+// the bridge again with the same token and key and gets the certificate the
+// CA committed; a second hub with the token and another key is refused.
+func TestEnrollRepeatGetsTheSameCertificate(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := enrollingBridge(t, m, p)
+	addr := b.Addr().String()
+	tok := newToken(t, m, p, "acme", "gpu-again", time.Hour)
+	key, _ := pki.NewDeviceKey()
+	request := func(k crypto.Signer) []byte {
+		csr, err := pki.NewCSR(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body bytes.Buffer
+		if err := bridge.WriteEnrollRequest(&body, bridge.EnrollRequest{Secret: tok.Secret, DeviceID: "gpu-again", CSR: csr}); err != nil {
+			t.Fatal(err)
+		}
+		return body.Bytes()
+	}
+	first, err := rawEnroll(t, addr, p, request(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := rawEnroll(t, addr, p, request(key))
+	if err != nil || !bytes.Equal(again, first) {
+		t.Fatalf("the same hub asking again: %v (same certificate %v)", err, bytes.Equal(again, first))
+	}
+	other, _ := pki.NewDeviceKey()
+	if _, err := rawEnroll(t, addr, p, request(other)); err == nil || !strings.Contains(err.Error(), "was used") {
+		t.Fatalf("a second hub with another key: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -29,6 +30,18 @@ func NewDeviceKey() (crypto.Signer, error) {
 // request was sent under, never from the request.
 func NewCSR(key crypto.Signer) ([]byte, error) {
 	return x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "si hub"}}, key)
+}
+
+// PublicKeySum is the SHA-256 of pub's PKIX encoding: what the registry
+// keeps of the key an enrollment token was redeemed for. Nil for a key
+// that has no PKIX encoding.
+func PublicKeySum(pub crypto.PublicKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil
+	}
+	sum := sha256.Sum256(der)
+	return sum[:]
 }
 
 // ParseCSR reads a hub's certificate request: at most MaxCSRBytes of DER,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -23,7 +24,8 @@ type EnrollRefusedError struct{ Reason string }
 func (e *EnrollRefusedError) Error() string { return "enrollment refused: " + e.Reason }
 
 // CreateEnrollmentToken issues a one-time token that enrolls deviceID into
-// account until ttl passes. Only its SHA-256 is stored.
+// account until ttl passes by the database's clock (the one redemption
+// reads). Only its SHA-256 is stored.
 func (s *Store) CreateEnrollmentToken(ctx context.Context, account, deviceID string, ttl time.Duration) (token string, expires time.Time, err error) {
 	if ttl <= 0 {
 		return "", time.Time{}, errors.New("an enrollment token needs a positive lifetime")
@@ -35,7 +37,7 @@ func (s *Store) CreateEnrollmentToken(ctx context.Context, account, deviceID str
 	token = EnrollTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
 	sum := sha256.Sum256([]byte(token))
 	err = s.Pool.QueryRow(ctx, `INSERT INTO enrollment_tokens (hash, account, device_id, expires_at)
-		VALUES ($1, $2, $3, $4) RETURNING expires_at`, sum[:], account, deviceID, time.Now().Add(ttl)).Scan(&expires)
+		VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at`, sum[:], account, deviceID, ttl.Seconds()).Scan(&expires)
 	return token, expires, err
 }
 
@@ -46,72 +48,115 @@ func EnrollTokenHash(token string) []byte {
 	return sum[:]
 }
 
-// RedeemEnrollmentToken spends token for deviceID and, in the same
-// transaction, registers the certificate issue makes for the token's
-// account: a failure anywhere leaves the token unspent, and a token is
-// spent once.
-func (s *Store) RedeemEnrollmentToken(ctx context.Context, token, deviceID string, issue func(account string) (serial string, notAfter time.Time, err error)) (account string, err error) {
-	return s.RedeemEnrollmentTokenHash(ctx, EnrollTokenHash(token), deviceID, issue)
+// EnrollIssue is the certificate an enrollment issued: its serial, end and
+// PEM, kept on the token so a repeat of the same redemption returns it.
+type EnrollIssue struct {
+	Serial   string
+	NotAfter time.Time
+	CertPEM  []byte
+}
+
+// RedeemEnrollmentToken spends token for deviceID and the key whose
+// pki.PublicKeySum is keySum and, in the same transaction, registers the
+// certificate issue makes for the token's account: a failure anywhere
+// leaves the token unspent. A token is spent once: asked again with the
+// same device and key (an answer lost on its way to the hub), it returns
+// the certificate it issued then, without calling issue; with another key
+// it is refused.
+func (s *Store) RedeemEnrollmentToken(ctx context.Context, token, deviceID string, keySum []byte, issue func(account string) (EnrollIssue, error)) (account string, certPEM []byte, err error) {
+	return s.RedeemEnrollmentTokenHash(ctx, EnrollTokenHash(token), deviceID, keySum, issue)
 }
 
 // RedeemEnrollmentTokenHash is RedeemEnrollmentToken given the token's
 // EnrollTokenHash.
-func (s *Store) RedeemEnrollmentTokenHash(ctx context.Context, hash []byte, deviceID string, issue func(account string) (serial string, notAfter time.Time, err error)) (account string, err error) {
+func (s *Store) RedeemEnrollmentTokenHash(ctx context.Context, hash []byte, deviceID string, keySum []byte, issue func(account string) (EnrollIssue, error)) (account string, certPEM []byte, err error) {
 	if len(hash) != sha256.Size {
-		return "", &EnrollRefusedError{"unknown token: ask the operator for one (si device enroll --token-only)"}
+		return "", nil, &EnrollRefusedError{"unknown token: ask the operator for one (si device enroll --token-only)"}
+	}
+	if len(keySum) != sha256.Size {
+		return "", nil, errors.New("redeeming an enrollment token needs the SHA-256 of the key it certifies")
 	}
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var dev string
-		var expires time.Time
-		var used *time.Time
-		err := tx.QueryRow(ctx, `SELECT account, device_id, expires_at, used_at FROM enrollment_tokens WHERE hash = $1 FOR UPDATE`, hash).
-			Scan(&account, &dev, &expires, &used)
-		if err := enrollRefusal(err, dev, deviceID, expires, used); err != nil {
-			return err
-		}
-		serial, notAfter, err := issue(account)
+		row, err := scanEnrollToken(tx.QueryRow(ctx, enrollTokenQuery+` FOR UPDATE`, hash))
+		repeat, err := row.refusal(err, deviceID, keySum)
 		if err != nil {
 			return err
 		}
-		if err := registerCert(ctx, tx, deviceID, account, serial, notAfter); err != nil {
+		account = row.account
+		if repeat {
+			certPEM = []byte(*row.certPEM)
+			return nil
+		}
+		is, err := issue(account)
+		if err != nil {
+			return err
+		}
+		if err := registerCert(ctx, tx, deviceID, account, is.Serial, is.NotAfter); err != nil {
 			return &EnrollRefusedError{err.Error()}
 		}
-		_, err = tx.Exec(ctx, `UPDATE enrollment_tokens SET used_at = now(), serial = $2 WHERE hash = $1`, hash, serial)
+		certPEM = is.CertPEM
+		_, err = tx.Exec(ctx, `UPDATE enrollment_tokens SET used_at = now(), serial = $2, cert_pem = $3, key_sha256 = $4 WHERE hash = $1`,
+			hash, is.Serial, string(is.CertPEM), keySum)
 		return err
 	})
-	return account, err
+	if err != nil {
+		return "", nil, err
+	}
+	return account, certPEM, nil
 }
 
 // CheckEnrollmentToken says whether the token whose EnrollTokenHash is hash
-// would enroll deviceID now, without spending it: a bridge asks before it
-// troubles the CA role, so that a flood of bad tokens never reaches it.
-func (s *Store) CheckEnrollmentToken(ctx context.Context, hash []byte, deviceID string) error {
+// would enroll deviceID with the key whose pki.PublicKeySum is keySum now,
+// without spending it: a bridge asks before it troubles the CA role, so
+// that a flood of bad tokens never reaches it.
+func (s *Store) CheckEnrollmentToken(ctx context.Context, hash []byte, deviceID string, keySum []byte) error {
 	if len(hash) != sha256.Size {
 		return &EnrollRefusedError{"unknown token: ask the operator for one (si device enroll --token-only)"}
 	}
-	var dev string
-	var expires time.Time
-	var used *time.Time
-	err := s.Pool.QueryRow(ctx, `SELECT device_id, expires_at, used_at FROM enrollment_tokens WHERE hash = $1`, hash).
-		Scan(&dev, &expires, &used)
-	return enrollRefusal(err, dev, deviceID, expires, used)
+	row, err := scanEnrollToken(s.Pool.QueryRow(ctx, enrollTokenQuery, hash))
+	_, err = row.refusal(err, deviceID, keySum)
+	return err
 }
 
-// enrollRefusal is why a token row (or its absence) cannot enroll deviceID.
-func enrollRefusal(err error, dev, deviceID string, expires time.Time, used *time.Time) error {
+// enrollTokenQuery reads a token row; whether it is still live is the
+// database's clock's answer, the one revocation (expires_at = now()) used.
+const enrollTokenQuery = `SELECT account, device_id, expires_at, expires_at > now(), used_at, cert_pem, key_sha256
+	FROM enrollment_tokens WHERE hash = $1`
+
+type enrollTokenRow struct {
+	account, dev string
+	expires      time.Time
+	live         bool
+	used         *time.Time
+	certPEM      *string
+	keySum       []byte
+}
+
+func scanEnrollToken(r pgx.Row) (enrollTokenRow, error) {
+	var t enrollTokenRow
+	err := r.Scan(&t.account, &t.dev, &t.expires, &t.live, &t.used, &t.certPEM, &t.keySum)
+	return t, err
+}
+
+// refusal is why a token row (or its absence, err) cannot enroll deviceID
+// with the key keySum; repeat is a token already redeemed for that device
+// and key, whose certificate is to be returned again.
+func (t enrollTokenRow) refusal(err error, deviceID string, keySum []byte) (repeat bool, _ error) {
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return &EnrollRefusedError{"unknown token: ask the operator for one (si device enroll --token-only)"}
+		return false, &EnrollRefusedError{"unknown token: ask the operator for one (si device enroll --token-only)"}
 	case err != nil:
-		return err
-	case used != nil:
-		return &EnrollRefusedError{fmt.Sprintf("the token was used on %s: ask the operator for a new one", used.UTC().Format(time.RFC3339))}
-	case time.Now().After(expires):
-		return &EnrollRefusedError{fmt.Sprintf("the token expired on %s: ask the operator for a new one", expires.UTC().Format(time.RFC3339))}
-	case dev != deviceID:
-		return &EnrollRefusedError{fmt.Sprintf("the token enrolls device %s, not %s", dev, deviceID)}
+		return false, err
+	case t.used != nil && t.dev == deviceID && t.certPEM != nil && len(keySum) == sha256.Size && subtle.ConstantTimeCompare(t.keySum, keySum) == 1:
+		return true, nil
+	case t.used != nil:
+		return false, &EnrollRefusedError{fmt.Sprintf("the token was used on %s: ask the operator for a new one", t.used.UTC().Format(time.RFC3339))}
+	case !t.live:
+		return false, &EnrollRefusedError{fmt.Sprintf("the token expired on %s: ask the operator for a new one", t.expires.UTC().Format(time.RFC3339))}
+	case t.dev != deviceID:
+		return false, &EnrollRefusedError{fmt.Sprintf("the token enrolls device %s, not %s", t.dev, deviceID)}
 	}
-	return nil
+	return false, nil
 }
 
 // RevokeEnrollmentTokens ends now every unused enrollment token for
