@@ -162,12 +162,20 @@ func TestLiveHistoryReplays(t *testing.T) {
 	if err != nil || st.Status != workflows.StatusArbiter {
 		t.Fatalf("%s %v", st.Status, err)
 	}
-	hist, err := history(m.Client, id)
+	replays(t, m.Client, id, workflows.ConsensusWorkflow, "consensus_history_v1.json")
+}
+
+// replays checks that workflow id's history replays on wf's code; with
+// SI_WRITE_HISTORY set it becomes workflows/testdata/<file>, the history the
+// workflows package's replay test reads.
+func replays(t *testing.T, c client.Client, id string, wf any, file string) {
+	t.Helper()
+	hist, err := history(c, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflow(workflows.ConsensusWorkflow)
+	r.RegisterWorkflow(wf)
 	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
 		t.Fatalf("replay: %v", err)
 	}
@@ -176,7 +184,7 @@ func TestLiveHistoryReplays(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "consensus_history_v1.json"), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", file), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,8 +18,6 @@ import (
 
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/activities"
 	"github.com/superinstance/mesh/internal/billing"
@@ -624,22 +620,5 @@ func TestLiveFlushHistoryReplays(t *testing.T) {
 	if err != nil || res.Flush.State != store.FlushSent || res.Flush.Attempts != 3 {
 		t.Fatalf("flush %+v %v", res, err)
 	}
-	hist, err := history(m.Client, res.Flush.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflow(workflows.FlushWorkflow)
-	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	if os.Getenv("SI_WRITE_HISTORY") != "" {
-		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "flush_history_v1.json"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replays(t, m.Client, res.Flush.ID, workflows.FlushWorkflow, "flush_history_v1.json")
 }

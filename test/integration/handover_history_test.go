@@ -2,12 +2,7 @@ package integration
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
-
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/internal/runner"
 	"github.com/superinstance/mesh/internal/store"
@@ -29,22 +24,5 @@ func TestLiveHandoverHistoryReplays(t *testing.T) {
 	if st, err := hm.result(t, h.ID); err != nil || st.Status != store.HandoverCompleted {
 		t.Fatalf("%+v %v", st, err)
 	}
-	hist, err := history(hm.Client, workflows.HandoverWorkflowID(h.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflow(workflows.HandoverWorkflow)
-	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	if os.Getenv("SI_WRITE_HISTORY") != "" {
-		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "handover_history_v1.json"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replays(t, hm.Client, workflows.HandoverWorkflowID(h.ID), workflows.HandoverWorkflow, "handover_history_v1.json")
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/hubcmd"
@@ -123,24 +122,7 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 		}
 		// The history replays; with SI_WRITE_HISTORY it becomes the one the
 		// workflows package's replay test reads.
-		hist, err := history(m.Client, res.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := worker.NewWorkflowReplayer()
-		r.RegisterWorkflow(workflows.HubCommandWorkflow)
-		if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
-			t.Fatalf("replay: %v", err)
-		}
-		if os.Getenv("SI_WRITE_HISTORY") != "" {
-			b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "hubcommand_history_v0.json"), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		replays(t, m.Client, res.ID, workflows.HubCommandWorkflow, "hubcommand_history_v0.json")
 	})
 	t.Run("the operator asks for the device's account", func(t *testing.T) {
 		res, row := hubExec(t, m, workflows.HubCommandInput{Device: dev, Operator: true, AskedBy: "operator", Command: "echo", Args: []string{"op"}})

@@ -3,15 +3,10 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/internal/money"
 	"github.com/superinstance/mesh/internal/simulator"
@@ -160,22 +155,5 @@ func TestLiveVoteHistoryReplays(t *testing.T) {
 	if err != nil || st.Status != workflows.StatusConsensus || len(st.Votes) != 3 {
 		t.Fatalf("%+v %v", st, err)
 	}
-	hist, err := history(m.Client, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflow(workflows.ConsensusWorkflow)
-	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	if os.Getenv("SI_WRITE_HISTORY") != "" {
-		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "consensus_history_vote.json"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replays(t, m.Client, id, workflows.ConsensusWorkflow, "consensus_history_vote.json")
 }

@@ -2,14 +2,10 @@ package integration
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/internal/simulator"
 	"github.com/superinstance/mesh/test/harness"
@@ -47,22 +43,5 @@ func TestLiveWarmupHistoryReplays(t *testing.T) {
 	if slices.Contains(m.Sim.LoadedLoRAs(), bobs) {
 		t.Fatalf("bob's adapter was loaded for alice")
 	}
-	hist, err := history(m.Client, wid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflow(workflows.WarmupWorkflow)
-	if err := r.ReplayWorkflowHistory(nil, hist); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	if os.Getenv("SI_WRITE_HISTORY") != "" {
-		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("..", "..", "workflows", "testdata", "warmup_history_v2.json"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replays(t, m.Client, wid, workflows.WarmupWorkflow, "warmup_history_v2.json")
 }
