@@ -164,31 +164,27 @@ type Bridge struct {
 	// those silent for longer than the idle bound, so a heartbeat arms no
 	// read deadline (a timer per hub) of its own.
 	controls map[*controlStream]struct{}
-	// prewarmed is the minute (Unix minutes) of each device's last pre-warm
-	// signal acted on.
-	prewarmed map[string]int64
-	wg        sync.WaitGroup
+	// prewarmed holds the devices whose pre-warm signal was acted on in
+	// prewarmMinute (Unix minutes).
+	prewarmed     map[string]int64
+	prewarmMinute int64
+	wg            sync.WaitGroup
 }
 
-// prewarmedMax bounds the prewarmed map: past it, entries of earlier
-// minutes are forgotten.
-const prewarmedMax = 4096
-
 // prewarmDue reports whether device's pre-warm signal at now is the first
-// of its minute, and records it.
+// of its minute, and records it. The map holds only the current minute's
+// devices: it is emptied when the minute turns, so it never holds more than
+// the devices connected in one minute, and no signal costs a scan.
 func (b *Bridge) prewarmDue(device string, now time.Time) bool {
 	minute := now.Unix() / 60
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if last, ok := b.prewarmed[device]; ok && last == minute {
-		return false
+	if minute != b.prewarmMinute {
+		clear(b.prewarmed)
+		b.prewarmMinute = minute
 	}
-	if len(b.prewarmed) >= prewarmedMax {
-		for d, m := range b.prewarmed {
-			if m != minute {
-				delete(b.prewarmed, d)
-			}
-		}
+	if _, ok := b.prewarmed[device]; ok {
+		return false
 	}
 	b.prewarmed[device] = minute
 	return true

@@ -87,8 +87,8 @@ func (r *EvalRequest) validate() ([]string, error) {
 		// Each run is one question's under one strategy: a run named twice
 		// would count its cost twice, and a result with no run would cost
 		// nothing though it answered.
-		if res.WorkflowID == "" && res.Error == "" {
-			return nil, fieldErr(p+".workflow_id", p+" has no workflow_id: name the run that answered it, or say its error")
+		if res.WorkflowID == "" && (res.Error == "" || res.Got != nil) {
+			return nil, fieldErr(p+".workflow_id", p+" has no workflow_id: name the run that answered it, or say its error and give no answer")
 		}
 		if res.WorkflowID != "" && runs[res.WorkflowID] {
 			return nil, fieldErr(p+".workflow_id", fmt.Sprintf("%s names run %s again: each result has its own run", p, res.WorkflowID))

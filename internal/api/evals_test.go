@@ -131,17 +131,18 @@ func TestEvalRequestIsValidated(t *testing.T) {
 	h := (&api.Server{Store: st}).Handler()
 	good := evalBody(2, 1, "consensus-carol", 0, eval.Vote)
 	for name, c := range map[string]struct{ body, param string }{
-		"dataset":       {strings.Replace(good, `"arithmetic"`, `"gsm8k"`, 1), "dataset"},
-		"budget":        {strings.Replace(good, `"budget":3072`, `"budget":5`, 1), "budget"},
-		"questions":     {strings.Replace(good, `"questions":2`, `"questions":3`, 1), "results"},
-		"strategy":      {strings.ReplaceAll(good, `"vote"`, `"majority"`), "results[0].strategy"},
-		"correct":       {strings.Replace(good, `"correct":true`, `"correct":false`, 1), "results[0].correct"},
-		"repeated":      {strings.Replace(good, `arithmetic-1-2`, `arithmetic-1-1`, 1), "results[1]"},
-		"tokens":        {strings.Replace(good, `"tokens":100`, `"tokens":-1`, 1), "results[0]"},
-		"same run":      {strings.Replace(good, `consensus-carol-vote-1`, `consensus-carol-vote-0`, 1), "results[1].workflow_id"},
-		"no run":        {strings.Replace(good, `"workflow_id":"consensus-carol-vote-1",`, ``, 1), "results[1].workflow_id"},
-		"empty":         {`{"dataset":"arithmetic","questions":1,"budget":3072,"results":[]}`, "results"},
-		"unknown field": {strings.Replace(good, `{"dataset"`, `{"account":"alice","dataset"`, 1), ""},
+		"dataset":        {strings.Replace(good, `"arithmetic"`, `"gsm8k"`, 1), "dataset"},
+		"budget":         {strings.Replace(good, `"budget":3072`, `"budget":5`, 1), "budget"},
+		"questions":      {strings.Replace(good, `"questions":2`, `"questions":3`, 1), "results"},
+		"strategy":       {strings.ReplaceAll(good, `"vote"`, `"majority"`), "results[0].strategy"},
+		"correct":        {strings.Replace(good, `"correct":true`, `"correct":false`, 1), "results[0].correct"},
+		"repeated":       {strings.Replace(good, `arithmetic-1-2`, `arithmetic-1-1`, 1), "results[1]"},
+		"tokens":         {strings.Replace(good, `"tokens":100`, `"tokens":-1`, 1), "results[0]"},
+		"same run":       {strings.Replace(good, `consensus-carol-vote-1`, `consensus-carol-vote-0`, 1), "results[1].workflow_id"},
+		"no run":         {strings.Replace(good, `"workflow_id":"consensus-carol-vote-1",`, ``, 1), "results[1].workflow_id"},
+		"answer, no run": {strings.Replace(good, `"workflow_id":"consensus-carol-vote-0",`, `"error":"x",`, 1), "results[0].workflow_id"},
+		"empty":          {`{"dataset":"arithmetic","questions":1,"budget":3072,"results":[]}`, "results"},
+		"unknown field":  {strings.Replace(good, `{"dataset"`, `{"account":"alice","dataset"`, 1), ""},
 	} {
 		rec := send(h, "POST", "/v1/evals", c.body, nil, map[string]string{"Authorization": "Bearer " + tok})
 		var e struct {

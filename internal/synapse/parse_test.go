@@ -100,6 +100,7 @@ func TestReasoningTagsInTheAnswerAreKept(t *testing.T) {
 		{"stray closing tag after the object", `{"answer":"4","confidence":0.9}` + "\n</think>", "4"},
 		{"leading block, tag in the answer", `<think>draft {"answer":"5","confidence":0.1}</think>{"answer":"say <think>","confidence":0.9}`, "say <think>"},
 		{"template-opened block, tag in the answer", `reasoning here</think>{"answer":"a </think> b","confidence":0.9}`, "a </think> b"},
+		{"template-opened block drafting JSON", "A first draft: {\"answer\":\"42\",\"confidence\":0.9} hmm, wrong.</think>\n{\"answer\":\"43\",\"confidence\":0.8}", "43"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s Solution

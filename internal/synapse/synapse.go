@@ -135,9 +135,8 @@ type validator interface{ Validate() error }
 const MaxOutputBytes = 256 << 10
 
 // Parse decodes a model's reply into out and validates it. It drops the
-// reasoning the reply leads with (StripReasoning; a reply that does not
-// lead with reasoning is read as it came), then takes the first balanced JSON
-// object in what is left that holds every field the agent must return, in
+// reasoning the reply leads with, or ends (replyParts), then takes the first
+// balanced JSON object in what is left that holds every field the agent must return, in
 // its kind, and validates; the object may stand alone or sit in prose or a
 // Markdown code fence, as models often write. Anything else is an error fit
 // for a repair prompt: the first candidate object's problem, or that there
@@ -147,19 +146,43 @@ func Parse(text string, out validator) error {
 	if len(text) > MaxOutputBytes {
 		return fmt.Errorf("reply is %d bytes, more than %d", len(text), MaxOutputBytes)
 	}
-	cands := objects(StripReasoning(text))
-	if len(cands) == 0 {
+	var first error
+	for _, part := range replyParts(text) {
+		for _, obj := range objects(part) {
+			err := decodeInto(obj, out)
+			if err == nil {
+				return nil
+			}
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if first == nil {
 		return errors.New("reply contains no JSON object")
 	}
-	var first error
-	for _, obj := range cands {
-		err := decodeInto(obj, out)
-		if err == nil {
-			return nil
-		}
-		if first == nil {
-			first = err
+	return first
+}
+
+// replyParts is where Parse looks for the answer, in order. A reply that
+// does not lead with a reasoning tag may still end one the chat template
+// opened, and a model drafts JSON while it reasons: what follows the
+// reply's last closing tag comes first, then the reply as StripReasoning
+// leaves it (a closing tag inside the answer's own strings leaves nothing
+// valid after it).
+func replyParts(text string) []string {
+	stripped := StripReasoning(text)
+	if _, _, ok := leadingTag(strings.TrimLeft(text, " \t\r\n")); ok {
+		return []string{stripped}
+	}
+	cut := -1
+	for _, tag := range reasoningTags {
+		if j := strings.LastIndex(text, tag[1]); j >= 0 {
+			cut = max(cut, j+len(tag[1]))
 		}
 	}
-	return first
+	if cut < 0 {
+		return []string{stripped}
+	}
+	return []string{text[cut:], stripped}
 }
