@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,12 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// FlushInterval is how often heartbeats are written to PostgreSQL. Default 1s.
 	FlushInterval time.Duration
+	// RefreshInterval bounds how long a hub whose reading has not changed
+	// goes unwritten: a flush writes a hub whose vitals moved past the
+	// deadband (readingChanged) at once, and any other at least this often,
+	// which keeps its last_seen well inside hub.Policy's MaxSilence.
+	// Default 5s.
+	RefreshInterval time.Duration
 	// RecheckInterval is how often connected hubs' certificates are checked
 	// again, so that a revoked device is dropped without waiting for it to
 	// reconnect. Default 30s.
@@ -160,6 +167,14 @@ type Bridge struct {
 	all   map[Conn]struct{}
 	peers map[string]map[Conn]peer // every connection, by device id, from accept on
 	beats map[string]beat
+	// flushMu serializes flushes (the ticker's and a closing hub's) and
+	// guards written: what the registry last got of each connected hub.
+	flushMu sync.Mutex
+	written map[string]store.HubBeat
+	// spare is the beats map of the flush before last, emptied, and rows
+	// the last flush's rows: both reused, so that a flush allocates little.
+	spare map[string]beat
+	rows  []store.HubBeat
 	// controls are the control streams past their hello; one sweep ends
 	// those silent for longer than the idle bound, so a heartbeat arms no
 	// read deadline (a timer per hub) of its own.
@@ -217,7 +232,7 @@ func Listen(opts Options) (*Bridge, error) {
 	if opts.TLS == nil || opts.Store == nil {
 		return nil, errors.New("bridge: TLS and Store are required")
 	}
-	if opts.MaxConnsPerDevice < 0 || opts.MaxStreamsPerConn < 0 || opts.StreamReadTimeout < 0 || opts.RecheckInterval < 0 {
+	if opts.MaxConnsPerDevice < 0 || opts.MaxStreamsPerConn < 0 || opts.StreamReadTimeout < 0 || opts.RecheckInterval < 0 || opts.RefreshInterval < 0 {
 		return nil, errors.New("bridge: connection and stream limits, the stream read timeout and the re-check interval must be positive (0 takes the default)")
 	}
 	if opts.HeartbeatInterval == 0 {
@@ -225,6 +240,9 @@ func Listen(opts Options) (*Bridge, error) {
 	}
 	if opts.FlushInterval == 0 {
 		opts.FlushInterval = time.Second
+	}
+	if opts.RefreshInterval == 0 {
+		opts.RefreshInterval = 5 * time.Second
 	}
 	if opts.RecheckInterval == 0 {
 		opts.RecheckInterval = 30 * time.Second
@@ -294,7 +312,7 @@ func Listen(opts Options) (*Bridge, error) {
 	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(),
 		enrollLim: newEnrollLimits(opts.EnrollPerMinute, opts.EnrollConcurrent), conns: map[string]*hubConn{},
 		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{},
-		prewarmed: map[string]int64{}}
+		prewarmed: map[string]int64{}, written: map[string]store.HubBeat{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
 			hello: tcpHelloTimeout, perSource: tcpPerSourceLimit, handshakes: make(chan struct{}, maxTCPHandshakes)}
@@ -613,7 +631,7 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 			delete(b.conns, id.DeviceID)
 		}
 		b.mu.Unlock()
-		b.flush(context.Background())
+		b.flushClosing(id.DeviceID)
 		_ = b.opts.Store.HubDisconnected(context.Background(), id.DeviceID, now)
 		b.m.hubDisconnected()
 		log.Info("hub disconnected")
@@ -828,19 +846,43 @@ func (b *Bridge) note(deviceID string, v *meshv1.HardwareVitals, rtt uint32) {
 	b.mu.Unlock()
 }
 
+// flush writes the hubs' latest heartbeats to the registry: those whose
+// reading changed past the deadband since it was last written, and those
+// last written RefreshInterval ago or more. An idle hub beating every second
+// costs a row every RefreshInterval, not every FlushInterval.
 func (b *Bridge) flush(ctx context.Context) {
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
+	b.flushLocked(ctx)
+}
+
+// flushClosing forgets what was written of a hub whose control stream
+// ended and writes its last reading, whatever the deadband says.
+func (b *Bridge) flushClosing(deviceID string) {
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
+	delete(b.written, deviceID)
+	b.flushLocked(context.Background())
+}
+
+func (b *Bridge) flushLocked(ctx context.Context) {
 	b.mu.Lock()
 	if len(b.beats) == 0 {
 		b.mu.Unlock()
 		return
 	}
 	pending := b.beats
-	b.beats = map[string]beat{}
+	if b.spare != nil {
+		b.beats, b.spare = b.spare, nil
+	} else {
+		b.beats = make(map[string]beat, len(pending))
+	}
 	b.mu.Unlock()
-	rows := make([]store.HubBeat, 0, len(pending))
+	rows := b.rows[:0]
 	for id, bt := range pending {
 		row := store.HubBeat{DeviceID: id, At: bt.at, RTTMicros: int(bt.rtt)}
-		if v := bt.vitals; v != nil {
+		v := bt.vitals
+		if v != nil {
 			row.NVML = v.GetNvmlAvailable()
 			row.CPULoad = v.GetCpuLoad()
 			row.GPUCount = len(v.GetGpus())
@@ -848,9 +890,31 @@ func (b *Bridge) flush(ctx context.Context) {
 				row.GPULoad = max(row.GPULoad, float64(g.GetUtilizationPercent())/100)
 				row.GPUTempC = max(row.GPUTempC, float64(g.GetTemperatureC()))
 			}
-			row.Vitals, _ = protojson.Marshal(v)
+		}
+		last, ok := b.written[id]
+		switch {
+		case !ok || readingChanged(last, row):
+			if v != nil {
+				row.Vitals, _ = protojson.Marshal(v)
+			}
+		case bt.at.Sub(last.At) >= b.opts.RefreshInterval:
+			// The same reading, written again for its last_seen; the
+			// figures stay those last written, the document unchanged.
+			row.GPUCount, row.GPULoad, row.GPUTempC, row.CPULoad, row.NVML = last.GPUCount, last.GPULoad, last.GPUTempC, last.CPULoad, last.NVML
+			row.SameVitals = true
+		default:
+			continue
 		}
 		rows = append(rows, row)
+	}
+	b.rows = rows
+	defer func() {
+		clear(b.rows) // no vitals kept alive until the next flush
+		clear(pending)
+		b.spare = pending
+	}()
+	if len(rows) == 0 {
+		return
 	}
 	if err := b.opts.Store.SaveHeartbeats(ctx, rows); err != nil {
 		b.opts.Logger.Error("save heartbeats", "error", err, "hubs", len(rows))
@@ -862,7 +926,39 @@ func (b *Bridge) flush(ctx context.Context) {
 			}
 		}
 		b.mu.Unlock()
+		return
 	}
+	b.mu.Lock()
+	for _, r := range rows {
+		// Only hubs still connected here are remembered: one that closed
+		// meanwhile was forgotten by flushClosing.
+		if _, ok := b.conns[r.DeviceID]; ok {
+			r.Vitals, r.SameVitals = nil, false
+			b.written[r.DeviceID] = r
+		}
+	}
+	b.mu.Unlock()
+}
+
+// readingChanged reports whether a hub's reading moved far enough from the
+// one last written to be written at once: a GPU or NVML appearing or going,
+// the busiest GPU's load by 2 points, the hottest GPU by 1 °C, the CPU load
+// by 0.05, the round trip by a fifth (and 200 µs), or the round trip
+// becoming known.
+func readingChanged(last, now store.HubBeat) bool {
+	rtt := now.RTTMicros - last.RTTMicros
+	return now.GPUCount != last.GPUCount || now.NVML != last.NVML ||
+		math.Abs(now.GPULoad-last.GPULoad) >= 0.02 || math.Abs(now.GPUTempC-last.GPUTempC) >= 1 ||
+		math.Abs(now.CPULoad-last.CPULoad) >= 0.05 ||
+		(last.RTTMicros == 0) != (now.RTTMicros == 0) ||
+		(abs(rtt) >= 200 && abs(rtt)*5 >= last.RTTMicros)
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // escalation serves one escalation stream.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/superinstance/mesh/internal/store"
+	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 )
 
 // NewLivenessForTest is a bridge process named instance holding live links
@@ -23,3 +25,27 @@ func NewLivenessForTest(st *store.Store, instance string, ids []string,
 
 // BeatForTest runs one liveness beat.
 func (b *Bridge) BeatForTest(ctx context.Context) { b.beat(ctx) }
+
+// NewFlushForTest is a bridge holding live links for the hubs ids, for
+// tests of its registry writes alone.
+func NewFlushForTest(st *store.Store, refresh time.Duration, ids ...string) *Bridge {
+	b := &Bridge{opts: Options{Store: st, RefreshInterval: refresh, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		conns: map[string]*hubConn{}, beats: map[string]beat{}, written: map[string]store.HubBeat{}}
+	for _, id := range ids {
+		b.conns[id] = &hubConn{}
+	}
+	return b
+}
+
+// NoteAtForTest keeps a heartbeat of deviceID received at at.
+func (b *Bridge) NoteAtForTest(deviceID string, at time.Time, v *meshv1.HardwareVitals, rtt uint32) {
+	b.mu.Lock()
+	b.beats[deviceID] = beat{at: at, rtt: rtt, vitals: v}
+	b.mu.Unlock()
+}
+
+// FlushForTest runs one flush.
+func (b *Bridge) FlushForTest(ctx context.Context) { b.flush(ctx) }
+
+// ClosingForTest runs the flush of a hub whose control stream ended.
+func (b *Bridge) ClosingForTest(deviceID string) { b.flushClosing(deviceID) }

@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/superinstance/mesh/hub/bridge"
 	"github.com/superinstance/mesh/internal/billing"
 	"github.com/superinstance/mesh/internal/blob"
 	"github.com/superinstance/mesh/internal/config"
@@ -92,6 +94,15 @@ activities in flight.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			o.Logger = slog.New(slog.NewJSONHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+			if o.Roles[server.RoleBridge] {
+				gc, restore := bridge.TuneGC()
+				defer restore()
+				setBy := "si server for the bridge role (bridge.GCPercent)"
+				if os.Getenv("GOGC") != "" {
+					setBy = "the GOGC environment variable"
+				}
+				o.Logger.Info("Go collector target", "gogc", gc, "set_by", setBy)
+			}
 			if o.Store, err = db.Open(ctx); err != nil {
 				return err
 			}

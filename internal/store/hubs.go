@@ -106,6 +106,9 @@ type HubBeat struct {
 	CPULoad   float64
 	NVML      bool
 	Vitals    []byte
+	// SameVitals keeps the registry's vitals document as it is (Vitals is
+	// ignored): the bridge's refresh of a hub whose reading has not changed.
+	SameVitals bool
 }
 
 // SaveHeartbeats writes the latest heartbeat of many hubs in one statement.
@@ -125,14 +128,18 @@ func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
 	for i, b := range beats {
 		ids[i], at[i], rtt[i], gpus[i] = b.DeviceID, b.At, int32(b.RTTMicros), int32(b.GPUCount)
 		load[i], temp[i], cpu[i], nvml[i] = b.GPULoad, b.GPUTempC, b.CPULoad, b.NVML
-		vit[i] = string(b.Vitals)
-		if vit[i] == "" {
+		switch {
+		case b.SameVitals:
+			vit[i] = "" // NULLIF below: the stored document stays
+		case len(b.Vitals) == 0:
 			vit[i] = "{}"
+		default:
+			vit[i] = string(b.Vitals)
 		}
 	}
 	_, err := s.Pool.Exec(ctx, `
 		UPDATE hubs h SET last_seen = b.at, rtt_micros = b.rtt, gpu_count = b.gpus, gpu_load = b.load,
-			gpu_temp_c = b.temp, cpu_load = b.cpu, nvml = b.nvml, vitals = b.vitals::jsonb
+			gpu_temp_c = b.temp, cpu_load = b.cpu, nvml = b.nvml, vitals = coalesce(NULLIF(b.vitals, '')::jsonb, h.vitals)
 		FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::float8[], $6::float8[], $7::float8[], $8::bool[], $9::text[])
 			AS b(id, at, rtt, gpus, load, temp, cpu, nvml, vitals)
 		WHERE h.device_id = b.id AND h.last_seen <= b.at`,

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/metrics"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,13 +54,14 @@ type swarmCmd struct {
 }
 
 type swarmReply struct {
-	Error     string  `json:"error,omitempty"`
-	Connected int     `json:"connected"`
-	Beats     int     `json:"beats"`
-	P50us     float64 `json:"p50_us"`
-	P99us     float64 `json:"p99_us"`
-	Errors    int64   `json:"errors"`
-	CPUs      float64 `json:"cpu_s"` // the child's CPU time since reset
+	Error     string        `json:"error,omitempty"`
+	Connected int           `json:"connected"`
+	Beats     int           `json:"beats"`
+	P50us     float64       `json:"p50_us"`
+	P99us     float64       `json:"p99_us"`
+	Errors    int64         `json:"errors"`
+	CPUs      float64       `json:"cpu_s"` // the child's CPU time since reset
+	Runtime   runtimeWindow `json:"runtime"`
 }
 
 // swarm is the parent's handle on the child.
@@ -123,7 +125,12 @@ func (s *swarm) do(c swarmCmd) (swarmReply, error) {
 }
 
 // runSwarm is the child: it serves the parent's commands until stdin ends.
+// It stands for as many hub processes as it holds connections, each with a
+// heap of one connection; its collector runs as the bridge's does, so that
+// its own collections of ten thousand connections' state disturb the
+// measure no more than the server's.
 func runSwarm() int {
+	bridge.TuneGC()
 	var (
 		mu      sync.Mutex
 		rtts    []time.Duration
@@ -131,6 +138,7 @@ func runSwarm() int {
 		conns   []bridge.Conn
 		trs     []*quic.Transport
 		cpuMark time.Duration
+		rtMark  goRuntime
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -234,6 +242,7 @@ func runSwarm() int {
 			rtts = rtts[:0]
 			mu.Unlock()
 			cpuMark = cpuSelf()
+			rtMark = readGoRuntime()
 		case "collect":
 			mu.Lock()
 			window := append([]time.Duration(nil), rtts...)
@@ -243,6 +252,7 @@ func runSwarm() int {
 				r.P50us, r.P99us = us(pct(window, 0.5)), us(pct(window, 0.99))
 			}
 			r.CPUs = (cpuSelf() - cpuMark).Seconds()
+			r.Runtime = readGoRuntime().since(rtMark)
 		case "close":
 			closeAll()
 		default:
@@ -417,6 +427,89 @@ func postgresCPU(b *testing.B, pool *pgxpool.Pool) func() time.Duration {
 	}
 }
 
+// goRuntime is a snapshot of a Go process's runtime/metrics: goroutine
+// scheduling latencies, collections and bytes allocated.
+type goRuntime struct {
+	sched   []uint64
+	buckets []float64
+	gcs     uint64
+	allocs  uint64
+	live    uint64
+}
+
+func readGoRuntime() goRuntime {
+	ss := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	metrics.Read(ss)
+	h := ss[0].Value.Float64Histogram()
+	return goRuntime{sched: append([]uint64(nil), h.Counts...), buckets: h.Buckets, gcs: ss[1].Value.Uint64(), allocs: ss[2].Value.Uint64(),
+		live: ss[3].Value.Uint64()}
+}
+
+// runtimeWindow is what a process's Go runtime did in a window: how long
+// runnable goroutines waited for a core (the p99 and the longest, to the
+// histogram's bucket), how many collections ran and how much was allocated.
+// A stall of the process shows here whoever caused it.
+type runtimeWindow struct {
+	SchedP99us float64 `json:"sched_p99_us"`
+	SchedMaxus float64 `json:"sched_max_us"`
+	GCs        uint64  `json:"gcs"`
+	Allocs     uint64  `json:"allocs"`
+	Live       uint64  `json:"live"` // the heap the last collection kept
+}
+
+func (s goRuntime) since(old goRuntime) runtimeWindow {
+	var total uint64
+	d := make([]uint64, len(s.sched))
+	for i := range s.sched {
+		d[i] = s.sched[i] - old.sched[i]
+		total += d[i]
+	}
+	var w runtimeWindow
+	var acc uint64
+	for i, c := range d {
+		acc += c
+		if w.SchedP99us == 0 && total > 0 && acc*100 >= total*99 {
+			w.SchedP99us = s.buckets[i+1] * 1e6
+		}
+		if c > 0 {
+			w.SchedMaxus = s.buckets[i+1] * 1e6
+		}
+	}
+	w.GCs, w.Allocs, w.Live = s.gcs-old.gcs, s.allocs-old.allocs, s.live
+	return w
+}
+
+func (w runtimeWindow) String() string {
+	return fmt.Sprintf("scheduling p99 %.1f ms, longest %.1f ms, %d collections", w.SchedP99us/1e3, w.SchedMaxus/1e3, w.GCs)
+}
+
+// udpDropped is the machine's count of UDP datagrams dropped for a full
+// receive buffer (/proc/net/snmp's RcvbufErrors), every socket together.
+func udpDropped() int64 {
+	raw, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
 // machineCPU is the busy CPU time of every core of the machine, all
 // processes together (/proc/stat).
 func machineCPU() time.Duration {
@@ -450,7 +543,14 @@ type levelResult struct {
 	hubs, beats int
 	p50, p99    time.Duration
 	errors      int64
+	dropped     int64 // UDP datagrams the machine dropped for full receive buffers in the window
 	cpu         cpuSplit
+	// server and child are the Go runtimes of the server process and of
+	// the simulated hubs in the window; serverAllocs is the server
+	// process's bytes allocated per heartbeat (everything it ran).
+	server, child   runtimeWindow
+	serverAllocs    float64
+	serverAllocRate float64 // bytes a second
 	// serverUs and hubsUs are the CPU microseconds per heartbeat of the
 	// server process (beyond what it spends with no hub) and of the
 	// simulated hubs.
@@ -498,7 +598,7 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			// The marks and the clock span the same interval, however long
 			// a loaded machine keeps the child from answering.
 			start := time.Now()
-			mSelf, mPG, mAll := cpuSelf(), pgCPU(), machineCPU()
+			mSelf, mPG, mAll, mDrop, mRT := cpuSelf(), pgCPU(), machineCPU(), udpDropped(), readGoRuntime()
 			if _, err := sw.do(swarmCmd{Op: "reset"}); err != nil {
 				b.Fatal(err)
 			}
@@ -508,13 +608,17 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 				b.Fatal(err)
 			}
 			secs := time.Since(start).Seconds()
+			rt := readGoRuntime().since(mRT)
 			self, pg, all := (cpuSelf() - mSelf).Seconds(), (pgCPU() - mPG).Seconds(), (machineCPU() - mAll).Seconds()
 			res = levelResult{hubs: level, beats: r.Beats, p50: time.Duration(r.P50us * 1e3), p99: time.Duration(r.P99us * 1e3), errors: r.Errors,
+				dropped: udpDropped() - mDrop, server: rt, child: r.Runtime,
+				serverAllocs: float64(rt.Allocs) / float64(max(1, r.Beats)), serverAllocRate: float64(rt.Allocs) / secs,
 				cpu:      cpuSplit{hubs: r.CPUs / secs, server: self / secs, postgres: pg / secs, others: max(0, all-self-pg-r.CPUs) / secs},
 				serverUs: max(0, self-idle*secs) * 1e6 / float64(max(1, r.Beats)), hubsUs: r.CPUs * 1e6 / float64(max(1, r.Beats)),
 				postgresUs: pg * 1e6 / float64(max(1, r.Beats))}
-			b.Logf("%s, %d hubs: %d heartbeats in %v, p50 %v p99 %v, errors %d; %v", peer, level, res.beats, window,
-				res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors, res.cpu)
+			b.Logf("%s, %d hubs: %d heartbeats in %v, p50 %v p99 %v, errors %d, UDP datagrams dropped %d; %v; server process: %v, %.0f B allocated a heartbeat; simulated hubs: %v",
+				peer, level, res.beats, window, res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors, res.dropped, res.cpu,
+				res.server, res.serverAllocs, res.child)
 			if res.held() || res.errors > 0 || res.cpu.others < 0.5 {
 				break
 			}
@@ -548,7 +652,8 @@ func missedOf(rs []levelResult) string {
 		return "every level tried held"
 	}
 	r := rs[len(rs)-1]
-	return fmt.Sprintf("at %d: p99 %v, %d of %d heartbeats, %d errors; %v", r.hubs, r.p99.Round(time.Millisecond), r.beats, 5*r.hubs, r.errors, r.cpu)
+	return fmt.Sprintf("at %d: p99 %v, %d of %d heartbeats, %d errors, %d UDP datagrams dropped; %v; server process %v; simulated hubs %v",
+		r.hubs, r.p99.Round(time.Millisecond), r.beats, 5*r.hubs, r.errors, r.dropped, r.cpu, r.server, r.child)
 }
 
 // commonLevel is the largest level both result sets held, with its results.
