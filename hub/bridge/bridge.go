@@ -114,9 +114,10 @@ type Options struct {
 	FlushInterval time.Duration
 	// RefreshInterval bounds how long a hub whose reading has not changed
 	// goes unwritten: a flush writes a hub whose vitals moved past the
-	// deadband (readingChanged) at once, and any other at least this often,
-	// which keeps its last_seen well inside hub.Policy's MaxSilence.
-	// Default 5s.
+	// deadband (readingChanged) at once, and any other once this much less
+	// half a heartbeat interval has passed since its row was last written
+	// (with 5 s heartbeats, every heartbeat), which keeps its last_seen
+	// well inside hub.Policy's MaxSilence. Default 5s.
 	RefreshInterval time.Duration
 	// RecheckInterval is how often connected hubs' certificates are checked
 	// again, so that a revoked device is dropped without waiting for it to
@@ -171,6 +172,9 @@ type Bridge struct {
 	// guards written: what the registry last got of each connected hub.
 	flushMu sync.Mutex
 	written map[string]store.HubBeat
+	// unwritten holds each hub's latest reading the deadband held back,
+	// for flushClosing.
+	unwritten map[string]beat
 	// spare is the beats map of the flush before last, emptied, and rows
 	// the last flush's rows: both reused, so that a flush allocates little.
 	spare map[string]beat
@@ -312,7 +316,7 @@ func Listen(opts Options) (*Bridge, error) {
 	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(),
 		enrollLim: newEnrollLimits(opts.EnrollPerMinute, opts.EnrollConcurrent), conns: map[string]*hubConn{},
 		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{},
-		prewarmed: map[string]int64{}, written: map[string]store.HubBeat{}}
+		prewarmed: map[string]int64{}, written: map[string]store.HubBeat{}, unwritten: map[string]beat{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
 			hello: tcpHelloTimeout, perSource: tcpPerSourceLimit, handshakes: make(chan struct{}, maxTCPHandshakes)}
@@ -848,8 +852,8 @@ func (b *Bridge) note(deviceID string, v *meshv1.HardwareVitals, rtt uint32) {
 
 // flush writes the hubs' latest heartbeats to the registry: those whose
 // reading changed past the deadband since it was last written, and those
-// last written RefreshInterval ago or more. An idle hub beating every second
-// costs a row every RefreshInterval, not every FlushInterval.
+// due a refresh. An idle hub beating every second costs a row about every
+// RefreshInterval, not every FlushInterval.
 func (b *Bridge) flush(ctx context.Context) {
 	b.flushMu.Lock()
 	defer b.flushMu.Unlock()
@@ -857,15 +861,29 @@ func (b *Bridge) flush(ctx context.Context) {
 }
 
 // flushClosing forgets what was written of a hub whose control stream
-// ended and writes its last reading, whatever the deadband says.
+// ended, and queues its last reading (one the deadband held back
+// included), so that the next flush writes it whatever the deadband says.
 func (b *Bridge) flushClosing(deviceID string) {
 	b.flushMu.Lock()
 	defer b.flushMu.Unlock()
 	delete(b.written, deviceID)
-	b.flushLocked(context.Background())
+	held, ok := b.unwritten[deviceID]
+	delete(b.unwritten, deviceID)
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	if cur, newer := b.beats[deviceID]; !newer || cur.at.Before(held.at) {
+		b.beats[deviceID] = held
+	}
+	b.mu.Unlock()
 }
 
-func (b *Bridge) flushLocked(ctx context.Context) {
+// flushTimeout bounds one flush's statements: a hung database holds up
+// the next flush, not the bridge.
+const flushTimeout = 5 * time.Second
+
+func (b *Bridge) flushLocked(parent context.Context) {
 	b.mu.Lock()
 	if len(b.beats) == 0 {
 		b.mu.Unlock()
@@ -878,6 +896,10 @@ func (b *Bridge) flushLocked(ctx context.Context) {
 		b.beats = make(map[string]beat, len(pending))
 	}
 	b.mu.Unlock()
+	// A hub due a refresh within half a heartbeat is refreshed now: with
+	// beats every RefreshInterval or so, waiting for the full interval
+	// would refresh every other beat.
+	due := b.opts.RefreshInterval - b.opts.HeartbeatInterval/2
 	rows := b.rows[:0]
 	for id, bt := range pending {
 		row := store.HubBeat{DeviceID: id, At: bt.at, RTTMicros: int(bt.rtt)}
@@ -891,19 +913,12 @@ func (b *Bridge) flushLocked(ctx context.Context) {
 				row.GPUTempC = max(row.GPUTempC, float64(g.GetTemperatureC()))
 			}
 		}
-		last, ok := b.written[id]
-		switch {
-		case !ok || readingChanged(last, row):
-			if v != nil {
-				row.Vitals, _ = protojson.Marshal(v)
-			}
-		case bt.at.Sub(last.At) >= b.opts.RefreshInterval:
-			// The same reading, written again for its last_seen; the
-			// figures stay those last written, the document unchanged.
-			row.GPUCount, row.GPULoad, row.GPUTempC, row.CPULoad, row.NVML = last.GPUCount, last.GPULoad, last.GPUTempC, last.CPULoad, last.NVML
-			row.SameVitals = true
-		default:
+		if last, ok := b.written[id]; ok && bt.at.Sub(last.At) < due && !readingChanged(last, row) {
+			b.unwritten[id] = bt
 			continue
+		}
+		if v != nil {
+			row.Vitals, _ = protojson.Marshal(v)
 		}
 		rows = append(rows, row)
 	}
@@ -916,7 +931,10 @@ func (b *Bridge) flushLocked(ctx context.Context) {
 	if len(rows) == 0 {
 		return
 	}
-	if err := b.opts.Store.SaveHeartbeats(ctx, rows); err != nil {
+	ctx, cancel := context.WithTimeout(parent, flushTimeout)
+	defer cancel()
+	updated, err := b.opts.Store.SaveHeartbeatsUpdated(ctx, rows)
+	if err != nil {
 		b.opts.Logger.Error("save heartbeats", "error", err, "hubs", len(rows))
 		// Keep the newest reading of each hub for the next try.
 		b.mu.Lock()
@@ -930,11 +948,17 @@ func (b *Bridge) flushLocked(ctx context.Context) {
 	}
 	b.mu.Lock()
 	for _, r := range rows {
-		// Only hubs still connected here are remembered: one that closed
-		// meanwhile was forgotten by flushClosing.
-		if _, ok := b.conns[r.DeviceID]; ok {
-			r.Vitals, r.SameVitals = nil, false
+		delete(b.unwritten, r.DeviceID)
+		// Only rows the registry took are remembered (one whose last_seen
+		// was already later, from another bridge or the database's clock,
+		// is written again at the next flush), and only for hubs still
+		// connected here: one that closed meanwhile was forgotten by
+		// flushClosing.
+		if _, ok := b.conns[r.DeviceID]; ok && updated[r.DeviceID] {
+			r.Vitals = nil
 			b.written[r.DeviceID] = r
+		} else {
+			delete(b.written, r.DeviceID)
 		}
 	}
 	b.mu.Unlock()
@@ -944,11 +968,17 @@ func (b *Bridge) flushLocked(ctx context.Context) {
 // one last written to be written at once: a GPU or NVML appearing or going,
 // the busiest GPU's load by 2 points, the hottest GPU by 1 °C, the CPU load
 // by 0.05, the round trip by a fifth (and 200 µs), or the round trip
-// becoming known.
+// becoming known. Near placement's limits (hub.Policy: load over 0.95, 85 °C)
+// any change is written: from 90 % load or 80 °C on, in either reading.
 func readingChanged(last, now store.HubBeat) bool {
+	points := func(load float64) int { return int(math.Round(load * 100)) }
+	nearLimits := max(last.GPULoad, now.GPULoad) >= 0.90 || max(last.GPUTempC, now.GPUTempC) >= 80
+	if nearLimits && (points(now.GPULoad) != points(last.GPULoad) || now.GPUTempC != last.GPUTempC) {
+		return true
+	}
 	rtt := now.RTTMicros - last.RTTMicros
 	return now.GPUCount != last.GPUCount || now.NVML != last.NVML ||
-		math.Abs(now.GPULoad-last.GPULoad) >= 0.02 || math.Abs(now.GPUTempC-last.GPUTempC) >= 1 ||
+		abs(points(now.GPULoad)-points(last.GPULoad)) >= 2 || math.Abs(now.GPUTempC-last.GPUTempC) >= 1 ||
 		math.Abs(now.CPULoad-last.CPULoad) >= 0.05 ||
 		(last.RTTMicros == 0) != (now.RTTMicros == 0) ||
 		(abs(rtt) >= 200 && abs(rtt)*5 >= last.RTTMicros)

@@ -26,11 +26,12 @@ func NewLivenessForTest(st *store.Store, instance string, ids []string,
 // BeatForTest runs one liveness beat.
 func (b *Bridge) BeatForTest(ctx context.Context) { b.beat(ctx) }
 
-// NewFlushForTest is a bridge holding live links for the hubs ids, for
-// tests of its registry writes alone.
-func NewFlushForTest(st *store.Store, refresh time.Duration, ids ...string) *Bridge {
-	b := &Bridge{opts: Options{Store: st, RefreshInterval: refresh, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		conns: map[string]*hubConn{}, beats: map[string]beat{}, written: map[string]store.HubBeat{}}
+// NewFlushForTest is a bridge telling hubs to beat every heartbeat and
+// holding live links for the hubs ids, for tests of its registry writes
+// alone.
+func NewFlushForTest(st *store.Store, refresh, heartbeat time.Duration, ids ...string) *Bridge {
+	b := &Bridge{opts: Options{Store: st, RefreshInterval: refresh, HeartbeatInterval: heartbeat, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		conns: map[string]*hubConn{}, beats: map[string]beat{}, written: map[string]store.HubBeat{}, unwritten: map[string]beat{}}
 	for _, id := range ids {
 		b.conns[id] = &hubConn{}
 	}

@@ -5,32 +5,47 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/superinstance/mesh/hub/bridge"
 	"github.com/superinstance/mesh/internal/store"
-	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 	"github.com/superinstance/mesh/test/harness"
 )
 
-// A hub whose reading holds steady costs the registry one row every
-// RefreshInterval however often it beats, and a reading that moves past
-// the deadband (a GPU going over placement's load limit, a degree hotter,
-// the round trip growing) is written at the very next flush. A hub whose
-// link closes has its last reading written whatever the deadband says.
-func TestSteadyHubsAreWrittenEveryRefreshAndChangesAtOnce(t *testing.T) {
-	st := harness.Store(t)
+// flushHub registers a connected hub and returns a bridge holding its link,
+// a clock one second after the registration's (on the database's clock),
+// and a function reading the hub's registry row.
+func flushHub(t *testing.T, refresh, heartbeat time.Duration) (st *store.Store, id string, b *bridge.Bridge, t0 time.Time, row func() store.Hub) {
+	t.Helper()
+	st = harness.Store(t)
 	ctx := context.Background()
 	harness.EnsureAccount(t, st, "acme-flush")
-	id := harness.UniqueID("gpu-steady")
+	id = harness.UniqueID("gpu-flush")
 	if err := st.RegisterCert(ctx, id, "acme-flush", "serial-"+id, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := st.HubConnected(ctx, store.Hub{DeviceID: id, Bridge: "b-flush"}); err != nil {
 		t.Fatal(err)
 	}
-	b := bridge.NewFlushForTest(st, 5*time.Second, id)
-	t0 := time.Now().Add(time.Second).Truncate(time.Millisecond) // after HubConnected's last_seen
+	b = bridge.NewFlushForTest(st, refresh, heartbeat, id)
+	return st, id, b, time.Now().Add(time.Second).Truncate(time.Millisecond), func() store.Hub {
+		t.Helper()
+		h, err := st.HubByID(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+}
+
+// A hub whose reading holds steady costs the registry one row every
+// RefreshInterval however often it beats, and a reading that moves past
+// the deadband (a point of load near placement's limit, a degree hotter,
+// the round trip growing) is written at the very next flush. A beat the
+// registry refused (its row's last_seen was later, on the database's
+// clock) is not taken for written, and a hub whose link closes has the
+// last reading the deadband held back written.
+func TestSteadyHubsAreWrittenEveryRefreshAndChangesAtOnce(t *testing.T) {
+	_, id, b, t0, row := flushHub(t, 5*time.Second, time.Second)
+	ctx := context.Background()
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	beat := func(s float64, util, temp uint32, rtt uint32) {
 		t.Helper()
@@ -39,45 +54,55 @@ func TestSteadyHubsAreWrittenEveryRefreshAndChangesAtOnce(t *testing.T) {
 	}
 	want := func(step string, s float64, load, temp float64, rtt int) {
 		t.Helper()
-		h, err := st.HubByID(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := row()
 		if !h.LastSeen.Equal(at(s)) || h.GPULoad != load || h.GPUTempC != temp || h.RTTMicros != rtt {
 			t.Fatalf("%s: registry has last_seen %v load %v temp %v rtt %d, want %v %v %v %d",
 				step, h.LastSeen.Sub(t0), h.GPULoad, h.GPUTempC, h.RTTMicros, at(s).Sub(t0), load, temp, rtt)
 		}
 	}
 
+	// Two seconds before t0 is before the registration's last_seen: the
+	// registry keeps its row, and the same reading at t0 is written.
+	beat(-2, 30, 60, 500)
 	beat(0, 30, 60, 500)
-	want("the first reading", 0, 0.30, 60, 500)
+	want("the first reading the registry took", 0, 0.30, 60, 500)
 	// Four seconds of beats that jitter inside the deadband write nothing.
 	for i := 1; i <= 4; i++ {
 		beat(float64(i), 30+uint32(i%2), 60, 500+uint32(i)*20)
 	}
 	want("readings inside the deadband", 0, 0.30, 60, 500)
-	// At RefreshInterval the same reading is written again: last_seen and
-	// the round trip move, the figures and the vitals document stay those
-	// last written.
-	beat(5, 31, 60, 560)
-	want("a steady hub at the refresh", 5, 0.30, 60, 560)
-	h, err := st.HubByID(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc meshv1.HardwareVitals
-	if err := protojson.Unmarshal(h.Vitals, &doc); err != nil || len(doc.GetGpus()) != 1 || doc.GetGpus()[0].GetUtilizationPercent() != 30 {
-		t.Fatalf("vitals document after the refresh: %s (%v)", h.Vitals, err)
-	}
-	// Changes past the deadband are written at once.
-	beat(5.2, 97, 60, 560)
-	want("a GPU over the load limit", 5.2, 0.97, 60, 560)
-	beat(5.4, 97, 61, 560)
-	want("a degree hotter", 5.4, 0.97, 61, 560)
-	beat(5.6, 97, 61, 900)
-	want("the round trip grown by more than a fifth", 5.6, 0.97, 61, 900)
-	// A closing link writes its last reading, though it is inside the deadband.
-	b.NoteAtForTest(id, at(5.8), harness.FixedVitals(97, 61)(), 910)
+	// Due a refresh (5 s less half a heartbeat), the reading as it is now.
+	beat(4.6, 31, 60, 560)
+	want("a steady hub at the refresh", 4.6, 0.31, 60, 560)
+	// Changes past the deadband are written at once; near the limits, any.
+	beat(4.8, 95, 60, 560)
+	want("a GPU near the load limit", 4.8, 0.95, 60, 560)
+	beat(4.9, 96, 60, 560)
+	want("one point over the load limit", 4.9, 0.96, 60, 560)
+	beat(5.0, 96, 61, 560)
+	want("a degree hotter", 5.0, 0.96, 61, 560)
+	beat(5.2, 96, 61, 900)
+	want("the round trip grown by more than a fifth", 5.2, 0.96, 61, 900)
+	// A beat held back by the deadband, then the link closes: the next
+	// flush writes it.
+	beat(5.4, 96, 61, 910)
+	want("a beat inside the deadband", 5.2, 0.96, 61, 900)
 	b.ClosingForTest(id)
-	want("the last reading of a closing link", 5.8, 0.97, 61, 910)
+	b.FlushForTest(ctx)
+	want("the last reading of a closing link", 5.4, 0.96, 61, 910)
+}
+
+// With heartbeats as slow as the refresh (5 s, the default), a steady hub
+// is refreshed at every beat, however a beat's arrival jitters: its
+// last_seen never lags by two heartbeats.
+func TestSlowHeartbeatsAreRefreshedAtEveryBeat(t *testing.T) {
+	_, id, b, t0, row := flushHub(t, 5*time.Second, 5*time.Second)
+	ctx := context.Background()
+	for _, s := range []time.Duration{0, 4990 * time.Millisecond, 9980 * time.Millisecond} {
+		b.NoteAtForTest(id, t0.Add(s), harness.FixedVitals(30, 60)(), 500)
+		b.FlushForTest(ctx)
+		if h := row(); !h.LastSeen.Equal(t0.Add(s)) {
+			t.Fatalf("after the beat at %v the registry's last_seen is %v", s, h.LastSeen.Sub(t0))
+		}
+	}
 }

@@ -106,15 +106,21 @@ type HubBeat struct {
 	CPULoad   float64
 	NVML      bool
 	Vitals    []byte
-	// SameVitals keeps the registry's vitals document as it is (Vitals is
-	// ignored): the bridge's refresh of a hub whose reading has not changed.
-	SameVitals bool
 }
 
 // SaveHeartbeats writes the latest heartbeat of many hubs in one statement.
 func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
+	_, err := s.SaveHeartbeatsUpdated(ctx, beats)
+	return err
+}
+
+// SaveHeartbeatsUpdated is SaveHeartbeats, and says which hubs' rows took
+// their beat: not one unknown to the registry, nor one whose last_seen is
+// already later (another bridge's write, or a registration on the
+// database's clock ahead of the bridge's).
+func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map[string]bool, error) {
 	if len(beats) == 0 {
-		return nil
+		return nil, nil
 	}
 	ids := make([]string, len(beats))
 	at := make([]time.Time, len(beats))
@@ -128,24 +134,27 @@ func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
 	for i, b := range beats {
 		ids[i], at[i], rtt[i], gpus[i] = b.DeviceID, b.At, int32(b.RTTMicros), int32(b.GPUCount)
 		load[i], temp[i], cpu[i], nvml[i] = b.GPULoad, b.GPUTempC, b.CPULoad, b.NVML
-		switch {
-		case b.SameVitals:
-			vit[i] = "" // NULLIF below: the stored document stays
-		case len(b.Vitals) == 0:
+		vit[i] = string(b.Vitals)
+		if vit[i] == "" {
 			vit[i] = "{}"
-		default:
-			vit[i] = string(b.Vitals)
 		}
 	}
-	_, err := s.Pool.Exec(ctx, `
+	rows, err := s.Pool.Query(ctx, `
 		UPDATE hubs h SET last_seen = b.at, rtt_micros = b.rtt, gpu_count = b.gpus, gpu_load = b.load,
-			gpu_temp_c = b.temp, cpu_load = b.cpu, nvml = b.nvml, vitals = coalesce(NULLIF(b.vitals, '')::jsonb, h.vitals)
+			gpu_temp_c = b.temp, cpu_load = b.cpu, nvml = b.nvml, vitals = b.vitals::jsonb
 		FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::float8[], $6::float8[], $7::float8[], $8::bool[], $9::text[])
 			AS b(id, at, rtt, gpus, load, temp, cpu, nvml, vitals)
-		WHERE h.device_id = b.id AND h.last_seen <= b.at`,
+		WHERE h.device_id = b.id AND h.last_seen <= b.at
+		RETURNING h.device_id`,
 		ids, at, rtt, gpus, load, temp, cpu, nvml, vit)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	updated := make(map[string]bool, len(beats))
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error { updated[id] = true; return nil })
+	if err != nil {
+		return nil, err
 	}
 	// The history keeps one reading per hub per VitalsInterval, so its size
 	// is bounded by hubs x retention / interval however often hubs beat.
@@ -158,9 +167,9 @@ func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
 		ON CONFLICT DO NOTHING`,
 		ids, at, rtt, load, temp, cpu, VitalsInterval.String())
 	if err != nil {
-		return err
+		return updated, err
 	}
-	return s.pruneVitals(ctx)
+	return updated, s.pruneVitals(ctx)
 }
 
 // The vitals history: one reading per hub every VitalsInterval at most,

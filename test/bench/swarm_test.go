@@ -435,14 +435,16 @@ type goRuntime struct {
 	gcs     uint64
 	allocs  uint64
 	live    uint64
+	roots   uint64 // stacks and globals the collector scans, which its goal counts with the live heap
 }
 
 func readGoRuntime() goRuntime {
-	ss := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	ss := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 	metrics.Read(ss)
 	h := ss[0].Value.Float64Histogram()
 	return goRuntime{sched: append([]uint64(nil), h.Counts...), buckets: h.Buckets, gcs: ss[1].Value.Uint64(), allocs: ss[2].Value.Uint64(),
-		live: ss[3].Value.Uint64()}
+		live: ss[3].Value.Uint64(), roots: ss[4].Value.Uint64() + ss[5].Value.Uint64()}
 }
 
 // runtimeWindow is what a process's Go runtime did in a window: how long
@@ -454,7 +456,8 @@ type runtimeWindow struct {
 	SchedMaxus float64 `json:"sched_max_us"`
 	GCs        uint64  `json:"gcs"`
 	Allocs     uint64  `json:"allocs"`
-	Live       uint64  `json:"live"` // the heap the last collection kept
+	Live       uint64  `json:"live"`  // the heap the last collection kept
+	Roots      uint64  `json:"roots"` // stacks and globals scanned
 }
 
 func (s goRuntime) since(old goRuntime) runtimeWindow {
@@ -475,7 +478,7 @@ func (s goRuntime) since(old goRuntime) runtimeWindow {
 			w.SchedMaxus = s.buckets[i+1] * 1e6
 		}
 	}
-	w.GCs, w.Allocs, w.Live = s.gcs-old.gcs, s.allocs-old.allocs, s.live
+	w.GCs, w.Allocs, w.Live, w.Roots = s.gcs-old.gcs, s.allocs-old.allocs, s.live, s.roots
 	return w
 }
 
@@ -547,10 +550,12 @@ type levelResult struct {
 	cpu         cpuSplit
 	// server and child are the Go runtimes of the server process and of
 	// the simulated hubs in the window; serverAllocs is the server
-	// process's bytes allocated per heartbeat (everything it ran).
+	// process's bytes allocated per heartbeat beyond what it allocates with
+	// no hub, and serverAllocRate all it allocated a second (what paces
+	// its collector).
 	server, child   runtimeWindow
 	serverAllocs    float64
-	serverAllocRate float64 // bytes a second
+	serverAllocRate float64
 	// serverUs and hubsUs are the CPU microseconds per heartbeat of the
 	// server process (beyond what it spends with no hub) and of the
 	// simulated hubs.
@@ -575,10 +580,11 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 	}
 	// What the server process spends with no hub connected (Temporal's
 	// workers polling, the harness) is not the hubs' cost.
-	mSelf := cpuSelf()
+	mSelf, mRT := cpuSelf(), readGoRuntime()
 	start := time.Now()
 	time.Sleep(window)
 	idle := (cpuSelf() - mSelf).Seconds() / time.Since(start).Seconds()
+	idleAllocs := float64(readGoRuntime().since(mRT).Allocs) / time.Since(start).Seconds()
 	b.Logf("%s, no hubs: server process %.3f cores", peer, idle)
 	var out []levelResult
 	connected := 0
@@ -612,7 +618,7 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			self, pg, all := (cpuSelf() - mSelf).Seconds(), (pgCPU() - mPG).Seconds(), (machineCPU() - mAll).Seconds()
 			res = levelResult{hubs: level, beats: r.Beats, p50: time.Duration(r.P50us * 1e3), p99: time.Duration(r.P99us * 1e3), errors: r.Errors,
 				dropped: udpDropped() - mDrop, server: rt, child: r.Runtime,
-				serverAllocs: float64(rt.Allocs) / float64(max(1, r.Beats)), serverAllocRate: float64(rt.Allocs) / secs,
+				serverAllocs: max(0, float64(rt.Allocs)-idleAllocs*secs) / float64(max(1, r.Beats)), serverAllocRate: float64(rt.Allocs) / secs,
 				cpu:      cpuSplit{hubs: r.CPUs / secs, server: self / secs, postgres: pg / secs, others: max(0, all-self-pg-r.CPUs) / secs},
 				serverUs: max(0, self-idle*secs) * 1e6 / float64(max(1, r.Beats)), hubsUs: r.CPUs * 1e6 / float64(max(1, r.Beats)),
 				postgresUs: pg * 1e6 / float64(max(1, r.Beats))}
