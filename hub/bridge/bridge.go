@@ -635,8 +635,10 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 			delete(b.conns, id.DeviceID)
 		}
 		b.mu.Unlock()
-		b.flushClosing(id.DeviceID)
+		// Offline first: queuing the last reading may wait for a flush
+		// in progress.
 		_ = b.opts.Store.HubDisconnected(context.Background(), id.DeviceID, now)
+		b.flushClosing(id.DeviceID)
 		b.m.hubDisconnected()
 		log.Info("hub disconnected")
 	}()
@@ -934,8 +936,16 @@ func (b *Bridge) flushLocked(parent context.Context) {
 	ctx, cancel := context.WithTimeout(parent, flushTimeout)
 	defer cancel()
 	updated, err := b.opts.Store.SaveHeartbeatsUpdated(ctx, rows)
+	if err != nil && updated != nil {
+		// The rows were written; the vitals history after them was not
+		// (its next reading is a minute away at most).
+		b.opts.Logger.Warn("save the hubs' vitals history", "error", err, "hubs", len(rows))
+		err = nil
+	}
 	if err != nil {
-		b.opts.Logger.Error("save heartbeats", "error", err, "hubs", len(rows))
+		if parent.Err() == nil { // not the bridge stopping: its last flush writes them
+			b.opts.Logger.Error("save heartbeats", "error", err, "hubs", len(rows))
+		}
 		// Keep the newest reading of each hub for the next try.
 		b.mu.Lock()
 		for id, bt := range pending {

@@ -117,7 +117,9 @@ func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
 // SaveHeartbeatsUpdated is SaveHeartbeats, and says which hubs' rows took
 // their beat: not one unknown to the registry, nor one whose last_seen is
 // already later (another bridge's write, or a registration on the
-// database's clock ahead of the bridge's).
+// database's clock ahead of the bridge's). With an error it returns a nil
+// map if the rows were not written, and the map if only the vitals history
+// after them failed.
 func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map[string]bool, error) {
 	if len(beats) == 0 {
 		return nil, nil

@@ -364,6 +364,9 @@ func BenchmarkBridgeHubsHeld(b *testing.B) {
 				"(live heap %d MiB + stacks and globals %d MiB) x GOGC=%d%% / %.1f MB allocated a second (the whole process); "+
 				"a collection of that heap stalls heartbeats for tens of milliseconds or more", n, t.server.Live>>20, t.server.Roots>>20, gc, t.serverAllocRate/1e6))
 		}
+		cost = fmt.Sprintf("at the CPU per heartbeat measured at %d hubs (bridge %.0f µs, simulated hubs %.0f µs, PostgreSQL %.0f µs) %d hubs need %.1f cores "+
+			"(bare quic-go with the same hubs %.1f)", n, t.serverUs, t.hubsUs, t.postgresUs, target,
+			target*(t.serverUs+t.hubsUs+t.postgresUs)/1e6, target*(r.serverUs+r.hubsUs)/1e6)
 	}
 	record("bridge_hubs_held", float64(held), fmt.Sprintf("simulated hubs at 1 heartbeat/s with p99 < 50 ms, levels up to %d (target >= %d); "+
 		"hubs in a child process on the same 2 cores; at the level held %s; missed %s; %s", levels[len(levels)-1], target, at.cpu, missedOf(tun), cost))
