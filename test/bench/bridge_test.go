@@ -308,9 +308,9 @@ func BenchmarkEscalationOverhead(b *testing.B) {
 // floor the bridge is built on), then by the bridge. The hubs run in a child
 // process, as they would on other machines; they still share this machine's
 // two cores with the bridge, PostgreSQL and Temporal, and each window's log
-// line says how the cores were spent and what each Go runtime did. Both
-// processes run the collector as si server's bridge role does
-// (bridge.TuneGC), so both peers are measured under the same settings.
+// line says how the cores were spent and what each Go runtime did. The
+// server process runs the collector as si server's bridge role does
+// (bridge.TuneGC), for both peers; the simulated hubs' is in runSwarm.
 func BenchmarkBridgeHubsHeld(b *testing.B) {
 	gc, restore := bridge.TuneGC()
 	b.Cleanup(restore)

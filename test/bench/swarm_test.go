@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/metrics"
 	"sort"
 	"strconv"
@@ -36,6 +37,10 @@ import (
 // scheduler, and the CPU each side spends is measured apart. The parent
 // drives the swarm over the child's stdin and stdout, one JSON object a line.
 const swarmEnv = "SI_BENCH_SWARM"
+
+// swarmMemoryLimit is the simulated hubs' heap at which their collector
+// runs: about three times what ten thousand hubs keep live.
+const swarmMemoryLimit = 3 << 30
 
 // swarmHub is one hub's credentials, PEM.
 type swarmHub struct {
@@ -126,11 +131,14 @@ func (s *swarm) do(c swarmCmd) (swarmReply, error) {
 
 // runSwarm is the child: it serves the parent's commands until stdin ends.
 // It stands for as many hub processes as it holds connections, each with a
-// heap of one connection; its collector runs as the bridge's does, so that
-// its own collections of ten thousand connections' state disturb the
-// measure no more than the server's.
+// heap of one connection, where it holds them all in one heap: a collection
+// of ten thousand connections' state stalls every simulated hub at once for
+// hundreds of milliseconds, as no real hub's collection would, and misses
+// the level for either peer. So its collector runs only when its heap nears
+// swarmMemoryLimit (once or twice a run, mostly while a level dials).
 func runSwarm() int {
-	bridge.TuneGC()
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(swarmMemoryLimit)
 	var (
 		mu      sync.Mutex
 		rtts    []time.Duration
