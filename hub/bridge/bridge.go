@@ -171,14 +171,15 @@ type Bridge struct {
 	// flushMu serializes flushes (the ticker's and a closing hub's) and
 	// guards written: what the registry last got of each connected hub.
 	flushMu sync.Mutex
-	written map[string]store.HubBeat
+	written map[string]writtenRow
 	// unwritten holds each hub's latest reading the deadband held back,
 	// for flushClosing.
 	unwritten map[string]beat
 	// spare is the beats map of the flush before last, emptied, and rows
 	// the last flush's rows: both reused, so that a flush allocates little.
-	spare map[string]beat
-	rows  []store.HubBeat
+	spare  map[string]beat
+	rows   []store.HubBeat
+	docAts []time.Time // when each row's vitals document was marshaled
 	// controls are the control streams past their hello; one sweep ends
 	// those silent for longer than the idle bound, so a heartbeat arms no
 	// read deadline (a timer per hub) of its own.
@@ -316,7 +317,7 @@ func Listen(opts Options) (*Bridge, error) {
 	b := &Bridge{opts: opts, udp: udp, tr: tr, ln: ln, m: opts.Metrics, instance: newInstance(),
 		enrollLim: newEnrollLimits(opts.EnrollPerMinute, opts.EnrollConcurrent), conns: map[string]*hubConn{},
 		all: map[Conn]struct{}{}, peers: map[string]map[Conn]peer{}, beats: map[string]beat{}, controls: map[*controlStream]struct{}{},
-		prewarmed: map[string]int64{}, written: map[string]store.HubBeat{}, unwritten: map[string]beat{}}
+		prewarmed: map[string]int64{}, written: map[string]writtenRow{}, unwritten: map[string]beat{}}
 	if tcp != nil {
 		b.tcp = &tcpListener{ln: tcp, tls: opts.TLS, maxStreams: opts.MaxStreamsPerConn, handshake: 5 * time.Second,
 			hello: tcpHelloTimeout, perSource: tcpPerSourceLimit, handshakes: make(chan struct{}, maxTCPHandshakes)}
@@ -881,6 +882,18 @@ func (b *Bridge) flushClosing(deviceID string) {
 	b.mu.Unlock()
 }
 
+// writtenRow is what the registry last took of a hub: its row, vitals
+// document included, and when that document was marshaled.
+type writtenRow struct {
+	row   store.HubBeat
+	docAt time.Time
+}
+
+// docRefresh bounds how old the vitals document of a hub whose figures
+// stay inside the deadband may grow: past it, a refresh marshals the
+// reading anew.
+const docRefresh = 30 * time.Second
+
 // flushTimeout bounds one flush's statements: a hung database holds up
 // the next flush, not the bridge.
 const flushTimeout = 5 * time.Second
@@ -902,7 +915,7 @@ func (b *Bridge) flushLocked(parent context.Context) {
 	// beats every RefreshInterval or so, waiting for the full interval
 	// would refresh every other beat.
 	due := b.opts.RefreshInterval - b.opts.HeartbeatInterval/2
-	rows := b.rows[:0]
+	rows, docAts := b.rows[:0], b.docAts[:0]
 	for id, bt := range pending {
 		row := store.HubBeat{DeviceID: id, At: bt.at, RTTMicros: int(bt.rtt)}
 		v := bt.vitals
@@ -915,16 +928,27 @@ func (b *Bridge) flushLocked(parent context.Context) {
 				row.GPUTempC = max(row.GPUTempC, float64(g.GetTemperatureC()))
 			}
 		}
-		if last, ok := b.written[id]; ok && bt.at.Sub(last.At) < due && !readingChanged(last, row) {
+		last, ok := b.written[id]
+		changed := !ok || readingChanged(last.row, row)
+		if !changed && bt.at.Sub(last.row.At) < due {
 			b.unwritten[id] = bt
 			continue
 		}
-		if v != nil {
+		docAt := bt.at
+		switch {
+		case v == nil:
+		case !changed && last.row.Vitals != nil && bt.at.Sub(last.docAt) < docRefresh:
+			// A refresh inside the deadband: the figures are this beat's,
+			// the document (memory, power, clocks of every GPU) the one
+			// last marshaled, at most docRefresh old.
+			row.Vitals, docAt = last.row.Vitals, last.docAt
+		default:
 			row.Vitals, _ = protojson.Marshal(v)
 		}
 		rows = append(rows, row)
+		docAts = append(docAts, docAt)
 	}
-	b.rows = rows
+	b.rows, b.docAts = rows, docAts
 	defer func() {
 		clear(b.rows) // no vitals kept alive until the next flush
 		clear(pending)
@@ -957,7 +981,7 @@ func (b *Bridge) flushLocked(parent context.Context) {
 		return
 	}
 	b.mu.Lock()
-	for _, r := range rows {
+	for i, r := range rows {
 		delete(b.unwritten, r.DeviceID)
 		// Only rows the registry took are remembered (one whose last_seen
 		// was already later, from another bridge or the database's clock,
@@ -965,8 +989,7 @@ func (b *Bridge) flushLocked(parent context.Context) {
 		// connected here: one that closed meanwhile was forgotten by
 		// flushClosing.
 		if _, ok := b.conns[r.DeviceID]; ok && updated[r.DeviceID] {
-			r.Vitals = nil
-			b.written[r.DeviceID] = r
+			b.written[r.DeviceID] = writtenRow{row: r, docAt: docAts[i]}
 		} else {
 			delete(b.written, r.DeviceID)
 		}

@@ -31,7 +31,7 @@ func (b *Bridge) BeatForTest(ctx context.Context) { b.beat(ctx) }
 // alone.
 func NewFlushForTest(st *store.Store, refresh, heartbeat time.Duration, ids ...string) *Bridge {
 	b := &Bridge{opts: Options{Store: st, RefreshInterval: refresh, HeartbeatInterval: heartbeat, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		conns: map[string]*hubConn{}, beats: map[string]beat{}, written: map[string]store.HubBeat{}, unwritten: map[string]beat{}}
+		conns: map[string]*hubConn{}, beats: map[string]beat{}, written: map[string]writtenRow{}, unwritten: map[string]beat{}}
 	for _, id := range ids {
 		b.conns[id] = &hubConn{}
 	}

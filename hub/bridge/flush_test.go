@@ -5,8 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/superinstance/mesh/hub/bridge"
 	"github.com/superinstance/mesh/internal/store"
+	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 	"github.com/superinstance/mesh/test/harness"
 )
 
@@ -104,5 +107,42 @@ func TestSlowHeartbeatsAreRefreshedAtEveryBeat(t *testing.T) {
 		if h := row(); !h.LastSeen.Equal(t0.Add(s)) {
 			t.Fatalf("after the beat at %v the registry's last_seen is %v", s, h.LastSeen.Sub(t0))
 		}
+	}
+}
+
+// A hub whose figures stay inside the deadband is refreshed with them, and
+// its vitals document (memory, power and clocks of every GPU) is marshaled
+// anew at least every 30 s: details that move without moving the figures
+// are never more than that old in the registry.
+func TestTheVitalsDocumentIsAtMostThirtySecondsOld(t *testing.T) {
+	_, id, b, t0, row := flushHub(t, 5*time.Second, time.Second)
+	ctx := context.Background()
+	memUsed := func() uint64 {
+		t.Helper()
+		var doc meshv1.HardwareVitals
+		if err := protojson.Unmarshal(row().Vitals, &doc); err != nil || len(doc.GetGpus()) != 1 {
+			t.Fatalf("vitals document %s: %v", row().Vitals, err)
+		}
+		return doc.GetGpus()[0].GetMemoryUsedBytes()
+	}
+	beat := func(s int, mem uint64) {
+		v := harness.FixedVitals(30, 60)()
+		v.Gpus[0].MemoryUsedBytes = mem
+		b.NoteAtForTest(id, t0.Add(time.Duration(s)*time.Second), v, 500)
+		b.FlushForTest(ctx)
+	}
+	beat(0, 1<<30)
+	for s := 5; s < 30; s += 5 {
+		beat(s, 2<<30)
+		if h := row(); !h.LastSeen.Equal(t0.Add(time.Duration(s) * time.Second)) {
+			t.Fatalf("refresh at %ds: last_seen %v", s, h.LastSeen.Sub(t0))
+		}
+	}
+	if got := memUsed(); got != 1<<30 {
+		t.Fatalf("at 25 s the document says %d bytes used, want the first reading's (marshaled at 0 s)", got)
+	}
+	beat(30, 2<<30)
+	if got := memUsed(); got != 2<<30 {
+		t.Fatalf("at 30 s the document says %d bytes used, want the reading's %d", got, uint64(2<<30))
 	}
 }

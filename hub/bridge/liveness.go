@@ -72,17 +72,36 @@ func (b *Bridge) beat(parent context.Context) {
 // committed after it (read before this bridge's beat), is put right on the
 // next beat instead of leaving the hubs offline while their links hold.
 func (b *Bridge) reclaimLost(parent context.Context, wasDead bool) {
+	ctx, cancel := context.WithTimeout(parent, store.BridgeStale)
+	defer cancel()
+	// Which of this bridge's hubs are marked lost: almost always none, a
+	// lookup in a near-empty index, where sending every connected device's
+	// id each second would cost the bridge and the database in proportion
+	// to its hubs.
+	lost, err := b.opts.Store.LostHubs(ctx, b.instance)
+	if err != nil {
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			b.opts.Logger.Warn("asking which of this bridge's hubs were marked lost; the next beat asks again", "error", err)
+		}
+		return
+	}
+	if len(lost) == 0 {
+		if wasDead {
+			b.opts.Logger.Warn("this bridge had missed its liveness beats; none of its hubs was marked lost")
+		}
+		return
+	}
 	b.mu.Lock()
-	ids := make([]string, 0, len(b.conns))
-	for id := range b.conns {
-		ids = append(ids, id)
+	ids := lost[:0]
+	for _, id := range lost {
+		if _, held := b.conns[id]; held {
+			ids = append(ids, id)
+		}
 	}
 	b.mu.Unlock()
 	if len(ids) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(parent, store.BridgeStale)
-	defer cancel()
 	reclaim := b.reclaim
 	if reclaim == nil {
 		reclaim = b.opts.Store.ReclaimHubs

@@ -82,3 +82,53 @@ func TestAFailedReclaimIsRetriedOnTheNextBeat(t *testing.T) {
 	b.BeatForTest(ctx)
 	connected(true, "the beat after a late sweep")
 }
+
+// A beat of a bridge none of whose hubs was marked lost sends the registry
+// none of its device ids: with thousands of hubs, a reclaim of every one
+// each second would cost the bridge and the database in proportion to
+// them. A hub marked lost that this bridge no longer holds is not taken
+// back.
+func TestABeatWithNoLostHubsSendsNoReclaim(t *testing.T) {
+	st := harness.Store(t)
+	ctx := context.Background()
+	harness.EnsureAccount(t, st, "acme-noreclaim")
+	a := harness.UniqueID("bridge-n")
+	held, gone := harness.UniqueID("gpu-held"), harness.UniqueID("gpu-gone")
+	var asked [][]string
+	b := bridge.NewLivenessForTest(st, a, []string{held}, func(ctx context.Context, instance string, ids []string) (int64, error) {
+		asked = append(asked, ids)
+		return st.ReclaimHubs(ctx, instance, ids)
+	})
+	b.BeatForTest(ctx)
+	for _, d := range []string{held, gone} {
+		if err := st.RegisterCert(ctx, d, "acme-noreclaim", "serial-"+d, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := st.HubConnected(ctx, store.Hub{DeviceID: d, Bridge: "b-" + a, BridgeInstance: a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		b.BeatForTest(ctx)
+	}
+	if len(asked) != 0 {
+		t.Fatalf("beats with no hub lost sent reclaims of %v", asked)
+	}
+	// Both marked lost: only the hub this bridge holds is asked for, and taken back.
+	if _, err := st.Pool.Exec(ctx, `UPDATE hubs SET connected = false, bridge_lost_at = now() WHERE device_id = ANY($1)`, []string{held, gone}); err != nil {
+		t.Fatal(err)
+	}
+	b.BeatForTest(ctx)
+	if len(asked) != 1 || len(asked[0]) != 1 || asked[0][0] != held {
+		t.Fatalf("reclaims asked %v, want one of [%s]", asked, held)
+	}
+	for d, want := range map[string]bool{held: true, gone: false} {
+		h, err := st.HubByID(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Connected != want {
+			t.Fatalf("%s connected %v after the beat, want %v", d, h.Connected, want)
+		}
+	}
+}

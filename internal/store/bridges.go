@@ -92,6 +92,18 @@ func (s *Store) ReclaimHubs(ctx context.Context, instance string, deviceIDs []st
 	return tag.RowsAffected(), err
 }
 
+// LostHubs lists the hubs registered through the bridge instance that
+// another bridge's sweep marked lost while it could not beat: the ones
+// ReclaimHubs may take back.
+func (s *Store) LostHubs(ctx context.Context, instance string) ([]string, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT device_id FROM hubs
+		WHERE bridge_instance = $1 AND bridge_lost_at IS NOT NULL AND NOT connected AND instance_at IS NOT DISTINCT FROM connected_at`, instance)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // BridgeLiveness is one bridge process as the registry knows it.
 type BridgeLiveness struct {
 	Instance  string
