@@ -937,10 +937,11 @@ func (b *Bridge) flushLocked(parent context.Context) {
 		docAt := bt.at
 		switch {
 		case v == nil:
-		case !changed && last.row.Vitals != nil && bt.at.Sub(last.docAt) < docRefresh:
+		case !changed && last.row.Vitals != nil && bt.at.Sub(last.docAt)+due < docRefresh:
 			// A refresh inside the deadband: the figures are this beat's,
 			// the document (memory, power, clocks of every GPU) the one
-			// last marshaled, at most docRefresh old.
+			// last marshaled, which the next refresh, due after this one,
+			// still finds under docRefresh old.
 			row.Vitals, docAt = last.row.Vitals, last.docAt
 		default:
 			row.Vitals, _ = protojson.Marshal(v)
@@ -950,7 +951,7 @@ func (b *Bridge) flushLocked(parent context.Context) {
 	}
 	b.rows, b.docAts = rows, docAts
 	defer func() {
-		clear(b.rows) // no vitals kept alive until the next flush
+		clear(b.rows) // written keeps the documents it needs; the rest go
 		clear(pending)
 		b.spare = pending
 	}()

@@ -132,7 +132,7 @@ func TestTheVitalsDocumentIsAtMostThirtySecondsOld(t *testing.T) {
 		b.FlushForTest(ctx)
 	}
 	beat(0, 1<<30)
-	for s := 5; s < 30; s += 5 {
+	for s := 5; s <= 25; s += 5 {
 		beat(s, 2<<30)
 		if h := row(); !h.LastSeen.Equal(t0.Add(time.Duration(s) * time.Second)) {
 			t.Fatalf("refresh at %ds: last_seen %v", s, h.LastSeen.Sub(t0))
@@ -141,8 +141,18 @@ func TestTheVitalsDocumentIsAtMostThirtySecondsOld(t *testing.T) {
 	if got := memUsed(); got != 1<<30 {
 		t.Fatalf("at 25 s the document says %d bytes used, want the first reading's (marshaled at 0 s)", got)
 	}
+	// The refresh at 30 s would find a 30 s old document at the next one:
+	// it marshals.
 	beat(30, 2<<30)
 	if got := memUsed(); got != 2<<30 {
 		t.Fatalf("at 30 s the document says %d bytes used, want the reading's %d", got, uint64(2<<30))
+	}
+	// A reading past the deadband marshals at once, the document too.
+	v := harness.FixedVitals(40, 60)()
+	v.Gpus[0].MemoryUsedBytes = 3 << 30
+	b.NoteAtForTest(id, t0.Add(31*time.Second), v, 500)
+	b.FlushForTest(ctx)
+	if got := memUsed(); got != 3<<30 || row().GPULoad != 0.40 {
+		t.Fatalf("after a change past the deadband: document %d bytes used, load %v", got, row().GPULoad)
 	}
 }
