@@ -168,8 +168,8 @@ type Bridge struct {
 	all   map[Conn]struct{}
 	peers map[string]map[Conn]peer // every connection, by device id, from accept on
 	beats map[string]beat
-	// flushMu serializes flushes (the ticker's and a closing hub's) and
-	// guards written: what the registry last got of each connected hub.
+	// flushMu serializes flushes and flushClosing, and guards written
+	// (what the registry last took of each connected hub) and what follows.
 	flushMu sync.Mutex
 	written map[string]writtenRow
 	// unwritten holds each hub's latest reading the deadband held back,
@@ -238,7 +238,7 @@ func Listen(opts Options) (*Bridge, error) {
 		return nil, errors.New("bridge: TLS and Store are required")
 	}
 	if opts.MaxConnsPerDevice < 0 || opts.MaxStreamsPerConn < 0 || opts.StreamReadTimeout < 0 || opts.RecheckInterval < 0 || opts.RefreshInterval < 0 {
-		return nil, errors.New("bridge: connection and stream limits, the stream read timeout and the re-check interval must be positive (0 takes the default)")
+		return nil, errors.New("bridge: connection and stream limits, the stream read timeout, the re-check interval and the refresh interval must be positive (0 takes the default)")
 	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = 5 * time.Second
@@ -853,16 +853,6 @@ func (b *Bridge) note(deviceID string, v *meshv1.HardwareVitals, rtt uint32) {
 	b.mu.Unlock()
 }
 
-// flush writes the hubs' latest heartbeats to the registry: those whose
-// reading changed past the deadband since it was last written, and those
-// due a refresh. An idle hub beating every second costs a row about every
-// RefreshInterval, not every FlushInterval.
-func (b *Bridge) flush(ctx context.Context) {
-	b.flushMu.Lock()
-	defer b.flushMu.Unlock()
-	b.flushLocked(ctx)
-}
-
 // flushClosing forgets what was written of a hub whose control stream
 // ended, and queues its last reading (one the deadband held back
 // included), so that the next flush writes it whatever the deadband says.
@@ -898,7 +888,13 @@ const docRefresh = 30 * time.Second
 // the next flush, not the bridge.
 const flushTimeout = 5 * time.Second
 
-func (b *Bridge) flushLocked(parent context.Context) {
+// flush writes the hubs' latest heartbeats to the registry: those whose
+// reading changed past the deadband since it was last written, and those
+// due a refresh. An idle hub beating every second costs a row about every
+// RefreshInterval, not every FlushInterval.
+func (b *Bridge) flush(parent context.Context) {
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
 	b.mu.Lock()
 	if len(b.beats) == 0 {
 		b.mu.Unlock()

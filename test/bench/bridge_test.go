@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/superinstance/mesh/hub/agent"
 	"github.com/superinstance/mesh/hub/bridge"
@@ -70,17 +71,24 @@ func helloHub(ctx context.Context, conn bridge.Conn) (*tunnelHub, error) {
 
 func (h *tunnelHub) beat(v *meshv1.HardwareVitals) (time.Duration, error) {
 	h.seq++
-	start := time.Now()
-	if err := wire.Write(h.s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{
-		Seq: h.seq, SentUnixNano: start.UnixNano(), Vitals: v}}}); err != nil {
-		return 0, err
-	}
 	var ack meshv1.BridgeMessage
-	if err := h.r.Read(&ack); err != nil {
+	return heartbeatRoundTrip(h.s, h.r, h.seq, v, &ack, func() uint64 { return ack.GetHeartbeatAck().GetSeq() })
+}
+
+// heartbeatRoundTrip is every simulated hub's work, whatever its peer:
+// frame heartbeat seq onto w, decode the reply from r into reply, and
+// check the sequence number replied says it answers this heartbeat.
+func heartbeatRoundTrip(w io.Writer, r *wire.Reader, seq uint64, v *meshv1.HardwareVitals, reply proto.Message, replied func() uint64) (time.Duration, error) {
+	start := time.Now()
+	if err := wire.Write(w, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{
+		Seq: seq, SentUnixNano: start.UnixNano(), Vitals: v}}}); err != nil {
 		return 0, err
 	}
-	if ack.GetHeartbeatAck().GetSeq() != h.seq {
-		return 0, fmt.Errorf("ack for %d, want %d", ack.GetHeartbeatAck().GetSeq(), h.seq)
+	if err := r.Read(reply); err != nil {
+		return 0, err
+	}
+	if got := replied(); got != seq {
+		return 0, fmt.Errorf("reply for heartbeat %d, want %d", got, seq)
 	}
 	return time.Since(start), nil
 }

@@ -295,19 +295,8 @@ type echoPeer struct {
 
 func (h *echoPeer) beat(v *meshv1.HardwareVitals) (time.Duration, error) {
 	h.seq++
-	start := time.Now()
-	if err := wire.Write(h.w, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{
-		Seq: h.seq, SentUnixNano: start.UnixNano(), Vitals: v}}}); err != nil {
-		return 0, err
-	}
 	var echo meshv1.HubMessage
-	if err := h.r.Read(&echo); err != nil {
-		return 0, err
-	}
-	if echo.GetHeartbeat().GetSeq() != h.seq {
-		return 0, fmt.Errorf("echo of %d, want %d", echo.GetHeartbeat().GetSeq(), h.seq)
-	}
-	return time.Since(start), nil
+	return heartbeatRoundTrip(h.w, h.r, h.seq, v, &echo, func() uint64 { return echo.GetHeartbeat().GetSeq() })
 }
 
 // echoHub is an echoPeer on a bare quic-go connection's stream.
