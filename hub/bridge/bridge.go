@@ -674,13 +674,14 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 		b.mu.Unlock()
 	}()
 	_ = s.SetReadDeadline(time.Time{})
+	dec := wire.NewHubDecoder(r)
 	for {
-		var m meshv1.HubMessage
-		if err := r.Read(&m); err != nil {
+		m, err := dec.Read()
+		if err != nil {
 			return
 		}
 		cs.last.Store(time.Now().UnixNano())
-		if err := wire.ValidateHub(&m); err != nil {
+		if err := wire.ValidateHub(m); err != nil {
 			log.Warn("invalid message from hub", "error", err)
 			_ = c.CloseWithError(CodeProtocol, "invalid message: "+err.Error())
 			return
@@ -873,10 +874,13 @@ func (b *Bridge) flushClosing(deviceID string) {
 }
 
 // writtenRow is what the registry last took of a hub: its row, vitals
-// document included, and when that document was marshaled.
+// document included, when that document was marshaled, and when the
+// vitals history last took a reading of it from this bridge (zero for
+// not yet).
 type writtenRow struct {
-	row   store.HubBeat
-	docAt time.Time
+	row    store.HubBeat
+	docAt  time.Time
+	histAt time.Time
 }
 
 // docRefresh bounds how old the vitals document of a hub whose figures
@@ -930,17 +934,22 @@ func (b *Bridge) flush(parent context.Context) {
 			b.unwritten[id] = bt
 			continue
 		}
+		// The history takes a reading a VitalsInterval at most; one this
+		// bridge saw it take less than that before is not offered again.
+		row.HistoryKept = ok && !last.histAt.IsZero() && bt.at.Sub(last.histAt) < store.VitalsInterval
 		docAt := bt.at
 		switch {
 		case v == nil:
-		case !changed && last.row.Vitals != nil && bt.at.Sub(last.docAt)+due < docRefresh:
+		case !changed && last.row.Vitals != "" && bt.at.Sub(last.docAt)+due < docRefresh:
 			// A refresh inside the deadband: the figures are this beat's,
 			// the document (memory, power, clocks of every GPU) the one
-			// last marshaled, which the next refresh, due after this one,
-			// still finds under docRefresh old.
-			row.Vitals, docAt = last.row.Vitals, last.docAt
+			// last marshaled (the row holds it: it is not sent again),
+			// which the next refresh, due after this one, still finds
+			// under docRefresh old.
+			row.Vitals, row.VitalsKept, docAt = last.row.Vitals, true, last.docAt
 		default:
-			row.Vitals, _ = protojson.Marshal(v)
+			doc, _ := protojson.Marshal(v)
+			row.Vitals = string(doc)
 		}
 		rows = append(rows, row)
 		docAts = append(docAts, docAt)
@@ -956,8 +965,8 @@ func (b *Bridge) flush(parent context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(parent, flushTimeout)
 	defer cancel()
-	updated, err := b.opts.Store.SaveHeartbeatsUpdated(ctx, rows)
-	if err != nil && updated != nil {
+	saved, err := b.opts.Store.SaveHeartbeatsUpdated(ctx, rows)
+	if err != nil && saved != nil {
 		// The rows were written; the vitals history after them was not
 		// (its next reading is a minute away at most).
 		b.opts.Logger.Warn("save the hubs' vitals history", "error", err, "hubs", len(rows))
@@ -985,8 +994,12 @@ func (b *Bridge) flush(parent context.Context) {
 		// is written again at the next flush), and only for hubs still
 		// connected here: one that closed meanwhile was forgotten by
 		// flushClosing.
-		if _, ok := b.conns[r.DeviceID]; ok && updated[r.DeviceID] {
-			b.written[r.DeviceID] = writtenRow{row: r, docAt: docAts[i]}
+		if _, ok := b.conns[r.DeviceID]; ok && saved[r.DeviceID]&store.RowSaved != 0 {
+			histAt := b.written[r.DeviceID].histAt
+			if saved[r.DeviceID]&store.HistorySaved != 0 {
+				histAt = r.At
+			}
+			b.written[r.DeviceID] = writtenRow{row: r, docAt: docAts[i], histAt: histAt}
 		} else {
 			delete(b.written, r.DeviceID)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/superinstance/mesh/hub/bridge"
@@ -154,5 +155,52 @@ func TestTheVitalsDocumentIsAtMostThirtySecondsOld(t *testing.T) {
 	b.FlushForTest(ctx)
 	if got := memUsed(); got != 3<<30 || row().GPULoad != 0.40 {
 		t.Fatalf("after a change past the deadband: document %d bytes used, load %v", got, row().GPULoad)
+	}
+}
+
+// The vitals history takes a hub's reading once a minute: after it took
+// one, the bridge does not offer the next minute's beats again (a reading
+// pruned meanwhile is not replaced by one of them), and offers once the
+// minute is over.
+func TestTheHistoryIsOfferedOnceAMinute(t *testing.T) {
+	st, id, b, t0, _ := flushHub(t, 5*time.Second, time.Second)
+	ctx := context.Background()
+	readings := func() []time.Duration {
+		t.Helper()
+		rows, err := st.Pool.Query(ctx, `SELECT at FROM hub_vitals WHERE device_id = $1 ORDER BY at`, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ats, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []time.Duration
+		for _, at := range ats {
+			out = append(out, at.Sub(t0))
+		}
+		return out
+	}
+	beat := func(s int) {
+		b.NoteAtForTest(id, t0.Add(time.Duration(s)*time.Second), harness.FixedVitals(30, 60)(), 500)
+		b.FlushForTest(ctx)
+	}
+	beat(0)
+	if got := readings(); len(got) != 1 || got[0] != 0 {
+		t.Fatalf("history after the first beat: %v", got)
+	}
+	if _, err := st.Pool.Exec(ctx, `DELETE FROM hub_vitals WHERE device_id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	for s := 5; s < 60; s += 5 {
+		beat(s)
+	}
+	if got := readings(); len(got) != 0 {
+		t.Fatalf("beats of the minute after a reading was taken were offered again: %v", got)
+	}
+	beat(60)
+	beat(65)
+	if got := readings(); len(got) != 1 || got[0] != time.Minute {
+		t.Fatalf("history after a minute: %v, want the reading at 1m0s", got)
 	}
 }

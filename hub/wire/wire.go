@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
@@ -96,25 +97,91 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReader(r)} }
 // Read decodes the next frame into m. io.EOF means the stream ended cleanly
 // between frames; a frame cut short is io.ErrUnexpectedEOF.
 func (r *Reader) Read(m proto.Message) error {
-	n, err := binary.ReadUvarint(r.r)
+	b, err := r.frame()
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return io.EOF
-		}
-		return fmt.Errorf("wire: frame length: %w", err)
-	}
-	if n > MaxMessageBytes {
-		return ErrTooLarge
-	}
-	b, err := r.body(int(n))
-	if err != nil {
-		return fmt.Errorf("wire: frame body: %w", err)
+		return err
 	}
 	if err := proto.Unmarshal(b, m); err != nil {
 		return fmt.Errorf("wire: %w", err)
 	}
 	return nil
 }
+
+// frame reads the next frame's body, valid until the next read.
+func (r *Reader) frame() ([]byte, error) {
+	n, err := binary.ReadUvarint(r.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("wire: frame length: %w", err)
+	}
+	if n > MaxMessageBytes {
+		return nil, ErrTooLarge
+	}
+	b, err := r.body(int(n))
+	if err != nil {
+		return nil, fmt.Errorf("wire: frame body: %w", err)
+	}
+	return b, nil
+}
+
+// HubDecoder reads the messages of one hub's control stream. A frame that
+// is a heartbeat and nothing else (what hubs send every interval) is
+// decoded into the envelope of the one before: across thousands of hubs,
+// a fresh envelope each beat would be much of what a bridge allocates.
+// The vitals are decoded anew every time, so a caller may keep them.
+type HubDecoder struct {
+	r  *Reader
+	m  meshv1.HubMessage
+	hb meshv1.HubMessage_Heartbeat
+}
+
+// NewHubDecoder reads hub messages from r.
+func NewHubDecoder(r *Reader) *HubDecoder {
+	d := &HubDecoder{r: r}
+	d.hb.Heartbeat = &meshv1.Heartbeat{}
+	return d
+}
+
+// Read returns the next message, as Reader.Read would decode it into a
+// new one. A heartbeat is valid until the next call.
+func (d *HubDecoder) Read() (*meshv1.HubMessage, error) {
+	b, err := d.r.frame()
+	if err != nil {
+		return nil, err
+	}
+	if body, ok := onlyHeartbeat(b); ok {
+		if err := proto.Unmarshal(body, d.hb.Heartbeat); err != nil {
+			return nil, fmt.Errorf("wire: %w", err)
+		}
+		d.m.Reset()
+		d.m.Body = &d.hb
+		return &d.m, nil
+	}
+	m := &meshv1.HubMessage{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("wire: %w", err)
+	}
+	return m, nil
+}
+
+// onlyHeartbeat returns the heartbeat's bytes if frame holds one
+// HubMessage field, the heartbeat, and nothing else.
+func onlyHeartbeat(frame []byte) ([]byte, bool) {
+	num, typ, n := protowire.ConsumeTag(frame)
+	if n < 0 || num != heartbeatField || typ != protowire.BytesType {
+		return nil, false
+	}
+	body, m := protowire.ConsumeBytes(frame[n:])
+	if m < 0 || n+m != len(frame) {
+		return nil, false
+	}
+	return body, true
+}
+
+// heartbeatField is HubMessage's heartbeat field number.
+var heartbeatField = (&meshv1.HubMessage{}).ProtoReflect().Descriptor().Fields().ByName("heartbeat").Number()
 
 // Frame bodies are read into a buffer that grows as bytes arrive, never to
 // the declared length up front: a peer that declares 1 MiB and sends ten

@@ -272,3 +272,107 @@ func FuzzFrameChunks(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHubDecoder reads the same bytes with a HubDecoder and into a new
+// message each frame: they must agree on every message and every error,
+// and a heartbeat's vitals kept from one read must not change at the next.
+func FuzzHubDecoder(f *testing.F) {
+	var buf bytes.Buffer
+	for _, m := range []*meshv1.HubMessage{
+		{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 1, LastRttMicros: 900, Vitals: &meshv1.HardwareVitals{CpuLoad: 0.5,
+			Gpus: []*meshv1.GPUVitals{{TemperatureC: 80, Name: "gpu"}}}}}},
+		{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 2}}},
+		{Body: &meshv1.HubMessage_Usage{Usage: &meshv1.UsageRecord{EventId: "e1", PromptTokens: 3}}},
+		{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 3, Vitals: &meshv1.HardwareVitals{NvmlAvailable: true}}}},
+		{},
+	} {
+		if err := Write(&buf, m); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add(buf.Bytes())
+	// A heartbeat field, then a hello field: the hello is the message.
+	f.Add([]byte{6, 0x12, 2, 0x08, 7, 0x0a, 0})
+	// An empty frame, and one holding only an unknown field.
+	f.Add([]byte{0, 2, 0x28, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		plain, dec := NewReader(bytes.NewReader(data)), NewHubDecoder(NewReader(bytes.NewReader(data)))
+		var kept, keptCopy *meshv1.HardwareVitals
+		for range 8 {
+			want := &meshv1.HubMessage{}
+			errWant := plain.Read(want)
+			got, errGot := dec.Read()
+			if (errWant == nil) != (errGot == nil) {
+				t.Fatalf("decoder: %v, %v; a new message: %v, %v", got, errGot, want, errWant)
+			}
+			if kept != nil && !proto.Equal(kept, keptCopy) {
+				t.Fatalf("vitals kept from the last heartbeat changed to %v, were %v", kept, keptCopy)
+			}
+			if errWant != nil {
+				return
+			}
+			if !proto.Equal(got, want) {
+				t.Fatalf("decoder: %v; a new message: %v", got, want)
+			}
+			if v := got.GetHeartbeat().GetVitals(); v != nil {
+				kept, keptCopy = v, proto.Clone(v).(*meshv1.HardwareVitals)
+			}
+		}
+	})
+}
+
+// repeat yields frame over and over.
+type repeat struct {
+	frame []byte
+	off   int
+}
+
+func (r *repeat) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := copy(p[n:], r.frame[r.off:])
+		n += k
+		r.off = (r.off + k) % len(r.frame)
+	}
+	return n, nil
+}
+
+// TestHubDecoderAllocatesOnlyTheVitals: a heartbeat costs what its vitals
+// cost to decode, and its envelope nothing.
+func TestHubDecoderAllocatesOnlyTheVitals(t *testing.T) {
+	v := &meshv1.HardwareVitals{NvmlAvailable: true, CpuCount: 2, Gpus: []*meshv1.GPUVitals{{Index: 0, Name: "gpu", UtilizationPercent: 40, TemperatureC: 60}}}
+	var frame bytes.Buffer
+	if err := Write(&frame, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: 9, SentUnixNano: 1, LastRttMicros: 300, Vitals: v}}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := proto.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vitals := testing.AllocsPerRun(200, func() {
+		if err := proto.Unmarshal(raw, &meshv1.HardwareVitals{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	dec := NewHubDecoder(NewReader(&repeat{frame: frame.Bytes()}))
+	plain := NewReader(&repeat{frame: frame.Bytes()})
+	var seq uint64
+	got := testing.AllocsPerRun(200, func() {
+		m, err := dec.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = m.GetHeartbeat().GetSeq()
+	})
+	fresh := testing.AllocsPerRun(200, func() {
+		if err := plain.Read(&meshv1.HubMessage{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if seq != 9 {
+		t.Fatalf("heartbeat %d decoded, want 9", seq)
+	}
+	if got > vitals || got >= fresh {
+		t.Fatalf("%v allocations a heartbeat, want at most the vitals' %v (a new message each: %v)", got, vitals, fresh)
+	}
+}

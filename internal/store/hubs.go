@@ -105,7 +105,16 @@ type HubBeat struct {
 	GPUTempC  float64
 	CPULoad   float64
 	NVML      bool
-	Vitals    []byte
+	Vitals    string // protojson HardwareVitals; empty for none
+	// VitalsKept says the hub's row already holds Vitals (the caller wrote
+	// that document before): the beat's figures are written, the document
+	// is not sent again.
+	VitalsKept bool
+	// HistoryKept says the caller knows the vitals history already holds
+	// a reading of this hub less than VitalsInterval before At (one it
+	// wrote itself): the beat updates the hub's row and is not offered to
+	// the history, which would keep it out anyway.
+	HistoryKept bool
 }
 
 // SaveHeartbeats writes the latest heartbeat of many hubs in one statement.
@@ -114,13 +123,25 @@ func (s *Store) SaveHeartbeats(ctx context.Context, beats []HubBeat) error {
 	return err
 }
 
-// SaveHeartbeatsUpdated is SaveHeartbeats, and says which hubs' rows took
-// their beat: not one unknown to the registry, nor one whose last_seen is
-// already later (another bridge's write, or a registration on the
-// database's clock ahead of the bridge's). With an error it returns a nil
-// map if the rows were not written, and the map if only the vitals history
-// after them failed.
-func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map[string]bool, error) {
+// BeatSaved is what the registry took of one hub's beat.
+type BeatSaved uint8
+
+const (
+	// RowSaved: the hub's row took the beat (not one unknown to the
+	// registry, nor one whose last_seen was already later: another
+	// bridge's write, or a registration on the database's clock ahead of
+	// the caller's).
+	RowSaved BeatSaved = 1 << iota
+	// HistorySaved: the vitals history took it as a new reading (it held
+	// none of the hub's in the VitalsInterval before).
+	HistorySaved
+)
+
+// SaveHeartbeatsUpdated is SaveHeartbeats, and says what was taken of
+// each hub's beat; a hub absent from the map had nothing taken. With an
+// error it returns a nil map if the rows were not written, and the map
+// (with no HistorySaved) if only the vitals history after them failed.
+func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map[string]BeatSaved, error) {
 	if len(beats) == 0 {
 		return nil, nil
 	}
@@ -132,18 +153,23 @@ func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map
 	temp := make([]float64, len(beats))
 	cpu := make([]float64, len(beats))
 	nvml := make([]bool, len(beats))
-	vit := make([]string, len(beats))
-	for i, b := range beats {
+	vit := make([]*string, len(beats)) // nil: the row keeps its document
+	empty := "{}"
+	for i := range beats {
+		b := &beats[i]
 		ids[i], at[i], rtt[i], gpus[i] = b.DeviceID, b.At, int32(b.RTTMicros), int32(b.GPUCount)
 		load[i], temp[i], cpu[i], nvml[i] = b.GPULoad, b.GPUTempC, b.CPULoad, b.NVML
-		vit[i] = string(b.Vitals)
-		if vit[i] == "" {
-			vit[i] = "{}"
+		switch {
+		case b.VitalsKept:
+		case b.Vitals == "":
+			vit[i] = &empty
+		default:
+			vit[i] = &b.Vitals
 		}
 	}
 	rows, err := s.Pool.Query(ctx, `
 		UPDATE hubs h SET last_seen = b.at, rtt_micros = b.rtt, gpu_count = b.gpus, gpu_load = b.load,
-			gpu_temp_c = b.temp, cpu_load = b.cpu, nvml = b.nvml, vitals = b.vitals::jsonb
+			gpu_temp_c = b.temp, cpu_load = b.cpu, nvml = b.nvml, vitals = COALESCE(b.vitals::jsonb, h.vitals)
 		FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::float8[], $6::float8[], $7::float8[], $8::bool[], $9::text[])
 			AS b(id, at, rtt, gpus, load, temp, cpu, nvml, vitals)
 		WHERE h.device_id = b.id AND h.last_seen <= b.at
@@ -152,26 +178,47 @@ func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map
 	if err != nil {
 		return nil, err
 	}
-	updated := make(map[string]bool, len(beats))
+	saved := make(map[string]BeatSaved, len(beats))
 	var id string
-	_, err = pgx.ForEachRow(rows, []any{&id}, func() error { updated[id] = true; return nil })
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error { saved[id] |= RowSaved; return nil })
 	if err != nil {
 		return nil, err
 	}
 	// The history keeps one reading per hub per VitalsInterval, so its size
 	// is bounded by hubs x retention / interval however often hubs beat.
-	_, err = s.Pool.Exec(ctx, `
-		INSERT INTO hub_vitals (device_id, at, gpu_load, gpu_temp_c, cpu_load, rtt_micros)
-		SELECT b.id, b.at, b.load, b.temp, b.cpu, b.rtt
-		FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::float8[], $5::float8[], $6::float8[]) AS b(id, at, rtt, load, temp, cpu)
-		WHERE EXISTS (SELECT 1 FROM hubs h WHERE h.device_id = b.id)
-			AND NOT EXISTS (SELECT 1 FROM hub_vitals v WHERE v.device_id = b.id AND v.at > b.at - $7::interval)
-		ON CONFLICT DO NOTHING`,
-		ids, at, rtt, load, temp, cpu, VitalsInterval.String())
-	if err != nil {
-		return updated, err
+	// Only the beats the caller does not know to be kept out are offered
+	// (the columns are reused: n <= i).
+	n := 0
+	for i := range beats {
+		if beats[i].HistoryKept {
+			continue
+		}
+		ids[n], at[n], rtt[n], load[n], temp[n], cpu[n] = ids[i], at[i], rtt[i], load[i], temp[i], cpu[i]
+		n++
 	}
-	return updated, s.pruneVitals(ctx)
+	if n > 0 {
+		rows, err := s.Pool.Query(ctx, `
+			INSERT INTO hub_vitals (device_id, at, gpu_load, gpu_temp_c, cpu_load, rtt_micros)
+			SELECT b.id, b.at, b.load, b.temp, b.cpu, b.rtt
+			FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::float8[], $5::float8[], $6::float8[]) AS b(id, at, rtt, load, temp, cpu)
+			WHERE EXISTS (SELECT 1 FROM hubs h WHERE h.device_id = b.id)
+				AND NOT EXISTS (SELECT 1 FROM hub_vitals v WHERE v.device_id = b.id AND v.at > b.at - $7::interval)
+			ON CONFLICT DO NOTHING
+			RETURNING device_id`,
+			ids[:n], at[:n], rtt[:n], load[:n], temp[:n], cpu[:n], VitalsInterval.String())
+		if err != nil {
+			return saved, err
+		}
+		var kept []string
+		_, err = pgx.ForEachRow(rows, []any{&id}, func() error { kept = append(kept, id); return nil })
+		if err != nil {
+			return saved, err
+		}
+		for _, id := range kept {
+			saved[id] |= HistorySaved
+		}
+	}
+	return saved, s.pruneVitals(ctx)
 }
 
 // The vitals history: one reading per hub every VitalsInterval at most,

@@ -350,7 +350,8 @@ func BenchmarkBridgeHubsHeld(b *testing.B) {
 		raw = holdLevels(b, sw, bare, true, hubs, string(p.CA.CertPEM), levels, pg)
 	})
 	pprof.Do(context.Background(), pprof.Labels("peer", "bridge"), func(context.Context) {
-		br := harness.StartBridge(b, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.FlushInterval = time.Second })
+		// The bridge is told the hubs' rate, as it tells real hubs theirs.
+		br := harness.StartBridge(b, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.FlushInterval, o.HeartbeatInterval = time.Second, time.Second })
 		tun = holdLevels(b, sw, br.Addr().String(), false, hubs, string(p.CA.CertPEM), levels, pg)
 	})
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sort"
@@ -163,6 +164,8 @@ func runSwarm() int {
 		conns, trs = nil, nil
 		errs.Store(0)
 		ctx, cancel = context.WithCancel(context.Background())
+		// The next peer's hubs start from a heap without these.
+		runtime.GC()
 	}
 	// A socket per thousand hubs, as that many machines would use many: one
 	// client socket must not be what overflows.
@@ -575,6 +578,9 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 	if echo {
 		peer = "bare quic-go"
 	}
+	// Each peer starts from a heap that holds none of the other's garbage,
+	// nor a collector paced by it.
+	runtime.GC()
 	// What the server process spends with no hub connected (Temporal's
 	// workers polling, the harness) is not the hubs' cost.
 	mSelf, mRT := cpuSelf(), readGoRuntime()

@@ -105,7 +105,7 @@ func SeedDashboard(t testing.TB, m *Mesh, account string) DashboardSeed {
 		at := now.Add(-time.Duration(i) * 5 * time.Minute)
 		load := 0.25 + 0.05*float64(i%7)
 		must(st.SaveHeartbeats(ctx, []store.HubBeat{{DeviceID: d.Device, At: at, RTTMicros: 900 + 40*i, GPUCount: 1, GPULoad: load,
-			GPUTempC: 55 + float64(i), CPULoad: 0.2 + 0.03*float64(i%5), NVML: true, Vitals: []byte(`{}`)}}))
+			GPUTempC: 55 + float64(i), CPULoad: 0.2 + 0.03*float64(i%5), NVML: true, Vitals: `{}`}}))
 	}
 
 	// A handover the recipient opened and has not answered.
