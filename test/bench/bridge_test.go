@@ -378,9 +378,9 @@ func BenchmarkBridgeHubsHeld(b *testing.B) {
 			target*(t.serverUs+t.hubsUs+t.postgresUs)/1e6, target*(r.serverUs+r.hubsUs)/1e6)
 	}
 	record("bridge_hubs_held", float64(held), fmt.Sprintf("simulated hubs at 1 heartbeat/s with p99 < 50 ms, levels up to %d (target >= %d); "+
-		"hubs in a child process on the same 2 cores; at the level held %s; missed %s; %s", levels[len(levels)-1], target, at.cpu, missedOf(tun), cost))
+		"hubs in a child process on the same 2 cores; at the level held %s; missed %s; %s%s", levels[len(levels)-1], target, at.cpu, missedOf(tun), cost, remeasuredOf(tun)))
 	record("bridge_hub_p99_ms_at_held", ms(at.p99), "heartbeat p99 at the level held")
-	record("quic_raw_hubs_held", float64(rawHeld), "the same hubs held by a bare quic-go echo (mutual TLS, the bridge's QUIC settings), same run; missed "+missedOf(raw))
+	record("quic_raw_hubs_held", float64(rawHeld), "the same hubs held by a bare quic-go echo (mutual TLS, the bridge's QUIC settings), same run; missed "+missedOf(raw)+remeasuredOf(raw))
 }
 
 // BenchmarkBridgePartitionRecovery cuts the path to the bridge a hub's

@@ -135,8 +135,8 @@ func (s *swarm) do(c swarmCmd) (swarmReply, error) {
 // heap of one connection, where it holds them all in one heap: a collection
 // of ten thousand connections' state stalls every simulated hub at once for
 // hundreds of milliseconds, as no real hub's collection would, and misses
-// the level for either peer. So its collector runs only when its heap nears
-// swarmMemoryLimit (once or twice a run, mostly while a level dials).
+// the level for either peer. So its collector runs after each level's
+// dial, and otherwise only when its heap nears swarmMemoryLimit.
 func runSwarm() int {
 	debug.SetGCPercent(-1)
 	debug.SetMemoryLimit(swarmMemoryLimit)
@@ -248,6 +248,10 @@ func runSwarm() int {
 					}
 				}(ctx, time.Duration(n%1000)*time.Millisecond)
 			}
+			// The handshakes' garbage is collected before the parent
+			// measures: hubs on their own machines would not collect
+			// it all at once.
+			runtime.GC()
 		case "reset":
 			mu.Lock()
 			rtts = rtts[:0]
@@ -560,6 +564,9 @@ type levelResult struct {
 	// server process (beyond what it spends with no hub) and of the
 	// simulated hubs.
 	serverUs, hubsUs, postgresUs float64
+	// firstTry is the window this one measured again, and why.
+	firstTry *levelResult
+	why      string
 }
 
 func (l levelResult) held() bool {
@@ -570,7 +577,13 @@ func (l levelResult) held() bool {
 // over window after settle, and returns every level measured; it stops at the
 // first that misses the target. A level missed while other processes on the
 // machine (not the hubs, the server or its PostgreSQL) took half a core or
-// more is measured once more: what it says is then about them.
+// more is measured once more: what it says is then about them. So is one
+// missed in a window in which the server process ran a collection: a
+// collection of a heap of thousands of connections comes every few minutes
+// (bridge_gc_every_s) and stalls heartbeats for longer than a 5 s window's
+// p99 allows, whichever peer; the level is then what the server holds
+// between collections, and the window the collection spoiled is reported
+// beside it (remeasuredOf).
 func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub, ca string, levels []int, pgCPU func() time.Duration) []levelResult {
 	b.Helper()
 	const settle, window = 2 * time.Second, 5 * time.Second
@@ -602,6 +615,8 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 		}
 		connected = r.Connected
 		var res levelResult
+		var first *levelResult // a window missed and measured again
+		var why string
 		for try := 0; try < 2; try++ {
 			time.Sleep(settle)
 			// The marks and the clock span the same interval, however long
@@ -628,11 +643,25 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			b.Logf("%s, %d hubs: %d heartbeats in %v, p50 %v p99 %v, errors %d, UDP datagrams dropped %d; %v; server process: %v, %.0f B allocated a heartbeat; simulated hubs: %v",
 				peer, level, res.beats, window, res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors, res.dropped, res.cpu,
 				res.server, res.serverAllocs, res.child)
-			if res.held() || res.errors > 0 || res.cpu.others < 0.5 {
+			if res.held() || res.errors > 0 || try > 0 {
 				break
 			}
-			b.Logf("%s, %d hubs: missed while other processes took %.2f cores; measuring again", peer, level, res.cpu.others)
+			switch {
+			case res.cpu.others >= 0.5:
+				why = fmt.Sprintf("other processes took %.2f cores", res.cpu.others)
+			case res.server.GCs > 0:
+				why = fmt.Sprintf("the server process ran %d collections", res.server.GCs)
+			case res.child.GCs > 0:
+				why = fmt.Sprintf("the simulated hubs ran %d collections", res.child.GCs)
+			}
+			if why == "" {
+				break
+			}
+			b.Logf("%s, %d hubs: missed while %s; measuring again", peer, level, why)
+			missed := res
+			first = &missed
 		}
+		res.firstTry, res.why = first, why
 		out = append(out, res)
 		if !res.held() {
 			break
@@ -642,6 +671,22 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 		b.Fatal(err)
 	}
 	return out
+}
+
+// remeasuredOf lists the windows of rs missed and measured again, with
+// what they measured ("" for none).
+func remeasuredOf(rs []levelResult) string {
+	var out []string
+	for _, r := range rs {
+		if f := r.firstTry; f != nil {
+			out = append(out, fmt.Sprintf("at %d while %s: p99 %v, %d of %d heartbeats, %d UDP datagrams dropped; server process %v",
+				r.hubs, r.why, f.p99.Round(time.Millisecond), f.beats, 5*f.hubs, f.dropped, f.server))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "; windows missed and measured again: " + strings.Join(out, "; ")
 }
 
 // heldOf is the last level held in rs (0 for none), and the result at it.
