@@ -1,9 +1,12 @@
 package hubcmd
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -145,13 +148,73 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	return RunResult{Outcome: o}, nil
 }
 
+// maxInterpreters is how many "#!" lines may lead from a command to the
+// binary that runs it; no real program needs more.
+const maxInterpreters = 4
+
 // checkExecutable refuses a command file that others than root or the
-// hub's own user could replace or change. Links are resolved first; the
-// file and every directory above it must be owned by root or the hub's
-// user and writable by their owner alone. A directory that others may
-// write passes only when it is root's and sticky (as /tmp): there nobody
-// may rename or remove another's entry.
+// hub's own user could replace or change, and a script whose interpreter
+// (its "#!" line's program, and that one's, to maxInterpreters) is such a
+// file: whoever may change the interpreter runs what they like. It
+// returns path with its links resolved.
 func checkExecutable(path string) (string, error) {
+	real, err := checkFile(path)
+	if err != nil {
+		return "", err
+	}
+	for i, file := 0, real; ; i++ {
+		interp, err := interpreter(file)
+		if err != nil {
+			return "", fmt.Errorf("command %s: %w", path, err)
+		}
+		if interp == "" {
+			return real, nil
+		}
+		if i == maxInterpreters {
+			return "", fmt.Errorf("command %s: more than %d \"#!\" interpreters lead to its program", path, maxInterpreters)
+		}
+		if !filepath.IsAbs(interp) {
+			return "", fmt.Errorf("command %s: its interpreter %q is not an absolute path: nothing runs it", path, trunc(interp, 64))
+		}
+		if file, err = checkFile(interp); err != nil {
+			return "", fmt.Errorf("command %s: its interpreter: %w", path, err)
+		}
+	}
+}
+
+// interpreter is the program a "#!" line at the start of file names, or
+// "" for a file without one. Like the kernel it reads the line's first
+// 256 bytes, and the program is the line's first word.
+func interpreter(file string) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var buf [256]byte
+	n, err := io.ReadFull(f, buf[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	line, ok := bytes.CutPrefix(buf[:n], []byte("#!"))
+	if !ok {
+		return "", nil
+	}
+	line, _, _ = bytes.Cut(line, []byte("\n"))
+	word := bytes.Fields(bytes.ReplaceAll(line, []byte("\t"), []byte(" ")))
+	if len(word) == 0 {
+		return "", errors.New("its \"#!\" line names no interpreter")
+	}
+	return string(word[0]), nil
+}
+
+// checkFile refuses a file that others than root or the hub's own user
+// could replace or change. Links are resolved first; the file and every
+// directory above it must be owned by root or the hub's user and writable
+// by their owner alone. A directory that others may write passes only
+// when it is root's and sticky (as /tmp): there nobody may rename or
+// remove another's entry.
+func checkFile(path string) (string, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err == nil {
 		real, err = filepath.Abs(real)

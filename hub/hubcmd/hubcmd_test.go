@@ -554,3 +554,78 @@ func TestRefusalsDoNotRotateRunsAway(t *testing.T) {
 		t.Fatalf("the run's lines were rotated away by refusals (started %v, finished %v)", started, finished)
 	}
 }
+
+// TestAScriptsInterpreterIsCheckedToo is the attacker's test: the
+// allow-listed script is the owner's, in the owner's directory, but its
+// "#!" line names a program in a directory anyone may write; whoever
+// replaces that program runs what they like as the hub's user.
+func TestAScriptsInterpreterIsCheckedToo(t *testing.T) {
+	private, open := t.TempDir(), t.TempDir()
+	sh, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	interp := filepath.Join(open, "sh")
+	if err := os.WriteFile(interp, sh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := func(name, first string) string {
+		p := filepath.Join(private, name)
+		if err := os.WriteFile(p, []byte(first+"\necho ran\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	h := hubWith(t, `{"commands": [
+		{"name": "tool", "path": "`+script("tool", "#!"+interp)+`"},
+		{"name": "spaced", "path": "`+script("spaced", "#! \t"+interp+" -e")+`"},
+		{"name": "relative", "path": "`+script("relative", "#!sh")+`"},
+		{"name": "bare", "path": "`+script("bare", "#!   ")+`"},
+		{"name": "deep", "path": "`+script("deep", "#!"+filepath.Join(private, "tool"))+`"}
+	]}`)
+	in := RunInput{Account: "acme", Command: "tool"}
+	res, err := h.handle(context.Background(), asked, in)
+	if err != nil || res.Refused != "" || string(res.Stdout) != "ran\n" {
+		t.Fatalf("a script whose interpreter is the owner's, in the owner's directory: %+v %v", res, err)
+	}
+	if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "spaced"}); err != nil || res.Refused != "" {
+		t.Fatalf("#! with blanks and an argument: %+v %v", res, err)
+	}
+	refused(t, h, asked, RunInput{Account: "acme", Command: "relative"}, "not an absolute path")
+	refused(t, h, asked, RunInput{Account: "acme", Command: "bare"}, "names no interpreter")
+
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(open, 0o700) })
+	refused(t, h, asked, in, "its interpreter: command "+interp+" is in a directory others")
+	// A script that names such a script is refused for the same reason.
+	refused(t, h, asked, RunInput{Account: "acme", Command: "deep"}, "in a directory others")
+	if err := os.Chmod(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(interp, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, h, asked, in, "writable by others")
+}
+
+// TestInterpretersNestAtMostFourDeep: a chain of "#!" scripts longer than
+// the kernel follows is refused before it runs.
+func TestInterpretersNestAtMostFourDeep(t *testing.T) {
+	dir := t.TempDir()
+	prev := "/bin/sh"
+	for i := range maxInterpreters + 1 {
+		p := filepath.Join(dir, "s"+strconv.Itoa(i))
+		if err := os.WriteFile(p, []byte("#!"+prev+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		prev = p
+	}
+	h := hubWith(t, `{"commands": [{"name": "tool", "path": "`+prev+`"},
+		{"name": "four", "path": "`+filepath.Join(dir, "s"+strconv.Itoa(maxInterpreters-1))+`"}]}`)
+	refused(t, h, asked, RunInput{Account: "acme", Command: "tool"}, "interpreters lead to its program")
+	if res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "four"}); err != nil || res.Refused != "" || res.ExitCode != 0 {
+		t.Fatalf("four interpreters deep: %+v %v", res, err)
+	}
+}
