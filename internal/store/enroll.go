@@ -84,6 +84,9 @@ func (s *Store) RedeemEnrollmentTokenHash(ctx context.Context, hash []byte, devi
 		}
 		account = row.account
 		if repeat {
+			if err := stillValid(ctx, tx, row.serial); err != nil {
+				return err
+			}
 			certPEM = []byte(*row.certPEM)
 			return nil
 		}
@@ -120,10 +123,36 @@ func (s *Store) CheckEnrollmentToken(ctx context.Context, hash []byte, deviceID 
 
 // enrollTokenQuery reads a token row; whether it is still live is the
 // database's clock's answer, the one revocation (expires_at = now()) used.
-const enrollTokenQuery = `SELECT account, device_id, expires_at, expires_at > now(), used_at, cert_pem, key_sha256
+const enrollTokenQuery = `SELECT account, device_id, expires_at, expires_at > now(), used_at, cert_pem, key_sha256, serial
 	FROM enrollment_tokens WHERE hash = $1`
 
+// stillValid refuses to return again the certificate a token issued once
+// it was revoked (the device, or this certificate after a renewal) or
+// expired: the hub asking again would hold a certificate no bridge takes.
+func stillValid(ctx context.Context, tx pgx.Tx, serial *string) error {
+	if serial == nil {
+		return &EnrollRefusedError{"the token's certificate is not on record: ask the operator for a new token"}
+	}
+	var revoked *time.Time
+	var notAfter time.Time
+	var live bool
+	err := tx.QueryRow(ctx, `SELECT coalesce(d.revoked_at, c.revoked_at), c.not_after, c.not_after > now()
+		FROM device_certs c JOIN devices d ON d.id = c.device_id WHERE c.serial = $1`, *serial).Scan(&revoked, &notAfter, &live)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return &EnrollRefusedError{"the token's certificate is not on record: ask the operator for a new token"}
+	case err != nil:
+		return err
+	case revoked != nil:
+		return &EnrollRefusedError{fmt.Sprintf("the certificate this token issued was revoked on %s: ask the operator for a new token", revoked.UTC().Format(time.RFC3339))}
+	case !live:
+		return &EnrollRefusedError{fmt.Sprintf("the certificate this token issued expired on %s: ask the operator for a new token", notAfter.UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
 type enrollTokenRow struct {
+	serial       *string
 	account, dev string
 	expires      time.Time
 	live         bool
@@ -134,7 +163,7 @@ type enrollTokenRow struct {
 
 func scanEnrollToken(r pgx.Row) (enrollTokenRow, error) {
 	var t enrollTokenRow
-	err := r.Scan(&t.account, &t.dev, &t.expires, &t.live, &t.used, &t.certPEM, &t.keySum)
+	err := r.Scan(&t.account, &t.dev, &t.expires, &t.live, &t.used, &t.certPEM, &t.keySum, &t.serial)
 	return t, err
 }
 

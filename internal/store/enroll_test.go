@@ -102,3 +102,57 @@ func TestEnrollmentTokenExpiryIsTheDatabasesClock(t *testing.T) {
 		t.Fatalf("a revoked token redeemed with the CA's clock behind the database's (issued %v): %v", issued, err)
 	}
 }
+
+// TestARepeatedRedemptionReturnsNoDeadCertificate is the auditor's test: a
+// token's repeat (the hub's answer lost) returns the certificate it issued
+// only while that certificate is one a bridge takes; once the device or the
+// certificate is revoked, or the certificate expired, the repeat is refused
+// and says why, instead of handing the hub a certificate no bridge accepts.
+func TestARepeatedRedemptionReturnsNoDeadCertificate(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	key := bytes.Repeat([]byte{9}, 32)
+	redeem := func(device string, notAfter time.Time) (func() ([]byte, error), string) {
+		t.Helper()
+		tok, _, err := s.CreateEnrollmentToken(ctx, "acme", device, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial := "serial-" + device
+		again := func() ([]byte, error) {
+			_, cert, err := s.RedeemEnrollmentToken(ctx, tok, device, key, func(string) (store.EnrollIssue, error) {
+				return store.EnrollIssue{Serial: serial, NotAfter: notAfter, CertPEM: []byte("cert of " + device)}, nil
+			})
+			return cert, err
+		}
+		if cert, err := again(); err != nil || string(cert) != "cert of "+device {
+			t.Fatalf("%s: first redemption %q %v", device, cert, err)
+		}
+		if cert, err := again(); notAfter.After(time.Now()) && (err != nil || string(cert) != "cert of "+device) {
+			t.Fatalf("%s: a repeat while the certificate is good: %q %v", device, cert, err)
+		}
+		return again, serial
+	}
+	var re *store.EnrollRefusedError
+	refused := func(what string, again func() ([]byte, error), want string) {
+		t.Helper()
+		if cert, err := again(); !errors.As(err, &re) || !strings.Contains(err.Error(), want) || cert != nil {
+			t.Fatalf("%s: a repeat returned %q, %v; want it refused with %q", what, cert, err, want)
+		}
+	}
+
+	again, _ := redeem("gpu-rev-device", time.Now().Add(time.Hour))
+	if err := s.RevokeDevice(ctx, "gpu-rev-device"); err != nil {
+		t.Fatal(err)
+	}
+	refused("a revoked device", again, "was revoked on")
+
+	again, serial := redeem("gpu-rev-cert", time.Now().Add(time.Hour))
+	if err := s.RevokeCert(ctx, "gpu-rev-cert", serial); err != nil {
+		t.Fatal(err)
+	}
+	refused("a certificate revoked after its renewal", again, "was revoked on")
+
+	again, _ = redeem("gpu-expired", time.Now().Add(-time.Minute))
+	refused("an expired certificate", again, "expired on")
+}
