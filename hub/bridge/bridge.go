@@ -968,8 +968,12 @@ func (b *Bridge) flush(parent context.Context) {
 	saved, err := b.opts.Store.SaveHeartbeatsUpdated(ctx, rows)
 	if err != nil && saved != nil {
 		// The rows were written; the vitals history after them was not
-		// (its next reading is a minute away at most).
-		b.opts.Logger.Warn("save the hubs' vitals history", "error", err, "hubs", len(rows))
+		// (its next reading is a minute away at most), or its prune failed.
+		msg := "save the hubs' vitals history"
+		if pe := (*store.PruneError)(nil); errors.As(err, &pe) {
+			msg = "prune the hubs' vitals history"
+		}
+		b.opts.Logger.Warn(msg, "error", err, "hubs", len(rows))
 		err = nil
 	}
 	if err != nil {

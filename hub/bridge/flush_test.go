@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,6 +156,31 @@ func TestTheVitalsDocumentIsAtMostThirtySecondsOld(t *testing.T) {
 	b.FlushForTest(ctx)
 	if got := memUsed(); got != 3<<30 || row().GPULoad != 0.40 {
 		t.Fatalf("after a change past the deadband: document %d bytes used, load %v", got, row().GPULoad)
+	}
+}
+
+// A refresh inside the deadband sends the registry no vitals document:
+// the row keeps the one it holds (here one put there behind the bridge's
+// back), and the document is sent again once it would be 30 s old.
+func TestARefreshInsideTheDeadbandSendsNoDocument(t *testing.T) {
+	st, id, b, t0, row := flushHub(t, 5*time.Second, time.Second)
+	ctx := context.Background()
+	beat := func(s int) {
+		b.NoteAtForTest(id, t0.Add(time.Duration(s)*time.Second), harness.FixedVitals(30, 60)(), 500)
+		b.FlushForTest(ctx)
+	}
+	beat(0)
+	const marker = `{"note": "put there by another writer"}`
+	if _, err := st.Pool.Exec(ctx, `UPDATE hubs SET vitals = $2::jsonb WHERE device_id = $1`, id, marker); err != nil {
+		t.Fatal(err)
+	}
+	beat(5)
+	if h := row(); !h.LastSeen.Equal(t0.Add(5*time.Second)) || !strings.Contains(string(h.Vitals), "another writer") {
+		t.Fatalf("a refresh inside the deadband: last_seen %v, vitals %s; want the row refreshed and its document left", h.LastSeen.Sub(t0), h.Vitals)
+	}
+	beat(30)
+	if h := row(); strings.Contains(string(h.Vitals), "another writer") {
+		t.Fatalf("the refresh at 30 s left the old document: %s", h.Vitals)
 	}
 }
 

@@ -139,8 +139,9 @@ const (
 
 // SaveHeartbeatsUpdated is SaveHeartbeats, and says what was taken of
 // each hub's beat; a hub absent from the map had nothing taken. With an
-// error it returns a nil map if the rows were not written, and the map
-// (with no HistorySaved) if only the vitals history after them failed.
+// error it returns a nil map if the rows were not written, and the map if
+// only what follows them failed: the vitals history (the map then holds no
+// HistorySaved) or its prune (a *PruneError; the history was written).
 func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map[string]BeatSaved, error) {
 	if len(beats) == 0 {
 		return nil, nil
@@ -218,8 +219,18 @@ func (s *Store) SaveHeartbeatsUpdated(ctx context.Context, beats []HubBeat) (map
 			saved[id] |= HistorySaved
 		}
 	}
-	return saved, s.pruneVitals(ctx)
+	if err := s.pruneVitals(ctx); err != nil {
+		return saved, &PruneError{err}
+	}
+	return saved, nil
 }
+
+// PruneError is a failure to delete vitals readings past VitalsRetention,
+// after the beats and their history were written; the next save prunes.
+type PruneError struct{ Err error }
+
+func (e *PruneError) Error() string { return "prune the hubs' vitals history: " + e.Err.Error() }
+func (e *PruneError) Unwrap() error { return e.Err }
 
 // The vitals history: one reading per hub every VitalsInterval at most,
 // kept for VitalsRetention.

@@ -360,26 +360,27 @@ func BenchmarkBridgeHubsHeld(b *testing.B) {
 	const target = 8000
 	cost := "no level held by both peers to measure the CPU per heartbeat"
 	if n, t, r := commonLevel(tun, raw); n > 0 {
+		retried := retriedNote("the bridge", t) + retriedNote("bare quic-go", r)
 		record("bridge_cpu_us_per_heartbeat", t.serverUs, fmt.Sprintf("the bridge process's CPU per heartbeat at %d hubs, beyond its CPU with no hub; "+
-			"bare quic-go's %.1f, the simulated hubs' %.1f, PostgreSQL's %.1f", n, r.serverUs, t.hubsUs, t.postgresUs))
-		record("bridge_vs_quic_cpu_ratio", t.serverUs/r.serverUs, fmt.Sprintf("bridge process CPU per heartbeat over bare quic-go's, at %d hubs", n))
+			"bare quic-go's %.1f, the simulated hubs' %.1f, PostgreSQL's %.1f%s", n, r.serverUs, t.hubsUs, t.postgresUs, retried))
+		record("bridge_vs_quic_cpu_ratio", t.serverUs/r.serverUs, fmt.Sprintf("bridge process CPU per heartbeat over bare quic-go's, at %d hubs%s", n, retried))
 		record("bridge_alloc_bytes_per_heartbeat", t.serverAllocs, fmt.Sprintf("bytes the bridge process allocated per heartbeat at %d hubs, beyond what it allocates "+
-			"with no hub (bare quic-go's process %.0f); the collector runs at GOGC=%d", n, r.serverAllocs, gc))
+			"with no hub (bare quic-go's process %.0f); the collector runs at GOGC=%d%s", n, r.serverAllocs, gc, retried))
 		if gc > 0 && t.serverAllocRate > 0 {
 			// The collector's goal: the live heap, plus GOGC percent of it
 			// and of the stacks and globals it scans.
 			room := float64(t.server.Live+t.server.Roots) * float64(gc) / 100
 			record("bridge_gc_every_s", room/t.serverAllocRate, fmt.Sprintf("seconds between the bridge process's collections at %d hubs, from its pacing: "+
 				"(live heap %d MiB + stacks and globals %d MiB) x GOGC=%d%% / %.1f MB allocated a second (the whole process); "+
-				"a collection of that heap stalls heartbeats for tens of milliseconds or more", n, t.server.Live>>20, t.server.Roots>>20, gc, t.serverAllocRate/1e6))
+				"a collection of that heap stalls heartbeats for tens of milliseconds or more%s", n, t.server.Live>>20, t.server.Roots>>20, gc, t.serverAllocRate/1e6, retriedNote("the bridge", t)))
 		}
 		cost = fmt.Sprintf("at the CPU per heartbeat measured at %d hubs (bridge %.0f µs, simulated hubs %.0f µs, PostgreSQL %.0f µs) %d hubs need %.1f cores "+
-			"(bare quic-go with the same hubs %.1f)", n, t.serverUs, t.hubsUs, t.postgresUs, target,
-			target*(t.serverUs+t.hubsUs+t.postgresUs)/1e6, target*(r.serverUs+r.hubsUs)/1e6)
+			"(bare quic-go with the same hubs %.1f)%s", n, t.serverUs, t.hubsUs, t.postgresUs, target,
+			target*(t.serverUs+t.hubsUs+t.postgresUs)/1e6, target*(r.serverUs+r.hubsUs)/1e6, retried)
 	}
 	record("bridge_hubs_held", float64(held), fmt.Sprintf("simulated hubs at 1 heartbeat/s with p99 < 50 ms, levels up to %d (target >= %d); "+
 		"hubs in a child process on the same 2 cores; at the level held %s; missed %s; %s%s", levels[len(levels)-1], target, at.cpu, missedOf(tun), cost, remeasuredOf(tun)))
-	record("bridge_hub_p99_ms_at_held", ms(at.p99), "heartbeat p99 at the level held")
+	record("bridge_hub_p99_ms_at_held", ms(at.p99), "heartbeat p99 at the level held"+retriedNote("the bridge", at))
 	record("quic_raw_hubs_held", float64(rawHeld), "the same hubs held by a bare quic-go echo (mutual TLS, the bridge's QUIC settings), same run; missed "+missedOf(raw)+remeasuredOf(raw))
 }
 

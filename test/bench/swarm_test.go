@@ -578,7 +578,8 @@ func (l levelResult) held() bool {
 // first that misses the target. A level missed while other processes on the
 // machine (not the hubs, the server or its PostgreSQL) took half a core or
 // more is measured once more: what it says is then about them. So is one
-// missed in a window in which the server process ran a collection: a
+// missed in a window in which the server process or the simulated hubs ran
+// a collection: a
 // collection of a heap of thousands of connections comes every few minutes
 // (bridge_gc_every_s) and stalls heartbeats for longer than a 5 s window's
 // p99 allows, whichever peer; the level is then what the server holds
@@ -646,17 +647,20 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			if res.held() || res.errors > 0 || try > 0 {
 				break
 			}
-			switch {
-			case res.cpu.others >= 0.5:
-				why = fmt.Sprintf("other processes took %.2f cores", res.cpu.others)
-			case res.server.GCs > 0:
-				why = fmt.Sprintf("the server process ran %d collections", res.server.GCs)
-			case res.child.GCs > 0:
-				why = fmt.Sprintf("the simulated hubs ran %d collections", res.child.GCs)
+			var whys []string
+			if res.cpu.others >= 0.5 {
+				whys = append(whys, fmt.Sprintf("other processes took %.2f cores", res.cpu.others))
 			}
-			if why == "" {
+			if res.server.GCs > 0 {
+				whys = append(whys, fmt.Sprintf("the server process ran %d collections", res.server.GCs))
+			}
+			if res.child.GCs > 0 {
+				whys = append(whys, fmt.Sprintf("the simulated hubs ran %d collections", res.child.GCs))
+			}
+			if len(whys) == 0 {
 				break
 			}
+			why = strings.Join(whys, " and ")
 			b.Logf("%s, %d hubs: missed while %s; measuring again", peer, level, why)
 			missed := res
 			first = &missed
@@ -679,14 +683,24 @@ func remeasuredOf(rs []levelResult) string {
 	var out []string
 	for _, r := range rs {
 		if f := r.firstTry; f != nil {
-			out = append(out, fmt.Sprintf("at %d while %s: p99 %v, %d of %d heartbeats, %d UDP datagrams dropped; server process %v",
-				r.hubs, r.why, f.p99.Round(time.Millisecond), f.beats, 5*f.hubs, f.dropped, f.server))
+			out = append(out, fmt.Sprintf("at %d while %s: p99 %v, %d of %d heartbeats, %d UDP datagrams dropped; %v; server process %.1f µs a heartbeat, %v",
+				r.hubs, r.why, f.p99.Round(time.Millisecond), f.beats, 5*f.hubs, f.dropped, f.cpu, f.serverUs, f.server))
 		}
 	}
 	if len(out) == 0 {
 		return ""
 	}
 	return "; windows missed and measured again: " + strings.Join(out, "; ")
+}
+
+// retriedNote says, for figures taken from r, that r's window was the
+// second: the first, which the collection or the other processes spoiled,
+// is left out of them ("" when r was measured once).
+func retriedNote(peer string, r levelResult) string {
+	if r.firstTry == nil {
+		return ""
+	}
+	return fmt.Sprintf("; %s's figures at %d hubs are from a window measured again after one in which %s (remeasured in the note of the hubs held)", peer, r.hubs, r.why)
 }
 
 // heldOf is the last level held in rs (0 for none), and the result at it.
