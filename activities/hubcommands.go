@@ -94,11 +94,14 @@ type HubCommandOutcome struct {
 	BytesOut       int64
 	Truncated      bool
 	TimedOut       bool
+	// Cancelled: the request was cancelled (and the command, if it ran,
+	// killed).
+	Cancelled bool
 }
 
 // FinishHubCommand records the outcome in the request's audit row.
 func (a *HubCommands) FinishHubCommand(ctx context.Context, in HubCommandOutcome) error {
-	row := store.HubCommand{ID: in.ID, BytesOut: max(in.BytesOut, 0), Truncated: in.Truncated, TimedOut: in.TimedOut,
+	row := store.HubCommand{ID: in.ID, BytesOut: max(in.BytesOut, 0), Truncated: in.Truncated, TimedOut: in.TimedOut, Cancelled: in.Cancelled,
 		Refused: clip(in.Refused, 1000), Error: clip(in.Error, 1000)}
 	if in.Refused != "" {
 		row.RefusedBy = store.RefusedByHub

@@ -57,7 +57,10 @@ type HubCommandResult struct {
 // the asker may ask this device, runs Hub.RunCommand once on the hub's own
 // queue (the hub checks its allow-list and audits on its side), and
 // records the outcome. A command never runs twice: the hub's activity has
-// one attempt.
+// one attempt. Cancelled (si hub exec interrupted, temporal workflow
+// cancel), the workflow has the hub stop the command, records what came of
+// it and ends cancelled, with the HubCommandResult as the cancellation's
+// details.
 func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandResult, error) {
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
 	res := HubCommandResult{ID: id, Device: in.Device}
@@ -71,7 +74,13 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 	cloud := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 10 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 10 * time.Second, MaximumAttempts: 30},
+		// Cancelled meanwhile, the request's audit row is still written
+		// (and then finished) rather than left behind half done.
+		WaitForCancellation: true,
 	})
+	// Once the request is cancelled, its outcome is still recorded.
+	finish, done := workflow.NewDisconnectedContext(cloud)
+	defer done()
 	var a *activities.HubCommands
 	var admit activities.HubCommandAdmit
 	if err := workflow.ExecuteActivity(cloud, a.AskHubCommand, activities.HubCommandAsk{ID: id, Device: in.Device, Account: in.Account,
@@ -83,18 +92,32 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 		res.Refused, res.RefusedBy, res.ExitCode = admit.Refused, "cloud", -1
 		return res, nil
 	}
+	if ctx.Err() != nil {
+		res.Cancelled, res.ExitCode, res.Error = true, -1, "cancelled before it was sent to the hub: nothing ran"
+		return res, cancelled(finish, a, activities.HubCommandOutcome{ID: id, Error: res.Error, Cancelled: true}, res)
+	}
 	hubCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:              hub.Queue(in.Device),
 		ScheduleToStartTimeout: in.Pickup,
 		// The hub kills the command at in.Timeout; the rest is the trip back.
 		StartToCloseTimeout: in.Timeout + 30*time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+		// A cancellation reaches a running command in the answer to the
+		// hub's next heartbeat; the hub kills it and answers with what it
+		// did, which is awaited and recorded. A hub that does not
+		// heartbeat answers when its command ends (at in.Timeout at most).
+		WaitForCancellation: true,
 	})
 	var run hubcmd.RunResult
 	err := workflow.ExecuteActivity(hubCtx, hubcmd.ActivityRunCommand, hubcmd.RunInput{Account: admit.Account, AskedBy: in.AskedBy,
 		Command: in.Command, Args: in.Args, Timeout: in.Timeout}).Get(ctx, &run)
 	out := activities.HubCommandOutcome{ID: id}
 	switch {
+	case err != nil && ctx.Err() != nil && temporal.IsCanceledError(err):
+		// Cancelled before the hub took it, or the hub gave up on it
+		// before it started.
+		res.Cancelled, res.ExitCode, res.Error = true, -1, "cancelled before the hub ran it: nothing ran"
+		out.Cancelled, out.Error = true, res.Error
 	case err != nil:
 		res.Error, res.ExitCode = hubError(err, in), -1
 		out.Error = res.Error
@@ -103,12 +126,25 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 		out.Refused = run.Refused
 	default:
 		res.Outcome = run.Outcome
-		out.ExitCode, out.BytesOut, out.Truncated, out.TimedOut = run.ExitCode, run.BytesOut, run.Truncated, run.TimedOut
+		out.ExitCode, out.BytesOut, out.Truncated, out.TimedOut, out.Cancelled = run.ExitCode, run.BytesOut, run.Truncated, run.TimedOut, run.Cancelled
+	}
+	if ctx.Err() != nil {
+		return res, cancelled(finish, a, out, res)
 	}
 	if err := workflow.ExecuteActivity(cloud, a.FinishHubCommand, out).Get(ctx, nil); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// cancelled records the outcome of a cancelled request (ctx is not
+// cancelled with the workflow) and is the workflow's end: a cancellation
+// whose details are res.
+func cancelled(ctx workflow.Context, a *activities.HubCommands, out activities.HubCommandOutcome, res HubCommandResult) error {
+	if err := workflow.ExecuteActivity(ctx, a.FinishHubCommand, out).Get(ctx, nil); err != nil {
+		return err
+	}
+	return temporal.NewCanceledError(res)
 }
 
 // hubError says why the hub gave no answer.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+
+	"github.com/superinstance/mesh/internal/beat"
 )
 
 // ActivityRunCommand is the name Hub.RunCommand is registered under on a
@@ -68,12 +70,21 @@ func (h *Hub) RunCommand(ctx context.Context, in RunInput) (RunResult, error) {
 	if info.WorkflowType != nil {
 		c.WorkflowType = info.WorkflowType.Name
 	}
+	// Heartbeats carry the workflow's cancellation to the hub: a request
+	// cancelled while its command runs kills the command's process group.
+	stop := beat.Every(ctx, HeartbeatEvery)
 	res, err := h.handle(ctx, c, in)
+	stop()
 	if err != nil {
 		activity.GetLogger(ctx).Warn("hub command not run", "error", err)
 	}
 	return res, err
 }
+
+// HeartbeatEvery is how often RunCommand heartbeats while it runs; each
+// answer says whether the request was cancelled. The hub's worker sends
+// them at most every node.HeartbeatThrottle (a second).
+const HeartbeatEvery = time.Second
 
 // Caller is the workflow a request comes from, as Temporal (not the
 // request) says.
@@ -132,7 +143,7 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	o, runErr := Run(ctx, e, in.Args, in.Timeout)
 	line.Event, line.Time = EventFinished, time.Time{}
 	code := o.ExitCode
-	line.ExitCode, line.BytesOut, line.Truncated, line.TimedOut, line.DurationMS = &code, o.BytesOut, o.Truncated, o.TimedOut, o.Duration.Milliseconds()
+	line.ExitCode, line.BytesOut, line.Truncated, line.TimedOut, line.Cancelled, line.DurationMS = &code, o.BytesOut, o.Truncated, o.TimedOut, o.Cancelled, o.Duration.Milliseconds()
 	if runErr != nil {
 		line.Error = runErr.Error()
 	}

@@ -40,6 +40,7 @@ type AuditLine struct {
 	BytesOut     int64    `json:"bytes_out,omitempty"`
 	Truncated    bool     `json:"truncated,omitempty"`
 	TimedOut     bool     `json:"timed_out,omitempty"`
+	Cancelled    bool     `json:"cancelled,omitempty"`
 	DurationMS   int64    `json:"duration_ms,omitempty"`
 	Refused      string   `json:"refused,omitempty"`
 	Error        string   `json:"error,omitempty"`

@@ -206,20 +206,50 @@ func TestTimeoutKillsTheProcessGroup(t *testing.T) {
 	if err != nil || !res.TimedOut {
 		t.Fatalf("family: %+v %v", res, err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(res.Stdout)))
+	childGone(t, res.Stdout, "the timeout")
+	lines := audit(t, h)
+	if l := lines[len(lines)-1]; !l.TimedOut || l.ExitCode == nil || *l.ExitCode != -1 {
+		t.Fatalf("audit %+v", l)
+	}
+}
+
+// childGone fails t unless the process whose pid a command printed (its
+// output out) is gone within 5 s of what should have killed it.
+func childGone(t *testing.T, out []byte, what string) {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
 	if err != nil {
-		t.Fatalf("family printed %q", res.Stdout)
+		t.Fatalf("the command printed %q, not a pid", out)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for alive(pid) {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("the command's child %d outlived the timeout", pid)
+			t.Fatalf("the command's child %d outlived %s", pid, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestACancelledRequestKillsTheProcessGroup: the request's context ends
+// (the workflow cancelled, delivered in a heartbeat's answer) while its
+// command runs: the command and what it started are killed at once, long
+// before the entry's timeout, and the answer and the audit say cancelled.
+func TestACancelledRequestKillsTheProcessGroup(t *testing.T) {
+	h := hubWith(t, `{"commands": [{"name": "family", "path": "/bin/sh", "args": [["-c", "sleep 30 & echo $!; wait"]], "timeout": "1m"}]}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	res, err := h.handle(ctx, asked, RunInput{Account: "acme", Command: "family", Args: []string{"-c", "sleep 30 & echo $!; wait"}})
+	if err != nil || res.Refused != "" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if !res.Cancelled || res.TimedOut || res.ExitCode != -1 || time.Since(start) > 10*time.Second {
+		t.Fatalf("cancelled after 300ms: %+v after %s", res, time.Since(start))
+	}
+	childGone(t, res.Stdout, "the cancellation")
 	lines := audit(t, h)
-	if l := lines[len(lines)-1]; !l.TimedOut || l.ExitCode == nil || *l.ExitCode != -1 {
+	if l := lines[len(lines)-1]; l.Event != EventFinished || !l.Cancelled || l.TimedOut || l.ExitCode == nil || *l.ExitCode != -1 {
 		t.Fatalf("audit %+v", l)
 	}
 }

@@ -22,8 +22,11 @@ type Outcome struct {
 	BytesOut  int64 `json:"bytes_out"`
 	Truncated bool  `json:"truncated,omitempty"`
 	// TimedOut: the command outlived its timeout and its process group was killed.
-	TimedOut bool          `json:"timed_out,omitempty"`
-	Duration time.Duration `json:"duration"`
+	TimedOut bool `json:"timed_out,omitempty"`
+	// Cancelled: the request was cancelled while the command ran, and its
+	// process group was killed.
+	Cancelled bool          `json:"cancelled,omitempty"`
+	Duration  time.Duration `json:"duration"`
 }
 
 // TruncatedMarker ends a stream cut at the output bound.
@@ -34,8 +37,8 @@ const TruncatedMarker = "\n[output truncated by the hub: limit reached]\n"
 const killGrace = 2 * time.Second
 
 // Run runs e with args (admitted by e) until it exits, its timeout (at
-// most limit, when limit > 0) passes, or ctx ends; at either of the last
-// two its whole process group is killed.
+// most limit, when limit > 0) passes, or ctx ends (the request cancelled);
+// at either of the last two its whole process group is killed.
 func Run(ctx context.Context, e Entry, args []string, limit time.Duration) (Outcome, error) {
 	timeout := e.EffectiveTimeout()
 	if limit > 0 && limit < timeout {
@@ -63,7 +66,7 @@ func Run(ctx context.Context, e Entry, args []string, limit time.Duration) (Outc
 	if err := cmd.Start(); err != nil {
 		return Outcome{ExitCode: -1}, fmt.Errorf("start %s: %w", e.Path, err)
 	}
-	var timedOut atomic.Bool
+	var timedOut, cancelled atomic.Bool
 	done, watched := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(watched)
@@ -75,13 +78,14 @@ func Run(ctx context.Context, e Entry, args []string, limit time.Duration) (Outc
 		case <-t.C:
 			timedOut.Store(true)
 		case <-ctx.Done():
+			cancelled.Store(true)
 		}
 		killGroup(cmd)
 	}()
 	err := cmd.Wait()
 	close(done)
 	<-watched
-	o := Outcome{Duration: time.Since(start), TimedOut: timedOut.Load()}
+	o := Outcome{Duration: time.Since(start), TimedOut: timedOut.Load(), Cancelled: cancelled.Load()}
 	o.Stdout, o.Stderr, o.BytesOut, o.Truncated = out.result()
 	o.ExitCode = -1
 	if cmd.ProcessState != nil {

@@ -43,8 +43,8 @@ type Options struct {
 	Inference *activities.Inference
 	// Namespace is the mesh's Temporal namespace. Default "default".
 	Namespace string
-	// Worker tunes the hub's worker. Zero: the SDK's defaults, and a
-	// minute for activities in flight to finish at Stop.
+	// Worker tunes the hub's worker. Zero: the SDK's defaults, a minute
+	// for activities in flight to finish at Stop, and HeartbeatThrottle.
 	Worker   worker.Options
 	DeviceID string
 	// MetricsListen serves /metrics and /ready (agent.OpsHandler), without
@@ -132,11 +132,19 @@ func Start(o Options) (n *Node, err error) {
 		if wo.WorkerStopTimeout == 0 {
 			wo.WorkerStopTimeout = time.Minute
 		}
+		if wo.DefaultHeartbeatThrottleInterval == 0 {
+			wo.DefaultHeartbeatThrottleInterval = HeartbeatThrottle
+		}
 		stop := n.runWorker(ctx, c, o, wo)
 		n.stops = append(n.stops, func() { stop(); c.Close() })
 	}
 	return n, nil
 }
+
+// HeartbeatThrottle is how often the hub's worker sends the heartbeats of
+// an activity with no heartbeat timeout (a cloud-to-local command): a
+// cancelled request's command is killed within about this long.
+const HeartbeatThrottle = time.Second
 
 // runWorker starts the hub's worker once the tunnel is up, trying again
 // while the bridge cannot take it; the returned func stops it.

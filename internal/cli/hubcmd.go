@@ -84,7 +84,10 @@ Hub.RunCommand on its own queue, and audits it in its own log.
 
 si hub exec exits with the command's exit code; a refusal exits 3, a hub
 that gave no answer 4 (if it took the request, the command may have run:
-see si hub commands on the hub).`,
+see si hub commands on the hub). Interrupted (Ctrl-C), it cancels the
+request: the hub kills the command's process group within about a second
+(at the next heartbeat), both audits record it, and si hub exec prints what
+the command wrote until then and exits 130.`,
 		Flags: func(fs *flag.FlagSet) {
 			t.Register(fs, "127.0.0.1:7233", "Temporal frontend host:port")
 			fs.StringVar(&device, "device", "", "the hub's device id (si hubs lists them)")
@@ -135,6 +138,15 @@ see si hub commands on the hub).`,
 				writeOutput(env.Stderr, res.Stderr)
 			}
 			switch {
+			case res.Cancelled:
+				if !asJSON {
+					msg := res.Error
+					if msg == "" {
+						msg = fmt.Sprintf("cancelled: the hub killed %s after %s (exit %d, %d bytes written)", args[0], res.Duration.Round(time.Millisecond), res.ExitCode, res.BytesOut)
+					}
+					fmt.Fprintln(env.Stderr, "si: "+printable(msg))
+				}
+				return ExitError{Code: 130}
 			case res.Refused != "":
 				if !asJSON {
 					fmt.Fprintf(env.Stderr, "si: refused by the %s: %s\n", res.RefusedBy, printable(res.Refused))
@@ -265,6 +277,9 @@ exec), as the hub itself reads them, and the last lines of its audit log.
 				if r.TimedOut {
 					note = "killed at its timeout"
 				}
+				if r.Cancelled {
+					note = "cancelled: killed"
+				}
 				if r.Truncated {
 					note = strings.TrimPrefix(note+"; output cut", "; ")
 				}
@@ -357,6 +372,8 @@ hub commands, on the hub).`,
 					outcome = "in flight"
 				case r.TimedOut:
 					outcome = "killed at its timeout"
+				case r.Cancelled:
+					outcome = "cancelled: killed by the hub"
 				}
 				if r.Truncated {
 					outcome += "; output cut"

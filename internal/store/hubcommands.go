@@ -20,7 +20,10 @@ type HubCommand struct {
 	BytesOut  int64    `json:"bytes_out"`
 	Truncated bool     `json:"truncated,omitempty"`
 	TimedOut  bool     `json:"timed_out,omitempty"`
-	Refused   string   `json:"refused,omitempty"`
+	// Cancelled: the request was cancelled, before the hub ran it (Error
+	// says so) or while it ran (the hub killed it; ExitCode is -1).
+	Cancelled bool   `json:"cancelled,omitempty"`
+	Refused   string `json:"refused,omitempty"`
 	// RefusedBy is "cloud" or "hub" when Refused is set.
 	RefusedBy string `json:"refused_by,omitempty"`
 	// Error says why the hub gave no answer (offline, or lost mid-run).
@@ -53,8 +56,8 @@ func (s *Store) AskHubCommand(ctx context.Context, c HubCommand) error {
 // already keeps its outcome.
 func (s *Store) FinishHubCommand(ctx context.Context, c HubCommand) error {
 	_, err := s.Pool.Exec(ctx, `UPDATE hub_commands SET exit_code = $2, bytes_out = $3, truncated = $4, timed_out = $5,
-		refused = $6, refused_by = $7, error = $8, finished_at = now() WHERE id = $1 AND finished_at IS NULL`,
-		c.ID, c.ExitCode, c.BytesOut, c.Truncated, c.TimedOut, c.Refused, c.RefusedBy, c.Error)
+		refused = $6, refused_by = $7, error = $8, cancelled = $9, finished_at = now() WHERE id = $1 AND finished_at IS NULL`,
+		c.ID, c.ExitCode, c.BytesOut, c.Truncated, c.TimedOut, c.Refused, c.RefusedBy, c.Error, c.Cancelled)
 	return err
 }
 
@@ -84,7 +87,7 @@ func (s *Store) HubCommands(ctx context.Context, device string, limit int) ([]Hu
 }
 
 const hubCommandSelect = `SELECT id, account, device, asked_by, command, args, exit_code, bytes_out, truncated, timed_out,
-	refused, refused_by, error, started_at, finished_at FROM hub_commands`
+	cancelled, refused, refused_by, error, started_at, finished_at FROM hub_commands`
 
 func scanHubCommands(rows pgx.Rows) ([]HubCommand, error) {
 	defer rows.Close()
@@ -93,7 +96,7 @@ func scanHubCommands(rows pgx.Rows) ([]HubCommand, error) {
 		var c HubCommand
 		var exit *int32
 		if err := rows.Scan(&c.ID, &c.Account, &c.Device, &c.AskedBy, &c.Command, &c.Args, &exit, &c.BytesOut, &c.Truncated,
-			&c.TimedOut, &c.Refused, &c.RefusedBy, &c.Error, &c.StartedAt, &c.FinishedAt); err != nil {
+			&c.TimedOut, &c.Cancelled, &c.Refused, &c.RefusedBy, &c.Error, &c.StartedAt, &c.FinishedAt); err != nil {
 			return nil, err
 		}
 		if exit != nil {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +42,8 @@ func TestSIHubExec(t *testing.T) {
 	if err := is.Save(dir, p.CA.CertPEM); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, hubcmd.AllowListFile), []byte(`{"commands": [{"name": "hello", "path": "/usr/bin/echo", "args": [["<word>"]]}]}`), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, hubcmd.AllowListFile), []byte(`{"commands": [{"name": "hello", "path": "/usr/bin/echo", "args": [["<word>"]]},
+		{"name": "nap", "path": "/usr/bin/sleep", "args": [["<uint>"]], "timeout": "2m"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h := &process{cmd: exec.Command(si, "hub", "--bridge", b.Addr().String(), "--cert", filepath.Join(dir, pki.CertFile), "--key", filepath.Join(dir, pki.KeyFile),
@@ -93,5 +95,41 @@ func TestSIHubExec(t *testing.T) {
 	if f, r := v.Recent[1], v.Recent[2]; f.Event != hubcmd.EventFinished || f.Account != account || f.AskedBy != "e2e" ||
 		r.Event != hubcmd.EventRefused || !strings.Contains(r.Refused, "match none") {
 		t.Fatalf("audit lines %+v", v.Recent)
+	}
+
+	// Ctrl-C on si hub exec cancels the request: the hub kills the
+	// command long before its minute is up, and si says so and exits 130.
+	nap := exec.Command(si, "hub", "exec", "--temporal-address", harness.Temporal(t), "--namespace", devstack.Namespace,
+		"--device", device, "--asked-by", "e2e", "--timeout", "2m", "--", "nap", "60")
+	nap.Env = cleanEnv()
+	var napErr strings.Builder
+	nap.Stderr = &napErr
+	if err := nap.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	for {
+		lines, _ := hubcmd.Recent(filepath.Join(dir, hubcmd.AuditFile), 10)
+		if l := lines[len(lines)-1]; l.Event == hubcmd.EventStarted && l.Command == "nap" {
+			break
+		}
+		if time.Since(started) > 30*time.Second {
+			_ = nap.Process.Kill()
+			t.Fatalf("the hub never started nap: %s", napErr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := nap.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	interrupted := time.Now()
+	err = nap.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 || !strings.Contains(napErr.String(), "cancelled: the hub killed nap") || time.Since(interrupted) > 20*time.Second {
+		t.Fatalf("si hub exec interrupted: %v after %s, stderr %q", err, time.Since(interrupted), napErr.String())
+	}
+	lines, err := hubcmd.Recent(filepath.Join(dir, hubcmd.AuditFile), 10)
+	if l := lines[len(lines)-1]; err != nil || l.Event != hubcmd.EventFinished || l.Command != "nap" || !l.Cancelled {
+		t.Fatalf("the hub's audit after the interrupt: %+v %v", lines, err)
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -320,4 +322,82 @@ func TestHubCommandsThroughTheBridge(t *testing.T) {
 	if r := b.Proxy.Refused(); len(r) > 0 {
 		t.Fatalf("the proxy refused the hub's own worker: %v", r)
 	}
+}
+
+// TestACancelledHubCommandStopsOnTheHub is the operator's test: a request
+// interrupted while its command runs on the hub (si hub exec's Ctrl-C, the
+// API's caller gone) is cancelled, and the cancellation reaches the hub:
+// the command is killed within seconds, not left to run its minute, and
+// both audits say so. Cancelled before an offline hub took it, nothing
+// runs and the cloud's audit row is finished, not left in flight.
+func TestACancelledHubCommandStopsOnTheHub(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	acme := harness.UniqueID("acme")
+	dev, h := startCommandHub(t, m, p, b.Addr().String(), acme, `{"commands": [
+		{"name": "long", "path": "/bin/sh", "args": [["-c", "echo $$; exec sleep 60"]], "timeout": "2m"}]}`)
+
+	t.Run("while it runs", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			// Interrupted once the hub has started the command.
+			deadline := time.Now().Add(time.Minute)
+			for time.Now().Before(deadline) {
+				lines, _ := hubcmd.Recent(h.Audit.Path(), 10)
+				for _, l := range lines {
+					if l.Event == hubcmd.EventStarted {
+						time.Sleep(300 * time.Millisecond)
+						cancel()
+						return
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+		res, err := runner.HubCommand(ctx, m.Client, workflows.HubCommandInput{Device: dev, Operator: true, AskedBy: "operator",
+			Command: "long", Args: []string{"-c", "echo $$; exec sleep 60"}, Timeout: 2 * time.Minute})
+		interrupted := time.Now()
+		if err != nil {
+			t.Fatalf("the interrupted request: %v", err)
+		}
+		if !res.Cancelled || res.ExitCode != -1 || res.TimedOut || res.Refused != "" || res.Error != "" {
+			t.Fatalf("the interrupted request's result: %+v", res)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(res.Stdout)))
+		if err != nil {
+			t.Fatalf("the command printed %q, not its pid", res.Stdout)
+		}
+		for syscall.Kill(pid, 0) == nil {
+			if time.Since(interrupted) > 5*time.Second {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("the command (pid %d) still runs after its request was cancelled", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		row, err := m.Store.HubCommandByID(context.Background(), res.ID)
+		if err != nil || !row.Cancelled || row.FinishedAt == nil || row.ExitCode == nil || *row.ExitCode != -1 || row.Error != "" {
+			t.Fatalf("cloud audit %+v %v", row, err)
+		}
+		lines := hubLines(t, h, res.ID)
+		if len(lines) != 2 || lines[1].Event != hubcmd.EventFinished || !lines[1].Cancelled {
+			t.Fatalf("hub audit %+v", lines)
+		}
+	})
+	t.Run("before an offline hub takes it", func(t *testing.T) {
+		off := harness.UniqueID("gpu-off")
+		p.Enroll(t, m.Store, pki.Identity{DeviceID: off, Account: acme}, time.Hour)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		res, err := runner.HubCommand(ctx, m.Client, workflows.HubCommandInput{Device: off, Operator: true, AskedBy: "operator",
+			Command: "long", Args: []string{"-c", "x"}, Pickup: time.Hour})
+		if err != nil || !res.Cancelled || !strings.Contains(res.Error, "nothing ran") {
+			t.Fatalf("cancelled before the hub took it: %+v %v", res, err)
+		}
+		row, err := m.Store.HubCommandByID(context.Background(), res.ID)
+		if err != nil || !row.Cancelled || row.FinishedAt == nil || row.ExitCode != nil || !strings.Contains(row.Error, "nothing ran") {
+			t.Fatalf("cloud audit %+v %v", row, err)
+		}
+	})
 }
