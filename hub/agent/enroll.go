@@ -106,6 +106,10 @@ func Enroll(ctx context.Context, o EnrollOptions) (Enrolled, error) {
 	defer cancel()
 	backoff := Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Second}
 	var certPEM, caPEM []byte
+	// answered is the last refusal a bridge sent (one to ask again after):
+	// when the wait ends in the middle of an attempt, it says more than
+	// the attempt the deadline cut.
+	var answered error
 	for i := 0; ; i++ {
 		addr := addrs[i%len(addrs)]
 		certPEM, caPEM, err = enrollOnce(ctx, o, addr, bridge.EnrollRequest{Secret: o.Token.Secret, DeviceID: o.DeviceID, CSR: csr})
@@ -117,8 +121,14 @@ func Enroll(ctx context.Context, o EnrollOptions) (Enrolled, error) {
 		if errors.As(err, &refused) && !retryable(refused.Reason) || errors.Is(err, pki.ErrCAMismatch) || errors.Is(err, errNoEnrollment) {
 			return Enrolled{}, err
 		}
+		if refused != nil {
+			answered = err
+		}
 		select {
 		case <-ctx.Done():
+			if answered != nil && answered != err {
+				return Enrolled{}, fmt.Errorf("enrolling through %s: %w (gave up after %s; the last attempt: %v)", strings.Join(addrs, ", "), answered, o.Wait, err)
+			}
 			return Enrolled{}, fmt.Errorf("enrolling through %s: %w (gave up after %s)", strings.Join(addrs, ", "), err, o.Wait)
 		case <-time.After(backoff.Next()):
 		}

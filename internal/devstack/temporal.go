@@ -28,6 +28,8 @@ import (
 	"go.temporal.io/server/common/primitives"
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
+
+	"github.com/superinstance/mesh/internal/netport"
 )
 
 // Namespace is the Temporal namespace the mesh uses by default.
@@ -269,15 +271,9 @@ func (t *Temporal) Stop() {
 	})
 }
 
-// FreePort returns a TCP port on host that was free a moment ago.
-func FreePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a TCP port on host that was free a moment ago, below
+// the machine's ephemeral range (netport.Free).
+func FreePort(host string) (int, error) { return netport.Free(host) }
 
 func portFree(host string, port int) error {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))

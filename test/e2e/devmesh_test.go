@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,7 +97,9 @@ func startDev(t *testing.T, si, hubID string, extra ...string) *devMesh {
 	select {
 	case m.banner = <-banner:
 	case <-m.done:
-		t.Fatalf("si dev exited before it was ready: %v\n%s", m.waitErr, m.stderr.String())
+		// Temporal's embedded server logs (and exits) to its own file.
+		log, _ := os.ReadFile(filepath.Join(m.dataDir, "temporal.log"))
+		t.Fatalf("si dev exited before it was ready: %v\n%s\ntemporal.log ends:\n%s", m.waitErr, m.stderr.String(), lastLines(string(log), 20))
 	case <-time.After(3 * time.Minute):
 		t.Fatalf("si dev not ready after 3 minutes\n%s", m.stderr.String())
 	}
@@ -126,4 +129,10 @@ func (m *devMesh) run(args ...string) (string, error) {
 	cmd.Env = cleanEnv()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
