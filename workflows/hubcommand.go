@@ -71,20 +71,18 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 	if in.Pickup <= 0 {
 		in.Pickup = DefaultHubPickup
 	}
-	cloud := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+	// The cloud's own steps (recording the request, then its outcome) run
+	// to their end even once the request is cancelled, so that its audit
+	// row is never left half done.
+	cloud, done := workflow.NewDisconnectedContext(workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 10 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 10 * time.Second, MaximumAttempts: 30},
-		// Cancelled meanwhile, the request's audit row is still written
-		// (and then finished) rather than left behind half done.
-		WaitForCancellation: true,
-	})
-	// Once the request is cancelled, its outcome is still recorded.
-	finish, done := workflow.NewDisconnectedContext(cloud)
+	}))
 	defer done()
 	var a *activities.HubCommands
 	var admit activities.HubCommandAdmit
 	if err := workflow.ExecuteActivity(cloud, a.AskHubCommand, activities.HubCommandAsk{ID: id, Device: in.Device, Account: in.Account,
-		Operator: in.Operator, AskedBy: in.AskedBy, Command: in.Command, Args: in.Args}).Get(ctx, &admit); err != nil {
+		Operator: in.Operator, AskedBy: in.AskedBy, Command: in.Command, Args: in.Args}).Get(cloud, &admit); err != nil {
 		return res, err
 	}
 	res.Account = admit.Account
@@ -94,7 +92,7 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 	}
 	if ctx.Err() != nil {
 		res.Cancelled, res.ExitCode, res.Error = true, -1, "cancelled before it was sent to the hub: nothing ran"
-		return res, cancelled(finish, a, activities.HubCommandOutcome{ID: id, Error: res.Error, Cancelled: true}, res)
+		return res, finish(cloud, a, activities.HubCommandOutcome{ID: id, Error: res.Error, Cancelled: true}, res, true)
 	}
 	hubCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:              hub.Queue(in.Device),
@@ -111,13 +109,17 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 	var run hubcmd.RunResult
 	err := workflow.ExecuteActivity(hubCtx, hubcmd.ActivityRunCommand, hubcmd.RunInput{Account: admit.Account, AskedBy: in.AskedBy,
 		Command: in.Command, Args: in.Args, Timeout: in.Timeout}).Get(ctx, &run)
-	out := activities.HubCommandOutcome{ID: id}
+	// Cancelled is the cloud's word, not the hub's: the request was
+	// cancelled (the hub says whether it killed the command, in ExitCode
+	// and its output).
+	asked := ctx.Err() != nil
+	out := activities.HubCommandOutcome{ID: id, Cancelled: asked}
 	switch {
-	case err != nil && ctx.Err() != nil && temporal.IsCanceledError(err):
+	case err != nil && asked && temporal.IsCanceledError(err):
 		// Cancelled before the hub took it, or the hub gave up on it
 		// before it started.
-		res.Cancelled, res.ExitCode, res.Error = true, -1, "cancelled before the hub ran it: nothing ran"
-		out.Cancelled, out.Error = true, res.Error
+		res.ExitCode, res.Error = -1, "cancelled before the hub ran it: nothing ran"
+		out.Error = res.Error
 	case err != nil:
 		res.Error, res.ExitCode = hubError(err, in), -1
 		out.Error = res.Error
@@ -126,25 +128,23 @@ func HubCommandWorkflow(ctx workflow.Context, in HubCommandInput) (HubCommandRes
 		out.Refused = run.Refused
 	default:
 		res.Outcome = run.Outcome
-		out.ExitCode, out.BytesOut, out.Truncated, out.TimedOut, out.Cancelled = run.ExitCode, run.BytesOut, run.Truncated, run.TimedOut, run.Cancelled
+		out.ExitCode, out.BytesOut, out.Truncated, out.TimedOut = run.ExitCode, run.BytesOut, run.Truncated, run.TimedOut
 	}
-	if ctx.Err() != nil {
-		return res, cancelled(finish, a, out, res)
-	}
-	if err := workflow.ExecuteActivity(cloud, a.FinishHubCommand, out).Get(ctx, nil); err != nil {
-		return res, err
-	}
-	return res, nil
+	res.Cancelled = asked
+	return res, finish(cloud, a, out, res, asked)
 }
 
-// cancelled records the outcome of a cancelled request (ctx is not
-// cancelled with the workflow) and is the workflow's end: a cancellation
-// whose details are res.
-func cancelled(ctx workflow.Context, a *activities.HubCommands, out activities.HubCommandOutcome, res HubCommandResult) error {
+// finish records the request's outcome (ctx is not cancelled with the
+// workflow) and says how the workflow ends: for a cancelled request, a
+// cancellation whose details are res.
+func finish(ctx workflow.Context, a *activities.HubCommands, out activities.HubCommandOutcome, res HubCommandResult, cancelled bool) error {
 	if err := workflow.ExecuteActivity(ctx, a.FinishHubCommand, out).Get(ctx, nil); err != nil {
 		return err
 	}
-	return temporal.NewCanceledError(res)
+	if cancelled {
+		return temporal.NewCanceledError(res)
+	}
+	return nil
 }
 
 // hubError says why the hub gave no answer.

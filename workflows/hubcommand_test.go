@@ -82,14 +82,18 @@ func TestHubCommandWorkflowNeverRetriesTheHub(t *testing.T) {
 	}
 }
 
-// TestReplayHubCommandHistory replays a run recorded from a real server
-// through a real hub (re-record it with SI_WRITE_HISTORY=1 go test -run
-// TestHubCommandsThroughTheBridge ./test/integration/).
+// TestReplayHubCommandHistory replays runs recorded from a real server
+// through a real hub, one of them cancelled while the hub ran its command
+// (re-record them with SI_WRITE_HISTORY=1 go test -run
+// 'TestHubCommandsThroughTheBridge|TestACancelledHubCommandStopsOnTheHub'
+// ./test/integration/).
 func TestReplayHubCommandHistory(t *testing.T) {
 	r := worker.NewWorkflowReplayer()
 	r.RegisterWorkflow(HubCommandWorkflow)
-	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/hubcommand_history_v0.json"); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"hubcommand_history_v0.json", "hubcommand_cancelled_history_v0.json"} {
+		if err := r.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/"+f); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
 	}
 }
 

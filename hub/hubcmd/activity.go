@@ -12,7 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/superinstance/mesh/internal/beat"
 )
@@ -126,7 +128,7 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	if err != nil {
 		return refuse(err.Error())
 	}
-	if e.resolved, err = checkExecutable(e.Path); err != nil {
+	if e.argv, err = checkExecutable(e.Path); err != nil {
 		return refuse(err.Error())
 	}
 	h.once.Do(func() { h.running = make(chan struct{}, cmp.Or(h.MaxRunning, 4)) })
@@ -140,10 +142,23 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	if err := h.Audit.Append(line); err != nil {
 		return RunResult{}, fmt.Errorf("not run: %w", err)
 	}
-	o, runErr := Run(ctx, e, in.Args, in.Timeout)
+	runCtx, ended := commandContext(ctx)
+	o, runErr := Run(runCtx, e, in.Args, in.Timeout)
+	ended()
 	line.Event, line.Time = EventFinished, time.Time{}
 	code := o.ExitCode
-	line.ExitCode, line.BytesOut, line.Truncated, line.TimedOut, line.Cancelled, line.DurationMS = &code, o.BytesOut, o.Truncated, o.TimedOut, o.Cancelled, o.Duration.Milliseconds()
+	line.ExitCode, line.BytesOut, line.Truncated, line.TimedOut, line.DurationMS = &code, o.BytesOut, o.Truncated, o.TimedOut, o.Duration.Milliseconds()
+	if o.Cancelled {
+		// Killed because the request ended: cancelled by the asker, or
+		// the hub's worker stopping.
+		if asked := temporal.IsCanceledError(context.Cause(ctx)); asked {
+			line.Cancelled = true
+		} else {
+			o.Cancelled = false
+			line.Error = "killed: its request ended on the hub (" + trunc(context.Cause(ctx).Error(), 200) + ")"
+			o.Stderr = append(o.Stderr, "\n[hub: "+line.Error+"]\n"...)
+		}
+	}
 	if runErr != nil {
 		line.Error = runErr.Error()
 	}
@@ -159,6 +174,48 @@ func (h *Hub) handle(ctx context.Context, c Caller, in RunInput) (RunResult, err
 	return RunResult{Outcome: o}, nil
 }
 
+// commandContext is the context a command runs in: it ends, and the
+// command is killed, when ctx ends for good: the request cancelled (the
+// cancellation a heartbeat's answer brings), gone on the server, or the
+// hub's worker stopping. It does not end when ctx ends only because a
+// heartbeat could not reach the server (the link to the bridge down for a
+// second or more): the SDK ends an activity's context then too, and a
+// command is not killed by a blip of the link; it runs on to its end or
+// its timeout, though a cancellation can no longer reach it. ended
+// releases what commandContext holds.
+func commandContext(ctx context.Context) (_ context.Context, ended func()) {
+	run, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			if ends(ctx) {
+				stop(context.Cause(ctx))
+			}
+		case <-done:
+		}
+	}()
+	return run, func() { close(done); stop(nil) }
+}
+
+// ends says whether an ended activity context ends its request: a
+// cancellation, the activity gone on the server (timed out, its workflow
+// ended), its own deadline, or its parent ending (the worker stopping, or
+// a caller outside Temporal). A heartbeat's transient failure does not.
+func ends(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	var gone *serviceerror.NotFound
+	switch {
+	case temporal.IsCanceledError(cause), errors.As(cause, &gone), errors.Is(cause, context.Canceled):
+		return true
+	case errors.Is(cause, context.DeadlineExceeded):
+		// Its own deadline, not a heartbeat call's.
+		dl, ok := ctx.Deadline()
+		return ok && !time.Now().Before(dl)
+	}
+	return false
+}
+
 // maxInterpreters is how many "#!" lines may lead from a command to the
 // binary that runs it; no real program needs more.
 const maxInterpreters = 4
@@ -167,97 +224,123 @@ const maxInterpreters = 4
 // hub's own user could replace or change, and a script whose interpreter
 // (its "#!" line's program, and that one's, to maxInterpreters) is such a
 // file: whoever may change the interpreter runs what they like. It
-// returns path with its links resolved.
-func checkExecutable(path string) (string, error) {
-	real, err := checkFile(path)
+// returns what to run: argv[0] is the file to execute and argv the
+// arguments before the request's. A script is not handed to the kernel,
+// which would follow its "#!" line's links again at exec time; its checked
+// interpreter is run on it, with the kernel's arguments, every path in
+// them resolved: [interpreter, its argument if any, script].
+func checkExecutable(path string) (argv []string, err error) {
+	real, err := checkFile(path, "command")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	for i, file := 0, real; ; i++ {
-		interp, err := interpreter(file)
+	argv = []string{real}
+	for i := 0; ; i++ {
+		interp, arg, err := interpreter(argv[0])
 		if err != nil {
-			return "", fmt.Errorf("command %s: %w", path, err)
+			return nil, fmt.Errorf("command %s: %w", path, err)
 		}
 		if interp == "" {
-			return real, nil
+			return argv, nil
 		}
 		if i == maxInterpreters {
-			return "", fmt.Errorf("command %s: more than %d \"#!\" interpreters lead to its program", path, maxInterpreters)
+			return nil, fmt.Errorf("command %s: more than %d \"#!\" interpreters lead to its program", path, maxInterpreters)
 		}
 		if !filepath.IsAbs(interp) {
-			return "", fmt.Errorf("command %s: its interpreter %q is not an absolute path: nothing runs it", path, trunc(interp, 64))
+			return nil, fmt.Errorf("command %s: its interpreter %q is not an absolute path: nothing runs it", path, trunc(interp, 64))
 		}
-		if file, err = checkFile(interp); err != nil {
-			return "", fmt.Errorf("command %s: its interpreter: %w", path, err)
+		resolved, err := checkFile(interp, "interpreter")
+		if err != nil {
+			return nil, fmt.Errorf("command %s: %w", path, err)
 		}
+		head := []string{resolved}
+		if arg != "" {
+			head = append(head, arg)
+		}
+		argv = append(head, argv...)
 	}
 }
 
-// interpreter is the program a "#!" line at the start of file names, or
-// "" for a file without one. Like the kernel it reads the line's first
-// 256 bytes, and the program is the line's first word.
-func interpreter(file string) (string, error) {
+// interpreter is the program a "#!" line at the start of file names and
+// the one argument after it, or "" for a file without one. As the kernel
+// does, it reads the file's first 256 bytes, splits the line at its first
+// space or tab and trims spaces and tabs; a line longer than that, or one
+// holding another control character, is refused rather than read
+// otherwise than the kernel would.
+func interpreter(file string) (interp, arg string, err error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
 	var buf [256]byte
 	n, err := io.ReadFull(f, buf[:])
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return "", err
+		return "", "", err
 	}
 	line, ok := bytes.CutPrefix(buf[:n], []byte("#!"))
 	if !ok {
-		return "", nil
+		return "", "", nil
 	}
-	line, _, _ = bytes.Cut(line, []byte("\n"))
-	word := bytes.Fields(bytes.ReplaceAll(line, []byte("\t"), []byte(" ")))
-	if len(word) == 0 {
-		return "", errors.New("its \"#!\" line names no interpreter")
+	line, _, found := bytes.Cut(line, []byte("\n"))
+	if !found && n == len(buf) {
+		return "", "", fmt.Errorf("its \"#!\" line is longer than %d bytes", len(buf)-1)
 	}
-	return string(word[0]), nil
+	for _, c := range line {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return "", "", fmt.Errorf("its \"#!\" line holds the control character %#x", c)
+		}
+	}
+	const blank = " \t"
+	line = bytes.Trim(line, blank)
+	if len(line) == 0 {
+		return "", "", errors.New("its \"#!\" line names no interpreter")
+	}
+	if k := bytes.IndexAny(line, blank); k >= 0 {
+		return string(line[:k]), string(bytes.TrimLeft(line[k:], blank)), nil
+	}
+	return string(line), "", nil
 }
 
-// checkFile refuses a file that others than root or the hub's own user
-// could replace or change. Links are resolved first; the file and every
+// checkFile refuses a file (what: a command or an interpreter) that
+// others than root or the hub's own user could replace or change. Links are resolved first; the file and every
 // directory above it must be owned by root or the hub's user and writable
 // by their owner alone. A directory that others may write passes only
 // when it is root's and sticky (as /tmp): there nobody may rename or
 // remove another's entry.
-func checkFile(path string) (string, error) {
+func checkFile(path, what string) (string, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err == nil {
 		real, err = filepath.Abs(real)
 	}
 	if err != nil {
-		return "", fmt.Errorf("command %s: %w", path, err)
+		return "", fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	fi, err := os.Lstat(real)
 	if err != nil {
-		return "", fmt.Errorf("command %s: %w", path, err)
+		return "", fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-		return "", fmt.Errorf("command %s is not an executable file", path)
+		return "", fmt.Errorf("%s %s is not an executable file", what, path)
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
-		return "", fmt.Errorf("command %s is writable by others than its owner (mode %v): nothing runs it", path, fi.Mode().Perm())
+		return "", fmt.Errorf("%s %s is writable by others than its owner (mode %v): nothing runs it", what, path, fi.Mode().Perm())
 	}
-	if err := trustedOwner(path, real, fi); err != nil {
+	if err := trustedOwner(what, path, real, fi); err != nil {
 		return "", err
 	}
 	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
 		di, err := os.Lstat(dir)
 		if err != nil {
-			return "", fmt.Errorf("command %s: %w", path, err)
+			return "", fmt.Errorf("%s %s: %w", what, path, err)
 		}
-		if err := trustedOwner(path, dir, di); err != nil {
+		if err := trustedOwner(what, path, dir, di); err != nil {
 			return "", err
 		}
 		uid, _ := fileOwner(di)
 		sticky := di.Mode()&os.ModeSticky != 0 && uid == 0
 		if di.Mode().Perm()&0o022 != 0 && !sticky {
-			return "", fmt.Errorf("command %s is in a directory others than its owner may write (%s, mode %v): nothing runs it", path, dir, di.Mode().Perm())
+			return "", fmt.Errorf("%s %s is in a directory others than its owner may write (%s, mode %v): nothing runs it", what, path, dir, di.Mode().Perm())
 		}
 		if parent := filepath.Dir(dir); parent == dir {
 			break
@@ -266,12 +349,12 @@ func checkFile(path string) (string, error) {
 	return real, nil
 }
 
-// trustedOwner refuses p (on the way to command path) unless root or the
-// hub's own user owns it.
-func trustedOwner(path, p string, fi os.FileInfo) error {
+// trustedOwner refuses p (on the way to path, the command or an
+// interpreter: what) unless root or the hub's own user owns it.
+func trustedOwner(what, path, p string, fi os.FileInfo) error {
 	uid, ok := fileOwner(fi)
 	if !ok || uid == 0 || uid == os.Getuid() {
 		return nil
 	}
-	return fmt.Errorf("command %s: %s is owned by uid %d, neither root nor this hub's user (uid %d): nothing runs it", path, p, uid, os.Getuid())
+	return fmt.Errorf("%s %s: %s is owned by uid %d, neither root nor this hub's user (uid %d): nothing runs it", what, path, p, uid, os.Getuid())
 }

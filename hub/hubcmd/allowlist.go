@@ -80,9 +80,10 @@ type Entry struct {
 	// <word>, alone or between a literal prefix and suffix. No forms: the
 	// command takes no argument.
 	Args [][]string `json:"args,omitempty"`
-	// resolved is Path with its links resolved, as checked before a run;
-	// the run executes it (argv[0] stays Path).
-	resolved string
+	// argv is what checkExecutable checked: the file the run executes and
+	// the arguments before the request's (none but Path, resolved, for a
+	// program; for a script its interpreter's, then the script's path).
+	argv []string
 	// Timeout is the longest run, a Go duration ("30s"). Default 30s, at most 1h.
 	Timeout string `json:"timeout,omitempty"`
 	// MaxOutputBytes bounds the output kept, stdout and stderr together;

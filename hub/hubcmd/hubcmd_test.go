@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 )
 
@@ -237,8 +240,10 @@ func childGone(t *testing.T, out []byte, what string) {
 // before the entry's timeout, and the answer and the audit say cancelled.
 func TestACancelledRequestKillsTheProcessGroup(t *testing.T) {
 	h := hubWith(t, `{"commands": [{"name": "family", "path": "/bin/sh", "args": [["-c", "sleep 30 & echo $!; wait"]], "timeout": "1m"}]}`)
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(300*time.Millisecond, cancel)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	// As the SDK ends an activity's context when a heartbeat's answer
+	// says the workflow cancelled it.
+	time.AfterFunc(300*time.Millisecond, func() { cancel(temporal.NewCanceledError()) })
 	start := time.Now()
 	res, err := h.handle(ctx, asked, RunInput{Account: "acme", Command: "family", Args: []string{"-c", "sleep 30 & echo $!; wait"}})
 	if err != nil || res.Refused != "" {
@@ -585,6 +590,45 @@ func TestRefusalsDoNotRotateRunsAway(t *testing.T) {
 	}
 }
 
+// TestALinkBlipDoesNotKillACommand: the SDK also ends an activity's
+// context when a heartbeat cannot reach the server for a second (the
+// hub's link to the bridge down a moment); the command runs on to its end.
+// A cancellation, the activity gone on the server, the worker stopping or
+// the run's own deadline do end it.
+func TestALinkBlipDoesNotKillACommand(t *testing.T) {
+	h := hubWith(t, `{"commands": [{"name": "nap", "path": "/bin/sh", "args": [["-c", "sleep 1; echo done"]]}]}`)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(100*time.Millisecond, func() { cancel(serviceerror.NewUnavailable("the link to the bridge is down")) })
+	res, err := h.handle(ctx, asked, RunInput{Account: "acme", Command: "nap", Args: []string{"-c", "sleep 1; echo done"}})
+	if err != nil || res.Cancelled || res.ExitCode != 0 || string(res.Stdout) != "done\n" {
+		t.Fatalf("a heartbeat's failure killed the command: %+v %v", res, err)
+	}
+	past, stop := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer stop()
+	future, stop2 := context.WithDeadline(context.Background(), time.Now().Add(time.Hour))
+	defer stop2()
+	for _, tc := range []struct {
+		name   string
+		parent context.Context
+		cause  error
+		want   bool
+	}{
+		{"cancelled by the workflow", context.Background(), temporal.NewCanceledError(), true},
+		{"gone on the server", context.Background(), serviceerror.NewNotFound("no such activity"), true},
+		{"the worker stopping", context.Background(), context.Canceled, true},
+		{"its own deadline", past, context.DeadlineExceeded, true},
+		{"a heartbeat call's deadline", future, context.DeadlineExceeded, false},
+		{"the server unreachable", context.Background(), serviceerror.NewUnavailable("down"), false},
+		{"a heartbeat call timed out", context.Background(), serviceerror.NewDeadlineExceeded("slow"), false},
+	} {
+		ctx, cancel := context.WithCancelCause(tc.parent)
+		cancel(tc.cause)
+		if got := ends(ctx); got != tc.want {
+			t.Errorf("%s: ends %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestAScriptsInterpreterIsCheckedToo is the attacker's test: the
 // allow-listed script is the owner's, in the owner's directory, but its
 // "#!" line names a program in a directory anyone may write; whoever
@@ -628,7 +672,7 @@ func TestAScriptsInterpreterIsCheckedToo(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.Chmod(open, 0o700) })
-	refused(t, h, asked, in, "its interpreter: command "+interp+" is in a directory others")
+	refused(t, h, asked, in, "interpreter "+interp+" is in a directory others")
 	// A script that names such a script is refused for the same reason.
 	refused(t, h, asked, RunInput{Account: "acme", Command: "deep"}, "in a directory others")
 	if err := os.Chmod(open, 0o700); err != nil {
@@ -638,6 +682,70 @@ func TestAScriptsInterpreterIsCheckedToo(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused(t, h, asked, in, "writable by others")
+}
+
+// TestAScriptRunsOnItsCheckedInterpreter is the attacker's test of the
+// links on the way: the "#!" line names a link in a directory anyone may
+// write, to an interpreter that passes. The kernel would follow the link
+// again at exec time, after whoever may write that directory pointed it
+// elsewhere; the hub runs the interpreter it checked on the script it
+// checked, as the kernel would have ([interpreter, argument, script,
+// request's arguments]), so what the link names later does not run.
+func TestAScriptRunsOnItsCheckedInterpreter(t *testing.T) {
+	private, open := t.TempDir(), t.TempDir()
+	sh, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(private, "sh")
+	if err := os.WriteFile(real, sh, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(open, 0o700) })
+	link := filepath.Join(open, "sh")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(private, "tool")
+	if err := os.WriteFile(script, []byte("#!"+link+" -e\necho \"$0\" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	argv, err := checkExecutable(script)
+	if err != nil || !slices.Equal(argv, []string{real, "-e", script}) {
+		t.Fatalf("checked %v %v, want the resolved interpreter, its argument and the script", argv, err)
+	}
+	h := hubWith(t, `{"commands": [{"name": "tool", "path": "`+script+`", "args": [["<word>"]]}]}`)
+	res, err := h.handle(context.Background(), asked, RunInput{Account: "acme", Command: "tool", Args: []string{"arg"}})
+	if err != nil || res.Refused != "" || string(res.Stdout) != script+" arg\n" {
+		t.Fatalf("the script on its checked interpreter: %+v %v", res, err)
+	}
+	// Checked, then the link is pointed elsewhere before the run starts.
+	evil := filepath.Join(open, "evil")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\necho pwned\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(evil, link); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Run(context.Background(), Entry{Path: script, argv: argv}, []string{"arg"}, time.Second)
+	if err != nil || string(o.Stdout) != script+" arg\n" {
+		t.Fatalf("the link retargeted after the check: %q %v, want the checked interpreter to have run", o.Stdout, err)
+	}
+	for name, first := range map[string]string{"cr": "#!/bin/sh\r", "long": "#!/bin/sh " + strings.Repeat("x", 300)} {
+		p := filepath.Join(private, name)
+		if err := os.WriteFile(p, []byte(first+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := checkExecutable(p); err == nil || !strings.Contains(err.Error(), "#!") {
+			t.Fatalf("%s: %v, want the #! line refused", name, err)
+		}
+	}
 }
 
 // TestInterpretersNestAtMostFourDeep: a chain of "#!" scripts longer than

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -49,9 +50,14 @@ func Run(ctx context.Context, e Entry, args []string, limit time.Duration) (Outc
 		max = DefaultOutputBytes
 	}
 	cmd := exec.Command(e.Path, args...)
-	if e.resolved != "" {
-		// The file checked, not whatever the link names by now.
-		cmd.Path = e.resolved
+	switch {
+	case len(e.argv) == 1:
+		// The file checked, not whatever the link names by now (argv[0]
+		// stays Path).
+		cmd.Path = e.argv[0]
+	case len(e.argv) > 1:
+		// A script: its checked interpreter, on its resolved path.
+		cmd.Path, cmd.Args = e.argv[0], append(slices.Clone(e.argv), args...)
 	}
 	cmd.Env = environ(e.Env)
 	cmd.Dir = e.Dir

@@ -53,30 +53,29 @@ func HubCommand(ctx context.Context, c client.Client, in workflows.HubCommandInp
 	}
 	cancelCtx, cancel := context.WithTimeout(answer, CancelWait)
 	defer cancel()
-	if err := c.CancelWorkflow(cancelCtx, run.GetID(), run.GetRunID()); err != nil {
-		stop()
-		<-got
-		return workflows.HubCommandResult{}, fmt.Errorf("cancel hub command %s: %w", run.GetID(), err)
-	}
+	// A failure to cancel is most often a request that ended meanwhile:
+	// its answer is still awaited.
+	cancelErr := c.CancelWorkflow(cancelCtx, run.GetID(), run.GetRunID())
 	select {
 	case err = <-got:
 	case <-cancelCtx.Done():
 		stop()
 		<-got
+		if cancelErr != nil {
+			return workflows.HubCommandResult{}, fmt.Errorf("cancel hub command %s: %w", run.GetID(), cancelErr)
+		}
 		return workflows.HubCommandResult{}, fmt.Errorf("hub command %s cancelled; the hub has not said within %s what it did (si hub audit --device %s shows it once it does)",
 			run.GetID(), CancelWait, in.Device)
 	}
 	var ce *temporal.CanceledError
 	switch {
-	case errors.As(err, &ce):
-		if ce.HasDetails() {
-			if err := ce.Details(&res); err != nil {
-				return res, fmt.Errorf("hub command %s cancelled: %w", run.GetID(), err)
-			}
+	case errors.As(err, &ce) && ce.HasDetails():
+		if err := ce.Details(&res); err != nil {
+			return workflows.HubCommandResult{}, fmt.Errorf("hub command %s cancelled: %w", run.GetID(), err)
 		}
 		return res, nil
 	case err == nil: // it ended before the cancellation reached it
 		return res, nil
 	}
-	return res, fmt.Errorf("hub command %s cancelled: %w", run.GetID(), err)
+	return workflows.HubCommandResult{}, fmt.Errorf("hub command %s cancelled without an outcome (si hub audit --device %s): %w", run.GetID(), in.Device, err)
 }

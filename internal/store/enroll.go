@@ -117,7 +117,10 @@ func (s *Store) CheckEnrollmentToken(ctx context.Context, hash []byte, deviceID 
 		return &EnrollRefusedError{"unknown token: ask the operator for one (si device enroll --token-only)"}
 	}
 	row, err := scanEnrollToken(s.Pool.QueryRow(ctx, enrollTokenQuery, hash))
-	_, err = row.refusal(err, deviceID, keySum)
+	repeat, err := row.refusal(err, deviceID, keySum)
+	if err == nil && repeat {
+		err = stillValid(ctx, s.Pool, row.serial)
+	}
 	return err
 }
 
@@ -129,7 +132,9 @@ const enrollTokenQuery = `SELECT account, device_id, expires_at, expires_at > no
 // stillValid refuses to return again the certificate a token issued once
 // it was revoked (the device, or this certificate after a renewal) or
 // expired: the hub asking again would hold a certificate no bridge takes.
-func stillValid(ctx context.Context, tx pgx.Tx, serial *string) error {
+func stillValid(ctx context.Context, tx interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, serial *string) error {
 	if serial == nil {
 		return &EnrollRefusedError{"the token's certificate is not on record: ask the operator for a new token"}
 	}

@@ -112,47 +112,58 @@ func TestARepeatedRedemptionReturnsNoDeadCertificate(t *testing.T) {
 	s := harness.Store(t)
 	ctx := context.Background()
 	key := bytes.Repeat([]byte{9}, 32)
-	redeem := func(device string, notAfter time.Time) (func() ([]byte, error), string) {
+	type redeemed struct {
+		again  func() ([]byte, error) // the redemption asked again
+		check  func() error           // the bridge's check before it
+		serial string
+	}
+	redeem := func(device string, notAfter time.Time) redeemed {
 		t.Helper()
 		tok, _, err := s.CreateEnrollmentToken(ctx, "acme", device, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		serial := "serial-" + device
-		again := func() ([]byte, error) {
+		r := redeemed{serial: "serial-" + device}
+		r.again = func() ([]byte, error) {
 			_, cert, err := s.RedeemEnrollmentToken(ctx, tok, device, key, func(string) (store.EnrollIssue, error) {
-				return store.EnrollIssue{Serial: serial, NotAfter: notAfter, CertPEM: []byte("cert of " + device)}, nil
+				return store.EnrollIssue{Serial: r.serial, NotAfter: notAfter, CertPEM: []byte("cert of " + device)}, nil
 			})
 			return cert, err
 		}
-		if cert, err := again(); err != nil || string(cert) != "cert of "+device {
+		r.check = func() error { return s.CheckEnrollmentToken(ctx, store.EnrollTokenHash(tok), device, key) }
+		if cert, err := r.again(); err != nil || string(cert) != "cert of "+device {
 			t.Fatalf("%s: first redemption %q %v", device, cert, err)
 		}
-		if cert, err := again(); notAfter.After(time.Now()) && (err != nil || string(cert) != "cert of "+device) {
-			t.Fatalf("%s: a repeat while the certificate is good: %q %v", device, cert, err)
+		if notAfter.After(time.Now()) {
+			if cert, err := r.again(); err != nil || string(cert) != "cert of "+device || r.check() != nil {
+				t.Fatalf("%s: a repeat while the certificate is good: %q %v (check %v)", device, cert, err, r.check())
+			}
 		}
-		return again, serial
+		return r
 	}
 	var re *store.EnrollRefusedError
-	refused := func(what string, again func() ([]byte, error), want string) {
+	refused := func(what string, r redeemed, want string) {
 		t.Helper()
-		if cert, err := again(); !errors.As(err, &re) || !strings.Contains(err.Error(), want) || cert != nil {
+		if cert, err := r.again(); !errors.As(err, &re) || !strings.Contains(err.Error(), want) || cert != nil {
 			t.Fatalf("%s: a repeat returned %q, %v; want it refused with %q", what, cert, err, want)
+		}
+		// The bridge's check, before it troubles the CA role, says the same.
+		if err := r.check(); !errors.As(err, &re) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: the bridge's check: %v; want it refused with %q", what, err, want)
 		}
 	}
 
-	again, _ := redeem("gpu-rev-device", time.Now().Add(time.Hour))
+	r := redeem("gpu-rev-device", time.Now().Add(time.Hour))
 	if err := s.RevokeDevice(ctx, "gpu-rev-device"); err != nil {
 		t.Fatal(err)
 	}
-	refused("a revoked device", again, "was revoked on")
+	refused("a revoked device", r, "was revoked on")
 
-	again, serial := redeem("gpu-rev-cert", time.Now().Add(time.Hour))
-	if err := s.RevokeCert(ctx, "gpu-rev-cert", serial); err != nil {
+	r = redeem("gpu-rev-cert", time.Now().Add(time.Hour))
+	if err := s.RevokeCert(ctx, "gpu-rev-cert", r.serial); err != nil {
 		t.Fatal(err)
 	}
-	refused("a certificate revoked after its renewal", again, "was revoked on")
+	refused("a certificate revoked after its renewal", r, "was revoked on")
 
-	again, _ = redeem("gpu-expired", time.Now().Add(-time.Minute))
-	refused("an expired certificate", again, "expired on")
+	refused("an expired certificate", redeem("gpu-expired", time.Now().Add(-time.Minute)), "expired on")
 }

@@ -110,7 +110,7 @@ func TestSIHubExec(t *testing.T) {
 	started := time.Now()
 	for {
 		lines, _ := hubcmd.Recent(filepath.Join(dir, hubcmd.AuditFile), 10)
-		if l := lines[len(lines)-1]; l.Event == hubcmd.EventStarted && l.Command == "nap" {
+		if n := len(lines); n > 0 && lines[n-1].Event == hubcmd.EventStarted && lines[n-1].Command == "nap" {
 			break
 		}
 		if time.Since(started) > 30*time.Second {
@@ -129,7 +129,10 @@ func TestSIHubExec(t *testing.T) {
 		t.Fatalf("si hub exec interrupted: %v after %s, stderr %q", err, time.Since(interrupted), napErr.String())
 	}
 	lines, err := hubcmd.Recent(filepath.Join(dir, hubcmd.AuditFile), 10)
-	if l := lines[len(lines)-1]; err != nil || l.Event != hubcmd.EventFinished || l.Command != "nap" || !l.Cancelled {
-		t.Fatalf("the hub's audit after the interrupt: %+v %v", lines, err)
+	if err != nil || len(lines) == 0 {
+		t.Fatalf("the hub's audit after the interrupt: %v", err)
+	}
+	if l := lines[len(lines)-1]; l.Event != hubcmd.EventFinished || l.Command != "nap" || !l.Cancelled {
+		t.Fatalf("the hub's audit after the interrupt: %+v", lines)
 	}
 }

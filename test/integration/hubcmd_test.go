@@ -384,6 +384,9 @@ func TestACancelledHubCommandStopsOnTheHub(t *testing.T) {
 		if len(lines) != 2 || lines[1].Event != hubcmd.EventFinished || !lines[1].Cancelled {
 			t.Fatalf("hub audit %+v", lines)
 		}
+		// The cancelled history replays; with SI_WRITE_HISTORY it becomes
+		// the one the workflows package's replay test reads.
+		replays(t, m.Client, res.ID, workflows.HubCommandWorkflow, "hubcommand_cancelled_history_v0.json")
 	})
 	t.Run("before an offline hub takes it", func(t *testing.T) {
 		off := harness.UniqueID("gpu-off")
