@@ -447,10 +447,16 @@ func (s *Server) visibleState(w http.ResponseWriter, r *http.Request, c Caller, 
 	return st, true
 }
 
+// consensusID says whether id names a consensus run (one si ask or an
+// escalation started); anything else is never queried.
+func consensusID(id string) bool {
+	return strings.HasPrefix(id, "consensus-") || strings.HasPrefix(id, "escalation-")
+}
+
 // queryState reads a consensus's state from its workflow.
 func (s *Server) queryState(ctx context.Context, id string) (workflows.ConsensusState, error) {
 	var st workflows.ConsensusState
-	if !strings.HasPrefix(id, "consensus-") && !strings.HasPrefix(id, "escalation-") {
+	if !consensusID(id) {
 		return st, errors.New("not a consensus id")
 	}
 	v, err := s.Temporal.QueryWorkflow(ctx, id, "", workflows.QueryState)

@@ -223,17 +223,53 @@ func (h *Hub) publish(id string, w *watcher, ev Event) {
 	}
 }
 
+// firstWait bounds how long a viewer waits for a run's first state.
+const firstWait = 10 * time.Second
+
+// firstEvent is the first state a watch delivers, within firstWait; false
+// if none came, or the run could not be read.
+func firstEvent(ctx context.Context, ch <-chan Event) (Event, bool) {
+	t := time.NewTimer(firstWait)
+	defer t.Stop()
+	select {
+	case ev := <-ch:
+		return ev, ev.Err == "" && ev.Data != nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return Event{}, false
+}
+
 // events streams a consensus's progress as Server-Sent Events: "state"
 // events carrying the state's JSON, then "end" after the final one. A
 // comment line every 15 seconds keeps idle connections open.
 func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 	id := r.PathValue("id")
+	if !consensusID(id) {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no consensus "+id)
+		return
+	}
 	// A consensus others watch already is checked against the state they
-	// share, not with a query of its own.
+	// share, not with a query of its own; the first viewers of a run wait
+	// for its one watcher's first state, so that hundreds opening it at
+	// once cost one query, not one each. Nothing is sent before the check.
+	ch, cancel := s.Hub.Watch(id)
+	defer func() { cancel() }()
+	var first *Event
 	st, ok := s.Hub.Latest(id)
+	if !ok {
+		if ev, got := firstEvent(r.Context(), ch); got {
+			st, ok, first = ev.State, true, &ev
+		}
+	}
 	if !ok || !s.maySee(r.Context(), c, st) {
 		if st, ok = s.visibleState(w, r, c, id); !ok {
 			return
+		}
+		if first == nil {
+			// The watch may have given up on a run not readable yet.
+			cancel()
+			ch, cancel = s.Hub.Watch(id)
 		}
 	}
 	fl, canFlush := w.(http.Flusher)
@@ -259,8 +295,30 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 		return
 	}
 	own := ownRun(c, st)
-	ch, cancel := s.Hub.Watch(id)
-	defer cancel()
+	// deliver sends one state; done says the stream is over.
+	deliver := func(ev Event) (done bool) {
+		if ev.Err != "" {
+			b, _ := json.Marshal(map[string]string{"code": "unavailable", "message": ev.Err})
+			_ = send("error", b)
+			return true
+		}
+		frame := ev.Frame
+		if own && len(ev.Data) > 0 {
+			frame = []byte("event: state\ndata: " + string(s.withTemporalURL(ev.Data, id)) + "\n\n")
+		}
+		if _, err := w.Write(frame); err != nil {
+			return true
+		}
+		fl.Flush()
+		if ev.Done {
+			_ = send("end", []byte(`{}`))
+			return true
+		}
+		return false
+	}
+	if first != nil && deliver(*first) {
+		return
+	}
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
 	for {
@@ -273,21 +331,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) {
 			}
 			fl.Flush()
 		case ev := <-ch:
-			if ev.Err != "" {
-				b, _ := json.Marshal(map[string]string{"code": "unavailable", "message": ev.Err})
-				_ = send("error", b)
-				return
-			}
-			frame := ev.Frame
-			if own && len(ev.Data) > 0 {
-				frame = []byte("event: state\ndata: " + string(s.withTemporalURL(ev.Data, id)) + "\n\n")
-			}
-			if _, err := w.Write(frame); err != nil {
-				return
-			}
-			fl.Flush()
-			if ev.Done {
-				_ = send("end", []byte(`{}`))
+			if deliver(ev) {
 				return
 			}
 		}

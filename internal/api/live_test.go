@@ -10,8 +10,13 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/superinstance/mesh/internal/api"
 	"github.com/superinstance/mesh/internal/simulator"
@@ -94,7 +99,7 @@ func readEvents(t *testing.T, body io.Reader) []sseEvent {
 }
 
 func TestConsensusStreamsOverSSE(t *testing.T) {
-	m := harness.StartMesh(t, simulator.Options{Latency: 40 * time.Millisecond})
+	m := harness.StartMesh(t, simulator.Options{Latency: 150 * time.Millisecond})
 	m.Account(t, "alice")
 	m.Account(t, "bob")
 	ctx := context.Background()
@@ -294,4 +299,67 @@ func TestAccountEndpointsAndPages(t *testing.T) {
 	if rec := do("GET", "/openapi.json", "", "", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"openapi": "3.0.3"`) {
 		t.Fatalf("openapi.json: %d", rec.Code)
 	}
+}
+
+// countingClient counts the queries the API makes of Temporal.
+type countingClient struct {
+	client.Client
+	queries atomic.Int64
+}
+
+func (c *countingClient) QueryWorkflow(ctx context.Context, id, runID, name string, args ...any) (converter.EncodedValue, error) {
+	c.queries.Add(1)
+	return c.Client.QueryWorkflow(ctx, id, runID, name, args...)
+}
+
+// TestManyViewersOpeningARunShareOneWatcher is the operator's test of a
+// crowd: a hundred viewers open a run's stream at once, before anyone
+// watches it. They wait for its one watcher's first state instead of each
+// querying the workflow (a hundred queries at once, on a busy machine,
+// time out and answer 404), and every one gets the stream.
+func TestManyViewersOpeningARunShareOneWatcher(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{Latency: 300 * time.Millisecond})
+	m.Account(t, "alice")
+	alice, _ := m.Store.CreateAPIToken(context.Background(), "alice", "")
+	counting := &countingClient{Client: m.Client}
+	s := &api.Server{Store: m.Store, Temporal: counting}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	code, r := call(t, s.Handler(), "POST", "/v1/consensus", alice, `{"prompt":"A crowd [sim:agree]","max_rounds":1}`)
+	if code != 202 {
+		t.Fatalf("start: %d %+v", code, r.Error)
+	}
+	const viewers = 100
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: viewers}}
+	before := counting.queries.Load()
+	start := time.Now()
+	statuses := make(chan int, viewers)
+	var bodies sync.WaitGroup
+	for range viewers {
+		go func() {
+			req, _ := http.NewRequest("GET", srv.URL+"/v1/consensus/"+r.WorkflowID+"/events", nil)
+			req.Header.Set("Authorization", "Bearer "+alice)
+			resp, err := client.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			statuses <- resp.StatusCode
+			bodies.Add(1)
+			go func() { defer bodies.Done(); _, _ = io.Copy(io.Discard, resp.Body); resp.Body.Close() }()
+		}()
+	}
+	for range viewers {
+		if code := <-statuses; code != 200 {
+			t.Fatalf("a viewer's stream answered %d", code)
+		}
+	}
+	opened := time.Since(start)
+	queries := counting.queries.Load() - before
+	// One watcher polls every 25 ms while the crowd connects; a query per
+	// viewer would be a hundred more.
+	if limit := int64(opened/(25*time.Millisecond)) + 10; queries > limit {
+		t.Fatalf("%d viewers opened in %v with %d queries of the workflow (at most %d for one watcher)", viewers, opened, queries, limit)
+	}
+	bodies.Wait()
 }

@@ -77,6 +77,10 @@ func BenchmarkSSEFanout(b *testing.B) {
 					return
 				}
 				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("viewer %d: the stream answered %d", v, resp.StatusCode)
+					return
+				}
 				sc := bufio.NewScanner(resp.Body)
 				sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 				seen := -1
