@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
 
 	"github.com/superinstance/mesh/internal/beat"
 )
@@ -200,13 +201,21 @@ func commandContext(ctx context.Context) (_ context.Context, ended func()) {
 
 // ends says whether an ended activity context ends its request: a
 // cancellation, the activity gone on the server (timed out, its workflow
-// ended), its own deadline, or its parent ending (the worker stopping, or
-// a caller outside Temporal). A heartbeat's transient failure does not.
+// ended, its namespace gone), paused or reset there (a reset attempt runs
+// again: this one must not run on beside it), its own deadline, the
+// worker stopping, or its parent ending (a caller outside Temporal). A
+// heartbeat's transient failure does not.
 func ends(ctx context.Context) bool {
 	cause := context.Cause(ctx)
-	var gone *serviceerror.NotFound
+	var (
+		gone     *serviceerror.NotFound
+		noNS     *serviceerror.NamespaceNotFound
+		inactive *serviceerror.NamespaceNotActive
+	)
 	switch {
-	case temporal.IsCanceledError(cause), errors.As(cause, &gone), errors.Is(cause, context.Canceled):
+	case temporal.IsCanceledError(cause), errors.As(cause, &gone), errors.As(cause, &noNS), errors.As(cause, &inactive),
+		errors.Is(cause, activity.ErrActivityPaused), errors.Is(cause, activity.ErrActivityReset),
+		errors.Is(cause, worker.ErrWorkerShutdown), errors.Is(cause, context.Canceled):
 		return true
 	case errors.Is(cause, context.DeadlineExceeded):
 		// Its own deadline, not a heartbeat call's.

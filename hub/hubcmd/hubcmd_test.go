@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 )
 
 // hubWith returns a hub of account "acme" whose allow-list holds list
@@ -615,7 +617,10 @@ func TestALinkBlipDoesNotKillACommand(t *testing.T) {
 	}{
 		{"cancelled by the workflow", context.Background(), temporal.NewCanceledError(), true},
 		{"gone on the server", context.Background(), serviceerror.NewNotFound("no such activity"), true},
-		{"the worker stopping", context.Background(), context.Canceled, true},
+		{"the worker stopping", context.Background(), worker.ErrWorkerShutdown, true},
+		{"reset on the server", context.Background(), activity.ErrActivityReset, true},
+		{"paused on the server", context.Background(), activity.ErrActivityPaused, true},
+		{"a caller outside Temporal", context.Background(), context.Canceled, true},
 		{"its own deadline", past, context.DeadlineExceeded, true},
 		{"a heartbeat call's deadline", future, context.DeadlineExceeded, false},
 		{"the server unreachable", context.Background(), serviceerror.NewUnavailable("down"), false},

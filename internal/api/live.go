@@ -3,11 +3,13 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
 	"github.com/superinstance/mesh/internal/httpjson"
@@ -69,8 +71,8 @@ func (v *viewer) offer(ev Event) {
 }
 
 // Watch subscribes to a consensus. The channel first gets the latest state
-// known, then each change; it is closed after the final state. Call cancel
-// when done watching.
+// known, then each change, the final state last. Call cancel when done
+// watching.
 func (h *Hub) Watch(id string) (<-chan Event, func()) {
 	v := &viewer{ch: make(chan Event, 1)}
 	h.mu.Lock()
@@ -140,6 +142,12 @@ func (h *Hub) run(ctx context.Context, id string, w *watcher) {
 		}
 		if err != nil {
 			failures++
+			var missing *serviceerror.NotFound
+			if errors.As(err, &missing) && last.Data == nil {
+				// No such run: said at once, not after a second of queries
+				// (a run that exists but is not readable yet is retried).
+				failures = maxPollFailures
+			}
 			ev = Event{Done: true, Err: "the consensus can no longer be read: " + err.Error()}
 		} else {
 			failures = 0

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -362,4 +363,30 @@ func TestManyViewersOpeningARunShareOneWatcher(t *testing.T) {
 		t.Fatalf("%d viewers opened in %v with %d queries of the workflow (at most %d for one watcher)", viewers, opened, queries, limit)
 	}
 	bodies.Wait()
+}
+
+// TestAStreamOfNoRunCostsAQuery is the stranger's test: streams opened for
+// made-up run ids (any token may try) answer 404 after a query or two
+// each, not after a second of a watcher's queries.
+func TestAStreamOfNoRunCostsAQuery(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	m.Account(t, "mallory")
+	token, _ := m.Store.CreateAPIToken(context.Background(), "mallory", "")
+	counting := &countingClient{Client: m.Client}
+	s := &api.Server{Store: m.Store, Temporal: counting}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	for i := range 5 {
+		before := counting.queries.Load()
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/consensus/consensus-made-up-"+strconv.Itoa(i)+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if n := counting.queries.Load() - before; resp.StatusCode != 404 || n > 3 {
+			t.Fatalf("a made-up run: %d after %d queries of Temporal (want 404 after at most 3)", resp.StatusCode, n)
+		}
+	}
 }
