@@ -520,29 +520,48 @@ func udpDropped() int64 {
 // machineCPU is the busy CPU time of every core of the machine, all
 // processes together (/proc/stat).
 func machineCPU() time.Duration {
+	busy, _ := machineTimes()
+	return busy
+}
+
+// machineSteal is the time the host ran others while this machine's
+// virtual CPUs were ready to run (/proc/stat's steal), all CPUs together.
+func machineSteal() time.Duration {
+	_, steal := machineTimes()
+	return steal
+}
+
+// machineTimes reads /proc/stat's first line: the CPU time spent busy,
+// and the time stolen by the host.
+func machineTimes() (busy, steal time.Duration) {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	line, _, _ := strings.Cut(string(raw), "\n")
 	f := strings.Fields(line)
-	var busy int64
+	var b, st int64
 	for i, v := range f[1:] {
 		n, _ := strconv.ParseInt(v, 10, 64)
-		if i == 3 || i == 4 || i >= 7 { // idle, iowait; guest times are within user
-			continue
+		switch {
+		case i == 7:
+			st = n
+		case i == 3 || i == 4 || i > 7: // idle, iowait; guest times are within user
+		default:
+			b += n
 		}
-		busy += n
 	}
-	return time.Duration(busy) * clockTick
+	return time.Duration(b) * clockTick, time.Duration(st) * clockTick
 }
 
 // cpuSplit is where the CPU went during a window, in cores.
-type cpuSplit struct{ hubs, server, postgres, others float64 }
+// stolen is what the host took from this virtual machine's CPUs while
+// they were ready to run (steal time), in cores.
+type cpuSplit struct{ hubs, server, postgres, others, stolen float64 }
 
 func (c cpuSplit) String() string {
-	return fmt.Sprintf("CPU cores: simulated hubs %.2f, server process %.2f, PostgreSQL %.2f, other processes %.2f",
-		c.hubs, c.server, c.postgres, c.others)
+	return fmt.Sprintf("CPU cores: simulated hubs %.2f, server process %.2f, PostgreSQL %.2f, other processes %.2f, taken by the host %.2f",
+		c.hubs, c.server, c.postgres, c.others, c.stolen)
 }
 
 // levelResult is one level of hubs measured for one window.
@@ -624,6 +643,7 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			// a loaded machine keeps the child from answering.
 			start := time.Now()
 			mSelf, mPG, mAll, mDrop, mRT := cpuSelf(), pgCPU(), machineCPU(), udpDropped(), readGoRuntime()
+			mSteal := machineSteal()
 			if _, err := sw.do(swarmCmd{Op: "reset"}); err != nil {
 				b.Fatal(err)
 			}
@@ -638,7 +658,8 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			res = levelResult{hubs: level, beats: r.Beats, p50: time.Duration(r.P50us * 1e3), p99: time.Duration(r.P99us * 1e3), errors: r.Errors,
 				dropped: udpDropped() - mDrop, server: rt, child: r.Runtime,
 				serverAllocs: max(0, float64(rt.Allocs)-idleAllocs*secs) / float64(max(1, r.Beats)), serverAllocRate: float64(rt.Allocs) / secs,
-				cpu:      cpuSplit{hubs: r.CPUs / secs, server: self / secs, postgres: pg / secs, others: max(0, all-self-pg-r.CPUs) / secs},
+				cpu: cpuSplit{hubs: r.CPUs / secs, server: self / secs, postgres: pg / secs, others: max(0, all-self-pg-r.CPUs) / secs,
+					stolen: (machineSteal() - mSteal).Seconds() / secs},
 				serverUs: max(0, self-idle*secs) * 1e6 / float64(max(1, r.Beats)), hubsUs: r.CPUs * 1e6 / float64(max(1, r.Beats)),
 				postgresUs: pg * 1e6 / float64(max(1, r.Beats))}
 			b.Logf("%s, %d hubs: %d heartbeats in %v, p50 %v p99 %v, errors %d, UDP datagrams dropped %d; %v; server process: %v, %.0f B allocated a heartbeat; simulated hubs: %v",
