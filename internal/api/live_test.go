@@ -313,19 +313,30 @@ func (c *countingClient) QueryWorkflow(ctx context.Context, id, runID, name stri
 	return c.Client.QueryWorkflow(ctx, id, runID, name, args...)
 }
 
+// countingAPI serves the API over a mesh whose Temporal queries are
+// counted, with an API token of account.
+func countingAPI(t *testing.T, sim simulator.Options, account string) (*api.Server, *httptest.Server, string, *countingClient) {
+	t.Helper()
+	m := harness.StartMesh(t, sim)
+	m.Account(t, account)
+	token, err := m.Store.CreateAPIToken(context.Background(), account, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingClient{Client: m.Client}
+	s := &api.Server{Store: m.Store, Temporal: counting}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return s, srv, token, counting
+}
+
 // TestManyViewersOpeningARunShareOneWatcher is the operator's test of a
 // crowd: a hundred viewers open a run's stream at once, before anyone
 // watches it. They wait for its one watcher's first state instead of each
 // querying the workflow (a hundred queries at once, on a busy machine,
 // time out and answer 404), and every one gets the stream.
 func TestManyViewersOpeningARunShareOneWatcher(t *testing.T) {
-	m := harness.StartMesh(t, simulator.Options{Latency: 300 * time.Millisecond})
-	m.Account(t, "alice")
-	alice, _ := m.Store.CreateAPIToken(context.Background(), "alice", "")
-	counting := &countingClient{Client: m.Client}
-	s := &api.Server{Store: m.Store, Temporal: counting}
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
+	s, srv, alice, counting := countingAPI(t, simulator.Options{Latency: 300 * time.Millisecond}, "alice")
 	code, r := call(t, s.Handler(), "POST", "/v1/consensus", alice, `{"prompt":"A crowd [sim:agree]","max_rounds":1}`)
 	if code != 202 {
 		t.Fatalf("start: %d %+v", code, r.Error)
@@ -369,13 +380,7 @@ func TestManyViewersOpeningARunShareOneWatcher(t *testing.T) {
 // made-up run ids (any token may try) answer 404 after a query or two
 // each, not after a second of a watcher's queries.
 func TestAStreamOfNoRunCostsAQuery(t *testing.T) {
-	m := harness.StartMesh(t, simulator.Options{})
-	m.Account(t, "mallory")
-	token, _ := m.Store.CreateAPIToken(context.Background(), "mallory", "")
-	counting := &countingClient{Client: m.Client}
-	s := &api.Server{Store: m.Store, Temporal: counting}
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
+	_, srv, token, counting := countingAPI(t, simulator.Options{}, "mallory")
 	for i := range 5 {
 		before := counting.queries.Load()
 		req, _ := http.NewRequest("GET", srv.URL+"/v1/consensus/consensus-made-up-"+strconv.Itoa(i)+"/events", nil)
