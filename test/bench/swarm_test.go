@@ -649,8 +649,10 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 		peer = "bare quic-go"
 	}
 	// Each peer starts from a heap that holds none of the other's garbage,
-	// nor a collector paced by it.
-	runtime.GC()
+	// nor a collector paced by it, and with the memory that garbage held
+	// returned to the system now rather than by the scavenger in the
+	// windows below.
+	debug.FreeOSMemory()
 	// What the server process spends with no hub connected (Temporal's
 	// workers polling, the harness) is not the hubs' cost.
 	mSelf, mRT := cpuSelf(), readGoRuntime()
