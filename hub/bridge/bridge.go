@@ -47,6 +47,7 @@ const (
 
 	streamAbandoned quic.StreamErrorCode = 1
 	streamTimedOut  quic.StreamErrorCode = 2
+	streamRefused   quic.StreamErrorCode = 3 // a second control stream on one connection
 )
 
 // Escalator runs one escalation for a device and streams its responses.
@@ -522,6 +523,7 @@ func (b *Bridge) serveConn(ctx context.Context, c Conn) {
 		return
 	}
 	defer b.release(c, id.DeviceID)
+	var controlOpen atomic.Bool
 	for {
 		// Streams end with the connection, which Serve closes on shutdown.
 		s, err := c.AcceptStream(c.Context())
@@ -538,9 +540,19 @@ func (b *Bridge) serveConn(ctx context.Context, c Conn) {
 		}
 		switch kind[0] {
 		case StreamControl:
+			// One control stream a connection at a time: a second one's
+			// hello would register the hub again, and its end mark it
+			// offline while the first still beats.
+			if !controlOpen.CompareAndSwap(false, true) {
+				log.Warn("second control stream refused")
+				s.CancelRead(streamRefused)
+				s.CancelWrite(streamRefused)
+				continue
+			}
 			b.wg.Add(1)
 			go func() {
 				defer b.wg.Done()
+				defer controlOpen.Store(false)
 				b.control(ctx, c, s, id, serial, log)
 			}()
 		case StreamEscalation:

@@ -799,3 +799,71 @@ func TestRecheckDropsOnlyTheRevoked(t *testing.T) {
 		}
 	}
 }
+
+// TestASecondControlStreamDoesNotTakeTheHubOffline: a hub that opens a
+// second control stream on its connection and ends it, while its first
+// goes on beating, stays online in the registry; the second is refused.
+func TestASecondControlStreamDoesNotTakeTheHubOffline(t *testing.T) {
+	m := harness.StartMesh(t, simulator.Options{})
+	p := harness.NewPKI(t)
+	b := harness.StartBridge(t, m, p, "127.0.0.1:0")
+	conn := dial(t, b.Addr().String(), p.Enroll(t, m.Store, pki.Identity{DeviceID: "gpu-twice", Account: "acme"}, time.Hour))
+	control := func() (*quic.Stream, *wire.Reader, error) {
+		s, err := conn.OpenStreamSync(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte{bridge.StreamControl}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wire.Write(s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{}}}); err != nil {
+			t.Fatal(err)
+		}
+		r := wire.NewReader(s)
+		var ack meshv1.BridgeMessage
+		if err := r.Read(&ack); err != nil {
+			return s, r, err
+		}
+		if ack.GetHelloAck() == nil {
+			t.Fatalf("hello answered with %v", &ack)
+		}
+		return s, r, nil
+	}
+	first, acks, err := control()
+	if err != nil {
+		t.Fatalf("first control stream: %v", err)
+	}
+	online := func() bool {
+		hs, err := m.Store.Hubs(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if h.DeviceID == "gpu-twice" {
+				return h.Connected
+			}
+		}
+		return false
+	}
+	waitFor(t, 5*time.Second, "the hub online", online)
+	second, _, err := control()
+	if err == nil {
+		t.Error("a second control stream on the same connection was answered")
+	}
+	second.CancelRead(0)
+	_ = second.Close()
+	// The first stream still carries heartbeats, and the hub is online.
+	for seq := uint64(1); seq <= 5; seq++ {
+		if err := wire.Write(first, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: seq}}}); err != nil {
+			t.Fatal(err)
+		}
+		var ack meshv1.BridgeMessage
+		if err := acks.Read(&ack); err != nil || ack.GetHeartbeatAck().GetSeq() != seq {
+			t.Fatalf("heartbeat %d on the first stream: %v, %v", seq, &ack, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !online() {
+		t.Fatal("the hub is offline in the registry while its first control stream is alive")
+	}
+}
