@@ -524,6 +524,7 @@ func (b *Bridge) serveConn(ctx context.Context, c Conn) {
 	}
 	defer b.release(c, id.DeviceID)
 	var controlOpen atomic.Bool
+	refusedLogged := false
 	for {
 		// Streams end with the connection, which Serve closes on shutdown.
 		s, err := c.AcceptStream(c.Context())
@@ -544,7 +545,10 @@ func (b *Bridge) serveConn(ctx context.Context, c Conn) {
 			// hello would register the hub again, and its end mark it
 			// offline while the first still beats.
 			if !controlOpen.CompareAndSwap(false, true) {
-				log.Warn("second control stream refused")
+				if !refusedLogged {
+					refusedLogged = true // once a connection: a hub may retry at line rate
+					log.Warn("second control stream refused")
+				}
 				s.CancelRead(streamRefused)
 				s.CancelWrite(streamRefused)
 				continue

@@ -813,12 +813,15 @@ func TestASecondControlStreamDoesNotTakeTheHubOffline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A refused stream may be reset before the hello is written.
 		if _, err := s.Write([]byte{bridge.StreamControl}); err != nil {
-			t.Fatal(err)
+			return s, nil, err
 		}
 		if err := wire.Write(s, &meshv1.HubMessage{Body: &meshv1.HubMessage_Hello{Hello: &meshv1.Hello{}}}); err != nil {
-			t.Fatal(err)
+			return s, nil, err
 		}
+		_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		defer func() { _ = s.SetReadDeadline(time.Time{}) }()
 		r := wire.NewReader(s)
 		var ack meshv1.BridgeMessage
 		if err := r.Read(&ack); err != nil {
@@ -847,8 +850,8 @@ func TestASecondControlStreamDoesNotTakeTheHubOffline(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the hub online", online)
 	second, _, err := control()
-	if err == nil {
-		t.Error("a second control stream on the same connection was answered")
+	if se := (*quic.StreamError)(nil); !errors.As(err, &se) || se.ErrorCode != 3 {
+		t.Errorf("a second control stream on the same connection: %v, want it refused with stream error 3", err)
 	}
 	second.CancelRead(0)
 	_ = second.Close()
@@ -866,4 +869,29 @@ func TestASecondControlStreamDoesNotTakeTheHubOffline(t *testing.T) {
 	if !online() {
 		t.Fatal("the hub is offline in the registry while its first control stream is alive")
 	}
+	// And the bridge still writes its heartbeats.
+	seen := func() time.Time {
+		hs, err := m.Store.Hubs(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if h.DeviceID == "gpu-twice" {
+				return h.LastSeen
+			}
+		}
+		return time.Time{}
+	}
+	before := seen()
+	waitFor(t, 5*time.Second, "a heartbeat after the refused stream written", func() bool {
+		seq := uint64(100)
+		if err := wire.Write(first, &meshv1.HubMessage{Body: &meshv1.HubMessage_Heartbeat{Heartbeat: &meshv1.Heartbeat{Seq: seq, Vitals: &meshv1.HardwareVitals{CpuLoad: 0.9}}}}); err != nil {
+			t.Fatal(err)
+		}
+		var ack meshv1.BridgeMessage
+		if err := acks.Read(&ack); err != nil {
+			t.Fatal(err)
+		}
+		return seen().After(before)
+	})
 }
