@@ -836,18 +836,19 @@ func TestASecondControlStreamDoesNotTakeTheHubOffline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first control stream: %v", err)
 	}
-	online := func() bool {
+	registered := func() store.Hub {
 		hs, err := m.Store.Hubs(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, h := range hs {
 			if h.DeviceID == "gpu-twice" {
-				return h.Connected
+				return h
 			}
 		}
-		return false
+		return store.Hub{}
 	}
+	online := func() bool { return registered().Connected }
 	waitFor(t, 5*time.Second, "the hub online", online)
 	second, _, err := control()
 	if se := (*quic.StreamError)(nil); !errors.As(err, &se) || se.ErrorCode != 3 {
@@ -870,18 +871,7 @@ func TestASecondControlStreamDoesNotTakeTheHubOffline(t *testing.T) {
 		t.Fatal("the hub is offline in the registry while its first control stream is alive")
 	}
 	// And the bridge still writes its heartbeats.
-	seen := func() time.Time {
-		hs, err := m.Store.Hubs(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, h := range hs {
-			if h.DeviceID == "gpu-twice" {
-				return h.LastSeen
-			}
-		}
-		return time.Time{}
-	}
+	seen := func() time.Time { return registered().LastSeen }
 	before := seen()
 	waitFor(t, 5*time.Second, "a heartbeat after the refused stream written", func() bool {
 		seq := uint64(100)
