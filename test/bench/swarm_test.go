@@ -162,9 +162,9 @@ func runSwarm() int {
 	// Each hub beats at its own phase of the second, drawn at random as
 	// independent hubs' would be, from one epoch: not from when it was
 	// dialed, which would cluster the phases of hubs dialed at a steady
-	// pace.
-	// Both peers' hubs take the same phases.
-	epoch, phases := time.Now(), rand.New(rand.NewPCG(1, 1))
+	// pace. Both peers' hubs take the same phases.
+	newPhases := func() *rand.Rand { return rand.New(rand.NewPCG(1, 1)) }
+	epoch, phases := time.Now(), newPhases()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	closeAll := func() {
@@ -179,7 +179,7 @@ func runSwarm() int {
 		}
 		conns, trs = nil, nil
 		errs.Store(0)
-		phases = rand.New(rand.NewPCG(1, 1))
+		phases = newPhases()
 		ctx, cancel = context.WithCancel(context.Background())
 		// The next peer's hubs start from a heap without these.
 		runtime.GC()
@@ -631,9 +631,9 @@ func (l levelResult) held() bool {
 // takes seconds to drain, and the window measures the hubs held, not that.
 // The window starts right after a good second, which favours a level whose
 // late heartbeats come and go; each level's line, and the figures' notes,
-// say whether its probe met the target and when its window started. A level missed while other processes on the
-// machine (not the hubs, the server or its PostgreSQL) took half a core or
-// more is measured once more: what it says is then about them. So is one
+// say whether its probe met the target and when its window started. A
+// level missed while other processes on the machine (not the hubs, the
+// server or its PostgreSQL) took half a core or more is measured once more: what it says is then about them. So is one
 // missed in a window in which the server process or the simulated hubs ran
 // a collection: a
 // collection of a heap of thousands of connections comes every few minutes
