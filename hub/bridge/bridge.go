@@ -612,6 +612,30 @@ func (b *Bridge) release(c Conn, deviceID string) {
 	}
 }
 
+// register makes h its device's connection, closing the one it replaces,
+// and reports whether it did. The registry orders a device's connections
+// by when their hellos were written, not by when they get here: the hellos
+// of two connections may come back from the registry in either order, and
+// the one written later (its connected_at is the row's) is kept. An older
+// one arriving second is closed instead of replacing it, which would close
+// the newer one and, as that ended, mark the hub offline while the older
+// one still beat.
+func (b *Bridge) register(h *hubConn) bool {
+	b.mu.Lock()
+	old := b.conns[h.id.DeviceID]
+	if old != nil && old.conn != h.conn && old.connectedAt.After(h.connectedAt) {
+		b.mu.Unlock()
+		_ = h.conn.CloseWithError(CodeReplaced, "replaced by a newer connection")
+		return false
+	}
+	b.conns[h.id.DeviceID] = h
+	b.mu.Unlock()
+	if old != nil && old.conn != h.conn {
+		_ = old.conn.CloseWithError(CodeReplaced, "replaced by a newer connection")
+	}
+	return true
+}
+
 // control serves a hub's control stream: hello, then heartbeats, pre-warm
 // signals and usage records until the stream or connection ends.
 func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity, serial string, log *slog.Logger) {
@@ -637,12 +661,9 @@ func (b *Bridge) control(ctx context.Context, c Conn, s Stream, id pki.Identity,
 		_ = c.CloseWithError(CodeUnexpected, "registry unavailable")
 		return
 	}
-	b.mu.Lock()
-	old := b.conns[id.DeviceID]
-	b.conns[id.DeviceID] = &hubConn{conn: c, connectedAt: now, id: id, serial: serial}
-	b.mu.Unlock()
-	if old != nil && old.conn != c {
-		_ = old.conn.CloseWithError(CodeReplaced, "replaced by a newer connection")
+	if !b.register(&hubConn{conn: c, connectedAt: now, id: id, serial: serial}) {
+		log.Info("connection closed: the device has a newer one")
+		return
 	}
 	b.m.hubConnected(seenBefore)
 	log.Info("hub connected", "version", hello.GetVersion(), "gpus", len(hello.GetGpus()))

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/superinstance/mesh/internal/pki"
 	"github.com/superinstance/mesh/internal/store"
 	meshv1 "github.com/superinstance/mesh/proto/meshv1"
 )
@@ -50,3 +51,25 @@ func (b *Bridge) FlushForTest(ctx context.Context) { b.flush(ctx) }
 
 // ClosingForTest runs the flush of a hub whose control stream ended.
 func (b *Bridge) ClosingForTest(deviceID string) { b.flushClosing(deviceID) }
+
+// NewRegistryForTest is a bridge with no hub connected, for tests of how
+// it registers a device's connections.
+func NewRegistryForTest() *Bridge {
+	return &Bridge{conns: map[string]*hubConn{}}
+}
+
+// RegisterForTest registers c, whose hello the registry wrote at
+// connectedAt, as deviceID's connection, and reports whether it was kept.
+func (b *Bridge) RegisterForTest(c Conn, deviceID string, connectedAt time.Time) bool {
+	return b.register(&hubConn{conn: c, connectedAt: connectedAt, id: pki.Identity{DeviceID: deviceID}})
+}
+
+// ConnOfForTest is deviceID's registered connection (nil for none).
+func (b *Bridge) ConnOfForTest(deviceID string) Conn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h := b.conns[deviceID]; h != nil {
+		return h.conn
+	}
+	return nil
+}
