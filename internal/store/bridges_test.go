@@ -173,3 +173,50 @@ func TestAnOlderBridgesRegistrationIsNotJudgedByANewOnesLiveness(t *testing.T) {
 		t.Fatalf("hub back on the older bridge after a sweep: %+v %v", h, err)
 	}
 }
+
+// TestAHubThatDisconnectsAfterASweepIsNotBlamedOnItsBridge: a hub swept as
+// lost while its bridge stalled, whose link then ends on its own before the
+// bridge takes it back, is offline because it disconnected, not because its
+// bridge died: the bridge beats again, and says nothing of it.
+func TestAHubThatDisconnectsAfterASweepIsNotBlamedOnItsBridge(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	harness.EnsureAccount(t, s, "acme")
+	stalled, survivor, device := harness.UniqueID("stalls"), harness.UniqueID("survives"), harness.UniqueID("gpu-leaves")
+	for _, i := range []string{stalled, survivor} {
+		if _, err := s.BridgeBeat(ctx, i, "b-"+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RegisterCert(ctx, device, "acme", "serial-"+device, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	at, _, err := s.HubConnected(ctx, store.Hub{DeviceID: device, Bridge: "b-" + stalled, BridgeInstance: stalled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool.Exec(ctx, `UPDATE bridge_beats SET last_beat = now() - $2::interval WHERE instance = $1`,
+		stalled, (store.BridgeStale + time.Second).String()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.SweepDeadBridges(ctx, survivor); err != nil || n != 1 {
+		t.Fatalf("the survivor swept %d (%v), want the stalled bridge's hub", n, err)
+	}
+	if dead, err := s.BridgeBeat(ctx, stalled, "b-"+stalled); err != nil || !dead {
+		t.Fatalf("the stalled bridge's beat: dead %v, %v; want told it was dead", dead, err)
+	}
+	// The hub's link ends before the bridge reclaims it.
+	if err := s.HubDisconnected(ctx, device, at); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.HubByID(ctx, device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Connected || h.BridgeDead {
+		t.Errorf("hub disconnected after a sweep, its bridge beating: connected %v, bridge dead %v; want offline, bridge alive", h.Connected, h.BridgeDead)
+	}
+	if lost, err := s.LostHubs(ctx, stalled); err != nil || len(lost) != 0 {
+		t.Errorf("the bridge's hubs marked lost: %v (%v), want none: it holds no link to take back", lost, err)
+	}
+}

@@ -91,7 +91,9 @@ func (s *Store) HubUsageCount(ctx context.Context, deviceID string) (int, error)
 // HubDisconnected records a hub's control stream closing, unless the hub has
 // already reconnected through another bridge connection since connectedAt.
 func (s *Store) HubDisconnected(ctx context.Context, deviceID string, connectedAt time.Time) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE hubs SET connected = false WHERE device_id = $1 AND connected_at <= $2`, deviceID, connectedAt)
+	// A link that ends is why the hub is offline, even one a sweep marked
+	// lost while its bridge stalled: that bridge has nothing to take back.
+	_, err := s.Pool.Exec(ctx, `UPDATE hubs SET connected = false, bridge_lost_at = NULL WHERE device_id = $1 AND connected_at <= $2`, deviceID, connectedAt)
 	return err
 }
 
