@@ -613,17 +613,18 @@ func (b *Bridge) release(c Conn, deviceID string) {
 }
 
 // register makes h its device's connection, closing the one it replaces,
-// and reports whether it did. The registry orders a device's connections
-// by when their hellos were written, not by when they get here: the hellos
-// of two connections may come back from the registry in either order, and
-// the one written later (its connected_at is the row's) is kept. An older
-// one arriving second is closed instead of replacing it, which would close
-// the newer one and, as that ended, mark the hub offline while the older
-// one still beat.
+// and reports whether it did. A device's connections are ordered by their
+// registrations' times (store.HubConnected dates each later than the last
+// one written), not by when their hellos get here: two may come back from
+// the registry in either order. An older one arriving second is closed
+// instead of replacing the newer, which would close that and, as it ended,
+// mark the hub offline while the older still beat. So is one dated the
+// same, which no registration is: a connection refused here never marks
+// the hub offline.
 func (b *Bridge) register(h *hubConn) bool {
 	b.mu.Lock()
 	old := b.conns[h.id.DeviceID]
-	if old != nil && old.conn != h.conn && old.connectedAt.After(h.connectedAt) {
+	if old != nil && old.conn != h.conn && !old.connectedAt.Before(h.connectedAt) {
 		b.mu.Unlock()
 		_ = h.conn.CloseWithError(CodeReplaced, "replaced by a newer connection")
 		return false

@@ -1,9 +1,6 @@
 package bridge_test
 
 import (
-	"context"
-	"crypto/tls"
-	"net"
 	"testing"
 	"time"
 
@@ -24,13 +21,10 @@ func (c *closedConn) CloseWithError(code quic.ApplicationErrorCode, _ string) er
 	return nil
 }
 
-func (c *closedConn) Context() context.Context { return context.Background() }
-func (c *closedConn) TLS() tls.ConnectionState { return tls.ConnectionState{} }
-func (c *closedConn) RemoteAddr() net.Addr     { return &net.UDPAddr{} }
-
 // TestAnOlderConnectionsLateHelloDoesNotReplaceTheNewer: a hub with two
 // connections whose hellos come back from the registry out of order (the
-// newer one's first) keeps the newer one; the older is closed as replaced.
+// newer one's first) keeps the newer one; the older is closed as replaced,
+// and so is one dated the same as the one registered.
 // Before, the older replaced the newer, closing it, and the newer one's end
 // then marked the hub offline in the registry while the older still beat.
 func TestAnOlderConnectionsLateHelloDoesNotReplaceTheNewer(t *testing.T) {
@@ -51,6 +45,12 @@ func TestAnOlderConnectionsLateHelloDoesNotReplaceTheNewer(t *testing.T) {
 	}
 	if !older.closed || older.code != bridge.CodeReplaced {
 		t.Errorf("the older connection: closed %v code %d, want closed with %d", older.closed, older.code, bridge.CodeReplaced)
+	}
+
+	same := &closedConn{}
+	if b.RegisterForTest(same, "gpu-race", t0.Add(time.Millisecond)) || !same.closed || b.ConnOfForTest("gpu-race") != newer {
+		t.Errorf("a connection dated the same as the registered one: kept %v, closed %v; want it closed, the registered one kept",
+			b.ConnOfForTest("gpu-race") == same, same.closed)
 	}
 
 	// In order, the newer replaces the older, as it always has.

@@ -205,6 +205,14 @@ func TestAHubThatDisconnectsAfterASweepIsNotBlamedOnItsBridge(t *testing.T) {
 	if dead, err := s.BridgeBeat(ctx, stalled, "b-"+stalled); err != nil || !dead {
 		t.Fatalf("the stalled bridge's beat: dead %v, %v; want told it was dead", dead, err)
 	}
+	// The end of a connection older than the swept one changes nothing:
+	// the bridge still takes the hub back.
+	if err := s.HubDisconnected(ctx, device, at.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if lost, err := s.LostHubs(ctx, stalled); err != nil || len(lost) != 1 || lost[0] != device {
+		t.Errorf("the bridge's hubs marked lost after an older connection ended: %v (%v), want %s", lost, err, device)
+	}
 	// The hub's link ends before the bridge reclaims it.
 	if err := s.HubDisconnected(ctx, device, at); err != nil {
 		t.Fatal(err)
@@ -218,5 +226,49 @@ func TestAHubThatDisconnectsAfterASweepIsNotBlamedOnItsBridge(t *testing.T) {
 	}
 	if lost, err := s.LostHubs(ctx, stalled); err != nil || len(lost) != 0 {
 		t.Errorf("the bridge's hubs marked lost: %v (%v), want none: it holds no link to take back", lost, err)
+	}
+}
+
+// TestARegistrationIsDatedAfterTheLastOneWritten: a hub's registration is
+// dated after the one before it in the registry, even when that one's date
+// is later than the database's clock now (a registration whose transaction
+// began later but was written first, or a clock stepped back), so the end
+// of the connection it replaces does not mark the hub offline.
+func TestARegistrationIsDatedAfterTheLastOneWritten(t *testing.T) {
+	s := harness.Store(t)
+	ctx := context.Background()
+	harness.EnsureAccount(t, s, "acme")
+	device := harness.UniqueID("gpu-dated")
+	if err := s.RegisterCert(ctx, device, "acme", "serial-"+device, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	first, _, err := s.HubConnected(ctx, store.Hub{DeviceID: device, Bridge: "b-one", BridgeInstance: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ahead time.Time
+	if err := s.Pool.QueryRow(ctx, `UPDATE hubs SET connected_at = connected_at + interval '1 hour', instance_at = connected_at + interval '1 hour'
+		WHERE device_id = $1 RETURNING connected_at`, device).Scan(&ahead); err != nil {
+		t.Fatal(err)
+	}
+	second, seen, err := s.HubConnected(ctx, store.Hub{DeviceID: device, Bridge: "b-one", BridgeInstance: "one"})
+	if err != nil || !seen {
+		t.Fatalf("second registration: seen %v, %v", seen, err)
+	}
+	if !second.After(ahead) {
+		t.Errorf("second registration dated %v, not after the one before it (%v; the first %v)", second, ahead, first)
+	}
+	// The replaced connection ends.
+	if err := s.HubDisconnected(ctx, device, ahead); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.HubByID(ctx, device); err != nil || !h.Connected || h.BridgeDead {
+		t.Errorf("after the replaced connection ended: connected %v, bridge dead %v (%v); want the newer one's hub online", h.Connected, h.BridgeDead, err)
+	}
+	if err := s.HubDisconnected(ctx, device, second); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.HubByID(ctx, device); err != nil || h.Connected {
+		t.Errorf("after the newer connection ended: connected %v (%v), want offline", h.Connected, err)
 	}
 }

@@ -24,7 +24,8 @@ type Hub struct {
 	// process is alive (it beat within BridgeStale). A hub whose bridge died
 	// without closing its links is not connected, though its row says so
 	// until a surviving bridge's sweep. BridgeDead says that is why: its
-	// bridge is dead, or a surviving bridge marked it disconnected for that.
+	// bridge is dead, or a surviving bridge marked it disconnected for that
+	// (until the hub's link ends or it connects again).
 	Connected   bool
 	BridgeDead  bool
 	ConnectedAt *time.Time
@@ -44,7 +45,11 @@ type Hub struct {
 
 // HubConnected records a hub's control stream opening. It returns the
 // connection's time in the registry (for HubDisconnected) and whether the hub
-// had connected before (a reconnect).
+// had connected before (a reconnect). Each registration of a hub gets a time
+// later than its last one's, in the order the registry wrote them: now() is
+// when a statement's transaction began, so of two registrations racing for
+// the row the one that began later may be written first, and a database
+// clock stepped back would otherwise date a new connection before an old.
 func (s *Store) HubConnected(ctx context.Context, h Hub) (time.Time, bool, error) {
 	var seen bool
 	var at time.Time
@@ -52,9 +57,10 @@ func (s *Store) HubConnected(ctx context.Context, h Hub) (time.Time, bool, error
 		INSERT INTO hubs (device_id, version, hostname, bridge, bridge_instance, instance_at, features, connected, connected_at, last_seen)
 		VALUES ($1, $2, $3, $4, nullif($5, ''), now(), $6, true, now(), now())
 		ON CONFLICT (device_id) DO UPDATE SET version = excluded.version, hostname = excluded.hostname,
-			bridge = excluded.bridge, bridge_instance = excluded.bridge_instance, instance_at = now(), bridge_lost_at = NULL,
-			features = excluded.features,
-			connected = true, connected_at = now(), last_seen = now(), reconnects = hubs.reconnects + 1
+			bridge = excluded.bridge, bridge_instance = excluded.bridge_instance, bridge_lost_at = NULL, features = excluded.features,
+			instance_at = greatest(now(), hubs.connected_at + interval '1 microsecond'),
+			connected = true, connected_at = greatest(now(), hubs.connected_at + interval '1 microsecond'),
+			last_seen = now(), reconnects = hubs.reconnects + 1
 		RETURNING connected_at, xmax <> 0`,
 		h.DeviceID, h.Version, h.Hostname, h.Bridge, h.BridgeInstance, nonNil(h.Features)).Scan(&at, &seen)
 	return at, seen, err
