@@ -1,13 +1,18 @@
 // Package bench measures the mesh side by side with its baselines. Run it
 // with `make bench`: each benchmark runs once (-benchtime=1x) and does its
 // own fixed amount of work; TestMain prints the table and writes the figures
-// as a flat JSON object to $BENCH_OUT (default bench-report.json).
+// as a flat JSON object to $BENCH_OUT (default bench-report.json), or, with
+// BENCH_MERGE set, adds them to the figures already there (make bench runs
+// the held-hubs benchmark in a process of its own first).
 package bench
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -37,6 +42,27 @@ func record(name string, v float64, note string) {
 	report.notes[name] = note
 }
 
+// merged is figures, added to the report at path when merge is set (this
+// run's figures win); a report that is not there yet is an empty one.
+func merged(path string, figures map[string]float64, merge bool) (map[string]float64, error) {
+	if !merge {
+		return figures, nil
+	}
+	all := map[string]float64{}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return figures, err
+	default:
+		if err := json.Unmarshal(b, &all); err != nil {
+			return figures, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	maps.Copy(all, figures)
+	return all, nil
+}
+
 func TestMain(m *testing.M) {
 	if os.Getenv(swarmEnv) != "" {
 		os.Exit(runSwarm())
@@ -57,7 +83,12 @@ func TestMain(m *testing.M) {
 		if out == "" {
 			out = filepath.Join("..", "..", "bench-report.json")
 		}
-		b, _ := json.MarshalIndent(report.figures, "", "  ")
+		all, err := merged(out, report.figures, os.Getenv("BENCH_MERGE") != "")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench report:", err)
+			code = 1
+		}
+		b, _ := json.MarshalIndent(all, "", "  ")
 		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench report:", err)
 			code = 1
