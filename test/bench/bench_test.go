@@ -84,12 +84,13 @@ func TestMain(m *testing.M) {
 			out = filepath.Join("..", "..", "bench-report.json")
 		}
 		all, err := merged(out, report.figures, os.Getenv("BENCH_MERGE") != "")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench report:", err)
-			code = 1
-		}
 		b, _ := json.MarshalIndent(all, "", "  ")
-		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+		if err != nil {
+			// The report is left as it is rather than replaced by this
+			// run's figures alone.
+			fmt.Fprintf(os.Stderr, "bench report not written, its earlier figures unreadable (%v): run make bench again\n", err)
+			code = 1
+		} else if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench report:", err)
 			code = 1
 		} else {
