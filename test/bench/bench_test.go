@@ -2,7 +2,7 @@
 // with `make bench`: each benchmark runs once (-benchtime=1x) and does its
 // own fixed amount of work; TestMain prints the table and writes the figures
 // as a flat JSON object to $BENCH_OUT (default bench-report.json), or, with
-// BENCH_MERGE set, adds them to the figures already there (make bench runs
+// BENCH_MERGE=1, adds them to the figures already there (make bench runs
 // the held-hubs benchmark in a process of its own first).
 package bench
 
@@ -83,7 +83,7 @@ func TestMain(m *testing.M) {
 		if out == "" {
 			out = filepath.Join("..", "..", "bench-report.json")
 		}
-		all, err := merged(out, report.figures, os.Getenv("BENCH_MERGE") != "")
+		all, err := merged(out, report.figures, os.Getenv("BENCH_MERGE") == "1")
 		b, _ := json.MarshalIndent(all, "", "  ")
 		if err != nil {
 			// The report is left as it is rather than replaced by this
