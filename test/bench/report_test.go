@@ -34,3 +34,26 @@ func TestMergedReport(t *testing.T) {
 		t.Error("merged into a report cut short: no error")
 	}
 }
+
+// TestSpoiledBy: a window is measured again only when something beside the
+// peer and its hubs took the machine: other processes' half core, the
+// host's quarter core of steal, or a collection; a window missed with the
+// machine to itself stands.
+func TestSpoiledBy(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		res  levelResult
+		want string
+	}{
+		{"machine to itself", levelResult{cpu: cpuSplit{others: 0.49, stolen: 0.24}}, ""},
+		{"other processes", levelResult{cpu: cpuSplit{others: 0.5}}, "other processes took 0.50 cores"},
+		{"steal", levelResult{cpu: cpuSplit{stolen: 0.37}}, "the host took 0.37 cores (steal)"},
+		{"server collection", levelResult{server: runtimeWindow{GCs: 1}}, "the server process ran 1 collections"},
+		{"steal and hubs' collection", levelResult{cpu: cpuSplit{stolen: 0.25}, child: runtimeWindow{GCs: 2}},
+			"the host took 0.25 cores (steal) and the simulated hubs ran 2 collections"},
+	} {
+		if got := spoiledBy(c.res); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -633,7 +633,9 @@ func (l levelResult) held() bool {
 // late heartbeats come and go; each level's line, and the figures' notes,
 // say whether its probe met the target and when its window started. A
 // level missed while other processes on the machine (not the hubs, the
-// server or its PostgreSQL) took half a core or more is measured once more: what it says is then about them. So is one
+// server or its PostgreSQL) took half a core or more, or while the host
+// ran others for a quarter of a core or more of this machine's time, is
+// measured once more: what it says is then about them. So is one
 // missed in a window in which the server process or the simulated hubs ran
 // a collection: a
 // collection of a heap of thousands of connections comes every few minutes
@@ -709,20 +711,10 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			if res.held() || res.errors > 0 || try > 0 {
 				break
 			}
-			var whys []string
-			if res.cpu.others >= 0.5 {
-				whys = append(whys, fmt.Sprintf("other processes took %.2f cores", res.cpu.others))
-			}
-			if res.server.GCs > 0 {
-				whys = append(whys, fmt.Sprintf("the server process ran %d collections", res.server.GCs))
-			}
-			if res.child.GCs > 0 {
-				whys = append(whys, fmt.Sprintf("the simulated hubs ran %d collections", res.child.GCs))
-			}
-			if len(whys) == 0 {
+			why = spoiledBy(res)
+			if why == "" {
 				break
 			}
-			why = strings.Join(whys, " and ")
 			b.Logf("%s, %d hubs: missed while %s; measuring again", peer, level, why)
 			missed := res
 			first = &missed
@@ -737,6 +729,28 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 		b.Fatal(err)
 	}
 	return out
+}
+
+// spoiledBy says what, beside the peer and its hubs, took the machine in
+// res's window enough to spoil it ("" for nothing): other processes taking
+// half a core or more, the host running others for a quarter of a core or
+// more of this machine's time (steal: the two cores were then fewer than
+// the level needs), or a collection in the server process or the hubs'.
+func spoiledBy(res levelResult) string {
+	var whys []string
+	if res.cpu.others >= 0.5 {
+		whys = append(whys, fmt.Sprintf("other processes took %.2f cores", res.cpu.others))
+	}
+	if res.cpu.stolen >= 0.25 {
+		whys = append(whys, fmt.Sprintf("the host took %.2f cores (steal)", res.cpu.stolen))
+	}
+	if res.server.GCs > 0 {
+		whys = append(whys, fmt.Sprintf("the server process ran %d collections", res.server.GCs))
+	}
+	if res.child.GCs > 0 {
+		whys = append(whys, fmt.Sprintf("the simulated hubs ran %d collections", res.child.GCs))
+	}
+	return strings.Join(whys, " and ")
 }
 
 // settleLevel waits for the hubs of sw, level of them, to settle: settle,
