@@ -84,6 +84,25 @@ func toJSON(a store.Account) accountJSON {
 		SuspendedReason: a.SuspendedReason, StripeCustomerID: a.StripeCustomerID}
 }
 
+// tokenJSON is an API token as --json prints it: never the token itself.
+type tokenJSON struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+func toTokenJSON(t store.APIToken) tokenJSON {
+	return tokenJSON{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func describe(a store.Account) string {
 	status := a.Status
 	if a.SuspendedReason != "" {
@@ -95,10 +114,11 @@ func describe(a store.Account) string {
 
 func accountCommand() *Command {
 	var (
-		l, tk, sh ledgerCommand
-		email     string
-		sc        config.Stripe
-		tokenName string
+		l, tk, sh, ls, rv ledgerCommand
+		revokeID          string
+		email             string
+		sc                config.Stripe
+		tokenName         string
 	)
 	return &Command{
 		Name:  "account",
@@ -116,6 +136,56 @@ func accountCommand() *Command {
 					return nil, "", err
 				}
 				return map[string]string{"account": tk.account, "token": tok}, tok + "\n", nil
+			}),
+		}, {
+			Name:  "tokens",
+			Short: "list an account's API tokens: id, name, when issued and revoked (never the tokens)",
+			Flags: ls.flags,
+			Run: ls.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				ts, err := st.APITokens(ctx, ls.account)
+				if err != nil {
+					return nil, "", err
+				}
+				out := make([]tokenJSON, 0, len(ts))
+				var text strings.Builder
+				fmt.Fprintf(&text, "%-12s  %-20s  %-20s  %s\n", "ID", "NAME", "ISSUED", "REVOKED")
+				for _, t := range ts {
+					out = append(out, toTokenJSON(t))
+					revoked := "-"
+					if t.RevokedAt != nil {
+						revoked = t.RevokedAt.UTC().Format(time.DateTime)
+					}
+					fmt.Fprintf(&text, "%-12s  %-20s  %-20s  %s\n", t.ID, orDash(t.Name), t.CreatedAt.UTC().Format(time.DateTime), revoked)
+				}
+				if len(ts) == 0 {
+					text.Reset()
+					fmt.Fprintf(&text, "account %s has no API tokens: issue one with si account token\n", ls.account)
+				}
+				return map[string]any{"account": ls.account, "tokens": out}, text.String(), nil
+			}),
+		}, {
+			Name:  "revoke-token",
+			Short: "revoke an API token, named by its id (si account tokens) or by the token itself; its browser sessions end with it",
+			Flags: func(fs *flag.FlagSet) {
+				rv.flags(fs)
+				fs.StringVar(&revokeID, "id", "", "the token's id as si account tokens lists it, or the token itself (required)")
+			},
+			Run: rv.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
+				if revokeID == "" {
+					return nil, "", errors.New("--id is required: the token's id as si account tokens lists it, or the token itself")
+				}
+				if _, err := st.AccountByID(ctx, rv.account); err != nil {
+					return nil, "", err
+				}
+				t, err := st.RevokeAPIToken(ctx, rv.account, revokeID)
+				if errors.Is(err, store.ErrTokenNotFound) {
+					return nil, "", fmt.Errorf("account %s: %w (si account tokens --account %s lists its tokens)", rv.account, err, rv.account)
+				}
+				if err != nil {
+					return nil, "", err
+				}
+				return map[string]any{"account": rv.account, "token": toTokenJSON(t)},
+					fmt.Sprintf("revoked token %s (%s) of account %s\n", t.ID, orDash(t.Name), rv.account), nil
 			}),
 		}, {
 			Name:  "show",

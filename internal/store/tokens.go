@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -31,6 +32,105 @@ func (s *Store) CreateAPIToken(ctx context.Context, account, name string) (strin
 		return "", ErrNotFound
 	}
 	return token, err
+}
+
+// APIToken is an API token as the store keeps it: never the token itself.
+type APIToken struct {
+	// ID names the token: the first 12 hex digits of its SHA-256.
+	ID        string
+	Name      string
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
+// tokenIDLen is how many hex digits of a token's hash name it.
+const tokenIDLen = 12
+
+// ErrTokenNotFound is a token id (or token) that names none of the
+// account's tokens.
+var ErrTokenNotFound = errors.New("no such token")
+
+// APITokens lists an account's API tokens, oldest first, revoked ones too.
+// An unknown account is ErrNotFound.
+func (s *Store) APITokens(ctx context.Context, account string) ([]APIToken, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT left(encode(t.hash, 'hex'), $2), t.name, t.created_at, t.revoked_at
+		FROM accounts a LEFT JOIN api_tokens t ON t.account_id = a.id WHERE a.id = $1 ORDER BY t.created_at, t.hash`, account, tokenIDLen)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	found := false
+	var out []APIToken
+	for rows.Next() {
+		found = true
+		var id, name *string
+		var created *time.Time
+		var t APIToken
+		if err := rows.Scan(&id, &name, &created, &t.RevokedAt); err != nil {
+			return nil, err
+		}
+		if id == nil { // the account, with no token
+			continue
+		}
+		t.ID, t.Name, t.CreatedAt = *id, *name, *created
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNotFound
+	}
+	return out, nil
+}
+
+// RevokeAPIToken revokes one of account's API tokens, named by its ID (as
+// APITokens lists it) or by the token itself, and returns it; the browser
+// sessions opened with it end with it. Revoking a revoked token changes
+// nothing. A token of another account is ErrTokenNotFound, as is an id
+// that names more than one of the account's tokens.
+func (s *Store) RevokeAPIToken(ctx context.Context, account, idOrToken string) (APIToken, error) {
+	var t APIToken
+	where := `left(encode(hash, 'hex'), $3) = $2`
+	arg := any(strings.ToLower(idOrToken))
+	if strings.HasPrefix(idOrToken, TokenPrefix) {
+		if len(idOrToken) > 100 {
+			return t, ErrTokenNotFound
+		}
+		sum := sha256.Sum256([]byte(idOrToken))
+		where, arg = `hash = $2`, sum[:]
+	} else if len(idOrToken) != tokenIDLen || strings.Trim(strings.ToLower(idOrToken), "0123456789abcdef") != "" {
+		return t, fmt.Errorf("%w: a token id is %d hex digits, as si account tokens lists it", ErrTokenNotFound, tokenIDLen)
+	}
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return t, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	rows, err := tx.Query(ctx, `UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
+		WHERE account_id = $1 AND `+where+` RETURNING left(encode(hash, 'hex'), $3), name, created_at, revoked_at`, account, arg, tokenIDLen)
+	if err != nil {
+		return t, err
+	}
+	n := 0
+	for rows.Next() {
+		n++
+		if err := rows.Scan(&t.ID, &t.Name, &t.CreatedAt, &t.RevokedAt); err != nil {
+			rows.Close()
+			return APIToken{}, err
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return APIToken{}, err
+	}
+	switch {
+	case n == 0:
+		return APIToken{}, ErrTokenNotFound
+	case n > 1:
+		return APIToken{}, fmt.Errorf("%w: %s names %d tokens; give the token itself", ErrTokenNotFound, idOrToken, n)
+	}
+	return t, tx.Commit(ctx)
 }
 
 // AccountForToken returns the account a live token belongs to. The lookup is

@@ -315,6 +315,35 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 		t.Errorf("bob sees alice's handover:\n%s", out)
 	}
 
+	// The operator revokes bob's token: the running api refuses it at once,
+	// and alice's, and naming bob's token under alice's account, change
+	// nothing.
+	var bobs struct {
+		Tokens []struct {
+			ID        string  `json:"id"`
+			RevokedAt *string `json:"revoked_at"`
+		} `json:"tokens"`
+	}
+	if err := json.Unmarshal([]byte(op("account", "tokens", "--account", "bob", "--json")), &bobs); err != nil || len(bobs.Tokens) != 1 || bobs.Tokens[0].RevokedAt != nil {
+		t.Fatalf("si account tokens --account bob: %+v, %v", bobs, err)
+	}
+	if out := op("account", "tokens", "--account", "bob"); strings.Contains(out, bobToken) || !strings.Contains(out, bobs.Tokens[0].ID) {
+		t.Errorf("si account tokens shows the token or not its id:\n%s", out)
+	}
+	if out, err := run(t, si, operator, "", "account", "revoke-token", "--account", "alice", "--id", bobs.Tokens[0].ID); err == nil || !strings.Contains(out, "no such token") {
+		t.Errorf("revoking bob's token as alice's: %v\n%s", err, out)
+	}
+	if out := sh(bob, "", "whoami"); !strings.Contains(out, "account bob") {
+		t.Fatalf("bob's token after a refused revocation:\n%s", out)
+	}
+	if out := op("account", "revoke-token", "--account", "bob", "--id", bobs.Tokens[0].ID); !strings.Contains(out, "revoked token "+bobs.Tokens[0].ID) {
+		t.Fatalf("si account revoke-token:\n%s", out)
+	}
+	fails(bob, "unknown or revoked API token", "whoami")
+	if out := sh(alice, "", "whoami"); !strings.Contains(out, "account alice") {
+		t.Fatalf("alice after bob's token was revoked:\n%s", out)
+	}
+
 	// Alice undoes her own, then logs out.
 	if out := sh(alice, "", "handover", "cancel", handover); !strings.Contains(out, handover) || !strings.Contains(out, "cancel") {
 		t.Fatalf("si handover cancel:\n%s", out)
