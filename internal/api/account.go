@@ -157,6 +157,62 @@ type InviteRequest struct {
 	Expires string `json:"expires"` // a duration, e.g. "24h"
 }
 
+// TokenInfo is an API token as the API shows it: never the token itself.
+// Current marks the token the request carried.
+type TokenInfo struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Current   bool       `json:"current,omitempty"`
+}
+
+func tokenInfo(t store.APIToken, c Caller) TokenInfo {
+	return TokenInfo{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt, Current: c.TokenID != "" && t.ID == c.TokenID}
+}
+
+// listTokens is GET /v1/tokens: the caller's account's API tokens.
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	ts, err := s.Store.APITokens(r.Context(), c.Account)
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
+		return
+	}
+	out := make([]TokenInfo, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tokenInfo(t, c))
+	}
+	httpjson.Write(w, http.StatusOK, map[string]any{"tokens": out})
+}
+
+// revokeToken is POST /v1/tokens/{id}/revoke: the caller revokes one of its
+// account's API tokens, the one it is using too. The id is the one GET
+// /v1/tokens lists; a token itself is refused, so that it never travels in
+// a URL.
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, c Caller) {
+	if !accountOnly(w, c) {
+		return
+	}
+	id := r.PathValue("id")
+	if strings.HasPrefix(id, store.TokenPrefix) {
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "give the token's id as GET /v1/tokens lists it, not the token")
+		return
+	}
+	t, err := s.Store.RevokeAPIToken(r.Context(), c.Account, id)
+	if errors.Is(err, store.ErrTokenNotFound) {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no token "+id)
+		return
+	}
+	if err != nil {
+		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
+		return
+	}
+	httpjson.Write(w, http.StatusOK, tokenInfo(t, c))
+}
+
 // InviteInfo is an invite as the API shows it; Link and Token only when created.
 type InviteInfo struct {
 	ID        string    `json:"id"`

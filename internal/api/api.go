@@ -103,6 +103,8 @@ func (s *Server) Routes() []Route {
 		{"GET", "/v1/balance", s.auth(s.balance)},
 		{"GET", "/v1/dashboard", s.auth(s.getDashboard)},
 		{"GET", "/v1/usage", s.auth(s.usage)},
+		{"GET", "/v1/tokens", s.auth(s.listTokens)},
+		{"POST", "/v1/tokens/{id}/revoke", s.auth(s.revokeToken)},
 		{"POST", "/v1/evals", s.auth(s.recordEval)},
 		{"GET", "/v1/evals", s.auth(s.listEvals)},
 		{"POST", "/v1/invites", s.auth(s.createInvite)},
@@ -180,6 +182,9 @@ const GuestCookie = "si_guest"
 type Caller struct {
 	Account string
 	Guest   *store.GuestSession
+	// TokenID names the API token the request carried (store.TokenID), ""
+	// for a cookie.
+	TokenID string
 }
 
 // errNoCredential: the request carries no credential at all.
@@ -193,7 +198,9 @@ var errNoCredential = errors.New("no credential")
 func (s *Server) identify(r *http.Request) (c Caller, cookie bool, err error) {
 	// The scheme is case-insensitive (RFC 9110): Bearer, bearer, BEARER.
 	if scheme, token, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
-		c.Account, err = s.Store.AccountForToken(r.Context(), strings.TrimSpace(token))
+		token = strings.TrimSpace(token)
+		c.Account, err = s.Store.AccountForToken(r.Context(), token)
+		c.TokenID = store.TokenID(token)
 		return c, false, err
 	}
 	if ck, err := r.Cookie(SessionCookie); err == nil {

@@ -21,7 +21,7 @@ import (
 // customer lists the commands a customer runs; they reach the mesh through
 // the API alone.
 var customer = [][]string{{"ask"}, {"eval"}, {"push"}, {"lora", "ls"}, {"lora", "show"}, {"lora", "rm"}, {"balance"}, {"usage"},
-	{"login"}, {"logout"}, {"whoami"}, {"invite"}, {"invite", "ls"}, {"invite", "revoke"},
+	{"login"}, {"logout"}, {"whoami"}, {"token", "ls"}, {"token", "revoke"}, {"invite"}, {"invite", "ls"}, {"invite", "revoke"},
 	{"join"}, {"handover", "start"}, {"handover", "ls"}, {"handover", "accept"}, {"handover", "decline"}, {"handover", "cancel"}}
 
 func find(t *testing.T, path []string) *Command {

@@ -102,7 +102,7 @@ Stripe credentials.
 Every flag can also be set with an SI_ environment variable: --api-url reads
 SI_API_URL, --temporal-address reads SI_TEMPORAL_ADDRESS. Flags win.
 Commands that print a result take --json (money in micro-dollars there).`,
-		Sub: []*Command{loginCommand(), logoutCommand(), whoamiCommand(), devCommand(), askCommand(), evalCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
+		Sub: []*Command{loginCommand(), logoutCommand(), whoamiCommand(), tokenCommand(), devCommand(), askCommand(), evalCommand(), pushCommand(), loraCommand(), inviteCommand(), joinCommand(), handoverCommand(), statsCommand(), escalateCommand(), hubCommand(), hubsCommand(), caCommand(), deviceCommand(),
 			serverCommand(), accountCommand(), balanceCommand(), usageCommand(), creditCommand(), tierCommand(), ceilingCommand(),
 			withSub(billingCommand(), thresholdCommand()), stripeCommand(), priceCommand(), simulatorCommand(), versionCommand(), completionCommand()},
 	}

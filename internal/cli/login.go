@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/superinstance/mesh/internal/client"
@@ -107,7 +108,8 @@ func logoutCommand() *Command {
 		Name:  "logout",
 		Short: "forget the stored API token",
 		Long: `si logout removes the credentials si login (or si dev) stored. The token itself
-stays valid until an operator revokes it.`,
+stays valid until it is revoked (si token revoke, or an operator's si account
+revoke-token).`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&asJSON, "json", false, `print {"logged_out": true|false}`)
 		},
@@ -161,6 +163,112 @@ func whoamiCommand() *Command {
 				return nil
 			}
 			fmt.Fprintf(env.Stdout, "account %s at %s\n", me.Account, c.BaseURL)
+			return nil
+		},
+	}
+}
+
+func tokenCommand() *Command {
+	return &Command{
+		Name:  "token",
+		Short: "your account's API tokens: list them, revoke one",
+		Sub:   []*Command{tokenListCommand(), tokenRevokeCommand()},
+	}
+}
+
+func tokenListCommand() *Command {
+	var (
+		api    apiFlags
+		asJSON bool
+	)
+	return &Command{
+		Name:  "ls",
+		Short: "list your account's API tokens: id, name, when issued and revoked (never the tokens); * marks the one in use",
+		Flags: func(fs *flag.FlagSet) {
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print the tokens as JSON")
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.Tokens(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if ts == nil {
+					ts = []client.Token{}
+				}
+				return printJSON(env.Stdout, map[string]any{"tokens": ts})
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "\tID\tNAME\tISSUED\tREVOKED")
+			for _, t := range ts {
+				mark, name, revoked := "", t.Name, "-"
+				if t.Current {
+					mark = "*"
+				}
+				if name == "" {
+					name = "-"
+				}
+				if t.RevokedAt != nil {
+					revoked = t.RevokedAt.UTC().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, t.ID, name, t.CreatedAt.UTC().Format(time.DateTime), revoked)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func tokenRevokeCommand() *Command {
+	var (
+		api    apiFlags
+		asJSON bool
+	)
+	return &Command{
+		Name:  "revoke",
+		Args:  "TOKEN-ID",
+		Short: "revoke one of your account's API tokens by its id (si token ls); the mesh refuses it from the next request",
+		Long: `si token revoke revokes one of your account's API tokens, named by the id
+si token ls lists (never the token itself, which would travel in a URL). The
+mesh refuses it from the next request and the browser sessions opened with it
+end. Revoking the token you are using logs you out of the mesh: log in again
+with another token.`,
+		Flags: func(fs *flag.FlagSet) {
+			api.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "print the revoked token as JSON")
+		},
+		Run: func(ctx context.Context, env *Env, args []string) error {
+			if len(args) != 1 {
+				return errors.New("usage: si token revoke TOKEN-ID (si token ls lists them)")
+			}
+			if strings.HasPrefix(args[0], "si_") {
+				return errors.New("give the token's id as si token ls lists it, not the token")
+			}
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.RevokeToken(ctx, args[0])
+			if client.NotFound(err) {
+				return fmt.Errorf("no token %s of your account: si token ls lists them", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(env.Stdout, t)
+			}
+			fmt.Fprintf(env.Stdout, "revoked token %s\n", t.ID)
+			if t.Current {
+				fmt.Fprintln(env.Stdout, "it was the token you are using: si login with another")
+			}
 			return nil
 		},
 	}

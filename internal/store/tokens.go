@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -45,6 +46,12 @@ type APIToken struct {
 
 // tokenIDLen is how many hex digits of a token's hash name it.
 const tokenIDLen = 12
+
+// TokenID is the id APITokens lists for token.
+func TokenID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])[:tokenIDLen]
+}
 
 // ErrTokenNotFound is a token id (or token) that names none of the
 // account's tokens.

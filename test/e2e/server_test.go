@@ -315,6 +315,18 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 		t.Errorf("bob sees alice's handover:\n%s", out)
 	}
 
+	// Alice's tokens are hers: bob cannot revoke one.
+	var alices struct {
+		Tokens []struct {
+			ID      string `json:"id"`
+			Current bool   `json:"current"`
+		} `json:"tokens"`
+	}
+	if err := json.Unmarshal([]byte(sh(alice, "", "token", "ls", "--json")), &alices); err != nil || len(alices.Tokens) != 1 || !alices.Tokens[0].Current {
+		t.Fatalf("si token ls as alice: %+v, %v", alices, err)
+	}
+	fails(bob, "no token "+alices.Tokens[0].ID, "token", "revoke", alices.Tokens[0].ID)
+
 	// The operator revokes bob's token: the running api refuses it at once,
 	// and alice's, and naming bob's token under alice's account, change
 	// nothing.
@@ -359,6 +371,11 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 	if out := sh(alice, "", "lora", "rm", pushed.ID); !strings.Contains(out, "removed") {
 		t.Fatalf("si lora rm:\n%s", out)
 	}
+	// Alice revokes the token she logged in with: the api refuses it at once.
+	if out := sh(alice, "", "token", "revoke", alices.Tokens[0].ID); !strings.Contains(out, "revoked token "+alices.Tokens[0].ID) || !strings.Contains(out, "you are using") {
+		t.Fatalf("si token revoke:\n%s", out)
+	}
+	fails(alice, "unknown or revoked API token", "balance")
 	if out := sh(alice, "", "logout"); !strings.Contains(out, "logged out") {
 		t.Fatalf("si logout:\n%s", out)
 	}
