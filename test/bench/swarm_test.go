@@ -63,14 +63,16 @@ type swarmCmd struct {
 }
 
 type swarmReply struct {
-	Error     string        `json:"error,omitempty"`
-	Connected int           `json:"connected"`
-	Beats     int           `json:"beats"`
-	P50us     float64       `json:"p50_us"`
-	P99us     float64       `json:"p99_us"`
-	Errors    int64         `json:"errors"`
-	CPUs      float64       `json:"cpu_s"` // the child's CPU time since reset
-	Runtime   runtimeWindow `json:"runtime"`
+	Error     string  `json:"error,omitempty"`
+	Connected int     `json:"connected"`
+	Beats     int     `json:"beats"`
+	P50us     float64 `json:"p50_us"`
+	P99us     float64 `json:"p99_us"`
+	Errors    int64   `json:"errors"`
+	// FirstErrors are the first few hubs' errors, for the log.
+	FirstErrors []string      `json:"first_errors,omitempty"`
+	CPUs        float64       `json:"cpu_s"` // the child's CPU time since reset
+	Runtime     runtimeWindow `json:"runtime"`
 }
 
 // swarm is the parent's handle on the child.
@@ -154,6 +156,7 @@ func runSwarm() int {
 		mu      sync.Mutex
 		rtts    []time.Duration
 		errs    atomic.Int64
+		firsts  []string // the first errors, under mu
 		conns   []bridge.Conn
 		trs     []*quic.Transport
 		cpuMark time.Duration
@@ -179,6 +182,7 @@ func runSwarm() int {
 		}
 		conns, trs = nil, nil
 		errs.Store(0)
+		firsts = nil
 		phases = newPhases()
 		ctx, cancel = context.WithCancel(context.Background())
 		// The next peer's hubs start from a heap without these.
@@ -251,6 +255,11 @@ func runSwarm() int {
 						if err != nil {
 							if ctx.Err() == nil {
 								errs.Add(1)
+								mu.Lock()
+								if len(firsts) < 5 {
+									firsts = append(firsts, fmt.Sprintf("hub %d at %s: %v", n, time.Now().Format("15:04:05.000"), err))
+								}
+								mu.Unlock()
 							}
 							return
 						}
@@ -288,6 +297,9 @@ func runSwarm() int {
 		}
 		r.Connected = len(conns)
 		r.Errors = errs.Load()
+		mu.Lock()
+		r.FirstErrors = append([]string(nil), firsts...)
+		mu.Unlock()
 		if err := enc.Encode(r); err != nil {
 			return 1
 		}
@@ -708,6 +720,9 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			b.Logf("%s, %d hubs: %d heartbeats in %v (%s), p50 %v p99 %v, errors %d, UDP datagrams dropped %d; %v; server process: %v, %.0f B allocated a heartbeat; simulated hubs: %v",
 				peer, level, res.beats, window, res.settling(), res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors, res.dropped, res.cpu,
 				res.server, res.serverAllocs, res.child)
+			if res.errors > 0 {
+				b.Logf("%s, %d hubs: the first hubs' errors: %s", peer, level, strings.Join(r.FirstErrors, "; "))
+			}
 			if res.held() || res.errors > 0 || try > 0 {
 				break
 			}
