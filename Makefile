@@ -79,9 +79,9 @@ fuzz:
 ## absent rather than an earlier run's; the others run even if the held-hubs
 ## benchmark fails, and make bench then fails.
 bench: deps $(BIN)/minio
-	rm -f $(BENCH_OUT)
-	BENCH_OUT=$(BENCH_OUT) BENCH_MERGE= $(GO) test -run '^$$' -bench '^BenchmarkBridgeHubsHeld$$' -benchtime=1x -timeout 30m ./test/bench/; held=$$?; \
-	BENCH_OUT=$(BENCH_OUT) BENCH_MERGE=1 $(GO) test -run '^$$' -bench . -skip '^BenchmarkBridgeHubsHeld$$' -benchtime=1x -timeout 30m ./test/bench/ && exit $$held
+	rm -f $(abspath $(BENCH_OUT))
+	BENCH_OUT=$(abspath $(BENCH_OUT)) BENCH_MERGE= $(GO) test -run '^$$' -bench '^BenchmarkBridgeHubsHeld$$' -benchtime=1x -timeout 30m ./test/bench/; held=$$?; \
+	BENCH_OUT=$(abspath $(BENCH_OUT)) BENCH_MERGE=1 $(GO) test -run '^$$' -bench . -skip '^BenchmarkBridgeHubsHeld$$' -benchtime=1x -timeout 30m ./test/bench/ && exit $$held
 
 ## demo: start `si dev` in the background and run the scenario against it.
 demo: deps build $(BIN)/stripe-mock $(BIN)/minio $(BIN)/mailpit

@@ -177,6 +177,10 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, c Caller) {
 		return
 	}
 	ts, err := s.Store.APITokens(r.Context(), c.Account)
+	if errors.Is(err, store.ErrNotFound) {
+		httpjson.Error(w, http.StatusNotFound, "not_found", "no account "+c.Account)
+		return
+	}
 	if err != nil {
 		httpjson.Error(w, http.StatusServiceUnavailable, "unavailable", "the token store is unreachable")
 		return
@@ -202,8 +206,15 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, c Caller) {
 		return
 	}
 	t, err := s.Store.RevokeAPIToken(r.Context(), c.Account, id)
-	if errors.Is(err, store.ErrTokenNotFound) {
+	switch {
+	case errors.Is(err, store.ErrBadTokenID):
+		httpjson.Error(w, http.StatusBadRequest, "invalid_request", "a token id is 12 hex digits, as GET /v1/tokens lists it")
+		return
+	case errors.Is(err, store.ErrTokenNotFound):
 		httpjson.Error(w, http.StatusNotFound, "not_found", "no token "+id)
+		return
+	case errors.Is(err, store.ErrAmbiguousTokenID):
+		httpjson.Error(w, http.StatusConflict, "ambiguous_id", "token id "+id+" names more than one of your tokens and none was revoked: an operator can revoke it by the token itself (si account revoke-token)")
 		return
 	}
 	if err != nil {

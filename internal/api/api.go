@@ -182,8 +182,8 @@ const GuestCookie = "si_guest"
 type Caller struct {
 	Account string
 	Guest   *store.GuestSession
-	// TokenID names the API token the request carried (store.TokenID), ""
-	// for a cookie.
+	// TokenID names the API token the request carried, or the one its
+	// browser session was opened with (store.TokenID); "" for a guest.
 	TokenID string
 }
 
@@ -200,11 +200,13 @@ func (s *Server) identify(r *http.Request) (c Caller, cookie bool, err error) {
 	if scheme, token, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		token = strings.TrimSpace(token)
 		c.Account, err = s.Store.AccountForToken(r.Context(), token)
-		c.TokenID = store.TokenID(token)
+		if err == nil {
+			c.TokenID = store.TokenID(token)
+		}
 		return c, false, err
 	}
 	if ck, err := r.Cookie(SessionCookie); err == nil {
-		c.Account, err = s.Store.AccountForBrowserSession(r.Context(), ck.Value)
+		c.Account, c.TokenID, err = s.Store.AccountForBrowserSession(r.Context(), ck.Value)
 		return c, true, err
 	}
 	if ck, err := r.Cookie(GuestCookie); err == nil {

@@ -24,9 +24,15 @@ func TestTokensEndpoints(t *testing.T) {
 	ctx := context.Background()
 	harness.EnsureAccount(t, st, "tk-alice")
 	harness.EnsureAccount(t, st, "tk-bob")
-	laptop, _ := st.CreateAPIToken(ctx, "tk-alice", "laptop")
-	ci, _ := st.CreateAPIToken(ctx, "tk-alice", "ci")
-	bob, _ := st.CreateAPIToken(ctx, "tk-bob", "")
+	token := func(account, name string) string {
+		t.Helper()
+		tok, err := st.CreateAPIToken(ctx, account, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	laptop, ci, bob := token("tk-alice", "laptop"), token("tk-alice", "ci"), token("tk-bob", "")
 	_, session, err := st.CreateBrowserSession(ctx, ci)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +104,20 @@ func TestTokensEndpoints(t *testing.T) {
 	if rec := do("POST", "/v1/tokens/"+laptop+"/revoke", laptop, "", ""); rec.Code != 400 || errorCode(t, rec) != "invalid_request" {
 		t.Errorf("a token in the URL: %d %s", rec.Code, rec.Body.String())
 	}
+	if rec := do("POST", "/v1/tokens/not-an-id/revoke", laptop, "", ""); rec.Code != 400 || errorCode(t, rec) != "invalid_request" {
+		t.Errorf("a malformed id: %d %s", rec.Code, rec.Body.String())
+	}
+	// Through the browser session the ci token opened, that token is current.
+	rec = do("GET", "/v1/tokens", "", api.SessionCookie+"="+session, "")
+	if rec.Code != 200 {
+		t.Fatalf("GET /v1/tokens with a cookie: %d %s", rec.Code, rec.Body.String())
+	}
+	var viaCookie struct {
+		Tokens []api.TokenInfo `json:"tokens"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &viaCookie); err != nil || len(viaCookie.Tokens) != 2 || viaCookie.Tokens[0].Current || !viaCookie.Tokens[1].Current {
+		t.Errorf("GET /v1/tokens with the ci token's session: %s", rec.Body.String())
+	}
 	browser := api.SessionCookie + "=" + session
 	if rec := do("POST", "/v1/tokens/"+mine[0].ID+"/revoke", "", browser, "https://evil.example"); rec.Code != 403 || errorCode(t, rec) != "cross_origin" {
 		t.Errorf("another origin revokes with alice's cookie: %d %s", rec.Code, rec.Body.String())
@@ -114,6 +134,11 @@ func TestTokensEndpoints(t *testing.T) {
 	}
 	if rec := do("GET", "/v1/me", laptop, "", ""); rec.Code != 401 {
 		t.Errorf("a revoked token: %d %s", rec.Code, rec.Body.String())
+	}
+	rec = do("POST", "/v1/tokens/"+mine[0].ID+"/revoke", ci, "", "")
+	var again api.TokenInfo
+	if err := json.Unmarshal(rec.Body.Bytes(), &again); err != nil || rec.Code != 200 || again.RevokedAt == nil || !again.RevokedAt.Equal(*got.RevokedAt) || again.Current {
+		t.Errorf("revoking it again: %d %s; want 200 with the first revocation's time", rec.Code, rec.Body.String())
 	}
 	after := list(ci)
 	if len(after) != 2 || after[0].RevokedAt == nil || after[1].RevokedAt != nil || !after[1].Current {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -166,22 +167,48 @@ func accountCommand() *Command {
 		}, {
 			Name:  "revoke-token",
 			Short: "revoke an API token, named by its id (si account tokens) or by the token itself; its browser sessions end with it",
+			Long: `si account revoke-token revokes one API token: --id is its id as si account
+tokens lists it (with --account), or the token itself, which names its own
+account; --id - reads it from standard input, out of the process list and
+shell history:
+
+  si account revoke-token --account acme --id 3f9a0c12e4b7
+  echo "$LEAKED" | si account revoke-token --id -
+
+The api refuses the token from its next request, and the browser sessions
+opened with it end.`,
 			Flags: func(fs *flag.FlagSet) {
 				rv.flags(fs)
-				fs.StringVar(&revokeID, "id", "", "the token's id as si account tokens lists it, or the token itself (required)")
+				fs.StringVar(&revokeID, "id", "", "the token's id as si account tokens lists it, the token itself, or - to read either from standard input (required)")
 			},
-			Run: rv.run(func(ctx context.Context, st *store.Store, _ *Env) (any, string, error) {
-				if revokeID == "" {
-					return nil, "", errors.New("--id is required: the token's id as si account tokens lists it, or the token itself")
+			Run: rv.run(func(ctx context.Context, st *store.Store, env *Env) (any, string, error) {
+				id := revokeID
+				if id == "-" {
+					line, err := bufio.NewReader(io.LimitReader(env.stdin(), 4096)).ReadString('\n')
+					if err != nil && !errors.Is(err, io.EOF) {
+						return nil, "", err
+					}
+					id = strings.TrimSpace(line)
+				}
+				if id == "" {
+					return nil, "", errors.New("--id is required: the token's id as si account tokens lists it, or the token itself (--id - reads it from standard input)")
+				}
+				if strings.HasPrefix(id, store.TokenPrefix) && rv.account == "dev" {
+					// The token names its account; "dev" is only --account's default.
+					if a, err := st.AccountForToken(ctx, id); err == nil {
+						rv.account = a
+					}
 				}
 				if _, err := st.AccountByID(ctx, rv.account); err != nil {
 					return nil, "", err
 				}
-				t, err := st.RevokeAPIToken(ctx, rv.account, revokeID)
-				if errors.Is(err, store.ErrTokenNotFound) {
+				t, err := st.RevokeAPIToken(ctx, rv.account, id)
+				switch {
+				case errors.Is(err, store.ErrTokenNotFound), errors.Is(err, store.ErrBadTokenID):
 					return nil, "", fmt.Errorf("account %s: %w (si account tokens --account %s lists its tokens)", rv.account, err, rv.account)
-				}
-				if err != nil {
+				case errors.Is(err, store.ErrAmbiguousTokenID):
+					return nil, "", fmt.Errorf("account %s: %w and none was revoked: give the token itself (--id -)", rv.account, err)
+				case err != nil:
 					return nil, "", err
 				}
 				return map[string]any{"account": rv.account, "token": toTokenJSON(t)},

@@ -209,12 +209,9 @@ func tokenListCommand() *Command {
 			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "\tID\tNAME\tISSUED\tREVOKED")
 			for _, t := range ts {
-				mark, name, revoked := "", t.Name, "-"
+				mark, name, revoked := "", orDash(t.Name), "-"
 				if t.Current {
 					mark = "*"
-				}
-				if name == "" {
-					name = "-"
 				}
 				if t.RevokedAt != nil {
 					revoked = t.RevokedAt.UTC().Format(time.DateTime)

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -57,6 +56,13 @@ func TokenID(token string) string {
 // account's tokens.
 var ErrTokenNotFound = errors.New("no such token")
 
+// ErrBadTokenID is a token id that is not 12 hex digits.
+var ErrBadTokenID = errors.New("a token id is 12 hex digits")
+
+// ErrAmbiguousTokenID is a token id that names more than one of the
+// account's tokens (their hashes share 48 bits); the token itself names one.
+var ErrAmbiguousTokenID = errors.New("the token id names more than one token")
+
 // APITokens lists an account's API tokens, oldest first, revoked ones too.
 // An unknown account is ErrNotFound.
 func (s *Store) APITokens(ctx context.Context, account string) ([]APIToken, error) {
@@ -94,8 +100,9 @@ func (s *Store) APITokens(ctx context.Context, account string) ([]APIToken, erro
 // RevokeAPIToken revokes one of account's API tokens, named by its ID (as
 // APITokens lists it) or by the token itself, and returns it; the browser
 // sessions opened with it end with it. Revoking a revoked token changes
-// nothing. A token of another account is ErrTokenNotFound, as is an id
-// that names more than one of the account's tokens.
+// nothing. A token of another account is ErrTokenNotFound; an id that is
+// not 12 hex digits is ErrBadTokenID, one that names more than one of the
+// account's tokens ErrAmbiguousTokenID (and revokes none).
 func (s *Store) RevokeAPIToken(ctx context.Context, account, idOrToken string) (APIToken, error) {
 	var t APIToken
 	where := `left(encode(hash, 'hex'), $3) = $2`
@@ -107,7 +114,7 @@ func (s *Store) RevokeAPIToken(ctx context.Context, account, idOrToken string) (
 		sum := sha256.Sum256([]byte(idOrToken))
 		where, arg = `hash = $2`, sum[:]
 	} else if len(idOrToken) != tokenIDLen || strings.Trim(strings.ToLower(idOrToken), "0123456789abcdef") != "" {
-		return t, fmt.Errorf("%w: a token id is %d hex digits, as si account tokens lists it", ErrTokenNotFound, tokenIDLen)
+		return t, ErrBadTokenID
 	}
 	tx, err := s.Pool.Begin(ctx)
 	if err != nil {
@@ -135,7 +142,7 @@ func (s *Store) RevokeAPIToken(ctx context.Context, account, idOrToken string) (
 	case n == 0:
 		return APIToken{}, ErrTokenNotFound
 	case n > 1:
-		return APIToken{}, fmt.Errorf("%w: %s names %d tokens; give the token itself", ErrTokenNotFound, idOrToken, n)
+		return APIToken{}, ErrAmbiguousTokenID
 	}
 	return t, tx.Commit(ctx)
 }
@@ -192,21 +199,21 @@ func (s *Store) CreateBrowserSession(ctx context.Context, token string) (account
 	return account, id, nil
 }
 
-// AccountForBrowserSession returns the account of a live browser session; an
-// unknown, malformed, revoked or expired id, or one whose API token was
+// AccountForBrowserSession returns the account of a live browser session
+// and the id of the API token it was opened with (as APITokens lists it);
+// an unknown, malformed, revoked or expired id, or one whose API token was
 // revoked, is ErrNotFound.
-func (s *Store) AccountForBrowserSession(ctx context.Context, id string) (string, error) {
+func (s *Store) AccountForBrowserSession(ctx context.Context, id string) (account, tokenID string, err error) {
 	h, ok := linkTokenHash(id, BrowserSessionPrefix)
 	if !ok {
-		return "", ErrNotFound
+		return "", "", ErrNotFound
 	}
-	var account string
-	err := s.Pool.QueryRow(ctx, `SELECT b.account_id FROM browser_sessions b JOIN api_tokens t ON t.hash = b.token_hash
-		WHERE b.hash = $1 AND b.revoked_at IS NULL AND b.expires_at > now() AND t.revoked_at IS NULL`, h).Scan(&account)
+	err = s.Pool.QueryRow(ctx, `SELECT b.account_id, left(encode(t.hash, 'hex'), $2) FROM browser_sessions b JOIN api_tokens t ON t.hash = b.token_hash
+		WHERE b.hash = $1 AND b.revoked_at IS NULL AND b.expires_at > now() AND t.revoked_at IS NULL`, h, tokenIDLen).Scan(&account, &tokenID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
+		return "", "", ErrNotFound
 	}
-	return account, err
+	return account, tokenID, err
 }
 
 // RevokeBrowserSession ends a browser session (a malformed or unknown id is

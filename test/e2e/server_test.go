@@ -327,9 +327,8 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 	}
 	fails(bob, "no token "+alices.Tokens[0].ID, "token", "revoke", alices.Tokens[0].ID)
 
-	// The operator revokes bob's token: the running api refuses it at once,
-	// and alice's, and naming bob's token under alice's account, change
-	// nothing.
+	// The operator revokes bob's token: the running api refuses it at once;
+	// alice's token, and naming bob's under alice's account, are untouched.
 	var bobs struct {
 		Tokens []struct {
 			ID        string  `json:"id"`
@@ -348,8 +347,9 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 	if out := sh(bob, "", "whoami"); !strings.Contains(out, "account bob") {
 		t.Fatalf("bob's token after a refused revocation:\n%s", out)
 	}
-	if out := op("account", "revoke-token", "--account", "bob", "--id", bobs.Tokens[0].ID); !strings.Contains(out, "revoked token "+bobs.Tokens[0].ID) {
-		t.Fatalf("si account revoke-token:\n%s", out)
+	// By the token itself, from standard input: it names its account.
+	if out, err := run(t, si, operator, bobToken+"\n", "account", "revoke-token", "--id", "-"); err != nil || !strings.Contains(out, "revoked token "+bobs.Tokens[0].ID+" (-) of account bob") {
+		t.Fatalf("si account revoke-token --id -: %v\n%s", err, out)
 	}
 	fails(bob, "unknown or revoked API token", "whoami")
 	if out := sh(alice, "", "whoami"); !strings.Contains(out, "account alice") {

@@ -543,7 +543,7 @@ func TestHandoverAcceptOnlyByTheRecipient(t *testing.T) {
 	if session == nil {
 		t.Fatalf("no browser session set: %v", resp.Cookies())
 	}
-	if account, err := hm.Store.AccountForBrowserSession(ctx, session.Value); err != nil || account != newName {
+	if account, _, err := hm.Store.AccountForBrowserSession(ctx, session.Value); err != nil || account != newName {
 		t.Fatalf("the browser session is %q's, %v", account, err)
 	}
 	if a, _ := hm.Store.AccountByID(ctx, newName); a.Email != to {
