@@ -158,7 +158,8 @@ type InviteRequest struct {
 }
 
 // TokenInfo is an API token as the API shows it: never the token itself.
-// Current marks the token the request carried.
+// Current marks the token the request carried, or its browser session was
+// opened with.
 type TokenInfo struct {
 	ID        string     `json:"id"`
 	Name      string     `json:"name"`

@@ -85,16 +85,9 @@ func toJSON(a store.Account) accountJSON {
 		SuspendedReason: a.SuspendedReason, StripeCustomerID: a.StripeCustomerID}
 }
 
-// tokenJSON is an API token as --json prints it: never the token itself.
-type tokenJSON struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	CreatedAt time.Time  `json:"created_at"`
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-}
-
-func toTokenJSON(t store.APIToken) tokenJSON {
-	return tokenJSON{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
+// tokenJSON is an API token as si token ls shows it to its account.
+func tokenJSON(t store.APIToken) client.Token {
+	return client.Token{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
 }
 
 func orDash(s string) string {
@@ -147,20 +140,15 @@ func accountCommand() *Command {
 				if err != nil {
 					return nil, "", err
 				}
-				out := make([]tokenJSON, 0, len(ts))
-				var text strings.Builder
-				fmt.Fprintf(&text, "%-12s  %-20s  %-20s  %s\n", "ID", "NAME", "ISSUED", "REVOKED")
+				out := make([]client.Token, 0, len(ts))
 				for _, t := range ts {
-					out = append(out, toTokenJSON(t))
-					revoked := "-"
-					if t.RevokedAt != nil {
-						revoked = t.RevokedAt.UTC().Format(time.DateTime)
-					}
-					fmt.Fprintf(&text, "%-12s  %-20s  %-20s  %s\n", t.ID, orDash(t.Name), t.CreatedAt.UTC().Format(time.DateTime), revoked)
+					out = append(out, tokenJSON(t))
 				}
+				var text strings.Builder
 				if len(ts) == 0 {
-					text.Reset()
 					fmt.Fprintf(&text, "account %s has no API tokens: issue one with si account token\n", ls.account)
+				} else if err := writeTokens(&text, out); err != nil {
+					return nil, "", err
 				}
 				return map[string]any{"account": ls.account, "tokens": out}, text.String(), nil
 			}),
@@ -169,7 +157,7 @@ func accountCommand() *Command {
 			Short: "revoke an API token, named by its id (si account tokens) or by the token itself; its browser sessions end with it",
 			Long: `si account revoke-token revokes one API token: --id is its id as si account
 tokens lists it (with --account), or the token itself, which names its own
-account; --id - reads it from standard input, out of the process list and
+account (--account is then not needed); --id - reads it from standard input, out of the process list and
 shell history:
 
   si account revoke-token --account acme --id 3f9a0c12e4b7
@@ -193,8 +181,8 @@ opened with it end.`,
 				if id == "" {
 					return nil, "", errors.New("--id is required: the token's id as si account tokens lists it, or the token itself (--id - reads it from standard input)")
 				}
-				if strings.HasPrefix(id, store.TokenPrefix) && rv.account == "dev" {
-					// The token names its account; "dev" is only --account's default.
+				if strings.HasPrefix(id, store.TokenPrefix) {
+					// A live token names its account, whatever --account says.
 					if a, err := st.AccountForToken(ctx, id); err == nil {
 						rv.account = a
 					}
@@ -211,7 +199,7 @@ opened with it end.`,
 				case err != nil:
 					return nil, "", err
 				}
-				return map[string]any{"account": rv.account, "token": toTokenJSON(t)},
+				return map[string]any{"account": rv.account, "token": tokenJSON(t)},
 					fmt.Sprintf("revoked token %s (%s) of account %s\n", t.ID, orDash(t.Name), rv.account), nil
 			}),
 		}, {

@@ -206,21 +206,26 @@ func tokenListCommand() *Command {
 				}
 				return printJSON(env.Stdout, map[string]any{"tokens": ts})
 			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "\tID\tNAME\tISSUED\tREVOKED")
-			for _, t := range ts {
-				mark, name, revoked := "", orDash(t.Name), "-"
-				if t.Current {
-					mark = "*"
-				}
-				if t.RevokedAt != nil {
-					revoked = t.RevokedAt.UTC().Format(time.DateTime)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, t.ID, name, t.CreatedAt.UTC().Format(time.DateTime), revoked)
-			}
-			return tw.Flush()
+			return writeTokens(env.Stdout, ts)
 		},
 	}
+}
+
+// writeTokens prints tokens as a table, * on the one in use.
+func writeTokens(w io.Writer, ts []client.Token) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\tID\tNAME\tISSUED\tREVOKED")
+	for _, t := range ts {
+		mark, revoked := "", "-"
+		if t.Current {
+			mark = "*"
+		}
+		if t.RevokedAt != nil {
+			revoked = t.RevokedAt.UTC().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, t.ID, orDash(t.Name), t.CreatedAt.UTC().Format(time.DateTime), revoked)
+	}
+	return tw.Flush()
 }
 
 func tokenRevokeCommand() *Command {
