@@ -67,6 +67,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(swarmEnv) != "" {
 		os.Exit(runSwarm())
 	}
+	if os.Getenv(stallEnv) != "" {
+		os.Exit(runStallProbe())
+	}
 	code := m.Run()
 	report.Lock()
 	if len(report.figures) > 0 {

@@ -326,6 +326,8 @@ func BenchmarkBridgeHubsHeld(b *testing.B) {
 	p := harness.NewPKI(b)
 	raiseUDPBuffers(b)
 	levels := []int{500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000}
+	// The child touches its heap while the hubs' certificates are issued.
+	sw := startSwarm(b)
 	hubs := make([]swarmHub, levels[len(levels)-1])
 	harness.EnsureAccount(b, m.Store, "bench")
 	for i := range hubs {
@@ -340,19 +342,19 @@ func BenchmarkBridgeHubsHeld(b *testing.B) {
 		hubs[i] = swarmHub{Cert: string(is.CertPEM), Key: string(is.KeyPEM)}
 	}
 	pg := postgresCPU(b, m.Store.Pool)
-	sw := startSwarm(b)
+	probe := startStallProbe(b)
 
 	// Each peer's goroutines carry a profiler label (go test -cpuprofile,
 	// then pprof -tagfocus peer=bridge).
 	var raw, tun []levelResult
 	pprof.Do(context.Background(), pprof.Labels("peer", "quic"), func(context.Context) {
 		bare := quicEchoServer(b, p.ServerTLS(b, m.Store))
-		raw = holdLevels(b, sw, bare, true, hubs, string(p.CA.CertPEM), levels, pg)
+		raw = holdLevels(b, sw, probe, bare, true, hubs, string(p.CA.CertPEM), levels, pg)
 	})
 	pprof.Do(context.Background(), pprof.Labels("peer", "bridge"), func(context.Context) {
 		// The bridge is told the hubs' rate, as it tells real hubs theirs.
 		br := harness.StartBridge(b, m, p, "127.0.0.1:0", func(o *bridge.Options) { o.FlushInterval, o.HeartbeatInterval = time.Second, time.Second })
-		tun = holdLevels(b, sw, br.Addr().String(), false, hubs, string(p.CA.CertPEM), levels, pg)
+		tun = holdLevels(b, sw, probe, br.Addr().String(), false, hubs, string(p.CA.CertPEM), levels, pg)
 	})
 
 	held, at := heldOf(tun)

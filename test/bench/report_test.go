@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestMergedReport: with merge set, a run's figures are added to the
@@ -37,15 +38,17 @@ func TestMergedReport(t *testing.T) {
 
 // TestSpoiledBy: a window is measured again only when something beside the
 // peer and its hubs took the machine: other processes' half core, the
-// host's quarter core of steal, or a collection; a window missed with the
-// machine to itself stands.
+// host's quarter core of steal, a machine stall of stallSpoils or longer,
+// or a collection; a window missed with the machine to itself stands.
 func TestSpoiledBy(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		res  levelResult
 		want string
 	}{
-		{"machine to itself", levelResult{cpu: cpuSplit{others: 0.49, stolen: 0.24}}, ""},
+		{"machine to itself", levelResult{cpu: cpuSplit{others: 0.49, stolen: 0.24}, stall: stallSpoils - time.Millisecond}, ""},
+		{"stall not measured", levelResult{stall: -1}, ""},
+		{"machine stall", levelResult{stall: 1600 * time.Millisecond}, "the machine stalled for 1.6s (a real-time thread woke that late)"},
 		{"other processes", levelResult{cpu: cpuSplit{others: 0.5}}, "other processes took 0.50 cores"},
 		{"steal", levelResult{cpu: cpuSplit{stolen: 0.37}}, "the host took 0.37 cores (steal)"},
 		{"server collection", levelResult{server: runtimeWindow{GCs: 1}}, "the server process ran 1 collections"},

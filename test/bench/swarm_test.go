@@ -40,6 +40,10 @@ import (
 // drives the swarm over the child's stdin and stdout, one JSON object a line.
 const swarmEnv = "SI_BENCH_SWARM"
 
+// swarmPrefault is the heap the simulated hubs touch before their first
+// dial (prefault).
+const swarmPrefault = 6 << 30
+
 // swarmMemoryLimit is the simulated hubs' memory at which their collector
 // runs: ten thousand hubs' handshakes leave about 2.6 GB in their heap, live
 // and garbage, and the limit leaves room for the heartbeats' garbage besides,
@@ -149,9 +153,19 @@ func (s *swarm) do(c swarmCmd) (swarmReply, error) {
 // its memory nears swarmMemoryLimit: a collection of thousands of hubs'
 // handshake garbage while they beat stalls them all for seconds (its sweep
 // waits behind every runnable goroutine).
+//
+// With no collection, all the hubs' garbage is new memory, and on this
+// machine's virtual CPUs the kernel's fault and zeroing of a new page are
+// dear: a profile of the hubs at 7,000 on bare quic-go spent 9% of their CPU
+// in page faults, CPU the server shares. So the child first touches
+// swarmPrefault of heap and frees it: the hubs' garbage then lands in pages
+// already mapped (the runtime keeps them, being under 95% of its memory
+// limit with the collector off), as a real hub's steady heap reuses its
+// own.
 func runSwarm() int {
 	debug.SetGCPercent(-1)
 	debug.SetMemoryLimit(swarmMemoryLimit)
+	prefault(swarmPrefault)
 	var (
 		mu      sync.Mutex
 		rtts    []time.Duration
@@ -306,6 +320,20 @@ func runSwarm() int {
 	}
 	closeAll()
 	return 0
+}
+
+// prefault touches size bytes of new heap, a byte a page, and collects
+// them, leaving the pages mapped and free for the allocations after it.
+func prefault(size int) {
+	page := os.Getpagesize()
+	func() {
+		b := make([]byte, size)
+		for i := 0; i < len(b); i += page {
+			b[i] = 1
+		}
+		runtime.KeepAlive(b)
+	}()
+	runtime.GC()
 }
 
 // untilPhase is the wait from now to the next instant phase nanoseconds
@@ -593,11 +621,11 @@ func machineTimes() (busy, steal time.Duration) {
 // cpuSplit is where the CPU went during a window, in cores.
 // stolen is what the host took from this virtual machine's CPUs while
 // they were ready to run (steal time), in cores.
-type cpuSplit struct{ hubs, server, postgres, others, stolen float64 }
+type cpuSplit struct{ hubs, server, postgres, probe, others, stolen float64 }
 
 func (c cpuSplit) String() string {
-	return fmt.Sprintf("CPU cores: simulated hubs %.2f, server process %.2f, PostgreSQL %.2f, other processes %.2f, taken by the host %.2f",
-		c.hubs, c.server, c.postgres, c.others, c.stolen)
+	return fmt.Sprintf("CPU cores: simulated hubs %.2f, server process %.2f, PostgreSQL %.2f, stall probe %.2f, other processes %.2f, taken by the host %.2f",
+		c.hubs, c.server, c.postgres, c.probe, c.others, c.stolen)
 }
 
 // levelResult is one level of hubs measured for one window.
@@ -606,7 +634,10 @@ type levelResult struct {
 	p50, p99    time.Duration
 	errors      int64
 	dropped     int64 // UDP datagrams the machine dropped for full receive buffers in the window
-	cpu         cpuSplit
+	// stall is the machine's longest stall in the window: how late a
+	// real-time thread woke (stall_test.go); -1 where it was not measured.
+	stall time.Duration
+	cpu   cpuSplit
 	// server and child are the Go runtimes of the server process and of
 	// the simulated hubs in the window; serverAllocs is the server
 	// process's bytes allocated per heartbeat beyond what it allocates with
@@ -646,8 +677,10 @@ func (l levelResult) held() bool {
 // say whether its probe met the target and when its window started. A
 // level missed while other processes on the machine (not the hubs, the
 // server or its PostgreSQL) took half a core or more, or while the host
-// ran others for a quarter of a core or more of this machine's time, is
-// measured once more: what it says is then about them. So is one
+// ran others for a quarter of a core or more of this machine's time, or
+// while the machine itself stalled for stallSpoils or longer (probe: a
+// real-time thread on either core woke that late, which no busy process
+// can make it), is measured once more: what it says is then about them. So is one
 // missed in a window in which the server process or the simulated hubs ran
 // a collection: a
 // collection of a heap of thousands of connections comes every few minutes
@@ -655,7 +688,7 @@ func (l levelResult) held() bool {
 // p99 allows, whichever peer; the level is then what the server holds
 // between collections, and the window the collection spoiled is reported
 // beside it (remeasuredOf).
-func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub, ca string, levels []int, pgCPU func() time.Duration) []levelResult {
+func holdLevels(b *testing.B, sw *swarm, probe *stallProbe, addr string, echo bool, hubs []swarmHub, ca string, levels []int, pgCPU func() time.Duration) []levelResult {
 	b.Helper()
 	const settle, maxSettle, window = 2 * time.Second, 15 * time.Second, 5 * time.Second
 	peer := "bridge"
@@ -696,8 +729,11 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			// The marks and the clock span the same interval, however long
 			// a loaded machine keeps the child from answering.
 			start := time.Now()
-			mSelf, mPG, mAll, mDrop, mRT := cpuSelf(), pgCPU(), machineCPU(), udpDropped(), readGoRuntime()
+			mSelf, mPG, mProbe, mAll, mDrop, mRT := cpuSelf(), pgCPU(), probe.cpu(), machineCPU(), udpDropped(), readGoRuntime()
 			mSteal := machineSteal()
+			if _, err := probe.do("reset"); err != nil {
+				b.Fatal(err)
+			}
 			if _, err := sw.do(swarmCmd{Op: "reset"}); err != nil {
 				b.Fatal(err)
 			}
@@ -706,19 +742,20 @@ func holdLevels(b *testing.B, sw *swarm, addr string, echo bool, hubs []swarmHub
 			if err != nil {
 				b.Fatal(err)
 			}
+			stall := probe.longest(b)
 			secs := time.Since(start).Seconds()
 			rt := readGoRuntime().since(mRT)
-			self, pg, all := (cpuSelf() - mSelf).Seconds(), (pgCPU() - mPG).Seconds(), (machineCPU() - mAll).Seconds()
+			self, pg, prb, all := (cpuSelf() - mSelf).Seconds(), (pgCPU() - mPG).Seconds(), (probe.cpu() - mProbe).Seconds(), (machineCPU() - mAll).Seconds()
 			res = levelResult{hubs: level, beats: r.Beats, p50: time.Duration(r.P50us * 1e3), p99: time.Duration(r.P99us * 1e3), errors: r.Errors,
-				dropped: udpDropped() - mDrop, server: rt, child: r.Runtime,
+				dropped: udpDropped() - mDrop, stall: stall, server: rt, child: r.Runtime,
 				serverAllocs: max(0, float64(rt.Allocs)-idleAllocs*secs) / float64(max(1, r.Beats)), serverAllocRate: float64(rt.Allocs) / secs,
-				cpu: cpuSplit{hubs: r.CPUs / secs, server: self / secs, postgres: pg / secs, others: max(0, all-self-pg-r.CPUs) / secs,
+				cpu: cpuSplit{hubs: r.CPUs / secs, server: self / secs, postgres: pg / secs, probe: prb / secs, others: max(0, all-self-pg-prb-r.CPUs) / secs,
 					stolen: (machineSteal() - mSteal).Seconds() / secs},
 				serverUs: max(0, self-idle*secs) * 1e6 / float64(max(1, r.Beats)), hubsUs: r.CPUs * 1e6 / float64(max(1, r.Beats)),
 				postgresUs: pg * 1e6 / float64(max(1, r.Beats))}
 			res.settled, res.settledAtCap = start.Sub(dialed), settledAtCap
-			b.Logf("%s, %d hubs: %d heartbeats in %v (%s), p50 %v p99 %v, errors %d, UDP datagrams dropped %d; %v; server process: %v, %.0f B allocated a heartbeat; simulated hubs: %v",
-				peer, level, res.beats, window, res.settling(), res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors, res.dropped, res.cpu,
+			b.Logf("%s, %d hubs: %d heartbeats in %v (%s), p50 %v p99 %v, errors %d, UDP datagrams dropped %d; %v; %s; server process: %v, %.0f B allocated a heartbeat; simulated hubs: %v",
+				peer, level, res.beats, window, res.settling(), res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), res.errors, res.dropped, res.cpu, res.stalled(),
 				res.server, res.serverAllocs, res.child)
 			if res.errors > 0 {
 				b.Logf("%s, %d hubs: the first hubs' errors: %s", peer, level, strings.Join(r.FirstErrors, "; "))
@@ -759,6 +796,9 @@ func spoiledBy(res levelResult) string {
 	if res.cpu.stolen >= 0.25 {
 		whys = append(whys, fmt.Sprintf("the host took %.2f cores (steal)", res.cpu.stolen))
 	}
+	if res.stall >= stallSpoils {
+		whys = append(whys, fmt.Sprintf("the machine stalled for %v (a real-time thread woke that late)", res.stall.Round(time.Millisecond)))
+	}
 	if res.server.GCs > 0 {
 		whys = append(whys, fmt.Sprintf("the server process ran %d collections", res.server.GCs))
 	}
@@ -792,6 +832,14 @@ func settleLevel(b *testing.B, sw *swarm, level int, settle, maxSettle time.Dura
 		}
 	}
 	return false
+}
+
+// stalled says how long the machine stalled in the window.
+func (l levelResult) stalled() string {
+	if l.stall < 0 {
+		return "machine stalls not measured"
+	}
+	return fmt.Sprintf("longest machine stall %v", l.stall.Round(100*time.Microsecond))
 }
 
 // settling says how long the level settled before its window.
@@ -845,8 +893,8 @@ func missedOf(rs []levelResult) string {
 		return "every level tried held"
 	}
 	r := rs[len(rs)-1]
-	return fmt.Sprintf("at %d (window %s): p99 %v, %d of %d heartbeats, %d errors, %d UDP datagrams dropped; %v; server process %v; simulated hubs %v",
-		r.hubs, r.settling(), r.p99.Round(time.Millisecond), r.beats, 5*r.hubs, r.errors, r.dropped, r.cpu, r.server, r.child)
+	return fmt.Sprintf("at %d (window %s): p99 %v, %d of %d heartbeats, %d errors, %d UDP datagrams dropped; %v; %s; server process %v; simulated hubs %v",
+		r.hubs, r.settling(), r.p99.Round(time.Millisecond), r.beats, 5*r.hubs, r.errors, r.dropped, r.cpu, r.stalled(), r.server, r.child)
 }
 
 // commonLevel is the largest level both result sets held, with its results.
