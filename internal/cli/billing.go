@@ -85,7 +85,7 @@ func toJSON(a store.Account) accountJSON {
 		SuspendedReason: a.SuspendedReason, StripeCustomerID: a.StripeCustomerID}
 }
 
-// tokenJSON is an API token as si token ls shows it to its account.
+// tokenJSON is an API token as the operator's token commands show it.
 func tokenJSON(t store.APIToken) client.Token {
 	return client.Token{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
 }
@@ -106,10 +106,31 @@ func describe(a store.Account) string {
 		a.ID, a.Tier, a.Credits.Dollars(), a.Unbilled.Dollars(), a.CreditCeiling.Dollars(), a.FlushThreshold.Dollars(), status)
 }
 
+// given wraps a flag's value and notes whether the command line (or its
+// environment variable) set it.
+type given struct {
+	flag.Value
+	given bool
+}
+
+func (g *given) Set(s string) error {
+	g.given = true
+	return g.Value.Set(s)
+}
+
+// givenFlag wraps fs's flag name, already defined, in a given.
+func givenFlag(fs *flag.FlagSet, name string) *given {
+	f := fs.Lookup(name)
+	g := &given{Value: f.Value}
+	f.Value = g
+	return g
+}
+
 func accountCommand() *Command {
 	var (
 		l, tk, sh, ls, rv ledgerCommand
 		revokeID          string
+		revokeAccount     *given
 		email             string
 		sc                config.Stripe
 		tokenName         string
@@ -167,6 +188,7 @@ The api refuses the token from its next request, and the browser sessions
 opened with it end.`,
 			Flags: func(fs *flag.FlagSet) {
 				rv.flags(fs)
+				revokeAccount = givenFlag(fs, "account")
 				fs.StringVar(&revokeID, "id", "", "the token's id as si account tokens lists it, the token itself, or - to read either from standard input (required)")
 			},
 			Run: rv.run(func(ctx context.Context, st *store.Store, env *Env) (any, string, error) {
@@ -182,9 +204,16 @@ opened with it end.`,
 					return nil, "", errors.New("--id is required: the token's id as si account tokens lists it, or the token itself (--id - reads it from standard input)")
 				}
 				if strings.HasPrefix(id, store.TokenPrefix) {
-					// A live token names its account, whatever --account says.
-					if a, err := st.AccountForToken(ctx, id); err == nil {
+					// The token names its own account; an --account given
+					// must be that one.
+					a, err := st.TokenAccount(ctx, id)
+					switch {
+					case err == nil && revokeAccount.given && a != rv.account:
+						return nil, "", fmt.Errorf("the token belongs to account %s, not %s: none was revoked (give the token without --account)", a, rv.account)
+					case err == nil:
 						rv.account = a
+					case !errors.Is(err, store.ErrNotFound):
+						return nil, "", err
 					}
 				}
 				if _, err := st.AccountByID(ctx, rv.account); err != nil {

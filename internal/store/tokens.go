@@ -162,6 +162,20 @@ func (s *Store) AccountForToken(ctx context.Context, token string) (string, erro
 	return account, err
 }
 
+// TokenAccount returns the account a token belongs to, live or revoked.
+func (s *Store) TokenAccount(ctx context.Context, token string) (string, error) {
+	if !strings.HasPrefix(token, TokenPrefix) || len(token) > 100 {
+		return "", ErrNotFound
+	}
+	sum := sha256.Sum256([]byte(token))
+	var account string
+	err := s.Pool.QueryRow(ctx, `SELECT account_id FROM api_tokens WHERE hash = $1`, sum[:]).Scan(&account)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return account, err
+}
+
 // NewSecret returns a fresh secret with prefix (256 random bits) and its
 // SHA-256, the only form in which the mesh keeps it.
 func NewSecret(prefix string) (string, []byte) {

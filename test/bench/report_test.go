@@ -4,6 +4,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,10 +37,11 @@ func TestMergedReport(t *testing.T) {
 	}
 }
 
-// TestSpoiledBy: a window is measured again only when something beside the
+// TestSpoiledBy: what a missed window's note blames is what beside the
 // peer and its hubs took the machine: other processes' half core, the
 // host's quarter core of steal, a machine stall of stallSpoils or longer,
-// or a collection; a window missed with the machine to itself stands.
+// or a collection; a window missed with the machine to itself blames
+// nothing.
 func TestSpoiledBy(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -48,6 +50,7 @@ func TestSpoiledBy(t *testing.T) {
 	}{
 		{"machine to itself", levelResult{cpu: cpuSplit{others: 0.49, stolen: 0.24}, stall: stallSpoils - time.Millisecond}, ""},
 		{"stall not measured", levelResult{stall: -1}, ""},
+		{"stall at the threshold", levelResult{stall: stallSpoils}, "the machine stalled for 100ms (a real-time thread woke that late)"},
 		{"machine stall", levelResult{stall: 1600 * time.Millisecond}, "the machine stalled for 1.6s (a real-time thread woke that late)"},
 		{"other processes", levelResult{cpu: cpuSplit{others: 0.5}}, "other processes took 0.50 cores"},
 		{"steal", levelResult{cpu: cpuSplit{stolen: 0.37}}, "the host took 0.37 cores (steal)"},
@@ -58,5 +61,24 @@ func TestSpoiledBy(t *testing.T) {
 		if got := spoiledBy(c.res); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
+	}
+}
+
+// TestRemeasured: the figure counts the levels measured in a second window,
+// and the held level's note names none when nothing held.
+func TestRemeasured(t *testing.T) {
+	first := &levelResult{hubs: 500, p99: 60 * time.Millisecond}
+	rs := []levelResult{{hubs: 500, firstTry: first}, {hubs: 1000}, {hubs: 1500, firstTry: first}}
+	if n := remeasuredCount(rs); n != 2 {
+		t.Errorf("remeasuredCount: %d, want 2", n)
+	}
+	if n := remeasuredCount(nil); n != 0 {
+		t.Errorf("remeasuredCount(nil): %d, want 0", n)
+	}
+	if got := heldNote(levelResult{}); got != "no level held" {
+		t.Errorf("heldNote of no level: %q", got)
+	}
+	if got := heldNote(levelResult{hubs: 500, stall: 12 * time.Millisecond}); !strings.Contains(got, "longest machine stall 12ms") {
+		t.Errorf("heldNote without the stall: %q", got)
 	}
 }

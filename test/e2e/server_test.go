@@ -344,6 +344,11 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 	if out, err := run(t, si, operator, "", "account", "revoke-token", "--account", "alice", "--id", bobs.Tokens[0].ID); err == nil || !strings.Contains(out, "no such token") {
 		t.Errorf("revoking bob's token as alice's: %v\n%s", err, out)
 	}
+	// Bob's token itself under alice's account, given explicitly: refused,
+	// not revoked in bob's.
+	if out, err := run(t, si, operator, bobToken+"\n", "account", "revoke-token", "--account", "alice", "--id", "-"); err == nil || !strings.Contains(out, "belongs to account bob, not alice") {
+		t.Errorf("revoking bob's token with --account alice: %v\n%s", err, out)
+	}
 	if out := sh(bob, "", "whoami"); !strings.Contains(out, "account bob") {
 		t.Fatalf("bob's token after a refused revocation:\n%s", out)
 	}
@@ -352,6 +357,10 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 		t.Fatalf("si account revoke-token --id -: %v\n%s", err, out)
 	}
 	fails(bob, "unknown or revoked API token", "whoami")
+	// Given again, a revoked token still names its account.
+	if out, err := run(t, si, operator, bobToken+"\n", "account", "revoke-token", "--id", "-"); err != nil || !strings.Contains(out, "of account bob") {
+		t.Errorf("si account revoke-token of a revoked token: %v\n%s", err, out)
+	}
 	if out := sh(alice, "", "whoami"); !strings.Contains(out, "account alice") {
 		t.Fatalf("alice after bob's token was revoked:\n%s", out)
 	}
