@@ -75,6 +75,13 @@ func TestRemeasured(t *testing.T) {
 	if n := remeasuredCount(nil); n != 0 {
 		t.Errorf("remeasuredCount(nil): %d, want 0", n)
 	}
+	failed := []levelResult{{hubs: 500}, {hubs: 1000, dialErr: "connecting hub 612: timeout"}}
+	if got := missedOf(failed); got != "at 1000, whose hubs could not all connect: connecting hub 612: timeout" {
+		t.Errorf("missedOf a level that could not connect: %q", got)
+	}
+	if failed[1].held() {
+		t.Error("a level whose hubs could not all connect held")
+	}
 	if got := heldNote(levelResult{}); got != "no level held" {
 		t.Errorf("heldNote of no level: %q", got)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -118,29 +117,8 @@ type stallProbe struct {
 
 func startStallProbe(b *testing.B) *stallProbe {
 	b.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), stallEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = stdin.Close()
-		_ = cmd.Process.Kill() // its threads never stop sleeping on their own
-		_ = cmd.Wait()
-	})
+	// Its threads never stop sleeping on their own: it is killed at once.
+	cmd, stdin, stdout := startChild(b, 0, stallEnv+"=1")
 	p := &stallProbe{pid: cmd.Process.Pid, in: bufio.NewWriter(stdin), out: bufio.NewScanner(stdout)}
 	r, err := p.do("reset")
 	if err != nil {

@@ -115,16 +115,27 @@ type swarm struct {
 
 func startSwarm(b *testing.B) *swarm {
 	b.Helper()
+	// A hub sends one small datagram at a time, which segmentation offload
+	// does not help, and the simulated hubs do not mark their packets ECN
+	// capable: their quic-go spends less on each packet of the two cores
+	// they share with the server. The server keeps quic-go's defaults.
+	cmd, stdin, stdout := startChild(b, 10*time.Second, swarmEnv+"=1", "QUIC_GO_DISABLE_GSO=true", "QUIC_GO_DISABLE_ECN=true")
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	return &swarm{cmd: cmd, in: json.NewEncoder(stdin), out: sc}
+}
+
+// startChild starts this test binary again with env added, its stderr
+// ours, and returns it with its stdin and stdout. At the end of b the child's
+// stdin is closed, and the child killed if it has not ended within grace.
+func startChild(b *testing.B, grace time.Duration, env ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser) {
+	b.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	// A hub sends one small datagram at a time, which segmentation offload
-	// does not help, and the simulated hubs do not mark their packets ECN
-	// capable: their quic-go spends less on each packet of the two cores
-	// they share with the server. The server keeps quic-go's defaults.
-	cmd.Env = append(os.Environ(), swarmEnv+"=1", "QUIC_GO_DISABLE_GSO=true", "QUIC_GO_DISABLE_ECN=true")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -143,14 +154,12 @@ func startSwarm(b *testing.B) *swarm {
 		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(grace):
 			_ = cmd.Process.Kill()
 			<-done
 		}
 	})
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	return &swarm{cmd: cmd, in: json.NewEncoder(stdin), out: sc}
+	return cmd, stdin, stdout
 }
 
 func (s *swarm) do(c swarmCmd) (swarmReply, error) {
@@ -677,6 +686,9 @@ type levelResult struct {
 	// server process (beyond what it spends with no hub) and of the
 	// simulated hubs.
 	serverUs, hubsUs, postgresUs float64
+	// dialErr is why the level's hubs could not all connect ("" when they
+	// did): the level was then not measured, and is missed.
+	dialErr string
 	// firstTry is the window this one measured again, and why.
 	firstTry *levelResult
 	why      string
@@ -688,7 +700,7 @@ type levelResult struct {
 }
 
 func (l levelResult) held() bool {
-	return l.p99 < 50*time.Millisecond && l.errors == 0 && l.beats >= l.hubs*4
+	return l.dialErr == "" && l.p99 < 50*time.Millisecond && l.errors == 0 && l.beats >= l.hubs*4
 }
 
 // holdLevels raises the hubs of sw on addr through levels, measuring each
@@ -740,7 +752,9 @@ func holdLevels(b *testing.B, sw *swarm, probe *stallProbe, addr string, echo bo
 		}
 		r, err := sw.do(swarmCmd{Op: "dial", Addr: addr, Echo: echo, CA: ca, Hubs: hubs[connected:level]})
 		if err != nil {
-			b.Logf("%s: %v", peer, err)
+			// A level whose hubs cannot all connect is missed.
+			b.Logf("%s, %d hubs: %v", peer, level, err)
+			out = append(out, levelResult{hubs: level, dialErr: err.Error()})
 			break
 		}
 		connected = r.Connected
@@ -940,6 +954,9 @@ func missedOf(rs []levelResult) string {
 		return "every level tried held"
 	}
 	r := rs[len(rs)-1]
+	if r.dialErr != "" {
+		return fmt.Sprintf("at %d, whose hubs could not all connect: %s", r.hubs, r.dialErr)
+	}
 	return fmt.Sprintf("at %d (window %s): p99 %v, %d of %d heartbeats, %d errors, %d UDP datagrams dropped; %v; %s; server process %v; simulated hubs %v",
 		r.hubs, r.settling(), r.p99.Round(time.Millisecond), r.beats, 5*r.hubs, r.errors, r.dropped, r.cpu, r.stalled(), r.server, r.child)
 }
