@@ -118,6 +118,9 @@ func (g *given) Set(s string) error {
 	return g.Value.Set(s)
 }
 
+// Type names the flag's value in help as the string it is.
+func (*given) Type() string { return "string" }
+
 // givenFlag wraps fs's flag name, already defined, in a given.
 func givenFlag(fs *flag.FlagSet, name string) *given {
 	f := fs.Lookup(name)
@@ -209,10 +212,12 @@ opened with it end.`,
 					a, err := st.TokenAccount(ctx, id)
 					switch {
 					case err == nil && revokeAccount.given && a != rv.account:
-						return nil, "", fmt.Errorf("the token belongs to account %s, not %s: none was revoked (give the token without --account)", a, rv.account)
+						return nil, "", fmt.Errorf("the token belongs to account %s, not %q (--account or SI_ACCOUNT): none was revoked; give the token with neither", a, rv.account)
 					case err == nil:
 						rv.account = a
-					case !errors.Is(err, store.ErrNotFound):
+					case errors.Is(err, store.ErrNotFound):
+						return nil, "", errors.New("no account has this token: none was revoked (check that it was copied whole)")
+					default:
 						return nil, "", err
 					}
 				}

@@ -150,26 +150,22 @@ func (s *Store) RevokeAPIToken(ctx context.Context, account, idOrToken string) (
 // AccountForToken returns the account a live token belongs to. The lookup is
 // by the token's hash, so timing says nothing about stored tokens.
 func (s *Store) AccountForToken(ctx context.Context, token string) (string, error) {
-	if !strings.HasPrefix(token, TokenPrefix) || len(token) > 100 {
-		return "", ErrNotFound
-	}
-	sum := sha256.Sum256([]byte(token))
-	var account string
-	err := s.Pool.QueryRow(ctx, `SELECT account_id FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL`, sum[:]).Scan(&account)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	return account, err
+	return s.tokenAccount(ctx, token, `AND revoked_at IS NULL`)
 }
 
 // TokenAccount returns the account a token belongs to, live or revoked.
 func (s *Store) TokenAccount(ctx context.Context, token string) (string, error) {
+	return s.tokenAccount(ctx, token, ``)
+}
+
+// tokenAccount looks token up by its hash, the row also meeting and.
+func (s *Store) tokenAccount(ctx context.Context, token, and string) (string, error) {
 	if !strings.HasPrefix(token, TokenPrefix) || len(token) > 100 {
 		return "", ErrNotFound
 	}
 	sum := sha256.Sum256([]byte(token))
 	var account string
-	err := s.Pool.QueryRow(ctx, `SELECT account_id FROM api_tokens WHERE hash = $1`, sum[:]).Scan(&account)
+	err := s.Pool.QueryRow(ctx, `SELECT account_id FROM api_tokens WHERE hash = $1 `+and, sum[:]).Scan(&account)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}

@@ -77,6 +77,12 @@ func TestAPITokensListAndRevoke(t *testing.T) {
 	if _, err := s.AccountForToken(ctx, first); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a revoked token still authenticates: %v", err)
 	}
+	if a, err := s.TokenAccount(ctx, first); err != nil || a != "tok-alice" {
+		t.Errorf("a revoked token's account: %q, %v", a, err)
+	}
+	if _, err := s.TokenAccount(ctx, "si_"+strings.Repeat("q", 40)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the account of a token never issued: %v", err)
+	}
 	if _, _, err := s.AccountForBrowserSession(ctx, session); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a revoked token's browser session lives on: %v", err)
 	}

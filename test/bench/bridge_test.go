@@ -380,7 +380,7 @@ func BenchmarkBridgeHubsHeld(b *testing.B) {
 			"(bare quic-go with the same hubs %.1f)%s", n, t.serverUs, t.hubsUs, t.postgresUs, target,
 			target*(t.serverUs+t.hubsUs+t.postgresUs)/1e6, target*(r.serverUs+r.hubsUs)/1e6, retried)
 	}
-	record("bridge_hubs_held", float64(held), fmt.Sprintf("simulated hubs at 1 heartbeat/s with p99 < 50 ms, levels up to %d (target >= %d); "+
+	record("bridge_hubs_held", float64(held), fmt.Sprintf("simulated hubs at 1 heartbeat/s with p99 < 50 ms, levels up to %d (target >= %d), each the better of two windows where the first missed; "+
 		"hubs in a child process on the same 2 cores; %s; missed %s; %s%s", levels[len(levels)-1], target, heldNote(at), missedOf(tun), cost, remeasuredOf(tun)))
 	record("bridge_hub_p99_ms_at_held", ms(at.p99), "heartbeat p99 at the level held"+retriedNote("the bridge", at))
 	record("bridge_hubs_levels_remeasured", float64(remeasuredCount(tun)), "levels of bridge_hubs_held missed in their first window and measured in a second (the note of bridge_hubs_held gives each first window)")

@@ -75,7 +75,7 @@ func TestRemeasured(t *testing.T) {
 	if n := remeasuredCount(nil); n != 0 {
 		t.Errorf("remeasuredCount(nil): %d, want 0", n)
 	}
-	failed := []levelResult{{hubs: 500}, {hubs: 1000, dialErr: "connecting hub 612: timeout"}}
+	failed := []levelResult{{hubs: 500}, {hubs: 1000, beats: 5000, dialErr: "connecting hub 612: timeout"}}
 	if got := missedOf(failed); got != "at 1000, whose hubs could not all connect: connecting hub 612: timeout" {
 		t.Errorf("missedOf a level that could not connect: %q", got)
 	}

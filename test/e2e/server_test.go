@@ -346,7 +346,7 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 	}
 	// Bob's token itself under alice's account, given explicitly: refused,
 	// not revoked in bob's.
-	if out, err := run(t, si, operator, bobToken+"\n", "account", "revoke-token", "--account", "alice", "--id", "-"); err == nil || !strings.Contains(out, "belongs to account bob, not alice") {
+	if out, err := run(t, si, operator, bobToken+"\n", "account", "revoke-token", "--account", "alice", "--id", "-"); err == nil || !strings.Contains(out, "belongs to account bob, not \"alice\"") {
 		t.Errorf("revoking bob's token with --account alice: %v\n%s", err, out)
 	}
 	if out := sh(bob, "", "whoami"); !strings.Contains(out, "account bob") {
@@ -357,6 +357,10 @@ func TestCustomerAgainstServerRoles(t *testing.T) {
 		t.Fatalf("si account revoke-token --id -: %v\n%s", err, out)
 	}
 	fails(bob, "unknown or revoked API token", "whoami")
+	// A token no account has: said so, not "account dev not found".
+	if out, err := run(t, si, operator, bobToken+"x\n", "account", "revoke-token", "--id", "-"); err == nil || !strings.Contains(out, "no account has this token") {
+		t.Errorf("revoking a token no account has: %v\n%s", err, out)
+	}
 	// Given again, a revoked token still names its account.
 	if out, err := run(t, si, operator, bobToken+"\n", "account", "revoke-token", "--id", "-"); err != nil || !strings.Contains(out, "of account bob") {
 		t.Errorf("si account revoke-token of a revoked token: %v\n%s", err, out)
